@@ -1,0 +1,253 @@
+/* warden serve: worker threads serving the gateway listener, the admin listener and signal handling
+ * on the main thread. SIGHUP reloads the configuration atomically, SIGTERM/SIGINT drain and exit 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "gateway/gateway.h"
+
+typedef struct {
+    const char *path;
+    wd_worker_t *workers;
+    wd_worker_t **wptrs;
+    size_t nworkers;
+    wd_worker_t admin;   /* the main thread's loop */
+    bool admin_listening;
+    wd_admin_ctx_t ctx;
+    uv_signal_t sighup, sigterm, sigint;
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline;
+    bool stopping;
+} serve_t;
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: warden serve -c FILE\n"
+                    "  Runs the gateway. SIGHUP reloads FILE; SIGTERM or SIGINT drains and exits.\n");
+}
+
+static wd_log_level_t parse_level(const char *s)
+{
+    if (!s) return WD_LOG_INFO;
+    if (!strcmp(s, "debug")) return WD_LOG_DEBUG;
+    if (!strcmp(s, "warn")) return WD_LOG_WARN;
+    if (!strcmp(s, "error")) return WD_LOG_ERROR;
+    return WD_LOG_INFO;
+}
+
+static bool same_addr(const wd_addr_t *a, const wd_addr_t *b)
+{
+    return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
+}
+
+static void set_cfg(wd_worker_t *w, void *arg)
+{
+    wd_worker_set_config(w, arg);
+    wd_config_unref(arg);
+}
+
+static void reload(serve_t *s)
+{
+    char err[512];
+    wd_config_t *nc = wd_config_load(s->path, err, sizeof err);
+    const wd_config_t *oc = s->admin.cfg;
+    const char *why = NULL;
+    if (!nc) why = err;
+    else if (!same_addr(&nc->listen, &oc->listen)) why = "listen address cannot change on reload (restart instead)";
+    else if (!same_addr(&nc->admin, &oc->admin)) why = "admin address cannot change on reload (restart instead)";
+    else if (nc->workers != oc->workers) why = "workers cannot change on reload (restart instead)";
+    if (why) {
+        s->ctx.reload_failures++;
+        wd_log(WD_LOG_ERROR, "reload refused, still serving the previous configuration: %s", why);
+        if (nc) wd_config_unref(nc);
+        return;
+    }
+    if (wd_event_sink_open(nc->audit_file, err, sizeof err) != WD_OK) {
+        s->ctx.reload_failures++;
+        wd_log(WD_LOG_ERROR, "reload refused, still serving the previous configuration: %s", err);
+        wd_config_unref(nc);
+        return;
+    }
+    wd_log_set_level(parse_level(nc->log_level));
+    for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], set_cfg, wd_config_ref(nc));
+    wd_worker_set_config(&s->admin, nc);
+    wd_config_unref(nc);
+    s->ctx.reloads++;
+    wd_log(WD_LOG_INFO, "configuration reloaded from %s", s->path);
+}
+
+static void on_sighup(uv_signal_t *h, int sig)
+{
+    WD_UNUSED(sig);
+    serve_t *s = h->data;
+    if (!s->stopping) reload(s);
+}
+
+static void worker_drain(wd_worker_t *w, void *arg)
+{
+    WD_UNUSED(arg);
+    wd_worker_drain(w);
+}
+
+static void worker_stop(wd_worker_t *w, void *arg)
+{
+    WD_UNUSED(arg);
+    wd_gateway_worker_stop(w);
+    wd_worker_stop(w);
+}
+
+static void stop_all(serve_t *s)
+{
+    for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], worker_stop, NULL);
+    for (size_t i = 0; i < s->nworkers; i++) wd_worker_join(&s->workers[i]);
+    uv_signal_stop(&s->sighup);
+    wd_worker_stop(&s->admin); /* closes every handle on the main loop, so uv_run returns */
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    serve_t *s = t->data;
+    size_t open = 0;
+    for (size_t i = 0; i < s->nworkers; i++) open += wd_worker_conn_count(&s->workers[i]);
+    bool late = wd_now_ns() > s->drain_deadline;
+    if (open && !late) return;
+    if (open) wd_log(WD_LOG_WARN, "drain deadline reached with %zu connection(s) open; closing them", open);
+    else wd_log(WD_LOG_INFO, "drained; exiting");
+    uv_timer_stop(t);
+    stop_all(s);
+}
+
+static void on_sigterm(uv_signal_t *h, int sig)
+{
+    serve_t *s = h->data;
+    if (s->stopping) {
+        wd_log(WD_LOG_WARN, "second signal %d: exiting now", sig);
+        uv_timer_stop(&s->drain_timer);
+        stop_all(s);
+        return;
+    }
+    s->stopping = true;
+    s->ctx.draining = true;
+    uint32_t ms = s->admin.cfg->limits.drain_timeout_ms;
+    wd_log(WD_LOG_INFO, "signal %d: draining (up to %u ms)", sig, ms);
+    s->drain_deadline = wd_now_ns() + (uint64_t)ms * 1000000ull;
+    for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], worker_drain, NULL);
+    uv_timer_start(&s->drain_timer, on_drain_tick, 20, 20);
+}
+
+static void cleanup(serve_t *s, size_t ninit, bool admin_init)
+{
+    for (size_t i = 0; i < ninit; i++) {
+        wd_worker_t *w = &s->workers[i];
+        wd_worker_stop(w);
+        wd_worker_free(w);
+        wd_gateway_worker_free(w);
+    }
+    if (admin_init) {
+        wd_worker_stop(&s->admin);
+        wd_worker_free(&s->admin);
+    }
+    free(s->workers);
+    free(s->wptrs);
+    wd_event_sink_close();
+}
+
+static int serve(serve_t *s)
+{
+    char err[512];
+    wd_config_t *cfg = wd_config_load(s->path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "warden: %s\n", err);
+        return 2;
+    }
+    wd_log_set_level(parse_level(cfg->log_level));
+    if (wd_event_sink_open(cfg->audit_file, err, sizeof err) != WD_OK) {
+        fprintf(stderr, "warden: %s\n", err);
+        wd_config_unref(cfg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    size_t ninit = 0;
+    bool admin_init = false;
+    s->nworkers = cfg->workers;
+    s->workers = calloc(s->nworkers, sizeof *s->workers);
+    s->wptrs = calloc(s->nworkers, sizeof *s->wptrs);
+    if (!s->workers || !s->wptrs) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    if (wd_worker_init(&s->admin, -1, cfg, err, sizeof err)) goto fail;
+    admin_init = true;
+    for (; ninit < s->nworkers; ninit++) {
+        wd_worker_t *w = &s->workers[ninit];
+        s->wptrs[ninit] = w;
+        if (wd_worker_init(w, (int)ninit, cfg, err, sizeof err)) goto fail;
+        if (wd_gateway_worker_init(w) ||
+            wd_server_listen(w, &cfg->listen, &wd_gateway_handler, NULL, err, sizeof err)) {
+            ninit++;
+            goto fail;
+        }
+    }
+    s->ctx.workers = s->wptrs;
+    s->ctx.nworkers = s->nworkers;
+    if (cfg->admin.salen && wd_server_listen(&s->admin, &cfg->admin, &wd_admin_handler, &s->ctx, err, sizeof err))
+        goto fail;
+    uv_signal_init(&s->admin.loop, &s->sighup);
+    uv_signal_init(&s->admin.loop, &s->sigterm);
+    uv_signal_init(&s->admin.loop, &s->sigint);
+    uv_timer_init(&s->admin.loop, &s->drain_timer);
+    s->sighup.data = s->sigterm.data = s->sigint.data = s->drain_timer.data = s;
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_signal_start(&s->sigterm, on_sigterm, SIGTERM);
+    uv_signal_start(&s->sigint, on_sigterm, SIGINT);
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (wd_worker_start(&s->workers[i]) != WD_OK) {
+            /* threads already running would need joining; a failed thread start is fatal */
+            fprintf(stderr, "warden: cannot start worker thread\n");
+            exit(1);
+        }
+    }
+    wd_log(WD_LOG_INFO, "warden listening on %s (%zu workers)%s%s", cfg->listen.text, s->nworkers,
+           cfg->admin.salen ? ", admin on " : "", cfg->admin.salen ? cfg->admin.text : "");
+    wd_config_unref(cfg);
+    uv_run(&s->admin.loop, UV_RUN_DEFAULT);
+    for (size_t i = 0; i < s->nworkers; i++) {
+        wd_worker_free(&s->workers[i]);
+        wd_gateway_worker_free(&s->workers[i]);
+    }
+    wd_worker_free(&s->admin);
+    free(s->workers);
+    free(s->wptrs);
+    wd_event_sink_close();
+    return 0;
+fail:
+    fprintf(stderr, "warden: %s\n", err);
+    cleanup(s, ninit, admin_init);
+    wd_config_unref(cfg);
+    return 1;
+}
+
+int wd_cmd_serve(int argc, char **argv)
+{
+    serve_t s;
+    memset(&s, 0, sizeof s);
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) s.path = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage();
+            return 0;
+        } else {
+            fprintf(stderr, "warden serve: unexpected argument '%s'\n", argv[i]);
+            usage();
+            return 2;
+        }
+    }
+    if (!s.path) {
+        fprintf(stderr, "warden serve: -c FILE is required\n");
+        usage();
+        return 2;
+    }
+    return serve(&s);
+}

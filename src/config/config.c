@@ -1,0 +1,1149 @@
+/* config: YAML -> wd_config_t.
+ *
+ * Two passes. First libyaml's event stream is turned into a small tree of plain nodes (scalars,
+ * sequences, mappings), each carrying the 1-based line:column where it starts; anything that makes
+ * a config ambiguous or expensive is refused here (anchors, aliases, tags, several documents, deep
+ * nesting). Then the tree is walked with one table per mapping (wd_cfg_field_t: name, type, bounds,
+ * default, offset) that both validates and fills the struct, so every key is described exactly once
+ * and every error can name its file:line:col. Loading is all-or-nothing: on any error the partially
+ * built snapshot is freed (secrets zeroed) and NULL is returned. */
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/* ---------------------------------------------------------------------------------------------- */
+/* YAML tree */
+
+typedef enum { N_SCALAR, N_SEQ, N_MAP } node_kind_t;
+
+typedef struct ynode {
+    node_kind_t kind;
+    unsigned line, col; /* 1-based */
+    /* scalar */
+    char *s;
+    size_t len;
+    bool plain; /* plain (unquoted) style: only those can be numbers or null */
+    /* sequence: items[i]; mapping: items[2i] key, items[2i+1] value */
+    struct ynode **items;
+    size_t n, cap;
+} ynode_t;
+
+static void node_free(ynode_t *n)
+{
+    if (!n) return;
+    for (size_t i = 0; i < n->n; i++) node_free(n->items[i]);
+    free(n->items);
+    free(n->s);
+    free(n);
+}
+
+static const char *kind_name(const ynode_t *n)
+{
+    switch (n->kind) {
+    case N_SEQ: return "a sequence";
+    case N_MAP: return "a mapping";
+    default: return "a scalar";
+    }
+}
+
+/* YAML 1.1/1.2 core-schema spellings of null, only when unquoted. */
+static bool node_is_null(const ynode_t *n)
+{
+    if (n->kind != N_SCALAR || !n->plain) return false;
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
+    for (size_t i = 0; i < WD_ARRAY_LEN(nulls); i++)
+        if (n->len == strlen(nulls[i]) && memcmp(n->s, nulls[i], n->len) == 0) return true;
+    return false;
+}
+
+static const ynode_t *map_get(const ynode_t *map, const char *key)
+{
+    if (!map || map->kind != N_MAP) return NULL;
+    size_t klen = strlen(key);
+    for (size_t i = 0; i + 1 < map->n; i += 2) {
+        const ynode_t *k = map->items[i];
+        if (k->kind == N_SCALAR && k->len == klen && memcmp(k->s, key, klen) == 0) return map->items[i + 1];
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Errors */
+
+typedef struct {
+    const char *file; /* name used in messages */
+    char *err;
+    size_t errlen;
+    wd_config_t *cfg;
+} ctx_t;
+
+static int failv(ctx_t *c, unsigned line, unsigned col, const char *fmt, va_list ap)
+{
+    if (!c->err || !c->errlen) return WD_EINVAL;
+    int n = snprintf(c->err, c->errlen, "%s:%u:%u: ", c->file, line, col);
+    if (n >= 0 && (size_t)n < c->errlen) vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+    return WD_EINVAL;
+}
+
+__attribute__((format(printf, 4, 5))) static int fail_at(ctx_t *c, unsigned line, unsigned col, const char *fmt,
+                                                         ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = failv(c, line, col, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+__attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const ynode_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = failv(c, n->line, n->col, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Scalars quoted into messages are cut short so one bad value cannot flood the error buffer. */
+#define SHOWN_MAX 64
+#define SHOW(n) (int)WD_MIN((n)->len, (size_t)SHOWN_MAX), (n)->s, ((n)->len > SHOWN_MAX ? "..." : "")
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Events -> tree */
+
+/* Depth and size caps: a config is a few levels deep and a few KB; anything beyond is a mistake or
+ * an attack, and refusing it keeps the recursive tree walk and libyaml's memory bounded. */
+#define MAX_DEPTH 16
+#define MAX_CONFIG_BYTES (1u << 20)
+#define MAX_UPSTREAMS 256
+#define MAX_MODELS 4096
+#define MAX_NAME 256
+
+static int node_append(ynode_t *parent, ynode_t *child)
+{
+    if (parent->n == parent->cap) {
+        size_t cap = parent->cap ? parent->cap * 2 : 8;
+        ynode_t **items = realloc(parent->items, cap * sizeof *items);
+        if (!items) return WD_ENOMEM;
+        parent->items = items;
+        parent->cap = cap;
+    }
+    parent->items[parent->n++] = child;
+    return WD_OK;
+}
+
+static int yaml_fail(ctx_t *c, const yaml_parser_t *p)
+{
+    if (p->error == YAML_MEMORY_ERROR) return fail_at(c, 1, 1, "out of memory while parsing");
+    const yaml_mark_t *m = &p->problem_mark;
+    const char *problem = p->problem ? p->problem : "malformed YAML";
+    if (p->context)
+        return fail_at(c, (unsigned)m->line + 1, (unsigned)m->column + 1, "YAML syntax error: %s %s", problem,
+                       p->context);
+    return fail_at(c, (unsigned)m->line + 1, (unsigned)m->column + 1, "YAML syntax error: %s", problem);
+}
+
+/* Anchors, aliases and tags are refused outright rather than resolved. Aliases make a small file
+ * expand into a huge tree ("billion laughs"), and both aliases and tags make what a key means depend
+ * on something written elsewhere (a merge key, a custom type), which is exactly the ambiguity a
+ * security gateway's config must not have. Plain configs are easier to review and diff. */
+static int check_node_event(ctx_t *c, const yaml_event_t *ev, unsigned line, unsigned col)
+{
+    const yaml_char_t *anchor = NULL, *tag = NULL;
+    switch (ev->type) {
+    case YAML_ALIAS_EVENT:
+        return fail_at(c, line, col, "YAML aliases (*name) are not allowed in warden configs; write the value out");
+    case YAML_SCALAR_EVENT:
+        anchor = ev->data.scalar.anchor;
+        tag = ev->data.scalar.tag;
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+        anchor = ev->data.sequence_start.anchor;
+        tag = ev->data.sequence_start.tag;
+        break;
+    case YAML_MAPPING_START_EVENT:
+        anchor = ev->data.mapping_start.anchor;
+        tag = ev->data.mapping_start.tag;
+        break;
+    default: break;
+    }
+    if (anchor) return fail_at(c, line, col, "YAML anchors (&name) are not allowed in warden configs");
+    if (tag) return fail_at(c, line, col, "YAML tags (!tag) are not allowed in warden configs");
+    return WD_OK;
+}
+
+static int parse_tree(ctx_t *c, const char *buf, size_t len, ynode_t **out)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    ynode_t *root = NULL;
+    ynode_t *stack[MAX_DEPTH];
+    size_t depth = 0;
+    int rc = WD_OK;
+    bool done = false, have_doc = false;
+
+    *out = NULL;
+    if (!yaml_parser_initialize(&parser)) return fail_at(c, 1, 1, "out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    /* libyaml would happily guess an encoding; configs are UTF-8 */
+    yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+
+    while (!done) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            rc = yaml_fail(c, &parser);
+            break;
+        }
+        unsigned line = (unsigned)ev.start_mark.line + 1, col = (unsigned)ev.start_mark.column + 1;
+        if ((rc = check_node_event(c, &ev, line, col))) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        switch (ev.type) {
+        case YAML_STREAM_START_EVENT: break;
+        case YAML_STREAM_END_EVENT: done = true; break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (have_doc) {
+                rc = fail_at(c, line, col, "only one YAML document is allowed in a config file");
+                break;
+            }
+            have_doc = true;
+            if (ev.data.document_start.tag_directives.start != ev.data.document_start.tag_directives.end)
+                rc = fail_at(c, line, col, "YAML %%TAG directives are not allowed in warden configs");
+            break;
+        case YAML_DOCUMENT_END_EVENT: break;
+        case YAML_SCALAR_EVENT:
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT: {
+            ynode_t *n = calloc(1, sizeof *n);
+            if (!n) {
+                rc = fail_at(c, line, col, "out of memory");
+                break;
+            }
+            n->line = line;
+            n->col = col;
+            if (ev.type == YAML_SCALAR_EVENT) {
+                n->kind = N_SCALAR;
+                n->len = ev.data.scalar.length;
+                n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+                n->s = malloc(n->len + 1);
+                if (!n->s) {
+                    free(n);
+                    rc = fail_at(c, line, col, "out of memory");
+                    break;
+                }
+                memcpy(n->s, ev.data.scalar.value, n->len);
+                n->s[n->len] = '\0';
+            } else {
+                n->kind = ev.type == YAML_SEQUENCE_START_EVENT ? N_SEQ : N_MAP;
+            }
+            if (depth == 0) {
+                /* only one root per document; a second document was refused above */
+                root = n;
+            } else if ((rc = node_append(stack[depth - 1], n))) {
+                node_free(n);
+                rc = fail_at(c, line, col, "out of memory");
+                break;
+            }
+            if (n->kind != N_SCALAR) {
+                if (depth == MAX_DEPTH) {
+                    rc = fail_at(c, line, col, "nesting deeper than %d levels", MAX_DEPTH);
+                    break;
+                }
+                stack[depth++] = n;
+            }
+            break;
+        }
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            if (depth) depth--;
+            break;
+        default: break;
+        }
+        yaml_event_delete(&ev);
+        if (rc) break;
+    }
+    yaml_parser_delete(&parser);
+    if (rc) {
+        node_free(root);
+        return rc;
+    }
+    if (!root) return fail_at(c, 1, 1, "empty configuration file");
+    *out = root;
+    return WD_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Field tables */
+
+typedef enum {
+    F_U32,   /* plain integer */
+    F_BYTES, /* integer, optionally with B/KiB/MiB/GiB */
+    F_MS,    /* integer milliseconds, or a duration with ms/s/m/h */
+    F_STR,   /* non-empty string without control characters; char * at off */
+    F_ENUM,  /* one of choices; char * at off */
+    F_MAP,   /* nested mapping described by sub, struct at off */
+    F_FN,    /* custom handler; called with n == NULL when the key is absent */
+} field_type_t;
+
+typedef struct wd_cfg_field wd_cfg_field_t;
+typedef int (*field_fn_t)(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f);
+
+typedef struct {
+    const char *what; /* for messages: "limits", "an upstream" */
+    const wd_cfg_field_t *fields;
+    size_t nfields;
+} wd_cfg_map_t;
+
+struct wd_cfg_field {
+    const char *name;
+    field_type_t type;
+    bool required;
+    size_t off;
+    uint32_t min, max, def;    /* numeric types */
+    const char *def_str;       /* F_STR / F_ENUM default, NULL for none */
+    const char *const *choices; /* F_ENUM, NULL-terminated */
+    field_fn_t fn;              /* F_FN */
+    const wd_cfg_map_t *sub;    /* F_MAP */
+};
+
+static int apply_map(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base);
+
+static void join_path(char *out, size_t outlen, const char *prefix, const char *key)
+{
+    if (prefix && *prefix)
+        snprintf(out, outlen, "%s.%s", prefix, key);
+    else
+        snprintf(out, outlen, "%s", key);
+}
+
+static int parse_digits(const char *s, size_t len, size_t *used, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    while (i < len && s[i] >= '0' && s[i] <= '9') {
+        if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(s[i] - '0'), &v))
+            return WD_E2BIG;
+        i++;
+    }
+    if (i == 0) return WD_EINVAL;
+    /* "010" is octal in YAML 1.1 and decimal in 1.2: refuse rather than guess */
+    if (i > 1 && s[0] == '0') return WD_EINVAL;
+    *used = i;
+    *out = v;
+    return WD_OK;
+}
+
+typedef struct {
+    const char *suffix;
+    uint64_t mult;
+} unit_t;
+
+static const unit_t byte_units[] = {{"", 1},           {"B", 1},           {"KiB", 1024ull},
+                                    {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {NULL, 0}};
+static const unit_t int_units[] = {{"", 1}, {NULL, 0}};
+static const unit_t ms_units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {NULL, 0}};
+
+/* Parses "<digits><unit>" where unit is one of units (the empty unit means the bare number).
+ * Returns WD_EINVAL for a malformed value, WD_E2BIG when it does not fit in 64 bits. */
+static int parse_with_units(const char *s, size_t len, const unit_t *units, uint64_t *out)
+{
+    size_t used;
+    uint64_t v;
+    int rc = parse_digits(s, len, &used, &v);
+    if (rc) return rc;
+    const char *sfx = s + used;
+    size_t sfxlen = len - used;
+    for (const unit_t *u = units; u->suffix; u++) {
+        if (strlen(u->suffix) != sfxlen || memcmp(u->suffix, sfx, sfxlen) != 0) continue;
+        if (__builtin_mul_overflow(v, u->mult, out)) return WD_E2BIG;
+        return WD_OK;
+    }
+    return WD_EINVAL;
+}
+
+int wd_config_parse_bytes(const char *s, size_t len, uint64_t *out)
+{
+    return parse_with_units(s, len, byte_units, out);
+}
+
+int wd_config_parse_ms(const char *s, size_t len, uint64_t *out) { return parse_with_units(s, len, ms_units, out); }
+
+static int field_number(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_field_t *f, uint32_t *dst)
+{
+    static const struct {
+        const unit_t *units;
+        const char *expect;
+        const char *unit;
+    } kinds[] = {
+        [F_U32] = {int_units, "an integer", ""},
+        [F_BYTES] = {byte_units, "a byte size (an integer, optionally with B, KiB, MiB or GiB, e.g. 4MiB)",
+                     " bytes"},
+        [F_MS] = {ms_units, "a duration (milliseconds, or an integer with ms, s, m or h, e.g. 10s)", " ms"},
+    };
+    const char *expect = kinds[f->type].expect;
+    if (n->kind != N_SCALAR) return fail(c, n, "%s: expected %s, got %s", path, expect, kind_name(n));
+    if (!n->plain || node_is_null(n))
+        return fail(c, n, "%s: expected %s, got %s'%.*s%s'", path, expect, n->plain ? "" : "the string ", SHOW(n));
+    uint64_t v;
+    int rc = parse_with_units(n->s, n->len, kinds[f->type].units, &v);
+    if (rc == WD_EINVAL) return fail(c, n, "%s: expected %s, got '%.*s%s'", path, expect, SHOW(n));
+    if (rc || v < f->min || v > f->max)
+        return fail(c, n, "%s: %.*s%s is out of range (%u..%u%s)", path, SHOW(n), f->min, f->max,
+                    kinds[f->type].unit);
+    *dst = (uint32_t)v;
+    return WD_OK;
+}
+
+/* Strings end up in log lines, Host headers and file paths: no control characters, no NULs. */
+static int check_string(ctx_t *c, const ynode_t *n, const char *path)
+{
+    if (n->kind != N_SCALAR) return fail(c, n, "%s: expected a string, got %s", path, kind_name(n));
+    if (node_is_null(n) || n->len == 0) return fail(c, n, "%s: expected a non-empty string", path);
+    for (size_t i = 0; i < n->len; i++) {
+        unsigned char ch = (unsigned char)n->s[i];
+        if (ch < 0x20 || ch == 0x7f) return fail(c, n, "%s: control characters are not allowed", path);
+    }
+    return WD_OK;
+}
+
+static int dup_str(ctx_t *c, const ynode_t *n, const char *s, size_t len, char **dst)
+{
+    char *p = strndup(s, len);
+    if (!p) return n ? fail(c, n, "out of memory") : fail_at(c, 1, 1, "out of memory");
+    free(*dst);
+    *dst = p;
+    return WD_OK;
+}
+
+static int apply_default(ctx_t *c, const ynode_t *map, const char *path, const wd_cfg_field_t *f, void *base)
+{
+    void *dst = (char *)base + f->off;
+    switch (f->type) {
+    case F_U32:
+    case F_BYTES:
+    case F_MS: *(uint32_t *)dst = f->def; return WD_OK;
+    case F_STR:
+    case F_ENUM:
+        if (!f->def_str) return WD_OK;
+        return dup_str(c, map, f->def_str, strlen(f->def_str), (char **)dst);
+    case F_MAP: return apply_map(c, NULL, path, f->sub, dst);
+    case F_FN: return f->fn(c, NULL, path, base, f);
+    }
+    return WD_OK;
+}
+
+static int apply_field(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_field_t *f, void *base)
+{
+    void *dst = (char *)base + f->off;
+    int rc;
+    switch (f->type) {
+    case F_U32:
+    case F_BYTES:
+    case F_MS: return field_number(c, n, path, f, dst);
+    case F_STR:
+        /* an optional string written as null means "not set" */
+        if (!f->required && node_is_null(n)) return apply_default(c, n, path, f, base);
+        if ((rc = check_string(c, n, path))) return rc;
+        return dup_str(c, n, n->s, n->len, dst);
+    case F_ENUM: {
+        char allowed[256] = "";
+        for (const char *const *ch = f->choices; *ch; ch++) {
+            if (n->kind == N_SCALAR && n->len == strlen(*ch) && memcmp(n->s, *ch, n->len) == 0)
+                return dup_str(c, n, n->s, n->len, dst);
+            size_t used = strlen(allowed);
+            snprintf(allowed + used, sizeof allowed - used, "%s%s", used ? ", " : "", *ch);
+        }
+        if (n->kind != N_SCALAR)
+            return fail(c, n, "%s: expected one of %s, got %s", path, allowed, kind_name(n));
+        return fail(c, n, "%s: expected one of %s, got '%.*s%s'", path, allowed, SHOW(n));
+    }
+    case F_MAP: return apply_map(c, n, path, f->sub, dst);
+    case F_FN: return f->fn(c, n, path, base, f);
+    }
+    return WD_OK;
+}
+
+/* The single place that walks a mapping: every key must be in the table and appear once; then each
+ * field is applied in table order (not file order) so later fields may depend on earlier ones, e.g.
+ * models on upstreams. n == NULL means the mapping is absent: defaults only. */
+static int apply_map(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base)
+{
+    const ynode_t *seen[32] = {0}, *seen_key[32] = {0};
+    char sub[256];
+    int rc;
+
+    if (m->nfields > WD_ARRAY_LEN(seen)) return fail_at(c, 1, 1, "internal error: table %s too large", m->what);
+    if (n) {
+        if (n->kind != N_MAP) return fail(c, n, "%s: expected a mapping, got %s", path, kind_name(n));
+        for (size_t i = 0; i + 1 < n->n; i += 2) {
+            const ynode_t *k = n->items[i];
+            if (k->kind != N_SCALAR) return fail(c, k, "%s: keys must be plain strings, got %s", path, kind_name(k));
+            size_t idx = m->nfields;
+            for (size_t j = 0; j < m->nfields; j++)
+                if (strlen(m->fields[j].name) == k->len && memcmp(m->fields[j].name, k->s, k->len) == 0) {
+                    idx = j;
+                    break;
+                }
+            if (idx == m->nfields) {
+                char allowed[512] = "";
+                for (size_t j = 0; j < m->nfields; j++) {
+                    size_t used = strlen(allowed);
+                    snprintf(allowed + used, sizeof allowed - used, "%s%s", j ? ", " : "", m->fields[j].name);
+                }
+                return fail(c, k, "unknown key '%.*s%s' in %s; allowed keys: %s", SHOW(k), m->what, allowed);
+            }
+            if (seen[idx])
+                return fail(c, k, "duplicate key '%s' in %s (first at %u:%u)", m->fields[idx].name, m->what,
+                            seen_key[idx]->line, seen_key[idx]->col);
+            seen[idx] = n->items[i + 1];
+            seen_key[idx] = k;
+        }
+    }
+    for (size_t j = 0; j < m->nfields; j++) {
+        const wd_cfg_field_t *f = &m->fields[j];
+        join_path(sub, sizeof sub, path, f->name);
+        if (seen[j]) {
+            rc = apply_field(c, seen[j], sub, f, base);
+        } else if (f->required) {
+            if (n) return fail(c, n, "missing required key '%s' in %s", f->name, path && *path ? path : m->what);
+            return fail_at(c, 1, 1, "missing required key '%s'", sub);
+        } else {
+            rc = apply_default(c, n, sub, f, base);
+        }
+        if (rc) return rc;
+    }
+    return WD_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Addresses and URLs */
+
+/* Splits "host", "host:port" or "[v6]" / "[v6]:port". Returns NULL or a reason. *port is left alone
+ * when no port is written. */
+static const char *split_hostport(const char *s, size_t len, char *host, size_t hostcap, bool *v6, bool *has_port,
+                                  uint16_t *port)
+{
+    const char *hs, *he, *rest;
+    *v6 = false;
+    *has_port = false;
+    if (len && s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        if (!close) return "missing ']' after the IPv6 address";
+        hs = s + 1;
+        he = close;
+        rest = close + 1;
+        *v6 = true;
+    } else {
+        const char *colon = memrchr(s, ':', len);
+        hs = s;
+        he = colon ? colon : s + len;
+        rest = he;
+        if (memchr(hs, ':', (size_t)(he - hs))) return "IPv6 addresses must be in brackets, e.g. [::1]:8080";
+    }
+    size_t hl = (size_t)(he - hs);
+    if (hl == 0) return "missing host";
+    if (hl >= hostcap) return "host is too long";
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    size_t restlen = (size_t)(s + len - rest);
+    if (restlen == 0) return NULL;
+    if (rest[0] != ':') return "unexpected characters after the host";
+    uint64_t p;
+    size_t used;
+    if (parse_digits(rest + 1, restlen - 1, &used, &p) || used != restlen - 1 || p < 1 || p > 65535)
+        return "the port must be a number between 1 and 65535";
+    *port = (uint16_t)p;
+    *has_port = true;
+    return NULL;
+}
+
+static void addr_format(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    uint16_t port = 0;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        port = ntohs(s6->sin6_port);
+        snprintf(out, outlen, "[%s]:%u", ip, port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        port = ntohs(s4->sin_port);
+        snprintf(out, outlen, "%s:%u", ip, port);
+    }
+}
+
+static bool is_localhost(const char *host) { return strcasecmp(host, "localhost") == 0; }
+
+static bool looks_ipv4(const char *host) { return strspn(host, "0123456789.") == strlen(host); }
+
+/* Numeric resolution only: listeners never wait on DNS. "localhost" is pinned to 127.0.0.1 so the
+ * result never depends on /etc/hosts ordering of ::1. IPv4 is checked with inet_pton first because
+ * getaddrinfo also takes inet_aton's legacy forms ("127.1", "0x7f.1"), which read as typos. */
+static int resolve_numeric(const char *host, bool v6, uint16_t port, wd_addr_t *a, const char **why)
+{
+    memset(&a->sa, 0, sizeof a->sa);
+    if (!v6 && is_localhost(host)) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&a->sa;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a->salen = sizeof *s4;
+        return WD_OK;
+    }
+    struct in_addr tmp;
+    if (!v6 && inet_pton(AF_INET, host, &tmp) != 1) {
+        *why = "expected a numeric IPv4 address, [IPv6] or localhost";
+        return WD_EINVAL;
+    }
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", port);
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = v6 ? AF_INET6 : AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0 || !res) {
+        *why = v6 ? "not a valid IPv6 address" : "not a valid IPv4 address";
+        if (res) freeaddrinfo(res);
+        return WD_EINVAL;
+    }
+    memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
+    a->salen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return WD_OK;
+}
+
+static int parse_listen_addr(ctx_t *c, const ynode_t *n, const char *path, wd_addr_t *a)
+{
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    char host[256];
+    bool v6, has_port;
+    uint16_t port = 0;
+    const char *why = split_hostport(n->s, n->len, host, sizeof host, &v6, &has_port, &port);
+    if (!why && !has_port) why = "missing ':port'";
+    if (!why && resolve_numeric(host, v6, port, a, &why) == WD_OK) return dup_str(c, n, n->s, n->len, &a->text);
+    return fail(c, n, "%s: invalid address '%.*s%s': %s (expected IPv4:port, [IPv6]:port or localhost:port)", path,
+                SHOW(n), why);
+}
+
+static int h_listen_address(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    if (!n) return WD_OK;
+    return parse_listen_addr(c, n, path, (wd_addr_t *)((char *)base + f->off));
+}
+
+static const wd_cfg_field_t listener_fields[] = {
+    {.name = "address", .type = F_FN, .required = true, .off = 0, .fn = h_listen_address},
+};
+static const wd_cfg_map_t listener_map = {"a listener", listener_fields, WD_ARRAY_LEN(listener_fields)};
+
+/* Both "listen: 127.0.0.1:8080" and "listen: { address: 127.0.0.1:8080 }": the mapping form is the
+ * one that will grow (tls), the scalar form is what people type. */
+static int h_listener(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    if (!n) return WD_OK;
+    wd_addr_t *a = (wd_addr_t *)((char *)base + f->off);
+    if (n->kind == N_MAP) return apply_map(c, n, path, &listener_map, a);
+    if (n->kind != N_SCALAR)
+        return fail(c, n, "%s: expected an address or a mapping with 'address', got %s", path, kind_name(n));
+    return parse_listen_addr(c, n, path, a);
+}
+
+static bool addr_equal(const wd_addr_t *a, const wd_addr_t *b)
+{
+    if (a->salen != b->salen || a->sa.ss_family != b->sa.ss_family) return false;
+    if (a->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)&a->sa, *y = (const struct sockaddr_in *)&b->sa;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->sa,
+                                  *y = (const struct sockaddr_in6 *)&b->sa;
+        return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    return a->salen == 0;
+}
+
+static int h_admin(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    int rc = h_listener(c, n, path, base, f);
+    if (rc || !n) return rc;
+    if (addr_equal(&c->cfg->admin, &c->cfg->listen))
+        return fail(c, n, "%s: the admin listener must not use the same address as 'listen' (%s)", path,
+                    c->cfg->listen.text);
+    return WD_OK;
+}
+
+/* http://host[:port][/base]. Only what a reverse proxy can honour exactly is accepted: userinfo would
+ * put a credential in a string we log, and a query or fragment has no meaning as a path prefix. */
+static int h_url(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_upstream_cfg_t *u = base;
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    const char *s = n->s, *end = n->s + n->len;
+    if (n->len >= 8 && strncasecmp(s, "https://", 8) == 0)
+        return fail(c, n, "%s: https upstreams are not supported yet; use http://", path);
+    if (n->len < 7 || strncasecmp(s, "http://", 7) != 0)
+        return fail(c, n, "%s: invalid URL '%.*s%s': expected http://host[:port][/path]", path, SHOW(n));
+    if (memchr(s, ' ', n->len)) return fail(c, n, "%s: spaces are not allowed in URLs", path);
+    const char *auth = s + 7, *aend = auth;
+    while (aend < end && *aend != '/' && *aend != '?' && *aend != '#') aend++;
+    if (memchr(auth, '@', (size_t)(aend - auth)))
+        return fail(c, n, "%s: credentials in the URL (user@host) are not allowed; use api_key_env", path);
+    if (memchr(aend, '?', (size_t)(end - aend)))
+        return fail(c, n, "%s: a query string is not allowed in an upstream URL", path);
+    if (memchr(aend, '#', (size_t)(end - aend)))
+        return fail(c, n, "%s: a fragment (#...) is not allowed in an upstream URL", path);
+
+    char host[256];
+    bool v6, has_port;
+    uint16_t port = 80;
+    const char *why = split_hostport(auth, (size_t)(aend - auth), host, sizeof host, &v6, &has_port, &port);
+    if (!why && !v6 && strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != strlen(host))
+        why = "the host contains characters not allowed in a host name";
+    if (why) return fail(c, n, "%s: invalid URL '%.*s%s': %s", path, SHOW(n), why);
+
+    /* Resolved once here, on the loading thread, so a worker never blocks on DNS. */
+    if (v6 || is_localhost(host) || looks_ipv4(host)) {
+        if (resolve_numeric(host, v6, port, &u->addr, &why))
+            return fail(c, n, "%s: invalid URL '%.*s%s': %s", path, SHOW(n), why);
+    } else {
+        char portstr[8];
+        snprintf(portstr, sizeof portstr, "%u", port);
+        struct addrinfo hints = {0}, *res = NULL;
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        int g = getaddrinfo(host, portstr, &hints, &res);
+        if (g != 0 || !res) {
+            if (res) freeaddrinfo(res);
+            return fail(c, n, "%s: cannot resolve upstream host '%s': %s", path, host,
+                        g ? gai_strerror(g) : "no addresses");
+        }
+        memcpy(&u->addr.sa, res->ai_addr, res->ai_addrlen);
+        u->addr.salen = res->ai_addrlen;
+        freeaddrinfo(res);
+    }
+    char text[INET6_ADDRSTRLEN + 16];
+    addr_format((const struct sockaddr *)&u->addr.sa, text, sizeof text);
+    char hh[sizeof host + 16];
+    snprintf(hh, sizeof hh, v6 ? "[%s]:%u" : "%s:%u", host, port);
+    const char *p = aend;
+    size_t plen = (size_t)(end - aend);
+    while (plen && p[plen - 1] == '/') plen--;
+    u->port = port;
+    if ((rc = dup_str(c, n, n->s, n->len, &u->url)) || (rc = dup_str(c, n, host, strlen(host), &u->host)) ||
+        (rc = dup_str(c, n, hh, strlen(hh), &u->host_header)) || (rc = dup_str(c, n, p, plen, &u->base_path)) ||
+        (rc = dup_str(c, n, text, strlen(text), &u->addr.text)))
+        return rc;
+    return WD_OK;
+}
+
+/* The credential is read from the environment at load so it never sits in the file; its value never
+ * appears in a message, only the variable's name. */
+static int h_api_key_env(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    if (!n) return WD_OK;
+    wd_upstream_cfg_t *u = base;
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    bool ok = !(n->s[0] >= '0' && n->s[0] <= '9');
+    for (size_t i = 0; ok && i < n->len; i++) {
+        char ch = n->s[i];
+        ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+    }
+    if (!ok)
+        return fail(c, n, "%s: '%.*s%s' is not a valid environment variable name (letters, digits and _)", path,
+                    SHOW(n));
+    const char *v = getenv(n->s);
+    if (!v) return fail(c, n, "%s: environment variable %s is not set", path, n->s);
+    size_t vlen = strlen(v);
+    if (vlen == 0) return fail(c, n, "%s: environment variable %s is empty", path, n->s);
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        /* it goes into a header line: CR/LF would be header injection */
+        if (ch < 0x20 || ch == 0x7f)
+            return fail(c, n, "%s: environment variable %s contains control characters", path, n->s);
+    }
+    if ((rc = dup_str(c, n, n->s, n->len, &u->api_key_env))) return rc;
+    return dup_str(c, n, v, vlen, &u->api_key);
+}
+
+static int h_name(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    if (n->len > MAX_NAME) return fail(c, n, "%s: names are limited to %d bytes", path, MAX_NAME);
+    if (memchr(n->s, ' ', n->len)) return fail(c, n, "%s: names must not contain spaces", path);
+    return dup_str(c, n, n->s, n->len, (char **)((char *)base + f->off));
+}
+
+static int h_model_upstream(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_model_cfg_t *m = base;
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    const wd_config_t *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const char *name = cfg->upstreams[i].name;
+        if (name && strlen(name) == n->len && memcmp(name, n->s, n->len) == 0) {
+            m->upstream = &cfg->upstreams[i];
+            return WD_OK;
+        }
+    }
+    char defined[256] = "";
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        size_t used = strlen(defined);
+        snprintf(defined + used, sizeof defined - used, "%s%s", i ? ", " : "", cfg->upstreams[i].name);
+    }
+    return fail(c, n, "%s: unknown upstream '%.*s%s'; defined upstreams: %s", path, SHOW(n), defined);
+}
+
+static int h_audit_file(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    char **dst = (char **)((char *)base + f->off);
+    if (!n) return dup_str(c, n, "-", 1, dst);
+    if (node_is_null(n) || (n->kind == N_SCALAR && n->len == 3 && memcmp(n->s, "off", 3) == 0)) {
+        free(*dst);
+        *dst = NULL;
+        return WD_OK;
+    }
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    return dup_str(c, n, n->s, n->len, dst);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The tables */
+
+#define LIMIT(nm, ty, lo, hi, dflt)                                                                             \
+    {                                                                                                          \
+        .name = #nm, .type = (ty), .off = offsetof(wd_server_limits_t, nm), .min = (lo), .max = (hi),          \
+        .def = (dflt)                                                                                          \
+    }
+
+static const wd_cfg_field_t limits_fields[] = {
+    LIMIT(max_connections, F_U32, 1, 1000000, 10000),
+    LIMIT(max_request_line, F_BYTES, 256, 65536, 8192),
+    LIMIT(max_header_bytes, F_BYTES, 1024, 1048576, 32768),
+    LIMIT(max_headers, F_U32, 8, 64, 64),
+    LIMIT(max_body_bytes, F_BYTES, 1024, 268435456, 4194304),
+    LIMIT(max_response_bytes, F_BYTES, 1024, 1073741824, 16777216),
+    LIMIT(max_sse_event_bytes, F_BYTES, 1024, 67108864, 1048576),
+    LIMIT(header_timeout_ms, F_MS, 100, 3600000, 10000),
+    LIMIT(body_timeout_ms, F_MS, 100, 3600000, 30000),
+    LIMIT(idle_timeout_ms, F_MS, 100, 3600000, 60000),
+    LIMIT(send_timeout_ms, F_MS, 100, 3600000, 60000),
+    LIMIT(drain_timeout_ms, F_MS, 0, 3600000, 15000),
+    LIMIT(write_buffer_bytes, F_BYTES, 4096, 67108864, 262144),
+};
+static const wd_cfg_map_t limits_map = {"limits", limits_fields, WD_ARRAY_LEN(limits_fields)};
+
+#define UPF(nm) offsetof(wd_upstream_cfg_t, nm)
+static const wd_cfg_field_t upstream_fields[] = {
+    {.name = "name", .type = F_FN, .required = true, .off = UPF(name), .fn = h_name},
+    {.name = "url", .type = F_FN, .required = true, .fn = h_url},
+    {.name = "api_key_env", .type = F_FN, .fn = h_api_key_env},
+    {.name = "timeout_ms", .type = F_MS, .off = UPF(timeout_ms), .min = 1, .max = 3600000, .def = 120000},
+    {.name = "connect_timeout_ms", .type = F_MS, .off = UPF(connect_timeout_ms), .min = 1, .max = 600000,
+     .def = 5000},
+    {.name = "max_idle", .type = F_U32, .off = UPF(max_idle), .min = 0, .max = 10000, .def = 64},
+};
+static const wd_cfg_map_t upstream_map = {"an upstream", upstream_fields, WD_ARRAY_LEN(upstream_fields)};
+
+static const wd_cfg_field_t model_fields[] = {
+    {.name = "name", .type = F_FN, .required = true, .off = offsetof(wd_model_cfg_t, name), .fn = h_name},
+    {.name = "upstream", .type = F_FN, .required = true, .fn = h_model_upstream},
+    {.name = "upstream_model", .type = F_STR, .off = offsetof(wd_model_cfg_t, upstream_model)},
+};
+static const wd_cfg_map_t model_map = {"a model", model_fields, WD_ARRAY_LEN(model_fields)};
+
+static const wd_cfg_field_t audit_fields[] = {
+    {.name = "file", .type = F_FN, .off = 0, .fn = h_audit_file},
+};
+static const wd_cfg_map_t audit_map = {"audit", audit_fields, WD_ARRAY_LEN(audit_fields)};
+
+/* Names of sequence items are unique; the message points at the second one and says where the first is. */
+static int check_unique_name(ctx_t *c, const ynode_t *seq, size_t i, const char *path, const char *noun,
+                             const char *(*name_at)(const wd_config_t *, size_t))
+{
+    const char *name_i = name_at(c->cfg, i);
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(name_at(c->cfg, j), name_i) != 0) continue;
+        const ynode_t *first = map_get(seq->items[j], "name"), *again = map_get(seq->items[i], "name");
+        return fail(c, again, "%s[%zu].name: duplicate %s name '%s' (first defined at %u:%u)", path, i, noun, name_i,
+                    first->line, first->col);
+    }
+    return WD_OK;
+}
+
+static const char *upstream_name_at(const wd_config_t *cfg, size_t i) { return cfg->upstreams[i].name; }
+static const char *model_name_at(const wd_config_t *cfg, size_t i) { return cfg->models[i].name; }
+
+static int check_seq(ctx_t *c, const ynode_t *n, const char *path, size_t max)
+{
+    if (n->kind != N_SEQ) return fail(c, n, "%s: expected a sequence, got %s", path, kind_name(n));
+    if (n->n == 0) return fail(c, n, "%s: at least one entry is required", path);
+    if (n->n > max) return fail(c, n, "%s: at most %zu entries are allowed", path, max);
+    return WD_OK;
+}
+
+static int h_upstreams(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(base);
+    WD_UNUSED(f);
+    wd_config_t *cfg = c->cfg;
+    int rc = check_seq(c, n, path, MAX_UPSTREAMS);
+    if (rc) return rc;
+    if (!(cfg->upstreams = calloc(n->n, sizeof *cfg->upstreams))) return fail(c, n, "out of memory");
+    cfg->nupstreams = n->n; /* every slot is zeroed, so freeing a partial load is safe */
+    char sub[64];
+    for (size_t i = 0; i < n->n; i++) {
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        if ((rc = apply_map(c, n->items[i], sub, &upstream_map, &cfg->upstreams[i]))) return rc;
+        if ((rc = check_unique_name(c, n, i, path, "upstream", upstream_name_at))) return rc;
+    }
+    return WD_OK;
+}
+
+static int h_models(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(base);
+    WD_UNUSED(f);
+    wd_config_t *cfg = c->cfg;
+    int rc = check_seq(c, n, path, MAX_MODELS);
+    if (rc) return rc;
+    if (!(cfg->models = calloc(n->n, sizeof *cfg->models))) return fail(c, n, "out of memory");
+    cfg->nmodels = n->n;
+    char sub[64];
+    for (size_t i = 0; i < n->n; i++) {
+        wd_model_cfg_t *m = &cfg->models[i];
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        if ((rc = apply_map(c, n->items[i], sub, &model_map, m))) return rc;
+        if ((rc = check_unique_name(c, n, i, path, "model", model_name_at))) return rc;
+        if (!m->upstream_model && (rc = dup_str(c, n->items[i], m->name, strlen(m->name), &m->upstream_model)))
+            return rc;
+    }
+    return WD_OK;
+}
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define CF(nm) offsetof(wd_config_t, nm)
+/* Table order is application order: models are resolved against upstreams, admin against listen. */
+static const wd_cfg_field_t root_fields[] = {
+    {.name = "listen", .type = F_FN, .required = true, .off = CF(listen), .fn = h_listener},
+    {.name = "admin", .type = F_FN, .off = CF(admin), .fn = h_admin},
+    {.name = "state_dir", .type = F_STR, .off = CF(state_dir)},
+    {.name = "workers", .type = F_U32, .off = CF(workers), .min = 0, .max = 256, .def = 0},
+    {.name = "log_level", .type = F_ENUM, .off = CF(log_level), .def_str = "info", .choices = log_levels},
+    {.name = "limits", .type = F_MAP, .off = CF(limits), .sub = &limits_map},
+    {.name = "upstreams", .type = F_FN, .required = true, .fn = h_upstreams},
+    {.name = "models", .type = F_FN, .required = true, .fn = h_models},
+    {.name = "audit", .type = F_MAP, .off = CF(audit_file), .sub = &audit_map},
+};
+static const wd_cfg_map_t root_map = {"the top level", root_fields, WD_ARRAY_LEN(root_fields)};
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Snapshot lifetime */
+
+static void free_str(char **p)
+{
+    free(*p);
+    *p = NULL;
+}
+
+static void config_free(wd_config_t *cfg)
+{
+    if (!cfg) return;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        wd_upstream_cfg_t *u = &cfg->upstreams[i];
+        if (u->api_key) explicit_bzero(u->api_key, strlen(u->api_key));
+        free_str(&u->api_key);
+        free_str(&u->api_key_env);
+        free_str(&u->name);
+        free_str(&u->url);
+        free_str(&u->host);
+        free_str(&u->host_header);
+        free_str(&u->base_path);
+        free_str(&u->addr.text);
+    }
+    free(cfg->upstreams);
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        free_str(&cfg->models[i].name);
+        free_str(&cfg->models[i].upstream_model);
+    }
+    free(cfg->models);
+    free_str(&cfg->listen.text);
+    free_str(&cfg->admin.text);
+    free_str(&cfg->state_dir);
+    free_str(&cfg->audit_file);
+    free_str(&cfg->log_level);
+    free_str(&cfg->path);
+    explicit_bzero(cfg, sizeof *cfg);
+    free(cfg);
+}
+
+wd_config_t *wd_config_ref(wd_config_t *c)
+{
+    if (c) __atomic_fetch_add(&c->refs, 1, __ATOMIC_RELAXED);
+    return c;
+}
+
+void wd_config_unref(wd_config_t *c)
+{
+    /* acq_rel: the thread that frees must see every other holder's writes made before its unref */
+    if (c && __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) config_free(c);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Loading */
+
+wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+{
+    ctx_t c = {.file = name ? name : "<config>", .err = err, .errlen = errlen};
+    if (err && errlen) err[0] = '\0';
+    if (!yaml && len) {
+        fail_at(&c, 1, 1, "no input");
+        return NULL;
+    }
+    if (len > MAX_CONFIG_BYTES) {
+        wd_errf(err, errlen, WD_E2BIG, "%s: file too large (%zu bytes; the limit is %u)", c.file, len,
+                MAX_CONFIG_BYTES);
+        return NULL;
+    }
+    wd_config_t *cfg = calloc(1, sizeof *cfg);
+    if (!cfg || !(cfg->path = strdup(c.file))) {
+        free(cfg);
+        wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", c.file);
+        return NULL;
+    }
+    c.cfg = cfg;
+    ynode_t *root = NULL;
+    int rc = parse_tree(&c, yaml ? yaml : "", len, &root);
+    if (!rc) {
+        if (node_is_null(root))
+            rc = fail(&c, root, "empty configuration file");
+        else if (root->kind != N_MAP)
+            rc = fail(&c, root, "the top level must be a mapping (key: value), got %s", kind_name(root));
+        else
+            rc = apply_map(&c, root, "", &root_map, cfg);
+    }
+    node_free(root);
+    if (rc) {
+        config_free(cfg);
+        return NULL;
+    }
+    if (cfg->workers == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (uint32_t)ncpu;
+    }
+    cfg->refs = 1;
+    return cfg;
+}
+
+wd_config_t *wd_config_load(const char *path, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        wd_errf(err, errlen, WD_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        wd_errf(err, errlen, WD_EINVAL, "%s: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_size > (off_t)MAX_CONFIG_BYTES) {
+        wd_errf(err, errlen, WD_E2BIG, "%s: file too large (%lld bytes; the limit is %u)", path,
+                (long long)st.st_size, MAX_CONFIG_BYTES);
+        close(fd);
+        return NULL;
+    }
+    /* read up to one byte past the limit so a file growing under us is still caught */
+    size_t cap = (size_t)st.st_size + 1, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", path);
+        close(fd);
+        return NULL;
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap > MAX_CONFIG_BYTES) break;
+            size_t ncap = WD_MIN(cap * 2, (size_t)MAX_CONFIG_BYTES + 1);
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                close(fd);
+                wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", path);
+                return NULL;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            wd_errf(err, errlen, WD_EIO, "%s: read failed: %s", path, strerror(errno));
+            free(buf);
+            close(fd);
+            return NULL;
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    wd_config_t *cfg = wd_config_load_buf(path, buf, len, err, errlen);
+    free(buf);
+    return cfg;
+}
+
+const wd_model_cfg_t *wd_config_model(const wd_config_t *c, const char *name, size_t len)
+{
+    if (!c || !name) return NULL;
+    for (size_t i = 0; i < c->nmodels; i++) {
+        const char *m = c->models[i].name;
+        if (strlen(m) == len && memcmp(m, name, len) == 0) return &c->models[i];
+    }
+    return NULL;
+}
+
+int wd_config_check_reload(const wd_config_t *old, const wd_config_t *next, char *err, size_t errlen)
+{
+    static const char *const fmt = "%s: reload refused: %s cannot change on reload (%s -> %s); restart warden "
+                                   "to apply it (the running configuration is unchanged)";
+    if (!addr_equal(&old->listen, &next->listen))
+        return wd_errf(err, errlen, WD_EINVAL, fmt, next->path, "the listen address", old->listen.text,
+                       next->listen.text);
+    if (!addr_equal(&old->admin, &next->admin))
+        return wd_errf(err, errlen, WD_EINVAL, fmt, next->path, "the admin address",
+                       old->admin.text ? old->admin.text : "none", next->admin.text ? next->admin.text : "none");
+    if (old->workers != next->workers) {
+        char a[16], b[16];
+        snprintf(a, sizeof a, "%u", old->workers);
+        snprintf(b, sizeof b, "%u", next->workers);
+        return wd_errf(err, errlen, WD_EINVAL, fmt, next->path, "workers", a, b);
+    }
+    return WD_OK;
+}

@@ -1,0 +1,98 @@
+/* config: YAML file -> one immutable, typed, validated wd_config_t snapshot. Every key is described
+ * once in a table (name, type, bounds, default); unknown keys, wrong types and out-of-range values are
+ * errors reported as file:line:col. A snapshot is reference-counted: each exchange holds the snapshot
+ * it started with, so a reload (SIGHUP) never changes a request in flight. */
+#ifndef WD_CONFIG_H
+#define WD_CONFIG_H
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "core/core.h"
+
+typedef struct {
+    char *text;                  /* as written, e.g. "127.0.0.1:8080" or "[::1]:8080" */
+    struct sockaddr_storage sa;  /* resolved numerically at load (no DNS for listeners) */
+    socklen_t salen;
+} wd_addr_t;
+
+typedef struct {
+    char *name;
+    char *url;           /* as written: http://host:port/base */
+    char *host;          /* host part (for the Host header) */
+    char *host_header;   /* "host:port" as sent in Host */
+    uint16_t port;
+    char *base_path;     /* path prefix without trailing slash, e.g. "/v1" ("" if none) */
+    wd_addr_t addr;      /* resolved at load time (getaddrinfo on the loading thread, never on a worker) */
+    char *api_key_env;   /* name of the env var that held the credential (for messages only) */
+    char *api_key;       /* the credential itself (NULL if none); never logged */
+    uint32_t timeout_ms;         /* max wait for the response head, and max gap between body reads */
+    uint32_t connect_timeout_ms;
+    uint32_t max_idle;           /* idle keep-alive connections kept per worker */
+} wd_upstream_cfg_t;
+
+typedef struct {
+    char *name;            /* what clients ask for */
+    wd_upstream_cfg_t *upstream;
+    char *upstream_model;  /* what the upstream is told (defaults to name) */
+} wd_model_cfg_t;
+
+typedef struct {
+    uint32_t max_connections;     /* per process; further accepts are closed at once */
+    uint32_t max_request_line;    /* 414 beyond */
+    uint32_t max_header_bytes;    /* 431 beyond */
+    uint32_t max_headers;         /* 431 beyond */
+    uint32_t max_body_bytes;      /* 413 beyond */
+    uint32_t max_response_bytes;  /* non-streamed upstream answers larger than this are a 502 */
+    uint32_t max_sse_event_bytes; /* one SSE event larger than this ends the stream with an error */
+    uint32_t header_timeout_ms;   /* whole head must arrive within this (slowloris) */
+    uint32_t body_timeout_ms;     /* whole body must arrive within this after the head */
+    uint32_t idle_timeout_ms;     /* keep-alive connection with no request in progress */
+    uint32_t send_timeout_ms;     /* client not reading our output for this long -> close */
+    uint32_t drain_timeout_ms;    /* SIGTERM: wait this long for in-flight requests */
+    uint32_t write_buffer_bytes;  /* output queued to a slow peer before we stop reading the other side */
+} wd_server_limits_t;
+
+typedef struct wd_config {
+    int refs; /* atomic; use wd_config_ref / wd_config_unref */
+    char *path;
+
+    wd_addr_t listen;
+    wd_addr_t admin;        /* admin.address; salen 0 when no admin listener */
+    char *state_dir;        /* may be NULL */
+    uint32_t workers;       /* 0 in the file means one per core; resolved here to >= 1 */
+    wd_server_limits_t limits;
+
+    wd_upstream_cfg_t *upstreams;
+    size_t nupstreams;
+    wd_model_cfg_t *models;
+    size_t nmodels;
+
+    char *audit_file;       /* access/event log: path, or "-" for stdout, NULL to disable */
+    char *log_level;        /* debug|info|warn|error */
+} wd_config_t;
+
+/* Loads and validates a config file. On failure returns NULL and writes "file:line:col: message"
+ * into err. Environment variables named by api_key_env are read here; a missing one is an error. */
+wd_config_t *wd_config_load(const char *path, char *err, size_t errlen);
+/* Same, from a buffer (name is used in messages). */
+wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen);
+
+wd_config_t *wd_config_ref(wd_config_t *c);
+void wd_config_unref(wd_config_t *c); /* frees on last reference, zeroing secrets */
+
+const wd_model_cfg_t *wd_config_model(const wd_config_t *c, const char *name, size_t len);
+
+/* SIGHUP support: listeners and worker threads are set up once, so a new snapshot that changes the
+ * listen or admin address or the worker count is refused (WD_EINVAL, message in err) and the caller
+ * keeps serving the old one. Returns WD_OK when `next` may replace `old`. */
+int wd_config_check_reload(const wd_config_t *old, const wd_config_t *next, char *err, size_t errlen);
+
+/* The value syntaxes the loader accepts, exposed for the CLI and tests. Byte sizes: digits with an
+ * optional B, KiB, MiB or GiB suffix. Durations: digits with an optional ms, s, m or h suffix (bare
+ * numbers are milliseconds). No sign, no leading zeros, no spaces. Returns WD_OK, WD_EINVAL for bad
+ * syntax, WD_E2BIG when the value does not fit in 64 bits. */
+int wd_config_parse_bytes(const char *p, size_t len, uint64_t *out);
+int wd_config_parse_ms(const char *p, size_t len, uint64_t *out);
+
+#endif

@@ -1,0 +1,189 @@
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
+bool wd_str_eq(wd_str_t a, wd_str_t b) { return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0); }
+
+static inline unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
+
+bool wd_str_ieq(wd_str_t a, wd_str_t b)
+{
+    if (a.len != b.len) return false;
+    for (size_t i = 0; i < a.len; i++)
+        if (lower((unsigned char)a.p[i]) != lower((unsigned char)b.p[i])) return false;
+    return true;
+}
+
+bool wd_str_ieq_z(wd_str_t a, const char *z) { return wd_str_ieq(a, wd_strz(z)); }
+
+void wd_buf_init(wd_buf_t *b, size_t limit)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->limit = limit;
+}
+
+void wd_buf_free(wd_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+int wd_buf_reserve(wd_buf_t *b, size_t extra)
+{
+    if (extra > SIZE_MAX - b->len) return WD_E2BIG;
+    size_t need = b->len + extra;
+    if (b->limit && need > b->limit) return WD_E2BIG;
+    if (need <= b->cap) return WD_OK;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (b->limit && cap > b->limit) cap = b->limit;
+    char *d = realloc(b->data, cap);
+    if (!d) return WD_ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    return WD_OK;
+}
+
+int wd_buf_append(wd_buf_t *b, const void *p, size_t len)
+{
+    if (len == 0) return WD_OK;
+    int rc = wd_buf_reserve(b, len);
+    if (rc) return rc;
+    memcpy(b->data + b->len, p, len);
+    b->len += len;
+    return WD_OK;
+}
+
+int wd_buf_append_str(wd_buf_t *b, const char *z) { return wd_buf_append(b, z, strlen(z)); }
+
+int wd_buf_printf(wd_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[512];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return WD_EINVAL;
+    if ((size_t)n < sizeof tmp) return wd_buf_append(b, tmp, (size_t)n);
+    int rc = wd_buf_reserve(b, (size_t)n + 1);
+    if (rc) return rc;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return WD_OK;
+}
+
+int wd_buf_append_json_str(wd_buf_t *b, const char *p, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        int rc = wd_buf_append(b, p + start, i - start);
+        if (rc) return rc;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t n = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
+            esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
+            n = 6;
+        }
+        if ((rc = wd_buf_append(b, esc, n))) return rc;
+        start = i + 1;
+    }
+    return wd_buf_append(b, p + start, len - start);
+}
+
+void wd_buf_consume(wd_buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+uint64_t wd_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t wd_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
+}
+
+void wd_format_rfc3339(uint64_t wall_ms, char out[32])
+{
+    time_t s = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    /* RFC 3339 years have four digits: clamp past 9999 (and on gmtime_r failure) instead of printing a
+     * longer, invalid timestamp. The unsigned modulos let the compiler prove the output fits in 32. */
+    if (!gmtime_r(&s, &tm) || tm.tm_year > 9999 - 1900)
+        tm = (struct tm){.tm_year = 9999 - 1900, .tm_mon = 11, .tm_mday = 31, .tm_hour = 23, .tm_min = 59, .tm_sec = 59};
+    snprintf(out, 32, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", (unsigned)(tm.tm_year + 1900) % 10000u,
+             (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u,
+             (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u, (unsigned)(wall_ms % 1000));
+}
+
+int wd_random(void *buf, size_t len)
+{
+    unsigned char *p = buf;
+    while (len) {
+        ssize_t n = getrandom(p, len, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return WD_EIO;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return WD_OK;
+}
+
+static wd_log_level_t g_level = WD_LOG_INFO;
+void wd_log_set_level(wd_log_level_t lvl) { g_level = lvl; }
+
+void wd_log(wd_log_level_t lvl, const char *fmt, ...)
+{
+    if (lvl < g_level) return;
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    char ts[32], msg[1024];
+    wd_format_rfc3339(wd_wall_ms(), ts);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* one fprintf per line so lines from different threads do not interleave */
+    fprintf(stderr, "%s warden[%s]: %s\n", ts, names[lvl], msg);
+}
+
+int wd_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}

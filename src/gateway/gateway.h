@@ -1,0 +1,51 @@
+/* gateway: glue between the network layer and the stage chain: routes, the handler for client
+ * connections, error responses in OpenAI's shape, per-request events and metrics, and the admin
+ * listener. Policy, guards and limits live in their own modules and reach requests as stages. */
+#ifndef WD_GATEWAY_H
+#define WD_GATEWAY_H
+
+#include "audit/event.h"
+#include "gateway/exchange.h"
+#include "monitor/metrics.h"
+#include "net/net.h"
+
+/* Per-worker gateway state (hung off wd_worker_t.app). */
+typedef struct {
+    wd_metrics_t metrics;
+    wd_event_writer_t events;
+    uv_timer_t flush;
+} wd_gw_worker_t;
+
+extern const wd_handler_t wd_gateway_handler;
+extern const wd_handler_t wd_admin_handler;
+
+int wd_gateway_worker_init(wd_worker_t *w);
+void wd_gateway_worker_stop(wd_worker_t *w); /* flushes events; call on the worker thread */
+void wd_gateway_worker_free(wd_worker_t *w);
+
+/* Process-wide counters read by the admin listener and the drain logic. */
+uint64_t wd_gateway_inflight(void);
+
+/* What the admin listener needs to render /metrics and /readyz (set up by `warden serve`). */
+typedef struct {
+    wd_worker_t **workers;
+    size_t nworkers;
+    bool draining;
+    uint64_t reloads, reload_failures;
+} wd_admin_ctx_t;
+
+/* ---- response helpers used by stages ---------------------------------------------------------- */
+
+/* Writes the response head: status, content type, Content-Length (or chunked when len < 0), the
+ * request id, stage headers, and Connection: close when the connection will not be reused. */
+void wd_gw_send_head(wd_exchange_t *x, int status, const char *content_type, int64_t len);
+/* Writes bytes to the client; returns true if the output buffer is over its limit (pause producers). */
+bool wd_gw_send(wd_exchange_t *x, const char *p, size_t len);
+/* Sends a complete JSON response. */
+void wd_gw_respond(wd_exchange_t *x, int status, const char *json, size_t len);
+/* The exchange is over: run on_done stages, emit the event, free it. */
+void wd_gw_complete(wd_exchange_t *x);
+/* Writes an OpenAI-shaped error body for the recorded rejection into out. */
+void wd_gw_error_json(wd_buf_t *out, const char *type, const char *code, const char *message, const char *param);
+
+#endif

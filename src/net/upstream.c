@@ -1,0 +1,427 @@
+/* Upstream HTTP/1.1 client with per-worker keep-alive pools. A request is sent whole (the gateway
+ * has already read and rewritten the body); the response is parsed with the same strict parser as
+ * client requests and handed over as decoded body bytes. A pooled connection that turns out to be
+ * stale (closed before any response byte) is retried once on a fresh connection, as nginx does. */
+#include <stdlib.h>
+
+#include "net/net.h"
+
+#define MAX_RESPONSE_HEAD 65536
+
+typedef struct pool {
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    struct wd_upconn *idle;
+    size_t nidle;
+    struct pool *next;
+} pool_t;
+
+typedef struct wd_upconn {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    wd_worker_t *w;
+    pool_t *pool;
+    wd_upreq_t *r;
+    wd_buf_t in;
+    wd_buf_t decoded;
+    wd_http_msg_t head;
+    wd_http_chunked_t chunked;
+    int64_t body_left; /* -1: until close */
+    bool head_done;
+    bool no_body;
+    bool reused;
+    bool got_bytes;
+    bool closing;
+    struct wd_upconn *next; /* idle list */
+} upconn_t;
+
+const char *wd_up_status_text(wd_up_status_t s)
+{
+    switch (s) {
+    case WD_UP_OK: return "ok";
+    case WD_UP_ECONNECT: return "upstream connection failed";
+    case WD_UP_ETIMEOUT: return "upstream timed out";
+    case WD_UP_ERESET: return "upstream closed the connection";
+    case WD_UP_EPROTO: return "upstream sent an invalid response";
+    case WD_UP_ECANCEL: return "cancelled";
+    }
+    return "unknown";
+}
+
+static pool_t *find_pool(wd_worker_t *w, const wd_addr_t *a)
+{
+    for (pool_t *p = w->pools; p; p = p->next)
+        if (p->salen == a->salen && memcmp(&p->sa, &a->sa, a->salen) == 0) return p;
+    pool_t *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    memcpy(&p->sa, &a->sa, a->salen);
+    p->salen = a->salen;
+    p->next = w->pools;
+    w->pools = p;
+    return p;
+}
+
+static void pool_remove(upconn_t *uc)
+{
+    pool_t *p = uc->pool;
+    for (upconn_t **pp = &p->idle; *pp; pp = &(*pp)->next) {
+        if (*pp == uc) {
+            *pp = uc->next;
+            p->nidle--;
+            break;
+        }
+    }
+    uc->next = NULL;
+}
+
+static void on_uc_closed(uv_handle_t *h)
+{
+    upconn_t *uc = h->data;
+    wd_buf_free(&uc->in);
+    wd_buf_free(&uc->decoded);
+    free(uc);
+}
+
+static void uc_close(upconn_t *uc)
+{
+    if (uc->closing) return;
+    uc->closing = true;
+    if (uc->r) {
+        uc->r->uc = NULL;
+        uc->r = NULL;
+    }
+    uv_close((uv_handle_t *)&uc->tcp, on_uc_closed);
+}
+
+static void list_remove(wd_upreq_t *r)
+{
+    if (!r->active) return;
+    r->active = false;
+    if (r->prev) r->prev->next = r->next;
+    else r->w->upreqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+}
+
+static void finish(wd_upreq_t *r, wd_up_status_t st)
+{
+    list_remove(r);
+    r->end_ns = wd_now_ns();
+    if (r->uc) uc_close(r->uc);
+    r->on_done(r, st);
+}
+
+static uint64_t ms(uint32_t v) { return (uint64_t)v * 1000000ull; }
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static int uc_start_new(wd_upreq_t *r);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    WD_UNUSED(suggested);
+    upconn_t *uc = h->data;
+    if (wd_buf_reserve(&uc->in, 65536)) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = uc->in.data + uc->in.len;
+    buf->len = uc->in.cap - uc->in.len;
+}
+
+/* The response is complete: the connection goes back to the pool if it can be reused. */
+static void complete(upconn_t *uc)
+{
+    wd_upreq_t *r = uc->r;
+    bool reuse = uc->head.keep_alive && uc->body_left >= 0 && uc->in.len == 0 &&
+                 uc->pool->nidle < r->up->max_idle && !r->w->draining;
+    uc->r = NULL;
+    r->uc = NULL;
+    if (reuse) {
+        uc->head_done = false;
+        uc->got_bytes = false;
+        wd_buf_reset(&uc->in);
+        uc->next = uc->pool->idle;
+        uc->pool->idle = uc;
+        uc->pool->nidle++;
+        /* keep reading: an idle connection the upstream closes must leave the pool at once */
+        uv_read_start((uv_stream_t *)&uc->tcp, on_alloc, on_read);
+    } else {
+        uc_close(uc);
+    }
+    list_remove(r);
+    r->end_ns = wd_now_ns();
+    r->on_done(r, WD_UP_OK);
+}
+
+/* Parses and delivers what is buffered. Returns false if the request ended (uc may be gone). */
+static bool pump(upconn_t *uc)
+{
+    wd_upreq_t *r = uc->r;
+    while (!uc->head_done) {
+        wd_http_limits_t lim = {8192, MAX_RESPONSE_HEAD, WD_HTTP_MAX_HEADERS};
+        wd_http_error_t e;
+        int rc = wd_http_parse_response(uc->in.data, uc->in.len, &lim, &uc->head, &e);
+        if (rc == WD_EAGAIN) return true;
+        if (rc != WD_OK) {
+            finish(r, WD_UP_EPROTO);
+            return false;
+        }
+        if (uc->head.status >= 100 && uc->head.status < 200) { /* interim response: skip it */
+            wd_buf_consume(&uc->in, uc->head.head_len);
+            continue;
+        }
+        uc->head_done = true;
+        r->head_seen = true;
+        int st = uc->head.status;
+        uc->no_body = st == 204 || st == 304;
+        if (uc->no_body) uc->body_left = 0;
+        else if (uc->head.chunked) {
+            wd_http_chunked_init(&uc->chunked);
+            uc->body_left = 0;
+        } else uc->body_left = uc->head.content_length; /* -1: until close */
+        r->on_head(r, &uc->head);
+        if (!r->active) return false; /* cancelled from the callback */
+        wd_buf_consume(&uc->in, uc->head.head_len);
+        if (uc->no_body || (!uc->head.chunked && uc->body_left == 0)) {
+            complete(uc);
+            return false;
+        }
+    }
+    if (uc->in.len == 0) return true;
+    if (uc->head.chunked) {
+        size_t used = 0;
+        wd_http_error_t e;
+        wd_buf_reset(&uc->decoded);
+        int rc = wd_http_chunked_decode(&uc->chunked, uc->in.data, uc->in.len, &used, &uc->decoded, &e);
+        wd_buf_consume(&uc->in, used);
+        if (rc != WD_OK && rc != WD_EAGAIN) {
+            finish(r, WD_UP_EPROTO);
+            return false;
+        }
+        if (uc->decoded.len) {
+            r->on_data(r, uc->decoded.data, uc->decoded.len);
+            if (!r->active) return false;
+        }
+        if (rc == WD_OK) {
+            if (uc->in.len) uc->head.keep_alive = false; /* junk after the body */
+            complete(uc);
+            return false;
+        }
+        return true;
+    }
+    size_t n = uc->in.len;
+    if (uc->body_left >= 0 && (uint64_t)n > (uint64_t)uc->body_left) n = (size_t)uc->body_left;
+    r->on_data(r, uc->in.data, n);
+    if (!r->active) return false;
+    wd_buf_consume(&uc->in, n);
+    if (uc->body_left >= 0) {
+        uc->body_left -= (int64_t)n;
+        if (uc->body_left == 0) {
+            if (uc->in.len) uc->head.keep_alive = false;
+            complete(uc);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    WD_UNUSED(buf);
+    upconn_t *uc = s->data;
+    wd_upreq_t *r = uc->r;
+    if (nread == 0) return;
+    if (!r) { /* idle in the pool: EOF, error or unsolicited bytes all retire it */
+        pool_remove(uc);
+        uc_close(uc);
+        return;
+    }
+    if (nread < 0) {
+        if (!uc->got_bytes && uc->reused && !r->retried) {
+            /* a stale keep-alive connection: try once more on a fresh one */
+            r->retried = true;
+            uc_close(uc);
+            if (uc_start_new(r) != WD_OK) finish(r, WD_UP_ECONNECT);
+            return;
+        }
+        if (uc->head_done && uc->body_left < 0 && !uc->head.chunked && nread == UV_EOF) {
+            uc->head.keep_alive = false;
+            complete(uc);
+            return;
+        }
+        finish(r, WD_UP_ERESET);
+        return;
+    }
+    uc->got_bytes = true;
+    uc->in.len += (size_t)nread;
+    if (!r->paused) r->deadline_ns = wd_now_ns() + ms(r->up->timeout_ms);
+    if (uc->head_done && uc->in.len > 0) { /* fall through to pump */
+    } else if (!uc->head_done && uc->in.len > MAX_RESPONSE_HEAD + 8192) {
+        finish(r, WD_UP_EPROTO);
+        return;
+    }
+    pump(uc);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    upconn_t *uc = req->data;
+    if (status < 0 && uc->r && !uc->closing) {
+        wd_upreq_t *r = uc->r;
+        if (uc->reused && !uc->got_bytes && !r->retried) {
+            r->retried = true;
+            uc_close(uc);
+            if (uc_start_new(r) != WD_OK) finish(r, WD_UP_ECONNECT);
+            return;
+        }
+        finish(r, WD_UP_ERESET);
+    }
+}
+
+static void send_request(upconn_t *uc)
+{
+    wd_upreq_t *r = uc->r;
+    r->deadline_ns = wd_now_ns() + ms(r->up->timeout_ms);
+    uv_buf_t b = uv_buf_init(r->request.data, (unsigned)r->request.len);
+    uc->write.data = uc;
+    /* the request buffer lives in r until wd_upreq_free, and r outlives the connection's use of it */
+    if (uv_write(&uc->write, (uv_stream_t *)&uc->tcp, &b, 1, on_written) != 0) {
+        finish(r, WD_UP_ERESET);
+        return;
+    }
+    if (!r->paused) uv_read_start((uv_stream_t *)&uc->tcp, on_alloc, on_read);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    upconn_t *uc = req->data;
+    if (uc->closing) return;
+    if (status < 0) {
+        finish(uc->r, WD_UP_ECONNECT);
+        return;
+    }
+    uv_tcp_nodelay(&uc->tcp, 1);
+    send_request(uc);
+}
+
+static upconn_t *uc_new(wd_worker_t *w, pool_t *p)
+{
+    upconn_t *uc = calloc(1, sizeof *uc);
+    if (!uc) return NULL;
+    uc->w = w;
+    uc->pool = p;
+    wd_buf_init(&uc->in, 0);
+    wd_buf_init(&uc->decoded, 0);
+    uv_tcp_init(&w->loop, &uc->tcp);
+    uc->tcp.data = uc;
+    return uc;
+}
+
+static int uc_start_new(wd_upreq_t *r)
+{
+    pool_t *p = find_pool(r->w, &r->up->addr);
+    if (!p) return WD_ENOMEM;
+    upconn_t *uc = uc_new(r->w, p);
+    if (!uc) return WD_ENOMEM;
+    uc->r = r;
+    r->uc = uc;
+    uc->connect.data = uc;
+    r->deadline_ns = wd_now_ns() + ms(r->up->connect_timeout_ms);
+    int rc = uv_tcp_connect(&uc->connect, &uc->tcp, (const struct sockaddr *)&r->up->addr.sa, on_connect);
+    if (rc) {
+        r->uc = NULL;
+        uc->r = NULL;
+        uc_close(uc);
+        return WD_EIO;
+    }
+    return WD_OK;
+}
+
+int wd_upreq_start(wd_worker_t *w, wd_upreq_t *r)
+{
+    r->w = w;
+    r->start_ns = wd_now_ns();
+    r->head_seen = false;
+    r->retried = false;
+    r->paused = false;
+    pool_t *p = find_pool(w, &r->up->addr);
+    if (!p) return WD_ENOMEM;
+    int rc;
+    if (p->idle) {
+        upconn_t *uc = p->idle;
+        pool_remove(uc);
+        uv_read_stop((uv_stream_t *)&uc->tcp);
+        uc->reused = true;
+        uc->r = r;
+        r->uc = uc;
+        rc = WD_OK;
+    } else {
+        rc = uc_start_new(r);
+        if (rc) return rc;
+    }
+    r->active = true;
+    r->prev = NULL;
+    r->next = w->upreqs;
+    if (r->next) r->next->prev = r;
+    w->upreqs = r;
+    if (r->uc->reused) send_request(r->uc);
+    return WD_OK;
+}
+
+void wd_upreq_cancel(wd_upreq_t *r)
+{
+    if (!r->active) return;
+    list_remove(r);
+    if (r->uc) uc_close(r->uc);
+}
+
+void wd_upreq_pause(wd_upreq_t *r)
+{
+    if (r->paused) return;
+    r->paused = true;
+    r->deadline_ns = 0; /* our own backpressure is not the upstream's delay */
+    if (r->uc) uv_read_stop((uv_stream_t *)&r->uc->tcp);
+}
+
+void wd_upreq_resume(wd_upreq_t *r)
+{
+    if (!r->paused) return;
+    r->paused = false;
+    if (!r->active || !r->uc) return;
+    r->deadline_ns = wd_now_ns() + ms(r->up->timeout_ms);
+    uv_read_start((uv_stream_t *)&r->uc->tcp, on_alloc, on_read);
+}
+
+void wd_upreq_free(wd_upreq_t *r)
+{
+    wd_upreq_cancel(r);
+    wd_buf_free(&r->request);
+}
+
+void wd_upstream_sweep(wd_worker_t *w, uint64_t now)
+{
+    wd_upreq_t *r = w->upreqs;
+    while (r) {
+        wd_upreq_t *n = r->next;
+        if (r->deadline_ns && now > r->deadline_ns) finish(r, WD_UP_ETIMEOUT);
+        r = n;
+    }
+}
+
+void wd_upstream_pools_free(wd_worker_t *w)
+{
+    pool_t *p = w->pools;
+    while (p) {
+        pool_t *n = p->next;
+        while (p->idle) {
+            upconn_t *uc = p->idle;
+            pool_remove(uc);
+            uc_close(uc);
+        }
+        free(p);
+        p = n;
+    }
+    w->pools = NULL;
+}

@@ -1,0 +1,615 @@
+/* Unit tests for config: every accepted value lands in the right field, every error class names the
+ * exact file:line:col of the offending node, and failed loads leak nothing (run under ASan). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "config/config.h"
+
+#define ERRLEN 512
+
+/* A minimal valid file; tests append or replace lines to exercise one rule at a time. */
+#define UPS "upstreams:\n  - { name: local, url: http://127.0.0.1:8000/v1 }\n"
+#define MODELS "models:\n  - { name: m1, upstream: local }\n"
+#define MINIMAL "listen: 127.0.0.1:8080\n" UPS MODELS
+
+static wd_config_t *load(const char *yaml, char *err)
+{
+    err[0] = 'X'; /* the loader must overwrite it */
+    return wd_config_load_buf("t.yaml", yaml, strlen(yaml), err, ERRLEN);
+}
+
+/* Asserts that loading fails with the message at exactly `loc` ("LINE:COL") containing `want`. */
+static void expect_err(const char *yaml, const char *loc, const char *want)
+{
+    char err[ERRLEN], prefix[64];
+    wd_config_t *c = load(yaml, err);
+    if (c) {
+        wd_config_unref(c);
+        fail_msg("expected an error at %s containing \"%s\", but the config loaded:\n%s", loc, want, yaml);
+    }
+    snprintf(prefix, sizeof prefix, "t.yaml:%s: ", loc);
+    if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, want))
+        fail_msg("got \"%s\"\nwanted prefix \"%s\" and \"%s\"", err, prefix, want);
+}
+
+static wd_config_t *load_ok(const char *yaml)
+{
+    char err[ERRLEN];
+    wd_config_t *c = load(yaml, err);
+    if (!c) fail_msg("unexpected error: %s", err);
+    return c;
+}
+
+static const char *ip_of(const wd_addr_t *a, char *buf, size_t len)
+{
+    if (a->sa.ss_family == AF_INET6)
+        return inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->sa)->sin6_addr, buf, (socklen_t)len);
+    return inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->sa)->sin_addr, buf, (socklen_t)len);
+}
+
+static unsigned port_of(const wd_addr_t *a)
+{
+    if (a->sa.ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+static int setup_env(void **state)
+{
+    (void)state;
+    setenv("WD_TEST_KEY", "sk-test-secret", 1);
+    setenv("WD_TEST_EMPTY", "", 1);
+    setenv("WD_TEST_CRLF", "abc\r\nX-Evil: 1", 1);
+    unsetenv("WD_TEST_MISSING");
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+
+static const char full_yaml[] =
+    "listen: 127.0.0.1:9080\n"
+    "admin: { address: \"[::1]:9081\" }\n"
+    "state_dir: /var/lib/warden-test\n"
+    "workers: 3\n"
+    "log_level: debug\n"
+    "limits:\n"
+    "  max_connections: 500\n"
+    "  max_request_line: 4KiB\n"
+    "  max_header_bytes: 16384\n"
+    "  max_headers: 32\n"
+    "  max_body_bytes: 8MiB\n"
+    "  max_response_bytes: 1GiB\n"
+    "  max_sse_event_bytes: 65536B\n"
+    "  header_timeout_ms: 5s\n"
+    "  body_timeout_ms: 2m\n"
+    "  idle_timeout_ms: 1h\n"
+    "  send_timeout_ms: 750ms\n"
+    "  drain_timeout_ms: 0\n"
+    "  write_buffer_bytes: 512KiB\n"
+    "upstreams:\n"
+    "  - name: local\n"
+    "    url: http://127.0.0.1:8000/v1/\n"
+    "    api_key_env: WD_TEST_KEY\n"
+    "    timeout_ms: 90000\n"
+    "    connect_timeout_ms: 2s\n"
+    "    max_idle: 0\n"
+    "  - { name: other, url: \"http://localhost\" }\n"
+    "  - { name: v6, url: \"http://[::1]:9000/a/b//\" }\n"
+    "models:\n"
+    "  - { name: med-large, upstream: local, upstream_model: llama-3.1-70b }\n"
+    "  - { name: gpt-4o-mini, upstream: other }\n"
+    "  - name: \"quoted/name\"\n"
+    "    upstream: v6\n"
+    "audit: { file: /var/log/warden/access.jsonl }\n";
+
+static void test_full_file(void **state)
+{
+    (void)state;
+    char ip[64];
+    wd_config_t *c = load_ok(full_yaml);
+    assert_int_equal(c->refs, 1);
+    assert_string_equal(c->path, "t.yaml");
+    assert_string_equal(c->listen.text, "127.0.0.1:9080");
+    assert_int_equal(c->listen.sa.ss_family, AF_INET);
+    assert_int_equal(c->listen.salen, sizeof(struct sockaddr_in));
+    assert_string_equal(ip_of(&c->listen, ip, sizeof ip), "127.0.0.1");
+    assert_int_equal(port_of(&c->listen), 9080);
+    assert_string_equal(c->admin.text, "[::1]:9081");
+    assert_int_equal(c->admin.sa.ss_family, AF_INET6);
+    assert_int_equal(c->admin.salen, sizeof(struct sockaddr_in6));
+    assert_string_equal(ip_of(&c->admin, ip, sizeof ip), "::1");
+    assert_int_equal(port_of(&c->admin), 9081);
+    assert_string_equal(c->state_dir, "/var/lib/warden-test");
+    assert_int_equal(c->workers, 3);
+    assert_string_equal(c->log_level, "debug");
+
+    const wd_server_limits_t *l = &c->limits;
+    assert_int_equal(l->max_connections, 500);
+    assert_int_equal(l->max_request_line, 4096);
+    assert_int_equal(l->max_header_bytes, 16384);
+    assert_int_equal(l->max_headers, 32);
+    assert_int_equal(l->max_body_bytes, 8u << 20);
+    assert_int_equal(l->max_response_bytes, 1u << 30);
+    assert_int_equal(l->max_sse_event_bytes, 65536);
+    assert_int_equal(l->header_timeout_ms, 5000);
+    assert_int_equal(l->body_timeout_ms, 120000);
+    assert_int_equal(l->idle_timeout_ms, 3600000);
+    assert_int_equal(l->send_timeout_ms, 750);
+    assert_int_equal(l->drain_timeout_ms, 0);
+    assert_int_equal(l->write_buffer_bytes, 512 * 1024);
+
+    assert_int_equal(c->nupstreams, 3);
+    const wd_upstream_cfg_t *u = &c->upstreams[0];
+    assert_string_equal(u->name, "local");
+    assert_string_equal(u->url, "http://127.0.0.1:8000/v1/");
+    assert_string_equal(u->host, "127.0.0.1");
+    assert_string_equal(u->host_header, "127.0.0.1:8000");
+    assert_int_equal(u->port, 8000);
+    assert_string_equal(u->base_path, "/v1");
+    assert_string_equal(u->addr.text, "127.0.0.1:8000");
+    assert_string_equal(ip_of(&u->addr, ip, sizeof ip), "127.0.0.1");
+    assert_int_equal(port_of(&u->addr), 8000);
+    assert_string_equal(u->api_key_env, "WD_TEST_KEY");
+    assert_string_equal(u->api_key, "sk-test-secret");
+    assert_int_equal(u->timeout_ms, 90000);
+    assert_int_equal(u->connect_timeout_ms, 2000);
+    assert_int_equal(u->max_idle, 0);
+
+    u = &c->upstreams[1];
+    assert_string_equal(u->name, "other");
+    assert_string_equal(u->host, "localhost");
+    assert_string_equal(u->host_header, "localhost:80");
+    assert_int_equal(u->port, 80);
+    assert_string_equal(u->base_path, "");
+    assert_string_equal(u->addr.text, "127.0.0.1:80");
+    assert_null(u->api_key);
+    assert_null(u->api_key_env);
+    assert_int_equal(u->timeout_ms, 120000);
+    assert_int_equal(u->connect_timeout_ms, 5000);
+    assert_int_equal(u->max_idle, 64);
+
+    u = &c->upstreams[2];
+    assert_string_equal(u->host, "::1");
+    assert_string_equal(u->host_header, "[::1]:9000");
+    assert_int_equal(u->port, 9000);
+    assert_string_equal(u->base_path, "/a/b");
+    assert_string_equal(u->addr.text, "[::1]:9000");
+    assert_int_equal(u->addr.sa.ss_family, AF_INET6);
+
+    assert_int_equal(c->nmodels, 3);
+    assert_string_equal(c->models[0].name, "med-large");
+    assert_ptr_equal(c->models[0].upstream, &c->upstreams[0]);
+    assert_string_equal(c->models[0].upstream_model, "llama-3.1-70b");
+    assert_string_equal(c->models[1].name, "gpt-4o-mini");
+    assert_ptr_equal(c->models[1].upstream, &c->upstreams[1]);
+    assert_string_equal(c->models[1].upstream_model, "gpt-4o-mini"); /* defaults to name */
+    assert_ptr_equal(c->models[2].upstream, &c->upstreams[2]);
+    assert_string_equal(c->audit_file, "/var/log/warden/access.jsonl");
+
+    /* lookup takes a length and must not read past it */
+    const char req[] = "gpt-4o-mini-extra";
+    assert_ptr_equal(wd_config_model(c, req, 11), &c->models[1]);
+    assert_null(wd_config_model(c, req, sizeof req - 1));
+    assert_null(wd_config_model(c, "med", 3));
+    wd_config_unref(c);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    wd_config_t *c = load_ok(MINIMAL);
+    assert_string_equal(c->listen.text, "127.0.0.1:8080");
+    assert_int_equal(c->admin.salen, 0);
+    assert_null(c->admin.text);
+    assert_null(c->state_dir);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(c->workers, ncpu < 1 ? 1 : ncpu > 256 ? 256 : ncpu);
+    assert_true(c->workers >= 1);
+    assert_string_equal(c->log_level, "info");
+    const wd_server_limits_t *l = &c->limits;
+    assert_int_equal(l->max_connections, 10000);
+    assert_int_equal(l->max_request_line, 8192);
+    assert_int_equal(l->max_header_bytes, 32768);
+    assert_int_equal(l->max_headers, 64);
+    assert_int_equal(l->max_body_bytes, 4194304);
+    assert_int_equal(l->max_response_bytes, 16777216);
+    assert_int_equal(l->max_sse_event_bytes, 1048576);
+    assert_int_equal(l->header_timeout_ms, 10000);
+    assert_int_equal(l->body_timeout_ms, 30000);
+    assert_int_equal(l->idle_timeout_ms, 60000);
+    assert_int_equal(l->send_timeout_ms, 60000);
+    assert_int_equal(l->drain_timeout_ms, 15000);
+    assert_int_equal(l->write_buffer_bytes, 262144);
+    assert_string_equal(c->audit_file, "-");
+    assert_int_equal(c->upstreams[0].timeout_ms, 120000);
+    assert_int_equal(c->upstreams[0].connect_timeout_ms, 5000);
+    assert_int_equal(c->upstreams[0].max_idle, 64);
+    wd_config_unref(c);
+
+    /* an empty limits mapping and a partial one keep the other defaults */
+    c = load_ok(MINIMAL "limits: { max_headers: 8 }\naudit: {}\nstate_dir: ~\n");
+    assert_int_equal(c->limits.max_headers, 8);
+    assert_int_equal(c->limits.max_connections, 10000);
+    assert_string_equal(c->audit_file, "-");
+    assert_null(c->state_dir);
+    wd_config_unref(c);
+}
+
+static void test_listen_forms(void **state)
+{
+    (void)state;
+    char ip[64];
+    wd_config_t *c = load_ok("listen: { address: localhost:8080 }\n" UPS MODELS "admin: 0.0.0.0:9\n");
+    assert_string_equal(c->listen.text, "localhost:8080");
+    assert_string_equal(ip_of(&c->listen, ip, sizeof ip), "127.0.0.1");
+    assert_int_equal(port_of(&c->listen), 8080);
+    assert_string_equal(c->admin.text, "0.0.0.0:9");
+    wd_config_unref(c);
+    c = load_ok("listen: \"[::]:443\"\n" UPS MODELS);
+    assert_int_equal(c->listen.sa.ss_family, AF_INET6);
+    assert_int_equal(port_of(&c->listen), 443);
+    wd_config_unref(c);
+}
+
+static void test_audit(void **state)
+{
+    (void)state;
+    wd_config_t *c = load_ok(MINIMAL "audit: { file: null }\n");
+    assert_null(c->audit_file);
+    wd_config_unref(c);
+    c = load_ok(MINIMAL "audit: { file: \"off\" }\n");
+    assert_null(c->audit_file);
+    wd_config_unref(c);
+    c = load_ok(MINIMAL "audit: { file: \"-\" }\n");
+    assert_string_equal(c->audit_file, "-");
+    wd_config_unref(c);
+    expect_err(MINIMAL "audit: { file: [a] }\n", "6:16", "audit.file: expected a string, got a sequence");
+    expect_err(MINIMAL "audit: \"-\"\n", "6:8", "audit: expected a mapping, got a scalar");
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Error classes, each with its exact position */
+
+static void test_unknown_key(void **state)
+{
+    (void)state;
+    expect_err(MINIMAL "lisen: 1\n", "6:1",
+               "unknown key 'lisen' in the top level; allowed keys: listen, admin, state_dir, workers, log_level, "
+               "limits, upstreams, models, audit");
+    expect_err(MINIMAL "limits:\n  max_conections: 5\n", "7:3", "unknown key 'max_conections' in limits; allowed keys: max_connections,");
+    expect_err("listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, tls: true }\n" MODELS,
+               "3:40", "unknown key 'tls' in an upstream; allowed keys: name, url, api_key_env, timeout_ms");
+    expect_err("listen: { address: 127.0.0.1:1, tls: x }\n" UPS MODELS, "1:33", "unknown key 'tls' in a listener");
+    expect_err(MINIMAL "? [a, b]\n: 1\n", "6:3", "keys must be plain strings, got a sequence");
+}
+
+static void test_wrong_type(void **state)
+{
+    (void)state;
+    expect_err(MINIMAL "limits: 5\n", "6:9", "limits: expected a mapping, got a scalar");
+    expect_err(MINIMAL "limits: [1]\n", "6:9", "limits: expected a mapping, got a sequence");
+    expect_err(MINIMAL "workers: abc\n", "6:10", "workers: expected an integer, got 'abc'");
+    expect_err(MINIMAL "workers: \"4\"\n", "6:10", "workers: expected an integer, got the string '4'");
+    expect_err(MINIMAL "workers: -1\n", "6:10", "workers: expected an integer, got '-1'");
+    expect_err(MINIMAL "workers: 1.5\n", "6:10", "expected an integer");
+    expect_err(MINIMAL "workers: 010\n", "6:10", "expected an integer"); /* octal or decimal? refused */
+    expect_err(MINIMAL "workers: {a: 1}\n", "6:10", "workers: expected an integer, got a mapping");
+    expect_err(MINIMAL "workers:\n", "6:9", "workers: expected an integer");
+    expect_err(MINIMAL "limits: { max_body_bytes: 4MB }\n", "6:27", "limits.max_body_bytes: expected a byte size");
+    expect_err(MINIMAL "limits: { idle_timeout_ms: 1.5s }\n", "6:28", "limits.idle_timeout_ms: expected a duration");
+    expect_err(MINIMAL "log_level: loud\n", "6:12", "log_level: expected one of debug, info, warn, error, got 'loud'");
+    expect_err(MINIMAL "state_dir: [a]\n", "6:12", "state_dir: expected a string, got a sequence");
+    expect_err("listen: 127.0.0.1:8080\nupstreams: { name: a }\n" MODELS, "2:12",
+               "upstreams: expected a sequence, got a mapping");
+    expect_err("listen: 127.0.0.1:8080\nupstreams: []\n" MODELS, "2:12", "upstreams: at least one entry is required");
+    expect_err("listen: 127.0.0.1:8080\n" UPS "models:\n  - m1\n", "5:5", "models[0]: expected a mapping, got a scalar");
+    expect_err("listen: [1]\n" UPS MODELS, "1:9", "listen: expected an address or a mapping with 'address'");
+    expect_err("listen: 127.0.0.1:8080\n" UPS "models:\n  - { name: \"a\\tb\", upstream: local }\n", "5:13",
+               "models[0].name: control characters are not allowed");
+}
+
+static void test_out_of_range(void **state)
+{
+    (void)state;
+    expect_err(MINIMAL "limits:\n  max_headers: 100\n", "7:16", "limits.max_headers: 100 is out of range (8..64)");
+    expect_err(MINIMAL "workers: 257\n", "6:10", "workers: 257 is out of range (0..256)");
+    expect_err(MINIMAL "limits: { max_connections: 0 }\n", "6:28", "0 is out of range (1..1000000)");
+    expect_err(MINIMAL "limits: { max_body_bytes: 1GiB }\n", "6:27",
+               "limits.max_body_bytes: 1GiB is out of range (1024..268435456 bytes)");
+    expect_err(MINIMAL "limits: { max_body_bytes: 99999999999999999999999 }\n", "6:27", "is out of range");
+    expect_err(MINIMAL "limits: { header_timeout_ms: 2h }\n", "6:30", "2h is out of range (100..3600000 ms)");
+    expect_err("listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, max_idle: 10001 }\n" MODELS,
+               "3:50", "upstreams[0].max_idle: 10001 is out of range (0..10000)");
+    expect_err("listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, timeout_ms: 0 }\n" MODELS,
+               "3:52", "upstreams[0].timeout_ms: 0 is out of range (1..3600000 ms)");
+}
+
+static void test_duplicate_key(void **state)
+{
+    (void)state;
+    expect_err(MINIMAL "workers: 2\nworkers: 3\n", "7:1", "duplicate key 'workers' in the top level (first at 6:1)");
+    expect_err(MINIMAL "limits: { max_headers: 8, max_headers: 9 }\n", "6:27",
+               "duplicate key 'max_headers' in limits (first at 6:11)");
+}
+
+static void test_missing_required(void **state)
+{
+    (void)state;
+    expect_err(UPS MODELS, "1:1", "missing required key 'listen' in the top level");
+    expect_err("listen: 127.0.0.1:8080\n" MODELS, "1:1", "missing required key 'upstreams'");
+    expect_err("listen: 127.0.0.1:8080\n" UPS, "1:1", "missing required key 'models'");
+    expect_err("listen: 127.0.0.1:8080\nupstreams:\n  - { name: a }\n" MODELS, "3:5",
+               "missing required key 'url' in upstreams[0]");
+    expect_err("listen: {}\n" UPS MODELS, "1:9", "missing required key 'address' in listen");
+}
+
+static void test_bad_address(void **state)
+{
+    (void)state;
+    expect_err("listen: 127.1:8080\n" UPS MODELS, "1:9", "listen: invalid address '127.1:8080'");
+    expect_err("listen: ::1:8080\n" UPS MODELS, "1:9", "IPv6 addresses must be in brackets");
+    expect_err("listen: 127.0.0.1\n" UPS MODELS, "1:9", "missing ':port'");
+    expect_err("listen: 127.0.0.1:0\n" UPS MODELS, "1:9", "between 1 and 65535");
+    expect_err("listen: 127.0.0.1:65536\n" UPS MODELS, "1:9", "between 1 and 65535");
+    expect_err("listen: 127.0.0.1:80x\n" UPS MODELS, "1:9", "between 1 and 65535");
+    expect_err("listen: \"[::1:8080\"\n" UPS MODELS, "1:9", "missing ']'");
+    expect_err("listen: \"[nothex]:8080\"\n" UPS MODELS, "1:9", "not a valid IPv6 address");
+    expect_err("listen: example.com:80\n" UPS MODELS, "1:9", "expected a numeric IPv4 address");
+    expect_err("listen: \":8080\"\n" UPS MODELS, "1:9", "missing host");
+    expect_err("listen: { address: 999.0.0.1:80 }\n" UPS MODELS, "1:20", "listen.address: invalid address");
+    expect_err("listen: 127.0.0.1:8080\nadmin: localhost:8080\n" UPS MODELS, "2:8",
+               "admin: the admin listener must not use the same address as 'listen'");
+}
+
+static void test_bad_url(void **state)
+{
+    (void)state;
+#define U(url) "listen: 127.0.0.1:8080\nupstreams:\n  - name: a\n    url: " url "\n" "models: [{ name: m, upstream: a }]\n"
+    expect_err(U("https://api.openai.com/v1"), "4:10", "upstreams[0].url: https upstreams are not supported yet");
+    expect_err(U("ftp://x/"), "4:10", "expected http://host[:port][/path]");
+    expect_err(U("127.0.0.1:8000"), "4:10", "expected http://host[:port][/path]");
+    expect_err(U("http://user:pw@127.0.0.1/"), "4:10", "credentials in the URL");
+    expect_err(U("http://127.0.0.1/v1?x=1"), "4:10", "query string is not allowed");
+    expect_err(U("http://127.0.0.1/v1#frag"), "4:10", "fragment");
+    expect_err(U("http://127.0.0.1:0/"), "4:10", "between 1 and 65535");
+    expect_err(U("http://127.0.0.1:99999/"), "4:10", "between 1 and 65535");
+    expect_err(U("http:///v1"), "4:10", "missing host");
+    expect_err(U("http://[::1/v1"), "4:10", "missing ']'");
+    expect_err(U("http://ho$t/"), "4:10", "characters not allowed in a host name");
+    expect_err(U("\"http://a b/\""), "4:10", "spaces are not allowed");
+    expect_err(U("http://no-such-host.invalid/v1"), "4:10", "cannot resolve upstream host 'no-such-host.invalid'");
+#undef U
+    /* a trailing slash only is an empty prefix; the default port is 80 */
+    wd_config_t *c = load_ok("listen: 127.0.0.1:8080\nupstreams: [{ name: a, url: \"HTTP://127.0.0.1/\" }]\n"
+                             "models: [{ name: m, upstream: a }]\n");
+    assert_string_equal(c->upstreams[0].base_path, "");
+    assert_int_equal(c->upstreams[0].port, 80);
+    assert_string_equal(c->upstreams[0].host_header, "127.0.0.1:80");
+    wd_config_unref(c);
+}
+
+static void test_api_key_env(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+#define K(var) "listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, api_key_env: " var " }\n" \
+               "models: [{ name: m, upstream: a }]\n"
+    expect_err(K("WD_TEST_MISSING"), "3:53", "upstreams[0].api_key_env: environment variable WD_TEST_MISSING is not set");
+    expect_err(K("WD_TEST_EMPTY"), "3:53", "environment variable WD_TEST_EMPTY is empty");
+    expect_err(K("WD_TEST_CRLF"), "3:53", "environment variable WD_TEST_CRLF contains control characters");
+    expect_err(K("1BAD"), "3:53", "not a valid environment variable name");
+    expect_err(K("\"A=B\""), "3:53", "not a valid environment variable name");
+    /* the secret's value never appears in any message */
+    assert_null(load(K("WD_TEST_CRLF"), err));
+    assert_null(strstr(err, "X-Evil"));
+#undef K
+}
+
+static void test_models(void **state)
+{
+    (void)state;
+    expect_err("listen: 127.0.0.1:8080\n" UPS "models:\n  - { name: m1, upstream: nowhere }\n", "5:27",
+               "models[0].upstream: unknown upstream 'nowhere'; defined upstreams: local");
+    expect_err("listen: 127.0.0.1:8080\n" UPS "models:\n  - { name: m1, upstream: local }\n"
+               "  - { name: m2, upstream: local }\n  - { name: m1, upstream: local }\n",
+               "7:13", "models[2].name: duplicate model name 'm1' (first defined at 5:13)");
+    expect_err("listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/ }\n"
+               "  - name: a\n    url: http://127.0.0.1:81/\n" MODELS,
+               "4:11", "upstreams[1].name: duplicate upstream name 'a' (first defined at 3:13)");
+    expect_err("listen: 127.0.0.1:8080\n" UPS "models:\n  - { upstream: local }\n", "5:5",
+               "missing required key 'name' in models[0]");
+    expect_err("listen: 127.0.0.1:8080\n" UPS "models:\n  - { name: \"a b\", upstream: local }\n", "5:13",
+               "names must not contain spaces");
+}
+
+static void test_yaml_features_rejected(void **state)
+{
+    (void)state;
+    expect_err("listen: &l 127.0.0.1:8080\n" UPS MODELS, "1:9", "YAML anchors (&name) are not allowed");
+    expect_err("listen: 127.0.0.1:8080\n" UPS "models:\n  - { name: m1, upstream: local }\n  - *x\n", "6:5",
+               "YAML aliases (*name) are not allowed");
+    expect_err("listen: !!str 127.0.0.1:8080\n" UPS MODELS, "1:9", "YAML tags (!tag) are not allowed");
+    expect_err("a: &x [1]\nb: *x\n", "1:4", "anchors");
+    expect_err("%TAG !e! tag:example.com,2000:\n---\nlisten: 1\n", "1:1", "%TAG directives are not allowed");
+    /* the billion-laughs shape fails at the first anchor, before anything is expanded */
+    expect_err("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "1:4", "anchors");
+    /* merge keys need aliases, so they are refused too */
+    expect_err(MINIMAL "<<: *base\n", "6:5", "aliases");
+}
+
+static void test_document_shape(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    expect_err("", "1:1", "empty configuration file");
+    expect_err("# only a comment\n\n", "1:1", "empty configuration file");
+    expect_err("---\n", "2:1", "empty configuration file");
+    expect_err(MINIMAL "---\nlisten: 127.0.0.1:1\n", "6:1", "only one YAML document is allowed");
+    expect_err("--- a\n--- b\n", "2:1", "only one YAML document is allowed");
+    expect_err("- a\n- b\n", "1:1", "the top level must be a mapping (key: value), got a sequence");
+    expect_err("hello\n", "1:1", "the top level must be a mapping (key: value), got a scalar");
+    expect_err("listen: [1\n", "2:1", "YAML syntax error");
+    expect_err("a: 1\n b: 2\n", "2:3", "YAML syntax error");
+    expect_err("a:\n\t- 1\n", "2:1", "YAML syntax error");
+    /* input is a buffer: nothing past len is read */
+    const char buf[] = MINIMAL "workers: abc";
+    wd_config_t *c = wd_config_load_buf("t.yaml", buf, strlen(MINIMAL), err, sizeof err);
+    assert_non_null(c);
+    wd_config_unref(c);
+    /* nesting is bounded */
+    char deep[256] = "a: ";
+    for (int i = 0; i < 40; i++) strcat(deep, "[");
+    assert_null(wd_config_load_buf("t.yaml", deep, strlen(deep), err, sizeof err));
+    assert_non_null(strstr(err, "nesting deeper than"));
+    /* a tiny error buffer is never overrun and stays terminated */
+    char small[8];
+    assert_null(wd_config_load_buf("t.yaml", "x", 1, small, sizeof small));
+    assert_int_equal(strlen(small), sizeof small - 1);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+
+static void test_parse_units(void **state)
+{
+    (void)state;
+    uint64_t v;
+#define B(s, want)                                                                                            \
+    do {                                                                                                      \
+        assert_int_equal(wd_config_parse_bytes(s, strlen(s), &v), WD_OK);                                     \
+        assert_true(v == (uint64_t)(want));                                                                   \
+    } while (0)
+#define MS(s, want)                                                                                           \
+    do {                                                                                                      \
+        assert_int_equal(wd_config_parse_ms(s, strlen(s), &v), WD_OK);                                        \
+        assert_true(v == (uint64_t)(want));                                                                   \
+    } while (0)
+    B("0", 0);
+    B("1024", 1024);
+    B("512B", 512);
+    B("512KiB", 512 * 1024);
+    B("4MiB", 4194304);
+    B("2GiB", 2ull << 30);
+    MS("0", 0);
+    MS("1500", 1500);
+    MS("500ms", 500);
+    MS("10s", 10000);
+    MS("2m", 120000);
+    MS("1h", 3600000);
+    static const char *const bad_bytes[] = {"", "KiB", "4 MiB", "4MB", "4mib", "4k", "-1", "+1", "1.5MiB", "01",
+                                            "4MiBx", "0x10", "1_000"};
+    for (size_t i = 0; i < sizeof bad_bytes / sizeof *bad_bytes; i++)
+        assert_int_equal(wd_config_parse_bytes(bad_bytes[i], strlen(bad_bytes[i]), &v), WD_EINVAL);
+    static const char *const bad_ms[] = {"", "s", "10 s", "10S", "1.5s", "10sec", "1d", "-5ms", "007"};
+    for (size_t i = 0; i < sizeof bad_ms / sizeof *bad_ms; i++)
+        assert_int_equal(wd_config_parse_ms(bad_ms[i], strlen(bad_ms[i]), &v), WD_EINVAL);
+    assert_int_equal(wd_config_parse_bytes("18446744073709551616", 20, &v), WD_E2BIG);
+    assert_int_equal(wd_config_parse_bytes("17179869184GiB", 14, &v), WD_E2BIG);
+    assert_int_equal(wd_config_parse_ms("9999999999999999h", 17, &v), WD_E2BIG);
+    /* length-bounded: "10s" inside a longer buffer parses as "10" */
+    assert_int_equal(wd_config_parse_ms("10s", 2, &v), WD_OK);
+    assert_true(v == 10);
+#undef B
+#undef MS
+}
+
+static void test_load_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/wd_test_config_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    fputs(full_yaml, f);
+    fclose(f);
+    char err[ERRLEN];
+    wd_config_t *c = wd_config_load(path, err, sizeof err);
+    if (!c) fail_msg("%s", err);
+    assert_string_equal(c->path, path);
+    assert_int_equal(c->nmodels, 3);
+    assert_string_equal(c->upstreams[0].api_key, "sk-test-secret");
+    wd_config_unref(c);
+
+    /* errors carry the real path */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("listen: 127.0.0.1:8080\nworkers: 999\n", f);
+    fclose(f);
+    assert_null(wd_config_load(path, err, sizeof err));
+    char want[128];
+    snprintf(want, sizeof want, "%s:2:10: workers: 999 is out of range", path);
+    assert_true(strncmp(err, want, strlen(want)) == 0);
+    unlink(path);
+
+    assert_null(wd_config_load(path, err, sizeof err));
+    assert_non_null(strstr(err, "cannot open"));
+    assert_true(strncmp(err, path, strlen(path)) == 0);
+    assert_null(wd_config_load("/tmp", err, sizeof err));
+    assert_non_null(strstr(err, "not a regular file"));
+}
+
+static void test_refcount(void **state)
+{
+    (void)state;
+    wd_config_t *c = load_ok(MINIMAL);
+    assert_ptr_equal(wd_config_ref(c), c);
+    assert_int_equal(c->refs, 2);
+    wd_config_unref(c);
+    assert_int_equal(c->refs, 1);
+    assert_string_equal(c->listen.text, "127.0.0.1:8080"); /* still alive */
+    wd_config_unref(c); /* freed: ASan reports a leak if not, a use-after-free if freed twice */
+    wd_config_unref(NULL);
+    assert_null(wd_config_ref(NULL));
+}
+
+static void test_reload_check(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    wd_config_t *a = load_ok(MINIMAL "workers: 2\nadmin: 127.0.0.1:8081\n");
+    wd_config_t *b = load_ok(MINIMAL "workers: 2\nadmin: 127.0.0.1:8081\nlog_level: debug\n");
+    assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_OK);
+    wd_config_unref(b);
+    b = load_ok("listen: 127.0.0.1:9090\n" UPS MODELS "workers: 2\nadmin: 127.0.0.1:8081\n");
+    assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_EINVAL);
+    assert_non_null(strstr(err, "reload refused: the listen address cannot change on reload "
+                                "(127.0.0.1:8080 -> 127.0.0.1:9090)"));
+    wd_config_unref(b);
+    b = load_ok(MINIMAL "workers: 2\n");
+    assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_EINVAL);
+    assert_non_null(strstr(err, "the admin address cannot change on reload (127.0.0.1:8081 -> none)"));
+    wd_config_unref(b);
+    b = load_ok(MINIMAL "workers: 3\nadmin: 127.0.0.1:8081\n");
+    assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_EINVAL);
+    assert_non_null(strstr(err, "workers cannot change on reload (2 -> 3)"));
+    wd_config_unref(b);
+    /* same address written differently is not a change */
+    b = load_ok("listen: { address: 127.0.0.1:8080 }\n" UPS MODELS "workers: 2\nadmin: localhost:8081\n");
+    assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_OK);
+    wd_config_unref(b);
+    wd_config_unref(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_file),       cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_listen_forms),    cmocka_unit_test(test_audit),
+        cmocka_unit_test(test_unknown_key),     cmocka_unit_test(test_wrong_type),
+        cmocka_unit_test(test_out_of_range),    cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_missing_required), cmocka_unit_test(test_bad_address),
+        cmocka_unit_test(test_bad_url),         cmocka_unit_test(test_api_key_env),
+        cmocka_unit_test(test_models),          cmocka_unit_test(test_yaml_features_rejected),
+        cmocka_unit_test(test_document_shape),  cmocka_unit_test(test_parse_units),
+        cmocka_unit_test(test_load_file),       cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_reload_check),
+    };
+    return cmocka_run_group_tests(tests, setup_env, NULL);
+}
