@@ -16,7 +16,10 @@ static void usage(FILE *out)
           out);
 }
 
-static bool is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help"); }
+static bool is_help(const char *a)
+{
+    return !strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help");
+}
 
 int wd_cmd_config(int argc, char **argv)
 {

@@ -37,11 +37,6 @@ static wd_log_level_t parse_level(const char *s)
     return WD_LOG_INFO;
 }
 
-static bool same_addr(const wd_addr_t *a, const wd_addr_t *b)
-{
-    return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
-}
-
 static void set_cfg(wd_worker_t *w, void *arg)
 {
     wd_worker_set_config(w, arg);
@@ -52,12 +47,9 @@ static void reload(serve_t *s)
 {
     char err[512];
     wd_config_t *nc = wd_config_load(s->path, err, sizeof err);
-    const wd_config_t *oc = s->admin.cfg;
     const char *why = NULL;
     if (!nc) why = err;
-    else if (!same_addr(&nc->listen, &oc->listen)) why = "listen address cannot change on reload (restart instead)";
-    else if (!same_addr(&nc->admin, &oc->admin)) why = "admin address cannot change on reload (restart instead)";
-    else if (nc->workers != oc->workers) why = "workers cannot change on reload (restart instead)";
+    else if (wd_config_check_reload(s->admin.cfg, nc, err, sizeof err) != WD_OK) why = err;
     if (why) {
         s->ctx.reload_failures++;
         wd_log(WD_LOG_ERROR, "reload refused, still serving the previous configuration: %s", why);

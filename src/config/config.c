@@ -41,7 +41,8 @@ typedef struct ynode {
 static void node_free(ynode_t *n)
 {
     if (!n) return;
-    for (size_t i = 0; i < n->n; i++) node_free(n->items[i]);
+    for (size_t i = 0; i < n->n; i++)
+        node_free(n->items[i]);
     free(n->items);
     free(n->s);
     free(n);
@@ -95,8 +96,8 @@ static int failv(ctx_t *c, unsigned line, unsigned col, const char *fmt, va_list
     return WD_EINVAL;
 }
 
-__attribute__((format(printf, 4, 5))) static int fail_at(ctx_t *c, unsigned line, unsigned col, const char *fmt,
-                                                         ...)
+__attribute__((format(printf, 4, 5))) static int fail_at(ctx_t *c, unsigned line, unsigned col,
+                                                         const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -128,6 +129,7 @@ __attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const ynode_t *n
 #define MAX_UPSTREAMS 256
 #define MAX_MODELS 4096
 #define MAX_NAME 256
+#define MAX_FIELDS 32 /* per table; checked at compile time below */
 
 static int node_append(ynode_t *parent, ynode_t *child)
 {
@@ -162,7 +164,8 @@ static int check_node_event(ctx_t *c, const yaml_event_t *ev, unsigned line, uns
     const yaml_char_t *anchor = NULL, *tag = NULL;
     switch (ev->type) {
     case YAML_ALIAS_EVENT:
-        return fail_at(c, line, col, "YAML aliases (*name) are not allowed in warden configs; write the value out");
+        return fail_at(c, line, col,
+                       "YAML aliases (*name) are not allowed in warden configs; write the value out");
     case YAML_SCALAR_EVENT:
         anchor = ev->data.scalar.anchor;
         tag = ev->data.scalar.tag;
@@ -309,8 +312,8 @@ struct wd_cfg_field {
     field_type_t type;
     bool required;
     size_t off;
-    uint32_t min, max, def;    /* numeric types */
-    const char *def_str;       /* F_STR / F_ENUM default, NULL for none */
+    uint32_t min, max, def;     /* numeric types */
+    const char *def_str;        /* F_STR / F_ENUM default, NULL for none */
     const char *const *choices; /* F_ENUM, NULL-terminated */
     field_fn_t fn;              /* F_FN */
     const wd_cfg_map_t *sub;    /* F_MAP */
@@ -348,8 +351,8 @@ typedef struct {
     uint64_t mult;
 } unit_t;
 
-static const unit_t byte_units[] = {{"", 1},           {"B", 1},           {"KiB", 1024ull},
-                                    {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {NULL, 0}};
+static const unit_t byte_units[] = {
+    {"", 1}, {"B", 1}, {"KiB", 1024ull}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {NULL, 0}};
 static const unit_t int_units[] = {{"", 1}, {NULL, 0}};
 static const unit_t ms_units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {NULL, 0}};
 
@@ -376,7 +379,10 @@ int wd_config_parse_bytes(const char *s, size_t len, uint64_t *out)
     return parse_with_units(s, len, byte_units, out);
 }
 
-int wd_config_parse_ms(const char *s, size_t len, uint64_t *out) { return parse_with_units(s, len, ms_units, out); }
+int wd_config_parse_ms(const char *s, size_t len, uint64_t *out)
+{
+    return parse_with_units(s, len, ms_units, out);
+}
 
 static int field_number(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_field_t *f, uint32_t *dst)
 {
@@ -393,7 +399,8 @@ static int field_number(ctx_t *c, const ynode_t *n, const char *path, const wd_c
     const char *expect = kinds[f->type].expect;
     if (n->kind != N_SCALAR) return fail(c, n, "%s: expected %s, got %s", path, expect, kind_name(n));
     if (!n->plain || node_is_null(n))
-        return fail(c, n, "%s: expected %s, got %s'%.*s%s'", path, expect, n->plain ? "" : "the string ", SHOW(n));
+        return fail(c, n, "%s: expected %s, got %s'%.*s%s'", path, expect, n->plain ? "" : "the string ",
+                    SHOW(n));
     uint64_t v;
     int rc = parse_with_units(n->s, n->len, kinds[f->type].units, &v);
     if (rc == WD_EINVAL) return fail(c, n, "%s: expected %s, got '%.*s%s'", path, expect, SHOW(n));
@@ -478,16 +485,16 @@ static int apply_field(ctx_t *c, const ynode_t *n, const char *path, const wd_cf
  * models on upstreams. n == NULL means the mapping is absent: defaults only. */
 static int apply_map(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base)
 {
-    const ynode_t *seen[32] = {0}, *seen_key[32] = {0};
+    const ynode_t *seen[MAX_FIELDS] = {0}, *seen_key[MAX_FIELDS] = {0};
     char sub[256];
     int rc;
 
-    if (m->nfields > WD_ARRAY_LEN(seen)) return fail_at(c, 1, 1, "internal error: table %s too large", m->what);
     if (n) {
         if (n->kind != N_MAP) return fail(c, n, "%s: expected a mapping, got %s", path, kind_name(n));
         for (size_t i = 0; i + 1 < n->n; i += 2) {
             const ynode_t *k = n->items[i];
-            if (k->kind != N_SCALAR) return fail(c, k, "%s: keys must be plain strings, got %s", path, kind_name(k));
+            if (k->kind != N_SCALAR)
+                return fail(c, k, "%s: keys must be plain strings, got %s", path, kind_name(k));
             size_t idx = m->nfields;
             for (size_t j = 0; j < m->nfields; j++)
                 if (strlen(m->fields[j].name) == k->len && memcmp(m->fields[j].name, k->s, k->len) == 0) {
@@ -515,7 +522,8 @@ static int apply_map(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_
         if (seen[j]) {
             rc = apply_field(c, seen[j], sub, f, base);
         } else if (f->required) {
-            if (n) return fail(c, n, "missing required key '%s' in %s", f->name, path && *path ? path : m->what);
+            if (n)
+                return fail(c, n, "missing required key '%s' in %s", f->name, path && *path ? path : m->what);
             return fail_at(c, 1, 1, "missing required key '%s'", sub);
         } else {
             rc = apply_default(c, n, sub, f, base);
@@ -530,8 +538,8 @@ static int apply_map(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_
 
 /* Splits "host", "host:port" or "[v6]" / "[v6]:port". Returns NULL or a reason. *port is left alone
  * when no port is written. */
-static const char *split_hostport(const char *s, size_t len, char *host, size_t hostcap, bool *v6, bool *has_port,
-                                  uint16_t *port)
+static const char *split_hostport(const char *s, size_t len, char *host, size_t hostcap, bool *v6,
+                                  bool *has_port, uint16_t *port)
 {
     const char *hs, *he, *rest;
     *v6 = false;
@@ -584,9 +592,15 @@ static void addr_format(const struct sockaddr *sa, char *out, size_t outlen)
     }
 }
 
-static bool is_localhost(const char *host) { return strcasecmp(host, "localhost") == 0; }
+static bool is_localhost(const char *host)
+{
+    return strcasecmp(host, "localhost") == 0;
+}
 
-static bool looks_ipv4(const char *host) { return strspn(host, "0123456789.") == strlen(host); }
+static bool looks_ipv4(const char *host)
+{
+    return strspn(host, "0123456789.") == strlen(host);
+}
 
 /* Numeric resolution only: listeners never wait on DNS. "localhost" is pinned to 127.0.0.1 so the
  * result never depends on /etc/hosts ordering of ::1. IPv4 is checked with inet_pton first because
@@ -604,7 +618,7 @@ static int resolve_numeric(const char *host, bool v6, uint16_t port, wd_addr_t *
     }
     struct in_addr tmp;
     if (!v6 && inet_pton(AF_INET, host, &tmp) != 1) {
-        *why = "expected a numeric IPv4 address, [IPv6] or localhost";
+        *why = "not a numeric IPv4 address";
         return WD_EINVAL;
     }
     char portstr[8];
@@ -634,9 +648,10 @@ static int parse_listen_addr(ctx_t *c, const ynode_t *n, const char *path, wd_ad
     uint16_t port = 0;
     const char *why = split_hostport(n->s, n->len, host, sizeof host, &v6, &has_port, &port);
     if (!why && !has_port) why = "missing ':port'";
-    if (!why && resolve_numeric(host, v6, port, a, &why) == WD_OK) return dup_str(c, n, n->s, n->len, &a->text);
-    return fail(c, n, "%s: invalid address '%.*s%s': %s (expected IPv4:port, [IPv6]:port or localhost:port)", path,
-                SHOW(n), why);
+    if (!why && resolve_numeric(host, v6, port, a, &why) == WD_OK)
+        return dup_str(c, n, n->s, n->len, &a->text);
+    return fail(c, n, "%s: invalid address '%.*s%s': %s (expected IPv4:port, [IPv6]:port or localhost:port)",
+                path, SHOW(n), why);
 }
 
 static int h_listen_address(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
@@ -666,7 +681,8 @@ static bool addr_equal(const wd_addr_t *a, const wd_addr_t *b)
 {
     if (a->salen != b->salen || a->sa.ss_family != b->sa.ss_family) return false;
     if (a->sa.ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const struct sockaddr_in *)&a->sa, *y = (const struct sockaddr_in *)&b->sa;
+        const struct sockaddr_in *x = (const struct sockaddr_in *)&a->sa,
+                                 *y = (const struct sockaddr_in *)&b->sa;
         return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
     }
     if (a->sa.ss_family == AF_INET6) {
@@ -703,7 +719,8 @@ static int h_url(ctx_t *c, const ynode_t *n, const char *path, void *base, const
         return fail(c, n, "%s: invalid URL '%.*s%s': expected http://host[:port][/path]", path, SHOW(n));
     if (memchr(s, ' ', n->len)) return fail(c, n, "%s: spaces are not allowed in URLs", path);
     const char *auth = s + 7, *aend = auth;
-    while (aend < end && *aend != '/' && *aend != '?' && *aend != '#') aend++;
+    while (aend < end && *aend != '/' && *aend != '?' && *aend != '#')
+        aend++;
     if (memchr(auth, '@', (size_t)(aend - auth)))
         return fail(c, n, "%s: credentials in the URL (user@host) are not allowed; use api_key_env", path);
     if (memchr(aend, '?', (size_t)(end - aend)))
@@ -715,7 +732,8 @@ static int h_url(ctx_t *c, const ynode_t *n, const char *path, void *base, const
     bool v6, has_port;
     uint16_t port = 80;
     const char *why = split_hostport(auth, (size_t)(aend - auth), host, sizeof host, &v6, &has_port, &port);
-    if (!why && !v6 && strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != strlen(host))
+    if (!why && !v6 &&
+        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != strlen(host))
         why = "the host contains characters not allowed in a host name";
     if (why) return fail(c, n, "%s: invalid URL '%.*s%s': %s", path, SHOW(n), why);
 
@@ -746,10 +764,12 @@ static int h_url(ctx_t *c, const ynode_t *n, const char *path, void *base, const
     snprintf(hh, sizeof hh, v6 ? "[%s]:%u" : "%s:%u", host, port);
     const char *p = aend;
     size_t plen = (size_t)(end - aend);
-    while (plen && p[plen - 1] == '/') plen--;
+    while (plen && p[plen - 1] == '/')
+        plen--;
     u->port = port;
     if ((rc = dup_str(c, n, n->s, n->len, &u->url)) || (rc = dup_str(c, n, host, strlen(host), &u->host)) ||
-        (rc = dup_str(c, n, hh, strlen(hh), &u->host_header)) || (rc = dup_str(c, n, p, plen, &u->base_path)) ||
+        (rc = dup_str(c, n, hh, strlen(hh), &u->host_header)) ||
+        (rc = dup_str(c, n, p, plen, &u->base_path)) ||
         (rc = dup_str(c, n, text, strlen(text), &u->addr.text)))
         return rc;
     return WD_OK;
@@ -770,8 +790,8 @@ static int h_api_key_env(ctx_t *c, const ynode_t *n, const char *path, void *bas
         ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
     }
     if (!ok)
-        return fail(c, n, "%s: '%.*s%s' is not a valid environment variable name (letters, digits and _)", path,
-                    SHOW(n));
+        return fail(c, n, "%s: '%.*s%s' is not a valid environment variable name (letters, digits and _)",
+                    path, SHOW(n));
     const char *v = getenv(n->s);
     if (!v) return fail(c, n, "%s: environment variable %s is not set", path, n->s);
     size_t vlen = strlen(v);
@@ -834,10 +854,10 @@ static int h_audit_file(ctx_t *c, const ynode_t *n, const char *path, void *base
 /* ---------------------------------------------------------------------------------------------- */
 /* The tables */
 
-#define LIMIT(nm, ty, lo, hi, dflt)                                                                             \
-    {                                                                                                          \
-        .name = #nm, .type = (ty), .off = offsetof(wd_server_limits_t, nm), .min = (lo), .max = (hi),          \
-        .def = (dflt)                                                                                          \
+#define LIMIT(nm, ty, lo, hi, dflt)                                                                          \
+    {                                                                                                        \
+        .name = #nm, .type = (ty), .off = offsetof(wd_server_limits_t, nm), .min = (lo), .max = (hi),        \
+        .def = (dflt)                                                                                        \
     }
 
 static const wd_cfg_field_t limits_fields[] = {
@@ -863,7 +883,11 @@ static const wd_cfg_field_t upstream_fields[] = {
     {.name = "url", .type = F_FN, .required = true, .fn = h_url},
     {.name = "api_key_env", .type = F_FN, .fn = h_api_key_env},
     {.name = "timeout_ms", .type = F_MS, .off = UPF(timeout_ms), .min = 1, .max = 3600000, .def = 120000},
-    {.name = "connect_timeout_ms", .type = F_MS, .off = UPF(connect_timeout_ms), .min = 1, .max = 600000,
+    {.name = "connect_timeout_ms",
+     .type = F_MS,
+     .off = UPF(connect_timeout_ms),
+     .min = 1,
+     .max = 600000,
      .def = 5000},
     {.name = "max_idle", .type = F_U32, .off = UPF(max_idle), .min = 0, .max = 10000, .def = 64},
 };
@@ -889,14 +913,20 @@ static int check_unique_name(ctx_t *c, const ynode_t *seq, size_t i, const char 
     for (size_t j = 0; j < i; j++) {
         if (strcmp(name_at(c->cfg, j), name_i) != 0) continue;
         const ynode_t *first = map_get(seq->items[j], "name"), *again = map_get(seq->items[i], "name");
-        return fail(c, again, "%s[%zu].name: duplicate %s name '%s' (first defined at %u:%u)", path, i, noun, name_i,
-                    first->line, first->col);
+        return fail(c, again, "%s[%zu].name: duplicate %s name '%s' (first defined at %u:%u)", path, i, noun,
+                    name_i, first->line, first->col);
     }
     return WD_OK;
 }
 
-static const char *upstream_name_at(const wd_config_t *cfg, size_t i) { return cfg->upstreams[i].name; }
-static const char *model_name_at(const wd_config_t *cfg, size_t i) { return cfg->models[i].name; }
+static const char *upstream_name_at(const wd_config_t *cfg, size_t i)
+{
+    return cfg->upstreams[i].name;
+}
+static const char *model_name_at(const wd_config_t *cfg, size_t i)
+{
+    return cfg->models[i].name;
+}
 
 static int check_seq(ctx_t *c, const ynode_t *n, const char *path, size_t max)
 {
@@ -939,7 +969,8 @@ static int h_models(ctx_t *c, const ynode_t *n, const char *path, void *base, co
         snprintf(sub, sizeof sub, "%s[%zu]", path, i);
         if ((rc = apply_map(c, n->items[i], sub, &model_map, m))) return rc;
         if ((rc = check_unique_name(c, n, i, path, "model", model_name_at))) return rc;
-        if (!m->upstream_model && (rc = dup_str(c, n->items[i], m->name, strlen(m->name), &m->upstream_model)))
+        if (!m->upstream_model &&
+            (rc = dup_str(c, n->items[i], m->name, strlen(m->name), &m->upstream_model)))
             return rc;
     }
     return WD_OK;
@@ -961,6 +992,9 @@ static const wd_cfg_field_t root_fields[] = {
     {.name = "audit", .type = F_MAP, .off = CF(audit_file), .sub = &audit_map},
 };
 static const wd_cfg_map_t root_map = {"the top level", root_fields, WD_ARRAY_LEN(root_fields)};
+_Static_assert(WD_ARRAY_LEN(root_fields) <= MAX_FIELDS && WD_ARRAY_LEN(limits_fields) <= MAX_FIELDS &&
+                   WD_ARRAY_LEN(upstream_fields) <= MAX_FIELDS && WD_ARRAY_LEN(model_fields) <= MAX_FIELDS,
+               "apply_map tracks at most MAX_FIELDS keys per mapping");
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Snapshot lifetime */
@@ -1131,14 +1165,16 @@ const wd_model_cfg_t *wd_config_model(const wd_config_t *c, const char *name, si
 
 int wd_config_check_reload(const wd_config_t *old, const wd_config_t *next, char *err, size_t errlen)
 {
-    static const char *const fmt = "%s: reload refused: %s cannot change on reload (%s -> %s); restart warden "
-                                   "to apply it (the running configuration is unchanged)";
+    static const char *const fmt =
+        "%s: reload refused: %s cannot change on reload (%s -> %s); restart warden "
+        "to apply it (the running configuration is unchanged)";
     if (!addr_equal(&old->listen, &next->listen))
         return wd_errf(err, errlen, WD_EINVAL, fmt, next->path, "the listen address", old->listen.text,
                        next->listen.text);
     if (!addr_equal(&old->admin, &next->admin))
         return wd_errf(err, errlen, WD_EINVAL, fmt, next->path, "the admin address",
-                       old->admin.text ? old->admin.text : "none", next->admin.text ? next->admin.text : "none");
+                       old->admin.text ? old->admin.text : "none",
+                       next->admin.text ? next->admin.text : "none");
     if (old->workers != next->workers) {
         char a[16], b[16];
         snprintf(a, sizeof a, "%u", old->workers);

@@ -125,6 +125,8 @@ ssize_t wd_conn_write(wd_conn_t *c, const char *p, size_t len);
 void wd_conn_finish(wd_conn_t *c, bool keep_alive);
 /* Aborts the connection now (no more output). The handler's on_abort is not called. */
 void wd_conn_close(wd_conn_t *c);
+/* Same, but first tells the handler (on_abort) if a request was being answered. */
+void wd_conn_abort(wd_conn_t *c);
 
 /* ---- upstream client -------------------------------------------------------------------------- */
 

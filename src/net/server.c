@@ -66,7 +66,7 @@ void wd_conn_close(wd_conn_t *c)
 }
 
 /* The client is gone or hopeless: tell the handler if it was answering, then close. */
-static void conn_abort(wd_conn_t *c)
+void wd_conn_abort(wd_conn_t *c)
 {
     if (c->state == WD_CONN_BUSY && c->h->on_abort) c->h->on_abort(c);
     wd_conn_close(c);
@@ -93,7 +93,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         /* UV_ENOBUFS (allocation failed) or EOF/reset: either way the conversation is over */
         c->eof = true;
-        conn_abort(c);
+        wd_conn_abort(c);
         return;
     }
     c->in.len += (size_t)nread;
@@ -248,7 +248,7 @@ static void on_write(uv_write_t *req, int status)
     free(wr);
     if (c->state == WD_CONN_CLOSING) return;
     if (status < 0) {
-        conn_abort(c);
+        wd_conn_abort(c);
         return;
     }
     uint64_t now = wd_now_ns();
@@ -454,7 +454,7 @@ void wd_server_sweep(wd_worker_t *w, uint64_t now)
     while (c) {
         wd_conn_t *n = c->next;
         if (c->send_deadline_ns && now > c->send_deadline_ns) {
-            conn_abort(c); /* the client stopped reading our output */
+            wd_conn_abort(c); /* the client stopped reading our output */
         } else if (c->deadline_ns && now > c->deadline_ns) {
             if (c->state == WD_CONN_HEAD && c->in.len == 0 && !c->req_start_ns) wd_conn_close(c); /* idle */
             else if (c->state == WD_CONN_HEAD || c->state == WD_CONN_BODY)

@@ -115,7 +115,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 void wd_worker_stop(wd_worker_t *w)
 {
     /* connections and upstream requests free themselves from their close callbacks */
-    while (w->conns) wd_conn_close(w->conns);
+    while (w->conns) wd_conn_abort(w->conns);
     while (w->upreqs) wd_upreq_cancel(w->upreqs);
     wd_upstream_pools_free(w);
     uv_walk(&w->loop, close_walk, NULL);
