@@ -341,7 +341,13 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
         return;
     }
     if (x->streaming) {
-        if (wd_sse_pending(&x->sse)) stream_fail(x, "upstream_truncated", "The upstream ended in the middle of an event");
+        wd_buf_reset(&x->out);
+        int rc = wd_sse_finish(&x->sse, on_sse_event, x);
+        wd_gw_send(x, x->out.data, x->out.len);
+        if (rc != WD_OK) stream_fail(x, x->reject_status ? x->ev.code : "stream_aborted",
+                                     x->reject_status ? x->ev.reason : "The stream was ended by warden");
+        else if (wd_sse_pending(&x->sse))
+            stream_fail(x, "upstream_truncated", "The upstream ended in the middle of an event");
         else {
             static const char end[] = "0\r\n\r\n";
             wd_gw_send(x, end, sizeof end - 1);

@@ -163,6 +163,10 @@ void wd_sse_free(wd_sse_parser_t *s);
 int wd_sse_feed(wd_sse_parser_t *s, const char *p, size_t len, wd_sse_cb cb, void *ud);
 /* Bytes buffered for an unfinished event (an upstream that closes mid-event leaves these behind). */
 size_t wd_sse_pending(const wd_sse_parser_t *s);
+/* End of stream: delivers an event held back only because its blank line ended in a CR that was the
+ * last byte fed (no LF can follow now). Call it before checking wd_sse_pending at end of stream.
+ * Returns WD_OK, the parser's sticky error, or the callback's value. */
+int wd_sse_finish(wd_sse_parser_t *s, wd_sse_cb cb, void *ud);
 
 /* ---- writing -------------------------------------------------------------------------------- */
 

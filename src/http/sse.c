@@ -152,3 +152,12 @@ int wd_sse_feed(wd_sse_parser_t *s, const char *p, size_t len, wd_sse_cb cb, voi
     }
     return feed_bytes(s, p + i, len - i, cb, ud);
 }
+
+int wd_sse_finish(wd_sse_parser_t *s, wd_sse_cb cb, void *ud)
+{
+    if (s->error) return s->error;
+    if (!s->dispatch_pending) return WD_OK;
+    s->dispatch_pending = false;
+    s->pending_cr = false;
+    return dispatch(s, cb, ud);
+}

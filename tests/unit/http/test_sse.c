@@ -184,6 +184,18 @@ static void test_line_endings(void **state)
     assert_int_equal(c.n, 2);
     assert_ev(&c.ev[1], "data: b\r\r", "b", "", true);
     assert_int_equal(wd_sse_pending(&s), 1);
+    /* at end of stream nothing is held back unless its blank line ended in a final CR */
+    assert_int_equal(wd_sse_finish(&s, collect, &c), WD_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(wd_sse_pending(&s), 1);
+    assert_int_equal(wd_sse_feed(&s, "ata: c\r\r", 8, collect, &c), WD_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(wd_sse_finish(&s, collect, &c), WD_OK);
+    assert_int_equal(c.n, 3);
+    assert_ev(&c.ev[2], "data: c\r\r", "c", "", true);
+    assert_int_equal(wd_sse_pending(&s), 0);
+    assert_int_equal(wd_sse_finish(&s, collect, &c), WD_OK);
+    assert_int_equal(c.n, 3);
     wd_sse_free(&s);
 }
 
