@@ -296,6 +296,7 @@ typedef enum {
     F_ENUM,  /* one of choices; char * at off */
     F_MAP,   /* nested mapping described by sub, struct at off */
     F_FN,    /* custom handler; called with n == NULL when the key is absent */
+    F_BOOL,  /* true/false; bool at off */
 } field_type_t;
 
 typedef struct wd_cfg_field wd_cfg_field_t;
@@ -445,6 +446,7 @@ static int apply_default(ctx_t *c, const ynode_t *map, const char *path, const w
         return dup_str(c, map, f->def_str, strlen(f->def_str), (char **)dst);
     case F_MAP: return apply_map(c, NULL, path, f->sub, dst);
     case F_FN: return f->fn(c, NULL, path, base, f);
+    case F_BOOL: *(bool *)dst = f->def != 0; return WD_OK;
     }
     return WD_OK;
 }
@@ -476,6 +478,11 @@ static int apply_field(ctx_t *c, const ynode_t *n, const char *path, const wd_cf
     }
     case F_MAP: return apply_map(c, n, path, f->sub, dst);
     case F_FN: return f->fn(c, n, path, base, f);
+    case F_BOOL:
+        if (n->kind == N_SCALAR && n->plain && n->len == 4 && memcmp(n->s, "true", 4) == 0) *(bool *)dst = true;
+        else if (n->kind == N_SCALAR && n->plain && n->len == 5 && memcmp(n->s, "false", 5) == 0) *(bool *)dst = false;
+        else return fail(c, n, "%s: expected true or false", path);
+        return WD_OK;
     }
     return WD_OK;
 }
@@ -976,6 +983,152 @@ static int h_models(ctx_t *c, const ynode_t *n, const char *path, void *base, co
     return WD_OK;
 }
 
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Roles and authentication */
+
+/* A sequence of non-empty strings, each checked by `check` (may be NULL). */
+static int str_list(ctx_t *c, const ynode_t *n, const char *path, char ***out, size_t *count,
+                    int (*check)(ctx_t *, const ynode_t *, const char *, void *), void *arg)
+{
+    if (n->kind != N_SEQ) return fail(c, n, "%s: expected a list of strings, got %s", path, kind_name(n));
+    if (n->n > MAX_MODELS) return fail(c, n, "%s: at most %d entries are allowed", path, MAX_MODELS);
+    *out = calloc(n->n ? n->n : 1, sizeof **out);
+    if (!*out) return fail(c, n, "out of memory");
+    *count = n->n;
+    char sub[300];
+    for (size_t i = 0; i < n->n; i++) {
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        int rc = check_string(c, n->items[i], sub);
+        if (!rc && check) rc = check(c, n->items[i], sub, arg);
+        if (!rc) rc = dup_str(c, n->items[i], n->items[i]->s, n->items[i]->len, &(*out)[i]);
+        if (rc) return rc;
+    }
+    return WD_OK;
+}
+
+static int check_model_ref(ctx_t *c, const ynode_t *n, const char *path, void *arg)
+{
+    WD_UNUSED(arg);
+    const char *star = memchr(n->s, '*', n->len);
+    if (star) {
+        if (star != n->s + n->len - 1)
+            return fail(c, n, "%s: '*' may only end a model pattern (e.g. llama-*)", path);
+        return WD_OK;
+    }
+    if (!wd_config_model(c->cfg, n->s, n->len))
+        return fail(c, n, "%s: unknown model '%.*s%s' (not in models:)", path, SHOW(n));
+    return WD_OK;
+}
+
+static int h_role_models(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_role_t *r = base;
+    if (!n) return WD_OK; /* no models: the role grants none (it may still be an admin role) */
+    return str_list(c, n, path, &r->models, &r->nmodels, check_model_ref, NULL);
+}
+
+static int check_endpoint(ctx_t *c, const ynode_t *n, const char *path, void *arg)
+{
+    uint32_t bit = wd_endpoint_bit(n->s, n->len);
+    if (!bit)
+        return fail(c, n, "%s: unknown endpoint '%.*s%s'; endpoints: chat, completions, embeddings, models", path,
+                    SHOW(n));
+    *(uint32_t *)arg |= bit;
+    return WD_OK;
+}
+
+static int h_role_endpoints(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_role_t *r = base;
+    if (!n) return WD_OK;
+    char **names = NULL;
+    size_t count = 0;
+    int rc = str_list(c, n, path, &names, &count, check_endpoint, &r->endpoints);
+    for (size_t i = 0; i < count && names; i++) free(names[i]);
+    free(names);
+    return rc;
+}
+
+static int h_role_ips(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_role_t *r = base;
+    if (!n) return WD_OK;
+    if (n->kind != N_SEQ) return fail(c, n, "%s: expected a list of address ranges, got %s", path, kind_name(n));
+    if (!(r->ips = calloc(n->n ? n->n : 1, sizeof *r->ips))) return fail(c, n, "out of memory");
+    r->nips = n->n;
+    char sub[300], why[160];
+    for (size_t i = 0; i < n->n; i++) {
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        int rc = check_string(c, n->items[i], sub);
+        if (rc) return rc;
+        if (wd_cidr_parse(n->items[i]->s, n->items[i]->len, &r->ips[i], why, sizeof why))
+            return fail(c, n->items[i], "%s: %s", sub, why);
+    }
+    return WD_OK;
+}
+
+#define RF(nm) offsetof(wd_role_t, nm)
+static const wd_cfg_field_t role_fields[] = {
+    {.name = "models", .type = F_FN, .fn = h_role_models},
+    {.name = "endpoints", .type = F_FN, .fn = h_role_endpoints},
+    {.name = "require_mfa", .type = F_BOOL, .off = RF(require_mfa), .def = 0},
+    {.name = "admin", .type = F_BOOL, .off = RF(admin), .def = 0},
+    {.name = "ips", .type = F_FN, .fn = h_role_ips},
+};
+static const wd_cfg_map_t role_map = {"a role", role_fields, WD_ARRAY_LEN(role_fields)};
+
+static int h_roles(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(base);
+    WD_UNUSED(f);
+    wd_config_t *cfg = c->cfg;
+    if (!n) return WD_OK;
+    if (n->kind != N_MAP) return fail(c, n, "%s: expected a mapping of role names to roles, got %s", path, kind_name(n));
+    size_t count = n->n / 2;
+    if (!(cfg->roles = calloc(count ? count : 1, sizeof *cfg->roles))) return fail(c, n, "out of memory");
+    cfg->nroles = count;
+    char sub[300];
+    for (size_t i = 0; i < count; i++) {
+        const ynode_t *k = n->items[2 * i], *v = n->items[2 * i + 1];
+        wd_role_t *r = &cfg->roles[i];
+        snprintf(sub, sizeof sub, "%s.%.*s", path, (int)WD_MIN(k->len, 200), k->s);
+        static const wd_cfg_field_t name_field = {.name = "name", .type = F_FN, .off = RF(name), .fn = h_name};
+        int rc = h_name(c, k, sub, r, &name_field);
+        if (rc) return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->roles[j].name, r->name) == 0)
+                return fail(c, k, "%s: duplicate role '%s' (first at %u:%u)", path, r->name, n->items[2 * j]->line,
+                            n->items[2 * j]->col);
+        if ((rc = apply_map(c, v, sub, &role_map, r))) return rc;
+        if (!r->nmodels && !r->admin)
+            return fail(c, v, "%s: a role must grant models or admin: true (a role that grants nothing is a mistake)",
+                        sub);
+        if (r->nmodels && !r->endpoints)
+            return fail(c, v, "%s: endpoints is required when a role grants models (chat, completions, embeddings, "
+                        "models)", sub);
+    }
+    return WD_OK;
+}
+
+static const char *const auth_modes[] = {"required", "none", NULL};
+#define AF(nm) offsetof(wd_auth_cfg_t, nm)
+static const wd_cfg_field_t auth_fields[] = {
+    {.name = "mode", .type = F_ENUM, .off = AF(mode), .def_str = "required", .choices = auth_modes},
+    {.name = "token_ttl_ms", .type = F_MS, .off = AF(token_ttl_ms), .min = 1000, .max = 86400000, .def = 900000},
+    {.name = "token_max_ttl_ms", .type = F_MS, .off = AF(token_max_ttl_ms), .min = 1000, .max = 2592000000u,
+     .def = 86400000},
+    {.name = "max_failures", .type = F_U32, .off = AF(max_failures), .min = 1, .max = 100, .def = 5},
+    {.name = "lockout_ms", .type = F_MS, .off = AF(lockout_ms), .min = 1000, .max = 86400000, .def = 30000},
+    {.name = "lockout_max_ms", .type = F_MS, .off = AF(lockout_max_ms), .min = 1000, .max = 604800000,
+     .def = 3600000},
+    {.name = "refresh_ms", .type = F_MS, .off = AF(refresh_ms), .min = 50, .max = 60000, .def = 250},
+};
+static const wd_cfg_map_t auth_map = {"auth", auth_fields, WD_ARRAY_LEN(auth_fields)};
+
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 #define CF(nm) offsetof(wd_config_t, nm)
@@ -989,10 +1142,13 @@ static const wd_cfg_field_t root_fields[] = {
     {.name = "limits", .type = F_MAP, .off = CF(limits), .sub = &limits_map},
     {.name = "upstreams", .type = F_FN, .required = true, .fn = h_upstreams},
     {.name = "models", .type = F_FN, .required = true, .fn = h_models},
+    {.name = "auth", .type = F_MAP, .off = CF(auth), .sub = &auth_map},
+    {.name = "roles", .type = F_FN, .fn = h_roles},
     {.name = "audit", .type = F_MAP, .off = CF(audit_file), .sub = &audit_map},
 };
 static const wd_cfg_map_t root_map = {"the top level", root_fields, WD_ARRAY_LEN(root_fields)};
 _Static_assert(WD_ARRAY_LEN(root_fields) <= MAX_FIELDS && WD_ARRAY_LEN(limits_fields) <= MAX_FIELDS &&
+                   WD_ARRAY_LEN(role_fields) <= MAX_FIELDS && WD_ARRAY_LEN(auth_fields) <= MAX_FIELDS &&
                    WD_ARRAY_LEN(upstream_fields) <= MAX_FIELDS && WD_ARRAY_LEN(model_fields) <= MAX_FIELDS,
                "apply_map tracks at most MAX_FIELDS keys per mapping");
 
@@ -1026,6 +1182,15 @@ static void config_free(wd_config_t *cfg)
         free_str(&cfg->models[i].upstream_model);
     }
     free(cfg->models);
+    for (size_t i = 0; i < cfg->nroles; i++) {
+        wd_role_t *r = &cfg->roles[i];
+        for (size_t j = 0; j < r->nmodels; j++) free_str(&r->models[j]);
+        free(r->models);
+        free(r->ips);
+        free_str(&r->name);
+    }
+    free(cfg->roles);
+    free_str(&cfg->auth.mode);
     free_str(&cfg->listen.text);
     free_str(&cfg->admin.text);
     free_str(&cfg->state_dir);
@@ -1080,6 +1245,12 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
             rc = fail(&c, root, "the top level must be a mapping (key: value), got %s", kind_name(root));
         else
             rc = apply_map(&c, root, "", &root_map, cfg);
+        if (!rc && wd_config_auth_required(cfg) && !cfg->state_dir) {
+            const ynode_t *at = map_get(root, "auth");
+            rc = fail(&c, at ? at : root,
+                      "authentication is required (auth.mode: required, the default), so state_dir must name the "
+                      "directory made by `warden init`; or set auth: { mode: none } to run an open gateway");
+        }
     }
     node_free(root);
     if (rc) {

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "core/core.h"
+#include "policy/policy.h"
 
 typedef struct {
     char *text;                  /* as written, e.g. "127.0.0.1:8080" or "[::1]:8080" */
@@ -53,6 +54,16 @@ typedef struct {
     uint32_t write_buffer_bytes;  /* output queued to a slow peer before we stop reading the other side */
 } wd_server_limits_t;
 
+typedef struct {
+    char *mode;               /* "required" (default): every request needs a key or token; "none": open */
+    uint32_t token_ttl_ms;    /* lifetime of tokens from POST /v1/auth/token */
+    uint32_t token_max_ttl_ms;/* upper bound for any token warden mints */
+    uint32_t max_failures;    /* consecutive failed logins before the account locks */
+    uint32_t lockout_ms;      /* first lock duration; doubles with each further failure */
+    uint32_t lockout_max_ms;  /* cap on the lock duration */
+    uint32_t refresh_ms;      /* how often a running server looks for key/user/token changes */
+} wd_auth_cfg_t;
+
 typedef struct wd_config {
     int refs; /* atomic; use wd_config_ref / wd_config_unref */
     char *path;
@@ -68,6 +79,10 @@ typedef struct wd_config {
     wd_model_cfg_t *models;
     size_t nmodels;
 
+    wd_auth_cfg_t auth;
+    wd_role_t *roles;
+    size_t nroles;
+
     char *audit_file;       /* access/event log: path, or "-" for stdout, NULL to disable */
     char *log_level;        /* debug|info|warn|error */
 } wd_config_t;
@@ -80,6 +95,9 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
 
 wd_config_t *wd_config_ref(wd_config_t *c);
 void wd_config_unref(wd_config_t *c); /* frees on last reference, zeroing secrets */
+
+/* true when requests must authenticate (auth.mode: required) */
+static inline bool wd_config_auth_required(const wd_config_t *c) { return c->auth.mode && c->auth.mode[0] == 'r'; }
 
 const wd_model_cfg_t *wd_config_model(const wd_config_t *c, const char *name, size_t len);
 

@@ -104,7 +104,8 @@ void wd_gw_respond(wd_exchange_t *x, int status, const char *json, size_t len)
     if (!x->conn || x->head_sent) return;
     /* head and body leave in one write: one syscall, one segment for small answers */
     build_head(x, status, "application/json", (int64_t)len);
-    wd_buf_append(&x->out, json, len);
+    /* a HEAD answer carries the Content-Length a GET would have, but never the body (RFC 9110 §9.3.2) */
+    if (!x->req || x->req->method != WD_HTTP_HEAD) wd_buf_append(&x->out, json, len);
     wd_conn_write(x->conn, x->out.data, x->out.len);
 }
 
@@ -196,6 +197,7 @@ void wd_gw_complete(wd_exchange_t *x)
     if (x->t_up_start) wd_hist_observe(&m->upstream[r], upstream);
     WD_METRIC_ADD(m->bytes_in, e->bytes_in);
     WD_METRIC_ADD(m->bytes_out, e->bytes_out);
+    WD_METRIC_ADD(m->stream_events, e->stream_events);
     wd_event_emit(&g->events, e);
 
     if (x->conn) {
@@ -279,6 +281,9 @@ static void on_request(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body)
         if (method_mismatch) {
             snprintf(msg, sizeof msg, "Method %.*s is not allowed on %.*s", (int)req->method_str.len,
                      req->method_str.p, (int)WD_MIN(req->path.len, 120), req->path.p);
+            for (size_t i = 1; i < WD_ROUTE__COUNT; i++)
+                if (wd_str_eq(req->path, wd_strz(wd_routes[i].path)))
+                    wd_exchange_add_header(x, "Allow", wd_routes[i].method == WD_HTTP_GET ? "GET" : "POST");
             wd_exchange_reject(x, 405, "method_not_allowed", msg, NULL);
         } else {
             snprintf(msg, sizeof msg, "Unknown request URL: %.*s %.*s", (int)req->method_str.len,
@@ -298,7 +303,7 @@ static void on_abort(wd_conn_t *c)
     if (!x) return;
     x->conn = NULL;
     if (x->up_started) wd_upreq_cancel(&x->up);
-    if (!x->resp_status) x->ev.status = 499; /* nginx's "client closed request" */
+    x->ev.status = 499; /* nginx's "client closed request", even if a stream had begun */
     if (!x->ev.code[0]) {
         wd_event_copy(x->ev.code, sizeof x->ev.code, "client_closed", 13);
         wd_event_copy(x->ev.reason, sizeof x->ev.reason, "client closed the connection", 28);
@@ -314,6 +319,22 @@ static void on_drain(wd_conn_t *c)
     if (x && x->up_started) wd_upreq_resume(&x->up);
 }
 
+/* For the event of a request that failed to parse: the method and target from its first line, if
+ * that much arrived (an investigator wants to know what a smuggling attempt aimed at). */
+static void note_request_line(wd_exchange_t *x, const wd_conn_t *c)
+{
+    const wd_buf_t *b = c->head.len ? &c->head : &c->in;
+    size_t n = WD_MIN(b->len, (size_t)512);
+    const char *p = b->data, *eol = n ? memchr(p, '\n', n) : NULL;
+    if (!eol) return;
+    const char *sp1 = memchr(p, ' ', (size_t)(eol - p));
+    if (!sp1) return;
+    const char *sp2 = memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));
+    if (!sp2) return;
+    wd_event_copy(x->ev.method, sizeof x->ev.method, p, (size_t)(sp1 - p));
+    wd_event_copy(x->ev.path, sizeof x->ev.path, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+}
+
 static void on_bad_request(wd_conn_t *c, int status, const char *reason)
 {
     wd_exchange_t *x = exchange_new(c);
@@ -322,6 +343,7 @@ static void on_bad_request(wd_conn_t *c, int status, const char *reason)
         return;
     }
     x->route = &wd_routes[WD_ROUTE_NONE];
+    note_request_line(x, c);
     const char *code = status == 413 ? "request_too_large"
                        : status == 408 ? "request_timeout"
                        : status == 431 ? "headers_too_large"

@@ -1,0 +1,102 @@
+/* store: warden's state directory and its SQLite database (WAL, STRICT tables, versioned
+ * migrations). The state directory holds warden.db, master.key (32 random bytes, 0600; or the file
+ * named by WARDEN_MASTER_KEY_FILE) and signing.key (Ed25519, 0600). Secrets never enter the database
+ * in the clear: API keys as keyed hashes, passwords as argon2id, TOTP secrets sealed under a key
+ * derived from the master key. The gateway reads the database off the hot path only (snapshots). */
+#ifndef WD_STORE_H
+#define WD_STORE_H
+
+#include <sqlite3.h>
+
+#include "core/core.h"
+
+typedef struct {
+    char *dir;
+    sqlite3 *db;
+    uint8_t master[32];    /* mlock'd copy, zeroed on close */
+    uint8_t sign_sk[64];   /* Ed25519 seed||pk */
+    uint8_t sign_pk[32];
+    char kid[64];          /* PASERK k4.pid of the signing key */
+    uint8_t key_hash_key[32]; /* derived: API key hashing */
+    uint8_t totp_key[32];     /* derived: sealing TOTP secrets */
+    uint8_t recovery_key[32]; /* derived: hashing recovery codes */
+} wd_store_t;
+
+/* Creates the state directory and its files if missing. Returns WD_OK when it created anything,
+ * WD_EEXIST when everything was already there (and changes nothing), or an error. */
+int wd_store_init(const char *dir, char *err, size_t errlen);
+
+/* Opens an initialised state directory (runs pending migrations). */
+int wd_store_open(const char *dir, wd_store_t **out, char *err, size_t errlen);
+void wd_store_close(wd_store_t *s);
+
+/* The database's change counter as seen by this connection: it moves when another connection
+ * (the CLI, another replica's admin API) commits, which is how a running server notices changes. */
+int64_t wd_store_data_version(wd_store_t *s);
+
+/* Runs sql (no rows) with err set on failure. */
+int wd_store_exec(wd_store_t *s, const char *sql, char *err, size_t errlen);
+
+/* ---- API keys ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    char id[16];
+    char name[128];
+    uint8_t hash[32];
+    char *roles;      /* JSON array text */
+    char *models;     /* JSON array text or NULL (no narrowing) */
+    char *ips;        /* JSON array text or NULL */
+    int64_t created_at, expires_at, revoked_at, grace_until, last_used_at; /* unix seconds, 0 = none */
+    char rotated_to[16];
+} wd_key_rec_t;
+
+void wd_key_rec_free(wd_key_rec_t *k);
+int wd_store_key_insert(wd_store_t *s, const wd_key_rec_t *k, char *err, size_t errlen);
+int wd_store_key_get(wd_store_t *s, const char *id, wd_key_rec_t *out); /* WD_ENOTFOUND */
+/* Calls cb for every key (including revoked ones), ordered by creation. */
+int wd_store_key_each(wd_store_t *s, int (*cb)(void *ud, const wd_key_rec_t *k), void *ud);
+int wd_store_key_revoke(wd_store_t *s, const char *id, int64_t now, char *err, size_t errlen);
+/* Marks `old_id` as rotated to `new_id`, valid until grace_until; inserts the new key; one transaction. */
+int wd_store_key_rotate(wd_store_t *s, const char *old_id, const wd_key_rec_t *new_key, int64_t grace_until,
+                        char *err, size_t errlen);
+/* Batched last-used update: ids[i] used at times[i]; one transaction. */
+int wd_store_key_touch(wd_store_t *s, const char *const *ids, const int64_t *times, size_t n);
+
+/* ---- users ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t id;
+    char name[128];
+    char *roles;         /* JSON array text */
+    char pw_hash[128];
+    uint8_t *totp_sealed; /* sealed secret or NULL */
+    size_t totp_sealed_len;
+    bool mfa_enabled;
+    int64_t totp_last_step;
+    int64_t failed_count, locked_until, disabled_at, created_at;
+} wd_user_rec_t;
+
+void wd_user_rec_free(wd_user_rec_t *u);
+int wd_store_user_insert(wd_store_t *s, const wd_user_rec_t *u, char *err, size_t errlen);
+int wd_store_user_get(wd_store_t *s, const char *name, wd_user_rec_t *out); /* WD_ENOTFOUND */
+int wd_store_user_each(wd_store_t *s, int (*cb)(void *ud, const wd_user_rec_t *u), void *ud);
+int wd_store_user_set_password(wd_store_t *s, const char *name, const char *pw_hash, char *err, size_t errlen);
+int wd_store_user_disable(wd_store_t *s, const char *name, int64_t now, char *err, size_t errlen);
+/* Stores a new sealed TOTP secret and recovery-code hashes (replacing old ones); MFA enabled. */
+int wd_store_user_set_mfa(wd_store_t *s, int64_t user_id, const uint8_t *sealed, size_t len,
+                          const uint8_t (*codes)[32], size_t ncodes, char *err, size_t errlen);
+/* Records a failed login: the new failure count and the time until which the account is locked. */
+int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t failed_count, int64_t locked_until);
+/* Records a successful login. With totp_step > 0 it is a compare-and-set: it succeeds only if the
+ * stored last-used step is lower, so a TOTP code is accepted once even across concurrent logins and
+ * replicas (WD_EEXIST when the step was already used). Resets the failure count. */
+int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step);
+/* Consumes a recovery code (by hash) if present and unused; WD_ENOTFOUND otherwise. */
+int wd_store_recovery_use(wd_store_t *s, int64_t user_id, const uint8_t hash[32], int64_t now);
+
+/* ---- tokens ----------------------------------------------------------------------------------------- */
+
+int wd_store_token_revoke(wd_store_t *s, const char *jti, int64_t expires_at, char *err, size_t errlen);
+int wd_store_revoked_each(wd_store_t *s, int64_t now, int (*cb)(void *ud, const char *jti), void *ud);
+
+#endif
