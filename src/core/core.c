@@ -71,11 +71,22 @@ int wd_buf_printf(wd_buf_t *b, const char *fmt, ...)
     va_end(ap);
     if (n < 0) return WD_EINVAL;
     if ((size_t)n < sizeof tmp) return wd_buf_append(b, tmp, (size_t)n);
-    int rc = wd_buf_reserve(b, (size_t)n + 1);
+    int rc = wd_buf_reserve(b, (size_t)n);
     if (rc) return rc;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if (b->cap - b->len > (size_t)n) {
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    } else {
+        /* The text fits exactly up to the limit, leaving no byte for vsnprintf's NUL. */
+        char *t = malloc((size_t)n + 1);
+        if (!t) return WD_ENOMEM;
+        va_start(ap, fmt);
+        vsnprintf(t, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        memcpy(b->data + b->len, t, (size_t)n);
+        free(t);
+    }
     b->len += (size_t)n;
     return WD_OK;
 }

@@ -375,8 +375,15 @@ static int check_dups(parser_t *p, uint32_t obj)
 
 static inline int push(parser_t *p, uint8_t type, size_t start, int32_t parent, uint32_t *idx)
 {
-    if (p->ntoks >= p->cap)
+    if (p->ntoks >= p->cap) {
+        /* A valid document of N bytes has at most ceil(N/2) tokens (every value but the first needs a
+         * separator, containers two bytes). Running out of a cap that large proves the input malformed
+         * (e.g. unclosed brackets), which must not be reported as a size problem. */
+        if (p->cap > p->len / 2)
+            return wd_errf(p->err, p->errlen, WD_EINVAL, "offset %zu: more values than a valid %zu-byte document can hold",
+                           start, p->len);
         return wd_errf(p->err, p->errlen, WD_E2BIG, "offset %zu: more than %zu tokens", start, p->cap);
+    }
     wd_json_tok_t *t = &p->toks[p->ntoks];
     t->type = type;
     t->escaped = false;
@@ -653,10 +660,12 @@ int wd_json_int(const wd_json_doc_t *doc, int tok, int64_t *v)
     bool neg = n > 0 && s[0] == '-';
     if (neg) i++;
     if (i >= n) return WD_EINVAL;
+    /* Not an integer (fraction or exponent) takes precedence over out of range. */
+    for (size_t k = i; k < n; k++)
+        if (s[k] < '0' || s[k] > '9') return WD_EINVAL;
     /* Accumulate as a negative number so INT64_MIN is representable. */
     int64_t acc = 0;
     for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return WD_EINVAL; /* fraction or exponent */
         int d = s[i] - '0';
         if (acc < (INT64_MIN + d) / 10) return WD_E2BIG;
         acc = acc * 10 - d;

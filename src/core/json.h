@@ -41,8 +41,9 @@ typedef struct {
 } wd_json_doc_t;
 
 /* Parses src[0..len) into tokens. toks is caller-provided storage of cap entries (a body of N bytes
- * never needs more than N/2+1 tokens). max_depth bounds nesting (0 = default 64; the root container is
- * depth 1). Returns WD_OK, WD_E2BIG (more tokens than cap or deeper than max_depth, or len >= 4 GiB), or
+ * never needs more than N/2+1 tokens; with that cap, input that would need more is malformed and gets
+ * WD_EINVAL, not WD_E2BIG). max_depth bounds nesting (0 = default 64; the root container is depth 1).
+ * Returns WD_OK, WD_E2BIG (more tokens than cap or deeper than max_depth, or len >= 4 GiB), or
  * WD_EINVAL with a message naming the byte offset and problem in err, e.g.
  * "offset 17: duplicate key \"model\"" (for duplicates: the offset of the second key's opening quote;
  * the key is quoted as written, shortened to 48 bytes). Whitespace around the root value is allowed;

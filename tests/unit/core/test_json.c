@@ -105,6 +105,44 @@ static void test_not_nul_terminated(void **state)
     assert_int_equal(parse_n(&d, b6, 4, err, sizeof err), WD_OK);
 }
 
+/* The string scanner skips 8 bytes at a time; every special byte must be seen at every position. */
+static void test_string_positions(void **state)
+{
+    (void)state;
+    const struct {
+        const char *ins;
+        size_t n;
+        int rc;
+    } bytes[] = {{"\x01", 1, WD_EINVAL}, {"\x1f", 1, WD_EINVAL}, {"\n", 1, WD_EINVAL}, {"\0", 1, WD_EINVAL},
+                 {"\x80", 1, WD_EINVAL}, {"\xff", 1, WD_EINVAL}, {"\xc3", 1, WD_EINVAL}, {"\\q", 2, WD_EINVAL},
+                 {"\x20", 1, WD_OK},     {"\x7f", 1, WD_OK},     {"\xc3\xa9", 2, WD_OK}, {"\\n", 2, WD_OK},
+                 {"\xed\xa0\x80", 3, WD_EINVAL}, {"\xf0\x9f\x98\x80", 4, WD_OK}};
+    char buf[64];
+    wd_json_doc_t d;
+    char err[128];
+    for (size_t k = 0; k < WD_ARRAY_LEN(bytes); k++) {
+        for (size_t pos = 0; pos < 26; pos++) {
+            size_t o = 0;
+            buf[o++] = '"';
+            memset(buf + o, 'a', pos);
+            o += pos;
+            memcpy(buf + o, bytes[k].ins, bytes[k].n);
+            o += bytes[k].n;
+            memset(buf + o, 'b', 20);
+            o += 20;
+            buf[o++] = '"';
+            int rc = parse_n(&d, buf, o, err, sizeof err);
+            if (rc != bytes[k].rc) fail_msg("byte %zu at %zu: rc %d (%s)", k, pos, rc, err);
+            if (rc == WD_OK) assert_int_equal(d.toks[0].end, o - 1);
+            /* A quote in the middle of a long run ends the string there. */
+            buf[1 + pos] = '"';
+            rc = parse_n(&d, buf, 2 + pos, err, sizeof err);
+            assert_int_equal(rc, WD_OK);
+            assert_int_equal(d.toks[0].end, 1 + pos);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- errors */
 
 static void test_error_messages(void **state)
@@ -167,6 +205,12 @@ static void test_limits(void **state)
     assert_int_equal(wd_json_parse(&d, "[1,1,1]", 7, toks, 3, 0, err, sizeof err), WD_E2BIG);
     assert_string_equal(err, "offset 5: more than 3 tokens");
     assert_int_equal(wd_json_parse(&d, "1", 1, toks, 0, 0, err, sizeof err), WD_E2BIG);
+    /* With cap >= N/2+1, running out of tokens proves the input malformed: EINVAL, not E2BIG. */
+    assert_int_equal(wd_json_parse(&d, "[[[[[]", 6, toks, 4, 0, err, sizeof err), WD_EINVAL);
+    assert_string_equal(err, "offset 4: more values than a valid 6-byte document can hold");
+    assert_int_equal(wd_json_parse(&d, "[[[[[]", 6, toks, 3, 0, err, sizeof err), WD_E2BIG);
+    assert_int_equal(wd_json_parse(&d, "[[[[[]", 6, toks, 8, 0, err, sizeof err), WD_EINVAL);
+    assert_string_equal(err, "offset 6: unexpected end of input");
     assert_int_equal(wd_json_parse(&d, "{\"a\":1}", 7, toks, 2, 0, err, sizeof err), WD_E2BIG);
     assert_int_equal(wd_json_parse(&d, "{\"a\":1}", 7, toks, 3, 0, err, sizeof err), WD_OK);
 
@@ -412,7 +456,7 @@ static void test_raw_int(void **state)
     wd_json_doc_t d;
     const char *s = "{\"s\":\"a\\\"b\",\"o\":{ \"k\" : [ 1 ] },\"n\":-12.5e3,\"i\":[0,-0,42,9223372036854775807,"
                     "-9223372036854775808,9223372036854775808,-9223372036854775809,1.0,1e2,"
-                    "100000000000000000000000]}";
+                    "100000000000000000000000,-922337203685477580820.5,1e99999]}";
     assert_int_equal(parse_z(&d, s), WD_OK);
     wd_str_t r = wd_json_raw(&d, wd_json_obj_get(&d, 0, "s"));
     assert_int_equal(r.len, 6);
@@ -438,7 +482,8 @@ static void test_raw_int(void **state)
         int rc;
         int64_t v;
     } want[] = {{WD_OK, 0},         {WD_OK, 0},         {WD_OK, 42},        {WD_OK, INT64_MAX}, {WD_OK, INT64_MIN},
-                {WD_E2BIG, 0},      {WD_E2BIG, 0},      {WD_EINVAL, 0},     {WD_EINVAL, 0},     {WD_E2BIG, 0}};
+                {WD_E2BIG, 0},      {WD_E2BIG, 0},      {WD_EINVAL, 0},     {WD_EINVAL, 0},     {WD_E2BIG, 0},
+                {WD_EINVAL, 0},     {WD_EINVAL, 0}};
     for (size_t i = 0; i < WD_ARRAY_LEN(want); i++) {
         v = 77;
         int rc = wd_json_int(&d, wd_json_arr_get(&d, arr, i), &v);
@@ -770,7 +815,7 @@ static diff_t differential(const char *s, size_t n, char *why, size_t whylen)
     json_t *j = json_loadb(s, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!j && jansson_intentional(&je)) return INTENTIONAL;
     if (rc == WD_E2BIG && strstr(err, "tokens")) {
-        snprintf(why, whylen, "N/2+1 tokens were not enough: %s", err);
+        snprintf(why, whylen, "N/2+1 tokens were not enough: %.180s", err);
         json_decref(j);
         return MISMATCH;
     }
@@ -789,7 +834,7 @@ static diff_t differential(const char *s, size_t n, char *why, size_t whylen)
         }
     }
     if ((rc == WD_OK) != (j != NULL)) {
-        snprintf(why, whylen, "we %s (%s), jansson %s (%s)", rc == WD_OK ? "accept" : "reject", err,
+        snprintf(why, whylen, "we %s (%.100s), jansson %s (%.100s)", rc == WD_OK ? "accept" : "reject", err,
                  j ? "accepts" : "rejects", j ? "" : je.text);
         json_decref(j);
         return MISMATCH;
@@ -1077,6 +1122,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_shape),
         cmocka_unit_test(test_not_nul_terminated),
+        cmocka_unit_test(test_string_positions),
         cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_duplicates_small),
