@@ -934,7 +934,6 @@ static void stream_pump(conn_t *c)
         }
         if (r == 0) {
             s->phase = P_FINISHED;
-            if (!s->chunked) c->want_close = true; /* HTTP/1.0: the body ends at close */
             conn_response_done(c);
             return;
         }
@@ -956,6 +955,7 @@ static void stream_pump(conn_t *c)
 static void stream_start(conn_t *c)
 {
     wd_buf_t *out = &c->out;
+    if (!c->st.chunked) c->want_close = true; /* HTTP/1.0: the body ends at close, so say so */
     if (ap_head(c, out, 200, "text/event-stream", -1)) {
         conn_close_now(c);
         return;
