@@ -51,6 +51,11 @@ int wd_event_to_json(const wd_event_t *e, wd_buf_t *o)
     kv_str(o, "method", e->method);
     kv_str(o, "path", e->path);
     kv_str(o, "route", e->route);
+    if (e->principal[0]) {
+        kv_str(o, "principal", e->principal);
+        kv_str(o, "roles", e->roles);
+        wd_buf_printf(o, ",\"mfa\":%s", e->mfa ? "true" : "false");
+    }
     kv_str(o, "model", e->model[0] ? e->model : NULL);
     kv_str(o, "upstream", e->upstream[0] ? e->upstream : NULL);
     kv_str(o, "upstream_model", e->upstream_model[0] ? e->upstream_model : NULL);

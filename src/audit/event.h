@@ -14,6 +14,9 @@ typedef struct {
     char method[16];
     char path[128];
     const char *route;
+    char principal[176];      /* "key:<id>" or the token subject; "" when anonymous */
+    char roles[160];          /* comma-separated */
+    bool mfa;
     char model[128];          /* as the client asked */
     char upstream_model[128]; /* as sent upstream */
     char upstream[64];

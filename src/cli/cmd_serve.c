@@ -18,6 +18,11 @@ typedef struct {
     wd_admin_ctx_t ctx;
     uv_signal_t sighup, sigterm, sigint;
     uv_timer_t drain_timer;
+    uv_timer_t auth_timer;     /* polls the store for key/user/token changes */
+    wd_store_t *store;         /* NULL when auth.mode is none */
+    wd_authdb_t *authdb;       /* current identity snapshot */
+    int64_t data_version;
+    unsigned ticks;
     uint64_t drain_deadline;
     bool stopping;
 } serve_t;
@@ -50,6 +55,9 @@ static void reload(serve_t *s)
     const char *why = NULL;
     if (!nc) why = err;
     else if (wd_config_check_reload(s->admin.cfg, nc, err, sizeof err) != WD_OK) why = err;
+    else if (wd_config_auth_required(nc) != wd_config_auth_required(s->admin.cfg) ||
+             (nc->state_dir && s->admin.cfg->state_dir && strcmp(nc->state_dir, s->admin.cfg->state_dir) != 0))
+        why = "auth.mode and state_dir cannot change on reload (restart instead)";
     if (why) {
         s->ctx.reload_failures++;
         wd_log(WD_LOG_ERROR, "reload refused, still serving the previous configuration: %s", why);
@@ -68,6 +76,48 @@ static void reload(serve_t *s)
     wd_config_unref(nc);
     s->ctx.reloads++;
     wd_log(WD_LOG_INFO, "configuration reloaded from %s", s->path);
+}
+
+static void set_authdb(wd_worker_t *w, void *arg)
+{
+    wd_gateway_set_authdb(w, arg);
+    wd_authdb_unref(arg);
+}
+
+/* Every auth.refresh_ms: if another connection (the CLI, the admin API of another replica) changed
+ * the database, rebuild the identity snapshot and hand it to every worker. Every ~5 s: write the
+ * keys' last-used times in one transaction. */
+static void on_auth_tick(uv_timer_t *t)
+{
+    serve_t *s = t->data;
+    int64_t v = wd_store_data_version(s->store);
+    if (v != s->data_version) {
+        char err[256];
+        wd_authdb_t *db = wd_authdb_load(s->store, err, sizeof err);
+        if (!db) {
+            wd_log(WD_LOG_ERROR, "identity refresh failed, keeping the previous snapshot: %s", err);
+        } else {
+            s->data_version = v;
+            wd_authdb_flush_last_used(s->authdb, s->store);
+            for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], set_authdb, wd_authdb_ref(db));
+            wd_authdb_unref(s->authdb);
+            s->authdb = db;
+            wd_log(WD_LOG_DEBUG, "identity snapshot reloaded (%zu keys, %zu users, %zu revoked tokens)", db->nkeys,
+                   db->nusers, db->nrevoked);
+        }
+    }
+    uint64_t every = 5000 / (s->admin.cfg->auth.refresh_ms ? s->admin.cfg->auth.refresh_ms : 250);
+    if (++s->ticks >= (every ? every : 1)) {
+        s->ticks = 0;
+        wd_authdb_flush_last_used(s->authdb, s->store);
+    }
+}
+
+static void auth_changed(void *ud)
+{
+    serve_t *s = ud;
+    s->data_version = -1; /* force a rebuild now */
+    on_auth_tick(&s->auth_timer);
 }
 
 static void on_sighup(uv_signal_t *h, int sig)
@@ -95,6 +145,10 @@ static void stop_all(serve_t *s)
     for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], worker_stop, NULL);
     for (size_t i = 0; i < s->nworkers; i++) wd_worker_join(&s->workers[i]);
     uv_signal_stop(&s->sighup);
+    if (s->store) {
+        uv_timer_stop(&s->auth_timer);
+        wd_authdb_flush_last_used(s->authdb, s->store);
+    }
     wd_worker_stop(&s->admin); /* closes every handle on the main loop, so uv_run returns */
 }
 
@@ -143,7 +197,10 @@ static void cleanup(serve_t *s, size_t ninit, bool admin_init)
     }
     free(s->workers);
     free(s->wptrs);
+    wd_event_writer_free(&s->ctx.events);
     wd_event_sink_close();
+    wd_authdb_unref(s->authdb);
+    wd_store_close(s->store);
 }
 
 static int serve(serve_t *s)
@@ -161,6 +218,20 @@ static int serve(serve_t *s)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (wd_config_auth_required(cfg)) {
+        if (wd_store_open(cfg->state_dir, &s->store, err, sizeof err) != WD_OK ||
+            !(s->authdb = wd_authdb_load(s->store, err, sizeof err))) {
+            fprintf(stderr, "warden: %s\n", err);
+            wd_store_close(s->store);
+            wd_config_unref(cfg);
+            wd_event_sink_close();
+            return 1;
+        }
+        s->data_version = wd_store_data_version(s->store);
+        wd_gateway_set_store(s->store);
+    } else {
+        wd_log(WD_LOG_WARN, "auth.mode is none: any client that can reach %s may use every model", cfg->listen.text);
+    }
     size_t ninit = 0;
     bool admin_init = false;
     s->nworkers = cfg->workers;
@@ -170,7 +241,11 @@ static int serve(serve_t *s)
         snprintf(err, sizeof err, "out of memory");
         goto fail;
     }
+    if (wd_server_probe(&cfg->listen, err, sizeof err) ||
+        (cfg->admin.salen && wd_server_probe(&cfg->admin, err, sizeof err)))
+        goto fail;
     if (wd_worker_init(&s->admin, -1, cfg, err, sizeof err)) goto fail;
+    wd_event_writer_init(&s->ctx.events);
     admin_init = true;
     for (; ninit < s->nworkers; ninit++) {
         wd_worker_t *w = &s->workers[ninit];
@@ -181,6 +256,7 @@ static int serve(serve_t *s)
             ninit++;
             goto fail;
         }
+        if (s->authdb) wd_gateway_set_authdb(w, s->authdb);
     }
     s->ctx.workers = s->wptrs;
     s->ctx.nworkers = s->nworkers;
@@ -194,6 +270,15 @@ static int serve(serve_t *s)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     uv_signal_start(&s->sigterm, on_sigterm, SIGTERM);
     uv_signal_start(&s->sigint, on_sigterm, SIGINT);
+    if (s->store) {
+        uv_timer_init(&s->admin.loop, &s->auth_timer);
+        s->auth_timer.data = s;
+        uv_timer_start(&s->auth_timer, on_auth_tick, cfg->auth.refresh_ms, cfg->auth.refresh_ms);
+        s->ctx.store = s->store;
+        s->ctx.authdb = &s->authdb;
+        s->ctx.changed = auth_changed;
+        s->ctx.changed_ud = s;
+    }
     for (size_t i = 0; i < s->nworkers; i++) {
         if (wd_worker_start(&s->workers[i]) != WD_OK) {
             /* threads already running would need joining; a failed thread start is fatal */
@@ -213,6 +298,9 @@ static int serve(serve_t *s)
     free(s->workers);
     free(s->wptrs);
     wd_event_sink_close();
+    wd_event_writer_free(&s->ctx.events);
+    wd_authdb_unref(s->authdb);
+    wd_store_close(s->store);
     return 0;
 fail:
     fprintf(stderr, "warden: %s\n", err);

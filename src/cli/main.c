@@ -17,6 +17,10 @@ static const struct {
     {"serve", wd_cmd_serve, "run the gateway (warden serve -c FILE)"},
     {"config", wd_cmd_config, "validate a configuration file (warden config check FILE)"},
     {"sim", wd_sim_main, "run the OpenAI-compatible upstream simulator (warden sim --help)"},
+    {"init", wd_cmd_init, "create the state directory, keys and database (warden init --state-dir DIR)"},
+    {"key", wd_cmd_key, "API keys: create, list, show, revoke, rotate (warden key --help)"},
+    {"user", wd_cmd_user, "users: add, passwd, disable, list, mfa enroll (warden user --help)"},
+    {"token", wd_cmd_token, "tokens: issue from a key, revoke by jti (warden token --help)"},
 };
 
 static void usage(FILE *f)

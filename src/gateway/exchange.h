@@ -6,6 +6,7 @@
 #define WD_EXCHANGE_H
 
 #include "audit/event.h"
+#include "auth/authdb.h"
 #include "config/config.h"
 #include "core/json.h"
 #include "http/http.h"
@@ -19,6 +20,7 @@ typedef enum {
     WD_ROUTE_COMPLETIONS,
     WD_ROUTE_EMBEDDINGS,
     WD_ROUTE_MODELS,
+    WD_ROUTE_TOKEN,
     WD_ROUTE__COUNT
 } wd_route_id_t;
 
@@ -30,6 +32,7 @@ typedef struct {
     const char *upstream_suffix; /* appended to the upstream base path; NULL = answered by warden */
     bool json_body;         /* body is a JSON object naming a model */
     bool can_stream;
+    uint32_t endpoint;      /* WD_EP_* bit checked by RBAC; 0 = public (no authentication) */
 } wd_route_t;
 
 typedef struct wd_exchange wd_exchange_t;
@@ -57,11 +60,21 @@ struct wd_exchange {
     wd_http_msg_t *req;
     wd_buf_t *body;         /* the client's body (owned by the connection) */
 
+    /* identity (authenticate stage) */
+    wd_authdb_t *authdb;       /* snapshot held for the request */
+    bool authenticated;
+    wd_principal_t principal;
+    const wd_authkey_t *key;   /* when an API key was presented */
+    wd_claims_t claims;        /* when a token was presented */
+    const char *role_ptrs[32];
+
     /* JSON view of the body (json_body routes) */
     wd_json_doc_t doc;
     wd_json_tok_t *toks;
     wd_json_tok_t toks_inline[128];
-    const wd_model_cfg_t *model;
+    const wd_model_cfg_t *model; /* NULL until found (or when the name is unknown) */
+    char model_name[128];        /* as the client asked, decoded */
+    size_t model_name_len;
     bool stream;              /* client asked for a stream */
     bool client_wants_usage;  /* client itself asked for stream_options.include_usage */
     wd_buf_t upstream_body;   /* rewritten body sent upstream */
@@ -86,6 +99,8 @@ struct wd_exchange {
     const char *reject_type;
     char retry_after[16];
 
+    bool work_pending;       /* a thread-pool job holds the exchange (login) */
+    bool aborted;            /* the client left while work was pending */
     size_t stage;            /* next stage to run */
     bool done;
     uint64_t t_start, t_up_start, t_up_end, t_first_out;

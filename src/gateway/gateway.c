@@ -14,13 +14,15 @@ static wd_gw_worker_t *gw(wd_worker_t *w) { return w->app; }
 /* ---- routes ---------------------------------------------------------------------------------------- */
 
 const wd_route_t wd_routes[WD_ROUTE__COUNT] = {
-    [WD_ROUTE_NONE] = {WD_ROUTE_NONE, "none", NULL, WD_HTTP_OTHER, NULL, false, false},
-    [WD_ROUTE_CHAT] = {WD_ROUTE_CHAT, "chat", "/v1/chat/completions", WD_HTTP_POST, "/chat/completions", true, true},
+    [WD_ROUTE_NONE] = {WD_ROUTE_NONE, "none", NULL, WD_HTTP_OTHER, NULL, false, false, 0},
+    [WD_ROUTE_CHAT] = {WD_ROUTE_CHAT, "chat", "/v1/chat/completions", WD_HTTP_POST, "/chat/completions", true, true,
+                       WD_EP_CHAT},
     [WD_ROUTE_COMPLETIONS] = {WD_ROUTE_COMPLETIONS, "completions", "/v1/completions", WD_HTTP_POST, "/completions",
-                              true, true},
+                              true, true, WD_EP_COMPLETIONS},
     [WD_ROUTE_EMBEDDINGS] = {WD_ROUTE_EMBEDDINGS, "embeddings", "/v1/embeddings", WD_HTTP_POST, "/embeddings", true,
-                             false},
-    [WD_ROUTE_MODELS] = {WD_ROUTE_MODELS, "models", "/v1/models", WD_HTTP_GET, NULL, false, false},
+                             false, WD_EP_EMBEDDINGS},
+    [WD_ROUTE_MODELS] = {WD_ROUTE_MODELS, "models", "/v1/models", WD_HTTP_GET, NULL, false, false, WD_EP_MODELS},
+    [WD_ROUTE_TOKEN] = {WD_ROUTE_TOKEN, "token", "/v1/auth/token", WD_HTTP_POST, NULL, false, false, 0},
 };
 
 const wd_route_t *wd_route_match(const wd_http_msg_t *req, bool *method_mismatch)
@@ -302,6 +304,11 @@ static void on_abort(wd_conn_t *c)
     wd_exchange_t *x = c->ud;
     if (!x) return;
     x->conn = NULL;
+    if (x->work_pending) { /* the job's completion finishes the exchange */
+        x->aborted = true;
+        x->ev.status = 499;
+        return;
+    }
     if (x->up_started) wd_upreq_cancel(&x->up);
     x->ev.status = 499; /* nginx's "client closed request", even if a stream had begun */
     if (!x->ev.code[0]) {
@@ -388,6 +395,9 @@ void wd_gateway_worker_free(wd_worker_t *w)
     wd_gw_worker_t *g = gw(w);
     if (!g) return;
     wd_event_writer_free(&g->events);
+    for (size_t i = 0; i < WD_TOKEN_CACHE; i++)
+        if (g->tokens[i].used) wd_claims_free(&g->tokens[i].claims);
+    wd_authdb_unref(g->authdb);
     free(g);
     w->app = NULL;
 }

@@ -9,12 +9,35 @@
 #include "monitor/metrics.h"
 #include "net/net.h"
 
+#define WD_TOKEN_CACHE 1024
+
+/* A verified token, remembered so repeat use costs a hash, not an Ed25519 verification. */
+typedef struct {
+    uint8_t digest[16]; /* BLAKE2b-128 of the token */
+    bool used;
+    wd_claims_t claims;
+} wd_token_slot_t;
+
 /* Per-worker gateway state (hung off wd_worker_t.app). */
 typedef struct {
     wd_metrics_t metrics;
     wd_event_writer_t events;
     uv_timer_t flush;
+    wd_authdb_t *authdb;   /* current identity snapshot (owned reference), NULL when auth is off */
+    wd_token_slot_t tokens[WD_TOKEN_CACHE];
 } wd_gw_worker_t;
+
+extern const wd_stage_t wd_stage_authenticate;
+extern const wd_stage_t wd_stage_authorize;
+
+/* The store the login endpoint and admin API use (NULL when auth is off). Thread-safe (SQLite
+ * serialized mode); set once before workers start. */
+void wd_gateway_set_store(wd_store_t *s);
+wd_store_t *wd_gateway_store(void);
+/* Replaces a worker's identity snapshot (call on the worker's thread; takes a reference). */
+void wd_gateway_set_authdb(wd_worker_t *w, wd_authdb_t *db);
+/* POST /v1/auth/token: password + TOTP -> PASETO token, off the event loop. */
+wd_stage_rc_t wd_gw_login(wd_exchange_t *x);
 
 extern const wd_handler_t wd_gateway_handler;
 extern const wd_handler_t wd_admin_handler;
@@ -32,6 +55,13 @@ typedef struct {
     size_t nworkers;
     bool draining;
     uint64_t reloads, reload_failures;
+    wd_store_t *store;        /* NULL when auth.mode is none */
+    wd_authdb_t **authdb;     /* the main thread's current identity snapshot */
+    wd_event_writer_t events; /* admin actions */
+    /* called after the admin API changed the store, so the new snapshot reaches workers at once
+     * (the store's change counter only moves for other connections' writes) */
+    void (*changed)(void *ud);
+    void *changed_ud;
 } wd_admin_ctx_t;
 
 /* ---- response helpers used by stages ---------------------------------------------------------- */

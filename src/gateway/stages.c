@@ -58,6 +58,13 @@ static wd_stage_rc_t reject_param(wd_exchange_t *x, const char *code, const char
     return WD_REJECT;
 }
 
+static void reject_unknown_model(wd_exchange_t *x)
+{
+    char msg[220];
+    snprintf(msg, sizeof msg, "The model `%s` does not exist or you do not have access to it.", x->ev.model);
+    wd_exchange_reject(x, 404, "model_not_found", msg, NULL);
+}
+
 static wd_stage_rc_t request_on_request(wd_exchange_t *x)
 {
     if (!x->route->json_body) return WD_CONTINUE;
@@ -70,23 +77,16 @@ static wd_stage_rc_t request_on_request(wd_exchange_t *x)
     if (m < 0 || d->toks[m].type != WD_JSON_STRING)
         return reject_param(x, "missing_model", "You must provide a model parameter (a string)");
     wd_buf_t name;
-    wd_buf_init(&name, 256);
-    if (wd_json_str_decode(d, m, &name) != WD_OK) {
+    wd_buf_init(&name, sizeof x->model_name - 1);
+    if (wd_json_str_decode(d, m, &name) != WD_OK || memchr(name.data, 0, name.len)) {
         wd_buf_free(&name);
-        return reject_param(x, "invalid_model", "The model name is too long");
+        return reject_param(x, "invalid_model", "The model name is too long or contains NUL");
     }
-    wd_event_copy(x->ev.model, sizeof x->ev.model, name.data, name.len);
-    x->model = wd_config_model(x->cfg, name.data, name.len);
+    memcpy(x->model_name, name.data, name.len);
+    x->model_name[name.len] = 0;
+    x->model_name_len = name.len;
     wd_buf_free(&name);
-    if (!x->model) {
-        char msg[220];
-        snprintf(msg, sizeof msg, "The model `%s` does not exist or you do not have access to it.", x->ev.model);
-        wd_exchange_reject(x, 404, "model_not_found", msg, NULL);
-        return WD_REJECT;
-    }
-    wd_event_copy(x->ev.upstream, sizeof x->ev.upstream, x->model->upstream->name, strlen(x->model->upstream->name));
-    wd_event_copy(x->ev.upstream_model, sizeof x->ev.upstream_model, x->model->upstream_model,
-                  strlen(x->model->upstream_model));
+    wd_event_copy(x->ev.model, sizeof x->ev.model, x->model_name, x->model_name_len);
 
     int s = wd_json_obj_get(d, 0, "stream");
     if (s >= 0) {
@@ -98,8 +98,29 @@ static wd_stage_rc_t request_on_request(wd_exchange_t *x)
     if (x->stream && !x->route->can_stream)
         return reject_param(x, "invalid_type", "stream is not supported on this endpoint");
     x->ev.stream = x->stream;
+    int so = wd_json_obj_get(d, 0, "stream_options");
+    if (so >= 0 && d->toks[so].type != WD_JSON_OBJECT && d->toks[so].type != WD_JSON_NULL)
+        return reject_param(x, "invalid_type", "stream_options must be an object");
 
-    /* Rewrite: the upstream's model name, and usage reporting on streams so tokens are always known. */
+    x->model = wd_config_model(x->cfg, x->model_name, x->model_name_len);
+    if (!x->model) {
+        /* with authentication on, authorization decides first, so callers cannot probe which models exist */
+        if (wd_config_auth_required(x->cfg)) return WD_CONTINUE;
+        reject_unknown_model(x);
+        return WD_REJECT;
+    }
+    wd_event_copy(x->ev.upstream, sizeof x->ev.upstream, x->model->upstream->name, strlen(x->model->upstream->name));
+    wd_event_copy(x->ev.upstream_model, sizeof x->ev.upstream_model, x->model->upstream_model,
+                  strlen(x->model->upstream_model));
+    return WD_CONTINUE;
+}
+
+/* The upstream's view of the body: its model name, and usage reporting on streams so tokens are
+ * always known. Everything else is preserved byte for byte (spans spliced, nothing re-serialised). */
+static int rewrite_body(wd_exchange_t *x)
+{
+    const wd_json_doc_t *d = &x->doc;
+    int m = wd_json_obj_get(d, 0, "model");
     wd_buf_t model_json, so_scratch;
     wd_buf_init(&model_json, 0);
     wd_buf_init(&so_scratch, 0);
@@ -110,41 +131,30 @@ static wd_stage_rc_t request_on_request(wd_exchange_t *x)
     size_t nedits = 0;
     edits[nedits++] = (wd_json_edit_t){d->toks[m].start - 1, d->toks[m].end + 1,
                                        wd_str(model_json.data, model_json.len)};
-    wd_stage_rc_t out = WD_CONTINUE;
+    int rc = WD_OK;
     if (x->stream) {
         int so = wd_json_obj_get(d, 0, "stream_options");
         if (so >= 0 && d->toks[so].type == WD_JSON_OBJECT) {
             int iu = wd_json_obj_get(d, so, "include_usage");
             x->client_wants_usage = iu >= 0 && d->toks[iu].type == WD_JSON_TRUE;
-            if (!x->client_wants_usage &&
-                wd_json_edit_set(d, so, "include_usage", WD_STR("true"), &edits[nedits], &so_scratch) == WD_OK)
-                nedits++;
-        } else if (so < 0 || d->toks[so].type == WD_JSON_NULL) {
-            if (so < 0 && wd_json_edit_set(d, 0, "stream_options", WD_STR("{\"include_usage\":true}"),
-                                           &edits[nedits], &so_scratch) == WD_OK)
-                nedits++;
-            else if (so >= 0) {
-                edits[nedits++] = (wd_json_edit_t){d->toks[so].start, d->toks[so].end,
-                                                   WD_STR("{\"include_usage\":true}")};
-            }
+            if (!x->client_wants_usage) rc = wd_json_edit_set(d, so, "include_usage", WD_STR("true"), &edits[nedits++],
+                                                               &so_scratch);
+        } else if (so >= 0) { /* null */
+            edits[nedits++] = (wd_json_edit_t){d->toks[so].start, d->toks[so].end, WD_STR("{\"include_usage\":true}")};
         } else {
-            out = reject_param(x, "invalid_type", "stream_options must be an object");
+            rc = wd_json_edit_set(d, 0, "stream_options", WD_STR("{\"include_usage\":true}"), &edits[nedits++],
+                                  &so_scratch);
         }
     }
-    if (out == WD_CONTINUE) {
-        if (nedits == 2 && edits[1].start < edits[0].start) {
-            wd_json_edit_t t = edits[0];
-            edits[0] = edits[1];
-            edits[1] = t;
-        }
-        if (wd_json_apply_edits(x->body->data, x->body->len, edits, nedits, &x->upstream_body) != WD_OK) {
-            wd_exchange_reject(x, 500, "internal_error", "could not rewrite the request body", NULL);
-            out = WD_REJECT;
-        }
+    if (nedits == 2 && edits[1].start < edits[0].start) {
+        wd_json_edit_t t = edits[0];
+        edits[0] = edits[1];
+        edits[1] = t;
     }
+    if (rc == WD_OK) rc = wd_json_apply_edits(x->body->data, x->body->len, edits, nedits, &x->upstream_body);
     wd_buf_free(&model_json);
     wd_buf_free(&so_scratch);
-    return out;
+    return rc;
 }
 
 static const wd_stage_t stage_request = {"request", request_on_request, NULL, NULL, NULL};
@@ -161,9 +171,14 @@ static void models_list(wd_exchange_t *x)
     wd_buf_t b;
     wd_buf_init(&b, 0);
     wd_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
     for (size_t i = 0; i < x->cfg->nmodels; i++) {
         const wd_model_cfg_t *m = &x->cfg->models[i];
-        if (i) wd_buf_append(&b, ",", 1);
+        if (x->authenticated &&
+            !wd_policy_model_visible(x->cfg->roles, x->cfg->nroles, &x->principal, m->name, x->ev.client_ip))
+            continue; /* list only what the caller may use */
+        if (!first) wd_buf_append(&b, ",", 1);
+        first = false;
         wd_buf_append_str(&b, "{\"id\":\"");
         wd_buf_append_json_str(&b, m->name, strlen(m->name));
         wd_buf_append_str(&b, "\",\"object\":\"model\",\"created\":0,\"owned_by\":\"");
@@ -392,9 +407,18 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
 
 static wd_stage_rc_t forward_on_request(wd_exchange_t *x)
 {
+    if (x->route->id == WD_ROUTE_TOKEN) return wd_gw_login(x);
     if (!x->route->upstream_suffix) {
         models_list(x);
         return WD_PAUSE; /* complete already */
+    }
+    if (!x->model) { /* authorization let an unknown name through: the caller may use that namespace */
+        reject_unknown_model(x);
+        return WD_REJECT;
+    }
+    if (rewrite_body(x) != WD_OK) {
+        wd_exchange_reject(x, 500, "internal_error", "could not rewrite the request body", NULL);
+        return WD_REJECT;
     }
     fwd_state_t *fs = calloc(1, sizeof *fs);
     if (!fs) {
@@ -442,7 +466,7 @@ static const wd_stage_t stage_forward = {"forward", forward_on_request, NULL, NU
 
 /* ---- the chain ------------------------------------------------------------------------------------- */
 
-const wd_stage_t *const wd_stages[] = {&stage_request, &stage_forward};
+const wd_stage_t *const wd_stages[] = {&wd_stage_authenticate, &stage_request, &wd_stage_authorize, &stage_forward};
 const size_t wd_nstages = WD_ARRAY_LEN(wd_stages);
 
 /* The forward stage is always last; response hooks run for the stages before it. */

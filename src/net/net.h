@@ -75,6 +75,9 @@ uint64_t wd_worker_rand(wd_worker_t *w);
 
 /* ---- listeners and client connections --------------------------------------------------------- */
 
+/* Fails if something already listens on addr (call once before the workers bind it). */
+int wd_server_probe(const wd_addr_t *addr, char *err, size_t errlen);
+
 /* Opens a listening socket on addr (SO_REUSEPORT so every worker can bind the same address) and
  * serves it with handler on worker w. */
 int wd_server_listen(wd_worker_t *w, const wd_addr_t *addr, const wd_handler_t *handler, void *handler_ud,

@@ -149,6 +149,22 @@ static void on_connection(uv_stream_t *ls, int status)
     set_reading(c, true);
 }
 
+int wd_server_probe(const wd_addr_t *addr, char *err, size_t errlen)
+{
+    /* SO_REUSEPORT would let a second warden (or anything else running as the same user) silently
+     * share the port and take part of the traffic; bind once without it to make sure nobody is there. */
+    int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return wd_errf(err, errlen, WD_EIO, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->sa.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    int rc = WD_OK;
+    if (bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) != 0)
+        rc = wd_errf(err, errlen, WD_EIO, "cannot listen on %s: %s", addr->text, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 int wd_server_listen(wd_worker_t *w, const wd_addr_t *addr, const wd_handler_t *handler, void *handler_ud,
                      char *err, size_t errlen)
 {

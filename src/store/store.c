@@ -98,6 +98,17 @@ static int open_db(wd_store_t *s, const char *dir, bool create, char *err, size_
 {
     char *p = path_join(dir, "warden.db");
     if (!p) return WD_ENOMEM;
+    if (create) {
+        /* SQLite would create the file 0644 (less umask) and gives -wal/-shm the database's mode, so
+         * create it 0600 first: the database holds hashes and sealed secrets, for the owner only. */
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) {
+            int rc = wd_errf(err, errlen, WD_EIO, "cannot create %s: %s", p, strerror(errno));
+            free(p);
+            return rc;
+        }
+        if (fd >= 0) close(fd);
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(p, &s->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -628,7 +639,8 @@ int wd_store_recovery_use(wd_store_t *s, int64_t user_id, const uint8_t hash[32]
 int wd_store_token_revoke(wd_store_t *s, const char *jti, int64_t expires_at, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", -1, &st,
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2) "
+                           "ON CONFLICT (jti) DO UPDATE SET expires_at = MAX(expires_at, ?2)", -1, &st,
                            NULL) != SQLITE_OK)
         return sqlerr(s, err, errlen, "revoking token");
     sqlite3_bind_text(st, 1, jti, -1, SQLITE_TRANSIENT);
