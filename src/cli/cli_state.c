@@ -51,7 +51,9 @@ int wd_cli_parse(wd_cli_t *c, int argc, char **argv, wd_cli_opt_t *opts, size_t 
     bool only_pos = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (only_pos || a[0] != '-' || !a[1]) {
+        /* Short options are one letter, so "-xyz" is a value that happens to start with '-' (a jti is
+         * base64url); "--" still ends options for values that start with "--". */
+        if (only_pos || a[0] != '-' || !a[1] || (a[1] != '-' && a[2])) {
             if (*npos == maxpos) return wd_cli_fail(c, WD_EXIT_USAGE, "unexpected argument '%s'", a);
             pos[(*npos)++] = a;
             continue;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "auth/apikey.h"
+#include "auth/keyops.h"
 #include "auth/token.h"
 #include "cli/cli.h"
 
@@ -199,20 +200,15 @@ static int key_create(int argc, char **argv)
 
     wd_key_rec_t k;
     memset(&k, 0, sizeof k);
-    if (wd_apikey_generate(k.id, key) != WD_OK) {
-        rc = wd_cli_fail(&c, WD_EXIT_FAIL, "the system random number generator failed");
-        goto out;
-    }
     snprintf(k.name, sizeof k.name, "%s", name);
-    wd_apikey_hash(c.store->key_hash_key, key, strlen(key), k.hash);
     k.roles = roles_json;
     k.models = models_json;
     k.ips = ips_json;
     k.created_at = wd_cli_now();
     k.expires_at = ttl_s ? k.created_at + ttl_s : 0;
     char err[512];
-    if (wd_store_key_insert(c.store, &k, err, sizeof err) != WD_OK) {
-        wd_cli_audit(&c, "key.create", k.id, false, NULL);
+    if (wd_keyops_create(c.store, &k, key, err, sizeof err) != WD_OK) {
+        wd_cli_audit(&c, "key.create", k.id[0] ? k.id : name, false, NULL);
         rc = wd_cli_fail(&c, WD_EXIT_FAIL, "%s", err);
         goto out;
     }
@@ -427,24 +423,13 @@ static int key_rotate(int argc, char **argv)
         rc = wd_cli_fail(&c, WD_EXIT_FAIL, "key %s is %s; only an active key can be rotated", k.id, status);
         goto out;
     }
-    if (wd_apikey_generate(nk.id, key) != WD_OK) {
-        rc = wd_cli_fail(&c, WD_EXIT_FAIL, "the system random number generator failed");
-        goto out;
-    }
-    memcpy(nk.name, k.name, sizeof nk.name);
-    wd_apikey_hash(c.store->key_hash_key, key, strlen(key), nk.hash);
-    nk.roles = k.roles;
-    nk.models = k.models;
-    nk.ips = k.ips;
-    nk.created_at = now;
-    nk.expires_at = k.expires_at; /* the same absolute expiry: rotation never extends a key's life */
     char err[512], detail[64], t[32];
-    snprintf(detail, sizeof detail, "new key %s", nk.id);
-    if (wd_store_key_rotate(c.store, k.id, &nk, now + grace_s, err, sizeof err) != WD_OK) {
+    if (wd_keyops_rotate(c.store, &k, now, grace_s, &nk, key, err, sizeof err) != WD_OK) {
         wd_cli_audit(&c, "key.rotate", k.id, false, NULL);
         rc = wd_cli_fail(&c, WD_EXIT_FAIL, "%s", err);
         goto out;
     }
+    snprintf(detail, sizeof detail, "new key %s", nk.id);
     wd_cli_audit(&c, "key.rotate", k.id, true, detail);
     bool quiet = wd_cli_flag(o, no, "quiet");
     show_new_key(key, &nk, quiet, "rotated to");

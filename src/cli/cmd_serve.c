@@ -21,6 +21,7 @@ typedef struct {
     uv_timer_t auth_timer;     /* polls the store for key/user/token changes */
     wd_store_t *store;         /* NULL when auth.mode is none */
     wd_authdb_t *authdb;       /* current identity snapshot */
+    wd_limiter_t *limiter;     /* rate limits, backend local */
     int64_t data_version;
     unsigned ticks;
     uint64_t drain_deadline;
@@ -201,6 +202,7 @@ static void cleanup(serve_t *s, size_t ninit, bool admin_init)
     wd_event_sink_close();
     wd_authdb_unref(s->authdb);
     wd_store_close(s->store);
+    wd_limiter_free(s->limiter);
 }
 
 static int serve(serve_t *s)
@@ -234,6 +236,11 @@ static int serve(serve_t *s)
     }
     size_t ninit = 0;
     bool admin_init = false;
+    if (!(s->limiter = wd_limiter_new(64))) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    wd_gateway_set_limiter(s->limiter);
     s->nworkers = cfg->workers;
     s->workers = calloc(s->nworkers, sizeof *s->workers);
     s->wptrs = calloc(s->nworkers, sizeof *s->wptrs);
@@ -301,6 +308,7 @@ static int serve(serve_t *s)
     wd_event_writer_free(&s->ctx.events);
     wd_authdb_unref(s->authdb);
     wd_store_close(s->store);
+    wd_limiter_free(s->limiter);
     return 0;
 fail:
     fprintf(stderr, "warden: %s\n", err);

@@ -201,7 +201,7 @@ static int token_issue(int argc, char **argv)
                 roles ? roles : "-", cl.models && models ? models : "(all its roles grant)", cl.jti, t,
                 capped ? " (capped at the key's expiry)" : "");
         free(models);
-        fprintf(stderr, "revoke it with: warden token revoke %s\n", cl.jti);
+        fprintf(stderr, "revoke it with: warden token revoke %s%s\n", cl.jti[0] == '-' ? "-- " : "", cl.jti);
         free(roles);
     }
 out_scope:

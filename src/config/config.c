@@ -1071,6 +1071,54 @@ static int h_role_ips(ctx_t *c, const ynode_t *n, const char *path, void *base, 
     return WD_OK;
 }
 
+static const char *const limit_per[] = {"principal", "role", NULL};
+
+typedef struct {
+    wd_limits_t lim;
+    char *per;
+} role_limits_t;
+
+static int h_u64(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    uint64_t *dst = (uint64_t *)((char *)base + f->off);
+    if (!n) return WD_OK;
+    uint32_t v32; /* token budgets: 0..4e9, parsed with the integer rules */
+    wd_cfg_field_t g = *f;
+    g.type = F_U32;
+    g.min = 0;
+    g.max = 4000000000u;
+    int rc = field_number(c, n, path, &g, &v32);
+    if (!rc) *dst = v32;
+    return rc;
+}
+
+#define LF(nm) offsetof(role_limits_t, lim.nm)
+static const wd_cfg_field_t limits_role_fields[] = {
+    {.name = "rpm", .type = F_U32, .off = LF(rpm), .min = 0, .max = 100000000, .def = 0},
+    {.name = "tpm", .type = F_U32, .off = LF(tpm), .min = 0, .max = 2000000000, .def = 0},
+    {.name = "concurrent", .type = F_U32, .off = LF(concurrent), .min = 0, .max = 1000000, .def = 0},
+    {.name = "tokens_per_day", .type = F_FN, .off = LF(tokens_per_day), .fn = h_u64},
+    {.name = "tokens_per_month", .type = F_FN, .off = LF(tokens_per_month), .fn = h_u64},
+    {.name = "per", .type = F_ENUM, .off = offsetof(role_limits_t, per), .def_str = "principal", .choices = limit_per},
+};
+static const wd_cfg_map_t limits_role_map = {"limits", limits_role_fields, WD_ARRAY_LEN(limits_role_fields)};
+
+static int h_role_limits(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_role_t *r = base;
+    if (!n) return WD_OK;
+    role_limits_t rl;
+    memset(&rl, 0, sizeof rl);
+    int rc = apply_map(c, n, path, &limits_role_map, &rl);
+    if (!rc) {
+        r->limits = rl.lim;
+        r->limits_shared = rl.per && strcmp(rl.per, "role") == 0;
+    }
+    free(rl.per);
+    return rc;
+}
+
 #define RF(nm) offsetof(wd_role_t, nm)
 static const wd_cfg_field_t role_fields[] = {
     {.name = "models", .type = F_FN, .fn = h_role_models},
@@ -1078,6 +1126,7 @@ static const wd_cfg_field_t role_fields[] = {
     {.name = "require_mfa", .type = F_BOOL, .off = RF(require_mfa), .def = 0},
     {.name = "admin", .type = F_BOOL, .off = RF(admin), .def = 0},
     {.name = "ips", .type = F_FN, .fn = h_role_ips},
+    {.name = "limits", .type = F_FN, .fn = h_role_limits},
 };
 static const wd_cfg_map_t role_map = {"a role", role_fields, WD_ARRAY_LEN(role_fields)};
 
@@ -1114,6 +1163,38 @@ static int h_roles(ctx_t *c, const ynode_t *n, const char *path, void *base, con
     return WD_OK;
 }
 
+static int h_backend(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    char **dst = (char **)((char *)base + f->off);
+    if (!n) return dup_str(c, n, "local", 5, dst);
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    bool ok = (n->len == 5 && memcmp(n->s, "local", 5) == 0) || (n->len > 8 && memcmp(n->s, "redis://", 8) == 0) ||
+              (n->len > 8 && memcmp(n->s, "unix:///", 8) == 0);
+    if (!ok) return fail(c, n, "%s: expected local, redis://HOST:PORT[/DB] or unix:///PATH, got '%.*s%s'", path, SHOW(n));
+    return dup_str(c, n, n->s, n->len, dst);
+}
+
+static const char *const fail_modes[] = {"closed", "open", NULL};
+static const wd_cfg_field_t per_ip_fields[] = {
+    {.name = "rpm", .type = F_U32, .off = offsetof(wd_limits_t, rpm), .min = 0, .max = 100000000, .def = 0},
+    {.name = "tpm", .type = F_U32, .off = offsetof(wd_limits_t, tpm), .min = 0, .max = 2000000000, .def = 0},
+    {.name = "concurrent", .type = F_U32, .off = offsetof(wd_limits_t, concurrent), .min = 0, .max = 1000000,
+     .def = 0},
+};
+static const wd_cfg_map_t per_ip_map = {"rate_limits.per_ip", per_ip_fields, WD_ARRAY_LEN(per_ip_fields)};
+#define RTF(nm) offsetof(wd_rate_cfg_t, nm)
+static const wd_cfg_field_t rate_fields[] = {
+    {.name = "backend", .type = F_FN, .off = RTF(backend), .fn = h_backend},
+    {.name = "fail", .type = F_ENUM, .off = RTF(fail), .def_str = "closed", .choices = fail_modes},
+    {.name = "redis_timeout_ms", .type = F_MS, .off = RTF(redis_timeout_ms), .min = 1, .max = 10000, .def = 100},
+    {.name = "key_prefix", .type = F_STR, .off = RTF(key_prefix), .def_str = "wd"},
+    {.name = "default_max_tokens", .type = F_U32, .off = RTF(default_max_tokens), .min = 0, .max = 10000000,
+     .def = 1024},
+    {.name = "per_ip", .type = F_MAP, .off = RTF(per_ip), .sub = &per_ip_map},
+};
+static const wd_cfg_map_t rate_map = {"rate_limits", rate_fields, WD_ARRAY_LEN(rate_fields)};
+
 static const char *const auth_modes[] = {"required", "none", NULL};
 #define AF(nm) offsetof(wd_auth_cfg_t, nm)
 static const wd_cfg_field_t auth_fields[] = {
@@ -1144,11 +1225,13 @@ static const wd_cfg_field_t root_fields[] = {
     {.name = "models", .type = F_FN, .required = true, .fn = h_models},
     {.name = "auth", .type = F_MAP, .off = CF(auth), .sub = &auth_map},
     {.name = "roles", .type = F_FN, .fn = h_roles},
+    {.name = "rate_limits", .type = F_MAP, .off = CF(rate), .sub = &rate_map},
     {.name = "audit", .type = F_MAP, .off = CF(audit_file), .sub = &audit_map},
 };
 static const wd_cfg_map_t root_map = {"the top level", root_fields, WD_ARRAY_LEN(root_fields)};
 _Static_assert(WD_ARRAY_LEN(root_fields) <= MAX_FIELDS && WD_ARRAY_LEN(limits_fields) <= MAX_FIELDS &&
                    WD_ARRAY_LEN(role_fields) <= MAX_FIELDS && WD_ARRAY_LEN(auth_fields) <= MAX_FIELDS &&
+                   WD_ARRAY_LEN(rate_fields) <= MAX_FIELDS &&
                    WD_ARRAY_LEN(upstream_fields) <= MAX_FIELDS && WD_ARRAY_LEN(model_fields) <= MAX_FIELDS,
                "apply_map tracks at most MAX_FIELDS keys per mapping");
 
@@ -1191,6 +1274,9 @@ static void config_free(wd_config_t *cfg)
     }
     free(cfg->roles);
     free_str(&cfg->auth.mode);
+    free_str(&cfg->rate.backend);
+    free_str(&cfg->rate.fail);
+    free_str(&cfg->rate.key_prefix);
     free_str(&cfg->listen.text);
     free_str(&cfg->admin.text);
     free_str(&cfg->state_dir);
@@ -1250,6 +1336,24 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
             rc = fail(&c, at ? at : root,
                       "authentication is required (auth.mode: required, the default), so state_dir must name the "
                       "directory made by `warden init`; or set auth: { mode: none } to run an open gateway");
+        }
+        /* Each pair is checked together because a default can conflict with a written value. A token
+         * that outlives token_max_ttl_ms would also outlive its revocation record (kept that long). */
+        static const struct {
+            const char *lo, *hi;
+            size_t lo_off, hi_off;
+        } pairs[] = {
+            {"token_ttl_ms", "token_max_ttl_ms", AF(token_ttl_ms), AF(token_max_ttl_ms)},
+            {"lockout_ms", "lockout_max_ms", AF(lockout_ms), AF(lockout_max_ms)},
+        };
+        for (size_t i = 0; !rc && i < WD_ARRAY_LEN(pairs); i++) {
+            uint32_t lo = *(const uint32_t *)((const char *)&cfg->auth + pairs[i].lo_off);
+            uint32_t hi = *(const uint32_t *)((const char *)&cfg->auth + pairs[i].hi_off);
+            if (lo <= hi) continue;
+            const ynode_t *auth = map_get(root, "auth"), *at = map_get(auth, pairs[i].lo);
+            if (!at) at = map_get(auth, pairs[i].hi);
+            rc = fail(&c, at ? at : auth ? auth : root, "auth.%s (%u ms) must not exceed auth.%s (%u ms)",
+                      pairs[i].lo, lo, pairs[i].hi, hi);
         }
     }
     node_free(root);

@@ -64,6 +64,15 @@ typedef struct {
     uint32_t refresh_ms;      /* how often a running server looks for key/user/token changes */
 } wd_auth_cfg_t;
 
+typedef struct {
+    char *backend;              /* "local" or a redis:// / unix:// URL */
+    char *fail;                 /* "closed" (default) or "open": what to do when the backend is unreachable */
+    uint32_t redis_timeout_ms;
+    char *key_prefix;           /* Redis hash tag, e.g. "wd" -> keys "{wd}:..." */
+    uint32_t default_max_tokens;/* completion reservation when a request names no max_tokens */
+    wd_limits_t per_ip;         /* applied to every client address */
+} wd_rate_cfg_t;
+
 typedef struct wd_config {
     int refs; /* atomic; use wd_config_ref / wd_config_unref */
     char *path;
@@ -82,6 +91,7 @@ typedef struct wd_config {
     wd_auth_cfg_t auth;
     wd_role_t *roles;
     size_t nroles;
+    wd_rate_cfg_t rate;
 
     char *audit_file;       /* access/event log: path, or "-" for stdout, NULL to disable */
     char *log_level;        /* debug|info|warn|error */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "auth/recovery.h"
 #include "auth/secret.h"
 #include "auth/totp.h"
 #include "gateway/gateway.h"
@@ -292,8 +293,8 @@ static void login_work(uv_work_t *req)
             }
         } else if (l->recovery[0]) {
             uint8_t h[32];
-            crypto_generichash(h, sizeof h, (const uint8_t *)l->recovery, strlen(l->recovery), s->recovery_key, 32);
-            if (wd_store_recovery_use(s, u.id, h, now) != WD_OK) {
+            if (wd_recovery_hash(s->recovery_key, l->recovery, strlen(l->recovery), h) != WD_OK ||
+                wd_store_recovery_use(s, u.id, h, now) != WD_OK) {
                 count_failure(l, s, &u, now);
                 login_fail(l, 401, "invalid_recovery_code", "invalid or already used recovery code");
                 goto out;

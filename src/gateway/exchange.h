@@ -68,6 +68,14 @@ struct wd_exchange {
     wd_claims_t claims;        /* when a token was presented */
     const char *role_ptrs[32];
 
+    /* rate limits (limit stage) */
+    wd_limit_scope_t limit_scopes[WD_LIMIT_MAX_SCOPES];
+    size_t nlimit_scopes;
+    int64_t limit_reserved;   /* tokens reserved at admission */
+    int64_t prompt_estimate;  /* tokens, from the body size */
+    bool limit_admitted;
+    bool limit_redis;         /* admitted by the Redis backend */
+
     /* JSON view of the body (json_body routes) */
     wd_json_doc_t doc;
     wd_json_tok_t *toks;
@@ -93,11 +101,12 @@ struct wd_exchange {
     wd_buf_t chunk;          /* scratch for one SSE event */
     wd_sse_parser_t sse;
     bool stream_failed;
+    uint64_t resp_bytes;     /* upstream body bytes received (usage estimate when none is reported) */
 
     /* rejection (set by wd_exchange_reject) */
     int reject_status;
     const char *reject_type;
-    char retry_after[16];
+    char retry_after[24];
 
     bool work_pending;       /* a thread-pool job holds the exchange (login) */
     bool aborted;            /* the client left while work was pending */

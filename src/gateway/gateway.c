@@ -148,6 +148,12 @@ static void send_rejection(wd_exchange_t *x)
     wd_buf_free(&body);
 }
 
+void wd_gw_reject_now(wd_exchange_t *x)
+{
+    send_rejection(x);
+    wd_gw_complete(x);
+}
+
 /* ---- the exchange ---------------------------------------------------------------------------------- */
 
 static void exchange_free(wd_exchange_t *x)
@@ -220,8 +226,7 @@ static void run_chain(wd_exchange_t *x)
         wd_stage_rc_t rc = s->on_request(x);
         if (rc == WD_PAUSE) return;
         if (rc == WD_REJECT) {
-            send_rejection(x);
-            wd_gw_complete(x);
+            wd_gw_reject_now(x);
             return;
         }
         if (x->done) return;

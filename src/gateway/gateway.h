@@ -7,6 +7,7 @@
 #include "audit/event.h"
 #include "gateway/exchange.h"
 #include "monitor/metrics.h"
+#include "limit/limit.h"
 #include "net/net.h"
 
 #define WD_TOKEN_CACHE 1024
@@ -29,6 +30,10 @@ typedef struct {
 
 extern const wd_stage_t wd_stage_authenticate;
 extern const wd_stage_t wd_stage_authorize;
+extern const wd_stage_t wd_stage_limit;
+
+/* The process-wide local limiter (limits backend "local"); set once before workers start. */
+void wd_gateway_set_limiter(wd_limiter_t *l);
 
 /* The store the login endpoint and admin API use (NULL when auth is off). Thread-safe (SQLite
  * serialized mode); set once before workers start. */
@@ -73,6 +78,9 @@ void wd_gw_send_head(wd_exchange_t *x, int status, const char *content_type, int
 bool wd_gw_send(wd_exchange_t *x, const char *p, size_t len);
 /* Sends a complete JSON response. */
 void wd_gw_respond(wd_exchange_t *x, int status, const char *json, size_t len);
+/* Sends the recorded rejection (wd_exchange_reject) and completes the exchange; for stages that
+ * decide asynchronously, after a WD_PAUSE. */
+void wd_gw_reject_now(wd_exchange_t *x);
 /* The exchange is over: run on_done stages, emit the event, free it. */
 void wd_gw_complete(wd_exchange_t *x);
 /* Writes an OpenAI-shaped error body for the recorded rejection into out. */

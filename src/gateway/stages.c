@@ -296,6 +296,7 @@ static void up_on_data(wd_upreq_t *r, const char *p, size_t len)
 {
     wd_exchange_t *x = r->ud;
     if (!x->conn) return;
+    x->resp_bytes += len;
     if (!x->streaming) {
         if (wd_buf_append(&x->resp_body, p, len) != WD_OK) {
             wd_upreq_cancel(r);
@@ -466,7 +467,8 @@ static const wd_stage_t stage_forward = {"forward", forward_on_request, NULL, NU
 
 /* ---- the chain ------------------------------------------------------------------------------------- */
 
-const wd_stage_t *const wd_stages[] = {&wd_stage_authenticate, &stage_request, &wd_stage_authorize, &stage_forward};
+const wd_stage_t *const wd_stages[] = {&wd_stage_authenticate, &stage_request, &wd_stage_authorize, &wd_stage_limit,
+                                       &stage_forward};
 const size_t wd_nstages = WD_ARRAY_LEN(wd_stages);
 
 /* The forward stage is always last; response hooks run for the stages before it. */

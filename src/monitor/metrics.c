@@ -56,6 +56,7 @@ int wd_metrics_render(wd_metrics_t *const *workers, size_t n, const wd_metrics_i
         t->bytes_in += LOAD(m->bytes_in);
         t->bytes_out += LOAD(m->bytes_out);
         t->stream_events += LOAD(m->stream_events);
+        for (size_t i = 0; i < 6; i++) t->limit_decisions[i] += LOAD(m->limit_decisions[i]);
     }
 
     wd_buf_append_str(out, "# HELP warden_requests_total Client requests by route and HTTP status.\n"
@@ -90,6 +91,27 @@ int wd_metrics_render(wd_metrics_t *const *workers, size_t n, const wd_metrics_i
         if (info->upstream_error_names[i])
             wd_buf_printf(out, "warden_upstream_errors_total{kind=\"%s\"} %llu\n", info->upstream_error_names[i],
                           (unsigned long long)t->upstream_errors[i]);
+    wd_buf_append_str(out, "# HELP warden_limit_decisions_total Rate-limit decisions by outcome.\n"
+                           "# TYPE warden_limit_decisions_total counter\n");
+    for (size_t i = 0; i < 6; i++)
+        if (info->limit_outcome_names[i])
+            wd_buf_printf(out, "warden_limit_decisions_total{outcome=\"%s\"} %llu\n", info->limit_outcome_names[i],
+                          (unsigned long long)t->limit_decisions[i]);
+    wd_buf_printf(out,
+                  "# HELP warden_redis_requests_total Rate-limit scripts sent to Redis.\n"
+                  "# TYPE warden_redis_requests_total counter\nwarden_redis_requests_total %llu\n"
+                  "# HELP warden_redis_errors_total Redis errors (including unreachable).\n"
+                  "# TYPE warden_redis_errors_total counter\nwarden_redis_errors_total %llu\n"
+                  "# HELP warden_redis_timeouts_total Redis decisions that timed out.\n"
+                  "# TYPE warden_redis_timeouts_total counter\nwarden_redis_timeouts_total %llu\n"
+                  "# HELP warden_redis_reconnects_total Reconnections to Redis.\n"
+                  "# TYPE warden_redis_reconnects_total counter\nwarden_redis_reconnects_total %llu\n"
+                  "# HELP warden_redis_latency_seconds Time from sending a limit script to its answer.\n"
+                  "# TYPE warden_redis_latency_seconds summary\nwarden_redis_latency_seconds_sum %.9f\n"
+                  "warden_redis_latency_seconds_count %llu\n",
+                  (unsigned long long)info->redis_decisions, (unsigned long long)info->redis_errors,
+                  (unsigned long long)info->redis_timeouts, (unsigned long long)info->redis_reconnects,
+                  (double)info->redis_latency_ns_sum / 1e9, (unsigned long long)info->redis_latency_count);
     wd_buf_printf(out,
                   "# HELP warden_received_bytes_total Bytes received from clients.\n"
                   "# TYPE warden_received_bytes_total counter\nwarden_received_bytes_total %llu\n"

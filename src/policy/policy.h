@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "core/core.h"
+#include "limit/limit.h"
 
 enum {
     WD_EP_CHAT = 1u << 0,
@@ -45,6 +46,8 @@ typedef struct {
     bool admin;       /* may use the admin API (with MFA) */
     wd_cidr_t *ips;   /* client ranges this role applies from; none = anywhere */
     size_t nips;
+    wd_limits_t limits;  /* 0 fields: unlimited */
+    bool limits_shared;  /* limits.per: role — one pool for the whole role instead of per principal */
 } wd_role_t;
 
 /* Who is calling, after authentication. Pointers stay valid for the request. */

@@ -208,7 +208,7 @@ int wd_store_init(const char *dir, char *err, size_t errlen)
     return created ? WD_OK : WD_EEXIST;
 }
 
-static void paserk_pid(const uint8_t pk[32], char out[64])
+void wd_store_paserk_pid(const uint8_t pk[32], char out[64])
 {
     char b64[64], pub[96];
     sodium_bin2base64(b64, sizeof b64, pk, 32, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -228,6 +228,10 @@ int wd_store_open(const char *dir, wd_store_t **out, char *err, size_t errlen)
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return wd_errf(err, errlen, WD_ENOTFOUND, "state directory %s does not exist; run: warden init --state-dir %s",
                        dir, dir);
+    /* the same rule as wd_store_init: a directory init would refuse must not be served from either */
+    if (st.st_mode & 077)
+        return wd_errf(err, errlen, WD_EINVAL, "%s is accessible by group or others (mode %03o); run chmod 700 %s",
+                       dir, (unsigned)(st.st_mode & 0777), dir);
     wd_store_t *s = sodium_malloc(sizeof *s);
     if (!s) return WD_ENOMEM;
     memset(s, 0, sizeof *s);
@@ -241,7 +245,7 @@ int wd_store_open(const char *dir, wd_store_t **out, char *err, size_t errlen)
     free(sk);
     if (rc == WD_OK) {
         crypto_sign_ed25519_sk_to_pk(s->sign_pk, s->sign_sk);
-        paserk_pid(s->sign_pk, s->kid);
+        wd_store_paserk_pid(s->sign_pk, s->kid);
         crypto_kdf_derive_from_key(s->key_hash_key, 32, 1, "wdapikey", s->master);
         crypto_kdf_derive_from_key(s->totp_key, 32, 2, "wdtotp__", s->master);
         crypto_kdf_derive_from_key(s->recovery_key, 32, 3, "wdrecov_", s->master);
@@ -659,6 +663,8 @@ int wd_store_revoked_each(wd_store_t *s, int64_t now, int (*cb)(void *ud, const 
         out = cb(ud, (const char *)sqlite3_column_text(st, 0));
         if (out) break;
     }
+    /* a failed read must not look like "nothing is revoked" */
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) out = WD_EIO;
     sqlite3_finalize(st);
     return out;
 }

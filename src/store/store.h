@@ -34,6 +34,10 @@ void wd_store_close(wd_store_t *s);
  * (the CLI, another replica's admin API) commits, which is how a running server notices changes. */
 int64_t wd_store_data_version(wd_store_t *s);
 
+/* The PASERK id (k4.pid) of an Ed25519 public key: "k4.pid." + base64url(BLAKE2b-264("k4.pid." ||
+ * "k4.public." + base64url(pk))), 51 characters plus NUL. Used as the kid of tokens warden signs. */
+void wd_store_paserk_pid(const uint8_t pk[32], char out[64]);
+
 /* Runs sql (no rows) with err set on failure. */
 int wd_store_exec(wd_store_t *s, const char *sql, char *err, size_t errlen);
 

@@ -1,0 +1,195 @@
+/* The `limit` stage: builds a request's limit scopes (its principal, shared role pools, its client
+ * address), reserves its estimated tokens and a concurrency slot before the model is called, answers
+ * 429 with Retry-After when a limit says no, and reconciles real usage when the exchange ends.
+ * The arithmetic lives in src/limit; this file only maps requests onto it. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gateway/gateway.h"
+
+static wd_limiter_t *g_limiter;
+
+void wd_gateway_set_limiter(wd_limiter_t *l) { g_limiter = l; }
+
+static wd_gw_worker_t *gw(wd_worker_t *w) { return w->app; }
+
+static int64_t now_ns(void) { return (int64_t)wd_wall_ms() * 1000000; }
+
+/* Field-wise union of grants: a role without a limit of some kind leaves that kind unlimited. */
+static void widen(wd_limits_t *acc, const wd_limits_t *r, bool first)
+{
+#define W(f) acc->f = first ? r->f : (acc->f == 0 || r->f == 0) ? 0 : WD_MAX(acc->f, r->f)
+    W(rpm);
+    W(tpm);
+    W(concurrent);
+    W(tokens_per_day);
+    W(tokens_per_month);
+#undef W
+}
+
+static bool any_limit(const wd_limits_t *l)
+{
+    return l->rpm || l->tpm || l->concurrent || l->tokens_per_day || l->tokens_per_month;
+}
+
+static void add_scope(wd_exchange_t *x, const char *prefix, const char *id, const wd_limits_t *lim)
+{
+    if (!any_limit(lim) || x->nlimit_scopes == WD_LIMIT_MAX_SCOPES) return;
+    wd_limit_scope_t *s = &x->limit_scopes[x->nlimit_scopes++];
+    snprintf(s->key, sizeof s->key, "%s%s", prefix, id);
+    s->lim = *lim;
+}
+
+static void build_scopes(wd_exchange_t *x)
+{
+    const wd_config_t *cfg = x->cfg;
+    x->nlimit_scopes = 0;
+    if (x->authenticated) {
+        wd_limits_t mine;
+        bool first = true, unlimited_role = false;
+        memset(&mine, 0, sizeof mine);
+        for (size_t i = 0; i < x->principal.nroles; i++) {
+            const wd_role_t *r = wd_policy_role(cfg->roles, cfg->nroles, x->principal.roles[i]);
+            if (!r) continue;
+            if (r->limits_shared) {
+                add_scope(x, "role:", r->name, &r->limits);
+                continue;
+            }
+            if (!any_limit(&r->limits)) unlimited_role = true;
+            widen(&mine, &r->limits, first);
+            first = false;
+        }
+        /* tokens minted from a key share that key's limits: same scope name */
+        if (!unlimited_role) add_scope(x, "", x->ev.principal, &mine);
+    }
+    add_scope(x, "ip:", x->ev.client_ip, &cfg->rate.per_ip);
+}
+
+/* The reservation: prompt size from the body (about 4 bytes a token) plus the completion the request
+ * allows (max_tokens / max_completion_tokens, or rate_limits.default_max_tokens). */
+static int64_t estimate_tokens(wd_exchange_t *x)
+{
+    if (!x->route->json_body) return 0;
+    x->prompt_estimate = (int64_t)(x->body->len + 3) / 4;
+    if (x->route->id == WD_ROUTE_EMBEDDINGS) return x->prompt_estimate;
+    int64_t completion = x->cfg->rate.default_max_tokens, v;
+    const char *keys[] = {"max_completion_tokens", "max_tokens"};
+    for (size_t i = 0; i < 2; i++) {
+        int t = wd_json_obj_get(&x->doc, 0, keys[i]);
+        if (t >= 0 && wd_json_int(&x->doc, t, &v) == WD_OK && v >= 0) {
+            completion = v;
+            break;
+        }
+    }
+    return x->prompt_estimate + completion;
+}
+
+static void fmt_duration(int64_t ms, char out[24])
+{
+    if (ms < 0) ms = 0;
+    if (ms < 1000) snprintf(out, 24, "%lldms", (long long)ms);
+    else if (ms < 60000) snprintf(out, 24, "%.3gs", (double)ms / 1000.0);
+    else snprintf(out, 24, "%lldm%llds", (long long)(ms / 60000), (long long)(ms % 60000 / 1000));
+}
+
+/* OpenAI's rate-limit headers, so SDK retry logic and dashboards work unchanged. */
+static void add_headers(wd_exchange_t *x, const wd_limit_decision_t *d)
+{
+    char v[32];
+    if (d->limit_requests >= 0) {
+        snprintf(v, sizeof v, "%lld", (long long)d->limit_requests);
+        wd_exchange_add_header(x, "x-ratelimit-limit-requests", v);
+        snprintf(v, sizeof v, "%lld", (long long)WD_MAX(d->remaining_requests, 0));
+        wd_exchange_add_header(x, "x-ratelimit-remaining-requests", v);
+        fmt_duration(d->reset_requests_ms, v);
+        wd_exchange_add_header(x, "x-ratelimit-reset-requests", v);
+    }
+    if (d->limit_tokens >= 0) {
+        snprintf(v, sizeof v, "%lld", (long long)d->limit_tokens);
+        wd_exchange_add_header(x, "x-ratelimit-limit-tokens", v);
+        snprintf(v, sizeof v, "%lld", (long long)WD_MAX(d->remaining_tokens, 0));
+        wd_exchange_add_header(x, "x-ratelimit-remaining-tokens", v);
+        fmt_duration(d->reset_tokens_ms, v);
+        wd_exchange_add_header(x, "x-ratelimit-reset-tokens", v);
+    }
+}
+
+/* Applies a decision; returns the stage result. */
+static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
+{
+    wd_gw_worker_t *g = gw(x->w);
+    WD_METRIC_ADD(g->metrics.limit_decisions[d->outcome < 6 ? d->outcome : 5], 1);
+    add_headers(x, d);
+    if (d->outcome == WD_LIMIT_OK) {
+        x->limit_admitted = true;
+        return WD_CONTINUE;
+    }
+    if (d->outcome == WD_LIMIT_UNAVAILABLE) {
+        if (x->cfg->rate.fail && strcmp(x->cfg->rate.fail, "open") == 0) {
+            snprintf(x->ev.rule, sizeof x->ev.rule, "limit:fail-open");
+            return WD_CONTINUE; /* recorded in the event; nothing was reserved */
+        }
+        wd_exchange_reject(x, 503, "limits_unavailable",
+                           "the rate-limit backend is unreachable and rate_limits.fail is closed", "limit:fail-closed");
+        snprintf(x->retry_after, sizeof x->retry_after, "1");
+        return WD_REJECT;
+    }
+    const wd_limit_scope_t *s = d->scope >= 0 && (size_t)d->scope < x->nlimit_scopes ? &x->limit_scopes[d->scope] : NULL;
+    static const char *const kind[] = {"", "rpm", "tpm", "concurrent", "budget", ""};
+    char reason[256], rule[96];
+    snprintf(rule, sizeof rule, "limit:%s:%s", s ? s->key : "?", kind[d->outcome]);
+    switch (d->outcome) {
+    case WD_LIMIT_REQUESTS:
+        snprintf(reason, sizeof reason, "Rate limit reached for %s: %u requests per minute", s ? s->key : "?",
+                 s ? s->lim.rpm : 0);
+        break;
+    case WD_LIMIT_TOKENS:
+        snprintf(reason, sizeof reason,
+                 "Token rate limit reached for %s: %u tokens per minute; this request reserves %lld",
+                 s ? s->key : "?", s ? s->lim.tpm : 0, (long long)x->limit_reserved);
+        break;
+    case WD_LIMIT_CONCURRENCY:
+        snprintf(reason, sizeof reason, "Too many requests in flight for %s (limit %u)", s ? s->key : "?",
+                 s ? s->lim.concurrent : 0);
+        break;
+    default:
+        snprintf(reason, sizeof reason, "Token budget exhausted for %s", s ? s->key : "?");
+    }
+    wd_exchange_reject(x, 429, wd_limit_code(d->outcome), reason, rule);
+    int64_t ms = WD_MIN(WD_MAX(d->retry_after_ms, 1), (int64_t)86400000 * 366); /* at most a year */
+    snprintf(x->retry_after, sizeof x->retry_after, "%lld", (long long)((ms + 999) / 1000));
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)ms);
+    wd_exchange_add_header(x, "retry-after-ms", v);
+    return WD_REJECT;
+}
+
+static wd_stage_rc_t limit_on_request(wd_exchange_t *x)
+{
+    build_scopes(x);
+    if (!x->nlimit_scopes) return WD_CONTINUE;
+    x->limit_reserved = estimate_tokens(x);
+    wd_limit_decision_t d;
+    wd_limiter_admit(g_limiter, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, now_ns(), &d);
+    return apply(x, &d);
+}
+
+static void limit_on_done(wd_exchange_t *x)
+{
+    if (!x->limit_admitted) return;
+    wd_event_t *e = &x->ev;
+    int64_t actual;
+    if (e->usage_reported) {
+        actual = WD_MAX(e->prompt_tokens, 0) + WD_MAX(e->completion_tokens, 0);
+    } else {
+        /* no usage from the upstream: estimate from the text and say so in the event */
+        int64_t completion = x->route->id == WD_ROUTE_EMBEDDINGS ? 0 : (int64_t)(x->resp_bytes + 3) / 4;
+        e->prompt_tokens = x->prompt_estimate;
+        e->completion_tokens = x->resp_status || x->streaming ? completion : 0;
+        actual = e->prompt_tokens + e->completion_tokens;
+    }
+    if (!x->t_up_start) actual = 0; /* never reached the model: nothing was used */
+    wd_limiter_finish(g_limiter, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, actual, now_ns());
+}
+
+const wd_stage_t wd_stage_limit = {"limit", limit_on_request, NULL, NULL, limit_on_done};
