@@ -241,15 +241,18 @@ int wd_authdb_check_claims(const wd_authdb_t *db, const wd_claims_t *c, int64_t 
                            size_t rlen)
 {
     if (wd_authdb_revoked(db, c->jti)) return fail(code, "invalid_token", reason, rlen, "%s", "the token has been revoked");
+    /* Users and keys are disabled or revoked, never deleted, so a subject missing from the snapshot
+     * is one created after it (a token minted within the last refresh interval): it is accepted, and
+     * the next snapshot applies any disabling or revocation. */
     if (strncmp(c->sub, "user:", 5) == 0) {
         const wd_authuser_t *u = wd_authdb_user(db, c->sub + 5);
-        if (!u || u->disabled)
-            return fail(code, "invalid_token", reason, rlen, "%s", "the token's user no longer exists or is disabled");
+        if (u && u->disabled)
+            return fail(code, "invalid_token", reason, rlen, "%s", "the token's user is disabled");
         return WD_OK;
     }
     if (strncmp(c->sub, "key:", 4) == 0) {
         const wd_authkey_t *k = wd_authdb_key(db, c->sub + 4, strlen(c->sub + 4));
-        if (!k || k->revoked_at || (k->expires_at && k->expires_at <= now) || (k->rotated && k->grace_until <= now))
+        if (k && (k->revoked_at || (k->expires_at && k->expires_at <= now) || (k->rotated && k->grace_until <= now)))
             return fail(code, "invalid_token", reason, rlen, "%s", "the token's API key is no longer valid");
         return WD_OK;
     }

@@ -232,7 +232,8 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     WD_UNUSED(status);
     wd_conn_t *c = req->data;
     free(req);
-    wd_conn_close(c);
+    /* conn_end already marked the connection closing and unlinked it; only the handle is left */
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
 /* All output is written and the connection should end: send FIN, then close. */
