@@ -18,7 +18,9 @@
 /* A minimal valid file; tests append or replace lines to exercise one rule at a time. */
 #define UPS "upstreams:\n  - { name: local, url: http://127.0.0.1:8000/v1 }\n"
 #define MODELS "models:\n  - { name: m1, upstream: local }\n"
-#define MINIMAL "listen: 127.0.0.1:8080\n" UPS MODELS
+/* auth: none keeps state_dir optional; the auth tests below drop it on purpose */
+#define NOAUTH "auth: { mode: none }\n"
+#define MINIMAL "listen: 127.0.0.1:8080\n" UPS MODELS NOAUTH
 
 static wd_config_t *load(const char *yaml, char *err)
 {
@@ -245,13 +247,13 @@ static void test_listen_forms(void **state)
 {
     (void)state;
     char ip[64];
-    wd_config_t *c = load_ok("listen: { address: localhost:8080 }\n" UPS MODELS "admin: 0.0.0.0:9\n");
+    wd_config_t *c = load_ok("listen: { address: localhost:8080 }\n" UPS MODELS NOAUTH "admin: 0.0.0.0:9\n");
     assert_string_equal(c->listen.text, "localhost:8080");
     assert_string_equal(ip_of(&c->listen, ip, sizeof ip), "127.0.0.1");
     assert_int_equal(port_of(&c->listen), 8080);
     assert_string_equal(c->admin.text, "0.0.0.0:9");
     wd_config_unref(c);
-    c = load_ok("listen: \"[::]:443\"\n" UPS MODELS);
+    c = load_ok("listen: \"[::]:443\"\n" UPS MODELS NOAUTH);
     assert_int_equal(c->listen.sa.ss_family, AF_INET6);
     assert_int_equal(port_of(&c->listen), 443);
     wd_config_unref(c);
@@ -269,8 +271,8 @@ static void test_audit(void **state)
     c = load_ok(MINIMAL "audit: { file: \"-\" }\n");
     assert_string_equal(c->audit_file, "-");
     wd_config_unref(c);
-    expect_err(MINIMAL "audit: { file: [a] }\n", "6:16", "audit.file: expected a string, got a sequence");
-    expect_err(MINIMAL "audit: \"-\"\n", "6:8", "audit: expected a mapping, got a scalar");
+    expect_err(MINIMAL "audit: { file: [a] }\n", "7:16", "audit.file: expected a string, got a sequence");
+    expect_err(MINIMAL "audit: \"-\"\n", "7:8", "audit: expected a mapping, got a scalar");
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -280,38 +282,38 @@ static void test_unknown_key(void **state)
 {
     (void)state;
     expect_err(
-        MINIMAL "lisen: 1\n", "6:1",
+        MINIMAL "lisen: 1\n", "7:1",
         "unknown key 'lisen' in the top level; allowed keys: listen, admin, state_dir, workers, log_level, "
-        "limits, upstreams, models, audit");
-    expect_err(MINIMAL "limits:\n  max_conections: 5\n", "7:3",
+        "limits, upstreams, models, auth, roles, rate_limits, audit");
+    expect_err(MINIMAL "limits:\n  max_conections: 5\n", "8:3",
                "unknown key 'max_conections' in limits; allowed keys: max_connections,");
     expect_err(
         "listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, tls: true }\n" MODELS,
         "3:40", "unknown key 'tls' in an upstream; allowed keys: name, url, api_key_env, timeout_ms");
     expect_err("listen: { address: 127.0.0.1:1, tls: x }\n" UPS MODELS, "1:33",
                "unknown key 'tls' in a listener");
-    expect_err(MINIMAL "? [a, b]\n: 1\n", "6:3", "keys must be plain strings, got a sequence");
+    expect_err(MINIMAL "? [a, b]\n: 1\n", "7:3", "keys must be plain strings, got a sequence");
 }
 
 static void test_wrong_type(void **state)
 {
     (void)state;
-    expect_err(MINIMAL "limits: 5\n", "6:9", "limits: expected a mapping, got a scalar");
-    expect_err(MINIMAL "limits: [1]\n", "6:9", "limits: expected a mapping, got a sequence");
-    expect_err(MINIMAL "workers: abc\n", "6:10", "workers: expected an integer, got 'abc'");
-    expect_err(MINIMAL "workers: \"4\"\n", "6:10", "workers: expected an integer, got the string '4'");
-    expect_err(MINIMAL "workers: -1\n", "6:10", "workers: expected an integer, got '-1'");
-    expect_err(MINIMAL "workers: 1.5\n", "6:10", "expected an integer");
-    expect_err(MINIMAL "workers: 010\n", "6:10", "expected an integer"); /* octal or decimal? refused */
-    expect_err(MINIMAL "workers: {a: 1}\n", "6:10", "workers: expected an integer, got a mapping");
-    expect_err(MINIMAL "workers:\n", "6:9", "workers: expected an integer");
-    expect_err(MINIMAL "limits: { max_body_bytes: 4MB }\n", "6:27",
+    expect_err(MINIMAL "limits: 5\n", "7:9", "limits: expected a mapping, got a scalar");
+    expect_err(MINIMAL "limits: [1]\n", "7:9", "limits: expected a mapping, got a sequence");
+    expect_err(MINIMAL "workers: abc\n", "7:10", "workers: expected an integer, got 'abc'");
+    expect_err(MINIMAL "workers: \"4\"\n", "7:10", "workers: expected an integer, got the string '4'");
+    expect_err(MINIMAL "workers: -1\n", "7:10", "workers: expected an integer, got '-1'");
+    expect_err(MINIMAL "workers: 1.5\n", "7:10", "expected an integer");
+    expect_err(MINIMAL "workers: 010\n", "7:10", "expected an integer"); /* octal or decimal? refused */
+    expect_err(MINIMAL "workers: {a: 1}\n", "7:10", "workers: expected an integer, got a mapping");
+    expect_err(MINIMAL "workers:\n", "7:9", "workers: expected an integer");
+    expect_err(MINIMAL "limits: { max_body_bytes: 4MB }\n", "7:27",
                "limits.max_body_bytes: expected a byte size");
-    expect_err(MINIMAL "limits: { idle_timeout_ms: 1.5s }\n", "6:28",
+    expect_err(MINIMAL "limits: { idle_timeout_ms: 1.5s }\n", "7:28",
                "limits.idle_timeout_ms: expected a duration");
-    expect_err(MINIMAL "log_level: loud\n", "6:12",
+    expect_err(MINIMAL "log_level: loud\n", "7:12",
                "log_level: expected one of debug, info, warn, error, got 'loud'");
-    expect_err(MINIMAL "state_dir: [a]\n", "6:12", "state_dir: expected a string, got a sequence");
+    expect_err(MINIMAL "state_dir: [a]\n", "7:12", "state_dir: expected a string, got a sequence");
     expect_err("listen: 127.0.0.1:8080\nupstreams: { name: a }\n" MODELS, "2:12",
                "upstreams: expected a sequence, got a mapping");
     expect_err("listen: 127.0.0.1:8080\nupstreams: []\n" MODELS, "2:12",
@@ -326,14 +328,14 @@ static void test_wrong_type(void **state)
 static void test_out_of_range(void **state)
 {
     (void)state;
-    expect_err(MINIMAL "limits:\n  max_headers: 100\n", "7:16",
+    expect_err(MINIMAL "limits:\n  max_headers: 100\n", "8:16",
                "limits.max_headers: 100 is out of range (8..64)");
-    expect_err(MINIMAL "workers: 257\n", "6:10", "workers: 257 is out of range (0..256)");
-    expect_err(MINIMAL "limits: { max_connections: 0 }\n", "6:28", "0 is out of range (1..1000000)");
-    expect_err(MINIMAL "limits: { max_body_bytes: 1GiB }\n", "6:27",
+    expect_err(MINIMAL "workers: 257\n", "7:10", "workers: 257 is out of range (0..256)");
+    expect_err(MINIMAL "limits: { max_connections: 0 }\n", "7:28", "0 is out of range (1..1000000)");
+    expect_err(MINIMAL "limits: { max_body_bytes: 1GiB }\n", "7:27",
                "limits.max_body_bytes: 1GiB is out of range (1024..268435456 bytes)");
-    expect_err(MINIMAL "limits: { max_body_bytes: 99999999999999999999999 }\n", "6:27", "is out of range");
-    expect_err(MINIMAL "limits: { header_timeout_ms: 2h }\n", "6:30", "2h is out of range (100..3600000 ms)");
+    expect_err(MINIMAL "limits: { max_body_bytes: 99999999999999999999999 }\n", "7:27", "is out of range");
+    expect_err(MINIMAL "limits: { header_timeout_ms: 2h }\n", "7:30", "2h is out of range (100..3600000 ms)");
     expect_err("listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, max_idle: 10001 "
                "}\n" MODELS,
                "3:50", "upstreams[0].max_idle: 10001 is out of range (0..10000)");
@@ -345,10 +347,10 @@ static void test_out_of_range(void **state)
 static void test_duplicate_key(void **state)
 {
     (void)state;
-    expect_err(MINIMAL "workers: 2\nworkers: 3\n", "7:1",
-               "duplicate key 'workers' in the top level (first at 6:1)");
-    expect_err(MINIMAL "limits: { max_headers: 8, max_headers: 9 }\n", "6:27",
-               "duplicate key 'max_headers' in limits (first at 6:11)");
+    expect_err(MINIMAL "workers: 2\nworkers: 3\n", "8:1",
+               "duplicate key 'workers' in the top level (first at 7:1)");
+    expect_err(MINIMAL "limits: { max_headers: 8, max_headers: 9 }\n", "7:27",
+               "duplicate key 'max_headers' in limits (first at 7:11)");
 }
 
 static void test_missing_required(void **state)
@@ -405,7 +407,7 @@ static void test_bad_url(void **state)
 #undef U
     /* a trailing slash only is an empty prefix; the default port is 80 */
     wd_config_t *c = load_ok("listen: 127.0.0.1:8080\nupstreams: [{ name: a, url: \"HTTP://127.0.0.1/\" }]\n"
-                             "models: [{ name: m, upstream: a }]\n");
+                             "models: [{ name: m, upstream: a }]\n" NOAUTH);
     assert_string_equal(c->upstreams[0].base_path, "");
     assert_int_equal(c->upstreams[0].port, 80);
     assert_string_equal(c->upstreams[0].host_header, "127.0.0.1:80");
@@ -460,7 +462,7 @@ static void test_yaml_features_rejected(void **state)
     /* the billion-laughs shape fails at the first anchor, before anything is expanded */
     expect_err("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "1:4", "anchors");
     /* merge keys need aliases, so they are refused too */
-    expect_err(MINIMAL "<<: *base\n", "6:5", "aliases");
+    expect_err(MINIMAL "<<: *base\n", "7:5", "aliases");
 }
 
 static void test_document_shape(void **state)
@@ -470,7 +472,7 @@ static void test_document_shape(void **state)
     expect_err("", "1:1", "empty configuration file");
     expect_err("# only a comment\n\n", "1:1", "empty configuration file");
     expect_err("---\n", "2:1", "empty configuration file");
-    expect_err(MINIMAL "---\nlisten: 127.0.0.1:1\n", "6:1", "only one YAML document is allowed");
+    expect_err(MINIMAL "---\nlisten: 127.0.0.1:1\n", "7:1", "only one YAML document is allowed");
     expect_err("--- a\n--- b\n", "2:1", "only one YAML document is allowed");
     expect_err("- a\n- b\n", "1:1", "the top level must be a mapping (key: value), got a sequence");
     expect_err("hello\n", "1:1", "the top level must be a mapping (key: value), got a scalar");
@@ -597,7 +599,7 @@ static void test_reload_check(void **state)
     wd_config_t *b = load_ok(MINIMAL "workers: 2\nadmin: 127.0.0.1:8081\nlog_level: debug\n");
     assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_OK);
     wd_config_unref(b);
-    b = load_ok("listen: 127.0.0.1:9090\n" UPS MODELS "workers: 2\nadmin: 127.0.0.1:8081\n");
+    b = load_ok("listen: 127.0.0.1:9090\n" UPS MODELS NOAUTH "workers: 2\nadmin: 127.0.0.1:8081\n");
     assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_EINVAL);
     assert_non_null(strstr(err, "reload refused: the listen address cannot change on reload "
                                 "(127.0.0.1:8080 -> 127.0.0.1:9090)"));
@@ -611,10 +613,305 @@ static void test_reload_check(void **state)
     assert_non_null(strstr(err, "workers cannot change on reload (2 -> 3)"));
     wd_config_unref(b);
     /* same address written differently is not a change */
-    b = load_ok("listen: { address: 127.0.0.1:8080 }\n" UPS MODELS "workers: 2\nadmin: localhost:8081\n");
+    b = load_ok("listen: { address: 127.0.0.1:8080 }\n" UPS MODELS NOAUTH
+                "workers: 2\nadmin: localhost:8081\n");
     assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_OK);
     wd_config_unref(b);
     wd_config_unref(a);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Roles and authentication */
+
+/* Like expect_err, but the expected position is where `needle` first occurs in the document, so the
+ * test names the offending text rather than counting columns by hand. */
+static void expect_err_at(const char *yaml, const char *needle, const char *want)
+{
+    const char *hit = strstr(yaml, needle);
+    if (!hit) fail_msg("test bug: '%s' is not in the document", needle);
+    unsigned line = 1, col = 1;
+    for (const char *p = yaml; p < hit; p++) {
+        if (*p == '\n')
+            line++, col = 1;
+        else
+            col++;
+    }
+    char loc[32];
+    snprintf(loc, sizeof loc, "%u:%u", line, col);
+    expect_err(yaml, loc, want);
+}
+
+#define HEAD "listen: 127.0.0.1:8080\n" UPS
+static const char roles_yaml[] = HEAD "state_dir: /var/lib/warden\n"
+                                      "models:\n"
+                                      "  - { name: med-large, upstream: local }\n"
+                                      "  - { name: scheduler, upstream: local }\n"
+                                      "  - { name: llama-3-8b, upstream: local }\n"
+                                      "auth:\n"
+                                      "  mode: required\n"
+                                      "  token_ttl_ms: 10m\n"
+                                      "  token_max_ttl_ms: 2h\n"
+                                      "  max_failures: 7\n"
+                                      "  lockout_ms: 45s\n"
+                                      "  lockout_max_ms: 1800000\n"
+                                      "  refresh_ms: 1s\n"
+                                      "roles:\n"
+                                      "  clinician:\n"
+                                      "    models: [med-large, \"llama-*\"]\n"
+                                      "    endpoints: [chat, completions, models]\n"
+                                      "    require_mfa: true\n"
+                                      "  front-desk:\n"
+                                      "    models: [scheduler]\n"
+                                      "    endpoints: [embeddings, chat]\n"
+                                      "    ips: [10.20.0.0/16, \"2001:db8::/32\", 192.168.1.7, \"::1\"]\n"
+                                      "  ops: { admin: true, require_mfa: true }\n"
+                                      "  everything:\n"
+                                      "    models: [\"*\"]\n"
+                                      "    endpoints: [models, embeddings, completions, chat, chat]\n"
+                                      "    require_mfa: false\n"
+                                      "    admin: false\n"
+                                      "    ips: []\n";
+
+static void test_roles_full(void **state)
+{
+    (void)state;
+    wd_config_t *c = load_ok(roles_yaml);
+    assert_true(wd_config_auth_required(c));
+    assert_string_equal(c->auth.mode, "required");
+    assert_int_equal(c->auth.token_ttl_ms, 600000);
+    assert_int_equal(c->auth.token_max_ttl_ms, 7200000);
+    assert_int_equal(c->auth.max_failures, 7);
+    assert_int_equal(c->auth.lockout_ms, 45000);
+    assert_int_equal(c->auth.lockout_max_ms, 1800000);
+    assert_int_equal(c->auth.refresh_ms, 1000);
+
+    /* file order is kept */
+    assert_int_equal(c->nroles, 4);
+    const wd_role_t *r = &c->roles[0];
+    assert_string_equal(r->name, "clinician");
+    assert_int_equal(r->nmodels, 2);
+    assert_string_equal(r->models[0], "med-large");
+    assert_string_equal(r->models[1], "llama-*");
+    assert_int_equal(r->endpoints, WD_EP_CHAT | WD_EP_COMPLETIONS | WD_EP_MODELS);
+    assert_true(r->require_mfa);
+    assert_false(r->admin);
+    assert_int_equal(r->nips, 0);
+
+    r = &c->roles[1];
+    assert_string_equal(r->name, "front-desk");
+    assert_int_equal(r->nmodels, 1);
+    assert_string_equal(r->models[0], "scheduler");
+    assert_int_equal(r->endpoints, WD_EP_EMBEDDINGS | WD_EP_CHAT);
+    assert_false(r->require_mfa);
+    assert_false(r->admin);
+    assert_int_equal(r->nips, 4);
+    assert_int_equal(r->ips[0].family, AF_INET);
+    assert_int_equal(r->ips[0].prefix, 16);
+    assert_memory_equal(r->ips[0].addr, "\x0a\x14\x00\x00", 4);
+    assert_true(wd_cidr_match(&r->ips[0], "10.20.255.1"));
+    assert_false(wd_cidr_match(&r->ips[0], "10.21.0.1"));
+    assert_int_equal(r->ips[1].family, AF_INET6);
+    assert_int_equal(r->ips[1].prefix, 32);
+    assert_memory_equal(r->ips[1].addr, "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+    assert_true(wd_cidr_match(&r->ips[1], "2001:db8:1::5"));
+    assert_false(wd_cidr_match(&r->ips[1], "2001:db9::1"));
+    /* a bare address is a single host */
+    assert_int_equal(r->ips[2].family, AF_INET);
+    assert_int_equal(r->ips[2].prefix, 32);
+    assert_true(wd_cidr_match(&r->ips[2], "192.168.1.7"));
+    assert_false(wd_cidr_match(&r->ips[2], "192.168.1.8"));
+    assert_int_equal(r->ips[3].family, AF_INET6);
+    assert_int_equal(r->ips[3].prefix, 128);
+
+    r = &c->roles[2];
+    assert_string_equal(r->name, "ops");
+    assert_int_equal(r->nmodels, 0);
+    assert_int_equal(r->endpoints, 0);
+    assert_true(r->admin);
+    assert_true(r->require_mfa);
+    assert_int_equal(r->nips, 0);
+
+    r = &c->roles[3];
+    assert_string_equal(r->name, "everything");
+    assert_int_equal(r->nmodels, 1);
+    assert_string_equal(r->models[0], "*");
+    assert_int_equal(r->endpoints, WD_EP_ALL); /* a repeated endpoint is harmless */
+    assert_false(r->require_mfa);
+    assert_false(r->admin);
+    assert_int_equal(r->nips, 0);
+
+    assert_ptr_equal(wd_policy_role(c->roles, c->nroles, "ops"), &c->roles[2]);
+    assert_null(wd_policy_role(c->roles, c->nroles, "nobody"));
+    wd_config_unref(c); /* ASan: every role string, list and range is freed */
+}
+
+static void test_auth_defaults(void **state)
+{
+    (void)state;
+    /* no auth: section -> required, which needs state_dir */
+    wd_config_t *c = load_ok("listen: 127.0.0.1:8080\n" UPS MODELS "state_dir: /srv/warden\n");
+    assert_true(wd_config_auth_required(c));
+    assert_string_equal(c->auth.mode, "required");
+    assert_int_equal(c->auth.token_ttl_ms, 900000);
+    assert_int_equal(c->auth.token_max_ttl_ms, 86400000);
+    assert_int_equal(c->auth.max_failures, 5);
+    assert_int_equal(c->auth.lockout_ms, 30000);
+    assert_int_equal(c->auth.lockout_max_ms, 3600000);
+    assert_int_equal(c->auth.refresh_ms, 250);
+    assert_int_equal(c->nroles, 0);
+    assert_null(c->roles);
+    wd_config_unref(c);
+
+    /* mode: none keeps every other default and needs no state_dir */
+    c = load_ok(MINIMAL);
+    assert_false(wd_config_auth_required(c));
+    assert_string_equal(c->auth.mode, "none");
+    assert_int_equal(c->auth.token_ttl_ms, 900000);
+    assert_int_equal(c->auth.refresh_ms, 250);
+    assert_null(c->state_dir);
+    wd_config_unref(c);
+
+    /* explicit required, bounds inclusive at both ends */
+    c = load_ok("listen: 127.0.0.1:8080\n" UPS MODELS "state_dir: /srv/warden\n"
+                "auth: { mode: required, token_ttl_ms: 1s, token_max_ttl_ms: 720h, max_failures: 100,\n"
+                "        lockout_ms: 24h, lockout_max_ms: 168h, refresh_ms: 50ms }\n"
+                "roles: {}\n");
+    assert_true(wd_config_auth_required(c));
+    assert_int_equal(c->auth.token_ttl_ms, 1000);
+    assert_int_equal(c->auth.token_max_ttl_ms, 2592000000u);
+    assert_int_equal(c->auth.max_failures, 100);
+    assert_int_equal(c->auth.lockout_ms, 86400000);
+    assert_int_equal(c->auth.lockout_max_ms, 604800000);
+    assert_int_equal(c->auth.refresh_ms, 50);
+    assert_int_equal(c->nroles, 0);
+    wd_config_unref(c);
+}
+
+static void test_auth_errors(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    /* required by default: state_dir missing, reported at the top level */
+    assert_null(load("listen: 127.0.0.1:8080\n" UPS MODELS, err));
+    assert_true(strncmp(err, "t.yaml:1:1: ", 12) == 0);
+    assert_non_null(strstr(err, "state_dir"));
+    assert_non_null(strstr(err, "`warden init`"));
+    assert_non_null(strstr(err, "auth: { mode: none }"));
+    /* ... or at the auth section when there is one */
+    expect_err_at(HEAD MODELS "auth: { mode: required }\n", "{ mode: required",
+                  "state_dir must name the directory");
+    expect_err_at(HEAD MODELS "auth:\n  token_ttl_ms: 5m\n", "token_ttl_ms: 5m", "`warden init`");
+    /* state_dir: null is unset */
+    expect_err(HEAD MODELS "state_dir: ~\n", "1:1", "auth: { mode: none }");
+
+    expect_err_at(HEAD MODELS "auth: { mode: optional }\n", "optional",
+                  "auth.mode: expected one of required, none, got 'optional'");
+    expect_err_at(HEAD MODELS "auth: { mode: [none] }\n", "[none]",
+                  "auth.mode: expected one of required, none");
+    expect_err_at(MINIMAL "auth: { mode: required }\n", "auth: { mode: required",
+                  "duplicate key 'auth' in the top level (first at 6:1)");
+    expect_err_at(HEAD MODELS "auth: { mode: none, token_ttl_ms: 25h }\n", "25h",
+                  "auth.token_ttl_ms: 25h is out of range (1000..86400000 ms)");
+    expect_err_at(HEAD MODELS "auth: { mode: none, token_ttl_ms: 999 }\n", "999",
+                  "auth.token_ttl_ms: 999 is out of range (1000..86400000 ms)");
+    expect_err_at(HEAD MODELS "auth: { mode: none, token_ttl_ms: \"15m\" }\n", "\"15m\"",
+                  "auth.token_ttl_ms: expected a duration");
+    expect_err_at(HEAD MODELS "auth: { mode: none, token_max_ttl_ms: 721h }\n", "721h", "out of range");
+    expect_err_at(HEAD MODELS "auth: { mode: none, max_failures: 0 }\n", "0 }",
+                  "auth.max_failures: 0 is out of range");
+    expect_err_at(HEAD MODELS "auth: { mode: none, refresh_ms: 49ms }\n", "49ms",
+                  "auth.refresh_ms: 49ms is out of range");
+    expect_err_at(HEAD MODELS "auth: { mode: none, lockout_max_ms: 8d }\n", "8d",
+                  "auth.lockout_max_ms: expected a duration");
+    expect_err_at(
+        HEAD MODELS "auth: { mode: none, ttl: 5m }\n", "ttl: 5m",
+        "unknown key 'ttl' in auth; allowed keys: mode, token_ttl_ms, token_max_ttl_ms, max_failures, "
+        "lockout_ms, lockout_max_ms, refresh_ms");
+    /* a default lifetime beyond the maximum (written or defaulted) is a contradiction */
+    expect_err_at(HEAD MODELS "auth: { mode: none, token_ttl_ms: 2h, token_max_ttl_ms: 1h }\n", "2h",
+                  "auth.token_ttl_ms (7200000 ms) must not exceed auth.token_max_ttl_ms (3600000 ms)");
+    expect_err_at(HEAD MODELS "auth: { mode: none, token_max_ttl_ms: 10m }\n", "10m",
+                  "auth.token_ttl_ms (900000 ms) must not exceed auth.token_max_ttl_ms (600000 ms)");
+    expect_err_at(HEAD MODELS "auth: { mode: none, lockout_ms: 2h }\n", "2h",
+                  "auth.lockout_ms (7200000 ms) must not exceed auth.lockout_max_ms (3600000 ms)");
+    wd_config_t *c = load_ok(HEAD MODELS "auth: { mode: none, token_ttl_ms: 1h, token_max_ttl_ms: 1h }\n");
+    assert_int_equal(c->auth.token_ttl_ms, c->auth.token_max_ttl_ms);
+    wd_config_unref(c);
+}
+
+/* Every role error names the node at fault; a failure after earlier roles were built frees them
+ * (ASan's leak check runs at exit). */
+static void test_role_errors(void **state)
+{
+    (void)state;
+#define R MINIMAL "roles:\n"
+    expect_err_at(R "  r:\n    models: [m1]\n    endpoints: [chat]\n    modles: [m1]\n", "modles",
+                  "unknown key 'modles' in a role; allowed keys: models, endpoints, require_mfa, admin, ips");
+    expect_err_at(
+        R "  r: { models: [m1], endpoints: [chat, images] }\n", "images",
+        "roles.r.endpoints[1]: unknown endpoint 'images'; endpoints: chat, completions, embeddings, models");
+    expect_err_at(R "  r: { models: [m1], endpoints: [Chat] }\n", "Chat", "unknown endpoint 'Chat'");
+    expect_err_at(R "  r: { models: [m1], endpoints: chat }\n", "chat }",
+                  "roles.r.endpoints: expected a list of strings, got a scalar");
+    expect_err_at(R "  r: { models: [m1, m2], endpoints: [chat] }\n", "m2",
+                  "roles.r.models[1]: unknown model 'm2' (not in models:)");
+    expect_err_at(R "  r: { models: [M1], endpoints: [chat] }\n", "M1", "unknown model 'M1'");
+    expect_err_at(R "  r: { models: [\"*-large\"], endpoints: [chat] }\n", "\"*-large\"",
+                  "roles.r.models[0]: '*' may only end a model pattern (e.g. llama-*)");
+    expect_err_at(R "  r: { models: [\"l*a*\"], endpoints: [chat] }\n", "\"l*a*\"",
+                  "'*' may only end a model pattern");
+    expect_err_at(R "  r: { models: [\"\"], endpoints: [chat] }\n", "\"\"",
+                  "roles.r.models[0]: expected a non-empty string");
+    expect_err_at(R "  r: { admin: true, ips: [10.0.0.0/33] }\n", "10.0.0.0/33",
+                  "roles.r.ips[0]: prefix /33 is too long for IPv4");
+    expect_err_at(R "  r: { admin: true, ips: [10.0.0.0/8, 10.0.0.1/8] }\n", "10.0.0.1/8",
+                  "roles.r.ips[1]: '10.0.0.1/8' has host bits set");
+    expect_err_at(R "  r: { admin: true, ips: [\"2001:db8::1/32\"] }\n", "\"2001:db8::1/32\"",
+                  "has host bits set");
+    expect_err_at(R "  r: { admin: true, ips: [intranet] }\n", "intranet",
+                  "roles.r.ips[0]: 'intranet' is not an IP address");
+    expect_err_at(R "  r: { admin: true, ips: [10.0.0.0/] }\n", "10.0.0.0/", "invalid prefix length");
+    expect_err_at(R "  r: { admin: true, ips: 10.0.0.0/8 }\n", "10.0.0.0/8",
+                  "roles.r.ips: expected a list of address ranges, got a scalar");
+    /* a role must grant something, and models need endpoints */
+    expect_err_at(R "  r: { endpoints: [chat] }\n", "{ endpoints",
+                  "roles.r: a role must grant models or admin: true");
+    expect_err_at(R "  r: { models: [], endpoints: [chat] }\n", "{ models",
+                  "a role must grant models or admin: true");
+    expect_err_at(R "  r: { admin: false, require_mfa: true }\n", "{ admin",
+                  "a role must grant models or admin: true");
+    expect_err_at(R "  r:\n    require_mfa: true\n    ips: [10.0.0.0/8]\n", "require_mfa",
+                  "a role must grant models or admin: true");
+    expect_err_at(R "  r: { models: [m1] }\n", "{ models",
+                  "roles.r: endpoints is required when a role grants models");
+    expect_err_at(R "  r: { models: [m1], endpoints: [] }\n", "{ models", "endpoints is required");
+    expect_err_at(R "  r: {}\n", "{}", "a role must grant models or admin: true");
+    expect_err_at(R "  r: admin\n", "admin", "roles.r: expected a mapping, got a scalar");
+    /* names */
+    expect_err_at(R "  r: { admin: true }\n  s: { admin: true }\n  r: { models: [m1], endpoints: [chat] }\n",
+                  "r: { models", "roles: duplicate role 'r' (first at 8:3)");
+    expect_err_at(R "  \"a b\": { admin: true }\n", "\"a b\"", "names must not contain spaces");
+    expect_err_at(R "  ? [x]\n  : { admin: true }\n", "[x]", "expected a string, got a sequence");
+    expect_err_at(MINIMAL "roles: [ops]\n", "[ops]",
+                  "roles: expected a mapping of role names to roles, got a sequence");
+    /* booleans are true or false only */
+    expect_err_at(R "  r: { admin: true, require_mfa: yes }\n", "yes",
+                  "roles.r.require_mfa: expected true or false");
+    expect_err_at(R "  r: { admin: true, require_mfa: \"true\" }\n", "\"true\"", "expected true or false");
+    expect_err(R "  r: { admin: 1 }\n", "8:15", "roles.r.admin: expected true or false");
+    expect_err_at(R "  r: { admin: True }\n", "True", "roles.r.admin: expected true or false");
+    expect_err_at(R "  r: { admin: true, admin: true }\n", "admin: true }",
+                  "duplicate key 'admin' in a role");
+    /* failures after allocations: earlier roles, models, ranges */
+    expect_err_at(R "  a: { models: [m1, \"m*\"], endpoints: [chat], ips: [10.0.0.0/8, \"::/0\"] }\n"
+                    "  b: { models: [m1], endpoints: [chat], ips: [1.2.3.4/8] }\n",
+                  "1.2.3.4/8", "roles.b.ips[0]: '1.2.3.4/8' has host bits set");
+    expect_err_at(
+        R "  a: { models: [m1], endpoints: [chat] }\n  b: { models: [m1, nope], endpoints: [chat] }\n",
+        "nope", "unknown model 'nope'");
+    expect_err_at(R "  a: { models: [m1], endpoints: [chat, models, nope] }\n", "nope",
+                  "unknown endpoint 'nope'");
+#undef R
 }
 
 int main(void)
@@ -629,7 +926,9 @@ int main(void)
         cmocka_unit_test(test_models),           cmocka_unit_test(test_yaml_features_rejected),
         cmocka_unit_test(test_document_shape),   cmocka_unit_test(test_parse_units),
         cmocka_unit_test(test_load_file),        cmocka_unit_test(test_refcount),
-        cmocka_unit_test(test_reload_check),
+        cmocka_unit_test(test_reload_check),     cmocka_unit_test(test_roles_full),
+        cmocka_unit_test(test_auth_defaults),    cmocka_unit_test(test_auth_errors),
+        cmocka_unit_test(test_role_errors),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
