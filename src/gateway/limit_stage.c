@@ -136,7 +136,7 @@ static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
     }
     const wd_limit_scope_t *s = d->scope >= 0 && (size_t)d->scope < x->nlimit_scopes ? &x->limit_scopes[d->scope] : NULL;
     static const char *const kind[] = {"", "rpm", "tpm", "concurrent", "budget", ""};
-    char reason[256], rule[96];
+    char reason[WD_LIMIT_KEY_MAX + 160], rule[WD_LIMIT_KEY_MAX + 32];
     snprintf(rule, sizeof rule, "limit:%s:%s", s ? s->key : "?", kind[d->outcome]);
     switch (d->outcome) {
     case WD_LIMIT_REQUESTS:
