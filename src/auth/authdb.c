@@ -63,7 +63,8 @@ static int add_key(void *ud, const wd_key_rec_t *k)
     a->rotated = k->rotated_to[0] != 0;
     a->last_used = a->last_flushed = k->last_used_at;
     db->nkeys++;
-    if (strs_from_json(k->roles, &a->roles, &a->nroles) || strs_from_json(k->models, &a->models, &a->nmodels))
+    if (strs_from_json(k->roles, &a->roles, &a->nroles) || strs_from_json(k->models, &a->models, &a->nmodels) ||
+        wd_limits_from_json(k->limits, &a->limits))
         return lc->rc = WD_EINVAL;
     char **ips = NULL;
     size_t nips = 0;
@@ -77,6 +78,39 @@ static int add_key(void *ud, const wd_key_rec_t *k)
         if (!a->ips) return lc->rc = WD_ENOMEM;
     }
     return lc->rc;
+}
+
+int wd_limits_from_json(const char *text, wd_limits_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!text) return WD_OK;
+    json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return WD_EINVAL;
+    }
+    static const char *const names[] = {"rpm", "tpm", "concurrent", "tokens_per_day", "tokens_per_month"};
+    int rc = WD_OK;
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        size_t i = 0;
+        while (i < WD_ARRAY_LEN(names) && strcmp(names[i], k) != 0) i++;
+        if (i == WD_ARRAY_LEN(names) || !json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > 4000000000LL) {
+            rc = WD_EINVAL;
+            break;
+        }
+        uint64_t n = (uint64_t)json_integer_value(v);
+        if (i == 0) out->rpm = (uint32_t)WD_MIN(n, UINT32_MAX);
+        else if (i == 1) out->tpm = (uint32_t)WD_MIN(n, UINT32_MAX);
+        else if (i == 2) out->concurrent = (uint32_t)WD_MIN(n, UINT32_MAX);
+        else if (i == 3) out->tokens_per_day = n;
+        else out->tokens_per_month = n;
+    }
+    json_decref(o);
+    return rc;
 }
 
 static int add_user(void *ud, const wd_user_rec_t *u)

@@ -7,6 +7,7 @@
 #define WD_AUTHDB_H
 
 #include "auth/token.h"
+#include "limit/limit.h"
 #include "policy/policy.h"
 #include "store/store.h"
 
@@ -19,6 +20,7 @@ typedef struct {
     size_t nmodels;
     wd_cidr_t *ips; /* NULL: no narrowing */
     size_t nips;
+    wd_limits_t limits; /* narrows the roles' limits (0 fields: no narrowing) */
     int64_t expires_at, revoked_at, grace_until;
     bool rotated;
     int64_t last_used; /* written by workers (relaxed atomics), flushed to the store in batches */
@@ -61,6 +63,9 @@ int wd_authdb_check_key(const wd_authdb_t *db, const char *key, size_t len, int6
 /* Checks verified token claims against the snapshot: not revoked, and its user or key still alive. */
 int wd_authdb_check_claims(const wd_authdb_t *db, const wd_claims_t *c, int64_t now, const char **code, char *reason,
                            size_t rlen);
+
+/* Parses a key's limits JSON ({"rpm":N,...}); NULL text gives all zeros. */
+int wd_limits_from_json(const char *text, wd_limits_t *out);
 
 /* Writes last-used times that changed since the previous flush to the store (one transaction). */
 void wd_authdb_flush_last_used(wd_authdb_t *db, wd_store_t *s);

@@ -23,6 +23,7 @@ int wd_keyops_rotate(wd_store_t *s, const wd_key_rec_t *old, int64_t now, int64_
     nk->roles = old->roles;
     nk->models = old->models;
     nk->ips = old->ips;
+    nk->limits = old->limits;
     nk->created_at = now;
     nk->expires_at = old->expires_at;
     int rc = wd_store_key_rotate(s, old->id, nk, now + grace_s, err, errlen);

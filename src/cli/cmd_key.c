@@ -20,6 +20,8 @@ static void usage(FILE *f)
     fputs("usage: warden key COMMAND [--state-dir DIR | -c FILE] ...\n"
           "\n"
           "  create --name N --role R [--role R2 ...] [--ttl 30d] [--models a,b] [--ip CIDR ...] [--quiet]\n"
+          "         [--rpm N] [--tpm N] [--concurrent N] [--tokens-per-day N] [--tokens-per-month N]\n"
+          "                 limits narrow the roles' limits for this key (never widen them)\n"
           "                 creates a key and prints it ONCE on stdout (alone on its line; details on stderr,\n"
           "                 which --quiet omits): KEY=$(warden key create ... --quiet)\n"
           "  list [--json]  every key: id, name, roles, created, expires, last used, status\n"
@@ -80,6 +82,7 @@ static json_t *key_json(const wd_key_rec_t *k, int64_t now)
     json_object_set_new(o, "roles", json_or_null(k->roles));
     json_object_set_new(o, "models", json_or_null(k->models));
     json_object_set_new(o, "ips", json_or_null(k->ips));
+    json_object_set_new(o, "limits", json_or_null(k->limits));
     json_object_set_new(o, "created_at", iso_or_null(k->created_at));
     json_object_set_new(o, "expires_at", iso_or_null(k->expires_at));
     json_object_set_new(o, "last_used_at", iso_or_null(k->last_used_at));
@@ -128,6 +131,30 @@ static void show_new_key(const char *key, const wd_key_rec_t *k, bool quiet, con
     free(ips);
 }
 
+/* --rpm/--tpm/... -> {"rpm":N,...} (NULL when none given). Checked before anything is opened. */
+static int limits_opts(const wd_cli_t *c, wd_cli_opt_t *o, size_t no, char **out)
+{
+    static const char *const names[][2] = {{"rpm", "rpm"}, {"tpm", "tpm"}, {"concurrent", "concurrent"},
+                                            {"tokens-per-day", "tokens_per_day"},
+                                            {"tokens-per-month", "tokens_per_month"}};
+    json_t *obj = json_object();
+    for (size_t i = 0; i < WD_ARRAY_LEN(names); i++) {
+        const char *v = wd_cli_val(o, no, names[i][0]);
+        if (!v) continue;
+        char *end;
+        long long n = strtoll(v, &end, 10);
+        if (!*v || *end || *v == '-' || *v == '+' || n <= 0 || n > 4000000000LL) {
+            json_decref(obj);
+            return wd_cli_fail(c, WD_EXIT_USAGE, "invalid --%s '%s' (a whole number from 1 to 4000000000)",
+                               names[i][0], v);
+        }
+        json_object_set_new(obj, names[i][1], json_integer(n));
+    }
+    *out = json_object_size(obj) ? json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(obj);
+    return 0;
+}
+
 static int key_create(int argc, char **argv)
 {
     wd_cli_t c = {.prog = "warden key create"};
@@ -137,7 +164,12 @@ static int key_create(int argc, char **argv)
                         {.name = "ttl", .arg = true},
                         {.name = "models", .arg = true, .multi = true},
                         {.name = "ip", .arg = true, .multi = true},
-                        {.name = "quiet", .short_name = 'q'}};
+                        {.name = "quiet", .short_name = 'q'},
+                        {.name = "rpm", .arg = true},
+                        {.name = "tpm", .arg = true},
+                        {.name = "concurrent", .arg = true},
+                        {.name = "tokens-per-day", .arg = true},
+                        {.name = "tokens-per-month", .arg = true}};
     const size_t no = WD_ARRAY_LEN(o);
     const char *pos[1];
     size_t npos;
@@ -156,6 +188,8 @@ static int key_create(int argc, char **argv)
     if (!name) return wd_cli_fail(&c, WD_EXIT_USAGE, "--name is required");
     if (!roles->n) return wd_cli_fail(&c, WD_EXIT_USAGE, "at least one --role is required");
     if ((rc = check_name(&c, name))) return rc;
+    char *limits_json = NULL;
+    if ((rc = limits_opts(&c, o, no, &limits_json))) return rc;
     int64_t ttl_s = 0;
     if (ttl && wd_parse_ttl(ttl, &ttl_s) != WD_OK)
         return wd_cli_fail(&c, WD_EXIT_USAGE, "invalid --ttl '%s' (a positive number with s, m, h or d, up to 3650d)",
@@ -204,6 +238,7 @@ static int key_create(int argc, char **argv)
     k.roles = roles_json;
     k.models = models_json;
     k.ips = ips_json;
+    k.limits = limits_json;
     k.created_at = wd_cli_now();
     k.expires_at = ttl_s ? k.created_at + ttl_s : 0;
     char err[512];
@@ -216,6 +251,7 @@ static int key_create(int argc, char **argv)
     show_new_key(key, &k, wd_cli_flag(o, no, "quiet"), "created");
 out:
     sodium_memzero(key, sizeof key);
+    free(limits_json);
     free(models_store);
     free(roles_json);
     free(models_json);
@@ -352,6 +388,7 @@ static int key_show(int argc, char **argv)
                    k.models ? models : "(all its roles grant)", k.ips ? ips : "(any)",
                    wd_cli_time(k.created_at, "-", t1), wd_cli_time(k.expires_at, "never", t2),
                    wd_cli_time(k.last_used_at, "never", t3));
+            printf("limits:      %s\n", k.limits ? k.limits : "(its roles' limits)");
             if (k.revoked_at) printf("revoked:     %s\n", wd_cli_time(k.revoked_at, "-", t4));
             if (k.rotated_to[0])
                 printf("rotated to:  %s (old key valid until %s)\n", k.rotated_to,

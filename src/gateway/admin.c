@@ -130,9 +130,9 @@ static json_t *time_or_null(int64_t t)
 
 static int key_to_json(void *ud, const wd_key_rec_t *k)
 {
-    json_array_append_new(ud, json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "id", k->id, "name", k->name,
+    json_array_append_new(ud, json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "id", k->id, "name", k->name,
                                         "roles", json_text(k->roles), "models", json_text(k->models), "ips",
-                                        json_text(k->ips), "created_at", time_or_null(k->created_at), "expires_at",
+                                        json_text(k->ips), "limits", json_text(k->limits), "created_at", time_or_null(k->created_at), "expires_at",
                                         time_or_null(k->expires_at), "revoked_at", time_or_null(k->revoked_at),
                                         "grace_until", time_or_null(k->rotated_to[0] ? k->grace_until : 0),
                                         "last_used_at", time_or_null(k->last_used_at)));
@@ -177,6 +177,13 @@ static void keys_create(wd_conn_t *c, json_t *body, wd_admin_ctx_t *ctx, const c
     int64_t ttl_s = 0;
     if (!field && ttl && (!json_is_string(ttl) || wd_parse_ttl(json_string_value(ttl), &ttl_s)))
         field = "ttl", why = "must be a duration like 30d, 12h or 15m";
+    json_t *lim = json_object_get(body, "limits");
+    wd_limits_t parsed;
+    if (!field && lim) {
+        k.limits = json_dumps(lim, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!json_is_object(lim) || !k.limits || wd_limits_from_json(k.limits, &parsed) != WD_OK)
+            field = "limits", why = "must be an object of rpm, tpm, concurrent, tokens_per_day, tokens_per_month";
+    }
     if (!field) {
         json_t *roles = json_loads(k.roles, 0, NULL), *v;
         size_t i;

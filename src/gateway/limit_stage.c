@@ -27,6 +27,17 @@ static void widen(wd_limits_t *acc, const wd_limits_t *r, bool first)
 #undef W
 }
 
+static void narrow(wd_limits_t *acc, const wd_limits_t *k)
+{
+#define N(f) acc->f = k->f == 0 ? acc->f : acc->f == 0 ? k->f : WD_MIN(acc->f, k->f)
+    N(rpm);
+    N(tpm);
+    N(concurrent);
+    N(tokens_per_day);
+    N(tokens_per_month);
+#undef N
+}
+
 static bool any_limit(const wd_limits_t *l)
 {
     return l->rpm || l->tpm || l->concurrent || l->tokens_per_day || l->tokens_per_month;
@@ -59,8 +70,14 @@ static void build_scopes(wd_exchange_t *x)
             widen(&mine, &r->limits, first);
             first = false;
         }
-        /* tokens minted from a key share that key's limits: same scope name */
-        if (!unlimited_role) add_scope(x, "", x->ev.principal, &mine);
+        if (unlimited_role) memset(&mine, 0, sizeof mine);
+        /* a key narrows its roles' limits (never widens them); tokens minted from a key share that
+         * key's limits and scope name */
+        const wd_authkey_t *k = x->key;
+        if (!k && strncmp(x->ev.principal, "key:", 4) == 0)
+            k = wd_authdb_key(x->authdb, x->ev.principal + 4, strlen(x->ev.principal + 4));
+        if (k) narrow(&mine, &k->limits);
+        add_scope(x, "", x->ev.principal, &mine);
     }
     add_scope(x, "ip:", x->ev.client_ip, &cfg->rate.per_ip);
 }

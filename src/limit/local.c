@@ -68,21 +68,49 @@ static uint64_t mum(uint64_t a, uint64_t b)
     return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
+static uint64_t r8(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static uint64_t r4(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* wyhash's structure: short keys (most scope keys) cost two multiplications and no loop; reads
+ * overlap instead of copying a variable-length tail. */
 static uint64_t hash_key(const wd_limiter_t *l, const char *p, size_t len)
 {
-    uint64_t h = l->seed[0] ^ (len * UINT64_C(0x9e3779b97f4a7c15));
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        h = mum(w ^ l->seed[1], h ^ UINT64_C(0xe7037ed1a0b428db));
+    uint64_t a, b, h = l->seed[0];
+    if (len <= 16) {
+        if (len >= 4) {
+            size_t o = (len >> 3) << 2;
+            a = r4(p) << 32 | r4(p + o);
+            b = r4(p + len - 4) << 32 | r4(p + len - 4 - o);
+        } else if (len > 0) {
+            a = (uint64_t)(unsigned char)p[0] << 16 | (uint64_t)(unsigned char)p[len >> 1] << 8 |
+                (unsigned char)p[len - 1];
+            b = 0;
+        } else {
+            a = b = 0;
+        }
+    } else {
+        size_t i = len;
+        const char *q = p;
+        while (i > 16) {
+            h = mum(r8(q) ^ l->seed[1], r8(q + 8) ^ h);
+            q += 16;
+            i -= 16;
+        }
+        a = r8(q + i - 16);
+        b = r8(q + i - 8);
     }
-    if (i < len) {
-        uint64_t w = 0;
-        memcpy(&w, p + i, len - i);
-        h = mum(w ^ l->seed[1], h ^ UINT64_C(0x8ebc6af09c88c6e3));
-    }
-    h = mum(h ^ l->seed[2], UINT64_C(0x589965cc75374cc3));
+    h = mum(l->seed[1] ^ len, mum(a ^ l->seed[1], b ^ h ^ l->seed[2]));
     return h ? h : 1;
 }
 

@@ -25,6 +25,8 @@ static const char *const migrations[] = {
     "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE, hash BLOB NOT NULL,"
     "  used_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user_id, hash)) STRICT;"
     "CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT;",
+    /* 2: per-key rate limits that narrow the roles' limits (JSON object, NULL = none) */
+    "ALTER TABLE api_keys ADD COLUMN limits TEXT;",
 };
 
 static int sqlerr(wd_store_t *s, char *err, size_t errlen, const char *what)
@@ -327,15 +329,16 @@ void wd_key_rec_free(wd_key_rec_t *k)
     free(k->roles);
     free(k->models);
     free(k->ips);
-    k->roles = k->models = k->ips = NULL;
+    free(k->limits);
+    k->roles = k->models = k->ips = k->limits = NULL;
 }
 
 int wd_store_key_insert(wd_store_t *s, const wd_key_rec_t *k, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO api_keys (id, name, hash, roles, models, ips, created_at, expires_at) "
-                           "VALUES (?,?,?,?,?,?,?,?)",
+                           "INSERT INTO api_keys (id, name, hash, roles, models, ips, created_at, expires_at, limits) "
+                           "VALUES (?,?,?,?,?,?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK)
         return sqlerr(s, err, errlen, "adding key");
     sqlite3_bind_text(st, 1, k->id, -1, SQLITE_TRANSIENT);
@@ -346,10 +349,13 @@ int wd_store_key_insert(wd_store_t *s, const wd_key_rec_t *k, char *err, size_t 
     bind_text(st, 6, k->ips);
     sqlite3_bind_int64(st, 7, k->created_at);
     sqlite3_bind_int64(st, 8, k->expires_at);
+    bind_text(st, 9, k->limits);
     return step_done(s, st, false, err, errlen, "adding key");
 }
 
-#define KEY_COLS "id, name, hash, roles, models, ips, created_at, expires_at, revoked_at, grace_until, rotated_to, last_used_at"
+#define KEY_COLS                                                                                                   \
+    "id, name, hash, roles, models, ips, created_at, expires_at, revoked_at, grace_until, rotated_to, last_used_at, " \
+    "limits"
 
 static void key_from_row(sqlite3_stmt *st, wd_key_rec_t *k)
 {
@@ -366,6 +372,7 @@ static void key_from_row(sqlite3_stmt *st, wd_key_rec_t *k)
     k->grace_until = sqlite3_column_int64(st, 9);
     col_copy(st, 10, k->rotated_to, sizeof k->rotated_to);
     k->last_used_at = sqlite3_column_int64(st, 11);
+    k->limits = col_dup(st, 12);
 }
 
 int wd_store_key_get(wd_store_t *s, const char *id, wd_key_rec_t *out)

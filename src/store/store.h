@@ -50,6 +50,7 @@ typedef struct {
     char *roles;      /* JSON array text */
     char *models;     /* JSON array text or NULL (no narrowing) */
     char *ips;        /* JSON array text or NULL */
+    char *limits;     /* JSON object {"rpm","tpm","concurrent","tokens_per_day","tokens_per_month"} or NULL */
     int64_t created_at, expires_at, revoked_at, grace_until, last_used_at; /* unix seconds, 0 = none */
     char rotated_to[16];
 } wd_key_rec_t;

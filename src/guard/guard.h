@@ -1,0 +1,97 @@
+/* guard: finding personal data, secrets and unsafe content in text, and acting on it.
+ *
+ * Rules are data (rules/*.yaml, see docs/rules.md): each has an id ("pii.email"), an entity type
+ * ("EMAIL"), a data class ("pii", "phi", "financial", "secrets", or a content category such as
+ * "self_harm"), a Vectorscan pattern, an optional validator (Luhn, mod-97, ...), optional context
+ * words and a score. All rules compile into one Vectorscan database per mode (block for prompts and
+ * whole answers, stream for SSE) once per load; scanning never compiles. Matches are found without
+ * start-of-match tracking (fast) and each span's start is confirmed with a bounded PCRE2 match only
+ * where something matched; validators and context then remove false positives.
+ *
+ * Knows nothing about HTTP or JSON: the gateway and `warden scan` feed it text. */
+#ifndef WD_GUARD_H
+#define WD_GUARD_H
+
+#include "core/core.h"
+
+/* ---- rules ------------------------------------------------------------------------------------------ */
+
+typedef enum {
+    WD_ACT_ALLOW = 0,
+    WD_ACT_FLAG,   /* record only */
+    WD_ACT_MASK,   /* keep the last 4 characters: ************1234 */
+    WD_ACT_REDACT, /* [EMAIL] */
+    WD_ACT_HASH,   /* [EMAIL:3f9a0c1d] keyed hash, stable per deployment */
+    WD_ACT_PSEUDO, /* <EMAIL_1>, restored in the answer */
+    WD_ACT_BLOCK,  /* refuse the request / end the answer */
+} wd_action_t;
+
+const char *wd_action_name(wd_action_t a);
+int wd_action_parse(const char *s, size_t len, wd_action_t *out);
+
+typedef struct {
+    char *id;          /* unique, e.g. "pii.email" */
+    char *type;        /* entity type, e.g. "EMAIL" (also the placeholder name) */
+    char *cls;         /* data class / category, e.g. "pii" */
+    char *pattern;     /* Vectorscan/PCRE2 syntax */
+    bool caseless;
+    int validator;     /* index from wd_validator_find, or -1 */
+    char **context;    /* lower-case words that, within context_window bytes before the match, add context_boost */
+    size_t ncontext;
+    bool context_required; /* without a context word the finding is dropped */
+    float score;       /* base confidence 0..1 */
+    uint32_t max_len;  /* longest span the rule can match (bounds confirmation); default 256 */
+    char *severity;    /* content categories: low|medium|high (may be NULL) */
+    char *file;        /* where it was defined, for messages */
+    unsigned line;
+} wd_rule_t;
+
+/* A compiled, immutable rule set (reference-counted like config snapshots). */
+typedef struct wd_guard_db wd_guard_db_t;
+
+/* Loads every *.yaml file in dir (sorted by name) and compiles them. Errors name file:line:col. */
+wd_guard_db_t *wd_guard_db_load(const char *dir, char *err, size_t errlen);
+/* Same, from one YAML buffer (tests). */
+wd_guard_db_t *wd_guard_db_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen);
+wd_guard_db_t *wd_guard_db_ref(wd_guard_db_t *db);
+void wd_guard_db_unref(wd_guard_db_t *db);
+size_t wd_guard_db_nrules(const wd_guard_db_t *db);
+const wd_rule_t *wd_guard_db_rule(const wd_guard_db_t *db, size_t i);
+
+/* ---- scanning -------------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t start, end; /* byte span in the scanned text */
+    uint16_t rule;       /* index into the db's rules */
+    float score;
+} wd_finding_t;
+
+typedef struct {
+    wd_finding_t *v;
+    size_t n, cap;
+    size_t limit; /* at most this many findings are kept (0 = 4096) */
+} wd_findings_t;
+
+void wd_findings_init(wd_findings_t *f);
+void wd_findings_free(wd_findings_t *f);
+
+/* Per-thread scratch (Vectorscan scratch, PCRE2 match data). Allocate one per worker per db. */
+typedef struct wd_guard_scratch wd_guard_scratch_t;
+wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db);
+void wd_guard_scratch_free(wd_guard_scratch_t *s);
+
+/* Finds every validated finding in text (block mode), sorted by start, overlaps resolved (the
+ * higher score wins; on a tie the longer span). min_score drops weaker findings.
+ * Returns WD_OK or an error (WD_E2BIG when the findings limit was reached: the text is refused). */
+int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
+                  wd_findings_t *out);
+
+/* ---- validators (src/guard/validators.c) ---------------------------------------------------------- */
+
+/* A validator inspects a candidate span and returns false to drop it; it may adjust *score. */
+typedef bool (*wd_validator_fn)(const char *p, size_t len, float *score);
+int wd_validator_find(const char *name); /* -1 if unknown */
+wd_validator_fn wd_validator_get(int index);
+const char *wd_validator_name(int index);
+
+#endif
