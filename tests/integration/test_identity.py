@@ -561,7 +561,7 @@ def test_user_tokens_die_when_user_disabled_by_cli(env):
 
 # ---- admin API --------------------------------------------------------------------------------------------
 
-KEY_FIELDS = {"id", "name", "roles", "models", "ips", "created_at", "expires_at", "revoked_at", "grace_until",
+KEY_FIELDS = {"id", "name", "roles", "models", "ips", "limits", "created_at", "expires_at", "revoked_at", "grace_until",
               "last_used_at"}
 
 
