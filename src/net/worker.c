@@ -114,7 +114,8 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 void wd_worker_stop(wd_worker_t *w)
 {
-    /* connections and upstream requests free themselves from their close callbacks */
+    /* listeners, connections and upstream requests free themselves from their close callbacks */
+    wd_worker_drain(w);
     while (w->conns) wd_conn_abort(w->conns);
     while (w->upreqs) wd_upreq_cancel(w->upreqs);
     wd_upstream_pools_free(w);

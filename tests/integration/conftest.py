@@ -164,9 +164,10 @@ def gateway(tmp_path):
         return g
 
     yield start
-    for p in procs:
+    for p in procs:  # stop every process before judging any of them
         p.stop()
-        if "AddressSanitizer" in p.stderr() or "runtime error:" in p.stderr():
+    for p in procs:
+        if "AddressSanitizer" in p.stderr() or "LeakSanitizer" in p.stderr() or "runtime error:" in p.stderr():
             pytest.fail("sanitizer report in warden's stderr:\n" + p.stderr()[-4000:])
 
 
