@@ -193,9 +193,9 @@ wd_authdb_t *wd_authdb_load(wd_store_t *s, char *err, size_t errlen)
         authdb_free(db);
         return NULL;
     }
-    qsort(db->keys, db->nkeys, sizeof *db->keys, cmp_key);
-    qsort(db->users, db->nusers, sizeof *db->users, cmp_user);
-    qsort(db->revoked, db->nrevoked, sizeof *db->revoked, cmp_str);
+    if (db->nkeys) qsort(db->keys, db->nkeys, sizeof *db->keys, cmp_key);
+    if (db->nusers) qsort(db->users, db->nusers, sizeof *db->users, cmp_user);
+    if (db->nrevoked) qsort(db->revoked, db->nrevoked, sizeof *db->revoked, cmp_str);
     return db;
 }
 
@@ -230,12 +230,12 @@ const wd_authuser_t *wd_authdb_user(const wd_authdb_t *db, const char *name)
 {
     wd_authuser_t key;
     snprintf(key.name, sizeof key.name, "%s", name);
-    return bsearch(&key, db->users, db->nusers, sizeof *db->users, cmp_user);
+    return db->nusers ? bsearch(&key, db->users, db->nusers, sizeof *db->users, cmp_user) : NULL;
 }
 
 bool wd_authdb_revoked(const wd_authdb_t *db, const char *jti)
 {
-    return bsearch(&jti, db->revoked, db->nrevoked, sizeof *db->revoked, cmp_str) != NULL;
+    return db->nrevoked && bsearch(&jti, db->revoked, db->nrevoked, sizeof *db->revoked, cmp_str) != NULL;
 }
 
 static int fail(const char **code, const char *c, char *reason, size_t rlen, const char *fmt, const char *arg)

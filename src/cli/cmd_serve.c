@@ -59,6 +59,9 @@ static void reload(serve_t *s)
     else if (wd_config_auth_required(nc) != wd_config_auth_required(s->admin.cfg) ||
              (nc->state_dir && s->admin.cfg->state_dir && strcmp(nc->state_dir, s->admin.cfg->state_dir) != 0))
         why = "auth.mode and state_dir cannot change on reload (restart instead)";
+    else if (strcmp(nc->rate.backend, s->admin.cfg->rate.backend) != 0 ||
+             strcmp(nc->rate.key_prefix, s->admin.cfg->rate.key_prefix) != 0)
+        why = "rate_limits.backend and key_prefix cannot change on reload (restart instead)";
     if (why) {
         s->ctx.reload_failures++;
         wd_log(WD_LOG_ERROR, "reload refused, still serving the previous configuration: %s", why);
@@ -264,6 +267,16 @@ static int serve(serve_t *s)
             goto fail;
         }
         if (s->authdb) wd_gateway_set_authdb(w, s->authdb);
+        if (strcmp(cfg->rate.backend, "local") != 0) {
+            wd_gw_worker_t *g = w->app;
+            char rerr[256];
+            if (!(g->redis = wd_limit_redis_new(&w->loop, cfg->rate.backend, cfg->rate.redis_timeout_ms,
+                                                cfg->rate.key_prefix, rerr, sizeof rerr))) {
+                snprintf(err, sizeof err, "rate_limits.backend: %s", rerr);
+                ninit++;
+                goto fail;
+            }
+        }
     }
     s->ctx.workers = s->wptrs;
     s->ctx.nworkers = s->nworkers;

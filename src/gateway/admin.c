@@ -56,6 +56,17 @@ static void admin_request(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body)
         static const char *const outcomes[] = {"allowed", "rate_limit_exceeded", "tokens_exceeded",
                                                "concurrency_exceeded", "budget_exceeded", "unavailable"};
         for (size_t i = 0; i < 6; i++) info.limit_outcome_names[i] = outcomes[i];
+        for (size_t i = 0; i < n; i++) {
+            const wd_gw_worker_t *g = ctx->workers[i]->app;
+            if (!g->redis) continue;
+            const wd_limit_redis_stats_t *rs = wd_limit_redis_stats(g->redis);
+            info.redis_decisions += __atomic_load_n(&rs->decisions, __ATOMIC_RELAXED);
+            info.redis_errors += __atomic_load_n(&rs->errors, __ATOMIC_RELAXED);
+            info.redis_timeouts += __atomic_load_n(&rs->timeouts, __ATOMIC_RELAXED);
+            info.redis_reconnects += __atomic_load_n(&rs->reconnects, __ATOMIC_RELAXED);
+            info.redis_latency_ns_sum += __atomic_load_n(&rs->latency_ns_sum, __ATOMIC_RELAXED);
+            info.redis_latency_count += __atomic_load_n(&rs->latency_count, __ATOMIC_RELAXED);
+        }
         wd_buf_t out;
         wd_buf_init(&out, 0);
         if (wd_metrics_render(ms, n, &info, &out) == WD_OK)

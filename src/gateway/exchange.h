@@ -68,6 +68,9 @@ struct wd_exchange {
     wd_claims_t claims;        /* when a token was presented */
     const char *role_ptrs[32];
 
+    /* privacy guard (guard stage) */
+    void *guard;
+
     /* rate limits (limit stage) */
     wd_limit_scope_t limit_scopes[WD_LIMIT_MAX_SCOPES];
     size_t nlimit_scopes;
@@ -80,6 +83,7 @@ struct wd_exchange {
     wd_json_doc_t doc;
     wd_json_tok_t *toks;
     wd_json_tok_t toks_inline[128];
+    size_t toks_cap;
     const wd_model_cfg_t *model; /* NULL until found (or when the name is unknown) */
     char model_name[128];        /* as the client asked, decoded */
     size_t model_name_len;

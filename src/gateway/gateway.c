@@ -75,7 +75,6 @@ static void build_head(wd_exchange_t *x, int status, const char *content_type, i
     x->head_sent = true;
     x->resp_status = status;
     wd_buf_t *o = &x->out;
-    wd_buf_reset(o);
     wd_buf_printf(o, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status, wd_http_status_text(status), content_type);
     if (len >= 0) wd_buf_printf(o, "Content-Length: %lld\r\n", (long long)len);
     else wd_buf_append_str(o, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n");
@@ -90,8 +89,16 @@ static void build_head(wd_exchange_t *x, int status, const char *content_type, i
 void wd_gw_send_head(wd_exchange_t *x, int status, const char *content_type, int64_t len)
 {
     if (!x->conn || x->head_sent) return;
+    wd_buf_reset(&x->out);
     build_head(x, status, content_type, len);
     wd_conn_write(x->conn, x->out.data, x->out.len);
+}
+
+void wd_gw_begin_stream(wd_exchange_t *x)
+{
+    if (!x->conn || x->head_sent) return;
+    wd_buf_reset(&x->out);
+    build_head(x, 200, "text/event-stream", -1);
 }
 
 bool wd_gw_send(wd_exchange_t *x, const char *p, size_t len)
@@ -103,9 +110,15 @@ bool wd_gw_send(wd_exchange_t *x, const char *p, size_t len)
 
 void wd_gw_respond(wd_exchange_t *x, int status, const char *json, size_t len)
 {
+    wd_gw_respond_type(x, status, "application/json", json, len);
+}
+
+void wd_gw_respond_type(wd_exchange_t *x, int status, const char *content_type, const char *json, size_t len)
+{
     if (!x->conn || x->head_sent) return;
     /* head and body leave in one write: one syscall, one segment for small answers */
-    build_head(x, status, "application/json", (int64_t)len);
+    wd_buf_reset(&x->out);
+    build_head(x, status, content_type, (int64_t)len);
     /* a HEAD answer carries the Content-Length a GET would have, but never the body (RFC 9110 §9.3.2) */
     if (!x->req || x->req->method != WD_HTTP_HEAD) wd_buf_append(&x->out, json, len);
     wd_conn_write(x->conn, x->out.data, x->out.len);
@@ -392,13 +405,19 @@ int wd_gateway_worker_init(wd_worker_t *w)
 void wd_gateway_worker_stop(wd_worker_t *w)
 {
     wd_gw_worker_t *g = gw(w);
-    if (g) wd_event_flush(&g->events);
+    if (!g) return;
+    if (g->redis) { /* answers pending decisions with "unavailable" */
+        wd_limit_redis_free(g->redis);
+        g->redis = NULL;
+    }
+    wd_event_flush(&g->events);
 }
 
 void wd_gateway_worker_free(wd_worker_t *w)
 {
     wd_gw_worker_t *g = gw(w);
     if (!g) return;
+    if (g->redis) wd_limit_redis_free(g->redis);
     wd_event_writer_free(&g->events);
     for (size_t i = 0; i < WD_TOKEN_CACHE; i++)
         if (g->tokens[i].used) wd_claims_free(&g->tokens[i].claims);

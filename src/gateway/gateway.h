@@ -8,6 +8,7 @@
 #include "gateway/exchange.h"
 #include "monitor/metrics.h"
 #include "limit/limit.h"
+#include "limit/limit_redis.h"
 #include "net/net.h"
 
 #define WD_TOKEN_CACHE 1024
@@ -26,6 +27,7 @@ typedef struct {
     uv_timer_t flush;
     wd_authdb_t *authdb;   /* current identity snapshot (owned reference), NULL when auth is off */
     wd_token_slot_t tokens[WD_TOKEN_CACHE];
+    wd_limit_redis_t *redis; /* rate_limits.backend redis: this worker's own connection */
 } wd_gw_worker_t;
 
 extern const wd_stage_t wd_stage_authenticate;
@@ -74,10 +76,14 @@ typedef struct {
 /* Writes the response head: status, content type, Content-Length (or chunked when len < 0), the
  * request id, stage headers, and Connection: close when the connection will not be reused. */
 void wd_gw_send_head(wd_exchange_t *x, int status, const char *content_type, int64_t len);
+/* Starts a streamed (chunked, text/event-stream) answer: the head goes into x->out and leaves with the
+ * first events, so a short stream is one write. */
+void wd_gw_begin_stream(wd_exchange_t *x);
 /* Writes bytes to the client; returns true if the output buffer is over its limit (pause producers). */
 bool wd_gw_send(wd_exchange_t *x, const char *p, size_t len);
-/* Sends a complete JSON response. */
+/* Sends a complete response (head and body in one write). */
 void wd_gw_respond(wd_exchange_t *x, int status, const char *json, size_t len);
+void wd_gw_respond_type(wd_exchange_t *x, int status, const char *content_type, const char *body, size_t len);
 /* Sends the recorded rejection (wd_exchange_reject) and completes the exchange; for stages that
  * decide asynchronously, after a WD_PAUSE. */
 void wd_gw_reject_now(wd_exchange_t *x);

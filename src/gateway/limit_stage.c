@@ -173,6 +173,13 @@ static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
         snprintf(reason, sizeof reason, "Token budget exhausted for %s", s ? s->key : "?");
     }
     wd_exchange_reject(x, 429, wd_limit_code(d->outcome), reason, rule);
+    if (d->retry_after_ms < 0) {
+        /* this request can never pass (it asks for more than the whole limit): retrying is pointless,
+         * so no Retry-After; the reason says why */
+        size_t l = strlen(x->ev.reason);
+        snprintf(x->ev.reason + l, sizeof x->ev.reason - l, " (this request exceeds the limit itself)");
+        return WD_REJECT;
+    }
     int64_t ms = WD_MIN(WD_MAX(d->retry_after_ms, 1), (int64_t)86400000 * 366); /* at most a year */
     snprintf(x->retry_after, sizeof x->retry_after, "%lld", (long long)((ms + 999) / 1000));
     char v[24];
@@ -181,11 +188,36 @@ static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
     return WD_REJECT;
 }
 
+static void on_redis_decision(void *ud, const wd_limit_decision_t *d)
+{
+    wd_exchange_t *x = ud;
+    x->work_pending = false;
+    if (x->aborted) { /* the client left while Redis decided */
+        if (d->outcome == WD_LIMIT_OK) x->limit_admitted = true; /* on_done releases the reservation */
+        wd_gw_complete(x);
+        return;
+    }
+    if (apply(x, d) == WD_CONTINUE) wd_exchange_resume(x);
+    else wd_gw_reject_now(x);
+}
+
 static wd_stage_rc_t limit_on_request(wd_exchange_t *x)
 {
     build_scopes(x);
     if (!x->nlimit_scopes) return WD_CONTINUE;
     x->limit_reserved = estimate_tokens(x);
+    wd_gw_worker_t *g = gw(x->w);
+    if (g->redis) {
+        /* one atomic script in Redis decides for every scope; the loop goes on meanwhile */
+        x->limit_redis = true;
+        x->work_pending = true;
+        if (wd_limit_redis_admit(g->redis, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, on_redis_decision,
+                                 x) == WD_OK)
+            return WD_PAUSE;
+        x->work_pending = false;
+        wd_limit_decision_t u = {.outcome = WD_LIMIT_UNAVAILABLE, .scope = -1, .limit_requests = -1, .limit_tokens = -1};
+        return apply(x, &u);
+    }
     wd_limit_decision_t d;
     wd_limiter_admit(g_limiter, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, now_ns(), &d);
     return apply(x, &d);
@@ -206,7 +238,12 @@ static void limit_on_done(wd_exchange_t *x)
         actual = e->prompt_tokens + e->completion_tokens;
     }
     if (!x->t_up_start) actual = 0; /* never reached the model: nothing was used */
-    wd_limiter_finish(g_limiter, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, actual, now_ns());
+    if (x->limit_redis) {
+        wd_gw_worker_t *g = gw(x->w);
+        if (g->redis) wd_limit_redis_finish(g->redis, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, actual);
+    } else {
+        wd_limiter_finish(g_limiter, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, actual, now_ns());
+    }
 }
 
 const wd_stage_t wd_stage_limit = {"limit", limit_on_request, NULL, NULL, limit_on_done};

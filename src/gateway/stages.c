@@ -31,10 +31,12 @@ static wd_stage_rc_t parse_body(wd_exchange_t *x)
         wd_exchange_reject(x, 400, "invalid_json", "The request body is empty; expected a JSON object", NULL);
         return WD_REJECT;
     }
-    int rc = wd_json_parse(&x->doc, b->data, b->len, x->toks, WD_ARRAY_LEN(x->toks_inline), 0, err, sizeof err);
+    x->toks_cap = WD_ARRAY_LEN(x->toks_inline);
+    int rc = wd_json_parse(&x->doc, b->data, b->len, x->toks, x->toks_cap, 0, err, sizeof err);
     if (rc == WD_E2BIG && b->len < UINT32_MAX) {
         size_t cap = b->len / 2 + 2;
         x->toks = malloc(cap * sizeof *x->toks);
+        x->toks_cap = cap;
         if (!x->toks) {
             x->toks = x->toks_inline;
             wd_exchange_reject(x, 500, "internal_error", "out of memory", NULL);
@@ -204,10 +206,11 @@ static void stream_fail(wd_exchange_t *x, const char *code, const char *message)
     wd_buf_append_str(&ev, "data: ");
     wd_buf_append(&ev, body.data, body.len);
     wd_buf_append_str(&ev, "\n\n");
-    wd_buf_reset(&x->out);
+    /* after whatever is still pending (head, events): one write */
     wd_http_chunk_encode(&x->out, ev.data, ev.len);
     wd_http_chunk_encode(&x->out, NULL, 0);
     wd_gw_send(x, x->out.data, x->out.len);
+    wd_buf_reset(&x->out);
     wd_buf_free(&ev);
     wd_buf_free(&body);
     if (!x->ev.code[0]) {
@@ -217,31 +220,36 @@ static void stream_fail(wd_exchange_t *x, const char *code, const char *message)
     if (strcmp(x->ev.decision, "block") != 0) x->ev.decision = "error";
 }
 
-/* Token counts from a JSON `usage` object, when the upstream reports them. */
-static void take_usage(wd_exchange_t *x, const char *p, size_t len)
-{
-    wd_json_tok_t toks[256];
-    wd_json_doc_t d;
-    if (wd_json_parse(&d, p, len, toks, WD_ARRAY_LEN(toks), 0, NULL, 0) != WD_OK) return;
-    if (toks[0].type != WD_JSON_OBJECT) return;
-    int u = wd_json_obj_get(&d, 0, "usage");
-    if (u < 0 || toks[u].type != WD_JSON_OBJECT) return;
-    int64_t v;
-    int pt = wd_json_obj_get(&d, u, "prompt_tokens"), ct = wd_json_obj_get(&d, u, "completion_tokens");
-    if (pt >= 0 && wd_json_int(&d, pt, &v) == WD_OK) x->ev.prompt_tokens = v;
-    if (ct >= 0 && wd_json_int(&d, ct, &v) == WD_OK) x->ev.completion_tokens = v;
-    x->ev.usage_reported = true;
-}
-
-/* True for the usage-only chunk ("choices": []) that include_usage adds at the end of a stream. */
-static bool is_usage_chunk(const char *p, size_t len)
+/* Token counts from a JSON `usage` object, when the upstream reports them. Returns true when the
+ * object is the usage-only chunk ("choices": []) that include_usage adds at the end of a stream. */
+static bool take_usage(wd_exchange_t *x, const char *p, size_t len)
 {
     wd_json_tok_t toks[256];
     wd_json_doc_t d;
     if (wd_json_parse(&d, p, len, toks, WD_ARRAY_LEN(toks), 0, NULL, 0) != WD_OK) return false;
     if (toks[0].type != WD_JSON_OBJECT) return false;
-    int c = wd_json_obj_get(&d, 0, "choices"), u = wd_json_obj_get(&d, 0, "usage");
-    return c >= 0 && toks[c].type == WD_JSON_ARRAY && toks[c].size == 0 && u >= 0 && toks[u].type == WD_JSON_OBJECT;
+    int u = wd_json_obj_get(&d, 0, "usage");
+    if (u < 0 || toks[u].type != WD_JSON_OBJECT) return false;
+    int64_t v;
+    int pt = wd_json_obj_get(&d, u, "prompt_tokens"), ct = wd_json_obj_get(&d, u, "completion_tokens");
+    if (pt >= 0 && wd_json_int(&d, pt, &v) == WD_OK) x->ev.prompt_tokens = v;
+    if (ct >= 0 && wd_json_int(&d, ct, &v) == WD_OK) x->ev.completion_tokens = v;
+    x->ev.usage_reported = true;
+    int c = wd_json_obj_get(&d, 0, "choices");
+    return c >= 0 && toks[c].type == WD_JSON_ARRAY && toks[c].size == 0;
+}
+
+/* Whether an event's JSON carries a usage object (not "usage":null, which every chunk of a stream
+ * with include_usage has): a byte search, so ordinary events are never parsed. */
+static bool has_usage_object(const char *p, size_t len)
+{
+    const char *end = p + len;
+    while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7))) {
+        p += 7;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':')) p++;
+        if (p < end && *p == '{') return true;
+    }
+    return false;
 }
 
 static size_t fwd_index(void);
@@ -260,9 +268,9 @@ static wd_stage_rc_t response_data(wd_exchange_t *x, wd_buf_t *chunk)
 static int on_sse_event(void *ud, const wd_sse_event_t *ev)
 {
     wd_exchange_t *x = ud;
-    if (ev->has_data && ev->data.len && ev->data.p[0] == '{' && memmem(ev->data.p, ev->data.len, "\"usage\"", 7)) {
-        take_usage(x, ev->data.p, ev->data.len);
-        if (!x->client_wants_usage && is_usage_chunk(ev->data.p, ev->data.len)) return 0; /* we asked, not them */
+    if (ev->has_data && ev->data.len && ev->data.p[0] == '{' && has_usage_object(ev->data.p, ev->data.len)) {
+        bool usage_only = take_usage(x, ev->data.p, ev->data.len);
+        if (usage_only && !x->client_wants_usage) return 0; /* we asked for it, not them */
     }
     wd_buf_reset(&x->chunk);
     wd_buf_append(&x->chunk, ev->raw.p, ev->raw.len);
@@ -288,7 +296,7 @@ static void up_on_head(wd_upreq_t *r, const wd_http_msg_t *head)
     if (x->stream && sse && head->status == 200) {
         x->streaming = true;
         x->resp_status = 0;
-        wd_gw_send_head(x, 200, "text/event-stream", -1);
+        wd_gw_begin_stream(x);
     }
 }
 
@@ -312,9 +320,14 @@ static void up_on_data(wd_upreq_t *r, const char *p, size_t len)
         }
         return;
     }
-    wd_buf_reset(&x->out);
+    /* x->out may already hold the head or earlier events; when these bytes end the response, the
+     * end of stream is added by on_done and everything leaves in one write */
     int rc = wd_sse_feed(&x->sse, p, len, on_sse_event, x);
-    bool full = wd_gw_send(x, x->out.data, x->out.len);
+    bool full = false;
+    if (!r->final || rc != WD_OK) {
+        full = wd_gw_send(x, x->out.data, x->out.len);
+        wd_buf_reset(&x->out);
+    }
     if (rc != WD_OK) {
         wd_upreq_cancel(r);
         x->t_up_end = wd_now_ns();
@@ -357,16 +370,15 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
         return;
     }
     if (x->streaming) {
-        wd_buf_reset(&x->out);
         int rc = wd_sse_finish(&x->sse, on_sse_event, x);
-        wd_gw_send(x, x->out.data, x->out.len);
         if (rc != WD_OK) stream_fail(x, x->reject_status ? x->ev.code : "stream_aborted",
                                      x->reject_status ? x->ev.reason : "The stream was ended by warden");
         else if (wd_sse_pending(&x->sse))
             stream_fail(x, "upstream_truncated", "The upstream ended in the middle of an event");
         else {
-            static const char end[] = "0\r\n\r\n";
-            wd_gw_send(x, end, sizeof end - 1);
+            wd_http_chunk_encode(&x->out, NULL, 0);
+            wd_gw_send(x, x->out.data, x->out.len);
+            wd_buf_reset(&x->out);
         }
         x->ev.status = 200;
         wd_gw_complete(x);
@@ -385,7 +397,7 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
         return;
     }
     int status = x->resp_status;
-    if (status == 200) take_usage(x, x->resp_body.data, x->resp_body.len);
+    if (status == 200) (void)take_usage(x, x->resp_body.data, x->resp_body.len);
     wd_stage_rc_t rc = response_data(x, &x->resp_body);
     x->resp_status = 0;
     if (rc == WD_REJECT) {
@@ -400,8 +412,7 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
             wd_event_copy(x->ev.code, sizeof x->ev.code, "upstream_error", 14);
             snprintf(x->ev.reason, sizeof x->ev.reason, "upstream answered %d", status);
         }
-        wd_gw_send_head(x, status, fs->content_type, (int64_t)x->resp_body.len);
-        wd_gw_send(x, x->resp_body.data, x->resp_body.len);
+        wd_gw_respond_type(x, status, fs->content_type, x->resp_body.data, x->resp_body.len);
     }
     wd_gw_complete(x);
 }

@@ -36,7 +36,7 @@ void wd_gcra_init(wd_gcra_t *g, int64_t limit, int64_t period_ns)
     }
     g->limit = limit;
     g->T = period_ns / limit;
-    if (g->T < 1) g->T = 1; /* more cells than nanoseconds: the window stretches to limit ns */
+    if (g->T < 1) g->T = 1;      /* more cells than nanoseconds: the window stretches to limit ns */
     g->tau = g->T * (limit - 1); /* <= period_ns (or limit when T was clamped): no overflow */
 }
 

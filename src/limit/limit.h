@@ -121,7 +121,8 @@ size_t wd_limiter_entries(wd_limiter_t *l);
 
 /* A shard never holds more entries than this; a request needing a new key in a full shard gets
  * WD_LIMIT_UNAVAILABLE (keys already present keep working), so memory stays bounded under a flood
- * of distinct client addresses: at most shards * WD_LIMITER_SHARD_CAP entries (~100 bytes each). */
+ * of distinct client addresses: per shard at most 2 * WD_LIMITER_SHARD_CAP table slots of 88 bytes
+ * (11.5 MB) plus the keys. Idle entries (fully recovered) are dropped when a shard's table fills. */
 #define WD_LIMITER_SHARD_CAP 65536u
 
 /* Which shard a scope key lives in (benchmarks and tests pick keys on distinct shards with it). */

@@ -103,7 +103,13 @@
     "end\n"
 
 /* KEYS: five per scope (rpm, tpm, conc, day, month). ARGV: clock, n, tokens, request id, lease ms,
- * then five limits per scope. Reads everything, decides, then writes only if every check passed.
+ * then five limits per scope. Mirrors wd_limiter_admit (local.c) decision for decision: every check
+ * runs on a working copy of the state (a key named by two scopes is shared, as there), the reported
+ * refusal is the one that lasts longest (-1 = never outranks any time; ties keep the first found in
+ * scope order, then requests, tokens, concurrency, day, month), headers show the most constrained
+ * scope (least remaining, then longest reset) after the decision, or the untouched state when it
+ * refuses, and nothing is written unless every check passed. Concurrency members are
+ * "<request id>#<scope index>".
  * Returns {outcome, scope, retry_ms, limit_req, remaining_req, reset_req_ms, limit_tok,
  * remaining_tok, reset_tok_ms}. */
 static const char SCRIPT_ADMIT[] =
@@ -113,66 +119,119 @@ static const char SCRIPT_ADMIT[] =
     "local id = ARGV[4]\n"
     "local lease = tonumber(ARGV[5])\n"
     "local outcome, scope, retry = 0, -1, 0\n"
-    "local rl, rr, rs, tl, tr, ts = -1, -1, -1, -1, -1, -1\n"
-    "local w = {}\n"
+    "local orig, ws, gdirty, cadd, bdirty = {}, {}, {}, {}, {}\n"
     "local function refuse(o, i, ns)\n"
-    "  if outcome == 0 then outcome = o; scope = i end\n"
-    "  if ns > retry then retry = ns end\n"
+    "  if outcome ~= 0 then\n"
+    "    local rank = ns < 0 and math.huge or ns\n"
+    "    local cur = retry < 0 and math.huge or retry\n"
+    "    if rank <= cur then return end\n"
+    "  end\n"
+    "  outcome, scope, retry = o, i, ns\n"
     "end\n"
-    /* limit.h GCRA with now = 0: T = period/limit, tau + T = T*limit */
+    "local function tat_of(key)\n"
+    "  if ws[key] == nil then\n"
+    "    local t = rel(redis.call('GET', key))\n"
+    "    if t < 0 then t = 0 end\n"
+    "    orig[key] = t\n"
+    "    ws[key] = t\n"
+    "  end\n"
+    "  return ws[key]\n"
+    "end\n"
+    "local function room(full, T, state)\n"
+    "  local x = full - state\n"
+    "  if x <= 0 then return 0 end\n"
+    "  return floor(x / T)\n"
+    "end\n"
+    /* limit.h GCRA with now = 0: T = period/limit, tau + T = T*limit; returns ok, retry ns
+     * (-1 = never), remaining, reset ns */
     "local function gcra(limit, cost, key)\n"
     "  local T = floor(P / limit)\n"
     "  local full = T * limit\n"
-    "  local tat0 = rel(redis.call('GET', key))\n"
-    "  if tat0 < 0 then tat0 = 0 end\n"
-    "  local new = tat0 + cost * T\n"
-    "  if new <= full then return true, new, floor((full - new) / T), new end\n"
-    "  local rem = floor((full - tat0) / T)\n"
-    "  if rem < 0 then rem = 0 end\n"
-    "  return false, new - full, rem, tat0\n"
+    "  local tat0 = tat_of(key)\n"
+    "  if cost <= limit then\n"
+    "    local new = tat0 + cost * T\n"
+    "    if new <= full then\n"
+    "      if cost > 0 then ws[key] = new; gdirty[key] = true end\n"
+    "      return true, 0, room(full, T, new), new\n"
+    "    end\n"
+    "    return false, new - full, room(full, T, tat0), tat0\n"
+    "  end\n"
+    "  return false, -1, room(full, T, tat0), tat0\n"
     "end\n"
+    "local hdr = {{-1, -1, -1}, {-1, -1, -1}}\n"
+    "local function report(h, lim, rem, reset)\n"
+    "  if h[1] >= 0 and (rem > h[2] or (rem == h[2] and reset <= h[3])) then return end\n"
+    "  h[1], h[2], h[3] = lim, rem, reset\n"
+    "end\n"
+    "local function budget(key, win, left, lim)\n"
+    "  if ws[key] == nil then ws[key] = used(key, win) end\n"
+    "  if ws[key] + tokens <= lim then\n"
+    "    ws[key] = ws[key] + tokens\n"
+    "    if tokens > 0 then bdirty[key] = {win, left} end\n"
+    "    return true\n"
+    "  end\n"
+    "  if tokens > lim then return false, -1 end\n"
+    "  return false, left\n"
+    "end\n"
+    "local lims = {}\n"
     "for i = 0, n - 1 do\n"
     "  local k, a = i * 5, 5 + i * 5\n"
     "  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
     "  local dlim, mlim = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])\n"
+    "  lims[i] = {rpm, tpm}\n"
     "  if rpm > 0 then\n"
     "    local ok, x, rem, reset = gcra(rpm, 1, KEYS[k + 1])\n"
-    "    if ok then w[#w + 1] = {1, KEYS[k + 1], x} else refuse(1, i, x) end\n"
-    "    if rl < 0 or rem < rr then rl, rr, rs = rpm, rem, msc(reset) end\n"
+    "    if not ok then refuse(1, i, x) end\n"
+    "    report(hdr[1], rpm, rem, reset)\n"
     "  end\n"
     "  if tpm > 0 then\n"
     "    local ok, x, rem, reset = gcra(tpm, tokens, KEYS[k + 2])\n"
-    "    if ok then\n"
-    "      if tokens > 0 then w[#w + 1] = {1, KEYS[k + 2], x} end\n"
-    "    else refuse(2, i, x) end\n"
-    "    if tl < 0 or rem < tr then tl, tr, ts = tpm, rem, msc(reset) end\n"
+    "    if not ok then refuse(2, i, x) end\n"
+    "    report(hdr[2], tpm, rem, reset)\n"
     "  end\n"
     "  if conc > 0 then\n"
-    "    redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', '(' .. fmt(now_ms))\n"
-    "    if redis.call('ZCARD', KEYS[k + 3]) >= conc then refuse(3, i, 1e9)\n"
-    "    else w[#w + 1] = {2, KEYS[k + 3]} end\n"
+    "    local key = KEYS[k + 3]\n"
+    "    if ws[key] == nil then\n"
+    "      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. fmt(now_ms))\n"
+    "      ws[key] = redis.call('ZCARD', key)\n"
+    "    end\n"
+    "    if ws[key] >= conc then refuse(3, i, 1e9)\n"
+    "    else ws[key] = ws[key] + 1; cadd[#cadd + 1] = {key, id .. '#' .. i} end\n"
     "  end\n"
     "  if dlim > 0 then\n"
-    "    local u = used(KEYS[k + 4], day)\n"
-    "    if u + tokens > dlim then refuse(4, i, day_left)\n"
-    "    elseif tokens > 0 then w[#w + 1] = {3, KEYS[k + 4], day, u + tokens, day_left} end\n"
+    "    local ok, x = budget(KEYS[k + 4], day, day_left, dlim)\n"
+    "    if not ok then refuse(4, i, x) end\n"
     "  end\n"
     "  if mlim > 0 then\n"
-    "    local u = used(KEYS[k + 5], mon)\n"
-    "    if u + tokens > mlim then refuse(4, i, mon_left)\n"
-    "    elseif tokens > 0 then w[#w + 1] = {3, KEYS[k + 5], mon, u + tokens, mon_left} end\n"
+    "    local ok, x = budget(KEYS[k + 5], mon, mon_left, mlim)\n"
+    "    if not ok then refuse(4, i, x) end\n"
     "  end\n"
     "end\n"
     "if outcome == 0 then\n"
-    "  for _, e in ipairs(w) do\n"
-    "    if e[1] == 1 then setrel(e[2], e[3])\n"
-    "    elseif e[1] == 2 then\n"
-    "      redis.call('ZADD', e[2], fmt(now_ms + lease), id)\n"
-    "      lease_expire(e[2], lease)\n"
-    "    else setused(e[2], e[3], e[4], e[5]) end\n"
+    "  for key in pairs(gdirty) do setrel(key, ws[key]) end\n"
+    "  for _, e in ipairs(cadd) do\n"
+    "    redis.call('ZADD', e[1], fmt(now_ms + lease), e[2])\n"
+    "    lease_expire(e[1], lease)\n"
+    "  end\n"
+    "  for key, e in pairs(bdirty) do setused(key, e[1], ws[key], e[2]) end\n"
+    "else\n"
+    /* nothing charged: report what the client will find on retry */
+    "  hdr = {{-1, -1, -1}, {-1, -1, -1}}\n"
+    "  for i = 0, n - 1 do\n"
+    "    for kind = 1, 2 do\n"
+    "      local lim = lims[i][kind]\n"
+    "      if lim > 0 then\n"
+    "        local T = floor(P / lim)\n"
+    "        local t = orig[KEYS[i * 5 + kind]]\n"
+    "        report(hdr[kind], lim, room(T * lim, T, t), t)\n"
+    "      end\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "return {outcome, scope, msc(retry), rl, rr, rs, tl, tr, ts}\n";
+    "local rms = 0\n"
+    "if outcome ~= 0 then rms = retry < 0 and -1 or msc(retry) end\n"
+    "local function hms(h) if h[1] < 0 then return -1 end return msc(h[3]) end\n"
+    "return {outcome, scope, rms, hdr[1][1], hdr[1][2], hms(hdr[1]), hdr[2][1], hdr[2][2], hms(hdr[2])}\n";
 
 /* KEYS as for admission. ARGV: clock, n, delta (actual - reserved), request id ("" = no slot
  * held), then five limits per scope. A charge starts from max(tat, now); a refund never moves
@@ -191,21 +250,21 @@ static const char SCRIPT_FINISH[] =
     "    if delta > 0 and r < 0 then r = 0 end\n"
     "    setrel(KEYS[k + 2], r + delta * floor(P / tpm))\n"
     "  end\n"
-    "  if conc > 0 and id ~= '' then redis.call('ZREM', KEYS[k + 3], id) end\n"
+    "  if conc > 0 and id ~= '' then redis.call('ZREM', KEYS[k + 3], id .. '#' .. i) end\n"
     "  if dlim > 0 and delta ~= 0 then setused(KEYS[k + 4], day, used(KEYS[k + 4], day) + delta, day_left) end\n"
     "  if mlim > 0 and delta ~= 0 then setused(KEYS[k + 5], mon, used(KEYS[k + 5], mon) + delta, mon_left) end\n"
     "end\n"
     "return 0\n";
 
-/* KEYS: the concurrency sets holding this request. ARGV: clock, lease ms, request id. Only a
- * member that still exists is renewed: one that expired was already given to someone else. */
+/* KEYS: the concurrency sets holding this request. ARGV: clock, lease ms, then the member in each
+ * set. Only a member that still exists is renewed: one that expired was already given away. */
 static const char SCRIPT_RENEW[] =
     LUA_CLOCK
     "local lease = tonumber(ARGV[2])\n"
-    "local id = ARGV[3]\n"
-    "for _, key in ipairs(KEYS) do\n"
-    "  if redis.call('ZSCORE', key, id) then\n"
-    "    redis.call('ZADD', key, fmt(now_ms + lease), id)\n"
+    "for j, key in ipairs(KEYS) do\n"
+    "  local m = ARGV[2 + j]\n"
+    "  if redis.call('ZSCORE', key, m) then\n"
+    "    redis.call('ZADD', key, fmt(now_ms + lease), m)\n"
     "    lease_expire(key, lease)\n"
     "  end\n"
     "end\n"
@@ -306,6 +365,7 @@ struct wd_limit_redis {
     uv_timer_t t_renew;   /* concurrency leases */
     uv_getaddrinfo_t gai;
     bool gai_active;
+    unsigned addr_turn; /* which resolved address to try: advances after each failure */
     int handles_open;
     bool closing;
     int in_cb;
@@ -339,9 +399,12 @@ static void set_err(wd_limit_redis_t *r, const char *what, const char *detail)
     snprintf(r->last_err, sizeof r->last_err, "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
 }
 
+/* As the local backend answers when it cannot decide: a Retry-After of 1 s for fail-closed callers. */
+#define UNAVAILABLE_RETRY_MS 1000
+
 static void unavailable(wd_limit_decision_t *d)
 {
-    *d = (wd_limit_decision_t){.outcome = WD_LIMIT_UNAVAILABLE, .scope = -1, .retry_after_ms = 0,
+    *d = (wd_limit_decision_t){.outcome = WD_LIMIT_UNAVAILABLE, .scope = -1, .retry_after_ms = UNAVAILABLE_RETRY_MS,
                                .limit_requests = -1, .remaining_requests = -1, .reset_requests_ms = -1,
                                .limit_tokens = -1, .remaining_tokens = -1, .reset_tokens_ms = -1};
 }
@@ -484,10 +547,6 @@ static int check_scopes(const wd_limit_scope_t *scopes, size_t n)
         size_t len = strnlen(scopes[i].key, WD_LIMIT_KEY_MAX);
         if (len == 0 || len == WD_LIMIT_KEY_MAX)
             return WD_EINVAL;
-        /* one scope twice would be read once and written twice inside the script */
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(scopes[i].key, scopes[j].key) == 0)
-                return WD_EINVAL;
     }
     return WD_OK;
 }
@@ -773,7 +832,13 @@ static void send_renew(wd_limit_redis_t *r, const hold_t *h)
     }
     arg_clock(&a, r);
     arg_u64(&a, r->lease_ms);
-    arg_str(&a, h->id);
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->lim[i].concurrent > 0) {
+            char member[64];
+            snprintf(member, sizeof member, "%s#%zu", h->id, i);
+            arg_str(&a, member);
+        }
+    }
     if (cmd_take_args(c, &a) < 0 || send_cmd(r, c) < 0) {
         stat_add(&r->stats.errors, 1);
         cmd_free(c);
@@ -990,6 +1055,7 @@ static void schedule_reconnect(wd_limit_redis_t *r)
     if (r->closing)
         return;
     r->st = ST_DOWN;
+    r->addr_turn++;
     uint32_t base = r->backoff_ms ? r->backoff_ms : BACKOFF_MIN_MS;
     uint32_t jitter = 0;
     wd_random(&jitter, sizeof jitter);
@@ -1014,6 +1080,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     r->st = ST_READY;
     r->backoff_ms = 0;
+    r->addr_turn--; /* stay on the address that works: schedule_reconnect moves on first */
     if (r->ever_connected)
         stat_add(&r->stats.reconnects, 1);
     r->ever_connected = true;
@@ -1115,11 +1182,18 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     r->handles_open--;
     char ip[INET6_ADDRSTRLEN] = "";
-    if (status == 0 && res) {
-        if (res->ai_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
-        else if (res->ai_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+    unsigned count = 0;
+    for (struct addrinfo *a = status == 0 ? res : NULL; a; a = a->ai_next)
+        count++;
+    if (count) {
+        /* a name with several addresses (localhost: ::1 and 127.0.0.1) gets each in turn */
+        struct addrinfo *a = res;
+        for (unsigned i = r->addr_turn % count; i > 0; i--)
+            a = a->ai_next;
+        if (a->ai_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)a->ai_addr, ip, sizeof ip);
+        else if (a->ai_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)a->ai_addr, ip, sizeof ip);
     }
     uv_freeaddrinfo(res);
     if (!ip[0]) {

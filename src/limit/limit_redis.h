@@ -49,7 +49,8 @@ typedef void (*wd_limit_cb)(void *ud, const wd_limit_decision_t *d);
 /* Exactly one callback per successful call, on the loop thread, later (never re-entrantly inside
  * the call); outcome WD_LIMIT_UNAVAILABLE when Redis is unreachable or does not answer within
  * timeout_ms. Returns <0 (and no callback) only on bad arguments: n outside 1..4, a scope key that
- * is empty, not NUL-terminated within WD_LIMIT_KEY_MAX or repeated, tokens < 0, cb NULL.
+ * is empty or not NUL-terminated within WD_LIMIT_KEY_MAX, tokens < 0, cb NULL. The decision is the
+ * one wd_limiter_admit makes for the same state, scopes, tokens and instant (Redis' clock).
  * Reservations above 2^50 tokens are clamped to 2^50 (no configurable limit reaches that). */
 int wd_limit_redis_admit(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, size_t n, int64_t tokens,
                          wd_limit_cb cb, void *ud);

@@ -159,6 +159,7 @@ struct wd_upreq {
     uint64_t deadline_ns;
     uint64_t start_ns, end_ns;
     bool head_seen;
+    bool final;   /* set before on_data when these bytes complete the response (on_done follows) */
     bool paused;
     bool retried;
     bool active;

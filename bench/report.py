@@ -1,0 +1,288 @@
+#!/usr/bin/python3
+"""Result bookkeeping and the report for bench/run.sh.
+
+    report.py meta META.json key=value...                  write the run's description
+    report.py record RESULTS.jsonl WRK_JSON key=value...   append one run (refuses runs with errors)
+    report.py get RESULTS.jsonl TARGET MODE PHASE FIELD    print FIELD of the latest such run
+    report.py report META.json RESULTS.jsonl RESULTS.md    print the tables; append them to RESULTS.md
+                                                           (RESULTS.md "-" appends nowhere)
+
+Standard library only (Debian's /usr/bin/python3).
+"""
+import json
+import os
+import sys
+
+TARGETS = ("direct", "nginx", "warden")
+NUMERIC = {"conns": int, "delay_ms": float, "proxy_cpu_s": float, "sim_cpu_s": float}
+META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_conns", "duration_s",
+            "warmup_s", "rounds", "audit", "body_bytes", "sse_events", "background_busy_pct", "half_target_rps",
+            "warden_idle_rss_kb", "warden_peak_rss_kb", "nginx_rss_kb")
+
+# Targets from the issue.
+MIN_THROUGHPUT_VS_NGINX = 0.9
+MAX_ADDED_P99_US = 100
+MAX_IDLE_RSS_KB = 20 * 1024
+
+HEADER = """\
+# warden benchmark results
+
+Produced by `make bench` (`bash bench/run.sh build/warden`); every run appends a dated section.
+
+Method, in short:
+
+- `warden sim` is the upstream. It is measured directly (**direct**), behind **nginx** (reference
+  reverse proxy: `upstream {}` with `keepalive 64`, `proxy_http_version 1.1`, `proxy_buffering off`,
+  access log off) and behind **warden** (`log_level: warn`, audit off unless `BENCH_AUDIT=1`). nginx and
+  warden run the same number of workers and proxy to the same simulator.
+- Load: wrk with a ~1 KB chat completion body (system prompt + 3-turn history, `bench/body.py`);
+  non-streamed, and streamed (`"stream": true`; the simulator answers a short SSE stream). Every target
+  gets the same wrk threads, connections and fixed duration, after a short warm-up. Any non-2xx answer
+  or socket error fails the run.
+- **Saturation**: throughput and p50/p99 with `BENCH_CONNS` connections. Each target's time is split
+  into interleaved rounds (direct, nginx, warden, direct, …) so that a drift of the background load
+  hits every target alike. At saturation the latency is mostly queueing (connections / throughput),
+  so compare latencies at half load instead.
+- **Half load**: about half of warden's non-streamed saturation throughput, the same rate for every
+  target. wrk cannot hold a fixed rate and wrk2 is not in Debian, so each connection pauses between
+  requests (`delay()` in `bench/chat.lua`), calibrated per target with two short probes. This is a
+  closed loop: latency is timed from the moment a request is written and a stall lowers the offered
+  load instead of queueing requests (coordinated omission), so tails are somewhat optimistic for every
+  target alike. "Added p99" is the target's p99 minus direct's p99 at the same rate.
+- **CPU/req**: user+system CPU time of the proxy processes (nginx master + workers, or warden)
+  during a run, from /proc, divided by the requests served. It is the most stable figure on a noisy
+  machine: throughput depends on what else runs, CPU per request much less.
+- **RSS**: warden's VmRSS right after start-up before any request (idle), and VmHWM after all the load
+  (peak).
+- **Scheduling**: proxy, simulator and wrk are pinned with taskset (the layout is printed with each
+  result) and, as root, run at nice -10. The half-load runs also use SCHED_RR: below saturation a
+  waking proxy otherwise waits out the time slice of whatever background process holds its CPU
+  (milliseconds on a busy machine), which is noise, not proxy latency. Saturation runs stay in the
+  normal scheduler: real-time tasks at 100% CPU would starve everything else on the machine.
+- The background CPU use measured just before the run is printed with each result. On a 2-CPU
+  machine the load generator, the simulator and the proxy cannot be isolated from each other or
+  from other work: absolute numbers are modest and vary between runs; the ratios between targets
+  measured in the same run, and CPU per request, are what to look at.
+"""
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def cmd_meta(meta_path, *kvs):
+    meta = {}
+    for kv in kvs:
+        k, _, v = kv.partition("=")
+        meta[k] = int(v) if k in META_INT else v
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def cmd_record(res_path, wrk_json, *kvs):
+    r = json.loads(wrk_json)
+    for kv in kvs:
+        k, _, v = kv.partition("=")
+        r[k] = NUMERIC[k](v) if k in NUMERIC else v
+    errs = {k: v for k, v in r["errors"].items() if v}
+    if errs:
+        sys.exit("bench: %s %s %s run had errors %s; refusing to report it (see the target's log)"
+                 % (r["target"], r["mode"], r["phase"], errs))
+    if r["requests"] == 0:
+        sys.exit("bench: %s %s %s run completed no request" % (r["target"], r["mode"], r["phase"]))
+    with open(res_path, "a") as f:
+        f.write(json.dumps(r) + "\n")
+    print("[bench]      %-6s %-6s %-5s c=%-3d %9.0f req/s  p50 %6d us  p99 %6d us  proxy CPU %5.1f us/req"
+          % (r["target"], r["mode"], r["phase"], r["conns"], r["rps"], r["p50_us"], r["p99_us"],
+             cpu_per_req(r, "proxy_cpu_s") or 0), file=sys.stderr)
+
+
+def cmd_get(res_path, target, mode, phase, field):
+    found = [r for r in load(res_path) if (r["target"], r["mode"], r["phase"]) == (target, mode, phase)]
+    if not found:
+        sys.exit("bench: no %s %s %s run recorded" % (target, mode, phase))
+    print(found[-1][field])
+
+
+def merge(rounds):
+    """One figure for the interleaved rounds of a run: throughput and CPU per request are exact
+    (totals over totals); a latency percentile is the request-weighted mean of the rounds'
+    percentiles, an approximation since wrk's histograms cannot be merged."""
+    if len(rounds) == 1:
+        return dict(rounds[0], rounds=1)
+    m = dict(rounds[0])
+    n = sum(r["requests"] for r in rounds)
+    m["requests"] = n
+    m["duration_us"] = sum(r["duration_us"] for r in rounds)
+    m["rps"] = n / (m["duration_us"] / 1e6)
+    for k in ("proxy_cpu_s", "sim_cpu_s"):
+        m[k] = sum(r[k] for r in rounds)
+    for k in ("p50_us", "p90_us", "p99_us", "p999_us", "mean_us"):
+        m[k] = round(sum(r[k] * r["requests"] for r in rounds) / n)
+    m["max_us"] = max(r["max_us"] for r in rounds)
+    m["rounds"] = len(rounds)
+    m["round_rps"] = [r["rps"] for r in rounds]
+    return m
+
+
+def cpu_per_req(r, key):
+    if r["target"] == "direct" and key == "proxy_cpu_s":
+        return None
+    return r[key] * 1e6 / r["requests"]
+
+
+def fmt_num(v, nd=0):
+    if v is None:
+        return "–"
+    return ("{:,.%df}" % nd).format(v)
+
+
+def fmt_ratio(a, b):
+    return "–" if a is None or not b else "%.2f×" % (a / b)
+
+
+def fmt_delta(a, b):
+    return "–" if a is None or b is None else "%+d µs" % (a - b)
+
+
+def table(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, r in enumerate(rows):
+        out.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+        if n == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def cmd_report(meta_path, res_path, md_path):
+    with open(meta_path) as f:
+        meta = json.load(f)
+    groups = {}
+    for r in load(res_path):
+        if r["phase"] != "probe":
+            groups.setdefault((r["target"], r["mode"], r["phase"]), []).append(r)
+    runs = {k: merge(v) for k, v in groups.items()}
+    R = lambda t, m, p: runs.get((t, m, p))
+
+    def field(t, m, p, k):
+        r = R(t, m, p)
+        if r is None:
+            return None
+        if k in ("proxy_cpu", "sim_cpu"):
+            return cpu_per_req(r, k + "_s")
+        return r[k]
+
+    # Every run, as measured.
+    runs_rows = [("run", "target", "conns", "req/s", "per round", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs",
+                  "proxy CPU µs/req", "sim CPU µs/req")]
+    phases = (("plain", "sat", "non-streamed, saturation"), ("stream", "sat", "streamed, saturation"),
+              ("plain", "half", "non-streamed, half load"))
+    for m, p, name in phases:
+        for t in TARGETS:
+            r = R(t, m, p)
+            if r is None:
+                continue
+            per_round = " / ".join(fmt_num(x) for x in r.get("round_rps", [])) or "–"
+            runs_rows.append((name, t, r["conns"], fmt_num(r["rps"]), per_round, fmt_num(r["p50_us"]),
+                              fmt_num(r["p90_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
+                              fmt_num(cpu_per_req(r, "proxy_cpu_s"), 1),
+                              fmt_num(cpu_per_req(r, "sim_cpu_s"), 1)))
+
+    # warden against nginx and against direct.
+    cmp_rows = [("metric", "direct", "nginx", "warden", "warden vs nginx", "warden vs direct")]
+    for m, p, name in phases:
+        d, n, w = (field(t, m, p, "rps") for t in TARGETS)
+        cmp_rows.append(("req/s, " + name, fmt_num(d), fmt_num(n), fmt_num(w), fmt_ratio(w, n), fmt_ratio(w, d)))
+    for m, p, name in phases:
+        for q in ("p50_us", "p99_us"):
+            d, n, w = (field(t, m, p, q) for t in TARGETS)
+            cmp_rows.append(("%s, %s" % (q[:3], name), fmt_num(d), fmt_num(n), fmt_num(w),
+                             fmt_delta(w, n), fmt_delta(w, d)))
+    for m, name in (("plain", "non-streamed"), ("stream", "streamed")):
+        n, w = (field(t, m, "sat", "proxy_cpu") for t in ("nginx", "warden"))
+        cmp_rows.append(("proxy CPU µs/req, " + name, "–", fmt_num(n, 1), fmt_num(w, 1), fmt_ratio(w, n), "–"))
+
+    # The issue's targets.
+    checks = []
+    for m, name in (("plain", "non-streamed"), ("stream", "streamed")):
+        n, w = field("nginx", m, "sat", "rps"), field("warden", m, "sat", "rps")
+        if n and w:
+            checks.append(("throughput ≥ %.1f× nginx, %s" % (MIN_THROUGHPUT_VS_NGINX, name),
+                           "%.2f×" % (w / n), w / n >= MIN_THROUGHPUT_VS_NGINX))
+    d, n, w = (field(t, "plain", "half", "p99_us") for t in TARGETS)
+    if d is not None and w is not None:
+        checks.append(("p99 added over direct at half load ≤ %d µs" % MAX_ADDED_P99_US,
+                       "%+d µs (nginx: %s)" % (w - d, fmt_delta(n, d)), w - d <= MAX_ADDED_P99_US))
+    idle = meta.get("warden_idle_rss_kb")
+    checks.append(("idle RSS ≤ %d MiB" % (MAX_IDLE_RSS_KB // 1024), "%.1f MiB" % (idle / 1024),
+                   idle <= MAX_IDLE_RSS_KB))
+    check_rows = [("target", "measured", "result")] + [(a, b, "PASS" if ok else "FAIL") for a, b, ok in checks]
+
+    half = R("warden", "plain", "half")
+    half_note = ""
+    if half is not None:
+        rates = ", ".join("%s %s" % (t, fmt_num(field(t, "plain", "half", "rps"))) for t in TARGETS)
+        half_note = ("Half load: aimed at %s req/s (half of warden's non-streamed saturation) with %d "
+                     "paced connections; achieved %s req/s." % (fmt_num(meta["half_target_rps"]),
+                                                               half["conns"], rates))
+    mem = ("warden RSS: idle %.1f MiB, peak (VmHWM) %.1f MiB; nginx master + workers after the run: "
+           "%.1f MiB." % (meta["warden_idle_rss_kb"] / 1024, meta["warden_peak_rss_kb"] / 1024,
+                          meta["nginx_rss_kb"] / 1024))
+    body = "\n\n".join([
+        table(cmp_rows),
+        half_note,
+        mem,
+        table(check_rows),
+        "All runs (saturation figures combine the interleaved rounds: req/s and CPU are totals, latency "
+        "percentiles the request-weighted mean of the rounds'):\n\n" + table(runs_rows),
+    ])
+
+    print()
+    print(body)
+    print()
+
+    if md_path == "-":
+        return
+    section = "\n".join([
+        "",
+        "## %s" % meta["date"],
+        "",
+        "- command: `%s`%s" % (meta["command"], (" with `%s`" % meta["env"]) if meta["env"] else ""),
+        "- source: git %s" % meta["git"],
+        "- machine: %d CPUs (`nproc`), %s, Linux %s" % (meta["nproc"], meta["cpu_model"], meta["kernel"]),
+        "- CPU layout: %s" % meta["layout"],
+        "- background CPU use just before the run: %d%% of all CPUs; load average after the run: %s"
+        % (meta["background_busy_pct"], meta["loadavg"]),
+        "- load: wrk %s, %d thread(s), %d connections for saturation, %d s per target and mode (in %d "
+        "interleaved rounds) after a %d s warm-up; body %d bytes; stream of %d SSE events; audit %s; %s"
+        % (meta["wrk_version"], meta["wrk_threads"], meta["conns"], meta["duration_s"], meta["rounds"],
+           meta["warmup_s"],
+           meta["body_bytes"], meta["sse_events"], "on (file)" if meta["audit"] else "off",
+           meta["nginx_version"]),
+        "",
+        body,
+        "",
+    ])
+    new = not os.path.exists(md_path) or os.path.getsize(md_path) == 0
+    with open(md_path, "a") as f:
+        if new:
+            f.write(HEADER)
+        f.write(section)
+    print("appended to %s" % md_path)
+
+
+def main(argv):
+    cmds = {"meta": (cmd_meta, 1, None), "record": (cmd_record, 2, None), "get": (cmd_get, 5, 5), "report": (cmd_report, 3, 3)}
+    if len(argv) < 2 or argv[1] not in cmds:
+        sys.exit(__doc__)
+    fn, lo, hi = cmds[argv[1]]
+    args = argv[2:]
+    if len(args) < lo or (hi is not None and len(args) > hi):
+        sys.exit(__doc__)
+    fn(*args)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

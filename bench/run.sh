@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# warden throughput/latency benchmark: the simulator (`warden sim`) measured directly, behind nginx
+# and behind warden, with the same wrk load for each. Usage:
+#
+#   bash bench/run.sh [path/to/warden]          (make bench)
+#
+# One run (about 2 minutes with the defaults; a run that would pass 230 s stops with an error):
+#   1. starts `warden sim`, nginx and `warden serve` on free loopback ports, nginx and warden with
+#      the same number of workers and both proxying to the same simulator;
+#   2. for each target (direct, nginx, warden): warm-up, then a fixed-duration wrk run with a ~1 KB
+#      chat completion body, non-streamed and streamed ("stream": true, a short SSE answer);
+#   3. a paced run at about half of warden's saturation throughput for each target, to measure the
+#      latency a proxy adds when it is not queueing (see bench/chat.lua for the pacing method);
+#   4. warden's idle RSS (VmRSS before any request) and peak RSS (VmHWM after all the load);
+#   5. prints a table (bench/report.py) and appends a dated section to bench/RESULTS.md.
+# Everything it starts is stopped on exit, also on failure or Ctrl-C.
+#
+# Knobs (environment): BENCH_DURATION (s, default 10), BENCH_ROUNDS (saturation runs are split into
+# this many interleaved rounds, default 2), BENCH_WARMUP (s, 2), BENCH_CONNS (64),
+# BENCH_PACED_CONNS (16), BENCH_LAYOUT (pinned|shared, default pinned when there are 2+ CPUs),
+# BENCH_WORKERS (proxy workers; default from the layout), BENCH_AUDIT (1: warden writes its audit
+# log and nginx its access log to the temp dir; default 0, both off), BENCH_RESULTS (file to append
+# to, default bench/RESULTS.md; "-" for none), BENCH_KEEP (1: keep the temp dir with logs),
+# BENCH_NICE (niceness of every benchmark process; default -10 as root, 0 otherwise), BENCH_RT (1:
+# the half-load runs use SCHED_RR; default 1 as root).
+set -Eeuo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+WARDEN=${1:-build/warden}
+PY=/usr/bin/python3
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+CONNS=${BENCH_CONNS:-64}
+ROUNDS=${BENCH_ROUNDS:-2}
+PACED_CONNS=${BENCH_PACED_CONNS:-16}
+PROBE=2                       # seconds of each pacing calibration probe
+AUDIT=${BENCH_AUDIT:-0}
+RESULTS=${BENCH_RESULTS:-$here/RESULTS.md}
+KEEP=${BENCH_KEEP:-0}
+# Other work on a shared machine preempts the proxy and shows up as latency tails that have nothing to
+# do with it. As root, every process of the benchmark runs at nice -10 so that it wins the CPU over
+# ordinary (nice 0) processes; this is printed with the results. BENCH_NICE=0 turns it off.
+NICE=${BENCH_NICE:-$( [[ $(id -u) == 0 ]] && echo -10 || echo 0)}
+# For the half-load latency runs only: SCHED_RR (see there). Needs root; BENCH_RT=0 turns it off.
+RT=${BENCH_RT:-$( [[ $(id -u) == 0 ]] && command -v chrt >/dev/null && echo 1 || echo 0)}
+REPLY="The capital of France is Paris. It is known for the Eiffel Tower and the Louvre."
+
+die() { echo "bench: $*" >&2; exit 1; }
+log() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
+
+[[ $NICE =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be an integer, got '$NICE'"
+[[ $RT == 0 || $RT == 1 ]] || die "BENCH_RT must be 0 or 1, got '$RT'"
+for arg in "$DURATION" "$WARMUP" "$CONNS" "$PACED_CONNS" "$ROUNDS"; do
+  [[ $arg =~ ^[1-9][0-9]*$ ]] || die "durations and connection counts must be positive integers, got '$arg'"
+done
+((DURATION <= 15)) || die "BENCH_DURATION is at most 15 s (the whole run must stay under 4 minutes)"
+[[ -x $WARDEN ]] || die "warden binary '$WARDEN' not found or not executable (build it: ninja -C build)"
+WARDEN=$(cd "$(dirname "$WARDEN")" && pwd)/$(basename "$WARDEN")
+for tool in wrk nginx taskset curl; do
+  command -v "$tool" >/dev/null || die "'$tool' is not installed (bash scripts/install-deps.sh installs it)"
+done
+[[ -x $PY ]] || die "$PY is required"
+NGINX=$(command -v nginx)
+
+# ---------------------------------------------------------------------------------------------------
+# CPU layout. The load generator, the simulator and the proxy share this machine; with few cores
+# they cannot be isolated, so the layout is part of the result and is printed with it.
+ncpu=$(nproc)
+mapfile -t cpus < <(taskset -cp $$ | sed 's/.*: //' | tr ',' '\n' | while IFS=- read -r a b; do seq "$a" "${b:-$a}"; done)
+((${#cpus[@]} == ncpu)) || ncpu=${#cpus[@]}
+LAYOUT=${BENCH_LAYOUT:-$( ((ncpu >= 2)) && echo pinned || echo shared)}
+join() { local IFS=,; echo "$*"; }
+case $LAYOUT in
+  pinned)
+    ((ncpu >= 2)) || die "BENCH_LAYOUT=pinned needs at least 2 CPUs"
+    # The proxy under test gets half of the CPUs to itself; wrk and the simulator share the rest.
+    # On a 2-CPU machine: proxy on one CPU (1 worker), wrk + sim on the other. The "direct" run then
+    # has wrk and sim on a single CPU, so its throughput is that CPU's, not the machine's.
+    nproxy=$((ncpu / 2))
+    PROXY_CPUS=$(join "${cpus[@]:ncpu-nproxy}")
+    GEN_CPUS=$(join "${cpus[@]:0:ncpu-nproxy}")
+    WORKERS=${BENCH_WORKERS:-$nproxy}
+    SIM_WORKERS=$(( (ncpu - nproxy + 1) / 2 )); ((SIM_WORKERS >= 1)) || SIM_WORKERS=1
+    WRK_THREADS=$(( (ncpu - nproxy + 1) / 2 )); ((WRK_THREADS >= 1)) || WRK_THREADS=1
+    layout_desc="pinned: proxy (nginx or warden, $WORKERS worker(s)) on CPU $PROXY_CPUS; wrk ($WRK_THREADS thread(s)) and sim ($SIM_WORKERS worker(s)) share CPU $GEN_CPUS"
+    ;;
+  shared)
+    PROXY_CPUS=$(join "${cpus[@]}"); GEN_CPUS=$PROXY_CPUS
+    WORKERS=${BENCH_WORKERS:-$ncpu}
+    SIM_WORKERS=$ncpu
+    WRK_THREADS=$(( ncpu > 1 ? ncpu / 2 : 1 ))
+    layout_desc="shared: no pinning; proxy ($WORKERS workers), sim ($SIM_WORKERS workers) and wrk ($WRK_THREADS thread(s)) all compete for CPUs $PROXY_CPUS"
+    ;;
+  *) die "BENCH_LAYOUT must be pinned or shared, got '$LAYOUT'" ;;
+esac
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "BENCH_WORKERS must be a positive integer"
+# Command prefixes: pinned and niced. nice and taskset exec the command, so $! is its pid.
+ON_PROXY=(nice -n "$NICE" taskset -c "$PROXY_CPUS")
+ON_GEN=(nice -n "$NICE" taskset -c "$GEN_CPUS")
+((NICE == 0)) || layout_desc+="; all benchmark processes at nice $NICE"
+((RT == 0)) || layout_desc+="; half-load runs with proxy, sim and wrk under SCHED_RR"
+if ((ncpu < 4)); then
+  layout_desc+=" (only $ncpu CPUs: load generator, simulator and proxy cannot be fully isolated, and other processes on this machine share the same CPUs)"
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# Process management: every process we start is recorded by pid and stopped on exit.
+DIR=$(mktemp -d /tmp/warden-bench.XXXXXX)
+PIDS=()
+WRK_PID=
+BUDGET=230   # seconds: no wrk run may start that would end after this
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -z $WRK_PID ]] || kill -TERM "$WRK_PID" 2>/dev/null || true
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if ((rc != 0)) || [[ $KEEP == 1 ]]; then
+    echo "bench: logs kept in $DIR" >&2
+  else
+    rm -rf "$DIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # port pid name: wait until something accepts on the port (no HTTP request is sent)
+  local i
+  for i in $(seq 100); do
+    kill -0 "$2" 2>/dev/null || die "$3 exited during start-up; see $DIR/$3.log: $(tail -3 "$DIR/$3.log" 2>/dev/null)"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  die "$3 did not start listening on 127.0.0.1:$1 within 5 s"
+}
+proc_field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; } # kB
+# utime+stime in clock ticks of a pid and its children threads (threads are in /proc/PID/stat).
+cpu_ticks() {
+  local t=0 pid
+  for pid in "$@"; do
+    t=$((t + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+  done
+  echo "$t"
+}
+
+# ---------------------------------------------------------------------------------------------------
+log "layout: $layout_desc"
+log "temp dir: $DIR"
+
+# Background load before we start anything: on a shared machine this is the first thing to check
+# when the numbers look odd.
+read -r _ u n s i w q sq st _ < /proc/stat; busy0=$((u + n + s + q + sq + st)); tot0=$((busy0 + i + w))
+sleep 1
+read -r _ u n s i w q sq st _ < /proc/stat; busy1=$((u + n + s + q + sq + st)); tot1=$((busy1 + i + w))
+BG_BUSY=$(( (busy1 - busy0) * 100 / (tot1 - tot0 > 0 ? tot1 - tot0 : 1) ))
+log "background CPU use before the run: ${BG_BUSY}% of all CPUs"
+
+# --- simulator -------------------------------------------------------------------------------------
+"${ON_GEN[@]}" "$WARDEN" sim --listen 127.0.0.1:0 --workers "$SIM_WORKERS" --reply "$REPLY" \
+  >"$DIR/sim.log" 2>&1 &
+SIM_PID=$!; PIDS+=("$SIM_PID")
+SIM_PORT=
+for _ in $(seq 100); do
+  SIM_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$DIR/sim.log" | head -1)
+  [[ -n $SIM_PORT ]] && break
+  kill -0 "$SIM_PID" 2>/dev/null || die "warden sim exited: $(tail -3 "$DIR/sim.log")"
+  sleep 0.05
+done
+[[ -n $SIM_PORT ]] || die "warden sim did not report its port"
+wait_port "$SIM_PORT" "$SIM_PID" sim
+
+# --- warden ----------------------------------------------------------------------------------------
+W_PORT=$(free_port)
+if [[ $AUDIT == 1 ]]; then audit_file="\"$DIR/audit.jsonl\""; else audit_file=null; fi
+write_warden_config() { # [extra top-level line]
+  cat >"$DIR/warden.yaml" <<EOF
+listen: 127.0.0.1:$W_PORT
+workers: $WORKERS
+log_level: warn
+upstreams:
+  - { name: sim, url: http://127.0.0.1:$SIM_PORT/v1, api_key_env: WARDEN_BENCH_UPSTREAM_KEY, max_idle: 64 }
+models:
+  - { name: gpt-4o-mini, upstream: sim, upstream_model: sim-small }
+audit: { file: $audit_file }
+${1:-}
+EOF
+}
+export WARDEN_BENCH_UPSTREAM_KEY=bench-upstream-key
+# The gateway is measured open (no client authentication), like nginx. Builds with the auth stage
+# require saying so explicitly; older ones do not know the key.
+write_warden_config "auth: { mode: none }"
+if ! "$WARDEN" config check "$DIR/warden.yaml" >"$DIR/config-check.log" 2>&1; then
+  grep -q "unknown key 'auth'" "$DIR/config-check.log" || die "warden config check: $(cat "$DIR/config-check.log")"
+  write_warden_config
+  "$WARDEN" config check "$DIR/warden.yaml" >"$DIR/config-check.log" 2>&1 \
+    || die "warden config check: $(cat "$DIR/config-check.log")"
+fi
+"${ON_PROXY[@]}" "$WARDEN" serve -c "$DIR/warden.yaml" \
+  >"$DIR/warden.log" 2>&1 &
+W_PID=$!; PIDS+=("$W_PID")
+wait_port "$W_PORT" "$W_PID" warden
+sleep 0.2   # let every worker finish setting up before sampling
+W_IDLE_KB=$(proc_field "$W_PID" VmRSS)
+log "warden pid $W_PID on :$W_PORT, idle VmRSS ${W_IDLE_KB} kB"
+
+# --- nginx -----------------------------------------------------------------------------------------
+N_PORT=$(free_port)
+mkdir -p "$DIR/nginx"
+user_line=
+if [[ $(id -u) == 0 ]]; then user_line="user $(id -un) $(id -gn);"; fi  # workers stay the invoking user
+if [[ $AUDIT == 1 ]]; then access_log="access_log $DIR/nginx/access.log;"; else access_log="access_log off;"; fi
+sed -e "s|@WORKERS@|$WORKERS|g" -e "s|@DIR@|$DIR/nginx|g" -e "s|@SIM_PORT@|$SIM_PORT|g" \
+    -e "s|@PORT@|$N_PORT|g" -e "s|@USER@|$user_line|g" -e "s|@ACCESS_LOG@|$access_log|g" \
+    "$here/nginx.conf.in" >"$DIR/nginx.conf"
+"${ON_PROXY[@]}" "$NGINX" -p "$DIR/nginx" -e "$DIR/nginx/error.log" -c "$DIR/nginx.conf" \
+  >"$DIR/nginx.log" 2>&1 &
+N_PID=$!; PIDS+=("$N_PID")
+wait_port "$N_PORT" "$N_PID" nginx
+nginx_pids() { echo "$N_PID" $(pgrep -P "$N_PID"); }
+log "nginx master pid $N_PID on :$N_PORT (workers: $(nginx_pids | cut -d' ' -f2-))"
+
+# --- sanity: every target answers both request shapes correctly ------------------------------------
+BODY_NS=$DIR/body.json; BODY_S=$DIR/body-stream.json
+"$PY" "$here/body.py" "$BODY_NS" "$BODY_S"
+BODY_BYTES=$(wc -c <"$BODY_NS")
+
+declare -A URL=(
+  [direct]="http://127.0.0.1:$SIM_PORT/v1/chat/completions"
+  [nginx]="http://127.0.0.1:$N_PORT/v1/chat/completions"
+  [warden]="http://127.0.0.1:$W_PORT/v1/chat/completions"
+)
+TARGETS=(direct nginx warden)
+for t in "${TARGETS[@]}"; do
+  out=$(curl -sS -m 5 -o "$DIR/check-$t.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+        --data-binary @"$BODY_NS" "${URL[$t]}") || die "$t: request failed"
+  [[ $out == 200 ]] || die "$t: non-streamed check answered HTTP $out: $(head -c 300 "$DIR/check-$t.json")"
+  grep -q '"chat.completion"' "$DIR/check-$t.json" || die "$t: unexpected answer: $(head -c 300 "$DIR/check-$t.json")"
+  out=$(curl -sS -m 5 -N -o "$DIR/check-$t.sse" -w '%{http_code}' -H 'Content-Type: application/json' \
+        --data-binary @"$BODY_S" "${URL[$t]}") || die "$t: streamed request failed"
+  [[ $out == 200 ]] || die "$t: streamed check answered HTTP $out: $(head -c 300 "$DIR/check-$t.sse")"
+  tail -c 100 "$DIR/check-$t.sse" | grep -q 'data: \[DONE\]' || die "$t: stream did not end with [DONE]"
+done
+SSE_EVENTS=$(grep -c '^data: ' "$DIR/check-direct.sse")
+log "all targets answer 200 (body $BODY_BYTES bytes; stream of $SSE_EVENTS events)"
+
+# ---------------------------------------------------------------------------------------------------
+RES=$DIR/results.jsonl
+: >"$RES"
+proxy_pids() {
+  case $1 in
+    direct) ;;                      # nothing between wrk and the simulator
+    nginx) nginx_pids ;;
+    warden) echo "$W_PID" ;;
+  esac
+}
+TCK=$(getconf CLK_TCK)
+# run_wrk TARGET MODE PHASE SECONDS CONNS [DELAY_MS]: one wrk run, recorded as a line of $RES with the
+# CPU time the proxy and the simulator used during it (from /proc, so per-request CPU cost can be
+# compared even when the machine is too noisy for throughput to be stable).
+run_wrk() {
+  local target=$1 mode=$2 phase=$3 secs=$4 conns=$5 delay=${6:-} args=() env=() p0 p1 s0 s1 out line
+  if [[ $mode == stream ]]; then args=(body="$BODY_S" stream=1); else args=(body="$BODY_NS" stream=0); fi
+  if [[ -n $delay ]]; then args+=(delay_ms="$delay"); env=(BENCH_PACED=1); fi
+  local threads=$WRK_THREADS
+  ((threads <= conns)) || threads=$conns
+  # shellcheck disable=SC2046 # one pid per word
+  p0=$(cpu_ticks $(proxy_pids "$target")); s0=$(cpu_ticks "$SIM_PID")
+  ((SECONDS + secs <= BUDGET)) || die "time budget of ${BUDGET}s exceeded (at ${SECONDS}s); stopping"
+  # In the background and waited for, so that the exit trap can stop it too.
+  env "${env[@]+"${env[@]}"}" timeout $((secs + 10)) "${ON_GEN[@]}" \
+    wrk -t "$threads" -c "$conns" -d "${secs}s" --timeout 5s -s "$here/chat.lua" "${URL[$target]}" \
+    -- "${args[@]}" >"$DIR/wrk.out" 2>&1 &
+  WRK_PID=$!
+  wait "$WRK_PID" || die "wrk failed against $target: $(cat "$DIR/wrk.out")"
+  WRK_PID=
+  out=$(cat "$DIR/wrk.out")
+  # shellcheck disable=SC2046
+  p1=$(cpu_ticks $(proxy_pids "$target")); s1=$(cpu_ticks "$SIM_PID")
+  line=$(grep '^BENCH ' <<<"$out" | sed 's/^BENCH //') || die "wrk printed no result for $target: $out"
+  [[ $phase == warmup ]] && return 0
+  "$PY" "$here/report.py" record "$RES" "$line" target="$target" mode="$mode" phase="$phase" \
+    conns="$conns" delay_ms="${delay:-0}" proxy_cpu_s="$(((p1 - p0) * 1000 / TCK))e-3" \
+    sim_cpu_s="$(((s1 - s0) * 1000 / TCK))e-3"
+}
+get() { "$PY" "$here/report.py" get "$RES" "$@"; } # TARGET MODE PHASE FIELD (the latest such run)
+
+# 1. saturation: the same connections, threads and duration for every target.
+for t in "${TARGETS[@]}"; do
+  log "$t: warm-up ${WARMUP}s"
+  run_wrk "$t" plain warmup "$WARMUP" "$CONNS"
+done
+# On a shared machine the background load drifts within seconds; each target's DURATION is split into
+# ROUNDS interleaved runs (direct, nginx, warden, direct, nginx, warden, ...) so drift hits all alike.
+round_secs=$(( (DURATION + ROUNDS - 1) / ROUNDS ))
+for mode in plain stream; do
+  for _ in $(seq "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do run_wrk "$t" "$mode" sat "$round_secs" "$CONNS"; done
+  done
+done
+
+# 2. about half of warden's saturation throughput, the same offered rate for every target. wrk cannot
+# hold a fixed rate (wrk2 is not packaged in Debian), so each connection pauses between requests
+# (chat.lua delay()); the pause is calibrated per target with two short probes so the achieved rates
+# match, and the achieved rates are reported.
+if [[ $RT == 1 ]]; then
+  # Below saturation the CPUs are partly idle, and a waking proxy would wait out the time slice of
+  # whatever background process holds its CPU (milliseconds): that is this machine's noise, not the
+  # proxy's latency. SCHED_RR wakes our processes at once. Not used at saturation, where real-time
+  # tasks would starve everything else on the machine (and RT throttling would distort the result).
+  for p in "$SIM_PID" "$W_PID" $(nginx_pids); do chrt -a -r -p 1 "$p" >/dev/null; done
+  ON_GEN=(chrt -r 1 "${ON_GEN[@]}")
+fi
+HALF=$("$PY" -c "print(round($(get warden plain sat rps) / 2))")
+log "paced runs at ~$HALF req/s (half of warden's non-streamed saturation), $PACED_CONNS connections"
+for t in "${TARGETS[@]}"; do
+  # period per connection = conns / rate; the pause is the period minus the time a request takes.
+  delay=$("$PY" -c "print(max(0.0, $PACED_CONNS / $HALF * 1000 - 0.15))")
+  for _ in 1 2; do
+    run_wrk "$t" plain probe "$PROBE" "$PACED_CONNS" "$delay"
+    rate=$(get "$t" plain probe rps)
+    delay=$("$PY" -c "print('%.3f' % max(0.0, $delay + $PACED_CONNS * (1 / $HALF - 1 / $rate) * 1000))")
+  done
+  run_wrk "$t" plain half "$DURATION" "$PACED_CONNS" "$delay"
+done
+
+W_PEAK_KB=$(proc_field "$W_PID" VmHWM)
+N_RSS_KB=0
+for p in $(nginx_pids); do N_RSS_KB=$((N_RSS_KB + $(proc_field "$p" VmRSS))); done
+log "warden VmHWM ${W_PEAK_KB} kB; nginx RSS (master + workers) ${N_RSS_KB} kB"
+grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
+[[ -s $DIR/warden.log ]] && { log "warden log (warn and above):"; tail -20 "$DIR/warden.log" >&2; }
+
+# ---------------------------------------------------------------------------------------------------
+"$PY" "$here/report.py" meta "$DIR/meta.json" \
+  date="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" \
+  command="bash bench/run.sh $*" \
+  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
+  git="$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here/.." diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')" \
+  nproc="$(nproc)" \
+  cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" \
+  kernel="$(uname -r)" \
+  layout="$layout_desc" \
+  workers="$WORKERS" sim_workers="$SIM_WORKERS" wrk_threads="$WRK_THREADS" \
+  conns="$CONNS" paced_conns="$PACED_CONNS" duration_s="$DURATION" rounds="$ROUNDS" warmup_s="$WARMUP" \
+  audit="$AUDIT" body_bytes="$BODY_BYTES" sse_events="$SSE_EVENTS" \
+  background_busy_pct="$BG_BUSY" loadavg="$(cut -d' ' -f1-3 /proc/loadavg)" \
+  half_target_rps="$HALF" \
+  warden_idle_rss_kb="$W_IDLE_KB" warden_peak_rss_kb="$W_PEAK_KB" nginx_rss_kb="$N_RSS_KB" \
+  nginx_version="$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
+  wrk_version="$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
+"$PY" "$here/report.py" report "$DIR/meta.json" "$RES" "$RESULTS"
+log "done in ${SECONDS}s"
