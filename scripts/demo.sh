@@ -96,6 +96,11 @@ if listening $sim_port || listening $gw_port || listening $admin_port; then
       -e "s/127\.0\.0\.1:8081/127.0.0.1:$admin_port/g" "$src_config" >"$config"
   moved="ports 8000/8080/8081 are in use, so this run uses a copy of $src_config with other ports"
 fi
+# A fresh state directory (master key, signing key, database) for this run.
+state=$tmp/state
+config_copy=$tmp/demo-run.yaml
+sed -e "s#^state_dir: .*#state_dir: $state#" "$config" >"$config_copy"
+config=$config_copy
 GW=http://127.0.0.1:$gw_port
 ADMIN=http://127.0.0.1:$admin_port
 UPSTREAM_KEY=demo-upstream-key
@@ -112,6 +117,9 @@ cat <<EOF
    ($config) names the variable, never the value, and clients never see it.
 EOF
 [[ -z $moved ]] || note "$moved"
+
+printf '\n   %s$ warden init --state-dir %s%s\n' "$B" "$state" "$N"
+"$warden" init --state-dir "$state" | sed -n '1,6p' | indent
 
 # Validate first, exactly as the daemon will load it; a bad file never starts a half-configured gateway.
 printf '\n   %s$ warden config check %s%s\n' "$B" "$config" "$N"
@@ -132,6 +140,13 @@ wait_listen "$gw_port" "$gw_pid" warden
 wait_listen "$admin_port" "$gw_pid" warden
 note "started: warden sim (pid ${pids[0]}), warden serve (pid $gw_pid)"
 
+printf '\n   %s$ warden key create -c CONFIG --name demo-app --role app --quiet%s\n' "$B" "$N"
+KEY=$(WARDEN_DEMO_UPSTREAM_KEY=$UPSTREAM_KEY "$warden" key create -c "$config" --name demo-app --role app --quiet)
+note "KEY=${KEY:0:20}… (shown once; stored only as a keyed hash)"
+CLIN_KEY=$(WARDEN_DEMO_UPSTREAM_KEY=$UPSTREAM_KEY "$warden" key create -c "$config" --name ward-pc --role clinician --quiet)
+note "a second key, for role clinician (which requires MFA): ${CLIN_KEY:0:20}…"
+sleep 0.4 # a running server picks up new keys within auth.refresh_ms (250 ms)
+
 # ------------------------------------------------------------------------------------------ requests
 
 ids=() labels=()
@@ -140,6 +155,10 @@ call() {
   local label=$1 method=$2 path=$3 body=${4-} code
   local args=(-sS -X "$method" -D "$tmp/h" -o "$tmp/b" -w '%{http_code}')
   printf '   %s▶ %s %s%s\n' "$B" "$method" "$GW$path" "$N"
+  if [[ -n ${AUTH-} ]]; then
+    args+=(-H "Authorization: Bearer $AUTH")
+    printf '     Authorization: Bearer %s…\n' "${AUTH:0:20}"
+  fi
   if [[ -n $body ]]; then
     args+=(-H 'Content-Type: application/json' --data-binary "$body")
     printf '     Content-Type: application/json\n'
@@ -158,17 +177,22 @@ record() { # remember the request id of the last response for the access-log sec
   return 0
 }
 
+heading "No credential"
+AUTH= call "no key" POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+control "authentication is required (auth.mode: required): no key, no access (401 missing_api_key)."
+
+AUTH=$KEY
 heading "A normal chat completion"
 call "normal chat" POST /v1/chat/completions \
   '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"What does a security gateway do?"}]}'
-control "the client asked for 'gpt-4o-mini' and sent no credential; warden mapped it to the upstream's"
+control "the client asked for 'gpt-4o-mini' with its warden key; warden checked the key and role, mapped it to the upstream's"
 note "         'sim-small' and attached the upstream key itself (the simulator answers 401 without it)."
 
 heading "A streamed chat completion (server-sent events)"
 body='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Stream this answer"}]}'
 printf '   %s▶ POST %s%s\n     Content-Type: application/json\n     %s\n' "$B" "$GW/v1/chat/completions" "$N" "$body"
 code=$(curl -sS -N -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' -H 'Content-Type: application/json' \
-  --data-binary "$body" "$GW/v1/chat/completions")
+  -H "Authorization: Bearer $KEY" --data-binary "$body" "$GW/v1/chat/completions")
 printf '   %s◀ HTTP %s%s\n' "$B$(status_color "$code")" "$code" "$N"
 grep -iE '^(content-type|transfer-encoding|x-warden-request-id):' "$tmp/h" | tr -d '\r' | indent
 grep -v '^$' "$tmp/b" | indent
@@ -181,12 +205,31 @@ call "list models" GET /v1/models
 control "the catalogue is the config's models list, not the upstream's: the simulator also serves"
 note "         'llama-3.1-8b', but no configured model maps to it, so clients can neither see nor use it."
 
+heading "A model the key's role does not grant"
+call "model not permitted" POST /v1/chat/completions \
+  '{"model":"med-large","messages":[{"role":"user","content":"hello"}]}'
+control "RBAC, default deny: role 'app' grants gpt-4o-mini only; the answer names the rule that decided."
+
+heading "A role that requires multi-factor authentication, used with a plain API key"
+AUTH=$CLIN_KEY call "mfa required" POST /v1/chat/completions \
+  '{"model":"med-large","messages":[{"role":"user","content":"hello"}]}'
+control "role 'clinician' has require_mfa: only tokens minted after a TOTP code may use it (403 mfa_required)."
+
+heading "Rate limit: role 'app' allows 8 requests per minute"
+for i in 1 2 3 4 5 6; do
+  curl -sS -o /dev/null -H "Authorization: Bearer $KEY" "$GW/v1/models" || true
+done
+call "rate limited" GET /v1/models
+grep -iE '^(retry-after|x-ratelimit-[a-z-]+):' "$tmp/h" | tr -d '\r' | indent
+control "GCRA limiter per key: the 9th request within a minute gets 429 rate_limit_exceeded with"
+note "         Retry-After and OpenAI's x-ratelimit-* headers, so SDK retry logic works unchanged."
+
 heading "A model that is not configured"
 call "unconfigured model" POST /v1/chat/completions \
   '{"model":"llama-3.1-8b","messages":[{"role":"user","content":"hello"}]}'
-control "default deny: only configured models are routable, even ones the upstream would serve; the"
-note "         answer is 404 model_not_found in OpenAI's error shape (SDKs raise their usual NotFoundError)"
-note "         and nothing reached the upstream (the access log below shows upstream: null)."
+control "default deny: only configured models are routable, even ones the upstream would serve; with"
+note "         authentication on, an unknown model gets the same 403 as a forbidden one, so callers cannot"
+note "         probe which models exist; nothing reached the upstream (the access log shows upstream: null)."
 
 heading "A malformed request (invalid JSON)"
 call "invalid JSON" POST /v1/chat/completions '{"model":"gpt-4o-mini","messages":[{"role":"user",'
