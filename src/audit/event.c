@@ -67,6 +67,10 @@ int wd_event_to_json(const wd_event_t *e, wd_buf_t *o)
         if (e->rule[0]) kv_str(o, "rule", e->rule);
     }
     if (e->upstream_error) kv_str(o, "upstream_error", e->upstream_error);
+    if (e->guard_profile[0]) {
+        kv_str(o, "guard_profile", e->guard_profile);
+        kv_str(o, "guard", e->guard);
+    }
     wd_buf_printf(o, ",\"stream\":%s", e->stream ? "true" : "false");
     if (e->stream) wd_buf_printf(o, ",\"stream_events\":%u", e->stream_events);
     if (e->prompt_tokens >= 0 || e->completion_tokens >= 0)

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "cli/cli.h"
 #include "gateway/gateway.h"
 
@@ -22,6 +24,7 @@ typedef struct {
     wd_store_t *store;         /* NULL when auth.mode is none */
     wd_authdb_t *authdb;       /* current identity snapshot */
     wd_limiter_t *limiter;     /* rate limits, backend local */
+    uint8_t guard_hash_key[32]; /* the guard's keyed-hash action, derived from the master key */
     int64_t data_version;
     unsigned ticks;
     uint64_t drain_deadline;
@@ -233,6 +236,7 @@ static int serve(serve_t *s)
             return 1;
         }
         s->data_version = wd_store_data_version(s->store);
+        crypto_kdf_derive_from_key(s->guard_hash_key, sizeof s->guard_hash_key, 4, "wdguardh", s->store->master);
         wd_gateway_set_store(s->store);
     } else {
         wd_log(WD_LOG_WARN, "auth.mode is none: any client that can reach %s may use every model", cfg->listen.text);
@@ -267,6 +271,7 @@ static int serve(serve_t *s)
             goto fail;
         }
         if (s->authdb) wd_gateway_set_authdb(w, s->authdb);
+        if (s->store) ((wd_gw_worker_t *)w->app)->guard_hash_key = s->guard_hash_key;
         if (strcmp(cfg->rate.backend, "local") != 0) {
             wd_gw_worker_t *g = w->app;
             char rerr[256];

@@ -9,6 +9,8 @@
  * built snapshot is freed (secrets zeroed) and NULL is returned. */
 #include "config/config.h"
 
+#include "config/yamltree.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,64 +21,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yaml.h>
-
-/* ---------------------------------------------------------------------------------------------- */
-/* YAML tree */
-
-typedef enum { N_SCALAR, N_SEQ, N_MAP } node_kind_t;
-
-typedef struct ynode {
-    node_kind_t kind;
-    unsigned line, col; /* 1-based */
-    /* scalar */
-    char *s;
-    size_t len;
-    bool plain; /* plain (unquoted) style: only those can be numbers or null */
-    /* sequence: items[i]; mapping: items[2i] key, items[2i+1] value */
-    struct ynode **items;
-    size_t n, cap;
-} ynode_t;
-
-static void node_free(ynode_t *n)
-{
-    if (!n) return;
-    for (size_t i = 0; i < n->n; i++)
-        node_free(n->items[i]);
-    free(n->items);
-    free(n->s);
-    free(n);
-}
-
-static const char *kind_name(const ynode_t *n)
-{
-    switch (n->kind) {
-    case N_SEQ: return "a sequence";
-    case N_MAP: return "a mapping";
-    default: return "a scalar";
-    }
-}
-
-/* YAML 1.1/1.2 core-schema spellings of null, only when unquoted. */
-static bool node_is_null(const ynode_t *n)
-{
-    if (n->kind != N_SCALAR || !n->plain) return false;
-    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
-    for (size_t i = 0; i < WD_ARRAY_LEN(nulls); i++)
-        if (n->len == strlen(nulls[i]) && memcmp(n->s, nulls[i], n->len) == 0) return true;
-    return false;
-}
-
-static const ynode_t *map_get(const ynode_t *map, const char *key)
-{
-    if (!map || map->kind != N_MAP) return NULL;
-    size_t klen = strlen(key);
-    for (size_t i = 0; i + 1 < map->n; i += 2) {
-        const ynode_t *k = map->items[i];
-        if (k->kind == N_SCALAR && k->len == klen && memcmp(k->s, key, klen) == 0) return map->items[i + 1];
-    }
-    return NULL;
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Errors */
@@ -106,7 +50,7 @@ __attribute__((format(printf, 4, 5))) static int fail_at(ctx_t *c, unsigned line
     return rc;
 }
 
-__attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const ynode_t *n, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const wd_ynode_t *n, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -120,7 +64,7 @@ __attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const ynode_t *n
 #define SHOW(n) (int)WD_MIN((n)->len, (size_t)SHOWN_MAX), (n)->s, ((n)->len > SHOWN_MAX ? "..." : "")
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Events -> tree */
+/* Limits (the YAML tree itself is built by config/yamltree.c, shared with the guard's rule files) */
 
 /* Depth and size caps: a config is a few levels deep and a few KB; anything beyond is a mistake or
  * an attack, and refusing it keeps the recursive tree walk and libyaml's memory bounded. */
@@ -130,160 +74,6 @@ __attribute__((format(printf, 3, 4))) static int fail(ctx_t *c, const ynode_t *n
 #define MAX_MODELS 4096
 #define MAX_NAME 256
 #define MAX_FIELDS 32 /* per table; checked at compile time below */
-
-static int node_append(ynode_t *parent, ynode_t *child)
-{
-    if (parent->n == parent->cap) {
-        size_t cap = parent->cap ? parent->cap * 2 : 8;
-        ynode_t **items = realloc(parent->items, cap * sizeof *items);
-        if (!items) return WD_ENOMEM;
-        parent->items = items;
-        parent->cap = cap;
-    }
-    parent->items[parent->n++] = child;
-    return WD_OK;
-}
-
-static int yaml_fail(ctx_t *c, const yaml_parser_t *p)
-{
-    if (p->error == YAML_MEMORY_ERROR) return fail_at(c, 1, 1, "out of memory while parsing");
-    const yaml_mark_t *m = &p->problem_mark;
-    const char *problem = p->problem ? p->problem : "malformed YAML";
-    if (p->context)
-        return fail_at(c, (unsigned)m->line + 1, (unsigned)m->column + 1, "YAML syntax error: %s %s", problem,
-                       p->context);
-    return fail_at(c, (unsigned)m->line + 1, (unsigned)m->column + 1, "YAML syntax error: %s", problem);
-}
-
-/* Anchors, aliases and tags are refused outright rather than resolved. Aliases make a small file
- * expand into a huge tree ("billion laughs"), and both aliases and tags make what a key means depend
- * on something written elsewhere (a merge key, a custom type), which is exactly the ambiguity a
- * security gateway's config must not have. Plain configs are easier to review and diff. */
-static int check_node_event(ctx_t *c, const yaml_event_t *ev, unsigned line, unsigned col)
-{
-    const yaml_char_t *anchor = NULL, *tag = NULL;
-    switch (ev->type) {
-    case YAML_ALIAS_EVENT:
-        return fail_at(c, line, col,
-                       "YAML aliases (*name) are not allowed in warden configs; write the value out");
-    case YAML_SCALAR_EVENT:
-        anchor = ev->data.scalar.anchor;
-        tag = ev->data.scalar.tag;
-        break;
-    case YAML_SEQUENCE_START_EVENT:
-        anchor = ev->data.sequence_start.anchor;
-        tag = ev->data.sequence_start.tag;
-        break;
-    case YAML_MAPPING_START_EVENT:
-        anchor = ev->data.mapping_start.anchor;
-        tag = ev->data.mapping_start.tag;
-        break;
-    default: break;
-    }
-    if (anchor) return fail_at(c, line, col, "YAML anchors (&name) are not allowed in warden configs");
-    if (tag) return fail_at(c, line, col, "YAML tags (!tag) are not allowed in warden configs");
-    return WD_OK;
-}
-
-static int parse_tree(ctx_t *c, const char *buf, size_t len, ynode_t **out)
-{
-    yaml_parser_t parser;
-    yaml_event_t ev;
-    ynode_t *root = NULL;
-    ynode_t *stack[MAX_DEPTH];
-    size_t depth = 0;
-    int rc = WD_OK;
-    bool done = false, have_doc = false;
-
-    *out = NULL;
-    if (!yaml_parser_initialize(&parser)) return fail_at(c, 1, 1, "out of memory");
-    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-    /* libyaml would happily guess an encoding; configs are UTF-8 */
-    yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
-
-    while (!done) {
-        if (!yaml_parser_parse(&parser, &ev)) {
-            rc = yaml_fail(c, &parser);
-            break;
-        }
-        unsigned line = (unsigned)ev.start_mark.line + 1, col = (unsigned)ev.start_mark.column + 1;
-        if ((rc = check_node_event(c, &ev, line, col))) {
-            yaml_event_delete(&ev);
-            break;
-        }
-        switch (ev.type) {
-        case YAML_STREAM_START_EVENT: break;
-        case YAML_STREAM_END_EVENT: done = true; break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (have_doc) {
-                rc = fail_at(c, line, col, "only one YAML document is allowed in a config file");
-                break;
-            }
-            have_doc = true;
-            if (ev.data.document_start.tag_directives.start != ev.data.document_start.tag_directives.end)
-                rc = fail_at(c, line, col, "YAML %%TAG directives are not allowed in warden configs");
-            break;
-        case YAML_DOCUMENT_END_EVENT: break;
-        case YAML_SCALAR_EVENT:
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT: {
-            ynode_t *n = calloc(1, sizeof *n);
-            if (!n) {
-                rc = fail_at(c, line, col, "out of memory");
-                break;
-            }
-            n->line = line;
-            n->col = col;
-            if (ev.type == YAML_SCALAR_EVENT) {
-                n->kind = N_SCALAR;
-                n->len = ev.data.scalar.length;
-                n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-                n->s = malloc(n->len + 1);
-                if (!n->s) {
-                    free(n);
-                    rc = fail_at(c, line, col, "out of memory");
-                    break;
-                }
-                memcpy(n->s, ev.data.scalar.value, n->len);
-                n->s[n->len] = '\0';
-            } else {
-                n->kind = ev.type == YAML_SEQUENCE_START_EVENT ? N_SEQ : N_MAP;
-            }
-            if (depth == 0) {
-                /* only one root per document; a second document was refused above */
-                root = n;
-            } else if ((rc = node_append(stack[depth - 1], n))) {
-                node_free(n);
-                rc = fail_at(c, line, col, "out of memory");
-                break;
-            }
-            if (n->kind != N_SCALAR) {
-                if (depth == MAX_DEPTH) {
-                    rc = fail_at(c, line, col, "nesting deeper than %d levels", MAX_DEPTH);
-                    break;
-                }
-                stack[depth++] = n;
-            }
-            break;
-        }
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            if (depth) depth--;
-            break;
-        default: break;
-        }
-        yaml_event_delete(&ev);
-        if (rc) break;
-    }
-    yaml_parser_delete(&parser);
-    if (rc) {
-        node_free(root);
-        return rc;
-    }
-    if (!root) return fail_at(c, 1, 1, "empty configuration file");
-    *out = root;
-    return WD_OK;
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Field tables */
@@ -300,7 +90,7 @@ typedef enum {
 } field_type_t;
 
 typedef struct wd_cfg_field wd_cfg_field_t;
-typedef int (*field_fn_t)(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f);
+typedef int (*field_fn_t)(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f);
 
 typedef struct {
     const char *what; /* for messages: "limits", "an upstream" */
@@ -320,7 +110,7 @@ struct wd_cfg_field {
     const wd_cfg_map_t *sub;    /* F_MAP */
 };
 
-static int apply_map(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base);
+static int apply_map(ctx_t *c, const wd_ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base);
 
 static void join_path(char *out, size_t outlen, const char *prefix, const char *key)
 {
@@ -385,7 +175,7 @@ int wd_config_parse_ms(const char *s, size_t len, uint64_t *out)
     return parse_with_units(s, len, ms_units, out);
 }
 
-static int field_number(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_field_t *f, uint32_t *dst)
+static int field_number(ctx_t *c, const wd_ynode_t *n, const char *path, const wd_cfg_field_t *f, uint32_t *dst)
 {
     static const struct {
         const unit_t *units;
@@ -398,8 +188,8 @@ static int field_number(ctx_t *c, const ynode_t *n, const char *path, const wd_c
         [F_MS] = {ms_units, "a duration (milliseconds, or an integer with ms, s, m or h, e.g. 10s)", " ms"},
     };
     const char *expect = kinds[f->type].expect;
-    if (n->kind != N_SCALAR) return fail(c, n, "%s: expected %s, got %s", path, expect, kind_name(n));
-    if (!n->plain || node_is_null(n))
+    if (n->kind != WD_YNODE_SCALAR) return fail(c, n, "%s: expected %s, got %s", path, expect, wd_ynode_kind_name(n));
+    if (!n->plain || wd_ynode_is_null(n))
         return fail(c, n, "%s: expected %s, got %s'%.*s%s'", path, expect, n->plain ? "" : "the string ",
                     SHOW(n));
     uint64_t v;
@@ -413,10 +203,10 @@ static int field_number(ctx_t *c, const ynode_t *n, const char *path, const wd_c
 }
 
 /* Strings end up in log lines, Host headers and file paths: no control characters, no NULs. */
-static int check_string(ctx_t *c, const ynode_t *n, const char *path)
+static int check_string(ctx_t *c, const wd_ynode_t *n, const char *path)
 {
-    if (n->kind != N_SCALAR) return fail(c, n, "%s: expected a string, got %s", path, kind_name(n));
-    if (node_is_null(n) || n->len == 0) return fail(c, n, "%s: expected a non-empty string", path);
+    if (n->kind != WD_YNODE_SCALAR) return fail(c, n, "%s: expected a string, got %s", path, wd_ynode_kind_name(n));
+    if (wd_ynode_is_null(n) || n->len == 0) return fail(c, n, "%s: expected a non-empty string", path);
     for (size_t i = 0; i < n->len; i++) {
         unsigned char ch = (unsigned char)n->s[i];
         if (ch < 0x20 || ch == 0x7f) return fail(c, n, "%s: control characters are not allowed", path);
@@ -424,7 +214,7 @@ static int check_string(ctx_t *c, const ynode_t *n, const char *path)
     return WD_OK;
 }
 
-static int dup_str(ctx_t *c, const ynode_t *n, const char *s, size_t len, char **dst)
+static int dup_str(ctx_t *c, const wd_ynode_t *n, const char *s, size_t len, char **dst)
 {
     char *p = strndup(s, len);
     if (!p) return n ? fail(c, n, "out of memory") : fail_at(c, 1, 1, "out of memory");
@@ -433,7 +223,7 @@ static int dup_str(ctx_t *c, const ynode_t *n, const char *s, size_t len, char *
     return WD_OK;
 }
 
-static int apply_default(ctx_t *c, const ynode_t *map, const char *path, const wd_cfg_field_t *f, void *base)
+static int apply_default(ctx_t *c, const wd_ynode_t *map, const char *path, const wd_cfg_field_t *f, void *base)
 {
     void *dst = (char *)base + f->off;
     switch (f->type) {
@@ -451,7 +241,7 @@ static int apply_default(ctx_t *c, const ynode_t *map, const char *path, const w
     return WD_OK;
 }
 
-static int apply_field(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_field_t *f, void *base)
+static int apply_field(ctx_t *c, const wd_ynode_t *n, const char *path, const wd_cfg_field_t *f, void *base)
 {
     void *dst = (char *)base + f->off;
     int rc;
@@ -461,26 +251,26 @@ static int apply_field(ctx_t *c, const ynode_t *n, const char *path, const wd_cf
     case F_MS: return field_number(c, n, path, f, dst);
     case F_STR:
         /* an optional string written as null means "not set" */
-        if (!f->required && node_is_null(n)) return apply_default(c, n, path, f, base);
+        if (!f->required && wd_ynode_is_null(n)) return apply_default(c, n, path, f, base);
         if ((rc = check_string(c, n, path))) return rc;
         return dup_str(c, n, n->s, n->len, dst);
     case F_ENUM: {
         char allowed[256] = "";
         for (const char *const *ch = f->choices; *ch; ch++) {
-            if (n->kind == N_SCALAR && n->len == strlen(*ch) && memcmp(n->s, *ch, n->len) == 0)
+            if (n->kind == WD_YNODE_SCALAR && n->len == strlen(*ch) && memcmp(n->s, *ch, n->len) == 0)
                 return dup_str(c, n, n->s, n->len, dst);
             size_t used = strlen(allowed);
             snprintf(allowed + used, sizeof allowed - used, "%s%s", used ? ", " : "", *ch);
         }
-        if (n->kind != N_SCALAR)
-            return fail(c, n, "%s: expected one of %s, got %s", path, allowed, kind_name(n));
+        if (n->kind != WD_YNODE_SCALAR)
+            return fail(c, n, "%s: expected one of %s, got %s", path, allowed, wd_ynode_kind_name(n));
         return fail(c, n, "%s: expected one of %s, got '%.*s%s'", path, allowed, SHOW(n));
     }
     case F_MAP: return apply_map(c, n, path, f->sub, dst);
     case F_FN: return f->fn(c, n, path, base, f);
     case F_BOOL:
-        if (n->kind == N_SCALAR && n->plain && n->len == 4 && memcmp(n->s, "true", 4) == 0) *(bool *)dst = true;
-        else if (n->kind == N_SCALAR && n->plain && n->len == 5 && memcmp(n->s, "false", 5) == 0) *(bool *)dst = false;
+        if (n->kind == WD_YNODE_SCALAR && n->plain && n->len == 4 && memcmp(n->s, "true", 4) == 0) *(bool *)dst = true;
+        else if (n->kind == WD_YNODE_SCALAR && n->plain && n->len == 5 && memcmp(n->s, "false", 5) == 0) *(bool *)dst = false;
         else return fail(c, n, "%s: expected true or false", path);
         return WD_OK;
     }
@@ -490,18 +280,18 @@ static int apply_field(ctx_t *c, const ynode_t *n, const char *path, const wd_cf
 /* The single place that walks a mapping: every key must be in the table and appear once; then each
  * field is applied in table order (not file order) so later fields may depend on earlier ones, e.g.
  * models on upstreams. n == NULL means the mapping is absent: defaults only. */
-static int apply_map(ctx_t *c, const ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base)
+static int apply_map(ctx_t *c, const wd_ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base)
 {
-    const ynode_t *seen[MAX_FIELDS] = {0}, *seen_key[MAX_FIELDS] = {0};
+    const wd_ynode_t *seen[MAX_FIELDS] = {0}, *seen_key[MAX_FIELDS] = {0};
     char sub[256];
     int rc;
 
     if (n) {
-        if (n->kind != N_MAP) return fail(c, n, "%s: expected a mapping, got %s", path, kind_name(n));
+        if (n->kind != WD_YNODE_MAP) return fail(c, n, "%s: expected a mapping, got %s", path, wd_ynode_kind_name(n));
         for (size_t i = 0; i + 1 < n->n; i += 2) {
-            const ynode_t *k = n->items[i];
-            if (k->kind != N_SCALAR)
-                return fail(c, k, "%s: keys must be plain strings, got %s", path, kind_name(k));
+            const wd_ynode_t *k = n->items[i];
+            if (k->kind != WD_YNODE_SCALAR)
+                return fail(c, k, "%s: keys must be plain strings, got %s", path, wd_ynode_kind_name(k));
             size_t idx = m->nfields;
             for (size_t j = 0; j < m->nfields; j++)
                 if (strlen(m->fields[j].name) == k->len && memcmp(m->fields[j].name, k->s, k->len) == 0) {
@@ -646,7 +436,7 @@ static int resolve_numeric(const char *host, bool v6, uint16_t port, wd_addr_t *
     return WD_OK;
 }
 
-static int parse_listen_addr(ctx_t *c, const ynode_t *n, const char *path, wd_addr_t *a)
+static int parse_listen_addr(ctx_t *c, const wd_ynode_t *n, const char *path, wd_addr_t *a)
 {
     int rc = check_string(c, n, path);
     if (rc) return rc;
@@ -661,7 +451,7 @@ static int parse_listen_addr(ctx_t *c, const ynode_t *n, const char *path, wd_ad
                 path, SHOW(n), why);
 }
 
-static int h_listen_address(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_listen_address(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     if (!n) return WD_OK;
     return parse_listen_addr(c, n, path, (wd_addr_t *)((char *)base + f->off));
@@ -674,13 +464,13 @@ static const wd_cfg_map_t listener_map = {"a listener", listener_fields, WD_ARRA
 
 /* Both "listen: 127.0.0.1:8080" and "listen: { address: 127.0.0.1:8080 }": the mapping form is the
  * one that will grow (tls), the scalar form is what people type. */
-static int h_listener(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_listener(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     if (!n) return WD_OK;
     wd_addr_t *a = (wd_addr_t *)((char *)base + f->off);
-    if (n->kind == N_MAP) return apply_map(c, n, path, &listener_map, a);
-    if (n->kind != N_SCALAR)
-        return fail(c, n, "%s: expected an address or a mapping with 'address', got %s", path, kind_name(n));
+    if (n->kind == WD_YNODE_MAP) return apply_map(c, n, path, &listener_map, a);
+    if (n->kind != WD_YNODE_SCALAR)
+        return fail(c, n, "%s: expected an address or a mapping with 'address', got %s", path, wd_ynode_kind_name(n));
     return parse_listen_addr(c, n, path, a);
 }
 
@@ -701,7 +491,7 @@ static bool addr_equal(const wd_addr_t *a, const wd_addr_t *b)
     return a->salen == 0;
 }
 
-static int h_admin(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_admin(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     int rc = h_listener(c, n, path, base, f);
     if (rc || !n) return rc;
@@ -713,7 +503,7 @@ static int h_admin(ctx_t *c, const ynode_t *n, const char *path, void *base, con
 
 /* http://host[:port][/base]. Only what a reverse proxy can honour exactly is accepted: userinfo would
  * put a credential in a string we log, and a query or fragment has no meaning as a path prefix. */
-static int h_url(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_url(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
     wd_upstream_cfg_t *u = base;
@@ -784,7 +574,7 @@ static int h_url(ctx_t *c, const ynode_t *n, const char *path, void *base, const
 
 /* The credential is read from the environment at load so it never sits in the file; its value never
  * appears in a message, only the variable's name. */
-static int h_api_key_env(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_api_key_env(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
     if (!n) return WD_OK;
@@ -813,7 +603,7 @@ static int h_api_key_env(ctx_t *c, const ynode_t *n, const char *path, void *bas
     return dup_str(c, n, v, vlen, &u->api_key);
 }
 
-static int h_name(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_name(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     int rc = check_string(c, n, path);
     if (rc) return rc;
@@ -822,7 +612,7 @@ static int h_name(ctx_t *c, const ynode_t *n, const char *path, void *base, cons
     return dup_str(c, n, n->s, n->len, (char **)((char *)base + f->off));
 }
 
-static int h_model_upstream(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_model_upstream(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
     wd_model_cfg_t *m = base;
@@ -844,11 +634,11 @@ static int h_model_upstream(ctx_t *c, const ynode_t *n, const char *path, void *
     return fail(c, n, "%s: unknown upstream '%.*s%s'; defined upstreams: %s", path, SHOW(n), defined);
 }
 
-static int h_audit_file(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_audit_file(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     char **dst = (char **)((char *)base + f->off);
     if (!n) return dup_str(c, n, "-", 1, dst);
-    if (node_is_null(n) || (n->kind == N_SCALAR && n->len == 3 && memcmp(n->s, "off", 3) == 0)) {
+    if (wd_ynode_is_null(n) || (n->kind == WD_YNODE_SCALAR && n->len == 3 && memcmp(n->s, "off", 3) == 0)) {
         free(*dst);
         *dst = NULL;
         return WD_OK;
@@ -913,13 +703,13 @@ static const wd_cfg_field_t audit_fields[] = {
 static const wd_cfg_map_t audit_map = {"audit", audit_fields, WD_ARRAY_LEN(audit_fields)};
 
 /* Names of sequence items are unique; the message points at the second one and says where the first is. */
-static int check_unique_name(ctx_t *c, const ynode_t *seq, size_t i, const char *path, const char *noun,
+static int check_unique_name(ctx_t *c, const wd_ynode_t *seq, size_t i, const char *path, const char *noun,
                              const char *(*name_at)(const wd_config_t *, size_t))
 {
     const char *name_i = name_at(c->cfg, i);
     for (size_t j = 0; j < i; j++) {
         if (strcmp(name_at(c->cfg, j), name_i) != 0) continue;
-        const ynode_t *first = map_get(seq->items[j], "name"), *again = map_get(seq->items[i], "name");
+        const wd_ynode_t *first = wd_ynode_get(seq->items[j], "name"), *again = wd_ynode_get(seq->items[i], "name");
         return fail(c, again, "%s[%zu].name: duplicate %s name '%s' (first defined at %u:%u)", path, i, noun,
                     name_i, first->line, first->col);
     }
@@ -935,15 +725,15 @@ static const char *model_name_at(const wd_config_t *cfg, size_t i)
     return cfg->models[i].name;
 }
 
-static int check_seq(ctx_t *c, const ynode_t *n, const char *path, size_t max)
+static int check_seq(ctx_t *c, const wd_ynode_t *n, const char *path, size_t max)
 {
-    if (n->kind != N_SEQ) return fail(c, n, "%s: expected a sequence, got %s", path, kind_name(n));
+    if (n->kind != WD_YNODE_SEQ) return fail(c, n, "%s: expected a sequence, got %s", path, wd_ynode_kind_name(n));
     if (n->n == 0) return fail(c, n, "%s: at least one entry is required", path);
     if (n->n > max) return fail(c, n, "%s: at most %zu entries are allowed", path, max);
     return WD_OK;
 }
 
-static int h_upstreams(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_upstreams(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(base);
     WD_UNUSED(f);
@@ -961,7 +751,7 @@ static int h_upstreams(ctx_t *c, const ynode_t *n, const char *path, void *base,
     return WD_OK;
 }
 
-static int h_models(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_models(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(base);
     WD_UNUSED(f);
@@ -988,10 +778,10 @@ static int h_models(ctx_t *c, const ynode_t *n, const char *path, void *base, co
 /* Roles and authentication */
 
 /* A sequence of non-empty strings, each checked by `check` (may be NULL). */
-static int str_list(ctx_t *c, const ynode_t *n, const char *path, char ***out, size_t *count,
-                    int (*check)(ctx_t *, const ynode_t *, const char *, void *), void *arg)
+static int str_list(ctx_t *c, const wd_ynode_t *n, const char *path, char ***out, size_t *count,
+                    int (*check)(ctx_t *, const wd_ynode_t *, const char *, void *), void *arg)
 {
-    if (n->kind != N_SEQ) return fail(c, n, "%s: expected a list of strings, got %s", path, kind_name(n));
+    if (n->kind != WD_YNODE_SEQ) return fail(c, n, "%s: expected a list of strings, got %s", path, wd_ynode_kind_name(n));
     if (n->n > MAX_MODELS) return fail(c, n, "%s: at most %d entries are allowed", path, MAX_MODELS);
     *out = calloc(n->n ? n->n : 1, sizeof **out);
     if (!*out) return fail(c, n, "out of memory");
@@ -1007,7 +797,7 @@ static int str_list(ctx_t *c, const ynode_t *n, const char *path, char ***out, s
     return WD_OK;
 }
 
-static int check_model_ref(ctx_t *c, const ynode_t *n, const char *path, void *arg)
+static int check_model_ref(ctx_t *c, const wd_ynode_t *n, const char *path, void *arg)
 {
     WD_UNUSED(arg);
     const char *star = memchr(n->s, '*', n->len);
@@ -1021,7 +811,7 @@ static int check_model_ref(ctx_t *c, const ynode_t *n, const char *path, void *a
     return WD_OK;
 }
 
-static int h_role_models(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_role_models(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
     wd_role_t *r = base;
@@ -1029,7 +819,7 @@ static int h_role_models(ctx_t *c, const ynode_t *n, const char *path, void *bas
     return str_list(c, n, path, &r->models, &r->nmodels, check_model_ref, NULL);
 }
 
-static int check_endpoint(ctx_t *c, const ynode_t *n, const char *path, void *arg)
+static int check_endpoint(ctx_t *c, const wd_ynode_t *n, const char *path, void *arg)
 {
     uint32_t bit = wd_endpoint_bit(n->s, n->len);
     if (!bit)
@@ -1039,7 +829,7 @@ static int check_endpoint(ctx_t *c, const ynode_t *n, const char *path, void *ar
     return WD_OK;
 }
 
-static int h_role_endpoints(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_role_endpoints(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
     wd_role_t *r = base;
@@ -1052,12 +842,12 @@ static int h_role_endpoints(ctx_t *c, const ynode_t *n, const char *path, void *
     return rc;
 }
 
-static int h_role_ips(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_role_ips(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
     wd_role_t *r = base;
     if (!n) return WD_OK;
-    if (n->kind != N_SEQ) return fail(c, n, "%s: expected a list of address ranges, got %s", path, kind_name(n));
+    if (n->kind != WD_YNODE_SEQ) return fail(c, n, "%s: expected a list of address ranges, got %s", path, wd_ynode_kind_name(n));
     if (!(r->ips = calloc(n->n ? n->n : 1, sizeof *r->ips))) return fail(c, n, "out of memory");
     r->nips = n->n;
     char sub[300], why[160];
@@ -1078,7 +868,7 @@ typedef struct {
     char *per;
 } role_limits_t;
 
-static int h_u64(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_u64(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     uint64_t *dst = (uint64_t *)((char *)base + f->off);
     if (!n) return WD_OK;
@@ -1103,7 +893,7 @@ static const wd_cfg_field_t limits_role_fields[] = {
 };
 static const wd_cfg_map_t limits_role_map = {"limits", limits_role_fields, WD_ARRAY_LEN(limits_role_fields)};
 
-static int h_role_limits(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_role_limits(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
     wd_role_t *r = base;
@@ -1119,6 +909,14 @@ static int h_role_limits(ctx_t *c, const ynode_t *n, const char *path, void *bas
     return rc;
 }
 
+static int h_role_classes(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_role_t *r = base;
+    if (!n) return WD_OK;
+    return str_list(c, n, path, &r->data_classes, &r->ndata_classes, NULL, NULL);
+}
+
 #define RF(nm) offsetof(wd_role_t, nm)
 static const wd_cfg_field_t role_fields[] = {
     {.name = "models", .type = F_FN, .fn = h_role_models},
@@ -1127,22 +925,24 @@ static const wd_cfg_field_t role_fields[] = {
     {.name = "admin", .type = F_BOOL, .off = RF(admin), .def = 0},
     {.name = "ips", .type = F_FN, .fn = h_role_ips},
     {.name = "limits", .type = F_FN, .fn = h_role_limits},
+    {.name = "guard", .type = F_STR, .off = RF(guard)},
+    {.name = "data_classes", .type = F_FN, .fn = h_role_classes},
 };
 static const wd_cfg_map_t role_map = {"a role", role_fields, WD_ARRAY_LEN(role_fields)};
 
-static int h_roles(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_roles(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(base);
     WD_UNUSED(f);
     wd_config_t *cfg = c->cfg;
     if (!n) return WD_OK;
-    if (n->kind != N_MAP) return fail(c, n, "%s: expected a mapping of role names to roles, got %s", path, kind_name(n));
+    if (n->kind != WD_YNODE_MAP) return fail(c, n, "%s: expected a mapping of role names to roles, got %s", path, wd_ynode_kind_name(n));
     size_t count = n->n / 2;
     if (!(cfg->roles = calloc(count ? count : 1, sizeof *cfg->roles))) return fail(c, n, "out of memory");
     cfg->nroles = count;
     char sub[300];
     for (size_t i = 0; i < count; i++) {
-        const ynode_t *k = n->items[2 * i], *v = n->items[2 * i + 1];
+        const wd_ynode_t *k = n->items[2 * i], *v = n->items[2 * i + 1];
         wd_role_t *r = &cfg->roles[i];
         snprintf(sub, sizeof sub, "%s.%.*s", path, (int)WD_MIN(k->len, 200), k->s);
         static const wd_cfg_field_t name_field = {.name = "name", .type = F_FN, .off = RF(name), .fn = h_name};
@@ -1163,7 +963,7 @@ static int h_roles(ctx_t *c, const ynode_t *n, const char *path, void *base, con
     return WD_OK;
 }
 
-static int h_backend(ctx_t *c, const ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+static int h_backend(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     char **dst = (char **)((char *)base + f->off);
     if (!n) return dup_str(c, n, "local", 5, dst);
@@ -1194,6 +994,165 @@ static const wd_cfg_field_t rate_fields[] = {
     {.name = "per_ip", .type = F_MAP, .off = RTF(per_ip), .sub = &per_ip_map},
 };
 static const wd_cfg_map_t rate_map = {"rate_limits", rate_fields, WD_ARRAY_LEN(rate_fields)};
+
+
+/* ---- guard ---------------------------------------------------------------------------------------- */
+
+static int h_score(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    uint32_t *dst = (uint32_t *)((char *)base + f->off);
+    if (!n) {
+        *dst = f->def;
+        return WD_OK;
+    }
+    char buf[16];
+    if (n->kind != WD_YNODE_SCALAR || !n->plain || n->len == 0 || n->len >= sizeof buf)
+        return fail(c, n, "%s: expected a number from 0 to 1", path);
+    memcpy(buf, n->s, n->len);
+    buf[n->len] = 0;
+    char *end;
+    double v = strtod(buf, &end);
+    if (*end || v < 0 || v > 1) return fail(c, n, "%s: expected a number from 0 to 1, got '%s'", path, buf);
+    *dst = (uint32_t)(v * 100 + 0.5);
+    return WD_OK;
+}
+
+#define GF(nm) offsetof(wd_guard_cfg_t, nm)
+static const wd_cfg_field_t guard_fields[] = {
+    {.name = "rules_dir", .type = F_STR, .off = GF(rules_dir), .def_str = "rules"},
+    {.name = "default_profile", .type = F_STR, .off = GF(default_profile)},
+    {.name = "min_score", .type = F_FN, .off = GF(min_score), .def = 50, .fn = h_score},
+};
+static const wd_cfg_map_t guard_map = {"guard", guard_fields, WD_ARRAY_LEN(guard_fields)};
+
+/* input: { pii: pseudonymize, EMAIL: redact, ... } — keys checked against the rules after they load */
+static int h_profile_input(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_profile_t *p = base;
+    if (!n) return WD_OK;
+    if (n->kind != WD_YNODE_MAP) return fail(c, n, "%s: expected a mapping of class or type to action", path);
+    size_t count = n->n / 2;
+    if (!(p->input = calloc(count ? count : 1, sizeof *p->input))) return fail(c, n, "out of memory");
+    for (size_t i = 0; i < count; i++) {
+        const wd_ynode_t *k = n->items[2 * i], *v = n->items[2 * i + 1];
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s.%.*s", path, (int)WD_MIN(k->len, 100), k->s);
+        int rc = check_string(c, k, path);
+        if (!rc) rc = check_string(c, v, sub);
+        if (rc) return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strlen(p->input[j].key) == k->len && memcmp(p->input[j].key, k->s, k->len) == 0)
+                return fail(c, k, "%s: '%.*s%s' is listed twice", path, SHOW(k));
+        if (wd_action_parse(v->s, v->len, &p->input[i].action) != WD_OK)
+            return fail(c, v, "%s: unknown action '%.*s%s'; actions: allow, flag, mask, redact, hash, pseudonymize, "
+                              "block", sub, SHOW(v));
+        if ((rc = dup_str(c, k, k->s, k->len, &p->input[i].key))) return rc;
+        p->ninput = i + 1;
+    }
+    return WD_OK;
+}
+
+#define PF(nm) offsetof(wd_guard_profile_t, nm)
+static const wd_cfg_field_t profile_fields[] = {
+    {.name = "input", .type = F_FN, .fn = h_profile_input},
+    {.name = "restore", .type = F_BOOL, .off = PF(restore), .def = 1},
+};
+static const wd_cfg_map_t profile_map = {"a guard profile", profile_fields, WD_ARRAY_LEN(profile_fields)};
+
+static int h_profiles(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(base);
+    WD_UNUSED(f);
+    wd_config_t *cfg = c->cfg;
+    if (!n) return WD_OK;
+    if (n->kind != WD_YNODE_MAP) return fail(c, n, "%s: expected a mapping of profile names to profiles", path);
+    size_t count = n->n / 2;
+    if (!(cfg->profiles = calloc(count ? count : 1, sizeof *cfg->profiles))) return fail(c, n, "out of memory");
+    cfg->nprofiles = count;
+    for (size_t i = 0; i < count; i++) {
+        const wd_ynode_t *k = n->items[2 * i], *v = n->items[2 * i + 1];
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s.%.*s", path, (int)WD_MIN(k->len, 200), k->s);
+        static const wd_cfg_field_t name_field = {.name = "name", .type = F_FN, .off = PF(name), .fn = h_name};
+        int rc = h_name(c, k, sub, &cfg->profiles[i], &name_field);
+        if (rc) return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->profiles[j].name, cfg->profiles[i].name) == 0)
+                return fail(c, k, "%s: duplicate profile '%s'", path, cfg->profiles[i].name);
+        if ((rc = apply_map(c, v, sub, &profile_map, &cfg->profiles[i]))) return rc;
+    }
+    return WD_OK;
+}
+
+static bool db_has_class(const wd_guard_db_t *db, const char *name, bool type)
+{
+    for (size_t i = 0; db && i < wd_guard_db_nrules(db); i++) {
+        const wd_rule_t *r = wd_guard_db_rule(db, i);
+        if (strcmp(type ? r->type : r->cls, name) == 0) return true;
+    }
+    return false;
+}
+
+/* After the tree is applied: compile the rules and check every name that refers to them. */
+static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
+{
+    wd_config_t *cfg = c->cfg;
+    const wd_ynode_t *g = wd_ynode_get(root, "guard"), *gp = wd_ynode_get(root, "guard_profiles"), *roles = wd_ynode_get(root, "roles");
+    if (!g) {
+        if (gp) return fail(c, gp, "guard_profiles needs a guard section (guard: { rules_dir: ... })");
+        for (size_t i = 0; i < cfg->nroles; i++)
+            if (cfg->roles[i].guard || cfg->roles[i].ndata_classes)
+                return fail(c, roles, "roles.%s uses guard or data_classes, which need a guard section", cfg->roles[i].name);
+        return WD_OK;
+    }
+    char *dir = cfg->guard.rules_dir;
+    char resolved[4096];
+    if (dir[0] != '/' && cfg->path && strchr(cfg->path, '/')) {
+        const char *slash = strrchr(cfg->path, '/');
+        snprintf(resolved, sizeof resolved, "%.*s/%s", (int)(slash - cfg->path), cfg->path, dir);
+        dir = resolved;
+    }
+    char err[512];
+    cfg->guard_db = wd_guard_db_load(dir, err, sizeof err);
+    if (!cfg->guard_db) return fail(c, g, "guard.rules_dir: %s", err);
+    for (size_t i = 0; i < cfg->nprofiles; i++) {
+        const wd_guard_profile_t *p = &cfg->profiles[i];
+        for (size_t j = 0; j < p->ninput; j++)
+            if (!db_has_class(cfg->guard_db, p->input[j].key, false) && !db_has_class(cfg->guard_db, p->input[j].key, true))
+                return fail(c, gp, "guard_profiles.%s.input: '%s' is neither a data class nor an entity type of the loaded rules",
+                            p->name, p->input[j].key);
+    }
+    if (cfg->guard.default_profile && !wd_config_profile(cfg, cfg->guard.default_profile))
+        return fail(c, g, "guard.default_profile: unknown profile '%s'", cfg->guard.default_profile);
+    for (size_t i = 0; i < cfg->nroles; i++) {
+        const wd_role_t *r = &cfg->roles[i];
+        if (r->guard && !wd_config_profile(cfg, r->guard))
+            return fail(c, roles, "roles.%s.guard: unknown profile '%s'", r->name, r->guard);
+        for (size_t j = 0; j < r->ndata_classes; j++)
+            if (!db_has_class(cfg->guard_db, r->data_classes[j], false))
+                return fail(c, roles, "roles.%s.data_classes: '%s' is not a data class of the loaded rules", r->name,
+                            r->data_classes[j]);
+    }
+    return WD_OK;
+}
+
+const wd_guard_profile_t *wd_config_profile(const wd_config_t *c, const char *name)
+{
+    for (size_t i = 0; name && i < c->nprofiles; i++)
+        if (strcmp(c->profiles[i].name, name) == 0) return &c->profiles[i];
+    return NULL;
+}
+
+wd_action_t wd_profile_action(const wd_guard_profile_t *p, const wd_rule_t *r)
+{
+    int by_class = -1;
+    for (size_t i = 0; i < p->ninput; i++) {
+        if (strcmp(p->input[i].key, r->type) == 0) return p->input[i].action;
+        if (strcmp(p->input[i].key, r->cls) == 0) by_class = (int)i;
+    }
+    return by_class >= 0 ? p->input[by_class].action : WD_ACT_ALLOW;
+}
 
 static const char *const auth_modes[] = {"required", "none", NULL};
 #define AF(nm) offsetof(wd_auth_cfg_t, nm)
@@ -1226,12 +1185,14 @@ static const wd_cfg_field_t root_fields[] = {
     {.name = "auth", .type = F_MAP, .off = CF(auth), .sub = &auth_map},
     {.name = "roles", .type = F_FN, .fn = h_roles},
     {.name = "rate_limits", .type = F_MAP, .off = CF(rate), .sub = &rate_map},
+    {.name = "guard", .type = F_MAP, .off = CF(guard), .sub = &guard_map},
+    {.name = "guard_profiles", .type = F_FN, .fn = h_profiles},
     {.name = "audit", .type = F_MAP, .off = CF(audit_file), .sub = &audit_map},
 };
 static const wd_cfg_map_t root_map = {"the top level", root_fields, WD_ARRAY_LEN(root_fields)};
 _Static_assert(WD_ARRAY_LEN(root_fields) <= MAX_FIELDS && WD_ARRAY_LEN(limits_fields) <= MAX_FIELDS &&
                    WD_ARRAY_LEN(role_fields) <= MAX_FIELDS && WD_ARRAY_LEN(auth_fields) <= MAX_FIELDS &&
-                   WD_ARRAY_LEN(rate_fields) <= MAX_FIELDS &&
+                   WD_ARRAY_LEN(rate_fields) <= MAX_FIELDS && WD_ARRAY_LEN(guard_fields) <= MAX_FIELDS &&
                    WD_ARRAY_LEN(upstream_fields) <= MAX_FIELDS && WD_ARRAY_LEN(model_fields) <= MAX_FIELDS,
                "apply_map tracks at most MAX_FIELDS keys per mapping");
 
@@ -1271,8 +1232,20 @@ static void config_free(wd_config_t *cfg)
         free(r->models);
         free(r->ips);
         free_str(&r->name);
+        free_str(&r->guard);
+        for (size_t j = 0; j < r->ndata_classes; j++) free_str(&r->data_classes[j]);
+        free(r->data_classes);
     }
     free(cfg->roles);
+    for (size_t i = 0; i < cfg->nprofiles; i++) {
+        for (size_t j = 0; j < cfg->profiles[i].ninput; j++) free_str(&cfg->profiles[i].input[j].key);
+        free(cfg->profiles[i].input);
+        free_str(&cfg->profiles[i].name);
+    }
+    free(cfg->profiles);
+    free_str(&cfg->guard.rules_dir);
+    free_str(&cfg->guard.default_profile);
+    wd_guard_db_unref(cfg->guard_db);
     free_str(&cfg->auth.mode);
     free_str(&cfg->rate.backend);
     free_str(&cfg->rate.fail);
@@ -1322,17 +1295,19 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
         return NULL;
     }
     c.cfg = cfg;
-    ynode_t *root = NULL;
-    int rc = parse_tree(&c, yaml ? yaml : "", len, &root);
+    wd_ynode_t *root = NULL;
+    static const wd_yaml_opts_t yopts = {.doc = "config", .empty = "empty configuration file", .max_depth = MAX_DEPTH};
+    int rc = wd_yaml_parse(c.file, yaml ? yaml : "", len, &yopts, &root, err, errlen);
     if (!rc) {
-        if (node_is_null(root))
+        if (wd_ynode_is_null(root))
             rc = fail(&c, root, "empty configuration file");
-        else if (root->kind != N_MAP)
-            rc = fail(&c, root, "the top level must be a mapping (key: value), got %s", kind_name(root));
+        else if (root->kind != WD_YNODE_MAP)
+            rc = fail(&c, root, "the top level must be a mapping (key: value), got %s", wd_ynode_kind_name(root));
         else
             rc = apply_map(&c, root, "", &root_map, cfg);
+        if (!rc) rc = resolve_guard(&c, root);
         if (!rc && wd_config_auth_required(cfg) && !cfg->state_dir) {
-            const ynode_t *at = map_get(root, "auth");
+            const wd_ynode_t *at = wd_ynode_get(root, "auth");
             rc = fail(&c, at ? at : root,
                       "authentication is required (auth.mode: required, the default), so state_dir must name the "
                       "directory made by `warden init`; or set auth: { mode: none } to run an open gateway");
@@ -1350,13 +1325,13 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
             uint32_t lo = *(const uint32_t *)((const char *)&cfg->auth + pairs[i].lo_off);
             uint32_t hi = *(const uint32_t *)((const char *)&cfg->auth + pairs[i].hi_off);
             if (lo <= hi) continue;
-            const ynode_t *auth = map_get(root, "auth"), *at = map_get(auth, pairs[i].lo);
-            if (!at) at = map_get(auth, pairs[i].hi);
+            const wd_ynode_t *auth = wd_ynode_get(root, "auth"), *at = wd_ynode_get(auth, pairs[i].lo);
+            if (!at) at = wd_ynode_get(auth, pairs[i].hi);
             rc = fail(&c, at ? at : auth ? auth : root, "auth.%s (%u ms) must not exceed auth.%s (%u ms)",
                       pairs[i].lo, lo, pairs[i].hi, hi);
         }
     }
-    node_free(root);
+    wd_ynode_free(root);
     if (rc) {
         config_free(cfg);
         return NULL;

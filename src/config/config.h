@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "core/core.h"
+#include "guard/guard.h"
 #include "policy/policy.h"
 
 typedef struct {
@@ -73,6 +74,26 @@ typedef struct {
     wd_limits_t per_ip;         /* applied to every client address */
 } wd_rate_cfg_t;
 
+/* A guard profile: what to do with each kind of finding in prompts. Keys are data classes ("pii")
+ * or entity types ("EMAIL"); a type's entry overrides its class's. */
+typedef struct {
+    char *key;
+    wd_action_t action;
+} wd_guard_rule_action_t;
+
+typedef struct {
+    char *name;
+    wd_guard_rule_action_t *input;
+    size_t ninput;
+    bool restore;        /* put pseudonymized values back in answers */
+} wd_guard_profile_t;
+
+typedef struct {
+    char *rules_dir;       /* resolved against the config file's directory */
+    char *default_profile; /* for requests without a role profile (e.g. auth.mode none); NULL = none */
+    uint32_t min_score;    /* percent: findings scoring below are ignored */
+} wd_guard_cfg_t;
+
 typedef struct wd_config {
     int refs; /* atomic; use wd_config_ref / wd_config_unref */
     char *path;
@@ -92,6 +113,10 @@ typedef struct wd_config {
     wd_role_t *roles;
     size_t nroles;
     wd_rate_cfg_t rate;
+    wd_guard_cfg_t guard;
+    wd_guard_profile_t *profiles;
+    size_t nprofiles;
+    wd_guard_db_t *guard_db; /* compiled rules (NULL when no guard section) */
 
     char *audit_file;       /* access/event log: path, or "-" for stdout, NULL to disable */
     char *log_level;        /* debug|info|warn|error */
@@ -105,6 +130,10 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
 
 wd_config_t *wd_config_ref(wd_config_t *c);
 void wd_config_unref(wd_config_t *c); /* frees on last reference, zeroing secrets */
+
+const wd_guard_profile_t *wd_config_profile(const wd_config_t *c, const char *name);
+/* The action a profile takes for a rule (types before classes; unlisted: allow). */
+wd_action_t wd_profile_action(const wd_guard_profile_t *p, const wd_rule_t *r);
 
 /* true when requests must authenticate (auth.mode: required) */
 static inline bool wd_config_auth_required(const wd_config_t *c) { return c->auth.mode && c->auth.mode[0] == 'r'; }

@@ -418,6 +418,8 @@ void wd_gateway_worker_free(wd_worker_t *w)
     wd_gw_worker_t *g = gw(w);
     if (!g) return;
     if (g->redis) wd_limit_redis_free(g->redis);
+    wd_guard_scratch_free(g->guard_scratch);
+    wd_guard_db_unref(g->guard_db);
     wd_event_writer_free(&g->events);
     for (size_t i = 0; i < WD_TOKEN_CACHE; i++)
         if (g->tokens[i].used) wd_claims_free(&g->tokens[i].claims);

@@ -28,11 +28,15 @@ typedef struct {
     wd_authdb_t *authdb;   /* current identity snapshot (owned reference), NULL when auth is off */
     wd_token_slot_t tokens[WD_TOKEN_CACHE];
     wd_limit_redis_t *redis; /* rate_limits.backend redis: this worker's own connection */
+    wd_guard_db_t *guard_db;            /* rules the scratch below was made for (held reference) */
+    wd_guard_scratch_t *guard_scratch;
+    const uint8_t *guard_hash_key;      /* keyed-hash action; NULL without a state dir */
 } wd_gw_worker_t;
 
 extern const wd_stage_t wd_stage_authenticate;
 extern const wd_stage_t wd_stage_authorize;
 extern const wd_stage_t wd_stage_limit;
+extern const wd_stage_t wd_stage_guard;
 
 /* The process-wide local limiter (limits backend "local"); set once before workers start. */
 void wd_gateway_set_limiter(wd_limiter_t *l);

@@ -479,7 +479,7 @@ static const wd_stage_t stage_forward = {"forward", forward_on_request, NULL, NU
 /* ---- the chain ------------------------------------------------------------------------------------- */
 
 const wd_stage_t *const wd_stages[] = {&wd_stage_authenticate, &stage_request, &wd_stage_authorize, &wd_stage_limit,
-                                       &stage_forward};
+                                       &wd_stage_guard, &stage_forward};
 const size_t wd_nstages = WD_ARRAY_LEN(wd_stages);
 
 /* The forward stage is always last; response hooks run for the stages before it. */

@@ -47,6 +47,9 @@ typedef struct {
     wd_cidr_t *ips;   /* client ranges this role applies from; none = anywhere */
     size_t nips;
     wd_limits_t limits;  /* 0 fields: unlimited */
+    char *guard;         /* guard profile name, NULL = the default profile */
+    char **data_classes; /* classes the role may send unchanged (e.g. "phi") */
+    size_t ndata_classes;
     bool limits_shared;  /* limits.per: role — one pool for the whole role instead of per principal */
 } wd_role_t;
 

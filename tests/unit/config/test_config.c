@@ -284,7 +284,7 @@ static void test_unknown_key(void **state)
     expect_err(
         MINIMAL "lisen: 1\n", "7:1",
         "unknown key 'lisen' in the top level; allowed keys: listen, admin, state_dir, workers, log_level, "
-        "limits, upstreams, models, auth, roles, rate_limits, audit");
+        "limits, upstreams, models, auth, roles, rate_limits, guard, guard_profiles, audit");
     expect_err(MINIMAL "limits:\n  max_conections: 5\n", "8:3",
                "unknown key 'max_conections' in limits; allowed keys: max_connections,");
     expect_err(
