@@ -1,6 +1,6 @@
 /* guard: finding personal data, secrets and unsafe content in text, and acting on it.
  *
- * Rules are data (rules/*.yaml, see docs/rules.md): each has an id ("pii.email"), an entity type
+ * Rules are data (rules/NAME.yaml, see docs/rules.md): each has an id ("pii.email"), an entity type
  * ("EMAIL"), a data class ("pii", "phi", "financial", "secrets", or a content category such as
  * "self_harm"), a Vectorscan pattern, an optional validator (Luhn, mod-97, ...), optional context
  * words and a score. All rules compile into one Vectorscan database per mode (block for prompts and
@@ -36,7 +36,7 @@ typedef struct {
     char *pattern;     /* Vectorscan/PCRE2 syntax */
     bool caseless;
     int validator;     /* index from wd_validator_find, or -1 */
-    char **context;    /* lower-case words that, within context_window bytes before the match, add context_boost */
+    char **context;    /* lower-case words; one within 64 bytes before or 32 after the span adds 0.25 */
     size_t ncontext;
     bool context_required; /* without a context word the finding is dropped */
     float score;       /* base confidence 0..1 */
@@ -44,6 +44,8 @@ typedef struct {
     char *severity;    /* content categories: low|medium|high (may be NULL) */
     char *file;        /* where it was defined, for messages */
     unsigned line;
+    bool boundary;     /* drop spans that start or end inside a run of ASCII letters/digits (default true) */
+    char *description; /* optional, for --explain (may be NULL) */
 } wd_rule_t;
 
 /* A compiled, immutable rule set (reference-counted like config snapshots). */
@@ -57,6 +59,11 @@ wd_guard_db_t *wd_guard_db_ref(wd_guard_db_t *db);
 void wd_guard_db_unref(wd_guard_db_t *db);
 size_t wd_guard_db_nrules(const wd_guard_db_t *db);
 const wd_rule_t *wd_guard_db_rule(const wd_guard_db_t *db, size_t i);
+/* Index of the rule with this id, or -1. */
+int wd_guard_db_find(const wd_guard_db_t *db, const char *id);
+/* The longest span any rule can report (max over rules of max_len, narrowed by what each pattern
+ * can match at most). */
+size_t wd_guard_db_max_len(const wd_guard_db_t *db);
 
 /* ---- scanning -------------------------------------------------------------------------------------- */
 
@@ -70,6 +77,7 @@ typedef struct {
     wd_finding_t *v;
     size_t n, cap;
     size_t limit; /* at most this many findings are kept (0 = 4096) */
+    uint64_t base; /* stream offset of v[].start/end: 0 for block scans; see wd_guard_stream_feed */
 } wd_findings_t;
 
 void wd_findings_init(wd_findings_t *f);
@@ -85,6 +93,40 @@ void wd_guard_scratch_free(wd_guard_scratch_t *s);
  * Returns WD_OK or an error (WD_E2BIG when the findings limit was reached: the text is refused). */
 int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
                   wd_findings_t *out);
+
+/* ---- stream mode (SSE answers, large files) ---------------------------------------------------------
+ *
+ * The text arrives in pieces; findings are reported once they are final, with the same spans, scores
+ * and overlap resolution as one wd_guard_scan of the whole text would give (see docs/rules.md for the
+ * one exception: overlap chains longer than the hold-back are resolved in pieces).
+ *
+ * A caller that rewrites the text it forwards must hold back the bytes a later finding may still
+ * cover: every byte before wd_guard_stream_safe_offset() is final (no finding reported later starts
+ * before it), so it may be sent after applying the findings reported so far; bytes from there on
+ * must be kept. fed - safe_offset never exceeds wd_guard_db_holdback(db) bytes. */
+typedef struct wd_guard_stream wd_guard_stream_t;
+
+/* Bound on the bytes a stream caller must hold back (at most 2 x wd_guard_db_max_len + 35). */
+size_t wd_guard_db_holdback(const wd_guard_db_t *db);
+
+/* Opens a stream (takes a reference on db). min_score applies to every finding of the stream. */
+wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score);
+/* Scans the next piece. out is reset and receives the findings that became final, sorted, with
+ * absolute stream offsets base + start / base + end (out->base is set; the relative values fit in
+ * 32 bits). s is any scratch of the stream's db (streams may move between threads between calls).
+ * A piece is at most 1 GiB. Errors (WD_E2BIG: findings limit or a pathological pattern) leave the
+ * stream unusable: close or free it. */
+int wd_guard_stream_feed(wd_guard_stream_t *st, wd_guard_scratch_t *s, const char *p, size_t len,
+                         wd_findings_t *out);
+/* Ends the text: reports the remaining findings (matches that needed the end of the text included).
+ * After it only wd_guard_stream_free may be called. */
+int wd_guard_stream_finish(wd_guard_stream_t *st, wd_guard_scratch_t *s, wd_findings_t *out);
+uint64_t wd_guard_stream_offset(const wd_guard_stream_t *st);      /* bytes fed so far */
+uint64_t wd_guard_stream_safe_offset(const wd_guard_stream_t *st); /* bytes before this are final */
+/* Candidates resolved before their overlap chain ended, to keep the hold-back bounded (0 = the
+ * findings so far are exactly a block scan's). */
+uint64_t wd_guard_stream_forced(const wd_guard_stream_t *st);
+void wd_guard_stream_free(wd_guard_stream_t *st);                  /* finished or not */
 
 /* ---- validators (src/guard/validators.c) ---------------------------------------------------------- */
 
