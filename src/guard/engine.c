@@ -1,0 +1,1243 @@
+/* guard engine: rule files -> one Vectorscan database per mode -> validated, non-overlapping findings.
+ *
+ * Loading: each rule file (rules/NAME.yaml) becomes a yamltree (anchors, aliases and tags refused, as in
+ * config), every rule is checked key by key with file:line:col errors, and each pattern is compiled
+ * twice: by Vectorscan (all rules together, one block and one stream database) and by PCRE2 (one
+ * code per rule, JIT when available, end-anchored).
+ *
+ * Scanning: Vectorscan runs without start-of-match tracking, which is what makes it fast, and reports
+ * (rule, end) for every end position of every match. Each end is confirmed by PCRE2 on the window
+ * [end - win, end]: the pattern is compiled with PCRE2_ENDANCHORED and the subject is cut at `end`,
+ * so an unanchored search finds the leftmost start whose match ends exactly there. Rules whose pattern
+ * has a fixed width (Vectorscan tells us) need no confirmation at all: start = end - width. Matches
+ * of one rule sharing a start keep the longest end (greedy, as PCRE2 would report). Then, per
+ * candidate: the word-boundary check, the validator, the context words, min_score; and finally the
+ * overlap resolution (higher score, then longer, then the earlier rule).
+ *
+ * Stream mode runs the same pipeline on a sliding history; a candidate becomes final once no later
+ * match can overlap it and its right-hand context has arrived, so the findings equal a block scan's.
+ *
+ * A database is immutable after load and shared by all threads; everything mutable lives in the
+ * per-thread scratch or in a stream. */
+#include "guard/guard.h"
+
+#include "config/yamltree.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hs/hs.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#define CTX_BEFORE 64 /* context words are looked for this many bytes before a span ... */
+#define CTX_AFTER 32  /* ... and this many after it */
+#define CTX_BOOST 0.25f
+#define MAX_RULES 16384 /* wd_finding_t.rule is 16 bits; this also bounds compile time */
+#define MAX_FILE_BYTES (4u << 20)
+#define MAX_FILES 1024
+#define MAX_PATTERN 8192
+#define MAX_NAME 64
+#define MAX_WORDS 64
+#define MAX_WORD 64
+#define MAX_DESC 1024
+#define MAX_SPAN 4096
+#define DEFAULT_MAX_LEN 256
+#define DEFAULT_SCORE 0.8f
+#define DEFAULT_LIMIT 4096
+#define CAND_FACTOR 8 /* raw candidates kept per scan: CAND_FACTOR x the findings limit */
+#define MAX_PIECE (1u << 30)
+/* PCRE2 work per confirmation. A window is at most 4 KiB, so a sane pattern needs a few thousand
+ * steps; hitting the limit means a pathological pattern and the text is refused (fail closed). */
+#define PCRE_MATCH_LIMIT 200000
+#define PCRE_DEPTH_LIMIT 10000
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Model */
+
+typedef struct {
+    pcre2_code *code; /* NULL when fixed != 0 */
+    uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
+    uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
+    wd_validator_fn validate;
+    uint8_t ctxlen[MAX_WORDS]; /* strlen of each context word */
+} rule_rt_t;
+
+struct wd_guard_db {
+    atomic_int refs;
+    wd_rule_t *rules;
+    rule_rt_t *rt;
+    size_t nrules;
+    hs_database_t *block, *stream;
+    uint32_t max_win;   /* max over rules of rt.win */
+    uint32_t lookbehind; /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
+    uint64_t horizon;   /* a candidate is final once fed >= its end + horizon */
+    uint64_t holdback;  /* fed - safe offset never exceeds this */
+};
+
+typedef struct {
+    uint64_t start, end; /* absolute (stream) offsets */
+    uint32_t rule;
+    float score;
+} cand_t;
+
+typedef struct {
+    cand_t *v;
+    size_t n, cap;
+    int32_t *last; /* per rule: index in v of its latest candidate, or -1 */
+} candset_t;
+
+struct wd_guard_scratch {
+    const wd_guard_db_t *db;
+    hs_scratch_t *hs;
+    pcre2_match_data *md;
+    pcre2_match_context *mctx;
+    pcre2_jit_stack *jit;
+    candset_t cs; /* block scans */
+};
+
+struct wd_guard_stream {
+    wd_guard_db_t *db;
+    hs_stream_t *hs;
+    float min_score;
+    char *hist; /* bytes [hbase, fed) */
+    size_t hcap;
+    uint64_t hbase, fed, safe;
+    candset_t cs; /* pending candidates */
+    uint64_t forced; /* candidates finalized early to keep the hold-back bounded */
+    bool finished, failed;
+};
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Small helpers */
+
+static inline bool is_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static inline unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
+
+void wd_findings_init(wd_findings_t *f)
+{
+    memset(f, 0, sizeof *f);
+}
+
+void wd_findings_free(wd_findings_t *f)
+{
+    free(f->v);
+    f->v = NULL;
+    f->n = f->cap = 0;
+}
+
+static int findings_push(wd_findings_t *f, wd_finding_t x)
+{
+    size_t limit = f->limit ? f->limit : DEFAULT_LIMIT;
+    if (f->n >= limit) return WD_E2BIG;
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 16;
+        if (cap > limit) cap = limit;
+        wd_finding_t *v = realloc(f->v, cap * sizeof *v);
+        if (!v) return WD_ENOMEM;
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = x;
+    return WD_OK;
+}
+
+static int cands_init(candset_t *cs, size_t nrules)
+{
+    memset(cs, 0, sizeof *cs);
+    cs->last = malloc(WD_MAX(nrules, (size_t)1) * sizeof *cs->last);
+    if (!cs->last) return WD_ENOMEM;
+    for (size_t i = 0; i < nrules; i++)
+        cs->last[i] = -1;
+    return WD_OK;
+}
+
+static void cands_free(candset_t *cs)
+{
+    free(cs->v);
+    free(cs->last);
+    memset(cs, 0, sizeof *cs);
+}
+
+/* Resets only the rules that have candidates, so a scan costs nothing per rule. */
+static void cands_clear(candset_t *cs)
+{
+    for (size_t i = 0; i < cs->n; i++)
+        cs->last[cs->v[i].rule] = -1;
+    cs->n = 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Confirmation (Vectorscan match callback) */
+
+typedef struct {
+    const wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    candset_t *cs;
+    const char *buf; /* holds stream bytes [base, ...) */
+    uint64_t base;
+    size_t max_cands;
+    int err;
+} match_ctx_t;
+
+static int on_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *ud)
+{
+    WD_UNUSED(from);
+    WD_UNUSED(flags);
+    match_ctx_t *m = ud;
+    const rule_rt_t *rt = &m->db->rt[id];
+    uint64_t end = to, start;
+
+    if (rt->fixed) {
+        if (end < rt->fixed) return 0;
+        start = end - rt->fixed;
+    } else {
+        uint64_t wstart = end > rt->win ? end - rt->win : 0;
+        if (wstart < m->base) wstart = m->base; /* cannot happen: the history keeps every window */
+        /* Cutting the subject at `end` with an end-anchored pattern makes the unanchored search return
+         * the leftmost start whose match ends exactly at `end`. NOTBOL: `^` means the start of the
+         * text, which the history no longer holds once it has slid. */
+        int rc = pcre2_match(rt->code, (PCRE2_SPTR)m->buf, (PCRE2_SIZE)(end - m->base),
+                             (PCRE2_SIZE)(wstart - m->base), m->base ? PCRE2_NOTBOL : 0, m->s->md, m->s->mctx);
+        if (rc == PCRE2_ERROR_NOMATCH) return 0; /* the engines disagree (e.g. a span longer than max_len) */
+        if (rc < 0) {
+            m->err = WD_E2BIG;
+            return 1;
+        }
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m->s->md);
+        start = m->base + ov[0];
+        if (start >= end) return 0;
+    }
+
+    candset_t *cs = m->cs;
+    int32_t li = cs->last[id];
+    if (li >= 0 && cs->v[li].start == start) {
+        if (end > cs->v[li].end) cs->v[li].end = end;
+        return 0;
+    }
+    if (cs->n >= m->max_cands) {
+        m->err = WD_E2BIG;
+        return 1;
+    }
+    if (cs->n == cs->cap) {
+        size_t cap = cs->cap ? cs->cap * 2 : 64;
+        cand_t *v = realloc(cs->v, cap * sizeof *v);
+        if (!v) {
+            m->err = WD_ENOMEM;
+            return 1;
+        }
+        cs->v = v;
+        cs->cap = cap;
+    }
+    cs->v[cs->n] = (cand_t){.start = start, .end = end, .rule = id, .score = 0};
+    cs->last[id] = (int32_t)cs->n++;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Candidates -> findings */
+
+static int cmp_start(const void *a, const void *b)
+{
+    const cand_t *x = a, *y = b;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    if (x->rule != y->rule) return x->rule < y->rule ? -1 : 1;
+    if (x->end != y->end) return x->end > y->end ? -1 : 1; /* longest first */
+    return 0;
+}
+
+static int cmp_priority(const void *a, const void *b)
+{
+    const cand_t *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    uint64_t lx = x->end - x->start, ly = y->end - y->start;
+    if (lx != ly) return lx > ly ? -1 : 1;
+    if (x->rule != y->rule) return x->rule < y->rule ? -1 : 1;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    return 0;
+}
+
+/* Sorts by start and drops repeats of (rule, start), keeping the longest: Vectorscan may report the
+ * ends of one rule so that the same start comes back after another one. */
+static void sort_dedup(candset_t *cs)
+{
+    bool sorted = true;
+    for (size_t i = 1; i < cs->n && sorted; i++)
+        sorted = cmp_start(&cs->v[i - 1], &cs->v[i]) < 0 &&
+                 (cs->v[i - 1].start != cs->v[i].start || cs->v[i - 1].rule != cs->v[i].rule);
+    if (sorted) return;
+    qsort(cs->v, cs->n, sizeof *cs->v, cmp_start);
+    size_t w = 0;
+    for (size_t i = 0; i < cs->n; i++) {
+        if (w && cs->v[w - 1].start == cs->v[i].start && cs->v[w - 1].rule == cs->v[i].rule) continue;
+        cs->v[w++] = cs->v[i];
+    }
+    cs->n = w;
+}
+
+/* The text seen by the filters: bytes [base, avail) of the stream are in buf. */
+typedef struct {
+    const char *buf;
+    uint64_t base, avail;
+} view_t;
+
+static inline int byte_at(const view_t *t, uint64_t off)
+{
+    if (off < t->base || off >= t->avail) return -1;
+    return (unsigned char)t->buf[off - t->base];
+}
+
+/* Is a context word present as a whole word, case-insensitively, inside [lo, hi)? The window is
+ * lower-cased once (it is at most CTX_BEFORE bytes) and searched with memmem per word. */
+static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t *r, const uint8_t *wlen)
+{
+    unsigned char win[WD_MAX(CTX_BEFORE, CTX_AFTER)];
+    size_t n = (size_t)(hi - lo);
+    if (hi <= lo) return false;
+    const unsigned char *p = (const unsigned char *)t->buf + (lo - t->base);
+    for (size_t i = 0; i < n; i++)
+        win[i] = lower(p[i]);
+    for (size_t k = 0; k < r->ncontext; k++) {
+        const char *w = r->context[k];
+        size_t wl = wlen[k], from = 0;
+        const unsigned char *hit;
+        while (from + wl <= n && (hit = memmem(win + from, n - from, w, wl))) {
+            size_t at = (size_t)(hit - win);
+            uint64_t abs_at = lo + at;
+            int before = abs_at ? byte_at(t, abs_at - 1) : -1, after = byte_at(t, abs_at + wl);
+            bool bad = (before >= 0 && is_alnum((unsigned char)before) && is_alnum((unsigned char)w[0])) ||
+                       (after >= 0 && is_alnum((unsigned char)after) && is_alnum((unsigned char)w[wl - 1]));
+            if (!bad) return true;
+            from = at + 1;
+        }
+    }
+    return false;
+}
+
+static bool has_context(const view_t *t, const wd_rule_t *r, const uint8_t *wlen, uint64_t start, uint64_t end)
+{
+    uint64_t blo = start > CTX_BEFORE ? start - CTX_BEFORE : 0, ahi = WD_MIN(end + CTX_AFTER, t->avail);
+    if (blo < t->base) blo = t->base;
+    return words_in(t, blo, start, r, wlen) || words_in(t, end, ahi, r, wlen);
+}
+
+/* Boundary check, validator, context and min_score, in place on v[0..n). Returns the kept count. */
+static size_t filter(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t n, float min_score)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        cand_t c = v[i];
+        const wd_rule_t *r = &db->rules[c.rule];
+        const rule_rt_t *rt = &db->rt[c.rule];
+        const char *p = t->buf + (c.start - t->base);
+        size_t len = (size_t)(c.end - c.start);
+        if (r->boundary) {
+            int before = c.start ? byte_at(t, c.start - 1) : -1, after = byte_at(t, c.end);
+            if (before >= 0 && is_alnum((unsigned char)before) && is_alnum((unsigned char)p[0])) continue;
+            if (after >= 0 && is_alnum((unsigned char)after) && is_alnum((unsigned char)p[len - 1])) continue;
+        }
+        float score = r->score;
+        if (rt->validate && !rt->validate(p, len, &score)) continue;
+        if (r->ncontext) {
+            if (has_context(t, r, rt->ctxlen, c.start, c.end))
+                score = fminf(1.0f, score + CTX_BOOST);
+            else if (r->context_required)
+                continue;
+        }
+        if (!(score >= min_score)) continue;
+        c.score = score;
+        v[w++] = c;
+    }
+    return w;
+}
+
+/* Greedy selection inside one overlap component: by priority, keep what does not overlap a kept one.
+ * The kept spans stay sorted by start in out->v[first..), so each test is a binary search. */
+static int resolve_component(cand_t *v, size_t n, uint64_t out_base, wd_findings_t *out)
+{
+    qsort(v, n, sizeof *v, cmp_priority);
+    size_t first = out->n;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t s = (uint32_t)(v[i].start - out_base), e = (uint32_t)(v[i].end - out_base);
+        size_t lo = first, hi = out->n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (out->v[mid].start < s)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo > first && out->v[lo - 1].end > s) continue;
+        if (lo < out->n && out->v[lo].start < e) continue;
+        int rc = findings_push(out, (wd_finding_t){0});
+        if (rc) return rc;
+        memmove(&out->v[lo + 1], &out->v[lo], (out->n - 1 - lo) * sizeof *out->v);
+        out->v[lo] = (wd_finding_t){.start = s, .end = e, .rule = (uint16_t)v[i].rule, .score = v[i].score};
+    }
+    return WD_OK;
+}
+
+/* v[0..n) sorted by start, forming whole overlap components. */
+static int finalize(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t n, float min_score,
+                    uint64_t out_base, wd_findings_t *out)
+{
+    n = filter(db, t, v, n, min_score);
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        uint64_t maxend = v[i].end;
+        while (j < n && v[j].start < maxend) {
+            if (v[j].end > maxend) maxend = v[j].end;
+            j++;
+        }
+        int rc;
+        if (j == i + 1)
+            rc = findings_push(out, (wd_finding_t){.start = (uint32_t)(v[i].start - out_base),
+                                                   .end = (uint32_t)(v[i].end - out_base),
+                                                   .rule = (uint16_t)v[i].rule,
+                                                   .score = v[i].score});
+        else
+            rc = resolve_component(v + i, j - i, out_base, out);
+        if (rc) return rc;
+        i = j;
+    }
+    return WD_OK;
+}
+
+static size_t max_cands(const wd_findings_t *out)
+{
+    size_t limit = out->limit ? out->limit : DEFAULT_LIMIT;
+    return limit > SIZE_MAX / CAND_FACTOR ? SIZE_MAX : limit * CAND_FACTOR;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Block scan */
+
+int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
+                  wd_findings_t *out)
+{
+    out->n = 0;
+    out->base = 0;
+    if (!db || !s || s->db != db || (!text && len)) return WD_EINVAL;
+    if (len > UINT32_MAX) return WD_E2BIG;
+    if (!db->block || len == 0) return WD_OK;
+    candset_t *cs = &s->cs;
+    cands_clear(cs);
+    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .max_cands = max_cands(out)};
+    hs_error_t hr = hs_scan(db->block, text, (unsigned int)len, 0, s->hs, on_match, &m);
+    if (m.err) return m.err;
+    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    sort_dedup(cs);
+    size_t n = cs->n;
+    cands_clear(cs); /* before finalize compacts v, which would hide rules from the reset */
+    view_t t = {.buf = text, .base = 0, .avail = len};
+    return finalize(db, &t, cs->v, n, min_score, 0, out);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Scratch */
+
+wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
+{
+    if (!db) return NULL;
+    wd_guard_scratch_t *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->db = db;
+    if ((db->block && hs_alloc_scratch(db->block, &s->hs) != HS_SUCCESS) ||
+        (db->stream && hs_alloc_scratch(db->stream, &s->hs) != HS_SUCCESS))
+        goto fail;
+    if (!(s->md = pcre2_match_data_create(1, NULL)) || !(s->mctx = pcre2_match_context_create(NULL))) goto fail;
+    pcre2_set_match_limit(s->mctx, PCRE_MATCH_LIMIT);
+    pcre2_set_depth_limit(s->mctx, PCRE_DEPTH_LIMIT);
+    /* the default 32 KiB JIT stack is too small for some bounded repeats over 4 KiB windows */
+    s->jit = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
+    if (s->jit) pcre2_jit_stack_assign(s->mctx, NULL, s->jit);
+    if (cands_init(&s->cs, db->nrules)) goto fail;
+    return s;
+fail:
+    wd_guard_scratch_free(s);
+    return NULL;
+}
+
+void wd_guard_scratch_free(wd_guard_scratch_t *s)
+{
+    if (!s) return;
+    if (s->hs) hs_free_scratch(s->hs);
+    pcre2_match_data_free(s->md);
+    pcre2_match_context_free(s->mctx);
+    pcre2_jit_stack_free(s->jit);
+    cands_free(&s->cs);
+    free(s);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Stream scan */
+
+size_t wd_guard_db_holdback(const wd_guard_db_t *db) { return db ? (size_t)db->holdback : 0; }
+size_t wd_guard_db_max_len(const wd_guard_db_t *db) { return db ? db->max_win : 0; }
+
+wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score)
+{
+    if (!db) return NULL;
+    wd_guard_stream_t *st = calloc(1, sizeof *st);
+    if (!st) return NULL;
+    if (cands_init(&st->cs, db->nrules) || (db->stream && hs_open_stream(db->stream, 0, &st->hs) != HS_SUCCESS)) {
+        cands_free(&st->cs);
+        free(st);
+        return NULL;
+    }
+    st->db = wd_guard_db_ref(db);
+    st->min_score = min_score;
+    return st;
+}
+
+uint64_t wd_guard_stream_offset(const wd_guard_stream_t *st) { return st ? st->fed : 0; }
+uint64_t wd_guard_stream_safe_offset(const wd_guard_stream_t *st) { return st ? st->safe : 0; }
+uint64_t wd_guard_stream_forced(const wd_guard_stream_t *st) { return st ? st->forced : 0; }
+
+/* Finalizes the pending candidates that can no longer change: whole overlap components that no later
+ * match can reach (fed >= their end + horizon), and, so the hold-back stays bounded, those that start
+ * more than holdback bytes back even if their component is still open. */
+static int stream_flush(wd_guard_stream_t *st, bool eod, wd_findings_t *out)
+{
+    const wd_guard_db_t *db = st->db;
+    candset_t *cs = &st->cs;
+    sort_dedup(cs);
+    size_t k = 0;
+    if (eod) {
+        k = cs->n;
+    } else {
+        while (k < cs->n) {
+            size_t j = k + 1;
+            uint64_t maxend = cs->v[k].end;
+            while (j < cs->n && cs->v[j].start < maxend) {
+                if (cs->v[j].end > maxend) maxend = cs->v[j].end;
+                j++;
+            }
+            if (maxend + db->horizon <= st->fed) {
+                k = j;
+                continue;
+            }
+            size_t k0 = k;
+            while (k < j && cs->v[k].start + db->holdback < st->fed)
+                k++;
+            st->forced += k - k0;
+            break;
+        }
+    }
+    out->base = st->hbase;
+    view_t t = {.buf = st->hist, .base = st->hbase, .avail = st->fed};
+    /* finalize compacts v[0..k) in place, so the per-rule indexes are rebuilt from what remains */
+    for (size_t i = 0; i < cs->n; i++)
+        cs->last[cs->v[i].rule] = -1;
+    int rc = finalize(db, &t, cs->v, k, st->min_score, st->hbase, out);
+    if (rc) return rc;
+    if (k && k < cs->n) memmove(cs->v, cs->v + k, (cs->n - k) * sizeof *cs->v);
+    cs->n -= k;
+    for (size_t i = 0; i < cs->n; i++)
+        cs->last[cs->v[i].rule] = (int32_t)i;
+
+    /* Later findings start at a pending candidate or within max_win of the data's end. */
+    uint64_t safe = st->fed > (uint64_t)db->max_win + 1 ? st->fed - db->max_win - 1 : 0;
+    if (cs->n && cs->v[0].start < safe) safe = cs->v[0].start;
+    if (eod) safe = st->fed;
+    if (safe > st->safe) st->safe = safe;
+    return WD_OK;
+}
+
+int wd_guard_stream_feed(wd_guard_stream_t *st, wd_guard_scratch_t *s, const char *p, size_t len,
+                         wd_findings_t *out)
+{
+    out->n = 0;
+    out->base = st ? st->hbase : 0;
+    if (!st || !s || s->db != st->db || (!p && len) || st->finished) return WD_EINVAL;
+    if (st->failed) return WD_EINVAL;
+    if (len > MAX_PIECE) return WD_E2BIG;
+    const wd_guard_db_t *db = st->db;
+    if (len == 0) return WD_OK;
+
+    size_t hlen = (size_t)(st->fed - st->hbase);
+    if (hlen + len > st->hcap) {
+        size_t cap = st->hcap ? st->hcap : 4096;
+        while (cap < hlen + len)
+            cap *= 2;
+        char *h = realloc(st->hist, cap);
+        if (!h) return WD_ENOMEM;
+        st->hist = h;
+        st->hcap = cap;
+    }
+    memcpy(st->hist + hlen, p, len);
+    if (db->stream) {
+        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase,
+                         .max_cands = max_cands(out)};
+        hs_error_t hr = hs_scan_stream(st->hs, p, (unsigned int)len, 0, s->hs, on_match, &m);
+        if (m.err || hr != HS_SUCCESS) {
+            st->failed = true;
+            return m.err ? m.err : hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+        }
+    }
+    st->fed += len;
+    int rc = stream_flush(st, false, out);
+    if (rc) {
+        st->failed = true;
+        return rc;
+    }
+    /* Keep what later confirmations and context checks may read: from the earliest byte a future
+     * finding may start at, the left context and the lookbehind before it. */
+    uint64_t keep = st->safe > (uint64_t)CTX_BEFORE + 2 + db->lookbehind
+                        ? st->safe - CTX_BEFORE - 2 - db->lookbehind
+                        : 0;
+    if (keep > st->hbase) {
+        size_t drop = (size_t)(keep - st->hbase);
+        memmove(st->hist, st->hist + drop, (size_t)(st->fed - keep));
+        st->hbase = keep;
+    }
+    return WD_OK;
+}
+
+int wd_guard_stream_finish(wd_guard_stream_t *st, wd_guard_scratch_t *s, wd_findings_t *out)
+{
+    out->n = 0;
+    out->base = st ? st->hbase : 0;
+    if (!st || !s || s->db != st->db || st->finished || st->failed) return WD_EINVAL;
+    const wd_guard_db_t *db = st->db;
+    st->finished = true;
+    if (st->hs) {
+        /* end-of-data matches ($, a trailing \b) are reported by the close */
+        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase,
+                         .max_cands = max_cands(out)};
+        hs_error_t hr = hs_close_stream(st->hs, s->hs, on_match, &m);
+        st->hs = NULL;
+        if (m.err) return m.err;
+        if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    }
+    return stream_flush(st, true, out);
+}
+
+void wd_guard_stream_free(wd_guard_stream_t *st)
+{
+    if (!st) return;
+    if (st->hs) hs_close_stream(st->hs, NULL, NULL, NULL);
+    cands_free(&st->cs);
+    free(st->hist);
+    wd_guard_db_unref(st->db);
+    free(st);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Database lifetime */
+
+static void rule_free(wd_rule_t *r)
+{
+    free(r->id);
+    free(r->type);
+    free(r->cls);
+    free(r->pattern);
+    for (size_t i = 0; i < r->ncontext; i++)
+        free(r->context[i]);
+    free(r->context);
+    free(r->severity);
+    free(r->file);
+    free(r->description);
+}
+
+static void db_free(wd_guard_db_t *db)
+{
+    if (!db) return;
+    for (size_t i = 0; i < db->nrules; i++) {
+        rule_free(&db->rules[i]);
+        if (db->rt) pcre2_code_free(db->rt[i].code);
+    }
+    free(db->rules);
+    free(db->rt);
+    hs_free_database(db->block);
+    hs_free_database(db->stream);
+    free(db);
+}
+
+wd_guard_db_t *wd_guard_db_ref(wd_guard_db_t *db)
+{
+    if (db) atomic_fetch_add_explicit(&db->refs, 1, memory_order_relaxed);
+    return db;
+}
+
+void wd_guard_db_unref(wd_guard_db_t *db)
+{
+    if (db && atomic_fetch_sub_explicit(&db->refs, 1, memory_order_acq_rel) == 1) db_free(db);
+}
+
+size_t wd_guard_db_nrules(const wd_guard_db_t *db) { return db ? db->nrules : 0; }
+
+const wd_rule_t *wd_guard_db_rule(const wd_guard_db_t *db, size_t i)
+{
+    return db && i < db->nrules ? &db->rules[i] : NULL;
+}
+
+int wd_guard_db_find(const wd_guard_db_t *db, const char *id)
+{
+    if (!db || !id) return -1;
+    for (size_t i = 0; i < db->nrules; i++)
+        if (strcmp(db->rules[i].id, id) == 0) return (int)i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Loading: YAML -> rules */
+
+typedef struct {
+    const char *file;
+    char *err;
+    size_t errlen;
+    wd_rule_t *rules;
+    size_t n, cap;
+    const wd_ynode_t **pattern_nodes; /* per rule, for compile errors; valid while its tree lives */
+    unsigned *pattern_line, *pattern_col;
+} load_t;
+
+__attribute__((format(printf, 4, 5))) static int fail_at(load_t *L, unsigned line, unsigned col, const char *fmt,
+                                                         ...)
+{
+    if (!L->err || !L->errlen) return WD_EINVAL;
+    int n = snprintf(L->err, L->errlen, "%s:%u:%u: ", L->file, line, col);
+    if (n >= 0 && (size_t)n < L->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(L->err + n, L->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return WD_EINVAL;
+}
+
+#define FAIL(L, node, ...) fail_at((L), (node)->line, (node)->col, __VA_ARGS__)
+#define SHOWN_MAX 64
+#define SHOW(n) (int)WD_MIN((n)->len, (size_t)SHOWN_MAX), (n)->s, ((n)->len > SHOWN_MAX ? "..." : "")
+
+static int want_scalar(load_t *L, const wd_ynode_t *n, const char *key)
+{
+    if (n->kind != WD_YNODE_SCALAR) return FAIL(L, n, "%s: expected a scalar, got %s", key, wd_ynode_kind_name(n));
+    if (wd_ynode_is_null(n) || n->len == 0) return FAIL(L, n, "%s: expected a value", key);
+    return WD_OK;
+}
+
+/* name: one of the character classes ("a-z0-9._-" style: lower, upper, digit, and the listed punct) */
+static int want_name(load_t *L, const wd_ynode_t *n, const char *key, bool lower_ok, bool upper_ok,
+                     const char *punct, const char *shape, char **dst)
+{
+    int rc = want_scalar(L, n, key);
+    if (rc) return rc;
+    if (n->len > MAX_NAME) return FAIL(L, n, "%s: longer than %d characters", key, MAX_NAME);
+    for (size_t i = 0; i < n->len; i++) {
+        char c = n->s[i];
+        bool ok = (c >= '0' && c <= '9') || (lower_ok && c >= 'a' && c <= 'z') || (upper_ok && c >= 'A' && c <= 'Z') ||
+                  (c && strchr(punct, c));
+        if (!ok) return FAIL(L, n, "%s '%.*s%s' must match %s", key, SHOW(n), shape);
+    }
+    if (!(*dst = strdup(n->s))) return FAIL(L, n, "out of memory");
+    return WD_OK;
+}
+
+static int want_bool(load_t *L, const wd_ynode_t *n, const char *key, bool *dst)
+{
+    if (n->kind == WD_YNODE_SCALAR && n->plain) {
+        if (strcmp(n->s, "true") == 0) return *dst = true, WD_OK;
+        if (strcmp(n->s, "false") == 0) return *dst = false, WD_OK;
+    }
+    return FAIL(L, n, "%s: expected true or false", key);
+}
+
+static int want_number(load_t *L, const wd_ynode_t *n, const char *key, double lo, double hi, bool integer,
+                       double *dst)
+{
+    if (n->kind != WD_YNODE_SCALAR || !n->plain || n->len == 0 || n->len > 32)
+        return FAIL(L, n, "%s: expected a number", key);
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(n->s, &end);
+    if (errno || end != n->s + n->len || !isfinite(v) || (integer && v != floor(v)) ||
+        (n->s[0] != '-' && (n->s[0] < '0' || n->s[0] > '9') && n->s[0] != '.'))
+        return FAIL(L, n, "%s: expected %s, got '%.*s%s'", key, integer ? "an integer" : "a number", SHOW(n));
+    if (v < lo || v > hi)
+        return FAIL(L, n, integer ? "%s: %.0f is out of range (%.0f..%.0f)" : "%s: %g is out of range (%g..%g)", key, v,
+                    lo, hi);
+    *dst = v;
+    return WD_OK;
+}
+
+static int want_context(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
+{
+    if (n->kind != WD_YNODE_SEQ) return FAIL(L, n, "context: expected a list of words, got %s", wd_ynode_kind_name(n));
+    if (n->n > MAX_WORDS) return FAIL(L, n, "context: more than %d words", MAX_WORDS);
+    if (!n->n) return WD_OK;
+    if (!(r->context = calloc(n->n, sizeof *r->context))) return FAIL(L, n, "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        const wd_ynode_t *w = n->items[i];
+        int rc = want_scalar(L, w, "context");
+        if (rc) return rc;
+        if (w->len > MAX_WORD) return FAIL(L, w, "context: word longer than %d bytes", MAX_WORD);
+        for (size_t k = 0; k < w->len; k++) {
+            unsigned char c = (unsigned char)w->s[k];
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c && strchr(" ._-#/:'", c))))
+                return FAIL(L, w, "context word '%.*s%s' must be lower-case ASCII ([a-z0-9 ._-#/:'])", SHOW(w));
+        }
+        if (w->s[0] == ' ' || w->s[w->len - 1] == ' ') return FAIL(L, w, "context word has surrounding spaces");
+        if (!(r->context[r->ncontext] = strdup(w->s))) return FAIL(L, w, "out of memory");
+        r->ncontext++;
+    }
+    return WD_OK;
+}
+
+static const char *const rule_keys[] = {"id",    "type",    "class",          "pattern",          "caseless",
+                                        "validator", "context", "context_required", "score", "max_len",
+                                        "severity",  "boundary", "description"};
+
+static int key_index(const wd_ynode_t *k, const char *const *keys, size_t nkeys)
+{
+    for (size_t i = 0; i < nkeys; i++)
+        if (strlen(keys[i]) == k->len && memcmp(keys[i], k->s, k->len) == 0) return (int)i;
+    return -1;
+}
+
+/* Checks the keys of a mapping against a table: every key known, none twice. vals[i] = value node. */
+static int map_keys(load_t *L, const wd_ynode_t *map, const char *what, const char *const *keys, size_t nkeys,
+                    const wd_ynode_t **vals)
+{
+    const wd_ynode_t *kn[16] = {0};
+    for (size_t i = 0; i < nkeys; i++)
+        vals[i] = NULL;
+    for (size_t i = 0; i + 1 < map->n; i += 2) {
+        const wd_ynode_t *k = map->items[i];
+        if (k->kind != WD_YNODE_SCALAR) return FAIL(L, k, "keys must be plain strings, got %s", wd_ynode_kind_name(k));
+        int idx = key_index(k, keys, nkeys);
+        if (idx < 0) {
+            char allowed[256] = "";
+            for (size_t j = 0; j < nkeys; j++) {
+                size_t used = strlen(allowed);
+                snprintf(allowed + used, sizeof allowed - used, "%s%s", j ? ", " : "", keys[j]);
+            }
+            return FAIL(L, k, "unknown key '%.*s%s' in %s; allowed keys: %s", SHOW(k), what, allowed);
+        }
+        if (vals[idx]) return FAIL(L, k, "duplicate key '%s' in %s (first at %u:%u)", keys[idx], what, kn[idx]->line,
+                                   kn[idx]->col);
+        vals[idx] = map->items[i + 1];
+        kn[idx] = k;
+    }
+    return WD_OK;
+}
+
+static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_ynode_t **pat_node)
+{
+    enum { K_ID, K_TYPE, K_CLASS, K_PATTERN, K_CASELESS, K_VALIDATOR, K_CONTEXT, K_CTXREQ, K_SCORE, K_MAXLEN,
+           K_SEVERITY, K_BOUNDARY, K_DESC, K_N };
+    _Static_assert(K_N == WD_ARRAY_LEN(rule_keys), "rule key table");
+    const wd_ynode_t *v[K_N];
+    int rc;
+
+    r->validator = -1;
+    r->score = DEFAULT_SCORE;
+    r->max_len = DEFAULT_MAX_LEN;
+    r->boundary = true;
+    r->line = n->line;
+    if (!(r->file = strdup(L->file))) return FAIL(L, n, "out of memory");
+    if (n->kind != WD_YNODE_MAP) return FAIL(L, n, "a rule must be a mapping, got %s", wd_ynode_kind_name(n));
+    if ((rc = map_keys(L, n, "a rule", rule_keys, K_N, v))) return rc;
+    static const char *const required[] = {"id", "type", "class", "pattern"};
+    for (size_t i = 0; i < WD_ARRAY_LEN(required); i++)
+        if (!v[i]) {
+            const wd_ynode_t *id = v[K_ID];
+            if (id && id->kind == WD_YNODE_SCALAR)
+                return FAIL(L, n, "rule '%.*s%s': missing required key '%s'", SHOW(id), required[i]);
+            return FAIL(L, n, "rule: missing required key '%s'", required[i]);
+        }
+    if ((rc = want_name(L, v[K_ID], "id", true, false, "._-", "[a-z0-9._-]", &r->id)) ||
+        (rc = want_name(L, v[K_TYPE], "type", false, true, "_", "[A-Z0-9_]", &r->type)) ||
+        (rc = want_name(L, v[K_CLASS], "class", true, false, "_", "[a-z0-9_]", &r->cls)))
+        return rc;
+
+    const wd_ynode_t *p = v[K_PATTERN];
+    if ((rc = want_scalar(L, p, "pattern"))) return rc;
+    if (p->len > MAX_PATTERN) return FAIL(L, p, "pattern: longer than %d bytes", MAX_PATTERN);
+    if (memchr(p->s, '\0', p->len)) return FAIL(L, p, "pattern: contains a NUL byte; write \\x00");
+    if (!(r->pattern = strdup(p->s))) return FAIL(L, p, "out of memory");
+    *pat_node = p;
+
+    if (v[K_CASELESS] && (rc = want_bool(L, v[K_CASELESS], "caseless", &r->caseless))) return rc;
+    if (v[K_CTXREQ] && (rc = want_bool(L, v[K_CTXREQ], "context_required", &r->context_required))) return rc;
+    if (v[K_BOUNDARY] && (rc = want_bool(L, v[K_BOUNDARY], "boundary", &r->boundary))) return rc;
+    if (v[K_VALIDATOR]) {
+        const wd_ynode_t *vn = v[K_VALIDATOR];
+        if ((rc = want_scalar(L, vn, "validator"))) return rc;
+        r->validator = wd_validator_find(vn->s);
+        if (r->validator < 0 || !wd_validator_get(r->validator))
+            return FAIL(L, vn, "unknown validator '%.*s%s'", SHOW(vn));
+    }
+    if (v[K_CONTEXT] && (rc = want_context(L, v[K_CONTEXT], r))) return rc;
+    if (r->context_required && !r->ncontext)
+        return FAIL(L, v[K_CTXREQ], "context_required: the rule has no context words");
+    double d;
+    if (v[K_SCORE]) {
+        if ((rc = want_number(L, v[K_SCORE], "score", 0, 1, false, &d))) return rc;
+        r->score = (float)d;
+    }
+    if (v[K_MAXLEN]) {
+        if ((rc = want_number(L, v[K_MAXLEN], "max_len", 1, MAX_SPAN, true, &d))) return rc;
+        r->max_len = (uint32_t)d;
+    }
+    if (v[K_SEVERITY]) {
+        const wd_ynode_t *sv = v[K_SEVERITY];
+        if ((rc = want_scalar(L, sv, "severity"))) return rc;
+        if (strcmp(sv->s, "low") && strcmp(sv->s, "medium") && strcmp(sv->s, "high"))
+            return FAIL(L, sv, "severity: expected low, medium or high, got '%.*s%s'", SHOW(sv));
+        if (!(r->severity = strdup(sv->s))) return FAIL(L, sv, "out of memory");
+    }
+    if (v[K_DESC]) {
+        const wd_ynode_t *dn = v[K_DESC];
+        if ((rc = want_scalar(L, dn, "description"))) return rc;
+        if (dn->len > MAX_DESC) return FAIL(L, dn, "description: longer than %d bytes", MAX_DESC);
+        if (!(r->description = strndup(dn->s, dn->len))) return FAIL(L, dn, "out of memory");
+    }
+    return WD_OK;
+}
+
+/* Per-rule compile checks (each error names the rule's pattern), then the widths that decide how a
+ * match is confirmed. */
+static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, unsigned col)
+{
+    unsigned flags = r->caseless ? HS_FLAG_CASELESS : 0;
+    hs_expr_info_t *info = NULL;
+    hs_compile_error_t *herr = NULL;
+    if (hs_expression_info(r->pattern, flags, &info, &herr) != HS_SUCCESS) {
+        int rc = fail_at(L, line, col, "rule '%s': pattern rejected by Vectorscan: %s", r->id,
+                         herr ? herr->message : "unknown error");
+        hs_free_compile_error(herr);
+        return rc;
+    }
+    unsigned minw = info->min_width, maxw = info->max_width;
+    free(info); /* allocated with the default allocator (misc), which is malloc */
+    if (minw > r->max_len)
+        return fail_at(L, line, col, "rule '%s': the shortest match (%u bytes) is longer than max_len (%u)", r->id, minw,
+                       r->max_len);
+    rt->win = maxw < r->max_len ? maxw : r->max_len;
+    rt->fixed = (minw == maxw) ? maxw : 0;
+
+    int ecode;
+    PCRE2_SIZE eoff;
+    pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
+    if (!cc) return fail_at(L, line, col, "out of memory");
+    /* byte semantics and LF newlines, the same as Vectorscan without HS_FLAG_UTF8 */
+    pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
+    uint32_t opts = PCRE2_ENDANCHORED | (r->caseless ? PCRE2_CASELESS : 0);
+    rt->code = pcre2_compile((PCRE2_SPTR)r->pattern, PCRE2_ZERO_TERMINATED, opts, &ecode, &eoff, cc);
+    pcre2_compile_context_free(cc);
+    if (!rt->code) {
+        char msg[256];
+        pcre2_get_error_message(ecode, (PCRE2_UCHAR *)msg, sizeof msg);
+        return fail_at(L, line, col, "rule '%s': pattern rejected by PCRE2 at offset %zu: %s", r->id, (size_t)eoff,
+                       msg);
+    }
+    if (rt->fixed) {
+        /* no confirmation needed; the compiled code only proved that PCRE2 agrees on the syntax */
+        pcre2_code_free(rt->code);
+        rt->code = NULL;
+    } else {
+        pcre2_jit_compile(rt->code, PCRE2_JIT_COMPLETE); /* falls back to the interpreter on failure */
+    }
+    rt->validate = r->validator >= 0 ? wd_validator_get(r->validator) : NULL;
+    for (size_t i = 0; i < r->ncontext; i++)
+        rt->ctxlen[i] = (uint8_t)strlen(r->context[i]);
+    return WD_OK;
+}
+
+static int load_file(load_t *L, const char *name, const char *buf, size_t len)
+{
+    static const wd_yaml_opts_t yopts = {.doc = "rule", .empty = "empty rule file", .max_depth = 8};
+    wd_ynode_t *root = NULL;
+    L->file = name;
+    if (len > MAX_FILE_BYTES) return wd_errf(L->err, L->errlen, WD_E2BIG, "%s: file too large", name);
+    int rc = wd_yaml_parse(name, buf, len, &yopts, &root, L->err, L->errlen);
+    if (rc) return rc;
+    static const char *const top_keys[] = {"version", "rules"};
+    const wd_ynode_t *v[2];
+    if (wd_ynode_is_null(root))
+        rc = FAIL(L, root, "empty rule file");
+    else if (root->kind != WD_YNODE_MAP)
+        rc = FAIL(L, root, "the top level must be a mapping with version and rules, got %s", wd_ynode_kind_name(root));
+    else if (!(rc = map_keys(L, root, "the top level", top_keys, 2, v))) {
+        double ver;
+        if (!v[0])
+            rc = FAIL(L, root, "missing required key 'version'");
+        else if (!v[1])
+            rc = FAIL(L, root, "missing required key 'rules'");
+        else if ((rc = want_number(L, v[0], "version", 1, 1, true, &ver)))
+            ;
+        else if (v[1]->kind != WD_YNODE_SEQ && !wd_ynode_is_null(v[1]))
+            rc = FAIL(L, v[1], "rules: expected a list of rules, got %s", wd_ynode_kind_name(v[1]));
+    }
+    for (size_t i = 0; !rc && v[1]->kind == WD_YNODE_SEQ && i < v[1]->n; i++) {
+        const wd_ynode_t *rn = v[1]->items[i];
+        if (L->n >= MAX_RULES) {
+            rc = FAIL(L, rn, "more than %d rules", MAX_RULES);
+            break;
+        }
+        if (L->n == L->cap) {
+            size_t cap = L->cap ? L->cap * 2 : 64;
+            wd_rule_t *nr = realloc(L->rules, cap * sizeof *nr);
+            unsigned *pl = realloc(L->pattern_line, cap * sizeof *pl);
+            if (pl) L->pattern_line = pl;
+            unsigned *pc = realloc(L->pattern_col, cap * sizeof *pc);
+            if (pc) L->pattern_col = pc;
+            if (nr) L->rules = nr;
+            if (!nr || !pl || !pc) {
+                rc = FAIL(L, rn, "out of memory");
+                break;
+            }
+            L->cap = cap;
+        }
+        wd_rule_t *r = &L->rules[L->n];
+        memset(r, 0, sizeof *r);
+        L->n++; /* counted now so a half-parsed rule is freed with the others */
+        const wd_ynode_t *pn = NULL;
+        if ((rc = parse_rule(L, rn, r, &pn))) break;
+        L->pattern_line[L->n - 1] = pn->line;
+        L->pattern_col[L->n - 1] = pn->col;
+        for (size_t j = 0; j + 1 < L->n; j++)
+            if (strcmp(L->rules[j].id, r->id) == 0) {
+                const wd_ynode_t *idn = wd_ynode_get(rn, "id");
+                rc = FAIL(L, idn, "duplicate rule id '%s' (first defined at %s:%u)", r->id, L->rules[j].file,
+                          L->rules[j].line);
+                break;
+            }
+    }
+    wd_ynode_free(root);
+    return rc;
+}
+
+/* Compiles the collected rules into a database. Takes ownership of L->rules. */
+static wd_guard_db_t *build(load_t *L)
+{
+    wd_guard_db_t *db = calloc(1, sizeof *db);
+    if (!db) {
+        wd_errf(L->err, L->errlen, WD_ENOMEM, "out of memory");
+        return NULL;
+    }
+    atomic_init(&db->refs, 1);
+    db->rules = L->rules;
+    db->nrules = L->n;
+    L->rules = NULL;
+    L->n = 0;
+    if (db->nrules && !(db->rt = calloc(db->nrules, sizeof *db->rt))) goto oom;
+
+    uint32_t max_lb = 1; /* our own boundary check reads one byte before a span */
+    for (size_t i = 0; i < db->nrules; i++) {
+        wd_rule_t *r = &db->rules[i];
+        L->file = r->file;
+        if (compile_rule(L, r, &db->rt[i], L->pattern_line[i], L->pattern_col[i])) goto fail;
+        if (db->rt[i].win > db->max_win) db->max_win = db->rt[i].win;
+        if (db->rt[i].code) {
+            uint32_t lb = 0;
+            if (pcre2_pattern_info(db->rt[i].code, PCRE2_INFO_MAXLOOKBEHIND, &lb) == 0 && lb > max_lb) max_lb = lb;
+        }
+    }
+    db->lookbehind = max_lb;
+    /* a candidate is final when no later match can overlap it (later ends >= fed, starts >= end -
+     * max_win) and its right-hand context (CTX_AFTER bytes + the byte after, for whole words) is in */
+    db->horizon = (uint64_t)WD_MAX(db->max_win, (uint32_t)CTX_AFTER + 1) + 2;
+    db->holdback = db->horizon + db->max_win;
+
+    if (db->nrules) {
+        const char **pats = malloc(db->nrules * sizeof *pats);
+        unsigned *flags = malloc(db->nrules * sizeof *flags), *ids = malloc(db->nrules * sizeof *ids);
+        if (!pats || !flags || !ids) {
+            free(pats);
+            free(flags);
+            free(ids);
+            goto oom;
+        }
+        for (size_t i = 0; i < db->nrules; i++) {
+            pats[i] = db->rules[i].pattern;
+            flags[i] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
+            ids[i] = (unsigned)i;
+        }
+        hs_compile_error_t *herr = NULL;
+        bool ok = true;
+        for (int mode = 0; ok && mode < 2; mode++) {
+            hs_database_t **dst = mode ? &db->stream : &db->block;
+            if (hs_compile_multi(pats, flags, ids, (unsigned)db->nrules, mode ? HS_MODE_STREAM : HS_MODE_BLOCK, NULL,
+                                 dst, &herr) != HS_SUCCESS) {
+                ok = false;
+                if (herr && herr->expression >= 0 && (size_t)herr->expression < db->nrules) {
+                    size_t i = (size_t)herr->expression;
+                    L->file = db->rules[i].file;
+                    fail_at(L, L->pattern_line[i], L->pattern_col[i], "rule '%s': pattern rejected by Vectorscan (%s mode): %s",
+                            db->rules[i].id, mode ? "stream" : "block", herr->message);
+                } else {
+                    wd_errf(L->err, L->errlen, WD_EINVAL, "rules: Vectorscan cannot compile the rule set (%s mode): %s",
+                            mode ? "stream" : "block", herr ? herr->message : "unknown error");
+                }
+                hs_free_compile_error(herr);
+            }
+        }
+        free(pats);
+        free(flags);
+        free(ids);
+        if (!ok) goto fail;
+    }
+    return db;
+oom:
+    wd_errf(L->err, L->errlen, WD_ENOMEM, "out of memory");
+fail:
+    db_free(db);
+    return NULL;
+}
+
+static void load_cleanup(load_t *L)
+{
+    for (size_t i = 0; i < L->n; i++)
+        rule_free(&L->rules[i]);
+    free(L->rules);
+    free(L->pattern_line);
+    free(L->pattern_col);
+    L->rules = NULL;
+    L->n = 0;
+}
+
+wd_guard_db_t *wd_guard_db_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+{
+    load_t L = {.err = err, .errlen = errlen};
+    if (err && errlen) err[0] = '\0';
+    if (!yaml && len) {
+        wd_errf(err, errlen, WD_EINVAL, "%s: no input", name ? name : "<rules>");
+        return NULL;
+    }
+    wd_guard_db_t *db = NULL;
+    if (load_file(&L, name ? name : "<rules>", yaml, len) == WD_OK) db = build(&L);
+    load_cleanup(&L);
+    return db;
+}
+
+static int read_file(const char *path, char **out, size_t *outlen, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return wd_errf(err, errlen, WD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return wd_errf(err, errlen, WD_EINVAL, "%s: not a regular file", path);
+    }
+    if (st.st_size > (off_t)MAX_FILE_BYTES) {
+        close(fd);
+        return wd_errf(err, errlen, WD_E2BIG, "%s: file too large (the limit is %u bytes)", path, MAX_FILE_BYTES);
+    }
+    size_t cap = (size_t)st.st_size + 1, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        return wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (len == cap) { /* grew while we read: refuse rather than chase it */
+            free(buf);
+            close(fd);
+            return wd_errf(err, errlen, WD_EIO, "%s: changed while being read", path);
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return wd_errf(err, errlen, WD_EIO, "%s: read failed: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *outlen = len;
+    return WD_OK;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+wd_guard_db_t *wd_guard_db_load(const char *dir, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = '\0';
+    if (!dir) {
+        wd_errf(err, errlen, WD_EINVAL, "no rules directory");
+        return NULL;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        wd_errf(err, errlen, WD_EIO, "%s: cannot open rules directory: %s", dir, strerror(errno));
+        return NULL;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    bool oom = false, too_many = false;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".yaml") != 0) continue;
+        if (n == MAX_FILES) {
+            too_many = true;
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = realloc(names, cap * sizeof *nn);
+            if (!nn) {
+                oom = true;
+                break;
+            }
+            names = nn;
+        }
+        if (!(names[n] = strdup(de->d_name))) {
+            oom = true;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    wd_guard_db_t *db = NULL;
+    load_t L = {.err = err, .errlen = errlen};
+    if (oom)
+        wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", dir);
+    else if (too_many)
+        wd_errf(err, errlen, WD_E2BIG, "%s: more than %d rule files", dir, MAX_FILES);
+    else if (n == 0)
+        wd_errf(err, errlen, WD_ENOTFOUND, "%s: no *.yaml rule files", dir);
+    else {
+        qsort(names, n, sizeof *names, cmp_str);
+        int rc = WD_OK;
+        for (size_t i = 0; !rc && i < n; i++) {
+            char path[4096];
+            if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= sizeof path) {
+                rc = wd_errf(err, errlen, WD_E2BIG, "%s/%s: path too long", dir, names[i]);
+                break;
+            }
+            char *buf = NULL;
+            size_t len = 0;
+            if ((rc = read_file(path, &buf, &len, err, errlen))) break;
+            rc = load_file(&L, path, buf, len);
+            free(buf);
+        }
+        if (!rc) db = build(&L);
+    }
+    load_cleanup(&L);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return db;
+}

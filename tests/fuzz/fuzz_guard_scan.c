@@ -1,0 +1,114 @@
+/* libFuzzer driver for the guard engine's scan. A fixed small rule set (fixed-width and confirmed
+ * patterns, a validator, context words, caseless, boundary: false, overlapping rules) is compiled
+ * once; the input is the text, and its first byte picks where to split it for the stream scan.
+ * Block findings must be in bounds, sorted, non-overlapping and no longer than their rule allows;
+ * the stream scan of the same text in two pieces must find the same spans (unless it had to resolve
+ * an overlap chain early, which the API reports). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "guard/guard.h"
+
+#define CHECK(x)                                                                                             \
+    do {                                                                                                     \
+        if (!(x)) abort();                                                                                   \
+    } while (0)
+
+static const char rules[] =
+    "version: 1\n"
+    "rules:\n"
+    "  - id: t.email\n    type: EMAIL\n    class: pii\n    caseless: true\n    score: 0.9\n"
+    "    pattern: '[a-z0-9._%+-]+@[a-z0-9-]+(?:\\.[a-z0-9-]+)*\\.[a-z]{2,}'\n    max_len: 64\n"
+    "  - id: t.card\n    type: CREDIT_CARD\n    class: financial\n    validator: luhn\n    score: 0.7\n"
+    "    pattern: '\\b\\d{4}[ -]?\\d{4}[ -]?\\d{4}[ -]?\\d{4}\\b'\n    context: [card, visa]\n"
+    "  - id: t.num\n    type: NUMBER\n    class: test\n    score: 0.5\n    pattern: '\\d{4,}'\n    max_len: 40\n"
+    "  - id: t.ssn\n    type: US_SSN\n    class: pii\n    pattern: '\\b\\d{3}-\\d{2}-\\d{4}\\b'\n"
+    "    context: [ssn, social security]\n    context_required: true\n"
+    "  - id: t.key\n    type: API_KEY\n    class: secrets\n    pattern: 'sk-[A-Za-z0-9]{8}'\n"
+    "  - id: t.word\n    type: TERM\n    class: violence\n    caseless: true\n    boundary: false\n"
+    "    pattern: 'b[o0]+mb'\n    max_len: 16\n    severity: high\n"
+    "  - id: t.ab\n    type: AB\n    class: test\n    boundary: false\n    score: 0.5\n    pattern: 'a[ab]*b'\n"
+    "    max_len: 24\n";
+
+static wd_guard_db_t *db;
+static wd_guard_scratch_t *scratch;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    char err[256];
+    db = wd_guard_db_load_buf("fuzz.yaml", rules, sizeof rules - 1, err, sizeof err);
+    CHECK(db);
+    scratch = wd_guard_scratch_new(db);
+    CHECK(scratch);
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1) return 0;
+    size_t cut_sel = data[0];
+    const char *text = (const char *)data + 1;
+    size_t len = size - 1;
+
+    wd_findings_t block, piece;
+    wd_findings_init(&block);
+    wd_findings_init(&piece);
+    block.limit = 1u << 20;
+    piece.limit = 1u << 20;
+    CHECK(wd_guard_scan(db, scratch, text, len, 0.0f, &block) == WD_OK);
+    for (size_t i = 0; i < block.n; i++) {
+        const wd_finding_t *f = &block.v[i];
+        CHECK(f->start < f->end && f->end <= len);
+        CHECK(f->rule < wd_guard_db_nrules(db));
+        CHECK(f->end - f->start <= wd_guard_db_rule(db, f->rule)->max_len);
+        CHECK(f->score >= 0.0f && f->score <= 1.0f);
+        if (i) CHECK(block.v[i - 1].end <= f->start); /* sorted and disjoint */
+    }
+
+    /* the same text in two pieces */
+    size_t cut = len ? cut_sel * len / 255 : 0;
+    wd_guard_stream_t *st = wd_guard_stream_open(db, 0.0f);
+    CHECK(st);
+    wd_finding_t *got = malloc((block.n + 1) * sizeof *got);
+    CHECK(got);
+    size_t n = 0;
+    bool extra = false;
+    for (int step = 0; step < 3; step++) {
+        uint64_t safe = wd_guard_stream_safe_offset(st);
+        int rc = step == 0   ? wd_guard_stream_feed(st, scratch, text, cut, &piece)
+                 : step == 1 ? wd_guard_stream_feed(st, scratch, text + cut, len - cut, &piece)
+                             : wd_guard_stream_finish(st, scratch, &piece);
+        CHECK(rc == WD_OK);
+        CHECK(wd_guard_stream_offset(st) - wd_guard_stream_safe_offset(st) <= wd_guard_db_holdback(db));
+        for (size_t i = 0; i < piece.n; i++) {
+            uint64_t s = piece.base + piece.v[i].start, e = piece.base + piece.v[i].end;
+            CHECK(s >= safe && s < e && e <= len); /* never before what was declared final */
+            if (n == block.n) {
+                extra = true;
+                continue;
+            }
+            got[n] = piece.v[i];
+            got[n].start = (uint32_t)s;
+            got[n].end = (uint32_t)e;
+            n++;
+        }
+    }
+    if (wd_guard_stream_forced(st) == 0) {
+        CHECK(!extra && n == block.n);
+        for (size_t i = 0; i < n; i++) {
+            CHECK(got[i].start == block.v[i].start && got[i].end == block.v[i].end);
+            CHECK(got[i].rule == block.v[i].rule && got[i].score == block.v[i].score);
+        }
+    }
+    wd_guard_stream_free(st);
+    free(got);
+    wd_findings_free(&block);
+    wd_findings_free(&piece);
+    return 0;
+}

@@ -1,0 +1,624 @@
+/* Unit tests for the guard engine: the rule loader names every error class at its exact
+ * file:line:col, block scans give exact byte spans with validators, context and overlap resolution
+ * applied, and stream scans (any split of the text) give the same findings as a block scan. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "guard/guard.h"
+
+#define ERRLEN 512
+
+static wd_guard_db_t *load(const char *yaml, char *err)
+{
+    err[0] = 'X'; /* the loader must overwrite it */
+    return wd_guard_db_load_buf("r.yaml", yaml, strlen(yaml), err, ERRLEN);
+}
+
+static wd_guard_db_t *load_ok(const char *yaml)
+{
+    char err[ERRLEN];
+    wd_guard_db_t *db = load(yaml, err);
+    if (!db) fail_msg("unexpected error: %s\n%s", err, yaml);
+    return db;
+}
+
+/* Loading must fail with a message at exactly `loc` ("LINE:COL") that contains `want`. */
+static void expect_err(const char *yaml, const char *loc, const char *want)
+{
+    char err[ERRLEN], prefix[64];
+    wd_guard_db_t *db = load(yaml, err);
+    if (db) {
+        wd_guard_db_unref(db);
+        fail_msg("expected an error at %s containing \"%s\", but the rules loaded:\n%s", loc, want, yaml);
+    }
+    snprintf(prefix, sizeof prefix, "r.yaml:%s: ", loc);
+    if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, want))
+        fail_msg("got \"%s\"\nwanted prefix \"%s\" and \"%s\"", err, prefix, want);
+}
+
+#define HEAD "version: 1\nrules:\n"
+/* one valid rule; its keys sit on lines 3..6, at column 5 (after "  - " on line 3) */
+#define RULE_A "  - id: t.a\n    type: A\n    class: test\n    pattern: 'abc'\n"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Loader */
+
+static void test_load_valid(void **state)
+{
+    (void)state;
+    wd_guard_db_t *db = load_ok(HEAD RULE_A
+                                "  - id: pii.card-1\n"
+                                "    type: CREDIT_CARD\n"
+                                "    class: financial\n"
+                                "    pattern: '\\b\\d{16}\\b'\n"
+                                "    caseless: true\n"
+                                "    validator: luhn\n"
+                                "    context: [card, visa, credit card]\n"
+                                "    context_required: true\n"
+                                "    score: 0.85\n"
+                                "    max_len: 32\n"
+                                "    severity: high\n"
+                                "    boundary: false\n"
+                                "    description: a card number\n");
+    assert_int_equal(wd_guard_db_nrules(db), 2);
+    const wd_rule_t *a = wd_guard_db_rule(db, 0), *c = wd_guard_db_rule(db, 1);
+    assert_string_equal(a->id, "t.a");
+    assert_int_equal(a->validator, -1);
+    assert_true(a->score > 0.79f && a->score < 0.81f); /* default 0.8 */
+    assert_int_equal(a->max_len, 256);
+    assert_true(a->boundary);
+    assert_false(a->caseless);
+    assert_null(a->severity);
+    assert_string_equal(a->file, "r.yaml");
+    assert_int_equal(a->line, 3);
+    assert_string_equal(c->type, "CREDIT_CARD");
+    assert_string_equal(c->cls, "financial");
+    assert_string_equal(c->pattern, "\\b\\d{16}\\b");
+    assert_true(c->caseless);
+    assert_int_equal(c->validator, wd_validator_find("luhn"));
+    assert_int_equal(c->ncontext, 3);
+    assert_string_equal(c->context[2], "credit card");
+    assert_true(c->context_required);
+    assert_true(c->score > 0.84f && c->score < 0.86f);
+    assert_int_equal(c->max_len, 32);
+    assert_string_equal(c->severity, "high");
+    assert_false(c->boundary);
+    assert_string_equal(c->description, "a card number");
+    assert_int_equal(wd_guard_db_find(db, "pii.card-1"), 1);
+    assert_int_equal(wd_guard_db_find(db, "nope"), -1);
+    assert_null(wd_guard_db_rule(db, 2));
+    /* the pattern is fixed width 16..18 with \b; max_len 32 and 'abc' (3): the widest is 16 */
+    assert_int_equal(wd_guard_db_max_len(db), 16);
+    assert_true(wd_guard_db_holdback(db) >= 2 * 16);
+    wd_guard_db_ref(db);
+    wd_guard_db_unref(db);
+    wd_guard_db_unref(db);
+
+    /* an empty list of rules is a valid (empty) set */
+    db = load_ok("version: 1\nrules: []\n");
+    assert_int_equal(wd_guard_db_nrules(db), 0);
+    wd_guard_scratch_t *s = wd_guard_scratch_new(db);
+    assert_non_null(s);
+    wd_findings_t f;
+    wd_findings_init(&f);
+    assert_int_equal(wd_guard_scan(db, s, "a@b.co", 6, 0, &f), WD_OK);
+    assert_int_equal(f.n, 0);
+    wd_findings_free(&f);
+    wd_guard_scratch_free(s);
+    wd_guard_db_unref(db);
+}
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    /* unknown keys, at the key */
+    expect_err(HEAD RULE_A "    colour: red\n", "7:5", "unknown key 'colour' in a rule");
+    expect_err("version: 1\nrules: []\nextra: 1\n", "3:1", "unknown key 'extra'");
+    /* missing keys, at the rule */
+    expect_err(HEAD "  - type: A\n    class: test\n    pattern: 'abc'\n", "3:5", "missing required key 'id'");
+    expect_err(HEAD "  - id: t.a\n    type: A\n    class: test\n", "3:5", "rule 't.a': missing required key 'pattern'");
+    expect_err("rules: []\n", "1:1", "missing required key 'version'");
+    expect_err("version: 1\n", "1:1", "missing required key 'rules'");
+    expect_err("version: 2\nrules: []\n", "1:10", "version: 2 is out of range");
+    /* patterns: Vectorscan refuses lookahead; PCRE2 alone refuses [\d-z]; both errors at the pattern */
+    expect_err(HEAD RULE_A "  - id: t.b\n    type: B\n    class: test\n    pattern: 'a(?=b)'\n", "10:14",
+               "rule 't.b': pattern rejected by Vectorscan:");
+    expect_err(HEAD RULE_A "  - id: t.b\n    type: B\n    class: test\n    pattern: '[\\d-z]x'\n", "10:14",
+               "rule 't.b': pattern rejected by PCRE2 at offset");
+    expect_err(HEAD "  - id: t.a\n    type: A\n    class: test\n    pattern: 'a?'\n", "6:14", "Vectorscan");
+    expect_err(HEAD "  - id: t.a\n    type: A\n    class: test\n    pattern: ''\n", "6:14", "pattern: expected a value");
+    expect_err(HEAD "  - id: t.a\n    type: A\n    class: test\n    pattern: 'a{10}'\n    max_len: 5\n", "6:14",
+               "shortest match (10 bytes) is longer than max_len (5)");
+    /* duplicate ids, at the second id */
+    expect_err(HEAD RULE_A "  - id: t.a\n    type: B\n    class: test\n    pattern: 'x'\n", "7:9",
+               "duplicate rule id 't.a' (first defined at r.yaml:3)");
+    expect_err(HEAD RULE_A "    id: t.b\n", "7:5", "duplicate key 'id'");
+    /* values */
+    expect_err(HEAD RULE_A "    validator: nosuch\n", "7:16", "unknown validator 'nosuch'");
+    expect_err(HEAD RULE_A "    score: 1.5\n", "7:12", "score: 1.5 is out of range (0..1)");
+    expect_err(HEAD RULE_A "    score: -0.1\n", "7:12", "out of range");
+    expect_err(HEAD RULE_A "    score: high\n", "7:12", "score: expected a number");
+    expect_err(HEAD RULE_A "    score: '0.5'\n", "7:12", "score: expected a number");
+    expect_err(HEAD RULE_A "    max_len: 0\n", "7:14", "max_len: 0 is out of range (1..4096)");
+    expect_err(HEAD RULE_A "    max_len: 5000\n", "7:14", "out of range");
+    expect_err(HEAD RULE_A "    max_len: 2.5\n", "7:14", "expected an integer");
+    expect_err(HEAD RULE_A "    caseless: yes\n", "7:15", "caseless: expected true or false");
+    expect_err(HEAD RULE_A "    severity: extreme\n", "7:15", "severity: expected low, medium or high");
+    expect_err(HEAD RULE_A "    context: card\n", "7:14", "context: expected a list of words");
+    expect_err(HEAD RULE_A "    context: [Card]\n", "7:15", "must be lower-case");
+    expect_err(HEAD RULE_A "    context_required: true\n", "7:23", "the rule has no context words");
+    expect_err(HEAD "  - id: T.A\n    type: A\n    class: test\n    pattern: 'abc'\n", "3:9",
+               "id 'T.A' must match [a-z0-9._-]");
+    expect_err(HEAD "  - id: t.a\n    type: a b\n    class: test\n    pattern: 'abc'\n", "4:11",
+               "type 'a b' must match [A-Z0-9_]");
+    expect_err(HEAD "  - id: t.a\n    type: A\n    class: Test\n    pattern: 'abc'\n", "5:12",
+               "class 'Test' must match [a-z0-9_]");
+    expect_err(HEAD "  - just a string\n", "3:5", "a rule must be a mapping");
+    expect_err("version: 1\nrules: {a: 1}\n", "2:8", "rules: expected a list of rules");
+    expect_err("- 1\n", "1:1", "the top level must be a mapping");
+    /* anchors, aliases and tags are refused like in config files */
+    expect_err("version: 1\nrules: &r []\n", "2:8", "YAML anchors (&name) are not allowed");
+    expect_err(HEAD "  - id: &i t.a\n    type: A\n    class: test\n    pattern: 'abc'\n", "3:9", "anchors");
+    expect_err("version: 1\nx: &a 1\nrules: *a\n", "2:4", "anchors");
+    expect_err("version: !!int 1\nrules: []\n", "1:10", "YAML tags (!tag) are not allowed");
+    /* empty and malformed files */
+    expect_err("", "1:1", "empty rule file");
+    expect_err("# nothing\n", "1:1", "empty rule file");
+    expect_err("---\n", "2:1", "empty rule file");
+    expect_err("version: 1\nrules: [\n", "3:1", "YAML syntax error");
+    expect_err("version: 1\nrules: []\n---\nversion: 1\n", "3:1", "only one YAML document");
+
+    /* a file name is used in messages; no buffer is fine */
+    char err[ERRLEN];
+    assert_null(wd_guard_db_load_buf("x.yaml", "", 0, NULL, 0));
+    assert_null(wd_guard_db_load_buf("x.yaml", NULL, 3, err, sizeof err));
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_load_dir(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wd_guard_rulesXXXXXX", p1[128], p2[128], p3[128], err[ERRLEN];
+    assert_non_null(mkdtemp(dir));
+    snprintf(p1, sizeof p1, "%s/10-b.yaml", dir);
+    snprintf(p2, sizeof p2, "%s/05-a.yaml", dir);
+    snprintf(p3, sizeof p3, "%s/notes.txt", dir);
+
+    assert_null(wd_guard_db_load(dir, err, sizeof err));
+    assert_non_null(strstr(err, "no *.yaml rule files"));
+
+    write_file(p1, HEAD "  - id: t.b\n    type: B\n    class: test\n    pattern: 'bbb'\n");
+    write_file(p2, HEAD RULE_A);
+    write_file(p3, "not yaml: [");
+    wd_guard_db_t *db = wd_guard_db_load(dir, err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    /* files load in name order */
+    assert_int_equal(wd_guard_db_nrules(db), 2);
+    assert_string_equal(wd_guard_db_rule(db, 0)->id, "t.a");
+    assert_string_equal(wd_guard_db_rule(db, 1)->id, "t.b");
+    assert_string_equal(wd_guard_db_rule(db, 1)->file, p1);
+    wd_guard_db_unref(db);
+
+    /* ids are unique across files; the error names both places */
+    write_file(p1, HEAD "  - id: t.x\n    type: B\n    class: test\n    pattern: 'bbb'\n"
+                        "  - id: t.a\n    type: B\n    class: test\n    pattern: 'bbb'\n");
+    assert_null(wd_guard_db_load(dir, err, sizeof err));
+    char want[400];
+    snprintf(want, sizeof want, "%s:7:9: duplicate rule id 't.a' (first defined at %s:3)", p1, p2);
+    assert_string_equal(err, want);
+
+    /* a bad pattern in the second file names that file */
+    write_file(p1, HEAD "  - id: t.x\n    type: B\n    class: test\n    pattern: '(unclosed'\n");
+    assert_null(wd_guard_db_load(dir, err, sizeof err));
+    snprintf(want, sizeof want, "%s:6:14: rule 't.x': pattern rejected by Vectorscan", p1);
+    assert_memory_equal(err, want, strlen(want));
+
+    unlink(p1);
+    unlink(p2);
+    unlink(p3);
+    rmdir(dir);
+    assert_null(wd_guard_db_load(dir, err, sizeof err));
+    assert_non_null(strstr(err, "cannot open rules directory"));
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Block scans */
+
+typedef struct {
+    wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    wd_findings_t f;
+} fx_t;
+
+static fx_t fx_open(const char *yaml)
+{
+    fx_t x = {.db = load_ok(yaml)};
+    x.s = wd_guard_scratch_new(x.db);
+    assert_non_null(x.s);
+    wd_findings_init(&x.f);
+    return x;
+}
+
+static void fx_close(fx_t *x)
+{
+    wd_findings_free(&x->f);
+    wd_guard_scratch_free(x->s);
+    wd_guard_db_unref(x->db);
+}
+
+static int scan(fx_t *x, const char *text, float min_score)
+{
+    return wd_guard_scan(x->db, x->s, text, strlen(text), min_score, &x->f);
+}
+
+/* Asserts the findings as "rule-id:start-end rule-id:start-end ..." */
+static void expect_findings(fx_t *x, const char *text, const char *want)
+{
+    assert_int_equal(scan(x, text, 0.0f), WD_OK);
+    char got[2048] = "";
+    for (size_t i = 0; i < x->f.n; i++) {
+        size_t used = strlen(got);
+        snprintf(got + used, sizeof got - used, "%s%s:%u-%u", i ? " " : "", wd_guard_db_rule(x->db, x->f.v[i].rule)->id,
+                 x->f.v[i].start, x->f.v[i].end);
+    }
+    if (strcmp(got, want) != 0) fail_msg("text \"%s\"\n got: %s\nwant: %s", text, got, want);
+}
+
+#define R(id, type, extra, pat) "  - id: " id "\n    type: " type "\n    class: test\n    pattern: '" pat "'\n" extra
+
+static const char *const basic_rules =
+    HEAD R("email", "EMAIL", "    caseless: true\n    score: 0.9\n", "[a-z0-9._%+-]+@[a-z0-9-]+(?:\\.[a-z0-9-]+)*\\.[a-z]{2,}")
+        R("card", "CREDIT_CARD", "    validator: luhn\n    score: 0.7\n", "\\b\\d{16}\\b")
+            R("card16", "CARD_NOB", "    score: 0.6\n", "\\d{16}")
+                R("num", "NUMBER", "    score: 0.5\n", "\\d{4,}")
+                    R("ssn", "US_SSN", "    context: [ssn, social security]\n    context_required: true\n",
+                      "\\b\\d{3}-\\d{2}-\\d{4}\\b")
+                        R("tok", "TOKEN", "    score: 0.6\n    context: [token]\n", "tok_[a-z0-9]{8}")
+                            R("kw", "KW", "    max_len: 8\n    boundary: false\n", "kz[a-z]+")
+                                R("secret", "SECRET", "    caseless: true\n", "secret[0-9]{2}")
+                                    R("upper", "UPPER", "", "SECRET[0-9]{3}");
+
+static void test_scan_spans(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(basic_rules);
+    /* at the very start and the very end of the text, and the whole text */
+    expect_findings(&x, "a@b.co", "email:0-6");
+    expect_findings(&x, "a@b.co is mine", "email:0-6");
+    expect_findings(&x, "mine: a@b.co", "email:6-12");
+    /* the leftmost start of the longest match: dots inside the local part, subdomains */
+    expect_findings(&x, "x john.doe+tag@mail.example.com.", "email:2-31");
+    /* repeated matches, each exact */
+    expect_findings(&x, "a@b.co, c@d.org;e@f.net", "email:0-6 email:8-15 email:16-23");
+    /* nothing */
+    expect_findings(&x, "nothing to see here", "");
+    expect_findings(&x, "", "");
+    /* case-insensitive rule vs case-sensitive rule */
+    expect_findings(&x, "John.DOE@Example.COM", "email:0-20");
+    expect_findings(&x, "a SeCrEt42 b", "secret:2-10");
+    expect_findings(&x, "a secret123 b", "");          /* 'secret12' then '3': inside a digit run */
+    expect_findings(&x, "a SECRET123 b", "upper:2-11"); /* secret12 is dropped inside a run, upper is whole */
+    expect_findings(&x, "a Secret123 b", "");
+    fx_close(&x);
+}
+
+static void test_scan_overlaps_and_boundaries(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(basic_rules);
+    /* card (0.7, Luhn) beats card16 (0.6) and num (0.5) on the same span */
+    expect_findings(&x, "card 4111111111111111 ok", "card:5-21");
+    /* Luhn fails: card is dropped, card16 (0.6) beats num (0.5) */
+    expect_findings(&x, "card 4111111111111112 ok", "card16:5-21");
+    /* 16 digits inside a 30-digit run: no card; the run is one number */
+    expect_findings(&x, "x 123456789012345678901234567890 y", "num:2-32");
+    /* digits glued to letters: \d{16} without \b is still dropped by the boundary check */
+    expect_findings(&x, "id4111111111111111", "");
+    /* multi-byte characters around: offsets are bytes; é is not a word character */
+    expect_findings(&x, "\xc3\xa9" "4111111111111111\xc3\xa9", "card:2-18");
+    expect_findings(&x, "Gr\xc3\xbc\xc3\x9f" "e: a@b.co \xf0\x9f\x99\x82 c@d.io", "email:9-15 email:21-27");
+    /* max_len bounds a span: kz[a-z]+ never reports more than 8 bytes */
+    expect_findings(&x, "kzabcdefghijk", "kw:0-8");
+    expect_findings(&x, "xx kzab", "kw:3-7");
+    fx_close(&x);
+
+    /* ties: same score and length -> the earlier rule; same score -> the longer span */
+    x = fx_open(HEAD R("x", "X", "    score: 0.6\n    boundary: false\n", "xx[0-9]+")
+                    R("y", "Y", "    score: 0.6\n    boundary: false\n", "[0-9]+y+")
+                        R("z", "Z", "    score: 0.6\n    boundary: false\n", "q[0-9]+y"));
+    expect_findings(&x, "xx123yy", "x:0-5");     /* x "xx123" (5) vs y "123yy" (5): x is defined first */
+    expect_findings(&x, "xx12yyy", "y:2-7");     /* y "12yyy" (5) is longer than x "xx12" (4) */
+    expect_findings(&x, "xx1 2yyy", "x:0-3 y:4-8"); /* no overlap: both */
+    /* a chain: x and y overlap, y and z overlap; y wins, neither x nor z survives */
+    expect_findings(&x, "xx1yyyq1y", "y:2-6 z:6-9");
+    fx_close(&x);
+
+    /* boundary: false lets a rule match inside words */
+    x = fx_open(HEAD R("in", "IN", "    boundary: false\n", "bomb") R("whole", "WHOLE", "", "kill"));
+    expect_findings(&x, "bombastic skill kill", "in:0-4 whole:16-20");
+    fx_close(&x);
+}
+
+static void test_scan_context_and_scores(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(basic_rules);
+    float s;
+    /* context before (within 64 bytes), after (within 32), case-insensitively, whole words */
+    assert_int_equal(scan(&x, "tok_abcdefgh", 0), WD_OK);
+    assert_int_equal(x.f.n, 1);
+    s = x.f.v[0].score;
+    assert_true(s > 0.59f && s < 0.61f);
+    assert_int_equal(scan(&x, "my Token: tok_abcdefgh", 0), WD_OK);
+    assert_int_equal(x.f.n, 1);
+    assert_true(x.f.v[0].score > 0.84f && x.f.v[0].score < 0.86f);
+    assert_int_equal(scan(&x, "tok_abcdefgh is my token", 0), WD_OK);
+    assert_true(x.f.v[0].score > 0.84f);
+    assert_int_equal(scan(&x, "tokens: tok_abcdefgh", 0), WD_OK); /* not a whole word */
+    assert_true(x.f.v[0].score < 0.61f);
+    assert_int_equal(scan(&x, "token ................................................................ tok_abcdefgh", 0),
+                     WD_OK); /* 71 bytes before */
+    assert_true(x.f.v[0].score < 0.61f);
+    assert_int_equal(scan(&x, "tok_abcdefgh ................................ token", 0), WD_OK); /* 33 after */
+    assert_true(x.f.v[0].score < 0.61f);
+    /* min_score drops weaker findings, after the context boost */
+    assert_int_equal(scan(&x, "tok_abcdefgh", 0.7f), WD_OK);
+    assert_int_equal(x.f.n, 0);
+    assert_int_equal(scan(&x, "token tok_abcdefgh", 0.7f), WD_OK);
+    assert_int_equal(x.f.n, 1);
+    /* context_required: without a context word the SSN is dropped; phrases work */
+    expect_findings(&x, "call 123-45-6789 now", "num:12-16"); /* only the weaker rule remains */
+    expect_findings(&x, "SSN: 123-45-6789", "ssn:5-16");
+    expect_findings(&x, "my Social Security number is 123-45-6789", "ssn:29-40");
+    expect_findings(&x, "123-45-6789 (ssn)", "ssn:0-11");
+    expect_findings(&x, "social  security 123-45-6789", "num:24-28");
+    /* the boosted score is capped at 1 */
+    fx_close(&x);
+    x = fx_open(HEAD R("t", "T", "    score: 0.9\n    context: [key]\n", "t_[0-9]{4}"));
+    assert_int_equal(scan(&x, "key t_1234", 0), WD_OK);
+    assert_int_equal(x.f.n, 1);
+    assert_true(x.f.v[0].score == 1.0f);
+    fx_close(&x);
+}
+
+static void test_scan_limit(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(basic_rules);
+    x.f.limit = 3;
+    assert_int_equal(scan(&x, "a@b.co c@d.co e@f.co", 0), WD_OK);
+    assert_int_equal(x.f.n, 3);
+    assert_int_equal(scan(&x, "a@b.co c@d.co e@f.co g@h.co", 0), WD_E2BIG);
+    /* dropped candidates do not count */
+    assert_int_equal(scan(&x, "a@b.co c@d.co e@f.co 123-45-6789 tok_abcdefgh", 0.65f), WD_OK);
+    assert_int_equal(x.f.n, 3);
+    /* a scratch belongs to its database */
+    fx_t y = fx_open(basic_rules);
+    assert_int_equal(wd_guard_scan(x.db, y.s, "a", 1, 0, &x.f), WD_EINVAL);
+    fx_close(&y);
+    fx_close(&x);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Stream scans */
+
+typedef struct {
+    uint64_t start, end;
+    uint16_t rule;
+    float score;
+} abs_t;
+
+/* Feeds text cut at cuts[0..ncuts) and collects absolute findings; checks the hold-back contract. */
+static size_t stream_scan(fx_t *x, const char *text, size_t len, const size_t *cuts, size_t ncuts, float min_score,
+                          abs_t *out, size_t cap)
+{
+    wd_guard_stream_t *st = wd_guard_stream_open(x->db, min_score);
+    assert_non_null(st);
+    size_t n = 0, pos = 0;
+    uint64_t safe = 0;
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t end = i < ncuts ? cuts[i] : len;
+        int rc = i < ncuts || end > pos ? wd_guard_stream_feed(st, x->s, text + pos, end - pos, &x->f) : WD_OK;
+        assert_int_equal(rc, WD_OK);
+        for (size_t k = 0; k < x->f.n; k++) {
+            assert_true(n < cap);
+            abs_t a = {x->f.base + x->f.v[k].start, x->f.base + x->f.v[k].end, x->f.v[k].rule, x->f.v[k].score};
+            /* nothing reported now may start before a byte that was declared final earlier */
+            assert_true(a.start >= safe);
+            out[n++] = a;
+        }
+        pos = end;
+        assert_int_equal(wd_guard_stream_offset(st), pos);
+        safe = wd_guard_stream_safe_offset(st);
+        assert_true(safe <= pos);
+        assert_true(pos - safe <= wd_guard_db_holdback(x->db));
+    }
+    assert_int_equal(wd_guard_stream_finish(st, x->s, &x->f), WD_OK);
+    for (size_t k = 0; k < x->f.n; k++) {
+        assert_true(n < cap);
+        abs_t a = {x->f.base + x->f.v[k].start, x->f.base + x->f.v[k].end, x->f.v[k].rule, x->f.v[k].score};
+        assert_true(a.start >= safe);
+        out[n++] = a;
+    }
+    assert_int_equal(wd_guard_stream_safe_offset(st), len);
+    assert_int_equal(wd_guard_stream_feed(st, x->s, "x", 1, &x->f), WD_EINVAL); /* finished */
+    wd_guard_stream_free(st);
+    return n;
+}
+
+static void expect_stream_equals_block(fx_t *x, const char *text, size_t len, const size_t *cuts, size_t ncuts)
+{
+    abs_t got[512];
+    size_t n = stream_scan(x, text, len, cuts, ncuts, 0.0f, got, 512);
+    assert_int_equal(wd_guard_scan(x->db, x->s, text, len, 0.0f, &x->f), WD_OK);
+    bool same = n == x->f.n;
+    for (size_t i = 0; same && i < n; i++)
+        same = got[i].start == x->f.v[i].start && got[i].end == x->f.v[i].end && got[i].rule == x->f.v[i].rule &&
+               got[i].score == x->f.v[i].score;
+    if (!same) {
+        fprintf(stderr, "text (%zu bytes): %.*s\ncuts:", len, (int)len, text);
+        for (size_t i = 0; i < ncuts; i++)
+            fprintf(stderr, " %zu", cuts[i]);
+        fprintf(stderr, "\nstream:");
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, " %u:%llu-%llu", got[i].rule, (unsigned long long)got[i].start,
+                    (unsigned long long)got[i].end);
+        fprintf(stderr, "\nblock: ");
+        for (size_t i = 0; i < x->f.n; i++)
+            fprintf(stderr, " %u:%u-%u", x->f.v[i].rule, x->f.v[i].start, x->f.v[i].end);
+        fprintf(stderr, "\n");
+        fail_msg("stream and block findings differ");
+    }
+}
+
+static void test_stream_split(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(basic_rules);
+    const char *t = "hello john.doe@example.com and card 4111111111111111, token tok_abcdefgh.";
+    size_t len = strlen(t);
+    abs_t got[16];
+    /* split inside the email: the span still has its absolute offsets */
+    size_t c1[] = {12};
+    size_t n = stream_scan(&x, t, len, c1, 1, 0, got, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(got[0].start, 6);
+    assert_int_equal(got[0].end, 26);
+    assert_string_equal(wd_guard_db_rule(x.db, got[0].rule)->id, "email");
+    assert_int_equal(got[1].start, 36);
+    assert_int_equal(got[1].end, 52);
+    assert_string_equal(wd_guard_db_rule(x.db, got[1].rule)->id, "card");
+    assert_int_equal(got[2].start, 60);
+    assert_int_equal(got[2].end, 72);
+    assert_true(got[2].score > 0.84f); /* the context word came in an earlier piece */
+    /* three pieces: the email and the card each split twice */
+    size_t c3[] = {10, 20, 40, 48};
+    n = stream_scan(&x, t, len, c3, 4, 0, got, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(got[0].start, 6);
+    assert_int_equal(got[0].end, 26);
+    assert_int_equal(got[1].start, 36);
+    assert_int_equal(got[1].end, 52);
+    expect_stream_equals_block(&x, t, len, c3, 4);
+    /* every single-cut position, and byte by byte */
+    for (size_t c = 0; c <= len; c++) {
+        size_t cc[] = {c};
+        expect_stream_equals_block(&x, t, len, cc, 1);
+    }
+    size_t every[128];
+    for (size_t i = 0; i < len; i++)
+        every[i] = i + 1;
+    expect_stream_equals_block(&x, t, len, every, len);
+    /* a match that needs the end of the text (\b at the very end) is reported by finish */
+    n = stream_scan(&x, "card 4111111111111111", 21, NULL, 0, 0, got, 16);
+    assert_int_equal(n, 1);
+    assert_int_equal(got[0].start, 5);
+    assert_int_equal(got[0].end, 21);
+    fx_close(&x);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % n);
+}
+
+/* Random texts made of pieces that match, almost match and separate, split at random points. */
+static void test_stream_property(void **state)
+{
+    (void)state;
+    static const char *const parts[] = {
+        "a@b.co",  "john.doe@example.com", "x@y",   "@",       "4111111111111111", "4111111111111112", "12345",
+        "123-45-6789", "ssn",  "social security", "token", "tok_abcdefgh", "tok_", "kzabcdefghij", "kz",
+        "SECRET123", "secret42", " ", " ", ".", ",", "-", "\n", "\xc3\xa9", "xx", "yy", "0", "9", "abc",
+        "Token:", "q1y"};
+    fx_t x = fx_open(basic_rules);
+    static char text[4096];
+    for (int iter = 0; iter < 400; iter++) {
+        size_t len = 0, target = 1 + rnd(iter < 300 ? 300 : 3000);
+        while (len < target) {
+            const char *p = parts[rnd(WD_ARRAY_LEN(parts))];
+            size_t pl = strlen(p);
+            if (len + pl > sizeof text) break;
+            memcpy(text + len, p, pl);
+            len += pl;
+        }
+        size_t cuts[8], ncuts = rnd(7);
+        for (size_t i = 0; i < ncuts; i++)
+            cuts[i] = rnd((uint32_t)len + 1);
+        for (size_t i = 1; i < ncuts; i++) /* sort */
+            for (size_t j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+                size_t t = cuts[j];
+                cuts[j] = cuts[j - 1];
+                cuts[j - 1] = t;
+            }
+        expect_stream_equals_block(&x, text, len, cuts, ncuts);
+    }
+    fx_close(&x);
+}
+
+static void test_stream_holdback_bounded(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(basic_rules);
+    wd_guard_stream_t *st = wd_guard_stream_open(x.db, 0);
+    assert_non_null(st);
+    /* 1 MB of clean text in 1000-byte pieces: the stream keeps only its hold-back */
+    char piece[1000];
+    memset(piece, 'a', sizeof piece);
+    for (int i = 0; i < 1000; i++) {
+        piece[i % 997] = ' ';
+        assert_int_equal(wd_guard_stream_feed(st, x.s, piece, sizeof piece, &x.f), WD_OK);
+        assert_int_equal(x.f.n, 0);
+        assert_true(wd_guard_stream_offset(st) - wd_guard_stream_safe_offset(st) <= wd_guard_db_holdback(x.db));
+    }
+    /* the findings are at absolute offsets far beyond 32 bits of a single piece */
+    const char *tail = " mail a@b.co";
+    assert_int_equal(wd_guard_stream_feed(st, x.s, tail, strlen(tail), &x.f), WD_OK);
+    assert_int_equal(wd_guard_stream_finish(st, x.s, &x.f), WD_OK);
+    assert_int_equal(x.f.n, 1);
+    assert_int_equal(x.f.base + x.f.v[0].start, 1000000 + 6);
+    assert_int_equal(x.f.base + x.f.v[0].end, 1000000 + 12);
+    assert_int_equal(wd_guard_stream_finish(st, x.s, &x.f), WD_EINVAL);
+    wd_guard_stream_free(st);
+    /* freeing an unfinished stream is fine */
+    st = wd_guard_stream_open(x.db, 0);
+    assert_int_equal(wd_guard_stream_feed(st, x.s, "a@b", 3, &x.f), WD_OK);
+    wd_guard_stream_free(st);
+    fx_close(&x);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_valid),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_load_dir),
+        cmocka_unit_test(test_scan_spans),
+        cmocka_unit_test(test_scan_overlaps_and_boundaries),
+        cmocka_unit_test(test_scan_context_and_scores),
+        cmocka_unit_test(test_scan_limit),
+        cmocka_unit_test(test_stream_split),
+        cmocka_unit_test(test_stream_property),
+        cmocka_unit_test(test_stream_holdback_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
