@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$root/tests/fuzz/artifacts"
 status=0
 for drv in "$build"/tests/fuzz/fuzz_*; do
-  [[ -x $drv ]] || continue
+  [[ -f $drv && -x $drv ]] || continue
   name=$(basename "$drv"); corpus=${name#fuzz_}
   mkdir -p "$work/$corpus"
   cp -r "$root/tests/fuzz/corpus/$corpus/." "$work/$corpus/" 2>/dev/null || true

@@ -64,8 +64,8 @@ int wd_event_to_json(const wd_event_t *e, wd_buf_t *o)
     if (e->code[0]) {
         kv_str(o, "code", e->code);
         kv_str(o, "reason", e->reason);
-        if (e->rule[0]) kv_str(o, "rule", e->rule);
     }
+    if (e->rule[0]) kv_str(o, "rule", e->rule); /* also on allowed requests, e.g. limit:fail-open */
     if (e->upstream_error) kv_str(o, "upstream_error", e->upstream_error);
     if (e->guard_profile[0]) {
         kv_str(o, "guard_profile", e->guard_profile);

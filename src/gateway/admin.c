@@ -56,6 +56,8 @@ static void admin_request(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body)
         static const char *const outcomes[] = {"allowed", "rate_limit_exceeded", "tokens_exceeded",
                                                "concurrency_exceeded", "budget_exceeded", "unavailable"};
         for (size_t i = 0; i < 6; i++) info.limit_outcome_names[i] = outcomes[i];
+        static const char *const scopes[] = {"key", "user", "role", "ip"};
+        for (size_t i = 0; i < 4; i++) info.limit_scope_names[i] = scopes[i];
         for (size_t i = 0; i < n; i++) {
             const wd_gw_worker_t *g = ctx->workers[i]->app;
             if (!g->redis) continue;

@@ -131,11 +131,25 @@ static void add_headers(wd_exchange_t *x, const wd_limit_decision_t *d)
     }
 }
 
+/* Metric label of a scope key: key:, user:, role:, ip: (tokens minted from a key count as key). */
+static size_t scope_kind(const char *k)
+{
+    if (!strncmp(k, "user:", 5)) return 1;
+    if (!strncmp(k, "role:", 5)) return 2;
+    if (!strncmp(k, "ip:", 3)) return 3;
+    return 0;
+}
+
 /* Applies a decision; returns the stage result. */
 static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
 {
     wd_gw_worker_t *g = gw(x->w);
-    WD_METRIC_ADD(g->metrics.limit_decisions[d->outcome < 6 ? d->outcome : 5], 1);
+    size_t o = d->outcome < 6 ? (size_t)d->outcome : 5;
+    for (size_t i = 0; i < x->nlimit_scopes; i++) {
+        /* a refusal counts for the scope that refused; an admission for every scope checked */
+        if (d->outcome != WD_LIMIT_OK && d->scope >= 0 && (size_t)d->scope != i) continue;
+        WD_METRIC_ADD(g->metrics.limit_decisions[scope_kind(x->limit_scopes[i].key)][o], 1);
+    }
     add_headers(x, d);
     if (d->outcome == WD_LIMIT_OK) {
         x->limit_admitted = true;

@@ -56,7 +56,8 @@ int wd_metrics_render(wd_metrics_t *const *workers, size_t n, const wd_metrics_i
         t->bytes_in += LOAD(m->bytes_in);
         t->bytes_out += LOAD(m->bytes_out);
         t->stream_events += LOAD(m->stream_events);
-        for (size_t i = 0; i < 6; i++) t->limit_decisions[i] += LOAD(m->limit_decisions[i]);
+        for (size_t k = 0; k < 4; k++)
+            for (size_t i = 0; i < 6; i++) t->limit_decisions[k][i] += LOAD(m->limit_decisions[k][i]);
     }
 
     wd_buf_append_str(out, "# HELP warden_requests_total Client requests by route and HTTP status.\n"
@@ -91,12 +92,15 @@ int wd_metrics_render(wd_metrics_t *const *workers, size_t n, const wd_metrics_i
         if (info->upstream_error_names[i])
             wd_buf_printf(out, "warden_upstream_errors_total{kind=\"%s\"} %llu\n", info->upstream_error_names[i],
                           (unsigned long long)t->upstream_errors[i]);
-    wd_buf_append_str(out, "# HELP warden_limit_decisions_total Rate-limit decisions by outcome.\n"
+    wd_buf_append_str(out, "# HELP warden_limit_decisions_total Rate-limit decisions by scope kind and outcome (an "
+                           "admitted request counts once for each scope kind it was checked against).\n"
                            "# TYPE warden_limit_decisions_total counter\n");
-    for (size_t i = 0; i < 6; i++)
-        if (info->limit_outcome_names[i])
-            wd_buf_printf(out, "warden_limit_decisions_total{outcome=\"%s\"} %llu\n", info->limit_outcome_names[i],
-                          (unsigned long long)t->limit_decisions[i]);
+    for (size_t k = 0; k < 4; k++)
+        for (size_t i = 0; i < 6; i++)
+            if (info->limit_outcome_names[i] && info->limit_scope_names[k] && t->limit_decisions[k][i])
+                wd_buf_printf(out, "warden_limit_decisions_total{scope=\"%s\",outcome=\"%s\"} %llu\n",
+                              info->limit_scope_names[k], info->limit_outcome_names[i],
+                              (unsigned long long)t->limit_decisions[k][i]);
     wd_buf_printf(out,
                   "# HELP warden_redis_requests_total Rate-limit scripts sent to Redis.\n"
                   "# TYPE warden_redis_requests_total counter\nwarden_redis_requests_total %llu\n"

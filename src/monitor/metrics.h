@@ -22,7 +22,7 @@ typedef struct {
     uint64_t upstream_errors[8];               /* by wd_up_status_t */
     uint64_t bytes_in, bytes_out;
     uint64_t stream_events;
-    uint64_t limit_decisions[6];               /* by wd_limit_outcome_t */
+    uint64_t limit_decisions[4][6];            /* by scope kind (key, user, role, ip) and wd_limit_outcome_t */
 } wd_metrics_t;
 
 /* Single-writer increments: a relaxed atomic store keeps concurrent scrapes free of torn reads. */
@@ -37,6 +37,7 @@ typedef struct {
     uint64_t inflight;
     uint64_t config_reloads, config_reload_failures;
     const char *limit_outcome_names[6];
+    const char *limit_scope_names[4];
     /* Redis limiter, summed over workers */
     uint64_t redis_decisions, redis_errors, redis_timeouts, redis_reconnects, redis_latency_ns_sum,
         redis_latency_count;
