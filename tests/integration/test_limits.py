@@ -427,10 +427,10 @@ def test_redis_replicas_share_one_limit_and_survive_redis_loss(gateway, upstream
         return c.get(g.admin_url + "/metrics").text
 
     ma, mb = metrics(a), metrics(b)
-    assert metric(ma, "warden_limit_decisions_total", 'outcome="allowed"') + \
-        metric(mb, "warden_limit_decisions_total", 'outcome="allowed"') == 50
-    assert metric(ma, "warden_limit_decisions_total", 'outcome="rate_limit_exceeded"') + \
-        metric(mb, "warden_limit_decisions_total", 'outcome="rate_limit_exceeded"') == 50
+    assert metric(ma, "warden_limit_decisions_total", 'scope="ip",outcome="allowed"') + \
+        metric(mb, "warden_limit_decisions_total", 'scope="ip",outcome="allowed"') == 50
+    assert metric(ma, "warden_limit_decisions_total", 'scope="ip",outcome="rate_limit_exceeded"') + \
+        metric(mb, "warden_limit_decisions_total", 'scope="ip",outcome="rate_limit_exceeded"') == 50
     assert metric(ma, "warden_redis_requests_total") > 0 and metric(mb, "warden_redis_requests_total") > 0
     assert metric(ma, "warden_redis_requests_total") + metric(mb, "warden_redis_requests_total") >= 100
     assert metric(ma, "warden_redis_latency_seconds_count") > 0
@@ -460,7 +460,7 @@ def test_redis_replicas_share_one_limit_and_survive_redis_loss(gateway, upstream
     ev = [e for e in a.events(wait=0) if e.get("code") == "limits_unavailable"]
     assert len(ev) == 3 and all(e["rule"] == "limit:fail-closed" and e["status"] == 503 for e in ev), ev
     ma = metrics(a)
-    assert metric(ma, "warden_limit_decisions_total", 'outcome="unavailable"') == 3
+    assert metric(ma, "warden_limit_decisions_total", 'scope="ip",outcome="unavailable"') == 3
     assert metric(ma, "warden_redis_errors_total") + metric(ma, "warden_redis_timeouts_total") > 0
 
     # 3. Redis comes back (empty: no persistence) on the same port: both replicas recover by themselves
