@@ -6,7 +6,7 @@ ASAN_BUILD := build-asan
 FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build asan deps test demo bench fuzz eval-guard format clean
+.PHONY: all build asan deps test demo bench bench-guard fuzz eval-guard format clean
 
 all: build
 
@@ -35,6 +35,9 @@ demo: build
 
 bench: build
 	@bash bench/run.sh $(BUILD)/warden
+
+bench-guard: build
+	@bash bench/run_guard.sh $(BUILD)
 
 # Detection quality of the privacy rules: per-entity precision/recall/F1 on the Presidio sample and a
 # synthetic set, and false positives on benign prompts (../shared/data/dev).

@@ -1,8 +1,10 @@
 -- wrk script for bench/run.sh: POSTs an OpenAI chat completion request (the body comes from a file
 -- written by bench/body.py, ~1 KB) and prints one machine-readable result line from done().
 --
--- Arguments (after wrk's `--`):  body=PATH  [stream=0|1]  [delay_ms=D]
+-- Arguments (after wrk's `--`):  body=PATH  [stream=0|1]  [delay_ms=D]  [auth_file=PATH]
 --   body=PATH   the request body (with or without "stream": true; stream=1 only sets Accept)
+--   auth_file=PATH  sends `Authorization: Bearer <first line of the file>` (an API key; read from a
+--               file so that it does not appear in the process list)
 --   delay_ms=D  pacing, only when the environment has BENCH_PACED=1 (wrk decides whether a script
 --               paces by whether it defines delay(), before init() runs): each connection waits D ms
 --               (mean) after a response before it sends the next request. wrk's timers have 1 ms
@@ -22,11 +24,12 @@
 local delay_ms = 0
 
 function init(args)
-  local path, stream
+  local path, stream, auth
   for _, a in ipairs(args) do
     local k, v = a:match("^([%w_]+)=(.*)$")
     if k == "body" then path = v
     elseif k == "stream" then stream = (v == "1")
+    elseif k == "auth_file" then auth = v
     elseif k == "delay_ms" then delay_ms = tonumber(v) or error("chat.lua: bad delay_ms '" .. v .. "'")
     else error("chat.lua: unknown argument '" .. a .. "'") end
   end
@@ -37,6 +40,13 @@ function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Accept"] = stream and "text/event-stream" or "application/json"
+  if auth then
+    local a = assert(io.open(auth, "rb"))
+    local key = a:read("*l")
+    a:close()
+    if not key or key == "" then error("chat.lua: " .. auth .. " holds no key") end
+    wrk.headers["Authorization"] = "Bearer " .. key
+  end
   -- Each thread has its own Lua state; seed them differently so dithered delays are not in step.
   math.randomseed(os.time() * 1000 + (tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 1000))
 end

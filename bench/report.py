@@ -14,8 +14,13 @@ import os
 import sys
 
 TARGETS = ("direct", "nginx", "warden")
-NUMERIC = {"conns": int, "delay_ms": float, "proxy_cpu_s": float, "sim_cpu_s": float}
-META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_conns", "duration_s",
+NUMERIC = {"conns": int, "delay_ms": float, "proxy_cpu_s": float, "sim_cpu_s": float,
+           # controls (bench/controls.sh): counters over one run
+           "limit_ok": int, "redis_decisions": int, "redis_scripts": int, "redis_cpu_s": float}
+SUMMED = ("proxy_cpu_s", "sim_cpu_s", "limit_ok", "redis_decisions", "redis_scripts", "redis_cpu_s")
+META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_conns", "duration_s", "controls",
+            "ctl_rounds", "ctl_secs", "ctl_rate", "ctl_rate_rounds", "ctl_rate_secs", "redis_errors",
+            "redis_timeouts",
             "warmup_s", "rounds", "audit", "body_bytes", "sse_events", "background_busy_pct", "half_target_rps",
             "warden_idle_rss_kb", "warden_peak_rss_kb", "nginx_rss_kb")
 
@@ -23,6 +28,18 @@ META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_co
 MIN_THROUGHPUT_VS_NGINX = 0.9
 MAX_ADDED_P99_US = 100
 MAX_IDLE_RSS_KB = 20 * 1024
+MAX_AUTH_ADDED_US = 2.0        # issue 3: API key auth + RBAC, added proxy CPU per request
+MAX_LIMIT_LOSS = 0.03          # issue 6: local rate limits on vs off
+
+# The controls (bench/controls.sh): target id, column title.
+CONTROLS = (("warden_base", "warden (auth none, no limits)"), ("warden_auth", "+ API key auth + RBAC"),
+            ("warden_limit", "+ local rate limits"), ("warden_redis", "+ Redis rate limits"),
+            ("warden", "A/A: main run's warden, same config"))
+BASE = "warden_base"
+LIMIT_BENCH = (("local_decisions_per_sec_1thread", "admit, 1 scope (rpm + tpm), 1 thread"),
+               ("local_decisions_per_sec_1thread_3scopes", "admit, 3 scopes (key rpm+tpm, role rpm, ip rpm), 1 thread"),
+               ("local_admit_finish_pairs_per_sec_1thread", "admit + finish pairs (a whole request), 1 thread"),
+               ("local_decisions_per_sec_2threads", "admit, 2 threads on distinct shards, total"))
 
 HEADER = """\
 # warden benchmark results
@@ -49,8 +66,9 @@ Method, in short:
   closed loop: latency is timed from the moment a request is written and a stall lowers the offered
   load instead of queueing requests (coordinated omission), so tails are somewhat optimistic for every
   target alike. "Added p99" is the target's p99 minus direct's p99 at the same rate.
-- **CPU/req**: user+system CPU time of the proxy processes (nginx master + workers, or warden)
-  during a run, from /proc, divided by the requests served. It is the most stable figure on a noisy
+- **CPU/req**: CPU time of the proxy processes (nginx master + workers, or warden; all threads)
+  during a run, from /proc, divided by the requests served. Since 2026-11-25 it is the scheduler's
+  run time in ns (`/proc/PID/task/*/schedstat`; before, utime+stime in 10 ms clock ticks). It is the most stable figure on a noisy
   machine: throughput depends on what else runs, CPU per request much less.
 - **RSS**: warden's VmRSS right after start-up before any request (idle), and VmHWM after all the load
   (peak).
@@ -59,6 +77,14 @@ Method, in short:
   waking proxy otherwise waits out the time slice of whatever background process holds its CPU
   (milliseconds on a busy machine), which is noise, not proxy latency. Saturation runs stay in the
   normal scheduler: real-time tasks at 100% CPU would starve everything else on the machine.
+- **Controls** (`bench/controls.sh`, since 2026-11-25): the same non-streamed saturation load against
+  warden with API-key auth + RBAC (one role, requests carry a key), with local rate limits (per-IP
+  rpm/tpm at the configuration maxima, so every request is reserved and reconciled and none refused)
+  and with Redis-backed limits (a private redis-server pinned with wrk and the simulator), interleaved
+  with the plain warden over several rounds. "Added CPU" is per round against the baseline's run next
+  to it; a refused request (401/403/429/503) fails the run. Redis decisions per second come from
+  warden's `/metrics` (`warden_redis_requests_total`) over the measured runs. `limit_bench` measures
+  the local limiter alone, in decisions per CPU second (per core).
 - The background CPU use measured just before the run is printed with each result. On a 2-CPU
   machine the load generator, the simulator and the proxy cannot be isolated from each other or
   from other work: absolute numbers are modest and vary between runs; the ratios between targets
@@ -93,7 +119,7 @@ def cmd_record(res_path, wrk_json, *kvs):
         sys.exit("bench: %s %s %s run completed no request" % (r["target"], r["mode"], r["phase"]))
     with open(res_path, "a") as f:
         f.write(json.dumps(r) + "\n")
-    print("[bench]      %-6s %-6s %-5s c=%-3d %9.0f req/s  p50 %6d us  p99 %6d us  proxy CPU %5.1f us/req"
+    print("[bench]      %-12s %-6s %-5s c=%-3d %9.0f req/s  p50 %6d us  p99 %6d us  proxy CPU %5.1f us/req"
           % (r["target"], r["mode"], r["phase"], r["conns"], r["rps"], r["p50_us"], r["p99_us"],
              cpu_per_req(r, "proxy_cpu_s") or 0), file=sys.stderr)
 
@@ -116,8 +142,9 @@ def merge(rounds):
     m["requests"] = n
     m["duration_us"] = sum(r["duration_us"] for r in rounds)
     m["rps"] = n / (m["duration_us"] / 1e6)
-    for k in ("proxy_cpu_s", "sim_cpu_s"):
-        m[k] = sum(r[k] for r in rounds)
+    for k in SUMMED:
+        if all(k in r for r in rounds):
+            m[k] = sum(r[k] for r in rounds)
     for k in ("p50_us", "p90_us", "p99_us", "p999_us", "mean_us"):
         m[k] = round(sum(r[k] * r["requests"] for r in rounds) / n)
     m["max_us"] = max(r["max_us"] for r in rounds)
@@ -144,6 +171,119 @@ def fmt_ratio(a, b):
 
 def fmt_delta(a, b):
     return "–" if a is None or b is None else "%+d µs" % (a - b)
+
+
+def busy(r):
+    """Share of one CPU the proxy used during the run: near 100% × workers means it was the bottleneck."""
+    return r["proxy_cpu_s"] / (r["duration_us"] / 1e6) if r and r["target"] != "direct" else None
+
+
+def controls(meta, groups):
+    """The controls' tables (bench/controls.sh), or [] when the run had none."""
+    if not meta.get("controls"):
+        return []
+    sat = {t: groups.get((t, "plain", "ctl")) for t, _ in CONTROLS}
+    fixed = {t: groups.get((t, "plain", "ctlrate")) for t, _ in CONTROLS}
+    cols = [(t, title) for t, title in CONTROLS if sat[t] and fixed[t]]
+    if not cols or cols[0][0] != BASE or len(cols) < 2:
+        return []
+    S = {t: merge(sat[t]) for t, _ in cols}
+    F = {t: merge(fixed[t]) for t, _ in cols}
+    cpu = lambda r: cpu_per_req(r, "proxy_cpu_s")
+    bcpu = cpu(F[BASE])
+
+    def paired(t):
+        """Added CPU µs/req of t over the baseline at the fixed rate, per round (each against the
+        baseline's run in the same round)."""
+        return [cpu(v) - cpu(b) for v, b in zip(fixed[t], fixed[BASE])]
+
+    def added(t):
+        if t == BASE:
+            return "–"
+        return "%+.2f (rounds %s)" % (cpu(F[t]) - bcpu, " / ".join("%+.1f" % x for x in paired(t)))
+
+    def both(k, t):
+        """Sum of a counter over both phases."""
+        return sum(r.get(k, 0) for r in sat[t] + fixed[t]), sum(r["requests"] for r in sat[t] + fixed[t])
+
+    rows = [("metric",) + tuple(title for _, title in cols)]
+    rows.append(("**saturation**, req/s",) + tuple(fmt_num(S[t]["rps"]) for t, _ in cols))
+    rows.append(("req/s per round",) + tuple(" / ".join(fmt_num(x) for x in S[t].get("round_rps", [S[t]["rps"]]))
+                                             for t, _ in cols))
+    rows.append(("req/s vs baseline",) + tuple(fmt_ratio(S[t]["rps"], S[BASE]["rps"]) for t, _ in cols))
+    rows.append(("p50 / p99 µs",) + tuple("%s / %s" % (fmt_num(S[t]["p50_us"]), fmt_num(S[t]["p99_us"]))
+                                          for t, _ in cols))
+    rows.append(("proxy CPU µs/req (at this load)",) + tuple(fmt_num(cpu(S[t]), 1) for t, _ in cols))
+    rows.append(("proxy CPU busy (share of its CPU)",) + tuple("%.0f%%" % (100 * busy(S[t])) for t, _ in cols))
+    rows.append(("**fixed rate**, req/s achieved",) + tuple(fmt_num(F[t]["rps"]) for t, _ in cols))
+    rows.append(("p50 / p99 µs",) + tuple("%s / %s" % (fmt_num(F[t]["p50_us"]), fmt_num(F[t]["p99_us"]))
+                                          for t, _ in cols))
+    rows.append(("proxy CPU µs/req",) + tuple(fmt_num(cpu(F[t]), 2) for t, _ in cols))
+    rows.append(("added proxy CPU µs/req",) + tuple(added(t) for t, _ in cols))
+    rows.append(("limit decisions (admitted) / requests, both phases",)
+                + tuple("%.3f" % (both("limit_ok", t)[0] / both("limit_ok", t)[1]) if "limit_ok" in S[t] else "–"
+                        for t, _ in cols))
+    if "warden_redis" in S:
+        per_sec = lambda r, k: fmt_num(r[k] / (r["duration_us"] / 1e6)) if k in r else "–"
+        rows.append(("Redis decisions/s at saturation (warden_redis_requests_total)",)
+                    + tuple(per_sec(S[t], "redis_decisions") for t, _ in cols))
+        rows.append(("Redis scripts/s run at saturation (admit + reconcile; INFO commandstats)",)
+                    + tuple(per_sec(S[t], "redis_scripts") for t, _ in cols))
+        rows.append(("redis-server CPU µs/req (fixed rate)",)
+                    + tuple(fmt_num(F[t]["redis_cpu_s"] * 1e6 / F[t]["requests"], 1) if "redis_cpu_s" in F[t] else "–"
+                            for t, _ in cols))
+
+    # The A/A control (the same configuration in another process) is the noise floor of each figure.
+    aa_cpu = "; A/A in this run %+.2f µs" % (cpu(F["warden"]) - bcpu) if "warden" in F else ""
+    aa_rps = "; A/A in this run %+.1f%%" % (100 * (1 - S["warden"]["rps"] / S[BASE]["rps"])) if "warden" in S else ""
+    checks = []
+    if "warden_auth" in F:
+        a = cpu(F["warden_auth"]) - bcpu
+        checks.append(("API key auth + RBAC: added proxy CPU ≤ %.0f µs/req" % MAX_AUTH_ADDED_US,
+                       "%+.2f µs (%.2f vs %.2f at %s req/s; rounds %s%s); saturation throughput %s" % (
+                           a, cpu(F["warden_auth"]), bcpu, fmt_num(F[BASE]["rps"]),
+                           " / ".join("%+.1f" % x for x in paired("warden_auth")), aa_cpu,
+                           fmt_ratio(S["warden_auth"]["rps"], S[BASE]["rps"])),
+                       a <= MAX_AUTH_ADDED_US))
+    if "warden_limit" in F:
+        loss = 1 - S["warden_limit"]["rps"] / S[BASE]["rps"]
+        checks.append(("local limits: saturation throughput loss ≤ %.0f%%" % (100 * MAX_LIMIT_LOSS),
+                       "%+.1f%% (%s vs %s req/s%s)" % (100 * loss, fmt_num(S["warden_limit"]["rps"]),
+                                                       fmt_num(S[BASE]["rps"]), aa_rps),
+                       loss <= MAX_LIMIT_LOSS))
+        lc = cpu(F["warden_limit"])
+        checks.append(("local limits: proxy CPU per request + ≤ %.0f%% (the loss of a CPU-bound proxy)"
+                       % (100 * MAX_LIMIT_LOSS),
+                       "%+.1f%% (%+.2f µs: %.2f vs %.2f; rounds %s%s)" % (
+                           100 * (lc / bcpu - 1), lc - bcpu, lc, bcpu,
+                           " / ".join("%+.1f" % x for x in paired("warden_limit")), aa_cpu),
+                       lc / bcpu - 1 <= MAX_LIMIT_LOSS))
+    check_rows = [("target", "measured", "result")] + [(a, b, "PASS" if ok else "FAIL") for a, b, ok in checks]
+
+    out = ["Controls, non-streamed: saturation with %d connections, %d interleaved rounds of %d s per target; "
+           "then a fixed rate of ~%s req/s (half of the baseline's slowest saturation round) with %d paced "
+           "connections, %d interleaved rounds of %d s per target, where CPU per request is compared (added CPU "
+           "is against the baseline's run in the same round). The starting target rotates each round. "
+           "per_ip limits `%s`; a refused request fails the run."
+           % (S[BASE]["conns"], meta["ctl_rounds"], meta["ctl_secs"], fmt_num(meta.get("ctl_rate")),
+              F[BASE]["conns"], meta["ctl_rate_rounds"], meta["ctl_rate_secs"], meta.get("ctl_limits", "?")),
+           table(rows), table(check_rows)]
+    if "warden_redis" in S:
+        out.append("Redis %s on 127.0.0.1, pinned with wrk and the simulator (on this machine it takes CPU from "
+                   "the load generator, so the Redis saturation throughput is a lower bound); warden counted %d "
+                   "Redis errors and %d timeouts (rate_limits.fail: closed: a failed decision fails the run)."
+                   % (meta.get("redis_version", "?"), meta.get("redis_errors", 0), meta.get("redis_timeouts", 0)))
+    lb = dict(kv.split(" ", 1) for kv in meta.get("limit_bench", "").split(";") if " " in kv)
+    if lb:
+        lb_rows = [("local limiter (limit_bench, best of 3 × 0.5 s)", "per CPU second (one core)", "per wall second")]
+        for k, name in LIMIT_BENCH:
+            if k in lb:
+                lb_rows.append((name, fmt_num(float(lb[k])), fmt_num(float(lb.get(k + "_wall", "nan")))))
+        if "local_decisions_per_sec_2threads_slowest_thread" in lb:
+            lb_rows.append(("admit, 2 threads on distinct shards, slowest thread",
+                            fmt_num(float(lb["local_decisions_per_sec_2threads_slowest_thread"])), "–"))
+        out.append(table(lb_rows))
+    return out
 
 
 def table(rows):
@@ -203,6 +343,11 @@ def cmd_report(meta_path, res_path, md_path):
     for m, name in (("plain", "non-streamed"), ("stream", "streamed")):
         n, w = (field(t, m, "sat", "proxy_cpu") for t in ("nginx", "warden"))
         cmp_rows.append(("proxy CPU µs/req, " + name, "–", fmt_num(n, 1), fmt_num(w, 1), fmt_ratio(w, n), "–"))
+    for m, name in (("plain", "non-streamed"), ("stream", "streamed")):
+        n, w = (busy(R(t, m, "sat")) for t in ("nginx", "warden"))
+        if n is not None and w is not None:
+            cmp_rows.append(("proxy CPU busy, %s, saturation" % name, "–", "%.0f%%" % (100 * n),
+                             "%.0f%%" % (100 * w), "–", "–"))
 
     # The issue's targets.
     checks = []
@@ -237,7 +382,7 @@ def cmd_report(meta_path, res_path, md_path):
         table(check_rows),
         "All runs (saturation figures combine the interleaved rounds: req/s and CPU are totals, latency "
         "percentiles the request-weighted mean of the rounds'):\n\n" + table(runs_rows),
-    ])
+    ] + controls(meta, groups))
 
     print()
     print(body)
@@ -250,9 +395,10 @@ def cmd_report(meta_path, res_path, md_path):
         "## %s" % meta["date"],
         "",
         "- command: `%s`%s" % (meta["command"], (" with `%s`" % meta["env"]) if meta["env"] else ""),
-        "- source: git %s" % meta["git"],
+        "- source: git %s%s" % (meta["git"], "; %s" % meta["build"] if meta.get("build") else ""),
         "- machine: %d CPUs (`nproc`), %s, Linux %s" % (meta["nproc"], meta["cpu_model"], meta["kernel"]),
         "- CPU layout: %s" % meta["layout"],
+        "- CPU time: %s" % meta.get("cpu_clock", "utime+stime (/proc/PID/stat, clock ticks)"),
         "- background CPU use just before the run: %d%% of all CPUs; load average after the run: %s"
         % (meta["background_busy_pct"], meta["loadavg"]),
         "- load: wrk %s, %d thread(s), %d connections for saturation, %d s per target and mode (in %d "

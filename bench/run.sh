@@ -4,13 +4,18 @@
 #
 #   bash bench/run.sh [path/to/warden]          (make bench)
 #
-# One run (about 2 minutes with the defaults; a run that would pass 230 s stops with an error):
+# One run (about 3 minutes with the defaults; a run that would pass 330 s stops with an error):
 #   1. starts `warden sim`, nginx and `warden serve` on free loopback ports, nginx and warden with
 #      the same number of workers and both proxying to the same simulator;
 #   2. for each target (direct, nginx, warden): warm-up, then a fixed-duration wrk run with a ~1 KB
 #      chat completion body, non-streamed and streamed ("stream": true, a short SSE answer);
 #   3. a paced run at about half of warden's saturation throughput for each target, to measure the
 #      latency a proxy adds when it is not queueing (see bench/chat.lua for the pacing method);
+#   3a. controls (bench/controls.sh, run between steps 2 and 3): warden with API-key auth + RBAC, with
+#      local rate limits (nothing refused) and with Redis-backed rate limits (a private redis-server),
+#      interleaved with the plain warden: throughput at saturation, and CPU per request at one fixed
+#      rate for all (added µs per request); Redis decisions per second from warden's /metrics; the
+#      local limiter's decisions per second per core (limit_bench);
 #   4. warden's idle RSS (VmRSS before any request) and peak RSS (VmHWM after all the load);
 #   5. prints a table (bench/report.py) and appends a dated section to bench/RESULTS.md.
 # Everything it starts is stopped on exit, also on failure or Ctrl-C.
@@ -22,7 +27,12 @@
 # log and nginx its access log to the temp dir; default 0, both off), BENCH_RESULTS (file to append
 # to, default bench/RESULTS.md; "-" for none), BENCH_KEEP (1: keep the temp dir with logs),
 # BENCH_NICE (niceness of every benchmark process; default -10 as root, 0 otherwise), BENCH_RT (1:
-# the half-load runs use SCHED_RR; default 1 as root).
+# the half-load runs use SCHED_RR; default 1 as root), BENCH_CONTROLS (0: skip step 3a; default 1),
+# BENCH_CTL_ROUNDS (the controls' interleaved saturation rounds, default 2), BENCH_CTL_RATE_ROUNDS (their
+# fixed-rate rounds of 3 s, default 4), BENCH_LIMIT_BENCH (path of the limit_bench binary; default:
+# next to warden in its meson build dir, where `make build` puts it when tests are on; if it is not
+# there, it is built in build-bench/, configured with -Dtests=true and warden's build type),
+# BENCH_REDIS (0: no Redis control; default 1 when redis-server is installed).
 set -Eeuo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +54,10 @@ KEEP=${BENCH_KEEP:-0}
 NICE=${BENCH_NICE:-$( [[ $(id -u) == 0 ]] && echo -10 || echo 0)}
 # For the half-load latency runs only: SCHED_RR (see there). Needs root; BENCH_RT=0 turns it off.
 RT=${BENCH_RT:-$( [[ $(id -u) == 0 ]] && command -v chrt >/dev/null && echo 1 || echo 0)}
+CONTROLS=${BENCH_CONTROLS:-1}
+CTL_ROUNDS=${BENCH_CTL_ROUNDS:-2}
+CTL_RATE_ROUNDS=${BENCH_CTL_RATE_ROUNDS:-4}
+REDIS=${BENCH_REDIS:-$(command -v redis-server >/dev/null && echo 1 || echo 0)}
 REPLY="The capital of France is Paris. It is known for the Eiffel Tower and the Louvre."
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -51,10 +65,12 @@ log() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
 
 [[ $NICE =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be an integer, got '$NICE'"
 [[ $RT == 0 || $RT == 1 ]] || die "BENCH_RT must be 0 or 1, got '$RT'"
-for arg in "$DURATION" "$WARMUP" "$CONNS" "$PACED_CONNS" "$ROUNDS"; do
+[[ $CONTROLS == 0 || $CONTROLS == 1 ]] || die "BENCH_CONTROLS must be 0 or 1, got '$CONTROLS'"
+[[ $REDIS == 0 || $REDIS == 1 ]] || die "BENCH_REDIS must be 0 or 1, got '$REDIS'"
+for arg in "$DURATION" "$WARMUP" "$CONNS" "$PACED_CONNS" "$ROUNDS" "$CTL_ROUNDS" "$CTL_RATE_ROUNDS"; do
   [[ $arg =~ ^[1-9][0-9]*$ ]] || die "durations and connection counts must be positive integers, got '$arg'"
 done
-((DURATION <= 15)) || die "BENCH_DURATION is at most 15 s (the whole run must stay under 4 minutes)"
+((DURATION <= 15)) || die "BENCH_DURATION is at most 15 s (the whole run must stay under 6 minutes)"
 [[ -x $WARDEN ]] || die "warden binary '$WARDEN' not found or not executable (build it: ninja -C build)"
 WARDEN=$(cd "$(dirname "$WARDEN")" && pwd)/$(basename "$WARDEN")
 for tool in wrk nginx taskset curl; do
@@ -62,6 +78,46 @@ for tool in wrk nginx taskset curl; do
 done
 [[ -x $PY ]] || die "$PY is required"
 NGINX=$(command -v nginx)
+if [[ $CONTROLS == 1 && $REDIS == 1 ]]; then
+  command -v redis-server >/dev/null || die "BENCH_REDIS=1 but redis-server is not installed"
+fi
+
+# The build the binary comes from (an -O0 build measures something else): its meson options.
+WARDEN_BUILD=$(dirname "$WARDEN")
+BUILD_DESC=$("$PY" - "$WARDEN_BUILD" <<'PYEOF' 2>/dev/null || echo "build options unknown"
+import json, subprocess, sys
+opts = {o["name"]: o["value"] for o in json.loads(subprocess.run(
+    ["meson", "introspect", sys.argv[1], "--buildoptions"], capture_output=True, check=True).stdout)}
+print("meson buildtype=%s, optimization=%s, b_ndebug=%s, b_sanitize=%s" % (
+    opts["buildtype"], opts["optimization"], opts["b_ndebug"], opts["b_sanitize"]))
+PYEOF
+)
+
+# The local limiter microbenchmark (bench/limit_bench.c) is built with the unit tests (`make build`
+# builds it next to warden). Otherwise it is built here, in build-bench/, before anything is started;
+# building does not count against the time budget. The warden build dir itself is left alone.
+LIMIT_BENCH=${BENCH_LIMIT_BENCH:-}
+if [[ $CONTROLS == 1 && -z $LIMIT_BENCH ]]; then
+  LIMIT_BENCH=$WARDEN_BUILD/tests/unit/limit/limit_bench
+  if [[ ! -x $LIMIT_BENCH ]]; then
+    # A separate build dir (build* is git-ignored) with the tests on and the same build type.
+    src_root=$(cd "$here/.." && pwd)
+    LIMIT_BENCH=$src_root/build-bench/tests/unit/limit/limit_bench
+    if [[ ! -f $src_root/build-bench/build.ninja ]]; then
+      btype=$(sed -n 's/^meson buildtype=\([a-z]*\),.*/\1/p' <<<"$BUILD_DESC"); btype=${btype:-release}
+      echo "bench: configuring $src_root/build-bench (buildtype $btype, -Dtests=true) for limit_bench" >&2
+      meson setup "$src_root/build-bench" "$src_root" --wrap-mode=nodownload --buildtype="$btype" \
+        -Db_ndebug=false -Dtests=true >"/tmp/warden-bench-meson.$$.log" 2>&1 \
+        || die "meson setup build-bench failed: $(tail -5 "/tmp/warden-bench-meson.$$.log")"
+      rm -f "/tmp/warden-bench-meson.$$.log"
+    fi
+    ninja -C "$src_root/build-bench" tests/unit/limit/limit_bench >"/tmp/warden-bench-ninja.$$.log" 2>&1 \
+      || die "cannot build limit_bench in $src_root/build-bench: $(grep -m1 -A4 FAILED "/tmp/warden-bench-ninja.$$.log")"
+    rm -f "/tmp/warden-bench-ninja.$$.log"
+  fi
+fi
+[[ $CONTROLS == 0 || -x $LIMIT_BENCH ]] || die "limit_bench '$LIMIT_BENCH' not found or not executable"
+SECONDS=0   # the time budget starts here
 
 # ---------------------------------------------------------------------------------------------------
 # CPU layout. The load generator, the simulator and the proxy share this machine; with few cores
@@ -109,7 +165,7 @@ fi
 DIR=$(mktemp -d /tmp/warden-bench.XXXXXX)
 PIDS=()
 WRK_PID=
-BUDGET=230   # seconds: no wrk run may start that would end after this
+BUDGET=330   # seconds: no wrk run may start that would end after this
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -144,14 +200,31 @@ wait_port() { # port pid name: wait until something accepts on the port (no HTTP
   die "$3 did not start listening on 127.0.0.1:$1 within 5 s"
 }
 proc_field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; } # kB
-# utime+stime in clock ticks of a pid and its children threads (threads are in /proc/PID/stat).
-cpu_ticks() {
-  local t=0 pid
-  for pid in "$@"; do
-    t=$((t + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
-  done
-  echo "$t"
-}
+# CPU time in nanoseconds of the given pids, all their threads: the scheduler's exact run time
+# (/proc/PID/task/TID/schedstat), not utime+stime, which come in clock ticks (10 ms: ±1 µs per
+# request over a short run, too coarse for the controls' 1-2 µs differences). Without schedstat
+# (kernels built without it), utime+stime.
+if [[ -r /proc/self/schedstat ]]; then
+  CPU_CLOCK="scheduler run time (/proc/PID/task/*/schedstat, ns)"
+  cpu_ns() {
+    local t=0 pid
+    for pid in "$@"; do
+      t=$((t + $(awk '{ s += $1 } END { printf "%.0f", s }' /proc/"$pid"/task/*/schedstat)))
+    done
+    echo "$t"
+  }
+else
+  CPU_CLOCK="utime+stime (/proc/PID/stat, clock ticks)"
+  cpu_ns() {
+    local t=0 pid tck
+    tck=$(getconf CLK_TCK)
+    for pid in "$@"; do
+      t=$((t + $(awk -v tck="$tck" '{ sub(/.*\) /, ""); printf "%.0f", ($12 + $13) * 1e9 / tck }' "/proc/$pid/stat")))
+    done
+    echo "$t"
+  }
+fi
+ns_to_s() { printf '%d.%09d' $(($1 / 1000000000)) $(($1 % 1000000000)); }
 
 # ---------------------------------------------------------------------------------------------------
 log "layout: $layout_desc"
@@ -256,14 +329,20 @@ log "all targets answer 200 (body $BODY_BYTES bytes; stream of $SSE_EVENTS event
 # ---------------------------------------------------------------------------------------------------
 RES=$DIR/results.jsonl
 : >"$RES"
+declare -A PROXY_PID=()  # the controls' warden instances (bench/controls.sh)
+declare -A WRK_EXTRA=()  # extra chat.lua arguments per target (auth_file=...)
 proxy_pids() {
   case $1 in
     direct) ;;                      # nothing between wrk and the simulator
     nginx) nginx_pids ;;
     warden) echo "$W_PID" ;;
+    *) echo "${PROXY_PID[$1]}" ;;
   esac
 }
-TCK=$(getconf CLK_TCK)
+# Hooks around each measured wrk run, for figures beyond wrk's and the proxy's CPU (controls.sh
+# redefines them): extra_after prints key=value pairs recorded with the run.
+extra_before() { :; }
+extra_after() { :; }
 # run_wrk TARGET MODE PHASE SECONDS CONNS [DELAY_MS]: one wrk run, recorded as a line of $RES with the
 # CPU time the proxy and the simulator used during it (from /proc, so per-request CPU cost can be
 # compared even when the machine is too noisy for throughput to be stable).
@@ -271,10 +350,13 @@ run_wrk() {
   local target=$1 mode=$2 phase=$3 secs=$4 conns=$5 delay=${6:-} args=() env=() p0 p1 s0 s1 out line
   if [[ $mode == stream ]]; then args=(body="$BODY_S" stream=1); else args=(body="$BODY_NS" stream=0); fi
   if [[ -n $delay ]]; then args+=(delay_ms="$delay"); env=(BENCH_PACED=1); fi
+  # shellcheck disable=SC2206 # space-separated chat.lua arguments
+  [[ -z ${WRK_EXTRA[$target]-} ]] || args+=(${WRK_EXTRA[$target]})
   local threads=$WRK_THREADS
   ((threads <= conns)) || threads=$conns
   # shellcheck disable=SC2046 # one pid per word
-  p0=$(cpu_ticks $(proxy_pids "$target")); s0=$(cpu_ticks "$SIM_PID")
+  p0=$(cpu_ns $(proxy_pids "$target")); s0=$(cpu_ns "$SIM_PID")
+  [[ $phase == warmup ]] || extra_before "$target"
   ((SECONDS + secs <= BUDGET)) || die "time budget of ${BUDGET}s exceeded (at ${SECONDS}s); stopping"
   # In the background and waited for, so that the exit trap can stop it too.
   env "${env[@]+"${env[@]}"}" timeout $((secs + 10)) "${ON_GEN[@]}" \
@@ -285,12 +367,15 @@ run_wrk() {
   WRK_PID=
   out=$(cat "$DIR/wrk.out")
   # shellcheck disable=SC2046
-  p1=$(cpu_ticks $(proxy_pids "$target")); s1=$(cpu_ticks "$SIM_PID")
+  p1=$(cpu_ns $(proxy_pids "$target")); s1=$(cpu_ns "$SIM_PID")
   line=$(grep '^BENCH ' <<<"$out" | sed 's/^BENCH //') || die "wrk printed no result for $target: $out"
   [[ $phase == warmup ]] && return 0
+  local extra
+  extra=$(extra_after "$target") || die "$target: could not read its counters after the run"
+  # shellcheck disable=SC2086 # key=value words
   "$PY" "$here/report.py" record "$RES" "$line" target="$target" mode="$mode" phase="$phase" \
-    conns="$conns" delay_ms="${delay:-0}" proxy_cpu_s="$(((p1 - p0) * 1000 / TCK))e-3" \
-    sim_cpu_s="$(((s1 - s0) * 1000 / TCK))e-3"
+    conns="$conns" delay_ms="${delay:-0}" proxy_cpu_s="$(ns_to_s $((p1 - p0)))" \
+    sim_cpu_s="$(ns_to_s $((s1 - s0)))" $extra
 }
 get() { "$PY" "$here/report.py" get "$RES" "$@"; } # TARGET MODE PHASE FIELD (the latest such run)
 
@@ -307,6 +392,14 @@ for mode in plain stream; do
     for t in "${TARGETS[@]}"; do run_wrk "$t" "$mode" sat "$round_secs" "$CONNS"; done
   done
 done
+
+# 1a. controls: auth + RBAC and rate limits against the plain warden (before step 2, which puts the
+# processes under SCHED_RR).
+CTL_META=()
+if [[ $CONTROLS == 1 ]]; then
+  # shellcheck source=bench/controls.sh
+  source "$here/controls.sh"
+fi
 
 # 2. about half of warden's saturation throughput, the same offered rate for every target. wrk cannot
 # hold a fixed rate (wrk2 is not packaged in Debian), so each connection pauses between requests
@@ -344,8 +437,9 @@ grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
 "$PY" "$here/report.py" meta "$DIR/meta.json" \
   date="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" \
   command="bash bench/run.sh $*" \
-  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
+  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT|CONTROLS|CTL_ROUNDS|CTL_RATE_ROUNDS|LIMIT_BENCH|REDIS)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
   git="$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here/.." diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')" \
+  build="$BUILD_DESC" cpu_clock="$CPU_CLOCK" \
   nproc="$(nproc)" \
   cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" \
   kernel="$(uname -r)" \
@@ -357,6 +451,7 @@ grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
   half_target_rps="$HALF" \
   warden_idle_rss_kb="$W_IDLE_KB" warden_peak_rss_kb="$W_PEAK_KB" nginx_rss_kb="$N_RSS_KB" \
   nginx_version="$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
-  wrk_version="$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
+  wrk_version="$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')" \
+  "${CTL_META[@]+"${CTL_META[@]}"}"
 "$PY" "$here/report.py" report "$DIR/meta.json" "$RES" "$RESULTS"
 log "done in ${SECONDS}s"

@@ -37,6 +37,11 @@ int wd_cmd_user(int argc, char **argv);
 /* warden token issue|revoke: PASETO v4.public tokens scoped down from an API key; revocation by jti. */
 int wd_cmd_token(int argc, char **argv);
 
+/* warden scan [OPTIONS] [FILE...]: the privacy guard over text, JSON lines or CSV (stdin by default);
+ * prints findings as JSON lines, the anonymized data, or a report (--explain). Exit 0 no findings,
+ * 1 findings, 2 error. */
+int wd_cmd_scan(int argc, char **argv);
+
 /* ---- shared by the identity commands (cli_state.c) ---------------------------------------------- */
 
 /* Where the state lives and what the command may check against. The state directory comes from

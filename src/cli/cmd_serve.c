@@ -152,7 +152,7 @@ static void stop_all(serve_t *s)
     for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], worker_stop, NULL);
     for (size_t i = 0; i < s->nworkers; i++) wd_worker_join(&s->workers[i]);
     uv_signal_stop(&s->sighup);
-    if (s->store) {
+    if (s->authdb) {
         uv_timer_stop(&s->auth_timer);
         wd_authdb_flush_last_used(s->authdb, s->store);
     }
@@ -226,17 +226,21 @@ static int serve(serve_t *s)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (wd_config_auth_required(cfg)) {
+    /* the state directory: identity (auth.mode required) and the master key the guard's hash
+     * action derives its key from */
+    if (cfg->state_dir) {
         if (wd_store_open(cfg->state_dir, &s->store, err, sizeof err) != WD_OK ||
-            !(s->authdb = wd_authdb_load(s->store, err, sizeof err))) {
+            (wd_config_auth_required(cfg) && !(s->authdb = wd_authdb_load(s->store, err, sizeof err)))) {
             fprintf(stderr, "warden: %s\n", err);
             wd_store_close(s->store);
             wd_config_unref(cfg);
             wd_event_sink_close();
             return 1;
         }
-        s->data_version = wd_store_data_version(s->store);
         crypto_kdf_derive_from_key(s->guard_hash_key, sizeof s->guard_hash_key, 4, "wdguardh", s->store->master);
+    }
+    if (s->authdb) {
+        s->data_version = wd_store_data_version(s->store);
         wd_gateway_set_store(s->store);
     } else {
         wd_log(WD_LOG_WARN, "auth.mode is none: any client that can reach %s may use every model", cfg->listen.text);
@@ -295,7 +299,7 @@ static int serve(serve_t *s)
     uv_signal_start(&s->sighup, on_sighup, SIGHUP);
     uv_signal_start(&s->sigterm, on_sigterm, SIGTERM);
     uv_signal_start(&s->sigint, on_sigterm, SIGINT);
-    if (s->store) {
+    if (s->authdb) {
         uv_timer_init(&s->admin.loop, &s->auth_timer);
         s->auth_timer.data = s;
         uv_timer_start(&s->auth_timer, on_auth_tick, cfg->auth.refresh_ms, cfg->auth.refresh_ms);

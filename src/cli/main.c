@@ -21,6 +21,7 @@ static const struct {
     {"key", wd_cmd_key, "API keys: create, list, show, revoke, rotate (warden key --help)"},
     {"user", wd_cmd_user, "users: add, passwd, disable, list, mfa enroll (warden user --help)"},
     {"token", wd_cmd_token, "tokens: issue from a key, revoke by jti (warden token --help)"},
+    {"scan", wd_cmd_scan, "find or anonymize personal data and secrets in files (warden scan --help)"},
 };
 
 static void usage(FILE *f)

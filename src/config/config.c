@@ -283,7 +283,7 @@ static int apply_field(ctx_t *c, const wd_ynode_t *n, const char *path, const wd
 static int apply_map(ctx_t *c, const wd_ynode_t *n, const char *path, const wd_cfg_map_t *m, void *base)
 {
     const wd_ynode_t *seen[MAX_FIELDS] = {0}, *seen_key[MAX_FIELDS] = {0};
-    char sub[256];
+    char sub[512];
     int rc;
 
     if (n) {
@@ -872,7 +872,7 @@ static int h_u64(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, co
 {
     uint64_t *dst = (uint64_t *)((char *)base + f->off);
     if (!n) return WD_OK;
-    uint32_t v32; /* token budgets: 0..4e9, parsed with the integer rules */
+    uint32_t v32 = 0; /* token budgets: 0..4e9, parsed with the integer rules */
     wd_cfg_field_t g = *f;
     g.type = F_U32;
     g.min = 0;
@@ -1025,15 +1025,15 @@ static const wd_cfg_field_t guard_fields[] = {
 };
 static const wd_cfg_map_t guard_map = {"guard", guard_fields, WD_ARRAY_LEN(guard_fields)};
 
-/* input: { pii: pseudonymize, EMAIL: redact, ... } — keys checked against the rules after they load */
-static int h_profile_input(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+/* A mapping of class or type to action: input: { pii: pseudonymize, EMAIL: redact, ... } and
+ * output: { self_harm: block, secrets: redact, ... }. Keys are checked against the rules after they
+ * load (resolve_guard). Answers cannot be pseudonymized (there is nothing to restore them). */
+static int parse_action_map(ctx_t *c, const wd_ynode_t *n, const char *path, wd_guard_rule_action_t **list,
+                            size_t *count_out, bool output)
 {
-    WD_UNUSED(f);
-    wd_guard_profile_t *p = base;
-    if (!n) return WD_OK;
     if (n->kind != WD_YNODE_MAP) return fail(c, n, "%s: expected a mapping of class or type to action", path);
     size_t count = n->n / 2;
-    if (!(p->input = calloc(count ? count : 1, sizeof *p->input))) return fail(c, n, "out of memory");
+    if (!(*list = calloc(count ? count : 1, sizeof **list))) return fail(c, n, "out of memory");
     for (size_t i = 0; i < count; i++) {
         const wd_ynode_t *k = n->items[2 * i], *v = n->items[2 * i + 1];
         char sub[300];
@@ -1042,14 +1042,106 @@ static int h_profile_input(ctx_t *c, const wd_ynode_t *n, const char *path, void
         if (!rc) rc = check_string(c, v, sub);
         if (rc) return rc;
         for (size_t j = 0; j < i; j++)
-            if (strlen(p->input[j].key) == k->len && memcmp(p->input[j].key, k->s, k->len) == 0)
+            if (strlen((*list)[j].key) == k->len && memcmp((*list)[j].key, k->s, k->len) == 0)
                 return fail(c, k, "%s: '%.*s%s' is listed twice", path, SHOW(k));
-        if (wd_action_parse(v->s, v->len, &p->input[i].action) != WD_OK)
-            return fail(c, v, "%s: unknown action '%.*s%s'; actions: allow, flag, mask, redact, hash, pseudonymize, "
-                              "block", sub, SHOW(v));
-        if ((rc = dup_str(c, k, k->s, k->len, &p->input[i].key))) return rc;
-        p->ninput = i + 1;
+        wd_action_t a;
+        if (wd_action_parse(v->s, v->len, &a) != WD_OK || (output && a == WD_ACT_PSEUDO))
+            return fail(c, v, output ? "%s: unknown action '%.*s%s'; output actions: allow, flag, mask, redact, hash, block"
+                                     : "%s: unknown action '%.*s%s'; actions: allow, flag, mask, redact, hash, "
+                                       "pseudonymize, block",
+                        sub, SHOW(v));
+        (*list)[i].action = a;
+        if ((rc = dup_str(c, k, k->s, k->len, &(*list)[i].key))) return rc;
+        *count_out = i + 1;
     }
+    return WD_OK;
+}
+
+static int h_profile_input(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_profile_t *p = base;
+    return n ? parse_action_map(c, n, path, &p->input, &p->ninput, false) : WD_OK;
+}
+
+static int h_profile_output(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_profile_t *p = base;
+    return n ? parse_action_map(c, n, path, &p->output, &p->noutput, true) : WD_OK;
+}
+
+static int h_inj_action(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    wd_action_t *dst = (wd_action_t *)((char *)base + f->off);
+    if (!n) {
+        *dst = WD_ACT_BLOCK;
+        return WD_OK;
+    }
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    wd_action_t a;
+    if (wd_action_parse(n->s, n->len, &a) != WD_OK || (a != WD_ACT_ALLOW && a != WD_ACT_FLAG && a != WD_ACT_BLOCK))
+        return fail(c, n, "%s: expected allow, flag or block, got '%.*s%s'", path, SHOW(n));
+    *dst = a;
+    return WD_OK;
+}
+
+/* The roles a chat message can have; "function" is the legacy name of tool results. */
+static const char *const message_roles[] = {"system", "developer", "user", "assistant", "tool", "function", NULL};
+
+static int h_inj_roles(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_injection_cfg_t *ic = base;
+    if (!n) return WD_OK; /* every role */
+    if (n->kind != WD_YNODE_SEQ || n->n == 0)
+        return fail(c, n, "%s: expected a non-empty list of message roles (system, developer, user, assistant, tool)",
+                    path);
+    if (!(ic->roles = calloc(n->n, sizeof *ic->roles))) return fail(c, n, "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        const wd_ynode_t *r = n->items[i];
+        int rc = check_string(c, r, path);
+        if (rc) return rc;
+        bool known = false;
+        for (const char *const *m = message_roles; *m && !known; m++) known = strlen(*m) == r->len && memcmp(*m, r->s, r->len) == 0;
+        if (!known)
+            return fail(c, r, "%s: unknown message role '%.*s%s'; roles: system, developer, user, assistant, tool, function",
+                        path, SHOW(r));
+        for (size_t j = 0; j < ic->nroles; j++)
+            if (strlen(ic->roles[j]) == r->len && memcmp(ic->roles[j], r->s, r->len) == 0)
+                return fail(c, r, "%s: '%.*s%s' is listed twice", path, SHOW(r));
+        if ((rc = dup_str(c, r, r->s, r->len, &ic->roles[i]))) return rc;
+        ic->nroles = i + 1;
+    }
+    return WD_OK;
+}
+
+#define IJF(nm) offsetof(wd_guard_injection_cfg_t, nm)
+static const wd_cfg_field_t injection_fields[] = {
+    {.name = "threshold", .type = F_FN, .off = IJF(threshold), .def = 70, .fn = h_score},
+    {.name = "action", .type = F_FN, .off = IJF(action), .fn = h_inj_action},
+    {.name = "roles", .type = F_FN, .fn = h_inj_roles},
+};
+static const wd_cfg_map_t injection_map = {"injection", injection_fields, WD_ARRAY_LEN(injection_fields)};
+
+static int h_profile_injection(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_profile_t *p = base;
+    if (!n) return WD_OK; /* off, unless input: { injection: ACTION } turns it on (resolve_guard) */
+    p->injection.enabled = true;
+    return apply_map(c, n, path, &injection_map, &p->injection);
+}
+
+static int h_on_error(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_profile_t *p = base;
+    if (!n) return WD_OK; /* closed */
+    if (n->kind == WD_YNODE_SCALAR && n->len == 6 && memcmp(n->s, "closed", 6) == 0) p->fail_open = false;
+    else if (n->kind == WD_YNODE_SCALAR && n->len == 4 && memcmp(n->s, "open", 4) == 0) p->fail_open = true;
+    else return fail(c, n, "%s: expected closed or open", path);
     return WD_OK;
 }
 
@@ -1057,6 +1149,9 @@ static int h_profile_input(ctx_t *c, const wd_ynode_t *n, const char *path, void
 static const wd_cfg_field_t profile_fields[] = {
     {.name = "input", .type = F_FN, .fn = h_profile_input},
     {.name = "restore", .type = F_BOOL, .off = PF(restore), .def = 1},
+    {.name = "injection", .type = F_FN, .fn = h_profile_injection},
+    {.name = "output", .type = F_FN, .fn = h_profile_output},
+    {.name = "on_error", .type = F_FN, .fn = h_on_error},
 };
 static const wd_cfg_map_t profile_map = {"a guard profile", profile_fields, WD_ARRAY_LEN(profile_fields)};
 
@@ -1117,11 +1212,34 @@ static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
     cfg->guard_db = wd_guard_db_load(dir, err, sizeof err);
     if (!cfg->guard_db) return fail(c, g, "guard.rules_dir: %s", err);
     for (size_t i = 0; i < cfg->nprofiles; i++) {
-        const wd_guard_profile_t *p = &cfg->profiles[i];
-        for (size_t j = 0; j < p->ninput; j++)
+        wd_guard_profile_t *p = &cfg->profiles[i];
+        for (size_t j = 0; j < p->ninput; j++) {
+            if (p->input[j].action == WD_ACT_HASH && !cfg->state_dir)
+                return fail(c, gp, "guard_profiles.%s.input.%s: the hash action needs state_dir (its key derives from "
+                                   "the master key made by `warden init`)", p->name, p->input[j].key);
             if (!db_has_class(cfg->guard_db, p->input[j].key, false) && !db_has_class(cfg->guard_db, p->input[j].key, true))
                 return fail(c, gp, "guard_profiles.%s.input: '%s' is neither a data class nor an entity type of the loaded rules",
                             p->name, p->input[j].key);
+            /* input: { injection: ACTION } is the short form of injection: { action: ACTION } */
+            if (strcmp(p->input[j].key, "injection") == 0) {
+                wd_action_t a = p->input[j].action;
+                if (p->injection.enabled)
+                    return fail(c, gp, "guard_profiles.%s: injection is set both in input and in an injection section; "
+                                       "keep the injection section", p->name);
+                if (a != WD_ACT_ALLOW && a != WD_ACT_FLAG && a != WD_ACT_BLOCK)
+                    return fail(c, gp, "guard_profiles.%s.input.injection: expected allow, flag or block", p->name);
+                p->injection.enabled = true;
+                p->injection.action = a;
+                p->injection.threshold = 70;
+            }
+        }
+        for (size_t j = 0; j < p->noutput; j++)
+            if (!db_has_class(cfg->guard_db, p->output[j].key, false) && !db_has_class(cfg->guard_db, p->output[j].key, true))
+                return fail(c, gp, "guard_profiles.%s.output: '%s' is neither a data class nor an entity type of the loaded rules",
+                            p->name, p->output[j].key);
+        if (p->injection.enabled && !db_has_class(cfg->guard_db, "injection", false))
+            return fail(c, gp, "guard_profiles.%s.injection: the loaded rules have no rule of class injection "
+                               "(rules/injection.yaml)", p->name);
     }
     if (cfg->guard.default_profile && !wd_config_profile(cfg, cfg->guard.default_profile))
         return fail(c, g, "guard.default_profile: unknown profile '%s'", cfg->guard.default_profile);
@@ -1152,6 +1270,24 @@ wd_action_t wd_profile_action(const wd_guard_profile_t *p, const wd_rule_t *r)
         if (strcmp(p->input[i].key, r->cls) == 0) by_class = (int)i;
     }
     return by_class >= 0 ? p->input[by_class].action : WD_ACT_ALLOW;
+}
+
+wd_action_t wd_profile_output_action(const wd_guard_profile_t *p, const wd_rule_t *r)
+{
+    int by_class = -1;
+    for (size_t i = 0; i < p->noutput; i++) {
+        if (strcmp(p->output[i].key, r->type) == 0) return p->output[i].action;
+        if (strcmp(p->output[i].key, r->cls) == 0) by_class = (int)i;
+    }
+    return by_class >= 0 ? p->output[by_class].action : WD_ACT_ALLOW;
+}
+
+bool wd_profile_injection_role(const wd_guard_profile_t *p, const char *role, size_t len)
+{
+    if (!p->injection.roles) return true;
+    for (size_t i = 0; i < p->injection.nroles; i++)
+        if (strlen(p->injection.roles[i]) == len && memcmp(p->injection.roles[i], role, len) == 0) return true;
+    return false;
 }
 
 static const char *const auth_modes[] = {"required", "none", NULL};
@@ -1240,6 +1376,10 @@ static void config_free(wd_config_t *cfg)
     for (size_t i = 0; i < cfg->nprofiles; i++) {
         for (size_t j = 0; j < cfg->profiles[i].ninput; j++) free_str(&cfg->profiles[i].input[j].key);
         free(cfg->profiles[i].input);
+        for (size_t j = 0; j < cfg->profiles[i].noutput; j++) free_str(&cfg->profiles[i].output[j].key);
+        free(cfg->profiles[i].output);
+        for (size_t j = 0; j < cfg->profiles[i].injection.nroles; j++) free_str(&cfg->profiles[i].injection.roles[j]);
+        free(cfg->profiles[i].injection.roles);
         free_str(&cfg->profiles[i].name);
     }
     free(cfg->profiles);

@@ -81,11 +81,25 @@ typedef struct {
     wd_action_t action;
 } wd_guard_rule_action_t;
 
+/* Prompt-injection screening of a profile (guard/injection.h): the request's score is compared with
+ * the threshold; at or above it the action applies. */
+typedef struct {
+    bool enabled;           /* the profile has an injection section (or input: { injection: ACTION }) */
+    uint32_t threshold;     /* percent, default 70 */
+    wd_action_t action;     /* allow | flag | block (default block) */
+    char **roles;           /* message roles screened; NULL = every role */
+    size_t nroles;
+} wd_guard_injection_cfg_t;
+
 typedef struct {
     char *name;
     wd_guard_rule_action_t *input;
     size_t ninput;
     bool restore;        /* put pseudonymized values back in answers */
+    wd_guard_injection_cfg_t injection;
+    wd_guard_rule_action_t *output; /* answers: class or type -> allow|flag|mask|redact|hash|block */
+    size_t noutput;
+    bool fail_open;      /* on_error: open — an output check that cannot run lets the answer pass */
 } wd_guard_profile_t;
 
 typedef struct {
@@ -134,6 +148,11 @@ void wd_config_unref(wd_config_t *c); /* frees on last reference, zeroing secret
 const wd_guard_profile_t *wd_config_profile(const wd_config_t *c, const char *name);
 /* The action a profile takes for a rule (types before classes; unlisted: allow). */
 wd_action_t wd_profile_action(const wd_guard_profile_t *p, const wd_rule_t *r);
+/* The same for answers (the profile's output map; unlisted: allow). */
+wd_action_t wd_profile_output_action(const wd_guard_profile_t *p, const wd_rule_t *r);
+/* Whether the profile screens text of this message role for injection (role as written, not
+ * NUL-terminated). */
+bool wd_profile_injection_role(const wd_guard_profile_t *p, const char *role, size_t len);
 
 /* true when requests must authenticate (auth.mode: required) */
 static inline bool wd_config_auth_required(const wd_config_t *c) { return c->auth.mode && c->auth.mode[0] == 'r'; }

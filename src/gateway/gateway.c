@@ -86,14 +86,6 @@ static void build_head(wd_exchange_t *x, int status, const char *content_type, i
     if (x->t_first_out == 0) x->t_first_out = wd_now_ns();
 }
 
-void wd_gw_send_head(wd_exchange_t *x, int status, const char *content_type, int64_t len)
-{
-    if (!x->conn || x->head_sent) return;
-    wd_buf_reset(&x->out);
-    build_head(x, status, content_type, len);
-    wd_conn_write(x->conn, x->out.data, x->out.len);
-}
-
 void wd_gw_begin_stream(wd_exchange_t *x)
 {
     if (!x->conn || x->head_sent) return;

@@ -77,9 +77,6 @@ typedef struct {
 
 /* ---- response helpers used by stages ---------------------------------------------------------- */
 
-/* Writes the response head: status, content type, Content-Length (or chunked when len < 0), the
- * request id, stage headers, and Connection: close when the connection will not be reused. */
-void wd_gw_send_head(wd_exchange_t *x, int status, const char *content_type, int64_t len);
 /* Starts a streamed (chunked, text/event-stream) answer: the head goes into x->out and leaves with the
  * first events, so a short stream is one write. */
 void wd_gw_begin_stream(wd_exchange_t *x);

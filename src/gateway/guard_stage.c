@@ -1,27 +1,98 @@
-/* The `guard` stage: privacy controls on prompts and pseudonym restoration in answers.
- * Every string the model will see in the JSON body is scanned (message contents and text parts,
- * prompts, inputs, tool and function arguments — everything but structural fields such as model
- * and role); findings are acted on per the caller's guard profile, except the data classes its
- * roles are entitled to send; the body is rebuilt by splicing, everything else byte for byte.
- * Pseudonyms stay in this exchange's vault and are put back in the answer, streamed or not. The
- * findings (types, actions and counts, never values) go into the event and the x-warden-guard
- * header. */
+/* The `guard` stage: privacy controls and injection screening on prompts; content filtering,
+ * secret/PII redaction and pseudonym restoration in answers, streamed or not.
+ *
+ * Request: every string the model will see in the JSON body is scanned once (message contents and
+ * text parts, prompts, inputs, tool and function arguments — everything but structural fields such
+ * as model and role). Privacy findings are acted on per the caller's guard profile, except the data
+ * classes its roles are entitled to send; the body is rebuilt by splicing, everything else byte for
+ * byte. Injection findings feed the injection screen (guard/injection.h) for the roles the profile
+ * screens, including tool results (indirect injection): decoded layers are scanned too and the
+ * request's score is compared with the profile's threshold.
+ *
+ * Answer: output filtering runs before pseudonym restoration, so it judges the model's own text and
+ * never the caller's restored values. A non-streamed answer is scanned whole (message content, text,
+ * tool call arguments). A streamed answer is scanned per choice and field (content, each tool call's
+ * arguments) with the guard's stream scanner, so a term split across SSE events is caught. Events
+ * are queued and leave in order, unchanged, as soon as every byte they carry is final (before the
+ * scanner's safe offset): a clean stream is byte-identical to the upstream's, only delayed by the
+ * scanner's hold-back; an event whose text a redaction touches is rewritten (the replacement goes
+ * where the finding starts, its other bytes are removed from later events); a block ends the stream
+ * with an error event before any byte of the blocked text left. A check that cannot run (an event
+ * that does not parse) follows the profile's on_error: closed ends the stream, open lets the event
+ * pass and records "fail-open".
+ *
+ * Decisions (profile, rule ids, categories, actions, the injection score; never text) go into the
+ * event and the x-warden-guard header. */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "gateway/gateway.h"
+#include "guard/injection.h"
 #include "guard/rewrite.h"
 
-#define RESTORERS 8
+#define MAX_CHOICES 16
+#define TOOL_SLOTS 4
+#define MAX_CHANS (MAX_CHOICES * (1 + TOOL_SLOTS))
+/* Queued events wait for the scanner's hold-back (a few KiB of text); an upstream that sends a huge
+ * number of events without text in between cannot make the queue grow without bound. */
+#define MAX_QUEUED_EVENTS 16384
+#define MAX_QUEUED_BYTES (8u << 20)
+
+/* ---- state ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t start, end; /* stream offsets, widened to character boundaries */
+    uint16_t rule;
+    wd_action_t action; /* mask | redact | hash */
+} ofind_t;
+
+/* One streamed text field: choice i's content (slot 0) or its tool call j's arguments (slot 1 + j). */
+typedef struct {
+    bool used, finished;
+    wd_guard_stream_t *st; /* NULL when the profile filters no output */
+    uint64_t fed, safe;
+    uint64_t tbase; /* text holds stream bytes [tbase, fed) */
+    wd_buf_t text;
+    ofind_t *f; /* final findings to rewrite, sorted by start */
+    size_t nf, capf;
+    wd_restorer_t rest; /* content slots only */
+} chan_t;
+
+typedef struct {
+    uint8_t chan;
+    bool has_tok;       /* the field's string is in the event; otherwise an insertion point */
+    bool comma;         /* insertion: the object already has members */
+    bool text_key;      /* insertion key "text" (completions) rather than "content" */
+    bool finish;        /* the event ends this field */
+    uint32_t tstart, tend; /* raw offsets: the string with its quotes, or the insertion offset */
+    uint64_t a, b;      /* the field's stream bytes the event carries */
+} span_t;
+
+typedef struct {
+    wd_buf_t raw;
+    span_t *spans;
+    size_t nspans;
+} qev_t;
 
 typedef struct {
     const wd_guard_profile_t *profile;
     const char **entitled; /* data classes the caller may send unchanged */
     size_t nentitled;
     wd_vault_t vault;
-    wd_restorer_t restorers[RESTORERS]; /* one per streamed choice index */
-    wd_buf_t body;                      /* the rewritten request body */
+    wd_buf_t body; /* the rewritten request body */
+
+    /* decisions */
+    char in_summary[256];
+    char inj_summary[224];
+    wd_guard_tally_t out_tally;
+    bool fail_open;
+
+    /* streamed answer */
+    bool out_on; /* the profile filters answers */
+    chan_t *chans; /* MAX_CHANS, allocated with the first streamed event */
+    qev_t *q;
+    size_t qhead, qlen, qcap, qbytes;
 } guard_state_t;
 
 static wd_gw_worker_t *gw(wd_worker_t *w) { return w->app; }
@@ -32,22 +103,95 @@ static void scrub(wd_buf_t *b)
     wd_buf_free(b);
 }
 
+static bool cont(unsigned char c) { return (c & 0xC0) == 0x80; }
+
 /* Structural fields the model does not read as text. */
 static bool skip_key(const wd_json_doc_t *d, int key)
 {
     static const char *const skip[] = {"model", "role", "type", "id", "tool_call_id", "object", "encoding_format",
-                                       "service_tier", "user"};
+                                       "service_tier"};
     for (size_t i = 0; i < WD_ARRAY_LEN(skip); i++)
         if (wd_json_str_eq(d, key, skip[i])) return true;
+    return false;
+}
+
+static bool entitled(const guard_state_t *gs, const wd_rule_t *r)
+{
+    for (size_t i = 0; i < gs->nentitled; i++)
+        if (strcmp(gs->entitled[i], r->cls) == 0) return true;
     return false;
 }
 
 static wd_action_t action_for(void *ud, const wd_rule_t *r)
 {
     guard_state_t *gs = ud;
-    for (size_t i = 0; i < gs->nentitled; i++)
-        if (strcmp(gs->entitled[i], r->cls) == 0) return WD_ACT_ALLOW;
+    if (entitled(gs, r)) return WD_ACT_ALLOW;
     return wd_profile_action(gs->profile, r);
+}
+
+/* Answers: the caller's entitled classes are its own data coming back, so they pass too. */
+static wd_action_t out_action_for(void *ud, const wd_rule_t *r)
+{
+    guard_state_t *gs = ud;
+    if (entitled(gs, r)) return WD_ACT_ALLOW;
+    return wd_profile_output_action(gs->profile, r);
+}
+
+/* ---- decisions: the header and the event ----------------------------------------------------------- */
+
+static void tally_text(const wd_guard_db_t *db, const wd_guard_tally_t *t, bool ids, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < t->n && used < cap; i++) {
+        const wd_rule_t *r = wd_guard_db_rule(db, t->v[i].rule);
+        int n = ids ? snprintf(buf + used, cap - used, "%s%s(%s):%s:%u", i ? "," : "", r->id, r->cls,
+                               wd_action_name(t->v[i].action), t->v[i].count)
+                    : snprintf(buf + used, cap - used, "%s%s:%s:%u", i ? "," : "", r->type,
+                               wd_action_name(t->v[i].action), t->v[i].count);
+        if (n < 0 || (size_t)n >= cap - used) {
+            buf[used] = 0; /* whole items only */
+            break;
+        }
+        used += (size_t)n;
+    }
+}
+
+/* Sets (or replaces) the x-warden-guard header and the event's guard field from what is known now. */
+static void publish(wd_exchange_t *x, guard_state_t *gs)
+{
+    const wd_guard_db_t *db = x->cfg->guard_db;
+    char out[256] = "";
+    if (gs->out_tally.n) tally_text(db, &gs->out_tally, true, out, sizeof out);
+
+    char ev[512];
+    snprintf(ev, sizeof ev, "%s%s%s%s%s%s", gs->in_summary, gs->inj_summary[0] && gs->in_summary[0] ? "," : "",
+             gs->inj_summary[0] ? "injection:" : "", gs->inj_summary, out[0] && (gs->in_summary[0] || gs->inj_summary[0]) ? "," : "",
+             out[0] ? "output:" : "");
+    size_t l = strlen(ev);
+    snprintf(ev + l, sizeof ev - l, "%s", out);
+    wd_event_copy(x->ev.guard, sizeof x->ev.guard, ev, strlen(ev));
+
+    char hdr[1024];
+    int n = snprintf(hdr, sizeof hdr, "profile=%s; %s", gs->profile->name, gs->in_summary[0] ? gs->in_summary : "clean");
+    if (gs->inj_summary[0] && n > 0 && (size_t)n < sizeof hdr)
+        n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; injection=%s", gs->inj_summary);
+    if (out[0] && n > 0 && (size_t)n < sizeof hdr) snprintf(hdr + n, sizeof hdr - (size_t)n, "; output=%s", out);
+
+    /* one x-warden-guard line: drop the one set earlier in this exchange */
+    wd_buf_t *h = &x->resp_headers;
+    static const char name[] = "x-warden-guard: ";
+    for (size_t i = 0; h->data && i + sizeof name - 1 <= h->len;) {
+        const char *eol = memmem(h->data + i, h->len - i, "\r\n", 2);
+        size_t end = eol ? (size_t)(eol - h->data) + 2 : h->len;
+        if (end - i >= sizeof name - 1 && memcmp(h->data + i, name, sizeof name - 1) == 0) {
+            memmove(h->data + i, h->data + end, h->len - end);
+            h->len -= end - i;
+            continue;
+        }
+        i = end;
+    }
+    wd_exchange_add_header(x, "x-warden-guard", hdr);
 }
 
 /* ---- request ---------------------------------------------------------------------------------------- */
@@ -56,8 +200,9 @@ typedef struct {
     wd_exchange_t *x;
     guard_state_t *gs;
     wd_guard_scratch_t *scratch;
-    wd_findings_t findings;
+    wd_findings_t findings, kept;
     wd_guard_tally_t tally;
+    wd_inj_result_t inj;
     wd_json_edit_t *edits;
     size_t *offs; /* replacement start in arena (pointers are fixed up once the arena stops growing) */
     size_t nedits, cap;
@@ -85,62 +230,74 @@ static int add_edit(walk_t *w, const wd_json_tok_t *t, const char *p, size_t len
     return WD_OK;
 }
 
-static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok)
+/* One scan serves both guards: it runs at score 0 so the injection screen sees its weak rules; the
+ * privacy rewrite then keeps the findings at or above guard.min_score that are not injection rules. */
+static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *role, size_t rlen)
 {
     const wd_config_t *cfg = w->x->cfg;
+    const wd_guard_profile_t *p = w->gs->profile;
     wd_buf_reset(&w->text);
-    if (wd_json_str_decode(d, tok, &w->text) != WD_OK || w->text.len < 5) return;
+    if (wd_json_str_decode(d, tok, &w->text) != WD_OK || w->text.len < 2) return;
+    bool inj = p->injection.enabled && p->injection.action != WD_ACT_ALLOW && wd_profile_injection_role(p, role, rlen);
+    if (w->text.len < 5 && !inj) return;
     w->findings.n = 0;
-    int rc = wd_guard_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, (float)cfg->guard.min_score / 100.0f,
-                           &w->findings);
+    int rc = wd_guard_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, 0.0f, &w->findings);
+    if (!rc && inj) rc = wd_inj_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, &w->findings, &w->inj);
     if (rc || !w->findings.n) {
+        w->rc = rc;
+        return;
+    }
+    float min = (float)cfg->guard.min_score / 100.0f;
+    w->kept.n = 0;
+    for (size_t i = 0; i < w->findings.n && !rc; i++) {
+        const wd_finding_t *f = &w->findings.v[i];
+        if (f->score < min || wd_inj_rule(wd_guard_db_rule(cfg->guard_db, f->rule))) continue;
+        if (w->kept.n == w->kept.cap) {
+            size_t cap = w->kept.cap ? w->kept.cap * 2 : 16;
+            wd_finding_t *v = realloc(w->kept.v, cap * sizeof *v);
+            if (!v) rc = WD_ENOMEM;
+            else w->kept.v = v, w->kept.cap = cap;
+        }
+        if (!rc) w->kept.v[w->kept.n++] = *f;
+    }
+    if (rc || !w->kept.n) {
         w->rc = rc;
         return;
     }
     wd_rewrite_opts_t o = {action_for, w->gs, gw(w->x->w)->guard_hash_key, &w->gs->vault};
     wd_buf_reset(&w->out);
-    rc = wd_guard_rewrite(cfg->guard_db, w->text.data, w->text.len, &w->findings, &o, &w->tally, &w->out);
+    rc = wd_guard_rewrite(cfg->guard_db, w->text.data, w->text.len, &w->kept, &o, &w->tally, &w->out);
     if (!rc && (w->out.len != w->text.len || memcmp(w->out.data, w->text.data, w->out.len) != 0))
         rc = add_edit(w, &d->toks[tok], w->out.data, w->out.len);
     w->rc = rc;
 }
 
-static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key)
+/* role: the "role" of the nearest enclosing message object; strings outside messages (prompt, input,
+ * tool definitions) come from the caller and count as "user". */
+static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char *role, size_t rlen)
 {
     const wd_json_tok_t *t = &d->toks[tok];
     if (w->rc) return;
     if (t->type == WD_JSON_STRING) {
-        if (key < 0 || !skip_key(d, key)) scan_string(w, d, tok);
+        if (key < 0 || !skip_key(d, key)) scan_string(w, d, tok, role, rlen);
     } else if (t->type == WD_JSON_OBJECT) {
+        int rt = wd_json_obj_get(d, tok, "role");
+        if (rt >= 0 && d->toks[rt].type == WD_JSON_STRING && !d->toks[rt].escaped) {
+            role = d->src + d->toks[rt].start;
+            rlen = d->toks[rt].end - d->toks[rt].start;
+        }
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
-            walk(w, d, k + 1, k);
+            walk(w, d, k + 1, k, role, rlen);
             k = (int)d->toks[k + 1].next;
         }
     } else if (t->type == WD_JSON_ARRAY) {
         int e = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
-            walk(w, d, e, key);
+            walk(w, d, e, key, role, rlen);
             e = (int)d->toks[e].next;
         }
     }
-}
-
-static void summarize(wd_exchange_t *x, const wd_guard_tally_t *t)
-{
-    const wd_guard_db_t *db = x->cfg->guard_db;
-    char buf[256];
-    size_t used = 0;
-    buf[0] = 0;
-    for (size_t i = 0; i < t->n && used < sizeof buf; i++) {
-        const wd_rule_t *r = wd_guard_db_rule(db, t->v[i].rule);
-        used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s:%s:%u", i ? "," : "", r->type,
-                                 wd_action_name(t->v[i].action), t->v[i].count);
-    }
-    wd_event_copy(x->ev.guard, sizeof x->ev.guard, buf, strlen(buf));
-    char hdr[360];
-    snprintf(hdr, sizeof hdr, "profile=%s; %s", x->ev.guard_profile, buf[0] ? buf : "clean");
-    wd_exchange_add_header(x, "x-warden-guard", hdr);
 }
 
 /* The caller's profile (the first of its roles that names one, else guard.default_profile) and the
@@ -165,6 +322,27 @@ static const wd_guard_profile_t *pick_profile(wd_exchange_t *x, guard_state_t *g
     return p ? p : wd_config_profile(cfg, cfg->guard.default_profile);
 }
 
+/* The injection decision: score, threshold, action and the rules that fired (ids and layers). */
+static wd_action_t injection_decision(wd_exchange_t *x, guard_state_t *gs, const wd_inj_result_t *r, char *top,
+                                      size_t topcap)
+{
+    const wd_guard_injection_cfg_t *ic = &gs->profile->injection;
+    float score = wd_inj_score(r), thr = (float)ic->threshold / 100.0f;
+    top[0] = 0;
+    if (!r->nhits) return WD_ACT_ALLOW;
+    wd_action_t a = score + 1e-6f >= thr ? ic->action : WD_ACT_FLAG; /* below the threshold: recorded only */
+    char rules[160];
+    wd_inj_describe(x->cfg->guard_db, r, rules, sizeof rules);
+    snprintf(gs->inj_summary, sizeof gs->inj_summary, "%s:%.2f%s%.2f:%s", wd_action_name(a), (double)score,
+             score + 1e-6f >= thr ? ">=" : "<", (double)thr, rules);
+    /* the deciding rule: the strongest */
+    size_t best = 0;
+    for (size_t i = 1; i < r->nhits; i++)
+        if (r->hits[i].score > r->hits[best].score) best = i;
+    snprintf(top, topcap, "%s", wd_guard_db_rule(x->cfg->guard_db, r->hits[best].rule)->id);
+    return a;
+}
+
 static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
 {
     const wd_config_t *cfg = x->cfg;
@@ -176,10 +354,12 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     }
     x->guard = gs;
     wd_vault_init(&gs->vault);
-    for (size_t i = 0; i < RESTORERS; i++) wd_restorer_init(&gs->restorers[i], &gs->vault);
     wd_buf_init(&gs->body, 0);
+    wd_guard_tally_init(&gs->out_tally);
     if (!(gs->profile = pick_profile(x, gs))) return WD_CONTINUE;
     snprintf(x->ev.guard_profile, sizeof x->ev.guard_profile, "%s", gs->profile->name);
+    for (size_t i = 0; i < gs->profile->noutput; i++)
+        if (gs->profile->output[i].action != WD_ACT_ALLOW) gs->out_on = true;
 
     wd_gw_worker_t *g = gw(x->w);
     if (g->guard_db != cfg->guard_db) { /* first use, or a reload brought new rules */
@@ -194,12 +374,14 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     w.gs = gs;
     w.scratch = g->guard_scratch;
     wd_findings_init(&w.findings);
+    wd_findings_init(&w.kept);
     wd_guard_tally_init(&w.tally);
+    wd_inj_result_init(&w.inj);
     wd_buf_init(&w.arena, 0);
     wd_buf_init(&w.text, 0);
     wd_buf_init(&w.out, 0);
     if (!w.scratch) w.rc = WD_ENOMEM;
-    else walk(&w, &x->doc, 0, -1);
+    else walk(&w, &x->doc, 0, -1, "user", 4);
     wd_stage_rc_t out = WD_CONTINUE;
     if (w.rc) {
         /* text that cannot be scanned is not forwarded (fail closed) */
@@ -209,12 +391,22 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
                            "guard");
         out = WD_REJECT;
     } else {
-        summarize(x, &w.tally);
+        tally_text(cfg->guard_db, &w.tally, false, gs->in_summary, sizeof gs->in_summary);
+        char top[96];
+        wd_action_t ia = injection_decision(x, gs, &w.inj, top, sizeof top);
+        publish(x, gs);
         if (w.tally.blocked_rule >= 0) {
             const wd_rule_t *r = wd_guard_db_rule(cfg->guard_db, (size_t)w.tally.blocked_rule);
             char reason[200];
             snprintf(reason, sizeof reason, "blocked by rule %s (profile %s)", r->id, gs->profile->name);
             wd_exchange_reject(x, 400, "content_blocked", reason, r->id);
+            out = WD_REJECT;
+        } else if (ia == WD_ACT_BLOCK) {
+            char reason[256];
+            snprintf(reason, sizeof reason, "blocked by rule %s (profile %s): prompt injection score %.2f, threshold %.2f",
+                     top, gs->profile->name, (double)wd_inj_score(&w.inj),
+                     (double)gs->profile->injection.threshold / 100.0);
+            wd_exchange_reject(x, 400, "content_blocked", reason, top);
             out = WD_REJECT;
         } else if (w.nedits) {
             for (size_t i = 0; i < w.nedits; i++) w.edits[i].with.p = w.arena.data + w.offs[i];
@@ -229,6 +421,7 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
         }
     }
     wd_findings_free(&w.findings);
+    wd_findings_free(&w.kept);
     free(w.edits);
     free(w.offs);
     scrub(&w.arena);
@@ -237,166 +430,638 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     return out;
 }
 
-/* ---- answer: restore pseudonyms ----------------------------------------------------------------------- */
+/* ---- answers: shared helpers ---------------------------------------------------------------------- */
 
-/* Restores one string token of doc into edits (non-streamed answers). */
-static int restore_token(guard_state_t *gs, const wd_json_doc_t *d, int tok, wd_buf_t *arena, wd_json_edit_t *e,
-                         size_t *offs, size_t *n, size_t cap)
+static void block_answer(wd_exchange_t *x, guard_state_t *gs, uint16_t rule)
 {
-    if (tok < 0 || d->toks[tok].type != WD_JSON_STRING || *n == cap) return WD_OK;
-    wd_buf_t text, out;
-    wd_buf_init(&text, 0);
-    wd_buf_init(&out, 0);
-    int rc = wd_json_str_decode(d, tok, &text);
-    if (!rc) rc = wd_vault_restore(&gs->vault, text.data, text.len, &out);
-    if (!rc && (out.len != text.len || memcmp(out.data, text.data, out.len) != 0)) {
-        offs[*n] = arena->len;
-        wd_buf_append(arena, "\"", 1);
-        wd_buf_append_json_str(arena, out.data, out.len);
-        rc = wd_buf_append(arena, "\"", 1);
-        e[*n] = (wd_json_edit_t){d->toks[tok].start - 1, d->toks[tok].end + 1, wd_str(NULL, arena->len - offs[*n])};
-        (*n)++;
+    const wd_rule_t *r = wd_guard_db_rule(x->cfg->guard_db, rule);
+    char reason[200];
+    snprintf(reason, sizeof reason, "blocked by rule %s (profile %s)", r->id, gs->profile->name);
+    wd_exchange_reject(x, 400, "content_blocked", reason, r->id);
+}
+
+/* A check that could not run: on_error decides. Returns true when the answer may pass. */
+static bool check_failed(wd_exchange_t *x, guard_state_t *gs, const char *what)
+{
+    if (gs->profile->fail_open) {
+        gs->fail_open = true;
+        if (!x->ev.rule[0]) wd_event_copy(x->ev.rule, sizeof x->ev.rule, "fail-open", 9);
+        return true;
     }
-    scrub(&text);
-    scrub(&out);
+    char reason[160];
+    snprintf(reason, sizeof reason, "the guard could not check the answer (%s; profile %s, on_error: closed)", what,
+             gs->profile->name);
+    wd_exchange_reject(x, 502, "guard_failed", reason, "guard");
+    return false;
+}
+
+static wd_json_tok_t *parse_json(const char *p, size_t len, wd_json_tok_t *stack, size_t nstack, wd_json_doc_t *d)
+{
+    size_t cap = len / 2 + 2;
+    wd_json_tok_t *toks = cap <= nstack ? stack : malloc(cap * sizeof *toks);
+    if (!toks) return NULL;
+    if (wd_json_parse(d, p, len, toks, cap, 0, NULL, 0) != WD_OK) {
+        if (toks != stack) free(toks);
+        return NULL;
+    }
+    return toks;
+}
+
+static void out_tally_add(guard_state_t *gs, uint16_t rule, wd_action_t a)
+{
+    wd_guard_tally_t *t = &gs->out_tally;
+    if (a == WD_ACT_BLOCK && t->blocked_rule < 0) t->blocked_rule = rule;
+    for (size_t i = 0; i < t->n; i++)
+        if (t->v[i].rule == rule && t->v[i].action == a) {
+            t->v[i].count++;
+            return;
+        }
+    if (t->n < WD_ARRAY_LEN(t->v)) {
+        t->v[t->n].rule = rule;
+        t->v[t->n].action = a;
+        t->v[t->n].count = 1;
+        t->n++;
+    }
+}
+
+/* ---- non-streamed answers --------------------------------------------------------------------------- */
+
+#define MAX_BODY_EDITS 256
+
+typedef struct {
+    wd_exchange_t *x;
+    guard_state_t *gs;
+    const wd_json_doc_t *d;
+    wd_json_edit_t e[MAX_BODY_EDITS];
+    size_t offs[MAX_BODY_EDITS], n;
+    wd_buf_t arena, text, mid, out;
+    wd_findings_t f;
+    int blocked;
+} body_t;
+
+/* Filters (when the profile filters answers) and restores one string of the answer. */
+static int body_token(body_t *b, int tok, bool filter, bool restore)
+{
+    const wd_json_doc_t *d = b->d;
+    if (tok < 0 || d->toks[tok].type != WD_JSON_STRING) return WD_OK;
+    if (b->n == MAX_BODY_EDITS) return WD_E2BIG;
+    const wd_config_t *cfg = b->x->cfg;
+    wd_buf_reset(&b->text);
+    wd_buf_reset(&b->mid);
+    wd_buf_reset(&b->out);
+    int rc = wd_json_str_decode(d, tok, &b->text);
+    const wd_buf_t *cur = &b->text;
+    if (!rc && filter) {
+        b->f.n = 0;
+        rc = wd_guard_scan(cfg->guard_db, gw(b->x->w)->guard_scratch, b->text.data, b->text.len,
+                           (float)cfg->guard.min_score / 100.0f, &b->f);
+        wd_rewrite_opts_t o = {out_action_for, b->gs, gw(b->x->w)->guard_hash_key, NULL};
+        if (!rc && b->f.n) {
+            wd_guard_tally_t t;
+            wd_guard_tally_init(&t);
+            rc = wd_guard_rewrite(cfg->guard_db, b->text.data, b->text.len, &b->f, &o, &t, &b->mid);
+            for (size_t i = 0; i < t.n; i++) /* merge into the answer's tally */
+                for (uint32_t k = 0; t.v[i].action != WD_ACT_ALLOW && k < t.v[i].count; k++)
+                    out_tally_add(b->gs, t.v[i].rule, t.v[i].action);
+            if (t.blocked_rule >= 0 && b->blocked < 0) b->blocked = t.blocked_rule;
+            cur = &b->mid;
+        }
+    }
+    if (!rc && restore) {
+        rc = wd_vault_restore(&b->gs->vault, cur->data, cur->len, &b->out);
+        cur = &b->out;
+    }
+    if (!rc && (cur->len != b->text.len || memcmp(cur->data, b->text.data, cur->len) != 0)) {
+        b->offs[b->n] = b->arena.len;
+        wd_buf_append(&b->arena, "\"", 1);
+        wd_buf_append_json_str(&b->arena, cur->data, cur->len);
+        rc = wd_buf_append(&b->arena, "\"", 1);
+        b->e[b->n] = (wd_json_edit_t){d->toks[tok].start - 1, d->toks[tok].end + 1, wd_str(NULL, b->arena.len - b->offs[b->n])};
+        b->n++;
+    }
     return rc;
 }
 
-#define MAX_RESTORE_EDITS 64
-
-static int restore_body(guard_state_t *gs, wd_buf_t *chunk)
+/* Returns WD_OK, WD_EINVAL when the answer is not the JSON it should be, or another error. */
+static int answer_body(wd_exchange_t *x, guard_state_t *gs, wd_buf_t *chunk, bool filter, bool restore)
 {
-    wd_json_tok_t *toks = malloc((chunk->len / 2 + 2) * sizeof *toks);
-    if (!toks) return WD_ENOMEM;
+    wd_json_tok_t stack[256];
     wd_json_doc_t d;
-    int rc = wd_json_parse(&d, chunk->data, chunk->len, toks, chunk->len / 2 + 2, 0, NULL, 0);
-    if (rc || toks[0].type != WD_JSON_OBJECT) {
-        free(toks);
-        return WD_OK; /* not JSON: nothing we placed there can be found reliably; pass it on */
+    wd_json_tok_t *toks = parse_json(chunk->data, chunk->len, stack, WD_ARRAY_LEN(stack), &d);
+    if (!toks) return WD_EINVAL;
+    int rc = WD_OK;
+    body_t *b = calloc(1, sizeof *b);
+    if (!b) rc = WD_ENOMEM;
+    if (!rc && toks[0].type != WD_JSON_OBJECT) rc = WD_EINVAL;
+    if (rc) {
+        if (toks != stack) free(toks);
+        free(b);
+        return rc;
     }
-    wd_json_edit_t e[MAX_RESTORE_EDITS];
-    size_t offs[MAX_RESTORE_EDITS], n = 0;
-    wd_buf_t arena, out;
-    wd_buf_init(&arena, 0);
-    wd_buf_init(&out, 0);
+    b->x = x;
+    b->gs = gs;
+    b->d = &d;
+    b->blocked = -1;
+    wd_buf_init(&b->arena, 0);
+    wd_buf_init(&b->text, 0);
+    wd_buf_init(&b->mid, 0);
+    wd_buf_init(&b->out, 0);
+    wd_findings_init(&b->f);
     int ch = wd_json_obj_get(&d, 0, "choices");
     for (size_t i = 0; ch >= 0 && toks[ch].type == WD_JSON_ARRAY && i < toks[ch].size && !rc; i++) {
         int c = wd_json_arr_get(&d, ch, i), msg = wd_json_obj_get(&d, c, "message");
-        rc = restore_token(gs, &d, wd_json_obj_get(&d, c, "text"), &arena, e, offs, &n, MAX_RESTORE_EDITS);
-        if (!rc && msg >= 0) rc = restore_token(gs, &d, wd_json_obj_get(&d, msg, "content"), &arena, e, offs, &n,
-                                                MAX_RESTORE_EDITS);
+        rc = body_token(b, wd_json_obj_get(&d, c, "text"), filter, restore);
+        if (!rc && msg >= 0) rc = body_token(b, wd_json_obj_get(&d, msg, "content"), filter, restore);
+        if (!rc && msg >= 0) rc = body_token(b, wd_json_obj_get(&d, msg, "refusal"), filter, false);
         int tc = msg >= 0 ? wd_json_obj_get(&d, msg, "tool_calls") : -1;
         for (size_t j = 0; !rc && tc >= 0 && toks[tc].type == WD_JSON_ARRAY && j < toks[tc].size; j++) {
             int fn = wd_json_obj_get(&d, wd_json_arr_get(&d, tc, j), "function");
-            if (fn >= 0) rc = restore_token(gs, &d, wd_json_obj_get(&d, fn, "arguments"), &arena, e, offs, &n,
-                                            MAX_RESTORE_EDITS);
+            if (fn >= 0) rc = body_token(b, wd_json_obj_get(&d, fn, "arguments"), filter, restore);
         }
+        int fc = msg >= 0 ? wd_json_obj_get(&d, msg, "function_call") : -1;
+        if (!rc && fc >= 0) rc = body_token(b, wd_json_obj_get(&d, fc, "arguments"), filter, restore);
     }
-    if (!rc && n) {
-        for (size_t i = 0; i < n; i++) e[i].with.p = arena.data + offs[i];
-        rc = wd_json_apply_edits(chunk->data, chunk->len, e, n, &out);
+    if (!rc && b->blocked >= 0) {
+        block_answer(x, gs, (uint16_t)b->blocked);
+        rc = 1; /* blocked */
+    } else if (!rc && b->n) {
+        for (size_t i = 0; i < b->n; i++) b->e[i].with.p = b->arena.data + b->offs[i];
+        wd_buf_reset(&b->out);
+        rc = wd_json_apply_edits(chunk->data, chunk->len, b->e, b->n, &b->out);
         if (!rc) {
             scrub(chunk);
-            *chunk = out;
-            wd_buf_init(&out, 0);
+            *chunk = b->out;
+            wd_buf_init(&b->out, 0);
         }
     }
-    scrub(&arena);
-    scrub(&out);
-    free(toks);
+    scrub(&b->arena);
+    scrub(&b->text);
+    scrub(&b->mid);
+    scrub(&b->out);
+    wd_findings_free(&b->f);
+    free(b);
+    if (toks != stack) free(toks);
     return rc;
 }
 
-/* One SSE event "data: {json}\n\n": content deltas pass through a per-choice restorer that holds back
- * a possible partial placeholder until the next event (or the choice's finish). */
-static int restore_event(guard_state_t *gs, wd_buf_t *chunk)
+/* ---- streamed answers --------------------------------------------------------------------------------- */
+
+static void chan_free(chan_t *c)
 {
-    const char *p = chunk->data;
-    size_t len = chunk->len;
-    if (len < 8 || memcmp(p, "data: {", 7) != 0) return WD_OK;
-    const char *nl = memchr(p + 6, '\n', len - 6);
-    if (!nl || (size_t)(nl - p) + 1 != len - 1 || p[len - 1] != '\n') return WD_OK; /* multi-line data: leave */
-    const char *json = p + 6;
-    size_t jlen = (size_t)(nl - json);
-    wd_json_tok_t toks[512];
-    wd_json_doc_t d;
-    if (wd_json_parse(&d, json, jlen, toks, WD_ARRAY_LEN(toks), 0, NULL, 0) != WD_OK || toks[0].type != WD_JSON_OBJECT)
+    wd_guard_stream_free(c->st);
+    c->st = NULL;
+    scrub(&c->text);
+    free(c->f);
+    c->f = NULL;
+    wd_restorer_free(&c->rest);
+}
+
+static int ofind_add(chan_t *c, const ofind_t *o)
+{
+    if (c->nf == c->capf) {
+        size_t cap = c->capf ? c->capf * 2 : 8;
+        ofind_t *v = realloc(c->f, cap * sizeof *v);
+        if (!v) return WD_ENOMEM;
+        c->f = v;
+        c->capf = cap;
+    }
+    size_t i = c->nf;
+    while (i > 0 && c->f[i - 1].start > o->start) { /* findings arrive nearly sorted */
+        c->f[i] = c->f[i - 1];
+        i--;
+    }
+    c->f[i] = *o;
+    c->nf++;
+    return WD_OK;
+}
+
+/* Acts on the findings the scanner made final: block stops here, flag is recorded, the rewriting
+ * actions are kept until the events carrying the span leave. */
+static int take_findings(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const wd_findings_t *f, int *blocked)
+{
+    const wd_guard_db_t *db = x->cfg->guard_db;
+    for (size_t i = 0; i < f->n; i++) {
+        const wd_rule_t *r = wd_guard_db_rule(db, f->v[i].rule);
+        wd_action_t a = out_action_for(gs, r);
+        if (a == WD_ACT_ALLOW) continue;
+        if (a == WD_ACT_PSEUDO) a = WD_ACT_REDACT;
+        out_tally_add(gs, f->v[i].rule, a);
+        if (a == WD_ACT_BLOCK) {
+            if (*blocked < 0) *blocked = f->v[i].rule;
+            continue;
+        }
+        if (a == WD_ACT_FLAG) continue;
+        ofind_t o = {f->base + f->v[i].start, f->base + f->v[i].end, f->v[i].rule, a};
+        /* widen to character boundaries within the text we hold (event boundaries are boundaries) */
+        while (o.start > c->tbase && cont((unsigned char)c->text.data[o.start - c->tbase])) o.start--;
+        while (o.end < c->fed && cont((unsigned char)c->text.data[o.end - c->tbase])) o.end++;
+        int rc = ofind_add(c, &o);
+        if (rc) return rc;
+    }
+    return WD_OK;
+}
+
+static int chan_feed(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const char *p, size_t len, int *blocked)
+{
+    if (!c->used) {
+        c->used = true;
+        wd_buf_init(&c->text, 0);
+        wd_restorer_init(&c->rest, &gs->vault);
+        if (gs->out_on && !(c->st = wd_guard_stream_open(x->cfg->guard_db, (float)x->cfg->guard.min_score / 100.0f)))
+            return WD_ENOMEM;
+    }
+    if (c->finished) return len ? WD_EINVAL : WD_OK; /* text after the field's end */
+    int rc = wd_buf_append(&c->text, p, len);
+    if (rc) return rc;
+    c->fed += len;
+    if (!c->st) {
+        c->safe = c->fed;
         return WD_OK;
-    int ch = wd_json_obj_get(&d, 0, "choices");
-    if (ch < 0 || toks[ch].type != WD_JSON_ARRAY) return WD_OK;
-    wd_json_edit_t e[RESTORERS];
-    size_t offs[RESTORERS], n = 0;
-    wd_buf_t arena, text, out;
-    wd_buf_init(&arena, 0);
-    wd_buf_init(&text, 0);
-    wd_buf_init(&out, 0);
-    wd_buf_t scratch[RESTORERS];
-    for (size_t i = 0; i < RESTORERS; i++) wd_buf_init(&scratch[i], 0);
+    }
+    wd_findings_t f;
+    wd_findings_init(&f);
+    rc = wd_guard_stream_feed(c->st, gw(x->w)->guard_scratch, p, len, &f);
+    if (!rc) rc = take_findings(x, gs, c, &f, blocked);
+    wd_findings_free(&f);
+    c->safe = wd_guard_stream_safe_offset(c->st);
+    return rc;
+}
+
+static int chan_finish(wd_exchange_t *x, guard_state_t *gs, chan_t *c, int *blocked)
+{
+    if (!c->used || c->finished) return WD_OK;
+    c->finished = true;
+    c->safe = c->fed;
+    if (!c->st) return WD_OK;
+    wd_findings_t f;
+    wd_findings_init(&f);
+    int rc = wd_guard_stream_finish(c->st, gw(x->w)->guard_scratch, &f);
+    if (!rc) rc = take_findings(x, gs, c, &f, blocked);
+    wd_findings_free(&f);
+    return rc;
+}
+
+static wd_action_t fixed_action(void *ud, const wd_rule_t *r)
+{
+    WD_UNUSED(r);
+    return *(const wd_action_t *)ud;
+}
+
+/* The text one event carries for a field, after the rewriting findings: a finding's replacement goes
+ * where it starts; its bytes in later events are dropped. */
+static int span_text(wd_exchange_t *x, chan_t *c, const span_t *s, wd_buf_t *out)
+{
+    const char *t = c->text.data;
+    uint64_t pos = s->a;
     int rc = WD_OK;
-    for (size_t i = 0; i < toks[ch].size && i < RESTORERS && !rc; i++) {
-        int c = wd_json_arr_get(&d, ch, i);
-        int64_t idx = 0;
-        int it = wd_json_obj_get(&d, c, "index");
-        if (it >= 0) wd_json_int(&d, it, &idx);
-        wd_restorer_t *r = &gs->restorers[(size_t)(idx < 0 ? 0 : idx) % RESTORERS];
-        int delta = wd_json_obj_get(&d, c, "delta");
-        int obj = delta >= 0 ? delta : c;
-        int tok = wd_json_obj_get(&d, obj, delta >= 0 ? "content" : "text");
-        int fin = wd_json_obj_get(&d, c, "finish_reason");
-        bool finished = fin >= 0 && toks[fin].type == WD_JSON_STRING;
-        wd_buf_reset(&text);
-        wd_buf_reset(&out);
-        if (tok >= 0 && toks[tok].type == WD_JSON_STRING) rc = wd_json_str_decode(&d, tok, &text);
-        if (!rc) rc = wd_restorer_feed(r, text.data, text.len, &out);
-        if (!rc && finished) rc = wd_restorer_flush(r, &out);
-        bool changed = out.len != text.len || (out.len && memcmp(out.data, text.data, out.len) != 0);
-        if (rc || !changed) continue;
+    for (size_t i = 0; i < c->nf && !rc; i++) {
+        const ofind_t *f = &c->f[i];
+        if (f->end <= s->a || f->start >= s->b || f->end <= pos) continue;
+        if (f->start >= pos) {
+            rc = wd_buf_append(out, t + (pos - c->tbase), (size_t)(f->start - pos));
+            if (!rc) { /* the whole span is still held: it ends before the safe offset */
+                wd_finding_t v = {0, (uint32_t)(f->end - f->start), f->rule, 1.0f};
+                wd_findings_t one = {.v = &v, .n = 1, .cap = 1};
+                wd_action_t act = f->action;
+                wd_rewrite_opts_t o = {fixed_action, &act, gw(x->w)->guard_hash_key, NULL};
+                rc = wd_guard_rewrite(x->cfg->guard_db, t + (f->start - c->tbase), (size_t)(f->end - f->start), &one, &o,
+                                      NULL, out);
+            }
+        }
+        pos = f->end < s->b ? f->end : s->b;
+    }
+    if (!rc && pos < s->b) rc = wd_buf_append(out, t + (pos - c->tbase), (size_t)(s->b - pos));
+    return rc;
+}
+
+/* Drops what no queued event needs any more: text before the first queued span of the field (and
+ * before the safe offset, which later findings start at or after), findings wholly before it. */
+static void chan_trim(guard_state_t *gs, size_t ci)
+{
+    chan_t *c = &gs->chans[ci];
+    uint64_t keep = c->safe > 4 ? c->safe - 4 : 0; /* a few bytes before: widening to a character start */
+    for (size_t i = gs->qhead; i < gs->qhead + gs->qlen; i++)
+        for (size_t k = 0; k < gs->q[i].nspans; k++)
+            if (gs->q[i].spans[k].chan == ci && gs->q[i].spans[k].a < keep) keep = gs->q[i].spans[k].a;
+    if (keep > c->fed) keep = c->fed;
+    size_t drop = 0;
+    while (drop < c->nf && c->f[drop].end <= keep) drop++;
+    if (drop) {
+        memmove(c->f, c->f + drop, (c->nf - drop) * sizeof *c->f);
+        c->nf -= drop;
+    }
+    if (c->nf && c->f[0].start < keep) keep = c->f[0].start;
+    if (keep > c->tbase) {
+        sodium_memzero(c->text.data, (size_t)(keep - c->tbase));
+        wd_buf_consume(&c->text, (size_t)(keep - c->tbase));
+        c->tbase = keep;
+    }
+}
+
+/* Writes one queued event to out, rewriting the fields whose text changed. */
+static int emit_event(wd_exchange_t *x, guard_state_t *gs, qev_t *e, wd_buf_t *out)
+{
+    bool restore = gs->profile->restore && gs->vault.n;
+    wd_json_edit_t ed[MAX_CHANS];
+    size_t n = 0;
+    wd_buf_t arena, tx, rs;
+    wd_buf_init(&arena, 0);
+    wd_buf_init(&tx, 0);
+    wd_buf_init(&rs, 0);
+    size_t offs[MAX_CHANS];
+    int rc = WD_OK;
+    for (size_t k = 0; k < e->nspans && !rc && n < MAX_CHANS; k++) {
+        const span_t *s = &e->spans[k];
+        chan_t *c = &gs->chans[s->chan];
+        bool content = s->chan % (1 + TOOL_SLOTS) == 0;
+        wd_buf_reset(&tx);
+        wd_buf_reset(&rs);
+        rc = span_text(x, c, s, &tx);
+        const wd_buf_t *cur = &tx;
+        if (!rc && restore && content) {
+            rc = wd_restorer_feed(&c->rest, tx.data, tx.len, &rs);
+            if (!rc && s->finish) rc = wd_restorer_flush(&c->rest, &rs);
+            cur = &rs;
+        }
+        if (rc) break;
+        const char *orig = c->text.data + (s->a - c->tbase);
+        size_t olen = (size_t)(s->b - s->a);
+        if (cur->len == olen && memcmp(cur->data, orig, olen) == 0 && s->has_tok) continue;
+        if (!s->has_tok && !cur->len) continue;
         offs[n] = arena.len;
-        if (tok >= 0 && toks[tok].type == WD_JSON_STRING) {
+        if (!s->has_tok) {
+            wd_buf_append_str(&arena, s->text_key ? "\"text\":\"" : "\"content\":\"");
+            wd_buf_append_json_str(&arena, cur->data, cur->len);
+            rc = wd_buf_append_str(&arena, s->comma ? "\"," : "\"");
+            ed[n] = (wd_json_edit_t){s->tstart, s->tstart, wd_str(NULL, arena.len - offs[n])};
+        } else {
             wd_buf_append(&arena, "\"", 1);
-            wd_buf_append_json_str(&arena, out.data, out.len);
+            wd_buf_append_json_str(&arena, cur->data, cur->len);
             rc = wd_buf_append(&arena, "\"", 1);
-            e[n] = (wd_json_edit_t){toks[tok].start - 1, toks[tok].end + 1, wd_str(NULL, arena.len - offs[n])};
-        } else { /* held-back text released by the finish: insert the content member */
-            wd_buf_append(&arena, "\"", 1);
-            wd_buf_append_json_str(&arena, out.data, out.len);
-            rc = wd_buf_append(&arena, "\"", 1);
-            if (!rc) rc = wd_json_edit_set(&d, obj, delta >= 0 ? "content" : "text",
-                                           wd_str(NULL, arena.len - offs[n]), &e[n], &scratch[n]);
-            offs[n] = SIZE_MAX; /* the edit's text lives in scratch[n] */
+            ed[n] = (wd_json_edit_t){s->tstart, s->tend, wd_str(NULL, arena.len - offs[n])};
         }
         n++;
     }
     if (!rc && n) {
-        /* edits sorted by position (choices appear in order; one edit each) */
-        for (size_t i = 0; i < n; i++)
-            if (offs[i] != SIZE_MAX) e[i].with.p = arena.data + offs[i];
-        wd_buf_reset(&out);
-        wd_buf_append_str(&out, "data: ");
-        rc = wd_json_apply_edits(json, jlen, e, n, &out);
-        if (!rc) rc = wd_buf_append_str(&out, "\n\n");
-        if (!rc) {
-            scrub(chunk);
-            *chunk = out;
-            wd_buf_init(&out, 0);
+        for (size_t i = 0; i < n; i++) ed[i].with.p = arena.data + offs[i];
+        for (size_t i = 1; i < n; i++) /* by position: fields of one event may come in any order */
+            for (size_t j = i; j > 0 && ed[j].start < ed[j - 1].start; j--) {
+                wd_json_edit_t t = ed[j];
+                ed[j] = ed[j - 1];
+                ed[j - 1] = t;
+            }
+        rc = wd_json_apply_edits(e->raw.data, e->raw.len, ed, n, out);
+    } else if (!rc) {
+        rc = wd_buf_append(out, e->raw.data, e->raw.len);
+    }
+    scrub(&arena);
+    scrub(&tx);
+    scrub(&rs);
+    return rc;
+}
+
+static void qev_free(qev_t *e)
+{
+    scrub(&e->raw);
+    free(e->spans);
+    e->spans = NULL;
+    e->nspans = 0;
+}
+
+/* Sends every queued event, in order, whose fields are all final. */
+static int release(wd_exchange_t *x, guard_state_t *gs, wd_buf_t *out)
+{
+    int rc = WD_OK;
+    while (gs->qlen && !rc) {
+        qev_t *e = &gs->q[gs->qhead];
+        bool ready = true;
+        for (size_t k = 0; k < e->nspans && ready; k++) ready = e->spans[k].b <= gs->chans[e->spans[k].chan].safe;
+        if (!ready) break;
+        rc = emit_event(x, gs, e, out);
+        gs->qbytes -= e->raw.len;
+        qev_free(e);
+        gs->qhead++;
+        gs->qlen--;
+    }
+    if (!gs->qlen) gs->qhead = 0;
+    for (size_t i = 0; i < MAX_CHANS && !rc; i++)
+        if (gs->chans[i].used) chan_trim(gs, i);
+    return rc;
+}
+
+static int enqueue(guard_state_t *gs, const wd_buf_t *raw, span_t *spans, size_t nspans)
+{
+    if (gs->qlen >= MAX_QUEUED_EVENTS || gs->qbytes + raw->len > MAX_QUEUED_BYTES) return WD_E2BIG;
+    if (gs->qhead + gs->qlen == gs->qcap) {
+        if (gs->qhead) { /* slide down before growing */
+            memmove(gs->q, gs->q + gs->qhead, gs->qlen * sizeof *gs->q);
+            gs->qhead = 0;
+        } else {
+            size_t cap = gs->qcap ? gs->qcap * 2 : 16;
+            qev_t *q = realloc(gs->q, cap * sizeof *q);
+            if (!q) return WD_ENOMEM;
+            gs->q = q;
+            gs->qcap = cap;
         }
     }
-    for (size_t i = 0; i < RESTORERS; i++) scrub(&scratch[i]);
-    scrub(&arena);
+    qev_t *e = &gs->q[gs->qhead + gs->qlen];
+    memset(e, 0, sizeof *e);
+    wd_buf_init(&e->raw, 0);
+    if (wd_buf_append(&e->raw, raw->data, raw->len)) return WD_ENOMEM;
+    if (nspans) {
+        if (!(e->spans = malloc(nspans * sizeof *spans))) {
+            wd_buf_free(&e->raw);
+            return WD_ENOMEM;
+        }
+        memcpy(e->spans, spans, nspans * sizeof *spans);
+    }
+    e->nspans = nspans;
+    gs->qlen++;
+    gs->qbytes += raw->len;
+    return WD_OK;
+}
+
+/* The payload of an event's single data line; false when the event has no data. *multi is set when it
+ * has several data lines (which this stage does not rewrite). */
+static bool event_data(const char *p, size_t len, size_t *at, size_t *dlen, bool *multi)
+{
+    bool found = false;
+    *multi = false;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(p + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - p) : len, l = end - i;
+        if (l >= 5 && memcmp(p + i, "data:", 5) == 0) {
+            if (found) *multi = true;
+            found = true;
+            *at = i + 5 + (l > 5 && p[i + 5] == ' ');
+            *dlen = end - *at;
+            if (*dlen && p[*at + *dlen - 1] == '\r') (*dlen)--;
+        }
+        i = end + 1;
+    }
+    return found;
+}
+
+/* Feeds one event's fields; fills spans. Returns WD_OK, WD_EINVAL (not the JSON of a chunk), or another
+ * error; *blocked names a rule whose action is block. */
+static int read_event(wd_exchange_t *x, guard_state_t *gs, const wd_buf_t *chunk, size_t at, size_t dlen, span_t *spans,
+                      size_t *nspans, int *blocked)
+{
+    wd_json_tok_t stack[512];
+    wd_json_doc_t d;
+    wd_json_tok_t *toks = parse_json(chunk->data + at, dlen, stack, WD_ARRAY_LEN(stack), &d);
+    if (!toks) return WD_EINVAL;
+    int rc = WD_OK;
+    wd_buf_t text;
+    wd_buf_init(&text, 0);
+    int ch = toks[0].type == WD_JSON_OBJECT ? wd_json_obj_get(&d, 0, "choices") : -1;
+    if (toks[0].type != WD_JSON_OBJECT || (ch >= 0 && toks[ch].type != WD_JSON_ARRAY)) rc = WD_EINVAL;
+    for (size_t i = 0; !rc && ch >= 0 && i < toks[ch].size; i++) {
+        int c = wd_json_arr_get(&d, ch, i);
+        if (toks[c].type != WD_JSON_OBJECT) {
+            rc = WD_EINVAL;
+            break;
+        }
+        int64_t idx = (int64_t)i;
+        int it = wd_json_obj_get(&d, c, "index");
+        if (it >= 0 && wd_json_int(&d, it, &idx) != WD_OK) rc = WD_EINVAL;
+        if (rc || idx < 0 || idx >= MAX_CHOICES) {
+            rc = WD_EINVAL;
+            break;
+        }
+        int delta = wd_json_obj_get(&d, c, "delta");
+        if (delta >= 0 && toks[delta].type != WD_JSON_OBJECT) delta = -1;
+        int obj = delta >= 0 ? delta : c;
+        int fin = wd_json_obj_get(&d, c, "finish_reason");
+        bool finished = fin >= 0 && toks[fin].type == WD_JSON_STRING;
+        size_t base = (size_t)idx * (1 + TOOL_SLOTS);
+        /* content (chat) or text (completions) */
+        int tok = wd_json_obj_get(&d, obj, delta >= 0 ? "content" : "text");
+        if (tok >= 0 && toks[tok].type != WD_JSON_STRING && toks[tok].type != WD_JSON_NULL) rc = WD_EINVAL;
+        chan_t *cc = &gs->chans[base];
+        if (!rc && tok >= 0 && toks[tok].type == WD_JSON_STRING) {
+            wd_buf_reset(&text);
+            rc = wd_json_str_decode(&d, tok, &text);
+            uint64_t a = cc->fed;
+            if (!rc) rc = chan_feed(x, gs, cc, text.data, text.len, blocked);
+            if (!rc && finished) rc = chan_finish(x, gs, cc, blocked);
+            spans[(*nspans)++] = (span_t){(uint8_t)base, true, false, false, finished,
+                                          (uint32_t)(at + toks[tok].start - 1), (uint32_t)(at + toks[tok].end + 1), a,
+                                          cc->fed};
+        } else if (!rc && finished && cc->used && !cc->finished) {
+            rc = chan_finish(x, gs, cc, blocked);
+            /* a pseudonym prefix the restorer still holds leaves with this event */
+            spans[(*nspans)++] = (span_t){(uint8_t)base, false, toks[obj].size > 0, delta < 0, true,
+                                          (uint32_t)(at + toks[obj].start + 1), (uint32_t)(at + toks[obj].start + 1),
+                                          cc->fed, cc->fed};
+        }
+        /* tool call arguments */
+        int tcs = delta >= 0 ? wd_json_obj_get(&d, delta, "tool_calls") : -1;
+        if (!rc && tcs >= 0 && toks[tcs].type != WD_JSON_ARRAY && toks[tcs].type != WD_JSON_NULL) rc = WD_EINVAL;
+        for (size_t j = 0; !rc && tcs >= 0 && toks[tcs].type == WD_JSON_ARRAY && j < toks[tcs].size; j++) {
+            int tc = wd_json_arr_get(&d, tcs, j);
+            int64_t tj = (int64_t)j;
+            int ti = toks[tc].type == WD_JSON_OBJECT ? wd_json_obj_get(&d, tc, "index") : -1;
+            if (toks[tc].type != WD_JSON_OBJECT || (ti >= 0 && wd_json_int(&d, ti, &tj) != WD_OK) || tj < 0 ||
+                tj >= TOOL_SLOTS) {
+                rc = WD_EINVAL;
+                break;
+            }
+            int fn = wd_json_obj_get(&d, tc, "function");
+            int args = fn >= 0 && toks[fn].type == WD_JSON_OBJECT ? wd_json_obj_get(&d, fn, "arguments") : -1;
+            if (args < 0 || toks[args].type != WD_JSON_STRING) continue;
+            chan_t *tcch = &gs->chans[base + 1 + (size_t)tj];
+            wd_buf_reset(&text);
+            rc = wd_json_str_decode(&d, args, &text);
+            uint64_t a = tcch->fed;
+            if (!rc) rc = chan_feed(x, gs, tcch, text.data, text.len, blocked);
+            spans[(*nspans)++] = (span_t){(uint8_t)(base + 1 + (size_t)tj), true, false, false, false,
+                                          (uint32_t)(at + toks[args].start - 1), (uint32_t)(at + toks[args].end + 1), a,
+                                          tcch->fed};
+        }
+        for (size_t j = 1; !rc && finished && j <= TOOL_SLOTS; j++) rc = chan_finish(x, gs, &gs->chans[base + j], blocked);
+    }
     scrub(&text);
-    scrub(&out);
+    if (toks != stack) free(toks);
     return rc;
+}
+
+/* One SSE event in, zero or more events out (in order). Returns 0, 1 when the answer was rejected. */
+static int stream_event(wd_exchange_t *x, guard_state_t *gs, wd_buf_t *chunk)
+{
+    if (!gs->chans && !(gs->chans = calloc(MAX_CHANS, sizeof *gs->chans))) {
+        wd_exchange_reject(x, 500, "internal_error", "out of memory", "guard");
+        return 1;
+    }
+    size_t at = 0, dlen = 0;
+    bool multi = false;
+    span_t spans[MAX_CHOICES * (1 + TOOL_SLOTS) * 2];
+    size_t nspans = 0;
+    int blocked = -1, rc = WD_OK;
+    const char *why = NULL;
+    if (event_data(chunk->data, chunk->len, &at, &dlen, &multi)) {
+        if (multi) {
+            rc = WD_EINVAL;
+            why = "an event with several data lines";
+        } else if (dlen == 6 && memcmp(chunk->data + at, "[DONE]", 6) == 0) {
+            for (size_t i = 0; i < MAX_CHANS && !rc; i++) rc = chan_finish(x, gs, &gs->chans[i], &blocked);
+            why = "the end of the stream";
+        } else {
+            rc = read_event(x, gs, chunk, at, dlen, spans, &nspans, &blocked);
+            why = rc == WD_EINVAL ? "an event that does not parse as a completion chunk" : "a scan error";
+        }
+    }
+    if (blocked >= 0) {
+        block_answer(x, gs, (uint16_t)blocked);
+        publish(x, gs);
+        return 1;
+    }
+    if (rc) {
+        if (rc != WD_EINVAL && rc != WD_E2BIG) why = "out of memory";
+        if (!check_failed(x, gs, why)) return 1;
+        /* fail-open: the event passes in its place, unchecked */
+        nspans = 0;
+    }
+    rc = enqueue(gs, chunk, spans, nspans);
+    if (rc == WD_E2BIG) {
+        wd_exchange_reject(x, 502, "guard_failed", "the answer's events outran the guard's hold-back limit", "guard");
+        return 1;
+    }
+    wd_buf_t out;
+    wd_buf_init(&out, 0);
+    if (!rc) rc = release(x, gs, &out);
+    if (rc) {
+        scrub(&out);
+        if (!check_failed(x, gs, "the guard could not rewrite an event")) return 1;
+        return 0;
+    }
+    scrub(chunk);
+    *chunk = out;
+    publish(x, gs);
+    return 0;
 }
 
 static wd_stage_rc_t guard_on_response_data(wd_exchange_t *x, wd_buf_t *chunk)
 {
     guard_state_t *gs = x->guard;
-    if (!gs || !gs->profile || !gs->profile->restore || !gs->vault.n) return WD_CONTINUE;
-    int rc = x->streaming ? restore_event(gs, chunk) : restore_body(gs, chunk);
-    if (rc) {
-        wd_exchange_reject(x, 502, "guard_failed", "the guard could not restore the answer", "guard");
+    if (!gs || !gs->profile) return WD_CONTINUE;
+    bool restore = gs->profile->restore && gs->vault.n;
+    if (!gs->out_on && !restore) return WD_CONTINUE;
+    if (x->streaming) return stream_event(x, gs, chunk) ? WD_REJECT : WD_CONTINUE;
+    /* non-streamed: only answers (200) carry model text; upstream errors pass as they are */
+    bool filter = gs->out_on && x->resp_status == 200;
+    int rc = answer_body(x, gs, chunk, filter, restore);
+    if (rc == 1) {
+        publish(x, gs);
         return WD_REJECT;
     }
+    if (rc == WD_EINVAL && !filter) return WD_CONTINUE; /* not JSON: nothing we placed there can be found */
+    if (rc) {
+        if (!check_failed(x, gs, rc == WD_EINVAL ? "the answer is not JSON" : "a scan error")) return WD_REJECT;
+        publish(x, gs);
+        return WD_CONTINUE;
+    }
+    publish(x, gs);
     return WD_CONTINUE;
 }
 
@@ -404,7 +1069,22 @@ static void guard_on_done(wd_exchange_t *x)
 {
     guard_state_t *gs = x->guard;
     if (!gs) return;
-    for (size_t i = 0; i < RESTORERS; i++) wd_restorer_free(&gs->restorers[i]);
+    if (gs->profile) {
+        if (gs->out_tally.n || gs->fail_open) {
+            /* decisions made after the head was sent (streams) still reach the event */
+            char keep[96];
+            snprintf(keep, sizeof keep, "%s", x->ev.rule);
+            publish(x, gs);
+            if (gs->fail_open && !keep[0]) wd_event_copy(x->ev.rule, sizeof x->ev.rule, "fail-open", 9);
+        }
+    }
+    if (gs->chans) {
+        for (size_t i = 0; i < MAX_CHANS; i++)
+            if (gs->chans[i].used) chan_free(&gs->chans[i]);
+        free(gs->chans);
+    }
+    for (size_t i = gs->qhead; i < gs->qhead + gs->qlen; i++) qev_free(&gs->q[i]);
+    free(gs->q);
     wd_vault_free(&gs->vault);
     scrub(&gs->body);
     free(gs->entitled);

@@ -2,8 +2,8 @@
  *
  * Loading: each rule file (rules/NAME.yaml) becomes a yamltree (anchors, aliases and tags refused, as in
  * config), every rule is checked key by key with file:line:col errors, and each pattern is compiled
- * twice: by Vectorscan (all rules together, one block and one stream database) and by PCRE2 (one
- * code per rule, JIT when available, end-anchored).
+ * twice: by Vectorscan (all rules together, one block-mode database) and by PCRE2 (one code per
+ * rule, JIT when available, end-anchored).
  *
  * Scanning: Vectorscan runs without start-of-match tracking, which is what makes it fast, and reports
  * (rule, end) for every end position of every match. Each end is confirmed by PCRE2 on the window
@@ -16,6 +16,13 @@
  *
  * Stream mode runs the same pipeline on a sliding history; a candidate becomes final once no later
  * match can overlap it and its right-hand context has arrived, so the findings equal a block scan's.
+ * It does not use Vectorscan's stream mode: Vectorscan 5.4.9 (Debian 12) misses matches in stream
+ * (and vectored) mode that block mode finds, e.g. 'b0+mb' after sixteen '0's when 'a[ab]*b' is in
+ * the same database, even with the whole text in one write. Instead each piece is block-scanned
+ * together with the last max_win + 2 bytes before it, and only match ends in the new range are
+ * taken; that is exact (any confirmed span fits inside the rescanned range). The rescan is kept short
+ * by giving the few rules with long spans (> NEAR_WIN) a database of their own: a 20-byte SSE event
+ * then costs a rescan of ~NEAR_WIN bytes for most rules.
  *
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
@@ -56,6 +63,7 @@
 #define DEFAULT_LIMIT 4096
 #define CAND_FACTOR 8 /* raw candidates kept per scan: CAND_FACTOR x the findings limit */
 #define MAX_PIECE (1u << 30)
+#define NEAR_WIN 256 /* streams rescan this much per piece for most rules; see compile_set */
 /* PCRE2 work per confirmation. A window is at most 4 KiB, so a sane pattern needs a few thousand
  * steps; hitting the limit means a pathological pattern and the text is refused (fail closed). */
 #define PCRE_MATCH_LIMIT 200000
@@ -77,11 +85,13 @@ struct wd_guard_db {
     wd_rule_t *rules;
     rule_rt_t *rt;
     size_t nrules;
-    hs_database_t *block, *stream;
-    uint32_t max_win;   /* max over rules of rt.win */
-    uint32_t lookbehind; /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
-    uint64_t horizon;   /* a candidate is final once fed >= its end + horizon */
-    uint64_t holdback;  /* fed - safe offset never exceeds this */
+    hs_database_t *block;      /* all rules */
+    hs_database_t *near, *far; /* streams, if both kinds exist: rules with win <= NEAR_WIN, the rest */
+    uint32_t near_win;         /* max win among the near rules */
+    uint32_t max_win;          /* max over rules of rt.win */
+    uint32_t lookbehind;       /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
+    uint64_t horizon;          /* a candidate is final once fed >= its end + horizon */
+    uint64_t holdback;         /* fed - safe offset never exceeds this */
 };
 
 typedef struct {
@@ -107,11 +117,11 @@ struct wd_guard_scratch {
 
 struct wd_guard_stream {
     wd_guard_db_t *db;
-    hs_stream_t *hs;
     float min_score;
     char *hist; /* bytes [hbase, fed) */
     size_t hcap;
     uint64_t hbase, fed, safe;
+    uint64_t taken; /* match ends below this have been collected; later scans take ends from here */
     candset_t cs; /* pending candidates */
     uint64_t forced; /* candidates finalized early to keep the hold-back bounded */
     bool finished, failed;
@@ -189,6 +199,8 @@ typedef struct {
     candset_t *cs;
     const char *buf; /* holds stream bytes [base, ...) */
     uint64_t base;
+    uint64_t scan_base;        /* stream offset of the scanned buffer's first byte */
+    uint64_t take_lo, take_hi; /* only match ends in [take_lo, take_hi) are collected */
     size_t max_cands;
     int err;
 } match_ctx_t;
@@ -199,7 +211,8 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     WD_UNUSED(flags);
     match_ctx_t *m = ud;
     const rule_rt_t *rt = &m->db->rt[id];
-    uint64_t end = to, start;
+    uint64_t end = m->scan_base + to, start;
+    if (end < m->take_lo || end >= m->take_hi) return 0;
 
     if (rt->fixed) {
         if (end < rt->fixed) return 0;
@@ -270,6 +283,51 @@ static int cmp_priority(const void *a, const void *b)
     return 0;
 }
 
+typedef int (*cand_cmp_t)(const void *, const void *);
+
+/* In place and allocation-free (glibc's qsort may malloc a merge buffer). Candidates arrive nearly
+ * sorted by start (Vectorscan reports by end), so insertion sort is linear in practice; if it has to
+ * move too much the rest is heap-sorted, which bounds the worst case at O(n log n). */
+static void sift_down(cand_t *v, size_t root, size_t n, cand_cmp_t cmp)
+{
+    for (;;) {
+        size_t child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && cmp(&v[child], &v[child + 1]) < 0) child++;
+        if (cmp(&v[root], &v[child]) >= 0) return;
+        cand_t t = v[root];
+        v[root] = v[child];
+        v[child] = t;
+        root = child;
+    }
+}
+
+static void cand_sort(cand_t *v, size_t n, cand_cmp_t cmp)
+{
+    size_t budget = 8 * n + 64;
+    for (size_t i = 1; i < n; i++) {
+        cand_t x = v[i];
+        size_t j = i;
+        while (j > 0 && cmp(&v[j - 1], &x) > 0) {
+            v[j] = v[j - 1];
+            j--;
+            if (--budget == 0) break;
+        }
+        v[j] = x;
+        if (budget == 0) {
+            for (size_t k = n / 2; k-- > 0;)
+                sift_down(v, k, n, cmp);
+            for (size_t end = n; end-- > 1;) {
+                cand_t t = v[0];
+                v[0] = v[end];
+                v[end] = t;
+                sift_down(v, 0, end, cmp);
+            }
+            return;
+        }
+    }
+}
+
 /* Sorts by start and drops repeats of (rule, start), keeping the longest: Vectorscan may report the
  * ends of one rule so that the same start comes back after another one. */
 static void sort_dedup(candset_t *cs)
@@ -279,7 +337,7 @@ static void sort_dedup(candset_t *cs)
         sorted = cmp_start(&cs->v[i - 1], &cs->v[i]) < 0 &&
                  (cs->v[i - 1].start != cs->v[i].start || cs->v[i - 1].rule != cs->v[i].rule);
     if (sorted) return;
-    qsort(cs->v, cs->n, sizeof *cs->v, cmp_start);
+    cand_sort(cs->v, cs->n, cmp_start);
     size_t w = 0;
     for (size_t i = 0; i < cs->n; i++) {
         if (w && cs->v[w - 1].start == cs->v[i].start && cs->v[w - 1].rule == cs->v[i].rule) continue;
@@ -368,7 +426,7 @@ static size_t filter(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t
  * The kept spans stay sorted by start in out->v[first..), so each test is a binary search. */
 static int resolve_component(cand_t *v, size_t n, uint64_t out_base, wd_findings_t *out)
 {
-    qsort(v, n, sizeof *v, cmp_priority);
+    cand_sort(v, n, cmp_priority);
     size_t first = out->n;
     for (size_t i = 0; i < n; i++) {
         uint32_t s = (uint32_t)(v[i].start - out_base), e = (uint32_t)(v[i].end - out_base);
@@ -436,7 +494,8 @@ int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
     if (!db->block || len == 0) return WD_OK;
     candset_t *cs = &s->cs;
     cands_clear(cs);
-    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .max_cands = max_cands(out)};
+    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .take_hi = UINT64_MAX,
+                     .max_cands = max_cands(out)};
     hs_error_t hr = hs_scan(db->block, text, (unsigned int)len, 0, s->hs, on_match, &m);
     if (m.err) return m.err;
     if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
@@ -457,7 +516,8 @@ wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
     if (!s) return NULL;
     s->db = db;
     if ((db->block && hs_alloc_scratch(db->block, &s->hs) != HS_SUCCESS) ||
-        (db->stream && hs_alloc_scratch(db->stream, &s->hs) != HS_SUCCESS))
+        (db->near && hs_alloc_scratch(db->near, &s->hs) != HS_SUCCESS) ||
+        (db->far && hs_alloc_scratch(db->far, &s->hs) != HS_SUCCESS))
         goto fail;
     if (!(s->md = pcre2_match_data_create(1, NULL)) || !(s->mctx = pcre2_match_context_create(NULL))) goto fail;
     pcre2_set_match_limit(s->mctx, PCRE_MATCH_LIMIT);
@@ -494,8 +554,7 @@ wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score)
     if (!db) return NULL;
     wd_guard_stream_t *st = calloc(1, sizeof *st);
     if (!st) return NULL;
-    if (cands_init(&st->cs, db->nrules) || (db->stream && hs_open_stream(db->stream, 0, &st->hs) != HS_SUCCESS)) {
-        cands_free(&st->cs);
+    if (cands_init(&st->cs, db->nrules)) {
         free(st);
         return NULL;
     }
@@ -507,6 +566,39 @@ wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score)
 uint64_t wd_guard_stream_offset(const wd_guard_stream_t *st) { return st ? st->fed : 0; }
 uint64_t wd_guard_stream_safe_offset(const wd_guard_stream_t *st) { return st ? st->safe : 0; }
 uint64_t wd_guard_stream_forced(const wd_guard_stream_t *st) { return st ? st->forced : 0; }
+
+/* Block-scans the history from max_win + 2 bytes (plus lookbehind) before `taken` and collects the
+ * match ends in [taken, hi). Any span a later confirmation accepts lies inside the rescanned bytes
+ * with one byte before it, so Vectorscan sees each such match exactly as in a scan of the whole
+ * text; a match that only exists because the buffer starts early (^, \b) starts at the buffer's
+ * first byte and is never confirmed (it is longer than max_win). */
+static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t hi, wd_findings_t *out)
+{
+    const wd_guard_db_t *db = st->db;
+    uint64_t lo = st->taken;
+    if (hi > st->fed + 1) hi = st->fed + 1;
+    if (!db->block || hi <= lo) return WD_OK;
+    uint64_t to = WD_MIN(hi, st->fed);
+    struct {
+        hs_database_t *hs;
+        uint32_t win;
+    } sets[2] = {{db->near ? db->near : db->block, db->near ? db->near_win : db->max_win}, {db->far, db->max_win}};
+    for (int k = 0; k < 2 && sets[k].hs; k++) {
+        uint64_t back = (uint64_t)sets[k].win + 2 + db->lookbehind;
+        uint64_t from = lo > back ? lo - back : 0;
+        if (from < st->hbase) from = st->hbase; /* cannot happen: the history keeps at least this much */
+        if (to <= from) continue;               /* nothing fed yet */
+        if (to - from > UINT32_MAX) return WD_E2BIG;
+        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase, .scan_base = from,
+                         .take_lo = lo, .take_hi = hi, .max_cands = max_cands(out)};
+        hs_error_t hr = hs_scan(sets[k].hs, st->hist + (from - st->hbase), (unsigned int)(to - from), 0, s->hs,
+                                on_match, &m);
+        if (m.err) return m.err;
+        if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    }
+    st->taken = hi > st->fed ? st->fed : hi;
+    return WD_OK;
+}
 
 /* Finalizes the pending candidates that can no longer change: whole overlap components that no later
  * match can reach (fed >= their end + horizon), and, so the hold-back stays bounded, those that start
@@ -550,8 +642,9 @@ static int stream_flush(wd_guard_stream_t *st, bool eod, wd_findings_t *out)
     for (size_t i = 0; i < cs->n; i++)
         cs->last[cs->v[i].rule] = (int32_t)i;
 
-    /* Later findings start at a pending candidate or within max_win of the data's end. */
-    uint64_t safe = st->fed > (uint64_t)db->max_win + 1 ? st->fed - db->max_win - 1 : 0;
+    /* Later findings start at a pending candidate or within max_win before a later match end, and
+     * later ends are >= taken. */
+    uint64_t safe = st->taken > (uint64_t)db->max_win + 1 ? st->taken - db->max_win - 1 : 0;
     if (cs->n && cs->v[0].start < safe) safe = cs->v[0].start;
     if (eod) safe = st->fed;
     if (safe > st->safe) st->safe = safe;
@@ -580,18 +673,15 @@ int wd_guard_stream_feed(wd_guard_stream_t *st, wd_guard_scratch_t *s, const cha
         st->hcap = cap;
     }
     memcpy(st->hist + hlen, p, len);
-    if (db->stream) {
-        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase,
-                         .max_cands = max_cands(out)};
-        hs_error_t hr = hs_scan_stream(st->hs, p, (unsigned int)len, 0, s->hs, on_match, &m);
-        if (m.err || hr != HS_SUCCESS) {
-            st->failed = true;
-            return m.err ? m.err : hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
-        }
-    }
     st->fed += len;
-    int rc = stream_flush(st, false, out);
+    /* A match ending at the last byte may still depend on what follows ($ before a final newline,
+     * a trailing \b): ends from fed - 1 on are taken by the next scan. */
+    int rc = stream_scan(st, s, st->fed - 1, out);
     if (rc) {
+        st->failed = true;
+        return rc;
+    }
+    if ((rc = stream_flush(st, false, out))) {
         st->failed = true;
         return rc;
     }
@@ -613,24 +703,15 @@ int wd_guard_stream_finish(wd_guard_stream_t *st, wd_guard_scratch_t *s, wd_find
     out->n = 0;
     out->base = st ? st->hbase : 0;
     if (!st || !s || s->db != st->db || st->finished || st->failed) return WD_EINVAL;
-    const wd_guard_db_t *db = st->db;
     st->finished = true;
-    if (st->hs) {
-        /* end-of-data matches ($, a trailing \b) are reported by the close */
-        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase,
-                         .max_cands = max_cands(out)};
-        hs_error_t hr = hs_close_stream(st->hs, s->hs, on_match, &m);
-        st->hs = NULL;
-        if (m.err) return m.err;
-        if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
-    }
+    int rc = stream_scan(st, s, st->fed + 1, out);
+    if (rc) return rc;
     return stream_flush(st, true, out);
 }
 
 void wd_guard_stream_free(wd_guard_stream_t *st)
 {
     if (!st) return;
-    if (st->hs) hs_close_stream(st->hs, NULL, NULL, NULL);
     cands_free(&st->cs);
     free(st->hist);
     wd_guard_db_unref(st->db);
@@ -664,7 +745,8 @@ static void db_free(wd_guard_db_t *db)
     free(db->rules);
     free(db->rt);
     hs_free_database(db->block);
-    hs_free_database(db->stream);
+    hs_free_database(db->near);
+    hs_free_database(db->far);
     free(db);
 }
 
@@ -1024,6 +1106,48 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
     return rc;
 }
 
+enum { SET_ALL, SET_NEAR, SET_FAR };
+
+/* One Vectorscan database for all rules, or for those whose spans are short (near) or long (far).
+ * Match ids are rule indexes in every set. */
+static int compile_set(load_t *L, const wd_guard_db_t *db, int set, hs_database_t **out)
+{
+    const char **pats = malloc(db->nrules * sizeof *pats);
+    unsigned *flags = malloc(db->nrules * sizeof *flags), *ids = malloc(db->nrules * sizeof *ids);
+    int rc = WD_OK;
+    if (!pats || !flags || !ids) {
+        rc = WD_ENOMEM;
+        goto done;
+    }
+    unsigned n = 0;
+    for (size_t i = 0; i < db->nrules; i++) {
+        bool far = db->rt[i].win > NEAR_WIN;
+        if ((set == SET_NEAR && far) || (set == SET_FAR && !far)) continue;
+        pats[n] = db->rules[i].pattern;
+        flags[n] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
+        ids[n++] = (unsigned)i;
+    }
+    hs_compile_error_t *herr = NULL;
+    if (hs_compile_multi(pats, flags, ids, n, HS_MODE_BLOCK, NULL, out, &herr) != HS_SUCCESS) {
+        rc = WD_EINVAL;
+        if (herr && herr->expression >= 0 && (unsigned)herr->expression < n) {
+            size_t i = ids[herr->expression];
+            L->file = db->rules[i].file;
+            fail_at(L, L->pattern_line[i], L->pattern_col[i], "rule '%s': pattern rejected by Vectorscan: %s",
+                    db->rules[i].id, herr->message);
+        } else {
+            wd_errf(L->err, L->errlen, WD_EINVAL, "rules: Vectorscan cannot compile the rule set: %s",
+                    herr ? herr->message : "unknown error");
+        }
+        hs_free_compile_error(herr);
+    }
+done:
+    free(pats);
+    free(flags);
+    free(ids);
+    return rc;
+}
+
 /* Compiles the collected rules into a database. Takes ownership of L->rules. */
 static wd_guard_db_t *build(load_t *L)
 {
@@ -1051,48 +1175,27 @@ static wd_guard_db_t *build(load_t *L)
         }
     }
     db->lookbehind = max_lb;
-    /* a candidate is final when no later match can overlap it (later ends >= fed, starts >= end -
+    /* a candidate is final when no later match can overlap it (later ends >= fed - 1, starts >= end -
      * max_win) and its right-hand context (CTX_AFTER bytes + the byte after, for whole words) is in */
     db->horizon = (uint64_t)WD_MAX(db->max_win, (uint32_t)CTX_AFTER + 1) + 2;
     db->holdback = db->horizon + db->max_win;
 
     if (db->nrules) {
-        const char **pats = malloc(db->nrules * sizeof *pats);
-        unsigned *flags = malloc(db->nrules * sizeof *flags), *ids = malloc(db->nrules * sizeof *ids);
-        if (!pats || !flags || !ids) {
-            free(pats);
-            free(flags);
-            free(ids);
-            goto oom;
-        }
+        size_t nfar = 0;
         for (size_t i = 0; i < db->nrules; i++) {
-            pats[i] = db->rules[i].pattern;
-            flags[i] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
-            ids[i] = (unsigned)i;
+            if (db->rt[i].win > NEAR_WIN)
+                nfar++;
+            else if (db->rt[i].win > db->near_win)
+                db->near_win = db->rt[i].win;
         }
-        hs_compile_error_t *herr = NULL;
-        bool ok = true;
-        for (int mode = 0; ok && mode < 2; mode++) {
-            hs_database_t **dst = mode ? &db->stream : &db->block;
-            if (hs_compile_multi(pats, flags, ids, (unsigned)db->nrules, mode ? HS_MODE_STREAM : HS_MODE_BLOCK, NULL,
-                                 dst, &herr) != HS_SUCCESS) {
-                ok = false;
-                if (herr && herr->expression >= 0 && (size_t)herr->expression < db->nrules) {
-                    size_t i = (size_t)herr->expression;
-                    L->file = db->rules[i].file;
-                    fail_at(L, L->pattern_line[i], L->pattern_col[i], "rule '%s': pattern rejected by Vectorscan (%s mode): %s",
-                            db->rules[i].id, mode ? "stream" : "block", herr->message);
-                } else {
-                    wd_errf(L->err, L->errlen, WD_EINVAL, "rules: Vectorscan cannot compile the rule set (%s mode): %s",
-                            mode ? "stream" : "block", herr ? herr->message : "unknown error");
-                }
-                hs_free_compile_error(herr);
-            }
+        int rc = compile_set(L, db, SET_ALL, &db->block);
+        /* streams rescan max_win bytes per piece; splitting off the few long-span rules keeps that
+         * rescan short for all the others */
+        if (!rc && nfar && nfar < db->nrules) {
+            if (!(rc = compile_set(L, db, SET_NEAR, &db->near))) rc = compile_set(L, db, SET_FAR, &db->far);
         }
-        free(pats);
-        free(flags);
-        free(ids);
-        if (!ok) goto fail;
+        if (rc == WD_ENOMEM) goto oom;
+        if (rc) goto fail;
     }
     return db;
 oom:

@@ -3,10 +3,11 @@
  * Rules are data (rules/NAME.yaml, see docs/rules.md): each has an id ("pii.email"), an entity type
  * ("EMAIL"), a data class ("pii", "phi", "financial", "secrets", or a content category such as
  * "self_harm"), a Vectorscan pattern, an optional validator (Luhn, mod-97, ...), optional context
- * words and a score. All rules compile into one Vectorscan database per mode (block for prompts and
- * whole answers, stream for SSE) once per load; scanning never compiles. Matches are found without
- * start-of-match tracking (fast) and each span's start is confirmed with a bounded PCRE2 match only
- * where something matched; validators and context then remove false positives.
+ * words and a score. All rules compile into Vectorscan block-mode databases once per load (streams
+ * rescan a short tail instead of using Vectorscan's stream mode, see engine.c); scanning never
+ * compiles. Matches are found without start-of-match tracking (fast) and each span's start is
+ * confirmed with a bounded PCRE2 match only where something matched; validators and context then
+ * remove false positives.
  *
  * Knows nothing about HTTP or JSON: the gateway and `warden scan` feed it text. */
 #ifndef WD_GUARD_H

@@ -81,6 +81,7 @@ static bool ph_char(char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <=
 
 int wd_vault_restore(const wd_vault_t *v, const char *text, size_t len, wd_buf_t *out)
 {
+    if (!len) return WD_OK;
     size_t i = 0, copied = 0;
     while (i < len) {
         const char *lt = v->n ? memchr(text + i, '<', len - i) : NULL;
@@ -209,10 +210,13 @@ int wd_guard_rewrite(const wd_guard_db_t *db, const char *text, size_t len, cons
     size_t copied = 0;
     for (size_t i = 0; i < f->n; i++) {
         size_t s = f->v[i].start, e = f->v[i].end;
-        if (s < copied || e > len || s >= e) continue; /* defensive: overlapping or out of range */
-        /* widen to character boundaries so a multi-byte character is never split */
+        if (e > len || s >= e) continue; /* defensive: out of range */
+        /* widen to character boundaries so a multi-byte character is never split; a finding whose
+         * start the previous (widened) span already covered is still replaced from there on */
+        if (s < copied) s = copied;
         while (s > copied && cont((unsigned char)text[s])) s--;
         while (e < len && cont((unsigned char)text[e])) e++;
+        if (s >= e) continue;
         const wd_rule_t *r = wd_guard_db_rule(db, f->v[i].rule);
         wd_action_t a = o->action ? o->action(o->ud, r) : WD_ACT_REDACT;
         tally(t, f->v[i].rule, a);

@@ -1236,10 +1236,10 @@ static unsigned gz_lookup(const gazetteer_t *g, const char *p, size_t len)
     }
 }
 
-/* Capitalised words that start sentences or name things other than people. */
-static bool stop_word(const char *p, size_t len)
-{
-    static const char *const w[] = {
+/* Capitalised words that start sentences or name things other than people. Looked up in a hash set
+ * built once: the name rules call this for every capitalised word of a text, so a scan over the list
+ * (170 strcmp) was the most expensive step of scanning prose. */
+static const char *const stop_words[] = {
         "a",        "an",      "the",      "this",     "that",     "these",   "those",   "i",        "we",
         "you",      "he",      "she",      "it",       "they",     "my",      "your",    "our",      "his",
         "her",      "their",   "in",       "on",       "at",       "to",      "for",     "from",     "with",
@@ -1259,26 +1259,50 @@ static bool stop_word(const char *p, size_t len)
         "here",     "just",    "only",     "once",     "how",      "let",     "make",    "write",    "tell",
         "give",     "create",  "explain",  "describe", "imagine",  "consider", "provide", "generate", "act",
     };
+
+#define STOP_SLOTS 512 /* power of two, > 2 x the list */
+static const char *stop_set[STOP_SLOTS];
+static uint8_t stop_len[STOP_SLOTS];
+static pthread_once_t stop_once = PTHREAD_ONCE_INIT;
+
+static void stop_init(void)
+{
+    for (size_t i = 0; i < WD_ARRAY_LEN(stop_words); i++) {
+        size_t n = strlen(stop_words[i]);
+        size_t h = (size_t)fnv1a(stop_words[i], n) & (STOP_SLOTS - 1);
+        while (stop_set[h] && !(stop_len[h] == n && memcmp(stop_set[h], stop_words[i], n) == 0))
+            h = (h + 1) & (STOP_SLOTS - 1);
+        stop_set[h] = stop_words[i];
+        stop_len[h] = (uint8_t)n;
+    }
+}
+
+static bool stop_word(const char *p, size_t len)
+{
     char key[16];
-    if (len >= sizeof key) return false;
+    if (len == 0 || len >= sizeof key) return false;
     for (size_t i = 0; i < len; i++) key[i] = to_lower(p[i]);
-    key[len] = '\0';
-    for (size_t i = 0; i < WD_ARRAY_LEN(w); i++)
-        if (strcmp(w[i], key) == 0) return true;
+    pthread_once(&stop_once, stop_init);
+    size_t h = (size_t)fnv1a(key, len) & (STOP_SLOTS - 1);
+    for (; stop_set[h]; h = (h + 1) & (STOP_SLOTS - 1))
+        if (stop_len[h] == len && memcmp(stop_set[h], key, len) == 0) return true;
     return false;
 }
 
 static bool title_word(const char *p, size_t len)
 {
-    static const char *const t[] = {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "madam", "mme", "mlle", "herr", "frau"};
+    static const struct {
+        char s[6];
+        uint8_t n;
+    } t[] = {{"mr", 2},   {"mrs", 3},  {"ms", 2},   {"miss", 4},  {"mx", 2},   {"dr", 2},   {"prof", 4},
+             {"sir", 3},  {"dame", 4}, {"madam", 5}, {"mme", 3},  {"mlle", 4}, {"herr", 4}, {"frau", 4}};
     size_t l = len;
     if (l && p[l - 1] == '.') l--;
+    if (l < 2 || l > 5) return false;
     char key[8];
-    if (l == 0 || l >= sizeof key) return false;
     for (size_t i = 0; i < l; i++) key[i] = to_lower(p[i]);
-    key[l] = '\0';
     for (size_t i = 0; i < WD_ARRAY_LEN(t); i++)
-        if (strcmp(t[i], key) == 0) return true;
+        if (t[i].n == l && memcmp(t[i].s, key, l) == 0) return true;
     return false;
 }
 

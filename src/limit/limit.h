@@ -22,7 +22,7 @@ typedef struct {
 } wd_limits_t;
 
 #define WD_LIMIT_MAX_SCOPES 4
-#define WD_LIMIT_KEY_MAX 160
+#define WD_LIMIT_KEY_MAX 200 /* holds "user:" + any principal id */
 
 typedef struct {
     char key[WD_LIMIT_KEY_MAX]; /* e.g. "key:abc123", "user:alice", "role:clinician", "ip:10.0.0.1" */

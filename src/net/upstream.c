@@ -279,19 +279,23 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     pump(uc);
 }
 
+/* A write to the upstream failed: a stale pooled connection gets one retry on a fresh one. */
+static void write_failed(upconn_t *uc)
+{
+    wd_upreq_t *r = uc->r;
+    if (uc->reused && !uc->got_bytes && !r->retried) {
+        r->retried = true;
+        uc_close(uc);
+        if (uc_start_new(r) != WD_OK) finish(r, WD_UP_ECONNECT);
+        return;
+    }
+    finish(r, WD_UP_ERESET);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     upconn_t *uc = req->data;
-    if (status < 0 && uc->r && !uc->closing) {
-        wd_upreq_t *r = uc->r;
-        if (uc->reused && !uc->got_bytes && !r->retried) {
-            r->retried = true;
-            uc_close(uc);
-            if (uc_start_new(r) != WD_OK) finish(r, WD_UP_ECONNECT);
-            return;
-        }
-        finish(r, WD_UP_ERESET);
-    }
+    if (status < 0 && uc->r && !uc->closing) write_failed(uc);
 }
 
 static void send_request(upconn_t *uc)
@@ -299,11 +303,21 @@ static void send_request(upconn_t *uc)
     wd_upreq_t *r = uc->r;
     r->deadline_ns = wd_now_ns() + ms(r->up->timeout_ms);
     uv_buf_t b = uv_buf_init(r->request.data, (unsigned)r->request.len);
-    uc->write.data = uc;
-    /* the request buffer lives in r until wd_upreq_free, and r outlives the connection's use of it */
-    if (uv_write(&uc->write, (uv_stream_t *)&uc->tcp, &b, 1, on_written) != 0) {
-        finish(r, WD_UP_ERESET);
+    /* try a direct write first: a request that fits the socket buffer (nearly all) then costs no
+     * write request and no epoll_ctl */
+    int n = uv_try_write((uv_stream_t *)&uc->tcp, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        write_failed(uc);
         return;
+    }
+    if (n != (int)b.len) {
+        if (n > 0) b = uv_buf_init(b.base + n, b.len - (unsigned)n);
+        uc->write.data = uc;
+        /* the request buffer lives in r until wd_upreq_free, and r outlives the connection's use of it */
+        if (uv_write(&uc->write, (uv_stream_t *)&uc->tcp, &b, 1, on_written) != 0) {
+            finish(r, WD_UP_ERESET);
+            return;
+        }
     }
     if (!r->paused) uc_read(uc, true);
 }

@@ -9,8 +9,8 @@ plus a deterministic synthetic set generated here (--synthetic N, default 400) w
 and near-misses (bad checksums), because the Presidio sample has no IBAN at all and only 2-3 emails,
 IP addresses and SSNs.
 
-Scanner: `warden scan --format findings --jsonl --field full_text` when the binary has that command,
-else the guard_eval harness (tests/eval/guard_eval.c); --cmd overrides. Either prints one JSON line
+Scanner: `warden scan --jsonl --field full_text` (findings grouped by record) when the binary has that
+command, else the guard_eval harness (tests/eval/guard_eval.c); --cmd overrides. Either prints one JSON line
 per input line: {"findings": [{"type", "start", "end", "rule", "score"}]} with byte offsets.
 
 Matching rule: a prediction is correct when its warden type is the mapped type of a labelled span
@@ -60,9 +60,8 @@ def find_scanner(args):
     warden = os.path.join(ROOT, "build", "warden")
     if os.path.exists(warden):
         probe = subprocess.run([warden, "scan", "--help"], capture_output=True, text=True)
-        if probe.returncode == 0 and "--format" in (probe.stdout + probe.stderr):
-            return [warden, "scan", "--format", "findings", "--jsonl", "--field", "full_text",
-                    "--rules", args.rules]
+        if probe.returncode == 0 and "--jsonl" in (probe.stdout + probe.stderr):
+            return [warden, "scan", "--jsonl", "--field", "full_text", "--rules", args.rules]
     for cand in (os.path.join(ROOT, "build", "tests", "unit", "guard", "guard_eval"),
                  os.path.join(ROOT, "build", "guard_eval")):
         if os.path.exists(cand):
@@ -77,6 +76,13 @@ def scan(cmd, texts):
     if p.returncode not in (0, 1):
         sys.exit("eval_pii: scanner failed (%d): %s" % (p.returncode, p.stderr.decode(errors="replace")))
     lines = p.stdout.decode().splitlines()
+    if cmd[1:2] == ["scan"]:
+        # warden scan prints one line per finding, {"line": N, ...} (1-based record number)
+        per = [[] for _ in texts]
+        for line in lines:
+            f = json.loads(line)
+            per[f["line"] - 1].append(f)
+        lines = [json.dumps({"findings": fs}) for fs in per]
     if len(lines) != len(texts):
         sys.exit("eval_pii: scanner printed %d lines for %d inputs" % (len(lines), len(texts)))
     out = []

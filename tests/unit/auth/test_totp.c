@@ -311,7 +311,7 @@ static void check_qr(const char *text, bool dark_on_light)
     for (unsigned y = 0; y < W; y += 2, lines++) {
         for (unsigned x = 0; x < W; x++) {
             assert_true(p < end);
-            bool ink[2];
+            bool ink[2] = {false, false};
             p += cell(p, &ink[0], &ink[1]);
             for (unsigned k = 0; k < 2; k++) {
                 unsigned yy = y + k;

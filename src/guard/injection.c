@@ -1,0 +1,499 @@
+/* guard/injection: decoding layers and the per-request score on top of the injection rules.
+ * See injection.h for the model; the decoders here are deliberately conservative about what they
+ * call a blob (runs long enough to carry an instruction) and about what decoded output is worth a
+ * scan (valid UTF-8, mostly printable), because every decoded byte costs budget and a scan. */
+#include "guard/injection.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MIN_B64_RUN 16   /* "ignore all" is 10 bytes -> 16 base64 characters */
+#define MIN_HEX_BYTES 8
+#define MIN_URL_ESCAPES 2
+#define MIN_ROT13_LETTERS 16
+#define MIN_TAG_CHARS 4
+#define PRINTABLE_MIN 0.85
+
+static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex", "url", "rot13", "tags", "stripped"};
+
+const char *wd_inj_layer_name(wd_inj_layer_t l)
+{
+    return (unsigned)l < WD_INJ__LAYERS ? layer_names[l] : "?";
+}
+
+void wd_inj_result_init(wd_inj_result_t *r)
+{
+    memset(r, 0, sizeof *r);
+}
+
+bool wd_inj_rule(const wd_rule_t *r)
+{
+    return r && r->cls && strcmp(r->cls, WD_INJ_CLASS) == 0;
+}
+
+float wd_inj_score(const wd_inj_result_t *r)
+{
+    double keep = 1.0;
+    for (size_t i = 0; i < r->nhits; i++) keep *= 1.0 - (double)r->hits[i].score;
+    double s = 1.0 - keep;
+    return (float)(s < 0 ? 0 : s > 1 ? 1 : s);
+}
+
+static void add_hit(wd_inj_result_t *r, uint16_t rule, wd_inj_layer_t layer, unsigned depth, float score)
+{
+    for (size_t i = 0; i < r->nhits; i++)
+        if (r->hits[i].rule == rule) {
+            if (score > r->hits[i].score) r->hits[i].score = score;
+            return;
+        }
+    if (r->nhits < WD_INJ_MAX_HITS)
+        r->hits[r->nhits++] = (wd_inj_hit_t){rule, (uint8_t)layer, (uint8_t)depth, score};
+}
+
+/* ---- decoders ----------------------------------------------------------------------------------- */
+
+static int b64val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+}
+
+static bool is_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+}
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Decoded bytes are worth scanning when they are text: valid UTF-8 with few control characters. */
+static bool looks_text(const unsigned char *p, size_t len)
+{
+    if (!len) return false;
+    size_t good = 0, i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (!n || i + n > len || (n == 2 && c < 0xC2)) return false;
+        for (size_t k = 1; k < n; k++)
+            if ((p[i + k] & 0xC0) != 0x80) return false;
+        if (n > 1 || (c >= 0x20 && c < 0x7F) || c == '\n' || c == '\r' || c == '\t') good++;
+        i += n;
+    }
+    size_t chars = 0;
+    for (i = 0; i < len; i++) chars += (p[i] & 0xC0) != 0x80;
+    return (double)good >= PRINTABLE_MIN * (double)chars;
+}
+
+/* Appends a decoded blob (if it is text) followed by '\n'; a blob cut short by the budget is kept
+ * up to its last whole character. Returns bytes appended or a negative code. */
+static long emit_blob(const unsigned char *p, size_t len, size_t *room, wd_buf_t *out)
+{
+    if (len > *room) {
+        len = *room;
+        while (len && (p[len] & 0xC0) == 0x80) len--; /* whole characters only */
+    }
+    if (!len || !looks_text(p, len)) return 0;
+    int rc = wd_buf_append(out, p, len);
+    if (!rc) rc = wd_buf_append(out, "\n", 1);
+    if (rc) return rc;
+    *room -= len;
+    return (long)len + 1;
+}
+
+static long decode_base64(const char *p, size_t len, size_t room, wd_buf_t *out)
+{
+    long total = 0;
+    unsigned char *tmp = NULL;
+    size_t i = 0;
+    while (i < len && room) {
+        if (b64val((unsigned char)p[i]) < 0 || (i && b64val((unsigned char)p[i - 1]) >= 0)) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        bool upper = false, lower = false, digit = false;
+        while (j < len && b64val((unsigned char)p[j]) >= 0) {
+            unsigned char c = (unsigned char)p[j];
+            upper |= c >= 'A' && c <= 'Z';
+            lower |= c >= 'a' && c <= 'z';
+            digit |= (c >= '0' && c <= '9') || c == '+' || c == '/';
+            j++;
+        }
+        size_t run = j - i;
+        /* plain words are runs too; base64 of text mixes cases and (almost always) digits or '+/' */
+        if (run >= MIN_B64_RUN && upper && lower && (digit || run >= 24)) {
+            size_t quads = run / 4, nbytes = quads * 3 + ((run % 4) >= 2 ? (run % 4) - 1 : 0);
+            unsigned char *t = realloc(tmp, nbytes ? nbytes : 1);
+            if (!t) {
+                free(tmp);
+                return WD_ENOMEM;
+            }
+            tmp = t;
+            size_t o = 0;
+            uint32_t acc = 0;
+            int bits = 0;
+            for (size_t k = i; k < j && o < nbytes; k++) {
+                acc = (acc << 6) | (uint32_t)b64val((unsigned char)p[k]);
+                bits += 6;
+                if (bits >= 8) {
+                    bits -= 8;
+                    tmp[o++] = (unsigned char)(acc >> bits);
+                }
+            }
+            long n = emit_blob(tmp, o, &room, out);
+            if (n < 0) {
+                free(tmp);
+                return n;
+            }
+            total += n;
+        }
+        i = j;
+    }
+    free(tmp);
+    return total;
+}
+
+/* Hex: "69676e6f7265...", "\x69\x67...", "0x69 0x67 ...", "69 67 6e ..." (separators: space, ':',
+ * ',' or '-'). At least MIN_HEX_BYTES bytes. */
+static long decode_hex(const char *p, size_t len, size_t room, wd_buf_t *out)
+{
+    long total = 0;
+    wd_buf_t tmp;
+    wd_buf_init(&tmp, 0);
+    size_t i = 0;
+    while (i < len && room) {
+        size_t j = i;
+        wd_buf_reset(&tmp);
+        /* the run must not start inside a word */
+        if (i && is_alnum((unsigned char)p[i - 1])) {
+            i++;
+            continue;
+        }
+        for (;;) {
+            size_t k = j;
+            if (k + 1 < len && p[k] == '\\' && p[k + 1] == 'x') k += 2;
+            else if (k + 1 < len && p[k] == '0' && (p[k + 1] == 'x' || p[k + 1] == 'X') && k + 3 < len &&
+                     hexval((unsigned char)p[k + 2]) >= 0 && hexval((unsigned char)p[k + 3]) >= 0)
+                k += 2;
+            if (k + 1 >= len + 0 || hexval((unsigned char)p[k]) < 0 || hexval((unsigned char)p[k + 1]) < 0) break;
+            unsigned char b = (unsigned char)(hexval((unsigned char)p[k]) << 4 | hexval((unsigned char)p[k + 1]));
+            if (wd_buf_append(&tmp, &b, 1)) {
+                wd_buf_free(&tmp);
+                return WD_ENOMEM;
+            }
+            j = k + 2;
+            if (j < len && (p[j] == ' ' || p[j] == ':' || p[j] == ',' || p[j] == '-') && j + 1 < len &&
+                (hexval((unsigned char)p[j + 1]) >= 0 || p[j + 1] == '\\' || p[j + 1] == '0'))
+                j++;
+        }
+        if (tmp.len >= MIN_HEX_BYTES) {
+            long n = emit_blob((const unsigned char *)tmp.data, tmp.len, &room, out);
+            if (n < 0) {
+                wd_buf_free(&tmp);
+                return n;
+            }
+            total += n;
+            i = j;
+        } else {
+            i = j > i ? j : i + 1;
+        }
+    }
+    wd_buf_free(&tmp);
+    return total;
+}
+
+/* URL-encoding: every whitespace-delimited token with at least MIN_URL_ESCAPES %XX escapes is decoded
+ * whole ('+' becomes a space, as in forms). */
+static long decode_url(const char *p, size_t len, size_t room, wd_buf_t *out)
+{
+    long total = 0;
+    wd_buf_t tmp;
+    wd_buf_init(&tmp, 0);
+    size_t i = 0;
+    while (i < len && room) {
+        while (i < len && (p[i] == ' ' || p[i] == '\n' || p[i] == '\t' || p[i] == '\r')) i++;
+        size_t j = i, esc = 0;
+        while (j < len && p[j] != ' ' && p[j] != '\n' && p[j] != '\t' && p[j] != '\r') {
+            if (p[j] == '%' && j + 2 < len && hexval((unsigned char)p[j + 1]) >= 0 && hexval((unsigned char)p[j + 2]) >= 0)
+                esc++;
+            j++;
+        }
+        if (esc >= MIN_URL_ESCAPES) {
+            wd_buf_reset(&tmp);
+            for (size_t k = i; k < j; k++) {
+                unsigned char b = (unsigned char)p[k];
+                if (b == '%' && k + 2 < j && hexval((unsigned char)p[k + 1]) >= 0 && hexval((unsigned char)p[k + 2]) >= 0) {
+                    b = (unsigned char)(hexval((unsigned char)p[k + 1]) << 4 | hexval((unsigned char)p[k + 2]));
+                    k += 2;
+                } else if (b == '+') {
+                    b = ' ';
+                }
+                if (wd_buf_append(&tmp, &b, 1)) {
+                    wd_buf_free(&tmp);
+                    return WD_ENOMEM;
+                }
+            }
+            long n = emit_blob((const unsigned char *)tmp.data, tmp.len, &room, out);
+            if (n < 0) {
+                wd_buf_free(&tmp);
+                return n;
+            }
+            total += n;
+        }
+        i = j;
+    }
+    wd_buf_free(&tmp);
+    return total;
+}
+
+static unsigned char rot13(unsigned char c)
+{
+    if (c >= 'a' && c <= 'z') return (unsigned char)('a' + (c - 'a' + 13) % 26);
+    if (c >= 'A' && c <= 'Z') return (unsigned char)('A' + (c - 'A' + 13) % 26);
+    return c;
+}
+
+/* Common English words: rot13 text has few of them and its rotation many. Checking this first keeps
+ * ordinary prose (nearly all input) from costing a second scan. */
+static bool common_word(const char *w, size_t n)
+{
+    static const char *const words[] = {"the", "and", "to", "of", "you", "your", "a", "is", "in", "that", "it",
+                                        "all", "for", "are", "this", "with", "not", "be", "on", "now", "what",
+                                        "ignore", "instructions", "previous", "prompt", "system", "tell", "me"};
+    for (size_t i = 0; i < WD_ARRAY_LEN(words); i++)
+        if (strlen(words[i]) == n && memcmp(words[i], w, n) == 0) return true;
+    return false;
+}
+
+static bool looks_rot13(const char *p, size_t len)
+{
+    size_t plain = 0, rot = 0, letters = 0;
+    char w[16], rw[16];
+    size_t n = 0;
+    for (size_t i = 0; i <= len; i++) {
+        unsigned char c = i < len ? (unsigned char)p[i] : ' ';
+        bool letter = (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+        if (letter) {
+            letters++;
+            if (n < sizeof w) {
+                w[n] = (char)(c | 0x20);
+                rw[n] = (char)rot13((unsigned char)(c | 0x20));
+            }
+            n++;
+            continue;
+        }
+        if (n && n <= sizeof w) {
+            plain += common_word(w, n);
+            rot += common_word(rw, n);
+        }
+        n = 0;
+    }
+    return letters >= MIN_ROT13_LETTERS && rot >= 2 && rot > plain;
+}
+
+static long decode_rot13(const char *p, size_t len, size_t room, wd_buf_t *out)
+{
+    if (!looks_rot13(p, len)) return 0;
+    size_t n = WD_MIN(len, room);
+    int rc = wd_buf_reserve(out, n);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++) out->data[out->len + i] = (char)rot13((unsigned char)p[i]);
+    out->len += n;
+    return (long)n;
+}
+
+/* U+E0000..U+E007F are F3 A0 80 80 .. F3 A0 81 BF; U+E0020..E007E carry printable ASCII. */
+static long decode_tags(const char *p, size_t len, size_t room, wd_buf_t *out)
+{
+    size_t start = out->len, found = 0;
+    for (size_t i = 0; i + 3 < len && out->len - start < room; i++) {
+        const unsigned char *u = (const unsigned char *)p + i;
+        if (u[0] != 0xF3 || u[1] != 0xA0 || (u[2] != 0x80 && u[2] != 0x81) || (u[3] & 0xC0) != 0x80) continue;
+        unsigned cp = ((unsigned)(u[2] & 0x3F) << 6) | (u[3] & 0x3F);
+        i += 3;
+        if (cp < 0x20 || cp > 0x7E) continue;
+        char c = (char)cp;
+        int rc = wd_buf_append(out, &c, 1);
+        if (rc) return rc;
+        found++;
+    }
+    if (found < MIN_TAG_CHARS) {
+        out->len = start;
+        return 0;
+    }
+    return (long)(out->len - start);
+}
+
+/* Length of an invisible or bidi control character at p (0 if none): U+00AD, U+180E, U+200B..U+200F,
+ * U+202A..U+202E, U+2060..U+2064, U+2066..U+2069, U+FEFF. */
+static size_t invisible_at(const unsigned char *p, size_t len)
+{
+    if (len >= 2 && p[0] == 0xC2 && p[1] == 0xAD) return 2;
+    if (len < 3) return 0;
+    if (p[0] == 0xE1 && p[1] == 0xA0 && p[2] == 0x8E) return 3;
+    if (p[0] == 0xE2 && p[1] == 0x80 && ((p[2] >= 0x8B && p[2] <= 0x8F) || (p[2] >= 0xAA && p[2] <= 0xAE))) return 3;
+    if (p[0] == 0xE2 && p[1] == 0x81 && ((p[2] >= 0xA0 && p[2] <= 0xA4) || (p[2] >= 0xA6 && p[2] <= 0xA9))) return 3;
+    if (p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) return 3;
+    return 0;
+}
+
+static long decode_stripped(const char *p, size_t len, size_t room, wd_buf_t *out)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    size_t removed = 0;
+    for (size_t i = 0; i < len; i++)
+        if (invisible_at(u + i, len - i)) {
+            removed++;
+            break;
+        }
+    if (!removed) return 0;
+    size_t start = out->len, copied = 0, i = 0;
+    while (i < len) {
+        size_t n = invisible_at(u + i, len - i);
+        if (!n) {
+            i++;
+            continue;
+        }
+        size_t take = WD_MIN(i - copied, room - (out->len - start));
+        int rc = wd_buf_append(out, p + copied, take);
+        if (rc) return rc;
+        i += n;
+        copied = i;
+        if (out->len - start >= room) break;
+    }
+    if (out->len - start < room) {
+        int rc = wd_buf_append(out, p + copied, WD_MIN(len - copied, room - (out->len - start)));
+        if (rc) return rc;
+    }
+    return (long)(out->len - start);
+}
+
+long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_out, wd_buf_t *out)
+{
+    if (!p || !len || !max_out) return 0;
+    switch (layer) {
+    case WD_INJ_BASE64: return decode_base64(p, len, max_out, out);
+    case WD_INJ_HEX: return decode_hex(p, len, max_out, out);
+    case WD_INJ_URL: return decode_url(p, len, max_out, out);
+    case WD_INJ_ROT13: return decode_rot13(p, len, max_out, out);
+    case WD_INJ_TAGS: return decode_tags(p, len, max_out, out);
+    case WD_INJ_STRIPPED: return decode_stripped(p, len, max_out, out);
+    default: return 0;
+    }
+}
+
+/* ---- screening ---------------------------------------------------------------------------------- */
+
+static void take(const wd_guard_db_t *db, const wd_findings_t *f, wd_inj_layer_t layer, unsigned depth,
+                 wd_inj_result_t *r)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        const wd_rule_t *rule = wd_guard_db_rule(db, f->v[i].rule);
+        if (wd_inj_rule(rule)) add_hit(r, f->v[i].rule, layer, depth, f->v[i].score);
+    }
+}
+
+/* Cheap pre-checks so a layer's decoder only runs where it can find something. */
+static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
+{
+    switch (l) {
+    case WD_INJ_URL: return memchr(p, '%', len) != NULL;
+    case WD_INJ_TAGS: return memchr(p, 0xF3, len) != NULL;
+    case WD_INJ_STRIPPED: return memchr(p, 0xE2, len) || memchr(p, 0xC2, len) || memchr(p, 0xEF, len) ||
+                                 memchr(p, 0xE1, len);
+    case WD_INJ_BASE64:
+    case WD_INJ_HEX: return len >= MIN_B64_RUN;
+    case WD_INJ_ROT13: return len >= MIN_ROT13_LETTERS;
+    default: return false;
+    }
+}
+
+static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len,
+                  const wd_findings_t *plain, wd_inj_layer_t layer, unsigned depth, wd_inj_result_t *r)
+{
+    int rc = WD_OK;
+    if (plain) {
+        take(db, plain, layer, depth, r);
+    } else {
+        wd_findings_t f;
+        wd_findings_init(&f);
+        rc = wd_guard_scan(db, s, text, len, 0.0f, &f);
+        if (!rc) take(db, &f, layer, depth, r);
+        wd_findings_free(&f);
+        if (rc) return rc;
+    }
+    if (depth >= WD_INJ_MAX_DEPTH) return WD_OK;
+    /* order: the cheap, targeted layers first so rot13 (whole texts) cannot starve them of budget */
+    static const wd_inj_layer_t order[] = {WD_INJ_TAGS, WD_INJ_STRIPPED, WD_INJ_BASE64, WD_INJ_HEX, WD_INJ_URL,
+                                           WD_INJ_ROT13};
+    wd_buf_t dec;
+    wd_buf_init(&dec, 0);
+    for (size_t k = 0; k < WD_ARRAY_LEN(order) && !rc; k++) {
+        wd_inj_layer_t l = order[k];
+        if (l == layer && (l == WD_INJ_ROT13 || l == WD_INJ_TAGS || l == WD_INJ_STRIPPED)) continue; /* idempotent */
+        if (!layer_possible(l, text, len)) continue;
+        size_t room = WD_INJ_DECODE_BUDGET - r->decoded_bytes;
+        if (!room) {
+            r->budget_exhausted = true;
+            break;
+        }
+        wd_buf_reset(&dec);
+        long n = wd_inj_decode(l, text, len, room, &dec);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (!n) continue;
+        r->decoded_bytes += dec.len > room ? room : dec.len;
+        if (r->decoded_bytes >= WD_INJ_DECODE_BUDGET) r->budget_exhausted = true;
+        r->layers_seen |= 1u << l;
+        rc = screen(db, s, dec.data, dec.len, NULL, l, depth + 1, r);
+    }
+    wd_buf_free(&dec);
+    return rc;
+}
+
+int wd_inj_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len,
+                const wd_findings_t *plain, wd_inj_result_t *r)
+{
+    if (!db || !s || !r || (!text && len)) return WD_EINVAL;
+    if (!len) return WD_OK;
+    return screen(db, s, text, len, plain, WD_INJ_PLAIN, 0, r);
+}
+
+size_t wd_inj_describe(const wd_guard_db_t *db, const wd_inj_result_t *r, char *buf, size_t cap)
+{
+    if (!cap) return 0;
+    buf[0] = 0;
+    size_t order[WD_INJ_MAX_HITS], n = r->nhits, used = 0;
+    for (size_t i = 0; i < n; i++) order[i] = i;
+    for (size_t i = 1; i < n; i++) /* insertion sort: a handful of hits */
+        for (size_t j = i; j > 0 && r->hits[order[j]].score > r->hits[order[j - 1]].score; j--) {
+            size_t t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (size_t i = 0; i < n; i++) {
+        const wd_inj_hit_t *h = &r->hits[order[i]];
+        const wd_rule_t *rule = wd_guard_db_rule(db, h->rule);
+        char item[128];
+        int m = h->layer == WD_INJ_PLAIN
+                    ? snprintf(item, sizeof item, "%s%s=%.2f", i ? "," : "", rule->id, (double)h->score)
+                    : snprintf(item, sizeof item, "%s%s[%s]=%.2f", i ? "," : "", rule->id,
+                               wd_inj_layer_name((wd_inj_layer_t)h->layer), (double)h->score);
+        if (m < 0 || used + (size_t)m >= cap) break; /* whole items only */
+        memcpy(buf + used, item, (size_t)m + 1);
+        used += (size_t)m;
+    }
+    return used;
+}

@@ -1,0 +1,81 @@
+/* guard/injection: prompt-injection and jailbreak screening of input text.
+ *
+ * The signatures are ordinary guard rules of class "injection" (rules/injection.yaml): instruction
+ * override and role-play templates, system-prompt extraction, delimiter and special-token injection,
+ * invisible and bidirectional Unicode. This module adds what a pattern alone cannot do:
+ *
+ *  - decoding layers: base64 (and base64url), hex, URL-encoding, rot13 and Unicode tag characters
+ *    (U+E0020..E007E "ASCII smuggling") are decoded, and text with zero-width characters is also
+ *    scanned with them removed; each decoded text is scanned again with the injection rules, to a
+ *    depth of 2 (a decoded text may be decoded once more) and at most WD_INJ_DECODE_BUDGET decoded
+ *    bytes per request (the budget is shared by all texts of one request through wd_inj_result_t);
+ *  - a score per request: 1 - prod(1 - s_r) over the distinct rules r that fired anywhere in the
+ *    request (in any text and any layer), s_r being the highest score rule r reached. Independent
+ *    weak signals add up; one strong signature decides alone.
+ *
+ * Knows nothing about HTTP, JSON or profiles: the gateway and `warden scan` feed it text and compare
+ * the score with a threshold. Results name rule indexes and layers, never matched text. */
+#ifndef WD_GUARD_INJECTION_H
+#define WD_GUARD_INJECTION_H
+
+#include "guard/guard.h"
+
+#define WD_INJ_CLASS "injection"
+#define WD_INJ_DECODE_BUDGET (64u * 1024u) /* decoded bytes per request, all layers together */
+#define WD_INJ_MAX_DEPTH 2
+#define WD_INJ_MAX_HITS 64 /* distinct rules counted per request; beyond that the score is ~1 anyway */
+
+typedef enum {
+    WD_INJ_PLAIN = 0, /* the text as sent */
+    WD_INJ_BASE64,
+    WD_INJ_HEX,
+    WD_INJ_URL,
+    WD_INJ_ROT13,
+    WD_INJ_TAGS,      /* Unicode tag characters mapped to ASCII */
+    WD_INJ_STRIPPED,  /* zero-width and bidi controls removed */
+    WD_INJ__LAYERS
+} wd_inj_layer_t;
+
+const char *wd_inj_layer_name(wd_inj_layer_t l); /* "plain", "base64", ... */
+
+typedef struct {
+    uint16_t rule;  /* index into the db's rules */
+    uint8_t layer;  /* wd_inj_layer_t of the first text the rule fired in */
+    uint8_t depth;  /* 0 = the text itself, 1 = decoded once, 2 = decoded twice */
+    float score;    /* the highest score the rule reached */
+} wd_inj_hit_t;
+
+/* Accumulates over every text of one request. Initialise with wd_inj_result_init. */
+typedef struct {
+    wd_inj_hit_t hits[WD_INJ_MAX_HITS];
+    size_t nhits;
+    size_t decoded_bytes;  /* budget used */
+    uint32_t layers_seen;  /* bit per wd_inj_layer_t that produced text to scan */
+    bool budget_exhausted; /* some candidate blob was not decoded */
+} wd_inj_result_t;
+
+void wd_inj_result_init(wd_inj_result_t *r);
+/* 1 - prod(1 - s_r): 0 when nothing fired. */
+float wd_inj_score(const wd_inj_result_t *r);
+/* True for rules the injection screen owns (class "injection"). */
+bool wd_inj_rule(const wd_rule_t *r);
+
+/* Screens one text and adds what fired to r. plain may hold the findings of a block scan of this very
+ * text made with min_score 0 (the gateway scans every string once for all guards); NULL means the
+ * text is scanned here. Findings of other classes are ignored. Returns WD_OK or a scan error
+ * (WD_E2BIG: findings limit, WD_ENOMEM); a blob that does not fit the decode budget is skipped and
+ * recorded in r->budget_exhausted, never an error. */
+int wd_inj_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len,
+                const wd_findings_t *plain, wd_inj_result_t *r);
+
+/* One decoding step, exposed for tests and `warden scan --explain`: appends the text the layer
+ * decodes from p (for base64/hex/url: the decoded blobs found in p, separated by '\n'; for rot13, tags
+ * and stripped: the whole transformed text) to out. Returns the number of bytes appended (0 when the
+ * layer finds nothing to decode), or a negative WD_E* code. At most max_out bytes are appended. */
+long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_out, wd_buf_t *out);
+
+/* "rule.id(layer)=0.90,..." in decreasing score (explain and event text; never matched text).
+ * Returns the length written (truncated to fit, always NUL-terminated when cap > 0). */
+size_t wd_inj_describe(const wd_guard_db_t *db, const wd_inj_result_t *r, char *buf, size_t cap);
+
+#endif
