@@ -1308,14 +1308,14 @@ static int load_key(scan_t *S, const char *path)
     return rc;
 }
 
-/* The deployment's key, as `warden serve` derives it from the state directory's master key (see
- * cmd_serve.c), so a file hashed here matches what the gateway sends upstream. */
+/* The deployment's key (derived from the state directory's master key by the store, as the gateway
+ * uses it), so a file hashed here matches what the gateway sends upstream. */
 static int deployment_key(scan_t *S)
 {
     char err[1024];
     wd_store_t *st = NULL;
     if (wd_store_open(S->cfg->state_dir, &st, err, sizeof err) != WD_OK) return fail(S, "%s", err);
-    crypto_kdf_derive_from_key(S->key, sizeof S->key, 4, "wdguardh", st->master);
+    memcpy(S->key, st->guard_hash_key, sizeof S->key);
     wd_store_close(st);
     S->have_key = true;
     return 0;

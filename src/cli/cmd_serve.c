@@ -24,7 +24,6 @@ typedef struct {
     wd_store_t *store;         /* NULL when auth.mode is none */
     wd_authdb_t *authdb;       /* current identity snapshot */
     wd_limiter_t *limiter;     /* rate limits, backend local */
-    uint8_t guard_hash_key[32]; /* the guard's keyed-hash action, derived from the master key */
     int64_t data_version;
     unsigned ticks;
     uint64_t drain_deadline;
@@ -237,7 +236,6 @@ static int serve(serve_t *s)
             wd_event_sink_close();
             return 1;
         }
-        crypto_kdf_derive_from_key(s->guard_hash_key, sizeof s->guard_hash_key, 4, "wdguardh", s->store->master);
     }
     if (s->authdb) {
         s->data_version = wd_store_data_version(s->store);
@@ -275,7 +273,7 @@ static int serve(serve_t *s)
             goto fail;
         }
         if (s->authdb) wd_gateway_set_authdb(w, s->authdb);
-        if (s->store) ((wd_gw_worker_t *)w->app)->guard_hash_key = s->guard_hash_key;
+        if (s->store) ((wd_gw_worker_t *)w->app)->guard_hash_key = s->store->guard_hash_key;
         if (strcmp(cfg->rate.backend, "local") != 0) {
             wd_gw_worker_t *g = w->app;
             char rerr[256];

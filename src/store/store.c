@@ -251,6 +251,7 @@ int wd_store_open(const char *dir, wd_store_t **out, char *err, size_t errlen)
         crypto_kdf_derive_from_key(s->key_hash_key, 32, 1, "wdapikey", s->master);
         crypto_kdf_derive_from_key(s->totp_key, 32, 2, "wdtotp__", s->master);
         crypto_kdf_derive_from_key(s->recovery_key, 32, 3, "wdrecov_", s->master);
+        crypto_kdf_derive_from_key(s->guard_hash_key, 32, 4, "wdguardh", s->master);
         char *db = path_join(dir, "warden.db");
         if (!db) rc = WD_ENOMEM;
         else if (access(db, F_OK) != 0)

@@ -20,6 +20,7 @@ typedef struct {
     uint8_t key_hash_key[32]; /* derived: API key hashing */
     uint8_t totp_key[32];     /* derived: sealing TOTP secrets */
     uint8_t recovery_key[32]; /* derived: hashing recovery codes */
+    uint8_t guard_hash_key[32]; /* derived: the guard's keyed-hash action (gateway and warden scan) */
 } wd_store_t;
 
 /* Creates the state directory and its files if missing. Returns WD_OK when it created anything,
