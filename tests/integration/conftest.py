@@ -77,7 +77,11 @@ class Sim(Proc):
     def __init__(self, tmp, *flags):
         self.port = free_port()
         super().__init__([WARDEN, "sim", "--listen", f"127.0.0.1:{self.port}", *flags], tmp, f"sim-{self.port}")
-        wait_port(self.port, self.proc)
+        try:
+            wait_port(self.port, self.proc)
+        except Exception:
+            self.stop()  # never leave a half-started child behind
+            raise
         self.url = f"http://127.0.0.1:{self.port}"
 
 
@@ -118,8 +122,13 @@ class Gateway(Proc):
         self.config_path.write_text(gateway_yaml(self.port, self.admin_port, upstream_port, self.audit_path, **kw))
         env = dict(os.environ, WARDEN_TEST_UPSTREAM_KEY=UPSTREAM_KEY)
         super().__init__([WARDEN, "serve", "-c", str(self.config_path)], tmp, f"warden-{self.port}", env=env)
-        wait_port(self.port, self.proc)
-        wait_port(self.admin_port, self.proc)
+        try:
+            # rules compile at start (seconds under sanitizers on a busy machine)
+            wait_port(self.port, self.proc, timeout=60)
+            wait_port(self.admin_port, self.proc, timeout=60)
+        except Exception:
+            self.stop()
+            raise
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
 
