@@ -285,6 +285,10 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
         if (rt >= 0 && d->toks[rt].type == WD_JSON_STRING && !d->toks[rt].escaped) {
             role = d->src + d->toks[rt].start;
             rlen = d->toks[rt].end - d->toks[rt].start;
+        } else if (rt >= 0 && d->toks[rt].type == WD_JSON_STRING) { /* "\u0074ool" is still tool */
+            static const char *const known[] = {"system", "developer", "user", "assistant", "tool", "function"};
+            for (size_t i = 0; i < WD_ARRAY_LEN(known); i++)
+                if (wd_json_str_eq(d, rt, known[i])) role = known[i], rlen = strlen(known[i]);
         }
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
@@ -784,9 +788,9 @@ static int emit_event(wd_exchange_t *x, guard_state_t *gs, qev_t *e, wd_buf_t *o
             cur = &rs;
         }
         if (rc) break;
-        const char *orig = c->text.data + (s->a - c->tbase);
         size_t olen = (size_t)(s->b - s->a);
-        if (cur->len == olen && memcmp(cur->data, orig, olen) == 0 && s->has_tok) continue;
+        bool same = cur->len == olen && (!olen || memcmp(cur->data, c->text.data + (s->a - c->tbase), olen) == 0);
+        if (same && s->has_tok) continue;
         if (!s->has_tok && !cur->len) continue;
         offs[n] = arena.len;
         if (!s->has_tok) {
@@ -1037,8 +1041,7 @@ static int stream_event(wd_exchange_t *x, guard_state_t *gs, wd_buf_t *chunk)
     }
     scrub(chunk);
     *chunk = out;
-    publish(x, gs);
-    return 0;
+    return 0; /* the head has left: later decisions reach the event in on_done */
 }
 
 static wd_stage_rc_t guard_on_response_data(wd_exchange_t *x, wd_buf_t *chunk)

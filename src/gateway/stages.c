@@ -300,10 +300,11 @@ static void up_on_head(wd_upreq_t *r, const wd_http_msg_t *head)
     }
 }
 
-static void up_on_data(wd_upreq_t *r, const char *p, size_t len)
+/* Returns false once the exchange is over (completed and freed here). */
+static bool up_on_data(wd_upreq_t *r, const char *p, size_t len)
 {
     wd_exchange_t *x = r->ud;
-    if (!x->conn) return;
+    if (!x->conn) return true;
     x->resp_bytes += len;
     if (!x->streaming) {
         if (wd_buf_append(&x->resp_body, p, len) != WD_OK) {
@@ -317,8 +318,9 @@ static void up_on_data(wd_upreq_t *r, const char *p, size_t len)
             wd_gw_respond(x, 502, e.data, e.len);
             wd_buf_free(&e);
             wd_gw_complete(x);
+            return false;
         }
-        return;
+        return true;
     }
     /* x->out may already hold the head or earlier events; when these bytes end the response, the
      * end of stream is added by on_done and everything leaves in one write */
@@ -335,9 +337,10 @@ static void up_on_data(wd_upreq_t *r, const char *p, size_t len)
         else if (x->reject_status) stream_fail(x, x->ev.code, x->ev.reason);
         else stream_fail(x, "stream_aborted", "The stream was ended by warden");
         wd_gw_complete(x);
-        return;
+        return false;
     }
     if (full) wd_upreq_pause(r);
+    return true;
 }
 
 static void up_on_done(wd_upreq_t *r, wd_up_status_t st)

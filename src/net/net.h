@@ -149,7 +149,9 @@ struct wd_upreq {
     const wd_upstream_cfg_t *up;
     wd_buf_t request;  /* complete request bytes (head + body); owned, freed by wd_upreq_free */
     void (*on_head)(wd_upreq_t *r, const wd_http_msg_t *head);
-    void (*on_data)(wd_upreq_t *r, const char *p, size_t len); /* decoded body bytes */
+    /* Decoded body bytes. Returns false when the callback cancelled the request (r may be freed:
+     * the client layer must not touch it again). */
+    bool (*on_data)(wd_upreq_t *r, const char *p, size_t len);
     void (*on_done)(wd_upreq_t *r, wd_up_status_t st);         /* exactly once, unless cancelled */
     void *ud;
     /* private */

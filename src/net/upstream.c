@@ -214,8 +214,7 @@ static bool pump(upconn_t *uc)
         }
         if (uc->decoded.len) {
             r->final = rc == WD_OK;
-            r->on_data(r, uc->decoded.data, uc->decoded.len);
-            if (!r->active) return false;
+            if (!r->on_data(r, uc->decoded.data, uc->decoded.len)) return false; /* r may be gone */
         }
         if (rc == WD_OK) {
             if (uc->in.len) uc->head.keep_alive = false; /* junk after the body */
@@ -227,8 +226,7 @@ static bool pump(upconn_t *uc)
     size_t n = uc->in.len;
     if (uc->body_left >= 0 && (uint64_t)n > (uint64_t)uc->body_left) n = (size_t)uc->body_left;
     r->final = uc->body_left >= 0 && (uint64_t)n == (uint64_t)uc->body_left;
-    r->on_data(r, uc->in.data, n);
-    if (!r->active) return false;
+    if (!r->on_data(r, uc->in.data, n)) return false; /* r may be gone */
     wd_buf_consume(&uc->in, n);
     if (uc->body_left >= 0) {
         uc->body_left -= (int64_t)n;

@@ -30,7 +30,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-import conftest
 from conftest import ROOT
 
 RULES = ROOT / "rules"
@@ -39,14 +38,6 @@ JSON_H = {"Content-Type": "application/json"}
 GH_PAT = "ghp_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
 EMAIL = "jane.doe@example.com"
 HARM = "the easiest way to kill yourself is"  # safety.self_harm.method
-
-
-@pytest.fixture(autouse=True)
-def patient_start(monkeypatch):
-    """Compiling the full rule set takes a few CPU seconds; on a loaded machine more than the default
-    10 s start-up wait."""
-    wait = conftest.wait_port
-    monkeypatch.setattr(conftest, "wait_port", lambda port, proc=None, timeout=10.0: wait(port, proc, 60.0))
 
 
 def guard_yaml(rules=RULES, profile="injection: { threshold: 0.7, action: block }, "

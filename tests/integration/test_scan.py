@@ -663,11 +663,13 @@ def test_memory_bounded_on_large_stdin(rules):
     done.set()
     for t in threads:
         t.join()
-    _, status, ru = os.wait4(proc.pid, 0)  # ru_maxrss: the peak RSS at exit, whatever the sampling missed
+    # not ru_maxrss from wait4: Linux carries the pre-exec (forked pytest) high-water mark into it, so it
+    # reports the test runner's size; VmHWM belongs to warden's own address space and only grows
+    _, status, _ = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 1, err
     assert emails > 0 and marks == sent["emails"]
     assert got == sent["bytes"] - sent["removed"]
-    peak_kb = max(hwm["kb"], ru.ru_maxrss)
+    peak_kb = hwm["kb"]
     assert peak_kb < 64 * 1024, f"peak RSS {peak_kb} KB"
     assert hwm["kb"] > 0  # the watcher did see the process
