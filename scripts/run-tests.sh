@@ -31,10 +31,15 @@ run_unit() {
 }
 
 run_pytest() {
-  local b=$1 out=$log/pytest-$(basename "$1")
-  echo "== integration tests ($b)"
+  local b=$1 out=$log/pytest-$(basename "$1") skip=()
+  # Under the sanitizers every gateway start compiles the full rule set ~5x slower (Vectorscan's
+  # allocations go through ASan); the content-safety file starts many such gateways, so it runs in
+  # the release pass only. The guard engine, rewriting and injection code still run under ASan in
+  # the unit tests, test_guard.py and test_scan.py.
+  [[ $b == *asan* ]] && skip=(--ignore=tests/integration/test_safety.py)
+  echo "== integration tests ($b)${skip:+ (without test_safety.py)}"
   WARDEN_BIN="$root/$b/warden" /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfE tests/integration \
-    >"$out" 2>&1
+    "${skip[@]}" >"$out" 2>&1
   local rc=$?
   tail -25 "$out"
   local ok fail err
