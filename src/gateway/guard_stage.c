@@ -471,23 +471,6 @@ static wd_json_tok_t *parse_json(const char *p, size_t len, wd_json_tok_t *stack
     return toks;
 }
 
-static void out_tally_add(guard_state_t *gs, uint16_t rule, wd_action_t a)
-{
-    wd_guard_tally_t *t = &gs->out_tally;
-    if (a == WD_ACT_BLOCK && t->blocked_rule < 0) t->blocked_rule = rule;
-    for (size_t i = 0; i < t->n; i++)
-        if (t->v[i].rule == rule && t->v[i].action == a) {
-            t->v[i].count++;
-            return;
-        }
-    if (t->n < WD_ARRAY_LEN(t->v)) {
-        t->v[t->n].rule = rule;
-        t->v[t->n].action = a;
-        t->v[t->n].count = 1;
-        t->n++;
-    }
-}
-
 /* ---- non-streamed answers --------------------------------------------------------------------------- */
 
 #define MAX_BODY_EDITS 256
@@ -526,7 +509,7 @@ static int body_token(body_t *b, int tok, bool filter, bool restore)
             rc = wd_guard_rewrite(cfg->guard_db, b->text.data, b->text.len, &b->f, &o, &t, &b->mid);
             for (size_t i = 0; i < t.n; i++) /* merge into the answer's tally */
                 for (uint32_t k = 0; t.v[i].action != WD_ACT_ALLOW && k < t.v[i].count; k++)
-                    out_tally_add(b->gs, t.v[i].rule, t.v[i].action);
+                    wd_guard_tally_add(&b->gs->out_tally, t.v[i].rule, t.v[i].action);
             if (t.blocked_rule >= 0 && b->blocked < 0) b->blocked = t.blocked_rule;
             cur = &b->mid;
         }
@@ -649,7 +632,7 @@ static int take_findings(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const w
         wd_action_t a = out_action_for(gs, r);
         if (a == WD_ACT_ALLOW) continue;
         if (a == WD_ACT_PSEUDO) a = WD_ACT_REDACT;
-        out_tally_add(gs, f->v[i].rule, a);
+        wd_guard_tally_add(&gs->out_tally, f->v[i].rule, a);
         if (a == WD_ACT_BLOCK) {
             if (*blocked < 0) *blocked = f->v[i].rule;
             continue;

@@ -153,7 +153,7 @@ void wd_guard_tally_init(wd_guard_tally_t *t)
     t->blocked_rule = -1;
 }
 
-static void tally(wd_guard_tally_t *t, uint16_t rule, wd_action_t a)
+void wd_guard_tally_add(wd_guard_tally_t *t, uint16_t rule, wd_action_t a)
 {
     if (!t) return;
     if (a == WD_ACT_BLOCK && t->blocked_rule < 0) t->blocked_rule = rule;
@@ -219,7 +219,7 @@ int wd_guard_rewrite(const wd_guard_db_t *db, const char *text, size_t len, cons
         if (s >= e) continue;
         const wd_rule_t *r = wd_guard_db_rule(db, f->v[i].rule);
         wd_action_t a = o->action ? o->action(o->ud, r) : WD_ACT_REDACT;
-        tally(t, f->v[i].rule, a);
+        wd_guard_tally_add(t, f->v[i].rule, a);
         if (a == WD_ACT_ALLOW || a == WD_ACT_FLAG || a == WD_ACT_BLOCK) continue;
         int rc = wd_buf_append(out, text + copied, s - copied);
         if (!rc) rc = replace(r, a, text + s, e - s, o, out);

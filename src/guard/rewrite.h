@@ -66,6 +66,8 @@ typedef struct {
 } wd_guard_tally_t;
 
 void wd_guard_tally_init(wd_guard_tally_t *t);
+/* Counts one finding of rule acted on with a (a block also sets blocked_rule). */
+void wd_guard_tally_add(wd_guard_tally_t *t, uint16_t rule, wd_action_t a);
 
 /* Applies the actions to the findings of text and appends the result to out. Findings must be sorted
  * and non-overlapping (as wd_guard_scan returns them). A block finding is tallied (blocked_rule) and
