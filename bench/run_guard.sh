@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Guard engine benchmark (make bench-guard): builds guard_bench (meson, tests on) and runs it on one
-# core over the full default rule set (rules/*.yaml), then appends a dated table to bench/RESULTS.md
-# next to LLM Guard's published figure. Usage:
+# core over the full default rule set (rules/*.yaml); then, in the same run, bench/stream_guard.sh
+# measures the output filter on streamed answers through the gateway (two `warden serve`, filter on
+# and off, interleaved wrk rounds and a latency client; about 75 s). Appends one dated section with
+# both tables to bench/RESULTS.md. Usage:
 #
 #   bash bench/run_guard.sh [BUILD_DIR]        (default: build)
 #
 # Knobs (environment): GUARD_BENCH_SECS (CPU seconds per run, default 0.5), GUARD_BENCH_REPS (runs
 # per figure, the median is reported; default 5), GUARD_BENCH_CPU (core to pin to, default the last
 # one), BENCH_RESULTS (file to append to, default bench/RESULTS.md; "-" for none), GUARD_BENCH_RULES
-# (rules directory, default rules). Extra analysis, not recorded:
+# (rules directory, default rules), GUARD_BENCH_STREAM (0: skip the streamed-output part; default 1;
+# its own knobs, SG_*, are described in bench/stream_guard.sh). Extra analysis, not recorded:
 #   build/tests/unit/guard/guard_bench --per-file | --per-rule | --leave-one-out pii.
 set -Eeuo pipefail
 
@@ -21,6 +24,8 @@ RULES=${GUARD_BENCH_RULES:-rules}
 RESULTS=${BENCH_RESULTS:-$root/bench/RESULTS.md}
 ncpu=$(nproc)
 CPU=${GUARD_BENCH_CPU:-$((ncpu - 1))}
+STREAM=${GUARD_BENCH_STREAM:-1}
+[[ $STREAM == 0 || $STREAM == 1 ]] || { echo "run_guard: GUARD_BENCH_STREAM must be 0 or 1" >&2; exit 2; }
 
 cd "$root"
 if [ ! -f "$BUILD/build.ninja" ]; then
@@ -30,7 +35,7 @@ if [ "$(meson introspect "$BUILD" --buildoptions | /usr/bin/python3 -c 'import j
     echo "run_guard: $BUILD is configured with -Dtests=false; guard_bench is built only with tests on" >&2
     exit 2
 fi
-ninja -C "$BUILD" tests/unit/guard/guard_bench >/dev/null
+ninja -C "$BUILD" tests/unit/guard/guard_bench warden >/dev/null
 bin="$BUILD/tests/unit/guard/guard_bench"
 buildtype=$(meson introspect "$BUILD" --buildoptions | /usr/bin/python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]=="buildtype"][0])')
 
@@ -39,12 +44,20 @@ if command -v taskset >/dev/null; then pin=(taskset -c "$CPU"); fi
 cmd=("${pin[@]}" "$bin" --rules "$RULES" --secs "$SECS" --reps "$REPS" --markdown)
 echo "running: ${cmd[*]}" >&2
 table=$("${cmd[@]}")
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# The streamed-output part: after the microbenchmark, never at the same time (both use the CPUs).
+stream=
+if [[ $STREAM == 1 ]]; then
+    load_stream=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo "running: bash bench/stream_guard.sh $BUILD/warden (load average $load_stream)" >&2
+    stream=$(SG_RULES=$RULES bash "$here/stream_guard.sh" "$BUILD/warden")
+fi
 
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 hs_ver=$(dpkg-query -W -f='${Version}' libvectorscan5 2>/dev/null || echo '?')
 pcre_ver=$(dpkg-query -W -f='${Version}' libpcre2-8-0 2>/dev/null || echo '?')
 cc_ver=$(cc --version | head -1)
-load=$(cut -d' ' -f1-3 /proc/loadavg)
 nfiles=$(ls "$RULES"/*.yaml | wc -l)
 
 section=$(cat <<EOF
@@ -65,6 +78,10 @@ synthetic PII-dense text (a finding about every 40 bytes). Targets (issue 4): >=
 $table
 EOF
 )
+if [[ -n $stream ]]; then
+    section+=$(printf '\n\n### Streamed output through the gateway (same run)\n\nLoad average before this part: %s.\n%s' \
+        "$load_stream" "$stream")
+fi
 echo "$section"
 if [ "$RESULTS" != "-" ]; then
     printf '%s\n' "$section" >>"$RESULTS"

@@ -19,11 +19,14 @@ import OpenAI, {
   BadRequestError,
   InternalServerError,
   NotFoundError,
+  PermissionDeniedError,
+  AuthenticationError,
 } from 'openai';
+import { execFileSync } from 'node:child_process';
 import { WARDEN, children, freePort, start, tail, describeChild, waitPort, stop } from './harness.mjs';
 
 const UPSTREAM_KEY = 'sim-upstream-key-compat-7e21a9'; // only warden and the sim know it
-const CLIENT_KEY = 'sk-client-key-not-for-upstream';
+let CLIENT_KEY; // a real warden API key, created in before()
 const PROMPT = 'the quick brown fox jumps over the lazy dog';
 const REQ_ID = 'x-warden-request-id';
 
@@ -50,14 +53,19 @@ before(async () => {
   await Promise.all([waitPort(simPort, sim), waitPort(brokenPort, broken)]);
 
   const cfg = path.join(tmp, 'warden.yaml');
+  const state = path.join(tmp, 'state');
+  execFileSync(WARDEN, ['init', '--state-dir', state], { stdio: 'ignore' });
   fs.writeFileSync(cfg, [
     `listen: 127.0.0.1:${listenPort}`,
     `admin: { address: 127.0.0.1:${adminPort} }`,
     'workers: 2',
     'log_level: info',
-    // Open gateway: this suite checks protocol compatibility. Client authentication (API keys sent
-    // by the SDK as Authorization: Bearer) belongs here too once `warden init` / keys exist.
-    'auth: { mode: none }',
+    // The SDK sends its apiKey as Authorization: Bearer: a real warden key of a role granting the
+    // models this suite uses.
+    `state_dir: ${state}`,
+    'auth: { mode: required }',
+    'roles:',
+    '  app: { models: ["gpt-*", text-embedding-3-small, flaky-stream, offline], endpoints: [chat, completions, embeddings, models] }',
     'upstreams:',
     `  - { name: sim, url: http://127.0.0.1:${simPort}/v1, api_key_env: COMPAT_UPSTREAM_KEY }`,
     `  - { name: broken, url: http://127.0.0.1:${brokenPort}/v1, api_key_env: COMPAT_UPSTREAM_KEY }`,
@@ -71,7 +79,10 @@ before(async () => {
     '',
   ].join('\n'));
 
-  gw = start('warden', ['serve', '-c', cfg], tmp, { ...process.env, COMPAT_UPSTREAM_KEY: UPSTREAM_KEY });
+  const env = { ...process.env, COMPAT_UPSTREAM_KEY: UPSTREAM_KEY };
+  CLIENT_KEY = execFileSync(WARDEN, ['key', 'create', '-c', cfg, '--name', 'compat', '--role', 'app', '--quiet'],
+    { env }).toString().trim();
+  gw = start('warden', ['serve', '-c', cfg], tmp, env);
   await Promise.all([waitPort(listenPort, gw), waitPort(adminPort, gw)]);
 
   baseURL = `http://127.0.0.1:${listenPort}/v1`;
@@ -249,13 +260,33 @@ describe('other endpoints', () => {
 });
 
 describe('error mapping', () => {
-  test('unknown model -> NotFoundError 404 model_not_found', async () => {
-    await assert.rejects(client.chat.completions.create(chatParams({ model: 'no-such-model' })), (err) => {
+  test('unknown model inside the role\'s namespace (gpt-*) -> NotFoundError 404 model_not_found', async () => {
+    await assert.rejects(client.chat.completions.create(chatParams({ model: 'gpt-no-such-model' })), (err) => {
       assert.ok(err instanceof NotFoundError, `expected NotFoundError, got ${err?.constructor?.name}: ${err}`);
       assert.equal(err.status, 404);
       assert.equal(err.code, 'model_not_found');
       assert.equal(err.param, 'model');
       reqId(err.headers);
+      return true;
+    });
+  });
+
+  test('model outside the role -> PermissionDeniedError 403 model_not_permitted (no existence leak)', async () => {
+    await assert.rejects(client.chat.completions.create(chatParams({ model: 'no-such-model' })), (err) => {
+      assert.ok(err instanceof PermissionDeniedError, `expected PermissionDeniedError, got ${err?.constructor?.name}: ${err}`);
+      assert.equal(err.status, 403);
+      assert.equal(err.code, 'model_not_permitted');
+      reqId(err.headers);
+      return true;
+    });
+  });
+
+  test('a wrong API key -> AuthenticationError 401 invalid_api_key', async () => {
+    const bad = new OpenAI({ apiKey: 'wdk_000000000000_' + 'a'.repeat(49), baseURL, maxRetries: 0 });
+    await assert.rejects(bad.models.list(), (err) => {
+      assert.ok(err instanceof AuthenticationError, `expected AuthenticationError, got ${err?.constructor?.name}: ${err}`);
+      assert.equal(err.status, 401);
+      assert.equal(err.code, 'invalid_api_key');
       return true;
     });
   });
