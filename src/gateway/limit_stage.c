@@ -101,33 +101,66 @@ static int64_t estimate_tokens(wd_exchange_t *x)
     return x->prompt_estimate + completion;
 }
 
-static void fmt_duration(int64_t ms, char out[24])
+/* Appends a decimal number (no printf: these headers go out with every limited response). */
+static void put_u64(wd_buf_t *b, uint64_t v)
 {
-    if (ms < 0) ms = 0;
-    if (ms < 1000) snprintf(out, 24, "%lldms", (long long)ms);
-    else if (ms < 60000) snprintf(out, 24, "%.3gs", (double)ms / 1000.0);
-    else snprintf(out, 24, "%lldm%llds", (long long)(ms / 60000), (long long)(ms % 60000 / 1000));
+    char t[24];
+    size_t n = 0;
+    do {
+        t[sizeof t - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    wd_buf_append(b, t + sizeof t - n, n);
 }
+
+/* OpenAI's duration style: "250ms", "1.5s", "6m0s". */
+static void put_duration(wd_buf_t *b, int64_t ms)
+{
+    uint64_t m = ms < 0 ? 0 : (uint64_t)ms;
+    if (m < 1000) {
+        put_u64(b, m);
+        wd_buf_append(b, "ms", 2);
+    } else if (m < 60000) {
+        put_u64(b, m / 1000);
+        uint64_t frac = m % 1000;
+        if (frac) {
+            char f[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10)};
+            size_t n = 4;
+            while (f[n - 1] == '0') n--;
+            wd_buf_append(b, f, n);
+        }
+        wd_buf_append(b, "s", 1);
+    } else {
+        put_u64(b, m / 60000);
+        wd_buf_append(b, "m", 1);
+        put_u64(b, m % 60000 / 1000);
+        wd_buf_append(b, "s", 1);
+    }
+}
+
+static void put_header(wd_buf_t *b, const char *name, size_t nlen, int64_t v, bool duration)
+{
+    wd_buf_append(b, name, nlen);
+    if (duration) put_duration(b, v);
+    else put_u64(b, v < 0 ? 0 : (uint64_t)v);
+    wd_buf_append(b, "\r\n", 2);
+}
+
+#define HDR(b, lit, v, dur) put_header((b), lit, sizeof lit - 1, (v), (dur))
 
 /* OpenAI's rate-limit headers, so SDK retry logic and dashboards work unchanged. */
 static void add_headers(wd_exchange_t *x, const wd_limit_decision_t *d)
 {
-    char v[32];
+    wd_buf_t *b = &x->resp_headers;
     if (d->limit_requests >= 0) {
-        snprintf(v, sizeof v, "%lld", (long long)d->limit_requests);
-        wd_exchange_add_header(x, "x-ratelimit-limit-requests", v);
-        snprintf(v, sizeof v, "%lld", (long long)WD_MAX(d->remaining_requests, 0));
-        wd_exchange_add_header(x, "x-ratelimit-remaining-requests", v);
-        fmt_duration(d->reset_requests_ms, v);
-        wd_exchange_add_header(x, "x-ratelimit-reset-requests", v);
+        HDR(b, "x-ratelimit-limit-requests: ", d->limit_requests, false);
+        HDR(b, "x-ratelimit-remaining-requests: ", d->remaining_requests, false);
+        HDR(b, "x-ratelimit-reset-requests: ", d->reset_requests_ms, true);
     }
     if (d->limit_tokens >= 0) {
-        snprintf(v, sizeof v, "%lld", (long long)d->limit_tokens);
-        wd_exchange_add_header(x, "x-ratelimit-limit-tokens", v);
-        snprintf(v, sizeof v, "%lld", (long long)WD_MAX(d->remaining_tokens, 0));
-        wd_exchange_add_header(x, "x-ratelimit-remaining-tokens", v);
-        fmt_duration(d->reset_tokens_ms, v);
-        wd_exchange_add_header(x, "x-ratelimit-reset-tokens", v);
+        HDR(b, "x-ratelimit-limit-tokens: ", d->limit_tokens, false);
+        HDR(b, "x-ratelimit-remaining-tokens: ", d->remaining_tokens, false);
+        HDR(b, "x-ratelimit-reset-tokens: ", d->reset_tokens_ms, true);
     }
 }
 
