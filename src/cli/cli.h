@@ -72,7 +72,8 @@ typedef struct {
 } wd_cli_opt_t;
 
 /* Parses argv[0..argc) (after the subcommand words) into opts and positional arguments. Returns 0, or
- * prints one line and returns WD_EXIT_USAGE. "--" ends options. */
+ * prints one line and returns WD_EXIT_USAGE. "--" ends options. Also sets c->state_dir_opt and
+ * c->config_path from --state-dir and -c/--config when opts has them. */
 int wd_cli_parse(wd_cli_t *c, int argc, char **argv, wd_cli_opt_t *opts, size_t nopts, const char **pos,
                  size_t maxpos, size_t *npos);
 /* The option named `name` in opts (NULL if absent from the table). */

@@ -87,6 +87,9 @@ int wd_cli_parse(wd_cli_t *c, int argc, char **argv, wd_cli_opt_t *opts, size_t 
             return wd_cli_fail(c, WD_EXIT_USAGE, "option --%s given more than %d times", o->name, WD_CLI_MAX_VALS);
         o->vals[o->n++] = o->arg ? val : "";
     }
+    /* the options every identity command shares, in one place */
+    c->state_dir_opt = wd_cli_val(opts, nopts, "state-dir");
+    c->config_path = wd_cli_val(opts, nopts, "config");
     return WD_EXIT_OK;
 }
 

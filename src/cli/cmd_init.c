@@ -34,8 +34,6 @@ int wd_cmd_init(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    c.state_dir_opt = wd_cli_val(o, WD_ARRAY_LEN(o), "state-dir");
-    c.config_path = wd_cli_val(o, WD_ARRAY_LEN(o), "config");
     if ((rc = wd_cli_begin(&c, false, true))) goto out;
 
     const char *dir = c.state_dir;

@@ -181,8 +181,6 @@ static int key_create(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    c.state_dir_opt = wd_cli_val(o, no, "state-dir");
-    c.config_path = wd_cli_val(o, no, "config");
     const char *name = wd_cli_val(o, no, "name"), *ttl = wd_cli_val(o, no, "ttl");
     wd_cli_opt_t *roles = wd_cli_opt(o, no, "role"), *ips = wd_cli_opt(o, no, "ip");
     if (!name) return wd_cli_fail(&c, WD_EXIT_USAGE, "--name is required");
@@ -300,8 +298,6 @@ static int key_list(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    c.state_dir_opt = wd_cli_val(o, no, "state-dir");
-    c.config_path = wd_cli_val(o, no, "config");
     if ((rc = wd_cli_begin(&c, true, false))) goto out;
     list_t l = {.now = wd_cli_now(), .arr = wd_cli_flag(o, no, "json") ? json_array() : NULL};
     wd_cli_table_init(&l.t, 7);
@@ -333,8 +329,6 @@ static int parse_one(wd_cli_t *c, int argc, char **argv, wd_cli_opt_t *o, size_t
     if (!valid_id(pos[0]))
         return wd_cli_fail(c, WD_EXIT_USAGE, "'%s' is not a key id (12 letters and digits, as in warden key list)",
                            pos[0]);
-    c->state_dir_opt = wd_cli_val(o, no, "state-dir");
-    c->config_path = wd_cli_val(o, no, "config");
     *id = pos[0];
     return WD_EXIT_OK;
 }

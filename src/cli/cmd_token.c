@@ -95,8 +95,6 @@ static int token_issue(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    c.state_dir_opt = wd_cli_val(o, no, "state-dir");
-    c.config_path = wd_cli_val(o, no, "config");
     const char *id = wd_cli_val(o, no, "key-id"), *ttl = wd_cli_val(o, no, "ttl");
     if (!id) return wd_cli_fail(&c, WD_EXIT_USAGE, "--key-id is required");
     if (!valid_chars(id, WD_APIKEY_ID_LEN, WD_APIKEY_ID_LEN, false))
@@ -230,8 +228,6 @@ static int token_revoke(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    c.state_dir_opt = wd_cli_val(o, no, "state-dir");
-    c.config_path = wd_cli_val(o, no, "config");
     if (npos != 1) return wd_cli_fail(&c, WD_EXIT_USAGE, "expects one token id (the jti claim)");
     const char *jti = pos[0];
     if (!valid_chars(jti, 1, 47, true))

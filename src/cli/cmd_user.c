@@ -187,8 +187,6 @@ static int parse_user(wd_cli_t *c, int argc, char **argv, wd_cli_opt_t *o, size_
     }
     if (npos != 1) return wd_cli_fail(c, WD_EXIT_USAGE, "expects one user name");
     if ((rc = check_user_name(c, pos[0]))) return rc;
-    c->state_dir_opt = wd_cli_val(o, no, "state-dir");
-    c->config_path = wd_cli_val(o, no, "config");
     *name = pos[0];
     return WD_EXIT_OK;
 }
@@ -356,8 +354,6 @@ static int user_list(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    c.state_dir_opt = wd_cli_val(o, no, "state-dir");
-    c.config_path = wd_cli_val(o, no, "config");
     if ((rc = wd_cli_begin(&c, true, false))) goto out;
     ulist_t l = {.now = wd_cli_now(), .arr = wd_cli_flag(o, no, "json") ? json_array() : NULL};
     wd_cli_table_init(&l.t, 5);
