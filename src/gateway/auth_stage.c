@@ -361,11 +361,7 @@ static void login_after(uv_work_t *req, int status)
         } else {
             if (l->retry_after) snprintf(x->retry_after, sizeof x->retry_after, "%lld", (long long)l->retry_after);
             wd_exchange_reject(x, l->status, l->code, l->reason, "login");
-            wd_buf_t e;
-            wd_buf_init(&e, 0);
-            wd_gw_error_json(&e, x->reject_type, l->code, l->reason, NULL);
-            wd_gw_respond(x, l->status, e.data, e.len);
-            wd_buf_free(&e);
+            wd_gw_send_rejection(x);
         }
     }
     if (l->token.data) sodium_memzero(l->token.data, l->token.len);

@@ -142,7 +142,7 @@ int wd_exchange_add_header(wd_exchange_t *x, const char *name, const char *value
 }
 
 /* Writes the recorded rejection as the response (before anything else was sent). */
-static void send_rejection(wd_exchange_t *x)
+void wd_gw_send_rejection(wd_exchange_t *x)
 {
     wd_buf_t body;
     wd_buf_init(&body, 0);
@@ -155,7 +155,7 @@ static void send_rejection(wd_exchange_t *x)
 
 void wd_gw_reject_now(wd_exchange_t *x)
 {
-    send_rejection(x);
+    wd_gw_send_rejection(x);
     wd_gw_complete(x);
 }
 
@@ -302,7 +302,7 @@ static void on_request(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body)
                      req->method_str.p, (int)WD_MIN(req->path.len, 120), req->path.p);
             wd_exchange_reject(x, 404, "unknown_url", msg, NULL);
         }
-        send_rejection(x);
+        wd_gw_send_rejection(x);
         wd_gw_complete(x);
         return;
     }
@@ -367,7 +367,7 @@ static void on_bad_request(wd_conn_t *c, int status, const char *reason)
                        : status == 414 ? "uri_too_long"
                                        : "invalid_request";
     wd_exchange_reject(x, status, code, reason, NULL);
-    send_rejection(x);
+    wd_gw_send_rejection(x);
     wd_gw_complete(x);
 }
 

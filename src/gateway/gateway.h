@@ -85,6 +85,8 @@ bool wd_gw_send(wd_exchange_t *x, const char *p, size_t len);
 /* Sends a complete response (head and body in one write). */
 void wd_gw_respond(wd_exchange_t *x, int status, const char *json, size_t len);
 void wd_gw_respond_type(wd_exchange_t *x, int status, const char *content_type, const char *body, size_t len);
+/* Sends the recorded rejection (wd_exchange_reject) in OpenAI's error shape, if nothing was sent yet. */
+void wd_gw_send_rejection(wd_exchange_t *x);
 /* Sends the recorded rejection (wd_exchange_reject) and completes the exchange; for stages that
  * decide asynchronously, after a WD_PAUSE. */
 void wd_gw_reject_now(wd_exchange_t *x);

@@ -312,11 +312,7 @@ static bool up_on_data(wd_upreq_t *r, const char *p, size_t len)
             x->t_up_end = wd_now_ns();
             wd_exchange_reject(x, 502, "upstream_response_too_large",
                                "The upstream's answer exceeds limits.max_response_bytes", NULL);
-            wd_buf_t e;
-            wd_buf_init(&e, 0);
-            wd_gw_error_json(&e, "server_error", x->ev.code, x->ev.reason, NULL);
-            wd_gw_respond(x, 502, e.data, e.len);
-            wd_buf_free(&e);
+            wd_gw_send_rejection(x);
             wd_gw_complete(x);
             return false;
         }
@@ -363,11 +359,7 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
             wd_exchange_reject(x, status, st == WD_UP_ETIMEOUT ? "upstream_timeout" : "upstream_unavailable", msg,
                                NULL);
             x->resp_status = 0;
-            wd_buf_t e;
-            wd_buf_init(&e, 0);
-            wd_gw_error_json(&e, "server_error", x->ev.code, msg, NULL);
-            wd_gw_respond(x, status, e.data, e.len);
-            wd_buf_free(&e);
+            wd_gw_send_rejection(x);
         }
         wd_gw_complete(x);
         return;
@@ -391,11 +383,7 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
         /* the upstream refused warden's credential: not the client's fault, and not theirs to see */
         wd_exchange_reject(x, 502, "upstream_auth_failed", "The upstream rejected the gateway's credentials", NULL);
         x->resp_status = 0;
-        wd_buf_t e;
-        wd_buf_init(&e, 0);
-        wd_gw_error_json(&e, "server_error", x->ev.code, x->ev.reason, NULL);
-        wd_gw_respond(x, 502, e.data, e.len);
-        wd_buf_free(&e);
+        wd_gw_send_rejection(x);
         wd_gw_complete(x);
         return;
     }
@@ -404,11 +392,7 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
     wd_stage_rc_t rc = response_data(x, &x->resp_body);
     x->resp_status = 0;
     if (rc == WD_REJECT) {
-        wd_buf_t e;
-        wd_buf_init(&e, 0);
-        wd_gw_error_json(&e, x->reject_type, x->ev.code, x->ev.reason, NULL);
-        wd_gw_respond(x, x->reject_status, e.data, e.len);
-        wd_buf_free(&e);
+        wd_gw_send_rejection(x);
     } else {
         if (status >= 400 && !x->ev.code[0]) {
             x->ev.decision = "error";
