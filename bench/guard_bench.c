@@ -384,10 +384,16 @@ static double median(double *v, int n)
 }
 
 static double g_secs = 0.3;
+
+/* The data classes of the privacy guard; the other classes are content categories (or injection). */
+static bool privacy_class(const char *c)
+{
+    return !strcmp(c, "pii") || !strcmp(c, "phi") || !strcmp(c, "financial") || !strcmp(c, "secrets");
+}
 static int g_reps = 5;
 
 /* Scans text as BLOCK-sized pieces (cut at a space so words stay whole); MB/s per CPU second. */
-static double scan_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len,
+static double scan_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
                         size_t *nfindings)
 {
     wd_findings_t f;
@@ -404,7 +410,7 @@ static double scan_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, const ch
                 size_t n = len - off < BLOCK ? len - off : BLOCK;
                 while (off + n < len && n > BLOCK / 2 && text[off + n - 1] != ' ')
                     n--;
-                int rc = wd_guard_scan(db, s, text + off, n, 0.0f, &f);
+                int rc = wd_guard_scan_for(db, s, uses, text + off, n, 0.0f, &f);
                 if (rc) {
                     fprintf(stderr, "guard_bench: scan failed (%d)\n", rc);
                     exit(2);
@@ -453,9 +459,7 @@ static bool skip_key(const wd_json_doc_t *d, int key)
 static wd_action_t pseudo_all(void *ud, const wd_rule_t *r)
 {
     (void)ud;
-    if (!strcmp(r->cls, "pii") || !strcmp(r->cls, "financial") || !strcmp(r->cls, "phi") ||
-        !strcmp(r->cls, "secrets"))
-        return WD_ACT_PSEUDO;
+    if (privacy_class(r->cls)) return WD_ACT_PSEUDO;
     return WD_ACT_FLAG;
 }
 
@@ -463,19 +467,13 @@ static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok)
 {
     wd_buf_reset(&w->text);
     if (wd_json_str_decode(d, tok, &w->text) != WD_OK || w->text.len < 5) return;
-    int rc = wd_guard_scan(w->db, w->scratch, w->text.data, w->text.len, 0.0f, &w->findings);
-    if (!rc && w->do_inj) rc = wd_inj_scan(w->db, w->scratch, w->text.data, w->text.len, &w->findings, &w->inj);
+    int rc = w->do_inj ? wd_inj_scan(w->db, w->scratch, w->text.data, w->text.len, NULL, &w->inj) : WD_OK;
+    if (!rc) rc = wd_guard_scan_for(w->db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, 0.5f, &w->findings);
     if (rc || !w->findings.n) {
         w->rc = rc;
         return;
     }
-    /* the gateway's min_score (50) and injection rules are dropped in place */
-    size_t k = 0;
-    for (size_t i = 0; i < w->findings.n; i++)
-        if (w->findings.v[i].score >= 0.5f && !wd_inj_rule(wd_guard_db_rule(w->db, w->findings.v[i].rule)))
-            w->findings.v[k++] = w->findings.v[i];
-    w->findings.n = k;
-    if (!k) return;
+    size_t k = w->findings.n;
     wd_rewrite_opts_t o = {pseudo_all, NULL, NULL, &w->vault};
     wd_buf_reset(&w->out);
     rc = wd_guard_rewrite(w->db, w->text.data, w->text.len, &w->findings, &o, &w->tally, &w->out);
@@ -653,7 +651,7 @@ static double sse_us(wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text,
         size_t events = 0, found = 0;
         do {
             for (size_t a = 0; a + answer <= len; a += answer) {
-                wd_guard_stream_t *st = wd_guard_stream_open(db, 0.5f);
+                wd_guard_stream_t *st = wd_guard_stream_open_for(db, WD_GUARD_OUTPUT, 0.5f);
                 if (!st) exit(2);
                 for (size_t off = 0; off < answer; off += ev) {
                     if (wd_guard_stream_feed(st, s, text + a + off, ev, &f)) {
@@ -731,8 +729,8 @@ static void run_subset(const char *name, const char *yaml, size_t len, const sbu
     }
     wd_guard_scratch_t *s = wd_guard_scratch_new(db);
     snprintf(row->name, sizeof row->name, "%s", name);
-    row->prose = scan_rate(db, s, prose->p, prose->len, &row->fprose);
-    row->dense = scan_rate(db, s, dense->p, dense->len, &row->fdense);
+    row->prose = scan_rate(db, s, WD_GUARD_ANY, prose->p, prose->len, &row->fprose);
+    row->dense = scan_rate(db, s, WD_GUARD_ANY, dense->p, dense->len, &row->fdense);
     wd_guard_scratch_free(s);
     wd_guard_db_unref(db);
 }
@@ -802,7 +800,7 @@ static void per_rule(const wd_guard_db_t *db, const sbuf_t *prose, const sbuf_t 
 }
 
 /* The whole set without each rule whose id starts with prefix: what a rule costs inside the combined
- * database (Vectorscan shares its literal matcher, so a rule alone can look cheap and still cost). */
+ * database (Hyperscan shares its literal matcher, so a rule alone can look cheap and still cost). */
 static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbuf_t *prose, const sbuf_t *dense,
                           size_t top)
 {
@@ -843,7 +841,7 @@ static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbu
 static void usage(void)
 {
     fprintf(stderr, "usage: guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--leave-one-out ID-PREFIX] [--top K] "
-                    "[--markdown] [--phase prose|dense|chat|sse] [--dump-prose FILE] [--dump-dense FILE]\n");
+                    "[--markdown] [--no-gating] [--phase prose|dense|chat|sse] [--dump-prose FILE] [--dump-dense FILE]\n");
     exit(2);
 }
 
@@ -859,7 +857,7 @@ static void dump(const char *path, const sbuf_t *b)
 int main(int argc, char **argv)
 {
     const char *dir = "rules", *dprose = NULL, *ddense = NULL, *phase = NULL, *loo = NULL;
-    bool pfile = false, prule = false, md = false;
+    bool pfile = false, prule = false, md = false, gating = true;
     size_t top = 40;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -875,6 +873,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--per-file")) pfile = true;
         else if (!strcmp(a, "--per-rule")) prule = true;
         else if (!strcmp(a, "--markdown")) md = true;
+        else if (!strcmp(a, "--no-gating")) gating = false;
         else usage();
     }
     if (g_reps < 1 || g_secs <= 0) usage();
@@ -888,8 +887,18 @@ int main(int argc, char **argv)
 
     char err[512];
     double t0 = cpu_now();
-    wd_guard_db_t *db = wd_guard_db_load(dir, err, sizeof err);
+    wd_guard_db_t *db = wd_guard_db_parse(dir, err, sizeof err);
     if (!db) {
+        fprintf(stderr, "guard_bench: %s\n", err);
+        return 2;
+    }
+    /* what each rule is for, as a config whose profiles act on every class would set it */
+    for (size_t i = 0; i < wd_guard_db_nrules(db); i++)
+        wd_guard_db_set_uses(db, i, wd_inj_rule(wd_guard_db_rule(db, i)) ? WD_GUARD_INJECTION
+                                    : privacy_class(wd_guard_db_rule(db, i)->cls) ? WD_GUARD_INPUT | WD_GUARD_OUTPUT
+                                                                                  : WD_GUARD_OUTPUT);
+    wd_guard_db_set_gating(db, gating);
+    if (wd_guard_db_compile(db, err, sizeof err)) {
         fprintf(stderr, "guard_bench: %s\n", err);
         return 2;
     }
@@ -912,26 +921,34 @@ int main(int argc, char **argv)
 
     if (phase) { /* one figure alone, for perf record */
         size_t n = 0;
-        if (!strcmp(phase, "prose")) printf("prose_mbps %.0f\n", scan_rate(db, s, prose.p, prose.len, &n));
-        else if (!strcmp(phase, "dense")) printf("dense_mbps %.0f\n", scan_rate(db, s, dense.p, dense.len, &n));
+        if (!strcmp(phase, "prose")) printf("prose_mbps %.0f\n", scan_rate(db, s, WD_GUARD_INPUT, prose.p, prose.len, &n));
+        else if (!strcmp(phase, "dense")) printf("dense_mbps %.0f\n", scan_rate(db, s, WD_GUARD_INPUT, dense.p, dense.len, &n));
         else if (!strcmp(phase, "chat")) printf("chat_us %.1f\n", chat_us(db, s, &chat, false, &n));
         else if (!strcmp(phase, "sse")) printf("sse_event_us %.2f\n", sse_us(db, s, prose.p, prose.len, &n));
         else usage();
         return 0;
     }
     size_t fp = 0, fd = 0, rep = 0, repi = 0, fs = 0;
-    double prose_mbps = scan_rate(db, s, prose.p, prose.len, &fp);
-    double dense_mbps = scan_rate(db, s, dense.p, dense.len, &fd);
+    size_t fpo = 0, fdo = 0, fpa = 0, fda = 0;
+    double prose_mbps = scan_rate(db, s, WD_GUARD_INPUT, prose.p, prose.len, &fp);
+    double dense_mbps = scan_rate(db, s, WD_GUARD_INPUT, dense.p, dense.len, &fd);
+    double prose_out = scan_rate(db, s, WD_GUARD_OUTPUT, prose.p, prose.len, &fpo);
+    double dense_out = scan_rate(db, s, WD_GUARD_OUTPUT, dense.p, dense.len, &fdo);
+    double prose_any = scan_rate(db, s, WD_GUARD_ANY, prose.p, prose.len, &fpa);
+    double dense_any = scan_rate(db, s, WD_GUARD_ANY, dense.p, dense.len, &fda);
     double c_us = chat_us(db, s, &chat, false, &rep);
     double ci_us = chat_us(db, s, &chat, true, &repi);
     double s_us = sse_us(db, s, prose.p, prose.len, &fs);
     double mb_p = (double)prose.len / 1e6, mb_d = (double)dense.len / 1e6;
     if (md) {
         printf("| rules | %zu (load %.0f ms) |\n", wd_guard_db_nrules(db), load_ms);
-        printf("| clean prose, %.2f MB in 4 KiB blocks | **%.0f MB/s** (%.0f findings/MB) |\n", mb_p, prose_mbps,
-               (double)fp / mb_p);
-        printf("| PII-dense text, %.2f MB in 4 KiB blocks | **%.0f MB/s** (%.0f findings/MB, one per %.0f bytes) |\n",
+        printf("| privacy rules (prompts): clean prose, %.2f MB in 4 KiB blocks | **%.0f MB/s** (%.0f findings/MB) |\n",
+               mb_p, prose_mbps, (double)fp / mb_p);
+        printf("| privacy rules (prompts): PII-dense text, %.2f MB in 4 KiB blocks | **%.0f MB/s** (%.0f findings/MB, one "
+               "per %.0f bytes) |\n",
                mb_d, dense_mbps, (double)fd / mb_d, fd ? (double)dense.len / (double)fd : 0.0);
+        printf("| privacy + content rules (answers): prose / dense | %.0f / %.0f MB/s |\n", prose_out, dense_out);
+        printf("| every rule, injection included: prose / dense | %.0f / %.0f MB/s |\n", prose_any, dense_any);
         printf("| %zu-byte chat request: parse, scan, pseudonymize, splice | **%.1f µs** (%zu values replaced) |\n",
                chat.len, c_us, rep);
         printf("| the same with the prompt-injection screen | %.1f µs |\n", ci_us);
@@ -941,6 +958,8 @@ int main(int argc, char **argv)
         printf("rules %zu\nload_ms %.0f\n", wd_guard_db_nrules(db), load_ms);
         printf("prose_mbps %.0f\nprose_findings_per_mb %.0f\n", prose_mbps, (double)fp / mb_p);
         printf("dense_mbps %.0f\ndense_findings_per_mb %.0f\n", dense_mbps, (double)fd / mb_d);
+        printf("output_prose_mbps %.0f\noutput_dense_mbps %.0f\n", prose_out, dense_out);
+        printf("any_prose_mbps %.0f\nany_dense_mbps %.0f\n", prose_any, dense_any);
         printf("chat_bytes %zu\nchat_replaced %zu\nchat_us %.1f\nchat_inj_us %.1f\n", chat.len, rep, c_us, ci_us);
         printf("sse_event_us %.2f\nsse_findings %zu\n", s_us, fs);
     }

@@ -7,7 +7,7 @@ PKGS=(
   # build
   build-essential meson ninja-build pkg-config clang lld llvm libclang-rt-14-dev
   # libraries
-  libuv1-dev libssl-dev libsodium-dev libjansson-dev libyaml-dev libvectorscan-dev libpcre2-dev
+  libuv1-dev libssl-dev libsodium-dev libjansson-dev libyaml-dev libhyperscan-dev libpcre2-dev
   libsqlite3-dev libpq-dev libhiredis-dev liboath-dev libqrencode-dev
   # tests
   libcmocka-dev python3-pytest python3-httpx python3-pyotp python3-nacl python3-jwt
@@ -40,8 +40,14 @@ if ((${#missing[@]})); then
   fi
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Intel Hyperscan and its fork Vectorscan ship the same library name and conflict; warden needs
+  # Hyperscan (docs/architecture.md says why), so a Vectorscan left on the machine is replaced.
+  remove=()
+  for p in libvectorscan-dev libvectorscan5; do
+    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then remove+=("$p-"); fi
+  done
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" "${remove[@]+"${remove[@]}"}"
 fi
 
 # Debian's nginx and redis packages start system services on install; tests start their own.

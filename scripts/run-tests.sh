@@ -32,7 +32,7 @@ run_unit() {
 
 run_pytest() {
   local b=$1 out=$log/pytest-$(basename "$1") skip=()
-  # Under the sanitizers every gateway start compiles the full rule set ~5x slower (Vectorscan's
+  # Under the sanitizers every gateway start compiles the full rule set ~5x slower (Hyperscan's
   # allocations go through ASan); the content-safety file starts many such gateways, so it runs in
   # the release pass only. The guard engine, rewriting and injection code still run under ASan in
   # the unit tests, test_guard.py and test_scan.py.

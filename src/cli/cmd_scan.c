@@ -1338,10 +1338,12 @@ static int load_rules(scan_t *S, const char *rules_opt, const char *config)
         S->cfg = wd_config_load(config, err, sizeof err);
         if (!S->cfg) return fail(S, "%s", err);
         if (!S->cfg->guard_db) return fail(S, "%s has no guard section (guard: { rules_dir: ... })", config);
-        S->db = wd_guard_db_ref(S->cfg->guard_db);
         const char *rd = S->cfg->guard.rules_dir, *slash = strrchr(config, '/');
         if (rd[0] != '/' && slash) snprintf(dir, sizeof dir, "%.*s/%s", (int)(slash - config), config, rd);
         else snprintf(dir, sizeof dir, "%s", rd);
+        /* the config's own db holds only the rules its profiles act on; a scan reports every rule */
+        S->db = wd_guard_db_load(dir, err, sizeof err);
+        if (!S->db) return fail(S, "%s", err);
     } else {
         snprintf(dir, sizeof dir, "%s", rules_opt ? rules_opt : "rules");
         struct stat st;

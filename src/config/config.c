@@ -10,6 +10,7 @@
 #include "config/config.h"
 
 #include "config/yamltree.h"
+#include "guard/injection.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1189,7 +1190,26 @@ static bool db_has_class(const wd_guard_db_t *db, const char *name, bool type)
     return false;
 }
 
-/* After the tree is applied: compile the rules and check every name that refers to them. */
+/* What each rule is scanned for, from what the profiles do with it: prompts are scanned only for rules
+ * some profile acts on in input (injection rules belong to the injection screen), answers only for
+ * rules some profile acts on in output. A rule no profile uses is not compiled. */
+static void set_rule_uses(wd_config_t *cfg)
+{
+    for (size_t i = 0; i < wd_guard_db_nrules(cfg->guard_db); i++) {
+        const wd_rule_t *r = wd_guard_db_rule(cfg->guard_db, i);
+        bool inj = wd_inj_rule(r);
+        unsigned uses = 0;
+        for (size_t j = 0; j < cfg->nprofiles; j++) {
+            const wd_guard_profile_t *p = &cfg->profiles[j];
+            if (!inj && wd_profile_action(p, r) != WD_ACT_ALLOW) uses |= WD_GUARD_INPUT;
+            if (wd_profile_output_action(p, r) != WD_ACT_ALLOW) uses |= WD_GUARD_OUTPUT;
+            if (inj && p->injection.enabled && p->injection.action != WD_ACT_ALLOW) uses |= WD_GUARD_INJECTION;
+        }
+        wd_guard_db_set_uses(cfg->guard_db, i, uses);
+    }
+}
+
+/* After the tree is applied: load the rules, check every name that refers to them, compile them. */
 static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
 {
     wd_config_t *cfg = c->cfg;
@@ -1209,7 +1229,7 @@ static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
         dir = resolved;
     }
     char err[512];
-    cfg->guard_db = wd_guard_db_load(dir, err, sizeof err);
+    cfg->guard_db = wd_guard_db_parse(dir, err, sizeof err);
     if (!cfg->guard_db) return fail(c, g, "guard.rules_dir: %s", err);
     for (size_t i = 0; i < cfg->nprofiles; i++) {
         wd_guard_profile_t *p = &cfg->profiles[i];
@@ -1252,6 +1272,8 @@ static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
                 return fail(c, roles, "roles.%s.data_classes: '%s' is not a data class of the loaded rules", r->name,
                             r->data_classes[j]);
     }
+    set_rule_uses(cfg);
+    if (wd_guard_db_compile(cfg->guard_db, err, sizeof err)) return fail(c, g, "guard.rules_dir: %s", err);
     return WD_OK;
 }
 

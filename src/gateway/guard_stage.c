@@ -200,7 +200,7 @@ typedef struct {
     wd_exchange_t *x;
     guard_state_t *gs;
     wd_guard_scratch_t *scratch;
-    wd_findings_t findings, kept;
+    wd_findings_t findings;
     wd_guard_tally_t tally;
     wd_inj_result_t inj;
     wd_json_edit_t *edits;
@@ -230,8 +230,9 @@ static int add_edit(walk_t *w, const wd_json_tok_t *t, const char *p, size_t len
     return WD_OK;
 }
 
-/* One scan serves both guards: it runs at score 0 so the injection screen sees its weak rules; the
- * privacy rewrite then keeps the findings at or above guard.min_score that are not injection rules. */
+/* The privacy rules and the injection signatures are scanned apart (their databases are disjoint, so
+ * nothing is scanned twice): a long injection span must never win an overlap against the e-mail
+ * address inside it and so let the address through. */
 static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *role, size_t rlen)
 {
     const wd_config_t *cfg = w->x->cfg;
@@ -241,32 +242,17 @@ static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *
     bool inj = p->injection.enabled && p->injection.action != WD_ACT_ALLOW && wd_profile_injection_role(p, role, rlen);
     if (w->text.len < 5 && !inj) return;
     w->findings.n = 0;
-    int rc = wd_guard_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, 0.0f, &w->findings);
-    if (!rc && inj) rc = wd_inj_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, &w->findings, &w->inj);
-    if (rc || !w->findings.n) {
-        w->rc = rc;
-        return;
-    }
     float min = (float)cfg->guard.min_score / 100.0f;
-    w->kept.n = 0;
-    for (size_t i = 0; i < w->findings.n && !rc; i++) {
-        const wd_finding_t *f = &w->findings.v[i];
-        if (f->score < min || wd_inj_rule(wd_guard_db_rule(cfg->guard_db, f->rule))) continue;
-        if (w->kept.n == w->kept.cap) {
-            size_t cap = w->kept.cap ? w->kept.cap * 2 : 16;
-            wd_finding_t *v = realloc(w->kept.v, cap * sizeof *v);
-            if (!v) rc = WD_ENOMEM;
-            else w->kept.v = v, w->kept.cap = cap;
-        }
-        if (!rc) w->kept.v[w->kept.n++] = *f;
-    }
-    if (rc || !w->kept.n) {
+    int rc = inj ? wd_inj_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, NULL, &w->inj) : WD_OK;
+    if (!rc && w->text.len >= 5)
+        rc = wd_guard_scan_for(cfg->guard_db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, min, &w->findings);
+    if (rc || !w->findings.n) {
         w->rc = rc;
         return;
     }
     wd_rewrite_opts_t o = {action_for, w->gs, gw(w->x->w)->guard_hash_key, &w->gs->vault};
     wd_buf_reset(&w->out);
-    rc = wd_guard_rewrite(cfg->guard_db, w->text.data, w->text.len, &w->kept, &o, &w->tally, &w->out);
+    rc = wd_guard_rewrite(cfg->guard_db, w->text.data, w->text.len, &w->findings, &o, &w->tally, &w->out);
     if (!rc && (w->out.len != w->text.len || memcmp(w->out.data, w->text.data, w->out.len) != 0))
         rc = add_edit(w, &d->toks[tok], w->out.data, w->out.len);
     w->rc = rc;
@@ -378,7 +364,6 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     w.gs = gs;
     w.scratch = g->guard_scratch;
     wd_findings_init(&w.findings);
-    wd_findings_init(&w.kept);
     wd_guard_tally_init(&w.tally);
     wd_inj_result_init(&w.inj);
     wd_buf_init(&w.arena, 0);
@@ -425,7 +410,6 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
         }
     }
     wd_findings_free(&w.findings);
-    wd_findings_free(&w.kept);
     free(w.edits);
     free(w.offs);
     scrub(&w.arena);
@@ -500,8 +484,8 @@ static int body_token(body_t *b, int tok, bool filter, bool restore)
     const wd_buf_t *cur = &b->text;
     if (!rc && filter) {
         b->f.n = 0;
-        rc = wd_guard_scan(cfg->guard_db, gw(b->x->w)->guard_scratch, b->text.data, b->text.len,
-                           (float)cfg->guard.min_score / 100.0f, &b->f);
+        rc = wd_guard_scan_for(cfg->guard_db, gw(b->x->w)->guard_scratch, WD_GUARD_OUTPUT, b->text.data, b->text.len,
+                               (float)cfg->guard.min_score / 100.0f, &b->f);
         wd_rewrite_opts_t o = {out_action_for, b->gs, gw(b->x->w)->guard_hash_key, NULL};
         if (!rc && b->f.n) {
             wd_guard_tally_t t;
@@ -654,7 +638,8 @@ static int chan_feed(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const char 
         c->used = true;
         wd_buf_init(&c->text, 0);
         wd_restorer_init(&c->rest, &gs->vault);
-        if (gs->out_on && !(c->st = wd_guard_stream_open(x->cfg->guard_db, (float)x->cfg->guard.min_score / 100.0f)))
+        if (gs->out_on && !(c->st = wd_guard_stream_open_for(x->cfg->guard_db, WD_GUARD_OUTPUT,
+                                                            (float)x->cfg->guard.min_score / 100.0f)))
             return WD_ENOMEM;
     }
     if (c->finished) return len ? WD_EINVAL : WD_OK; /* text after the field's end */

@@ -1,28 +1,29 @@
-/* guard engine: rule files -> one Vectorscan database per mode -> validated, non-overlapping findings.
+/* guard engine: rule files -> Hyperscan databases -> validated, non-overlapping findings.
  *
  * Loading: each rule file (rules/NAME.yaml) becomes a yamltree (anchors, aliases and tags refused, as in
  * config), every rule is checked key by key with file:line:col errors, and each pattern is compiled
- * twice: by Vectorscan (all rules together, one block-mode database) and by PCRE2 (one code per
- * rule, JIT when available, end-anchored).
+ * twice: by Hyperscan (together with the other rules of its part, see below) and by PCRE2 (one code
+ * per rule, JIT when available, end-anchored).
  *
- * Scanning: Vectorscan runs without start-of-match tracking, which is what makes it fast, and reports
+ * Scanning: Hyperscan runs without start-of-match tracking, which is what makes it fast, and reports
  * (rule, end) for every end position of every match. Each end is confirmed by PCRE2 on the window
  * [end - win, end]: the pattern is compiled with PCRE2_ENDANCHORED and the subject is cut at `end`,
  * so an unanchored search finds the leftmost start whose match ends exactly there. Rules whose pattern
- * has a fixed width (Vectorscan tells us) need no confirmation at all: start = end - width. Matches
+ * has a fixed width (Hyperscan tells us) need no confirmation at all: start = end - width. Matches
  * of one rule sharing a start keep the longest end (greedy, as PCRE2 would report). Then, per
  * candidate: the word-boundary check, the validator, the context words, min_score; and finally the
  * overlap resolution (higher score, then longer, then the earlier rule).
  *
  * Stream mode runs the same pipeline on a sliding history; a candidate becomes final once no later
  * match can overlap it and its right-hand context has arrived, so the findings equal a block scan's.
- * It does not use Vectorscan's stream mode: Vectorscan 5.4.9 (Debian 12) misses matches in stream
- * (and vectored) mode that block mode finds, e.g. 'b0+mb' after sixteen '0's when 'a[ab]*b' is in
- * the same database, even with the whole text in one write. Instead each piece is block-scanned
- * together with the last max_win + 2 bytes before it, and only match ends in the new range are
- * taken; that is exact (any confirmed span fits inside the rescanned range). The rescan is kept short
- * by giving the few rules with long spans (> NEAR_WIN) a database of their own: a 20-byte SSE event
- * then costs a rescan of ~NEAR_WIN bytes for most rules.
+ * Each piece is block-scanned together with the last win + 2 bytes before it, and only match ends
+ * in the new range are taken; that is exact (any confirmed span fits inside the rescanned range).
+ * The rescan is kept short by giving the few rules with long spans (> NEAR_WIN) a database of their
+ * own: a 20-byte SSE event then costs a rescan of ~NEAR_WIN bytes for most rules.
+ *
+ * Rules are compiled in parts: by the purposes they serve (prompts, answers, the injection screen;
+ * see WD_GUARD_*), so a scan runs only the rules it needs, and, within a purpose, apart when every
+ * match must hold a digit (scan_range runs those only around the digits of the text).
  *
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
@@ -45,6 +46,9 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define CTX_BEFORE 64 /* context words are looked for this many bytes before a span ... */
 #define CTX_AFTER 32  /* ... and this many after it */
@@ -78,20 +82,34 @@ typedef struct {
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
     wd_validator_fn validate;
     uint8_t ctxlen[MAX_WORDS]; /* strlen of each context word */
+    uint8_t uses;              /* WD_GUARD_* purposes the rule serves; 0 = never scanned */
+    bool gated;                /* every match holds an ASCII digit: see needs_digit */
+    unsigned pline, pcol;      /* where its pattern is, for compile errors */
 } rule_rt_t;
+
+/* The rules that serve the same purposes are compiled together, so a scan for some purposes runs only
+ * the databases of the rules it needs (a prompt is not scanned for content categories, an answer not
+ * for injection signatures). Within a part, rules with short spans and long spans get databases of
+ * their own: a stream rescans only as far back as each database's longest span. */
+typedef struct {
+    unsigned uses;
+    bool gated;           /* its rules need a digit: it runs only where the text has digits */
+    hs_database_t *hs[2]; /* [0] rules with win <= NEAR_WIN, [1] the rest; either may be NULL */
+    uint32_t win[2];      /* the longest win in each */
+} part_t;
+
+#define MAX_PARTS 14 /* one per non-empty combination of the three WD_GUARD_* bits, gated or not */
 
 struct wd_guard_db {
     atomic_int refs;
     wd_rule_t *rules;
     rule_rt_t *rt;
     size_t nrules;
-    hs_database_t *block;      /* all rules */
-    hs_database_t *near, *far; /* streams, if both kinds exist: rules with win <= NEAR_WIN, the rest */
-    uint32_t near_win;         /* max win among the near rules */
-    uint32_t max_win;          /* max over rules of rt.win */
-    uint32_t lookbehind;       /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
-    uint64_t horizon;          /* a candidate is final once fed >= its end + horizon */
-    uint64_t holdback;         /* fed - safe offset never exceeds this */
+    part_t parts[MAX_PARTS];
+    size_t nparts;
+    bool compiled;
+    uint32_t max_win;    /* max over rules of rt.win */
+    uint32_t lookbehind; /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
 };
 
 typedef struct {
@@ -106,9 +124,19 @@ typedef struct {
     int32_t *last; /* per rule: index in v of its latest candidate, or -1 */
 } candset_t;
 
+/* A digit window copied into the gated scan's buffer: bytes [at, at + len) of it are the text's bytes
+ * from stream offset orig on. */
+typedef struct {
+    size_t at, len;
+    uint64_t orig;
+} seg_t;
+
 struct wd_guard_scratch {
     const wd_guard_db_t *db;
     hs_scratch_t *hs;
+    wd_buf_t cat; /* the digit windows of one gated scan, separated by '\n' */
+    seg_t *segs;
+    size_t nsegs, segcap;
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *jit;
@@ -117,6 +145,10 @@ struct wd_guard_scratch {
 
 struct wd_guard_stream {
     wd_guard_db_t *db;
+    unsigned uses;
+    uint32_t max_win;  /* the longest win among the rules the stream looks at */
+    uint64_t horizon;  /* a candidate is final once fed >= its end + horizon */
+    uint64_t holdback; /* fed - safe offset never exceeds this */
     float min_score;
     char *hist; /* bytes [hbase, fed) */
     size_t hcap;
@@ -191,7 +223,7 @@ static void cands_clear(candset_t *cs)
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Confirmation (Vectorscan match callback) */
+/* Confirmation (Hyperscan match callback) */
 
 typedef struct {
     const wd_guard_db_t *db;
@@ -202,6 +234,8 @@ typedef struct {
     uint64_t scan_base;        /* stream offset of the scanned buffer's first byte */
     uint64_t take_lo, take_hi; /* only match ends in [take_lo, take_hi) are collected */
     size_t max_cands;
+    const seg_t *segs; /* set while a gated scan runs over the windows' buffer */
+    size_t nsegs;
     int err;
 } match_ctx_t;
 
@@ -211,7 +245,21 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     WD_UNUSED(flags);
     match_ctx_t *m = ud;
     const rule_rt_t *rt = &m->db->rt[id];
-    uint64_t end = m->scan_base + to, start;
+    uint64_t end, start;
+    if (m->segs) { /* map the end back to the text; a match across a separator is no match of the text */
+        size_t lo = 0, hi = m->nsegs, at = (size_t)to - 1;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (m->segs[mid].at + m->segs[mid].len <= at)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == m->nsegs || at < m->segs[lo].at || (rt->fixed && to - rt->fixed < m->segs[lo].at)) return 0;
+        end = m->segs[lo].orig + (to - m->segs[lo].at);
+    } else {
+        end = m->scan_base + to;
+    }
     if (end < m->take_lo || end >= m->take_hi) return 0;
 
     if (rt->fixed) {
@@ -286,7 +334,7 @@ static int cmp_priority(const void *a, const void *b)
 typedef int (*cand_cmp_t)(const void *, const void *);
 
 /* In place and allocation-free (glibc's qsort may malloc a merge buffer). Candidates arrive nearly
- * sorted by start (Vectorscan reports by end), so insertion sort is linear in practice; if it has to
+ * sorted by start (Hyperscan reports by end), so insertion sort is linear in practice; if it has to
  * move too much the rest is heap-sorted, which bounds the worst case at O(n log n). */
 static void sift_down(cand_t *v, size_t root, size_t n, cand_cmp_t cmp)
 {
@@ -328,7 +376,7 @@ static void cand_sort(cand_t *v, size_t n, cand_cmp_t cmp)
     }
 }
 
-/* Sorts by start and drops repeats of (rule, start), keeping the longest: Vectorscan may report the
+/* Sorts by start and drops repeats of (rule, start), keeping the longest: Hyperscan may report the
  * ends of one rule so that the same start comes back after another one. */
 static void sort_dedup(candset_t *cs)
 {
@@ -482,28 +530,125 @@ static size_t max_cands(const wd_findings_t *out)
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Running a database over a range; digit-gated databases run only around digits */
+
+/* Most identifiers (card, phone, SSN, IBAN, dates, ...) are digit groups without a literal Hyperscan
+ * could search for first, so each costs a pass over every byte even in text with no digits at all.
+ * Their rules are compiled apart and run only over the neighbourhoods of digits: every match holds a
+ * digit d and is at most win bytes long, so it lies inside [d - win, d + win]. Each window is widened
+ * to whole runs of word characters at both ends, so \b at a window's edge means what it means in the
+ * whole text; rules with ^ or $ are never gated. */
+
+static inline bool is_word(unsigned char c) { return is_alnum(c) || c == '_'; }
+
+static size_t next_digit(const char *p, size_t i, size_t end)
+{
+#if defined(__SSE2__)
+    const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
+    for (; i + 16 <= end; i += 16) {
+        __m128i v = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + i)), zero);
+        int mask = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, nine), v));
+        if (mask) return i + (size_t)__builtin_ctz((unsigned)mask);
+    }
+#endif
+    for (; i < end; i++)
+        if ((unsigned char)(p[i] - '0') < 10) return i;
+    return end;
+}
+
+static int run_db(hs_database_t *hs, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf, uint64_t babs,
+                  size_t from, size_t to)
+{
+    if (to <= from) return WD_OK;
+    if (to - from > UINT32_MAX) return WD_E2BIG;
+    m->scan_base = babs + from;
+    hs_error_t hr = hs_scan(hs, buf + from, (unsigned int)(to - from), 0, s->hs, on_match, m);
+    if (m->err) return m->err;
+    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    return WD_OK;
+}
+
+/* Database k of part pt over buf[from, to), where buf[0] is at stream offset babs. A window is never
+ * widened below `from`: a stream's rescan starts more than win bytes before the first match end it
+ * takes, so a match that only exists because the window starts there is too long to be confirmed. */
+static int scan_range(const part_t *pt, int k, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf,
+                      uint64_t babs, size_t from, size_t to)
+{
+    if (!pt->gated) return run_db(pt->hs[k], s, m, buf, babs, from, to);
+    size_t win = pt->win[k], d = next_digit(buf, from, to);
+    wd_buf_reset(&s->cat);
+    s->nsegs = 0;
+    while (d < to) {
+        size_t ws = d - from > win ? d - win : from, we = WD_MIN(to, d + win + 1), pos = d + 1;
+        for (;;) {
+            while ((d = next_digit(buf, pos, we)) < we) {
+                we = WD_MIN(to, d + win + 1);
+                pos = d + 1;
+            }
+            size_t e = we;
+            while (e < to && is_word((unsigned char)buf[e]))
+                e++;
+            if (e == we) break;
+            pos = we;
+            we = e;
+        }
+        while (ws > from && is_word((unsigned char)buf[ws - 1]))
+            ws--;
+        if (s->nsegs == s->segcap) {
+            size_t cap = s->segcap ? s->segcap * 2 : 16;
+            seg_t *v = realloc(s->segs, cap * sizeof *v);
+            if (!v) return WD_ENOMEM;
+            s->segs = v;
+            s->segcap = cap;
+        }
+        s->segs[s->nsegs++] = (seg_t){.at = s->cat.len, .len = we - ws, .orig = babs + ws};
+        if (wd_buf_append(&s->cat, buf + ws, we - ws) || wd_buf_append(&s->cat, "\n", 1)) return WD_ENOMEM;
+        d = next_digit(buf, we, to);
+    }
+    if (!s->nsegs) return WD_OK;
+    /* one scan over all windows: a Hyperscan call has a fixed cost that would dwarf a short window */
+    m->segs = s->segs;
+    m->nsegs = s->nsegs;
+    int rc = run_db(pt->hs[k], s, m, s->cat.data, 0, 0, s->cat.len);
+    m->segs = NULL;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Block scan */
 
-int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
-                  wd_findings_t *out)
+int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
+                      float min_score, wd_findings_t *out)
 {
     out->n = 0;
     out->base = 0;
-    if (!db || !s || s->db != db || (!text && len)) return WD_EINVAL;
+    if (!db || !s || s->db != db || (!text && len) || !db->compiled) return WD_EINVAL;
     if (len > UINT32_MAX) return WD_E2BIG;
-    if (!db->block || len == 0) return WD_OK;
+    if (len == 0) return WD_OK;
     candset_t *cs = &s->cs;
     cands_clear(cs);
     match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .take_hi = UINT64_MAX,
                      .max_cands = max_cands(out)};
-    hs_error_t hr = hs_scan(db->block, text, (unsigned int)len, 0, s->hs, on_match, &m);
-    if (m.err) return m.err;
-    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    for (size_t i = 0; i < db->nparts; i++) {
+        const part_t *pt = &db->parts[i];
+        if (!(pt->uses & uses)) continue;
+        for (int k = 0; k < 2; k++) {
+            if (!pt->hs[k]) continue;
+            int rc = scan_range(pt, k, s, &m, text, 0, 0, len);
+            if (rc) return rc;
+        }
+    }
     sort_dedup(cs);
     size_t n = cs->n;
     cands_clear(cs); /* before finalize compacts v, which would hide rules from the reset */
     view_t t = {.buf = text, .base = 0, .avail = len};
     return finalize(db, &t, cs->v, n, min_score, 0, out);
+}
+
+int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
+                  wd_findings_t *out)
+{
+    return wd_guard_scan_for(db, s, WD_GUARD_ANY, text, len, min_score, out);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -515,10 +660,9 @@ wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
     wd_guard_scratch_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->db = db;
-    if ((db->block && hs_alloc_scratch(db->block, &s->hs) != HS_SUCCESS) ||
-        (db->near && hs_alloc_scratch(db->near, &s->hs) != HS_SUCCESS) ||
-        (db->far && hs_alloc_scratch(db->far, &s->hs) != HS_SUCCESS))
-        goto fail;
+    for (size_t i = 0; i < db->nparts; i++)
+        for (int k = 0; k < 2; k++)
+            if (db->parts[i].hs[k] && hs_alloc_scratch(db->parts[i].hs[k], &s->hs) != HS_SUCCESS) goto fail;
     if (!(s->md = pcre2_match_data_create(1, NULL)) || !(s->mctx = pcre2_match_context_create(NULL))) goto fail;
     pcre2_set_match_limit(s->mctx, PCRE_MATCH_LIMIT);
     pcre2_set_depth_limit(s->mctx, PCRE_DEPTH_LIMIT);
@@ -540,18 +684,27 @@ void wd_guard_scratch_free(wd_guard_scratch_t *s)
     pcre2_match_context_free(s->mctx);
     pcre2_jit_stack_free(s->jit);
     cands_free(&s->cs);
+    wd_buf_free(&s->cat);
+    free(s->segs);
     free(s);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Stream scan */
 
-size_t wd_guard_db_holdback(const wd_guard_db_t *db) { return db ? (size_t)db->holdback : 0; }
+/* A candidate is final when no later match can overlap it (later ends >= fed - 1, starts >= end -
+ * max_win) and its right-hand context (CTX_AFTER bytes + the byte after, for whole words) is in. */
+static uint64_t horizon_of(uint32_t max_win) { return (uint64_t)WD_MAX(max_win, (uint32_t)CTX_AFTER + 1) + 2; }
+
+size_t wd_guard_db_holdback(const wd_guard_db_t *db)
+{
+    return db ? (size_t)(horizon_of(db->max_win) + db->max_win) : 0;
+}
 size_t wd_guard_db_max_len(const wd_guard_db_t *db) { return db ? db->max_win : 0; }
 
-wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score)
+wd_guard_stream_t *wd_guard_stream_open_for(wd_guard_db_t *db, unsigned uses, float min_score)
 {
-    if (!db) return NULL;
+    if (!db || !db->compiled) return NULL;
     wd_guard_stream_t *st = calloc(1, sizeof *st);
     if (!st) return NULL;
     if (cands_init(&st->cs, db->nrules)) {
@@ -559,8 +712,18 @@ wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score)
         return NULL;
     }
     st->db = wd_guard_db_ref(db);
+    st->uses = uses;
+    for (size_t i = 0; i < db->nparts; i++)
+        if (db->parts[i].uses & uses) st->max_win = WD_MAX(st->max_win, WD_MAX(db->parts[i].win[0], db->parts[i].win[1]));
+    st->horizon = horizon_of(st->max_win);
+    st->holdback = st->horizon + st->max_win;
     st->min_score = min_score;
     return st;
+}
+
+wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score)
+{
+    return wd_guard_stream_open_for(db, WD_GUARD_ANY, min_score);
 }
 
 uint64_t wd_guard_stream_offset(const wd_guard_stream_t *st) { return st ? st->fed : 0; }
@@ -569,7 +732,7 @@ uint64_t wd_guard_stream_forced(const wd_guard_stream_t *st) { return st ? st->f
 
 /* Block-scans the history from max_win + 2 bytes (plus lookbehind) before `taken` and collects the
  * match ends in [taken, hi). Any span a later confirmation accepts lies inside the rescanned bytes
- * with one byte before it, so Vectorscan sees each such match exactly as in a scan of the whole
+ * with one byte before it, so Hyperscan sees each such match exactly as in a scan of the whole
  * text; a match that only exists because the buffer starts early (^, \b) starts at the buffer's
  * first byte and is never confirmed (it is longer than max_win). */
 static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t hi, wd_findings_t *out)
@@ -577,24 +740,20 @@ static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t hi
     const wd_guard_db_t *db = st->db;
     uint64_t lo = st->taken;
     if (hi > st->fed + 1) hi = st->fed + 1;
-    if (!db->block || hi <= lo) return WD_OK;
+    if (hi <= lo) return WD_OK;
     uint64_t to = WD_MIN(hi, st->fed);
-    struct {
-        hs_database_t *hs;
-        uint32_t win;
-    } sets[2] = {{db->near ? db->near : db->block, db->near ? db->near_win : db->max_win}, {db->far, db->max_win}};
-    for (int k = 0; k < 2 && sets[k].hs; k++) {
-        uint64_t back = (uint64_t)sets[k].win + 2 + db->lookbehind;
+    for (size_t i = 0; i < db->nparts * 2; i++) {
+        const part_t *pt = &db->parts[i / 2];
+        int k = (int)(i % 2);
+        if (!(pt->uses & st->uses) || !pt->hs[k]) continue;
+        uint64_t back = (uint64_t)pt->win[k] + 2 + db->lookbehind;
         uint64_t from = lo > back ? lo - back : 0;
         if (from < st->hbase) from = st->hbase; /* cannot happen: the history keeps at least this much */
         if (to <= from) continue;               /* nothing fed yet */
-        if (to - from > UINT32_MAX) return WD_E2BIG;
-        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase, .scan_base = from,
-                         .take_lo = lo, .take_hi = hi, .max_cands = max_cands(out)};
-        hs_error_t hr = hs_scan(sets[k].hs, st->hist + (from - st->hbase), (unsigned int)(to - from), 0, s->hs,
-                                on_match, &m);
-        if (m.err) return m.err;
-        if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase, .take_lo = lo,
+                         .take_hi = hi, .max_cands = max_cands(out)};
+        int rc = scan_range(pt, k, s, &m, st->hist, st->hbase, (size_t)(from - st->hbase), (size_t)(to - st->hbase));
+        if (rc) return rc;
     }
     st->taken = hi > st->fed ? st->fed : hi;
     return WD_OK;
@@ -619,12 +778,12 @@ static int stream_flush(wd_guard_stream_t *st, bool eod, wd_findings_t *out)
                 if (cs->v[j].end > maxend) maxend = cs->v[j].end;
                 j++;
             }
-            if (maxend + db->horizon <= st->fed) {
+            if (maxend + st->horizon <= st->fed) {
                 k = j;
                 continue;
             }
             size_t k0 = k;
-            while (k < j && cs->v[k].start + db->holdback < st->fed)
+            while (k < j && cs->v[k].start + st->holdback < st->fed)
                 k++;
             st->forced += k - k0;
             break;
@@ -644,7 +803,7 @@ static int stream_flush(wd_guard_stream_t *st, bool eod, wd_findings_t *out)
 
     /* Later findings start at a pending candidate or within max_win before a later match end, and
      * later ends are >= taken. */
-    uint64_t safe = st->taken > (uint64_t)db->max_win + 1 ? st->taken - db->max_win - 1 : 0;
+    uint64_t safe = st->taken > (uint64_t)st->max_win + 1 ? st->taken - st->max_win - 1 : 0;
     if (cs->n && cs->v[0].start < safe) safe = cs->v[0].start;
     if (eod) safe = st->fed;
     if (safe > st->safe) st->safe = safe;
@@ -744,9 +903,9 @@ static void db_free(wd_guard_db_t *db)
     }
     free(db->rules);
     free(db->rt);
-    hs_free_database(db->block);
-    hs_free_database(db->near);
-    hs_free_database(db->far);
+    for (size_t i = 0; i < db->nparts; i++)
+        for (int k = 0; k < 2; k++)
+            hs_free_database(db->parts[i].hs[k]);
     free(db);
 }
 
@@ -993,6 +1152,158 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
     return WD_OK;
 }
 
+/* Does every match of the pattern contain an ASCII digit (and the pattern has no ^ or $)? A small
+ * parser of the rule syntax (docs/rules.md); anything it does not recognise makes the answer "no",
+ * which only costs speed. */
+typedef struct {
+    const char *p;
+    size_t i, n;
+    bool bad;
+} rx_t;
+
+static bool rx_alt(rx_t *x, int depth);
+
+static bool rx_class(rx_t *x) /* after '[': true when every member is a digit */
+{
+    bool all = true;
+    if (x->i < x->n && x->p[x->i] == '^') {
+        all = false;
+        x->i++;
+    }
+    bool first = true;
+    while (x->i < x->n && (x->p[x->i] != ']' || first)) {
+        first = false;
+        unsigned char lo = (unsigned char)x->p[x->i++], hi;
+        if (lo == '[' && x->i < x->n && x->p[x->i] == ':') x->bad = true; /* POSIX classes */
+        if (lo == '\\') {
+            if (x->i >= x->n) break;
+            char e = x->p[x->i++];
+            if (e == 'd') continue;
+            all = false; /* other escapes name or may name non-digits */
+            if (e == 'x') x->i += 2;
+            continue;
+        }
+        hi = lo;
+        if (x->i + 1 < x->n && x->p[x->i] == '-' && x->p[x->i + 1] != ']') {
+            hi = (unsigned char)x->p[x->i + 1];
+            x->i += 2;
+            if (hi == '\\') x->bad = true;
+        }
+        if (lo < '0' || hi > '9') all = false;
+    }
+    if (x->i >= x->n) x->bad = true;
+    x->i++; /* ']' */
+    return all;
+}
+
+static bool rx_atom(rx_t *x, int depth)
+{
+    char c = x->p[x->i++];
+    switch (c) {
+    case '(':
+        if (depth > 32) x->bad = true;
+        if (x->i < x->n && x->p[x->i] == '?') {
+            x->i++;
+            while (x->i < x->n && (x->p[x->i] == '-' || (x->p[x->i] >= 'a' && x->p[x->i] <= 'z')))
+                x->i++; /* inline flags */
+            if (x->i < x->n && x->p[x->i] == ')') { /* (?i): zero width */
+                x->i++;
+                return false;
+            }
+            if (x->i >= x->n || x->p[x->i] != ':') {
+                x->bad = true; /* lookaround and the like */
+                return false;
+            }
+            x->i++;
+        }
+        {
+            bool r = rx_alt(x, depth + 1);
+            if (x->i >= x->n || x->p[x->i] != ')') x->bad = true;
+            x->i++;
+            return r;
+        }
+    case '[':
+        return rx_class(x);
+    case '\\':
+        if (x->i >= x->n) {
+            x->bad = true;
+            return false;
+        }
+        c = x->p[x->i++];
+        if (c == 'd') return true;
+        if (c == 'x') {
+            unsigned v = 0;
+            for (int k = 0; k < 2 && x->i < x->n; k++, x->i++) {
+                char h = x->p[x->i];
+                v = v * 16 + (unsigned)(h >= 'a' ? h - 'a' + 10 : h >= 'A' ? h - 'A' + 10 : h - '0');
+            }
+            return v >= '0' && v <= '9';
+        }
+        if (c >= '0' && c <= '9') x->bad = true; /* back-references */
+        return false;
+    case '^':
+    case '$':
+        x->bad = true;
+        return false;
+    default:
+        return c >= '0' && c <= '9';
+    }
+}
+
+static bool rx_seq(rx_t *x, int depth)
+{
+    bool need = false;
+    while (x->i < x->n && !x->bad && x->p[x->i] != '|' && x->p[x->i] != ')') {
+        bool digit = rx_atom(x, depth);
+        unsigned long min = 1;
+        if (x->i < x->n) {
+            char q = x->p[x->i];
+            if (q == '?' || q == '*') {
+                min = 0;
+                x->i++;
+            } else if (q == '+') {
+                x->i++;
+            } else if (q == '{') {
+                size_t j = x->i + 1;
+                min = 0;
+                while (j < x->n && x->p[j] >= '0' && x->p[j] <= '9' && min < 100000)
+                    min = min * 10 + (unsigned long)(x->p[j++] - '0');
+                const char *close = memchr(x->p + x->i, '}', x->n - x->i);
+                if (j == x->i + 1 || !close) x->bad = true;
+                else x->i = (size_t)(close - x->p) + 1;
+            }
+            if (x->i < x->n && (x->p[x->i] == '?' || x->p[x->i] == '+')) x->i++; /* lazy, possessive */
+        }
+        if (digit && min > 0) need = true;
+    }
+    return need;
+}
+
+static bool rx_alt(rx_t *x, int depth)
+{
+    bool all = rx_seq(x, depth);
+    while (x->i < x->n && !x->bad && x->p[x->i] == '|') {
+        x->i++;
+        all = rx_seq(x, depth) && all;
+    }
+    return all;
+}
+
+static bool needs_digit(const char *p, size_t n)
+{
+    rx_t x = {.p = p, .n = n};
+    bool need = rx_alt(&x, 0);
+    return need && !x.bad && x.i >= n;
+}
+
+/* Gating pays for rules without a literal to search for, which are the short digit-group patterns;
+ * a long-span rule (a secret with its own prefix) would only make every window wide. */
+#define GATE_MAX_WIN 64
+static bool gateable(const wd_rule_t *r, const rule_rt_t *rt)
+{
+    return rt->win <= GATE_MAX_WIN && needs_digit(r->pattern, strlen(r->pattern));
+}
+
 /* Per-rule compile checks (each error names the rule's pattern), then the widths that decide how a
  * match is confirmed. */
 static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, unsigned col)
@@ -1001,7 +1312,7 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
     hs_expr_info_t *info = NULL;
     hs_compile_error_t *herr = NULL;
     if (hs_expression_info(r->pattern, flags, &info, &herr) != HS_SUCCESS) {
-        int rc = fail_at(L, line, col, "rule '%s': pattern rejected by Vectorscan: %s", r->id,
+        int rc = fail_at(L, line, col, "rule '%s': pattern rejected by Hyperscan: %s", r->id,
                          herr ? herr->message : "unknown error");
         hs_free_compile_error(herr);
         return rc;
@@ -1018,7 +1329,7 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
     PCRE2_SIZE eoff;
     pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
     if (!cc) return fail_at(L, line, col, "out of memory");
-    /* byte semantics and LF newlines, the same as Vectorscan without HS_FLAG_UTF8 */
+    /* byte semantics and LF newlines, the same as Hyperscan without HS_FLAG_UTF8 */
     pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
     uint32_t opts = PCRE2_ENDANCHORED | (r->caseless ? PCRE2_CASELESS : 0);
     rt->code = pcre2_compile((PCRE2_SPTR)r->pattern, PCRE2_ZERO_TERMINATED, opts, &ecode, &eoff, cc);
@@ -1106,38 +1417,37 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
     return rc;
 }
 
-enum { SET_ALL, SET_NEAR, SET_FAR };
-
-/* One Vectorscan database for all rules, or for those whose spans are short (near) or long (far).
- * Match ids are rule indexes in every set. */
-static int compile_set(load_t *L, const wd_guard_db_t *db, int set, hs_database_t **out)
+/* Compiles the rules of one part (those whose uses are exactly `uses`) with short (k = 0) or long
+ * (k = 1) spans. Match ids are rule indexes. No rules: *out stays NULL. */
+static int compile_part(wd_guard_db_t *db, unsigned uses, bool gated, int k, hs_database_t **out, uint32_t *win,
+                        char *err, size_t errlen)
 {
-    const char **pats = malloc(db->nrules * sizeof *pats);
-    unsigned *flags = malloc(db->nrules * sizeof *flags), *ids = malloc(db->nrules * sizeof *ids);
+    const char **pats = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *pats);
+    unsigned *flags = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *flags);
+    unsigned *ids = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *ids);
     int rc = WD_OK;
     if (!pats || !flags || !ids) {
-        rc = WD_ENOMEM;
+        rc = wd_errf(err, errlen, WD_ENOMEM, "out of memory");
         goto done;
     }
     unsigned n = 0;
     for (size_t i = 0; i < db->nrules; i++) {
-        bool far = db->rt[i].win > NEAR_WIN;
-        if ((set == SET_NEAR && far) || (set == SET_FAR && !far)) continue;
+        if (db->rt[i].uses != uses || db->rt[i].gated != gated || (db->rt[i].win > NEAR_WIN) != (k == 1)) continue;
         pats[n] = db->rules[i].pattern;
         flags[n] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
         ids[n++] = (unsigned)i;
+        if (db->rt[i].win > *win) *win = db->rt[i].win;
     }
+    if (n == 0) goto done;
     hs_compile_error_t *herr = NULL;
     if (hs_compile_multi(pats, flags, ids, n, HS_MODE_BLOCK, NULL, out, &herr) != HS_SUCCESS) {
-        rc = WD_EINVAL;
         if (herr && herr->expression >= 0 && (unsigned)herr->expression < n) {
             size_t i = ids[herr->expression];
-            L->file = db->rules[i].file;
-            fail_at(L, L->pattern_line[i], L->pattern_col[i], "rule '%s': pattern rejected by Vectorscan: %s",
-                    db->rules[i].id, herr->message);
+            rc = wd_errf(err, errlen, WD_EINVAL, "%s:%u:%u: rule '%s': pattern rejected by Hyperscan: %s",
+                         db->rules[i].file, db->rt[i].pline, db->rt[i].pcol, db->rules[i].id, herr->message);
         } else {
-            wd_errf(L->err, L->errlen, WD_EINVAL, "rules: Vectorscan cannot compile the rule set: %s",
-                    herr ? herr->message : "unknown error");
+            rc = wd_errf(err, errlen, WD_EINVAL, "rules: Hyperscan cannot compile the rule set: %s",
+                         herr ? herr->message : "unknown error");
         }
         hs_free_compile_error(herr);
     }
@@ -1148,7 +1458,45 @@ done:
     return rc;
 }
 
-/* Compiles the collected rules into a database. Takes ownership of L->rules. */
+int wd_guard_db_set_gating(wd_guard_db_t *db, bool on)
+{
+    if (!db || db->compiled) return WD_EINVAL;
+    for (size_t i = 0; i < db->nrules; i++)
+        db->rt[i].gated = on && gateable(&db->rules[i], &db->rt[i]);
+    return WD_OK;
+}
+
+bool wd_guard_db_gated(const wd_guard_db_t *db, size_t rule) { return db && rule < db->nrules && db->rt[rule].gated; }
+
+int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses)
+{
+    if (!db || db->compiled || rule >= db->nrules || (uses & ~WD_GUARD_ANY)) return WD_EINVAL;
+    db->rt[rule].uses = (uint8_t)uses;
+    return WD_OK;
+}
+
+int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
+{
+    if (!db || db->compiled) return wd_errf(err, errlen, WD_EINVAL, "rules: already compiled");
+    for (unsigned i = 0; i < 2 * WD_GUARD_ANY; i++) {
+        unsigned uses = i / 2 + 1;
+        bool gated = i % 2;
+        part_t pt = {.uses = uses, .gated = gated};
+        for (int k = 0; k < 2; k++) {
+            int rc = compile_part(db, uses, gated, k, &pt.hs[k], &pt.win[k], err, errlen);
+            if (rc) {
+                hs_free_database(pt.hs[0]);
+                return rc;
+            }
+        }
+        if (pt.hs[0] || pt.hs[1]) db->parts[db->nparts++] = pt;
+    }
+    db->compiled = true;
+    return WD_OK;
+}
+
+/* Checks and prepares every collected rule (each error names its pattern); nothing is compiled by
+ * Hyperscan yet. Takes ownership of L->rules. */
 static wd_guard_db_t *build(load_t *L)
 {
     wd_guard_db_t *db = calloc(1, sizeof *db);
@@ -1161,48 +1509,43 @@ static wd_guard_db_t *build(load_t *L)
     db->nrules = L->n;
     L->rules = NULL;
     L->n = 0;
-    if (db->nrules && !(db->rt = calloc(db->nrules, sizeof *db->rt))) goto oom;
+    if (db->nrules && !(db->rt = calloc(db->nrules, sizeof *db->rt))) {
+        wd_errf(L->err, L->errlen, WD_ENOMEM, "out of memory");
+        db_free(db);
+        return NULL;
+    }
 
     uint32_t max_lb = 1; /* our own boundary check reads one byte before a span */
     for (size_t i = 0; i < db->nrules; i++) {
         wd_rule_t *r = &db->rules[i];
+        rule_rt_t *rt = &db->rt[i];
         L->file = r->file;
-        if (compile_rule(L, r, &db->rt[i], L->pattern_line[i], L->pattern_col[i])) goto fail;
-        if (db->rt[i].win > db->max_win) db->max_win = db->rt[i].win;
-        if (db->rt[i].code) {
+        rt->pline = L->pattern_line[i];
+        rt->pcol = L->pattern_col[i];
+        rt->uses = WD_GUARD_ANY;
+        if (compile_rule(L, r, rt, rt->pline, rt->pcol)) {
+            db_free(db);
+            return NULL;
+        }
+        rt->gated = gateable(r, rt);
+        if (rt->win > db->max_win) db->max_win = rt->win;
+        if (rt->code) {
             uint32_t lb = 0;
-            if (pcre2_pattern_info(db->rt[i].code, PCRE2_INFO_MAXLOOKBEHIND, &lb) == 0 && lb > max_lb) max_lb = lb;
+            if (pcre2_pattern_info(rt->code, PCRE2_INFO_MAXLOOKBEHIND, &lb) == 0 && lb > max_lb) max_lb = lb;
         }
     }
     db->lookbehind = max_lb;
-    /* a candidate is final when no later match can overlap it (later ends >= fed - 1, starts >= end -
-     * max_win) and its right-hand context (CTX_AFTER bytes + the byte after, for whole words) is in */
-    db->horizon = (uint64_t)WD_MAX(db->max_win, (uint32_t)CTX_AFTER + 1) + 2;
-    db->holdback = db->horizon + db->max_win;
+    return db;
+}
 
-    if (db->nrules) {
-        size_t nfar = 0;
-        for (size_t i = 0; i < db->nrules; i++) {
-            if (db->rt[i].win > NEAR_WIN)
-                nfar++;
-            else if (db->rt[i].win > db->near_win)
-                db->near_win = db->rt[i].win;
-        }
-        int rc = compile_set(L, db, SET_ALL, &db->block);
-        /* streams rescan max_win bytes per piece; splitting off the few long-span rules keeps that
-         * rescan short for all the others */
-        if (!rc && nfar && nfar < db->nrules) {
-            if (!(rc = compile_set(L, db, SET_NEAR, &db->near))) rc = compile_set(L, db, SET_FAR, &db->far);
-        }
-        if (rc == WD_ENOMEM) goto oom;
-        if (rc) goto fail;
+/* Parsing and compiling in one step, every rule serving every purpose. */
+static wd_guard_db_t *compiled(wd_guard_db_t *db, char *err, size_t errlen)
+{
+    if (db && wd_guard_db_compile(db, err, errlen)) {
+        db_free(db);
+        return NULL;
     }
     return db;
-oom:
-    wd_errf(L->err, L->errlen, WD_ENOMEM, "out of memory");
-fail:
-    db_free(db);
-    return NULL;
 }
 
 static void load_cleanup(load_t *L)
@@ -1216,7 +1559,7 @@ static void load_cleanup(load_t *L)
     L->n = 0;
 }
 
-wd_guard_db_t *wd_guard_db_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+wd_guard_db_t *wd_guard_db_parse_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
 {
     load_t L = {.err = err, .errlen = errlen};
     if (err && errlen) err[0] = '\0';
@@ -1274,7 +1617,7 @@ static int read_file(const char *path, char **out, size_t *outlen, char *err, si
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-wd_guard_db_t *wd_guard_db_load(const char *dir, char *err, size_t errlen)
+wd_guard_db_t *wd_guard_db_parse(const char *dir, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
     if (!dir) {
@@ -1343,4 +1686,14 @@ wd_guard_db_t *wd_guard_db_load(const char *dir, char *err, size_t errlen)
         free(names[i]);
     free(names);
     return db;
+}
+
+wd_guard_db_t *wd_guard_db_load(const char *dir, char *err, size_t errlen)
+{
+    return compiled(wd_guard_db_parse(dir, err, errlen), err, errlen);
+}
+
+wd_guard_db_t *wd_guard_db_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+{
+    return compiled(wd_guard_db_parse_buf(name, yaml, len, err, errlen), err, errlen);
 }

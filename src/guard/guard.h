@@ -2,9 +2,9 @@
  *
  * Rules are data (rules/NAME.yaml, see docs/rules.md): each has an id ("pii.email"), an entity type
  * ("EMAIL"), a data class ("pii", "phi", "financial", "secrets", or a content category such as
- * "self_harm"), a Vectorscan pattern, an optional validator (Luhn, mod-97, ...), optional context
- * words and a score. All rules compile into Vectorscan block-mode databases once per load (streams
- * rescan a short tail instead of using Vectorscan's stream mode, see engine.c); scanning never
+ * "self_harm"), a Hyperscan pattern, an optional validator (Luhn, mod-97, ...), optional context
+ * words and a score. All rules compile into Hyperscan block-mode databases once per load (streams
+ * rescan a short tail instead of using Hyperscan's stream mode, see engine.c); scanning never
  * compiles. Matches are found without start-of-match tracking (fast) and each span's start is
  * confirmed with a bounded PCRE2 match only where something matched; validators and context then
  * remove false positives.
@@ -34,7 +34,7 @@ typedef struct {
     char *id;          /* unique, e.g. "pii.email" */
     char *type;        /* entity type, e.g. "EMAIL" (also the placeholder name) */
     char *cls;         /* data class / category, e.g. "pii" */
-    char *pattern;     /* Vectorscan/PCRE2 syntax */
+    char *pattern;     /* Hyperscan/PCRE2 syntax */
     bool caseless;
     int validator;     /* index from wd_validator_find, or -1 */
     char **context;    /* lower-case words; one within 64 bytes before or 32 after the span adds 0.25 */
@@ -52,10 +52,31 @@ typedef struct {
 /* A compiled, immutable rule set (reference-counted like config snapshots). */
 typedef struct wd_guard_db wd_guard_db_t;
 
-/* Loads every *.yaml file in dir (sorted by name) and compiles them. Errors name file:line:col. */
+/* What a scan is for. Every rule serves some of these purposes (all of them, unless the caller
+ * narrows them between parsing and compiling); a scan for some purposes runs only the databases of
+ * the rules that serve them, and only those rules compete in overlap resolution. */
+#define WD_GUARD_INPUT 1u     /* privacy actions on prompts */
+#define WD_GUARD_OUTPUT 2u    /* the output filter on answers */
+#define WD_GUARD_INJECTION 4u /* the prompt-injection screen, decoded layers included */
+#define WD_GUARD_ANY 7u
+
+/* Loads every *.yaml file in dir (sorted by name) and compiles them, every rule serving every
+ * purpose. Errors name file:line:col. */
 wd_guard_db_t *wd_guard_db_load(const char *dir, char *err, size_t errlen);
 /* Same, from one YAML buffer (tests). */
 wd_guard_db_t *wd_guard_db_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen);
+/* The same in two steps: parse and check every rule (PCRE2 and Hyperscan accept each pattern), let
+ * the caller set what each rule is for, then compile. Rules serving no purpose are not compiled at
+ * all. A db must be compiled before it is scanned or shared; set_uses after compile is WD_EINVAL. */
+wd_guard_db_t *wd_guard_db_parse(const char *dir, char *err, size_t errlen);
+wd_guard_db_t *wd_guard_db_parse_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen);
+int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses);
+/* Rules whose every match holds a digit (found by a conservative look at the pattern) are scanned
+ * only around the digits of a text: the same findings, much less work on text with few digits.
+ * Turning it off (before compile) is for differential tests and benchmarks. */
+int wd_guard_db_set_gating(wd_guard_db_t *db, bool on);
+bool wd_guard_db_gated(const wd_guard_db_t *db, size_t rule);
+int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen);
 wd_guard_db_t *wd_guard_db_ref(wd_guard_db_t *db);
 void wd_guard_db_unref(wd_guard_db_t *db);
 size_t wd_guard_db_nrules(const wd_guard_db_t *db);
@@ -84,7 +105,7 @@ typedef struct {
 void wd_findings_init(wd_findings_t *f);
 void wd_findings_free(wd_findings_t *f);
 
-/* Per-thread scratch (Vectorscan scratch, PCRE2 match data). Allocate one per worker per db. */
+/* Per-thread scratch (Hyperscan scratch, PCRE2 match data). Allocate one per worker per db. */
 typedef struct wd_guard_scratch wd_guard_scratch_t;
 wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db);
 void wd_guard_scratch_free(wd_guard_scratch_t *s);
@@ -94,6 +115,9 @@ void wd_guard_scratch_free(wd_guard_scratch_t *s);
  * Returns WD_OK or an error (WD_E2BIG when the findings limit was reached: the text is refused). */
 int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
                   wd_findings_t *out);
+/* The same with only the rules serving one of the purposes in `uses` (WD_GUARD_* bits). */
+int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
+                      float min_score, wd_findings_t *out);
 
 /* ---- stream mode (SSE answers, large files) ---------------------------------------------------------
  *
@@ -112,6 +136,8 @@ size_t wd_guard_db_holdback(const wd_guard_db_t *db);
 
 /* Opens a stream (takes a reference on db). min_score applies to every finding of the stream. */
 wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score);
+/* The same with only the rules serving one of the purposes in `uses`. */
+wd_guard_stream_t *wd_guard_stream_open_for(wd_guard_db_t *db, unsigned uses, float min_score);
 /* Scans the next piece. out is reset and receives the findings that became final, sorted, with
  * absolute stream offsets base + start / base + end (out->base is set; the relative values fit in
  * 32 bits). s is any scratch of the stream's db (streams may move between threads between calls).

@@ -427,7 +427,7 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
     } else {
         wd_findings_t f;
         wd_findings_init(&f);
-        rc = wd_guard_scan(db, s, text, len, 0.0f, &f);
+        rc = wd_guard_scan_for(db, s, WD_GUARD_INJECTION, text, len, 0.0f, &f);
         if (!rc) take(db, &f, layer, depth, r);
         wd_findings_free(&f);
         if (rc) return rc;
