@@ -14,12 +14,13 @@
  * candidate: the word-boundary check, the validator, the context words, min_score; and finally the
  * overlap resolution (higher score, then longer, then the earlier rule).
  *
- * Stream mode runs the same pipeline on a sliding history; a candidate becomes final once no later
- * match can overlap it and its right-hand context has arrived, so the findings equal a block scan's.
- * Each piece is block-scanned together with the last win + 2 bytes before it, and only match ends
- * in the new range are taken; that is exact (any confirmed span fits inside the rescanned range).
- * The rescan is kept short by giving the few rules with long spans (> NEAR_WIN) a database of their
- * own: a 20-byte SSE event then costs a rescan of ~NEAR_WIN bytes for most rules.
+ * Databases are Hyperscan stream-mode databases. A stream (an SSE answer, a large file) writes each
+ * piece to them once, with the same pipeline on a sliding history: Hyperscan reports a match once
+ * nothing that follows can change it, and a candidate becomes final once no later match can overlap
+ * it and its right-hand context has arrived, so the findings equal a block scan's. A block scan is a
+ * stream of one write. What a stream must hold back is short: the longest span of the rules with
+ * short spans (SHORT_WIN at most), and, for each rule whose spans can be longer (a private key, a
+ * JWT, an e-mail address), only from where a match of it is in progress (PCRE2 partial matching).
  *
  * Rules are compiled in parts: by the purposes they serve (prompts, answers, the injection screen;
  * see WD_GUARD_*), so a scan runs only the rules it needs, and, within a purpose, apart when every
@@ -67,9 +68,12 @@
 #define DEFAULT_LIMIT 4096
 #define CAND_FACTOR 8 /* raw candidates kept per scan: CAND_FACTOR x the findings limit */
 #define MAX_PIECE (1u << 30)
-#define NEAR_WIN 256 /* streams rescan this much per piece for most rules; see compile_set */
 /* PCRE2 work per confirmation. A window is at most 4 KiB, so a sane pattern needs a few thousand
  * steps; hitting the limit means a pathological pattern and the text is refused (fail closed). */
+/* Streams hold back the last SHORT_WIN bytes for the rules with shorter spans; a rule whose spans can
+ * be longer makes them hold back only from where a match of it may be in progress. */
+#define SHORT_WIN 128
+#define NO_PENDING UINT64_MAX
 #define PCRE_MATCH_LIMIT 200000
 #define PCRE_DEPTH_LIMIT 10000
 
@@ -77,25 +81,27 @@
 /* Model */
 
 typedef struct {
-    pcre2_code *code; /* NULL when fixed != 0 */
+    pcre2_code *code;  /* end-anchored, for confirmations; NULL when fixed != 0 */
+    pcre2_code *pcode; /* longspan rules: not end-anchored, for partial matching (PCRE2 refuses both) */
     uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
     wd_validator_fn validate;
     uint8_t ctxlen[MAX_WORDS]; /* strlen of each context word */
     uint8_t uses;              /* WD_GUARD_* purposes the rule serves; 0 = never scanned */
     bool gated;                /* every match holds an ASCII digit: see needs_digit */
+    bool longspan;             /* win > SHORT_WIN: streams track its match in progress (track_pending) */
     unsigned pline, pcol;      /* where its pattern is, for compile errors */
 } rule_rt_t;
 
 /* The rules that serve the same purposes are compiled together, so a scan for some purposes runs only
  * the databases of the rules it needs (a prompt is not scanned for content categories, an answer not
- * for injection signatures). Within a part, rules with short spans and long spans get databases of
- * their own: a stream rescans only as far back as each database's longest span. */
+ * for injection signatures). Every part is one stream-mode database: streams feed it piece by piece,
+ * and a block scan is a stream of one write, reset for the next. */
 typedef struct {
     unsigned uses;
-    bool gated;           /* its rules need a digit: it runs only where the text has digits */
-    hs_database_t *hs[2]; /* [0] rules with win <= NEAR_WIN, [1] the rest; either may be NULL */
-    uint32_t win[2];      /* the longest win in each */
+    bool gated;        /* its rules need a digit: block scans run it only where the text has digits */
+    hs_database_t *hs; /* HS_MODE_STREAM */
+    uint32_t win;      /* the longest win among its rules */
 } part_t;
 
 #define MAX_PARTS 14 /* one per non-empty combination of the three WD_GUARD_* bits, gated or not */
@@ -134,6 +140,7 @@ typedef struct {
 struct wd_guard_scratch {
     const wd_guard_db_t *db;
     hs_scratch_t *hs;
+    hs_stream_t *bst[MAX_PARTS]; /* per part, for block scans: opened once, reset after each scan */
     wd_buf_t cat; /* the digit windows of one gated scan, separated by '\n' */
     seg_t *segs;
     size_t nsegs, segcap;
@@ -146,14 +153,19 @@ struct wd_guard_scratch {
 struct wd_guard_stream {
     wd_guard_db_t *db;
     unsigned uses;
-    uint32_t max_win;  /* the longest win among the rules the stream looks at */
-    uint64_t horizon;  /* a candidate is final once fed >= its end + horizon */
+    uint32_t max_win;   /* the longest win among the rules the stream looks at */
+    uint32_t short_win; /* the same among its rules that are not longspan */
+    uint32_t *lr;       /* its longspan rules */
+    uint64_t *pend;     /* per lr: where a match of it may be in progress, or NO_PENDING */
+    size_t nlr;
+    uint64_t horizon;  /* a candidate is final once fed >= its end + horizon (and no long match pends) */
     uint64_t holdback; /* fed - safe offset never exceeds this */
     float min_score;
     char *hist; /* bytes [hbase, fed) */
     size_t hcap;
     uint64_t hbase, fed, safe;
-    uint64_t taken; /* match ends below this have been collected; later scans take ends from here */
+    uint64_t taken; /* match ends below this have been collected; later matches end at or after it */
+    hs_stream_t *hst[MAX_PARTS]; /* per part the stream looks at, else NULL */
     candset_t cs; /* pending candidates */
     uint64_t forced; /* candidates finalized early to keep the hold-back bounded */
     bool finished, failed;
@@ -231,8 +243,7 @@ typedef struct {
     candset_t *cs;
     const char *buf; /* holds stream bytes [base, ...) */
     uint64_t base;
-    uint64_t scan_base;        /* stream offset of the scanned buffer's first byte */
-    uint64_t take_lo, take_hi; /* only match ends in [take_lo, take_hi) are collected */
+    uint64_t scan_base; /* offset in the text of what Hyperscan calls offset 0 */
     size_t max_cands;
     const seg_t *segs; /* set while a gated scan runs over the windows' buffer */
     size_t nsegs;
@@ -260,7 +271,6 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     } else {
         end = m->scan_base + to;
     }
-    if (end < m->take_lo || end >= m->take_hi) return 0;
 
     if (rt->fixed) {
         if (end < rt->fixed) return 0;
@@ -556,26 +566,28 @@ static size_t next_digit(const char *p, size_t i, size_t end)
     return end;
 }
 
-static int run_db(hs_database_t *hs, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf, uint64_t babs,
+/* One write to a block-scan stream, then a reset that reports the matches needing the end of the
+ * text ($, a trailing \b) and readies the stream for the next scan. */
+static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf, uint64_t babs,
                   size_t from, size_t to)
 {
     if (to <= from) return WD_OK;
     if (to - from > UINT32_MAX) return WD_E2BIG;
     m->scan_base = babs + from;
-    hs_error_t hr = hs_scan(hs, buf + from, (unsigned int)(to - from), 0, s->hs, on_match, m);
+    hs_error_t hr = hs_scan_stream(hst, buf + from, (unsigned int)(to - from), 0, s->hs, on_match, m);
+    if (hr == HS_SUCCESS) hr = hs_reset_stream(hst, 0, s->hs, on_match, m);
+    else hs_reset_stream(hst, 0, s->hs, NULL, NULL); /* stopped mid-write: discard the rest */
     if (m->err) return m->err;
     if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
     return WD_OK;
 }
 
-/* Database k of part pt over buf[from, to), where buf[0] is at stream offset babs. A window is never
- * widened below `from`: a stream's rescan starts more than win bytes before the first match end it
- * takes, so a match that only exists because the window starts there is too long to be confirmed. */
-static int scan_range(const part_t *pt, int k, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf,
+/* Part i over buf[from, to), where buf[0] is at offset babs of the text. */
+static int scan_range(const part_t *pt, size_t i, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf,
                       uint64_t babs, size_t from, size_t to)
 {
-    if (!pt->gated) return run_db(pt->hs[k], s, m, buf, babs, from, to);
-    size_t win = pt->win[k], d = next_digit(buf, from, to);
+    if (!pt->gated) return run_db(s->bst[i], s, m, buf, babs, from, to);
+    size_t win = pt->win, d = next_digit(buf, from, to);
     wd_buf_reset(&s->cat);
     s->nsegs = 0;
     while (d < to) {
@@ -606,10 +618,10 @@ static int scan_range(const part_t *pt, int k, wd_guard_scratch_t *s, match_ctx_
         d = next_digit(buf, we, to);
     }
     if (!s->nsegs) return WD_OK;
-    /* one scan over all windows: a Hyperscan call has a fixed cost that would dwarf a short window */
+    /* one write for all windows: a Hyperscan call has a fixed cost that would dwarf a short window */
     m->segs = s->segs;
     m->nsegs = s->nsegs;
-    int rc = run_db(pt->hs[k], s, m, s->cat.data, 0, 0, s->cat.len);
+    int rc = run_db(s->bst[i], s, m, s->cat.data, 0, 0, s->cat.len);
     m->segs = NULL;
     return rc;
 }
@@ -627,16 +639,12 @@ int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned u
     if (len == 0) return WD_OK;
     candset_t *cs = &s->cs;
     cands_clear(cs);
-    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .take_hi = UINT64_MAX,
-                     .max_cands = max_cands(out)};
+    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .max_cands = max_cands(out)};
     for (size_t i = 0; i < db->nparts; i++) {
         const part_t *pt = &db->parts[i];
         if (!(pt->uses & uses)) continue;
-        for (int k = 0; k < 2; k++) {
-            if (!pt->hs[k]) continue;
-            int rc = scan_range(pt, k, s, &m, text, 0, 0, len);
-            if (rc) return rc;
-        }
+        int rc = scan_range(pt, i, s, &m, text, 0, 0, len);
+        if (rc) return rc;
     }
     sort_dedup(cs);
     size_t n = cs->n;
@@ -661,8 +669,9 @@ wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
     if (!s) return NULL;
     s->db = db;
     for (size_t i = 0; i < db->nparts; i++)
-        for (int k = 0; k < 2; k++)
-            if (db->parts[i].hs[k] && hs_alloc_scratch(db->parts[i].hs[k], &s->hs) != HS_SUCCESS) goto fail;
+        if (hs_alloc_scratch(db->parts[i].hs, &s->hs) != HS_SUCCESS ||
+            hs_open_stream(db->parts[i].hs, 0, &s->bst[i]) != HS_SUCCESS)
+            goto fail;
     if (!(s->md = pcre2_match_data_create(1, NULL)) || !(s->mctx = pcre2_match_context_create(NULL))) goto fail;
     pcre2_set_match_limit(s->mctx, PCRE_MATCH_LIMIT);
     pcre2_set_depth_limit(s->mctx, PCRE_DEPTH_LIMIT);
@@ -679,6 +688,8 @@ fail:
 void wd_guard_scratch_free(wd_guard_scratch_t *s)
 {
     if (!s) return;
+    for (size_t i = 0; i < MAX_PARTS; i++)
+        if (s->bst[i]) hs_close_stream(s->bst[i], NULL, NULL, NULL);
     if (s->hs) hs_free_scratch(s->hs);
     pcre2_match_data_free(s->md);
     pcre2_match_context_free(s->mctx);
@@ -713,10 +724,30 @@ wd_guard_stream_t *wd_guard_stream_open_for(wd_guard_db_t *db, unsigned uses, fl
     }
     st->db = wd_guard_db_ref(db);
     st->uses = uses;
-    for (size_t i = 0; i < db->nparts; i++)
-        if (db->parts[i].uses & uses) st->max_win = WD_MAX(st->max_win, WD_MAX(db->parts[i].win[0], db->parts[i].win[1]));
-    st->horizon = horizon_of(st->max_win);
-    st->holdback = st->horizon + st->max_win;
+    for (size_t i = 0; i < db->nparts; i++) {
+        if (!(db->parts[i].uses & uses)) continue;
+        if (hs_open_stream(db->parts[i].hs, 0, &st->hst[i]) != HS_SUCCESS) {
+            wd_guard_stream_free(st);
+            return NULL;
+        }
+        st->max_win = WD_MAX(st->max_win, db->parts[i].win);
+    }
+    if (!(st->lr = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *st->lr)) ||
+        !(st->pend = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *st->pend))) {
+        wd_guard_stream_free(st);
+        return NULL;
+    }
+    for (size_t i = 0; i < db->nrules; i++) {
+        if (!(db->rt[i].uses & uses)) continue;
+        if (db->rt[i].longspan) {
+            st->lr[st->nlr] = (uint32_t)i;
+            st->pend[st->nlr++] = NO_PENDING;
+        } else if (db->rt[i].win > st->short_win) {
+            st->short_win = db->rt[i].win;
+        }
+    }
+    st->horizon = horizon_of(st->short_win);
+    st->holdback = horizon_of(st->max_win) + st->max_win;
     st->min_score = min_score;
     return st;
 }
@@ -730,39 +761,68 @@ uint64_t wd_guard_stream_offset(const wd_guard_stream_t *st) { return st ? st->f
 uint64_t wd_guard_stream_safe_offset(const wd_guard_stream_t *st) { return st ? st->safe : 0; }
 uint64_t wd_guard_stream_forced(const wd_guard_stream_t *st) { return st ? st->forced : 0; }
 
-/* Block-scans the history from max_win + 2 bytes (plus lookbehind) before `taken` and collects the
- * match ends in [taken, hi). Any span a later confirmation accepts lies inside the rescanned bytes
- * with one byte before it, so Hyperscan sees each such match exactly as in a scan of the whole
- * text; a match that only exists because the buffer starts early (^, \b) starts at the buffer's
- * first byte and is never confirmed (it is longer than max_win). */
-static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t hi, wd_findings_t *out)
+/* Writes the piece just appended to the history (bytes [fed - len, fed)) to every stream of the
+ * stream's parts, or ends them (eod). Hyperscan reports a match once nothing that follows can change
+ * it, so the ends reported later are at least fed - 1 (a trailing \b waits for the next byte) and
+ * every confirmed span lies inside the history kept (see wd_guard_stream_feed). */
+static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, size_t len, bool eod, wd_findings_t *out)
 {
     const wd_guard_db_t *db = st->db;
-    uint64_t lo = st->taken;
-    if (hi > st->fed + 1) hi = st->fed + 1;
-    if (hi <= lo) return WD_OK;
-    uint64_t to = WD_MIN(hi, st->fed);
-    for (size_t i = 0; i < db->nparts * 2; i++) {
-        const part_t *pt = &db->parts[i / 2];
-        int k = (int)(i % 2);
-        if (!(pt->uses & st->uses) || !pt->hs[k]) continue;
-        uint64_t back = (uint64_t)pt->win[k] + 2 + db->lookbehind;
-        uint64_t from = lo > back ? lo - back : 0;
-        if (from < st->hbase) from = st->hbase; /* cannot happen: the history keeps at least this much */
-        if (to <= from) continue;               /* nothing fed yet */
-        match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase, .take_lo = lo,
-                         .take_hi = hi, .max_cands = max_cands(out)};
-        int rc = scan_range(pt, k, s, &m, st->hist, st->hbase, (size_t)(from - st->hbase), (size_t)(to - st->hbase));
-        if (rc) return rc;
+    match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase, .scan_base = 0,
+                     .max_cands = max_cands(out)};
+    for (size_t i = 0; i < db->nparts; i++) {
+        if (!st->hst[i]) continue;
+        hs_error_t hr;
+        if (eod) {
+            hr = hs_close_stream(st->hst[i], s->hs, on_match, &m);
+            st->hst[i] = NULL;
+        } else {
+            hr = hs_scan_stream(st->hst[i], st->hist + (st->fed - len - st->hbase), (unsigned int)len, 0, s->hs,
+                                on_match, &m);
+        }
+        if (m.err) return m.err;
+        if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
     }
-    st->taken = hi > st->fed ? st->fed : hi;
+    st->taken = eod || st->fed == 0 ? st->fed : st->fed - 1;
+    return WD_OK;
+}
+
+/* For each longspan rule: the leftmost byte from which the text so far could still become a match of
+ * it (PCRE2 partial matching: the end of the text is reached while the match could go on). A match
+ * that ends later starts there or after it. Only what came since the last feed is searched: where no
+ * match was in progress at the previous end, one that is now can only have started since. Returns
+ * the lowest such offset, or NO_PENDING. */
+static int track_pending(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t old_fed, uint64_t *lowest)
+{
+    const wd_guard_db_t *db = st->db;
+    *lowest = NO_PENDING;
+    for (size_t j = 0; j < st->nlr; j++) {
+        const rule_rt_t *rt = &db->rt[st->lr[j]];
+        uint64_t from = st->pend[j] != NO_PENDING ? st->pend[j] : old_fed;
+        if (st->fed > rt->win && from < st->fed - rt->win) from = st->fed - rt->win; /* spans are at most win */
+        st->pend[j] = NO_PENDING;
+        while (from < st->fed) {
+            int rc = pcre2_match(rt->pcode, (PCRE2_SPTR)st->hist, (PCRE2_SIZE)(st->fed - st->hbase),
+                                 (PCRE2_SIZE)(from - st->hbase), PCRE2_PARTIAL_HARD | (st->hbase ? PCRE2_NOTBOL : 0),
+                                 s->md, s->mctx);
+            if (rc == PCRE2_ERROR_NOMATCH) break;
+            if (rc < 0 && rc != PCRE2_ERROR_PARTIAL) return WD_E2BIG;
+            uint64_t at = st->hbase + pcre2_get_ovector_pointer(s->md)[0];
+            if (rc == PCRE2_ERROR_PARTIAL) {
+                st->pend[j] = at;
+                break;
+            }
+            from = at + 1; /* a whole match (Hyperscan reports it): look for one in progress after it */
+        }
+        if (st->pend[j] < *lowest) *lowest = st->pend[j];
+    }
     return WD_OK;
 }
 
 /* Finalizes the pending candidates that can no longer change: whole overlap components that no later
  * match can reach (fed >= their end + horizon), and, so the hold-back stays bounded, those that start
  * more than holdback bytes back even if their component is still open. */
-static int stream_flush(wd_guard_stream_t *st, bool eod, wd_findings_t *out)
+static int stream_flush(wd_guard_stream_t *st, bool eod, uint64_t long_lo, wd_findings_t *out)
 {
     const wd_guard_db_t *db = st->db;
     candset_t *cs = &st->cs;
@@ -778,7 +838,7 @@ static int stream_flush(wd_guard_stream_t *st, bool eod, wd_findings_t *out)
                 if (cs->v[j].end > maxend) maxend = cs->v[j].end;
                 j++;
             }
-            if (maxend + st->horizon <= st->fed) {
+            if (maxend + st->horizon <= st->fed && long_lo >= maxend) {
                 k = j;
                 continue;
             }
@@ -801,10 +861,11 @@ static int stream_flush(wd_guard_stream_t *st, bool eod, wd_findings_t *out)
     for (size_t i = 0; i < cs->n; i++)
         cs->last[cs->v[i].rule] = (int32_t)i;
 
-    /* Later findings start at a pending candidate or within max_win before a later match end, and
-     * later ends are >= taken. */
-    uint64_t safe = st->taken > (uint64_t)st->max_win + 1 ? st->taken - st->max_win - 1 : 0;
+    /* Later findings start at a pending candidate, where a longspan match is in progress, or within
+     * short_win before a later match end; later ends are >= taken. */
+    uint64_t safe = st->taken > (uint64_t)st->short_win + 1 ? st->taken - st->short_win - 1 : 0;
     if (cs->n && cs->v[0].start < safe) safe = cs->v[0].start;
+    if (long_lo < safe) safe = long_lo;
     if (eod) safe = st->fed;
     if (safe > st->safe) st->safe = safe;
     return WD_OK;
@@ -833,14 +894,14 @@ int wd_guard_stream_feed(wd_guard_stream_t *st, wd_guard_scratch_t *s, const cha
     }
     memcpy(st->hist + hlen, p, len);
     st->fed += len;
-    /* A match ending at the last byte may still depend on what follows ($ before a final newline,
-     * a trailing \b): ends from fed - 1 on are taken by the next scan. */
-    int rc = stream_scan(st, s, st->fed - 1, out);
+    int rc = stream_scan(st, s, len, false, out);
+    uint64_t long_lo = NO_PENDING;
+    if (!rc) rc = track_pending(st, s, st->fed - len, &long_lo);
     if (rc) {
         st->failed = true;
         return rc;
     }
-    if ((rc = stream_flush(st, false, out))) {
+    if ((rc = stream_flush(st, false, long_lo, out))) {
         st->failed = true;
         return rc;
     }
@@ -863,14 +924,18 @@ int wd_guard_stream_finish(wd_guard_stream_t *st, wd_guard_scratch_t *s, wd_find
     out->base = st ? st->hbase : 0;
     if (!st || !s || s->db != st->db || st->finished || st->failed) return WD_EINVAL;
     st->finished = true;
-    int rc = stream_scan(st, s, st->fed + 1, out);
+    int rc = stream_scan(st, s, 0, true, out);
     if (rc) return rc;
-    return stream_flush(st, true, out);
+    return stream_flush(st, true, NO_PENDING, out);
 }
 
 void wd_guard_stream_free(wd_guard_stream_t *st)
 {
     if (!st) return;
+    for (size_t i = 0; i < MAX_PARTS; i++)
+        if (st->hst[i]) hs_close_stream(st->hst[i], NULL, NULL, NULL);
+    free(st->lr);
+    free(st->pend);
     cands_free(&st->cs);
     free(st->hist);
     wd_guard_db_unref(st->db);
@@ -899,13 +964,15 @@ static void db_free(wd_guard_db_t *db)
     if (!db) return;
     for (size_t i = 0; i < db->nrules; i++) {
         rule_free(&db->rules[i]);
-        if (db->rt) pcre2_code_free(db->rt[i].code);
+        if (db->rt) {
+            pcre2_code_free(db->rt[i].code);
+            pcre2_code_free(db->rt[i].pcode);
+        }
     }
     free(db->rules);
     free(db->rt);
     for (size_t i = 0; i < db->nparts; i++)
-        for (int k = 0; k < 2; k++)
-            hs_free_database(db->parts[i].hs[k]);
+        hs_free_database(db->parts[i].hs);
     free(db);
 }
 
@@ -1340,6 +1407,17 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         return fail_at(L, line, col, "rule '%s': pattern rejected by PCRE2 at offset %zu: %s", r->id, (size_t)eoff,
                        msg);
     }
+    rt->longspan = rt->win > SHORT_WIN;
+    if (rt->longspan) {
+        pcre2_compile_context *pc = pcre2_compile_context_create(NULL);
+        if (pc) pcre2_set_newline(pc, PCRE2_NEWLINE_LF);
+        rt->pcode = pc ? pcre2_compile((PCRE2_SPTR)r->pattern, PCRE2_ZERO_TERMINATED, opts & ~PCRE2_ENDANCHORED, &ecode,
+                                       &eoff, pc)
+                       : NULL;
+        pcre2_compile_context_free(pc);
+        if (!rt->pcode) return fail_at(L, line, col, "out of memory");
+        pcre2_jit_compile(rt->pcode, PCRE2_JIT_PARTIAL_HARD); /* falls back to the interpreter on failure */
+    }
     if (rt->fixed) {
         /* no confirmation needed; the compiled code only proved that PCRE2 agrees on the syntax */
         pcre2_code_free(rt->code);
@@ -1417,9 +1495,9 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
     return rc;
 }
 
-/* Compiles the rules of one part (those whose uses are exactly `uses`) with short (k = 0) or long
- * (k = 1) spans. Match ids are rule indexes. No rules: *out stays NULL. */
-static int compile_part(wd_guard_db_t *db, unsigned uses, bool gated, int k, hs_database_t **out, uint32_t *win,
+/* Compiles the rules of one part (those whose uses are exactly `uses`, gated or not). Match ids are
+ * rule indexes. No rules: *out stays NULL. */
+static int compile_part(wd_guard_db_t *db, unsigned uses, bool gated, hs_database_t **out, uint32_t *win,
                         char *err, size_t errlen)
 {
     const char **pats = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *pats);
@@ -1432,7 +1510,7 @@ static int compile_part(wd_guard_db_t *db, unsigned uses, bool gated, int k, hs_
     }
     unsigned n = 0;
     for (size_t i = 0; i < db->nrules; i++) {
-        if (db->rt[i].uses != uses || db->rt[i].gated != gated || (db->rt[i].win > NEAR_WIN) != (k == 1)) continue;
+        if (db->rt[i].uses != uses || db->rt[i].gated != gated) continue;
         pats[n] = db->rules[i].pattern;
         flags[n] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
         ids[n++] = (unsigned)i;
@@ -1440,7 +1518,7 @@ static int compile_part(wd_guard_db_t *db, unsigned uses, bool gated, int k, hs_
     }
     if (n == 0) goto done;
     hs_compile_error_t *herr = NULL;
-    if (hs_compile_multi(pats, flags, ids, n, HS_MODE_BLOCK, NULL, out, &herr) != HS_SUCCESS) {
+    if (hs_compile_multi(pats, flags, ids, n, HS_MODE_STREAM, NULL, out, &herr) != HS_SUCCESS) {
         if (herr && herr->expression >= 0 && (unsigned)herr->expression < n) {
             size_t i = ids[herr->expression];
             rc = wd_errf(err, errlen, WD_EINVAL, "%s:%u:%u: rule '%s': pattern rejected by Hyperscan: %s",
@@ -1482,14 +1560,9 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
         unsigned uses = i / 2 + 1;
         bool gated = i % 2;
         part_t pt = {.uses = uses, .gated = gated};
-        for (int k = 0; k < 2; k++) {
-            int rc = compile_part(db, uses, gated, k, &pt.hs[k], &pt.win[k], err, errlen);
-            if (rc) {
-                hs_free_database(pt.hs[0]);
-                return rc;
-            }
-        }
-        if (pt.hs[0] || pt.hs[1]) db->parts[db->nparts++] = pt;
+        int rc = compile_part(db, uses, gated, &pt.hs, &pt.win, err, errlen);
+        if (rc) return rc;
+        if (pt.hs) db->parts[db->nparts++] = pt;
     }
     db->compiled = true;
     return WD_OK;

@@ -808,6 +808,59 @@ static void test_uses(void **state)
     fx_close(&x);
 }
 
+/* With the shipped rules, a stream holds back only the short rules' window on clean text, and from the
+ * start of a long secret (a JWT) while it is still arriving; the JWT is then found whole. */
+static void test_stream_holdback_dynamic(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    wd_guard_db_t *db = wd_guard_db_parse("rules", err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    for (size_t i = 0; i < wd_guard_db_nrules(db); i++)
+        wd_guard_db_set_uses(db, i, strcmp(wd_guard_db_rule(db, i)->cls, "injection") ? WD_GUARD_OUTPUT : 0);
+    assert_int_equal(wd_guard_db_compile(db, err, sizeof err), WD_OK);
+    assert_true(wd_guard_db_holdback(db) > 4096); /* the bound: private keys and JWTs are long */
+    wd_guard_scratch_t *s = wd_guard_scratch_new(db);
+    wd_findings_t f;
+    wd_findings_init(&f);
+    static char text[8192];
+    size_t len = 0;
+    while (len < 3000)
+        len += (size_t)snprintf(text + len, sizeof text - len, "The harbour was quiet that summer, and the boats %s. ",
+                                len % 3 ? "came home early" : "stayed out late");
+    size_t jwt_at = len + 7;
+    len += (size_t)snprintf(text + len, sizeof text - len, "token: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+                                                             "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U and the rest.");
+    wd_guard_stream_t *st = wd_guard_stream_open_for(db, WD_GUARD_OUTPUT, 0.5f);
+    assert_non_null(st);
+    uint64_t worst_clean = 0;
+    bool found = false;
+    for (size_t off = 0; off < len; off += 5) {
+        size_t n = WD_MIN((size_t)5, len - off);
+        assert_int_equal(wd_guard_stream_feed(st, s, text + off, n, &f), WD_OK);
+        for (size_t k = 0; k < f.n; k++)
+            if (!strcmp(wd_guard_db_rule(db, f.v[k].rule)->id, "secrets.jwt")) {
+                assert_int_equal(f.base + f.v[k].start, jwt_at);
+                found = true;
+            }
+        uint64_t fed = wd_guard_stream_offset(st), safe = wd_guard_stream_safe_offset(st);
+        if (fed < jwt_at - 10) {
+            if (fed > 400 && fed - safe > worst_clean) worst_clean = fed - safe;
+        } else if (fed > jwt_at + 20 && !found) {
+            assert_true(safe <= jwt_at); /* the secret in progress is never released */
+        }
+    }
+    assert_int_equal(wd_guard_stream_finish(st, s, &f), WD_OK);
+    for (size_t k = 0; k < f.n; k++)
+        found |= !strcmp(wd_guard_db_rule(db, f.v[k].rule)->id, "secrets.jwt") && f.base + f.v[k].start == jwt_at;
+    assert_true(found);
+    if (worst_clean > 200) fail_msg("clean text held back %llu bytes", (unsigned long long)worst_clean);
+    wd_guard_stream_free(st);
+    wd_findings_free(&f);
+    wd_guard_scratch_free(s);
+    wd_guard_db_unref(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_gating_analysis),
         cmocka_unit_test(test_gating_equivalence),
         cmocka_unit_test(test_uses),
+        cmocka_unit_test(test_stream_holdback_dynamic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
