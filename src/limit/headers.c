@@ -17,16 +17,44 @@ void wd_limit_scope_set(wd_limit_scope_t *s, const char *prefix, size_t plen, co
     s->lim = *lim;
 }
 
-/* Decimal digits of v at p; returns the end. */
+static const char digits2[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                 "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                 "8081828384858687888990919293949596979899";
+
+/* Decimal digits of v at p; returns the end. The length comes from comparisons (the same figures
+ * repeat, so they predict well), then two digits per division are written in place, last first. A
+ * digit at a time, the chain of dependent divisions was most of the block's cost: measured with the
+ * benchmark's figures, ~140 ns for the six headers that way, ~65 ns this way. */
 static char *put_u64(char *p, uint64_t v)
 {
-    char t[20];
-    size_t n = 0;
-    do {
-        t[sizeof t - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    memcpy(p, t + sizeof t - n, n);
+    static const uint64_t pow10[19] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull,
+                                       10000000ull, 100000000ull, 1000000000ull, 10000000000ull,
+                                       100000000000ull, 1000000000000ull, 10000000000000ull,
+                                       100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+                                       100000000000000000ull, 1000000000000000000ull};
+    size_t n = 1;
+    while (n < 19 && v >= pow10[n]) n++;
+    if (n == 19 && v >= 10000000000000000000ull) n = 20;
+    char *e = p + n;
+    while (v > UINT32_MAX) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        e -= 2;
+        memcpy(e, digits2 + 2 * r, 2);
+    }
+    uint32_t w = (uint32_t)v; /* 32-bit divisions are cheaper */
+    while (w >= 100) {
+        unsigned r = w % 100;
+        w /= 100;
+        e -= 2;
+        memcpy(e, digits2 + 2 * r, 2);
+    }
+    if (w >= 10) {
+        e -= 2;
+        memcpy(e, digits2 + 2 * w, 2);
+    } else {
+        *--e = (char)('0' + w);
+    }
     return p + n;
 }
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cmocka.h>
 
@@ -104,6 +105,35 @@ static void test_durations(void **state)
     assert_string_equal(reset_of(INT64_MAX), "153722867280912m55s");
 }
 
+/* Every decimal length, both sides of each power of ten and of the 32-bit boundary. */
+static void test_counts_every_length(void **state)
+{
+    (void)state;
+    int64_t vals[64];
+    size_t n = 0;
+    for (int64_t p = 1; n < 40; p *= 10) {
+        vals[n++] = p - 1;
+        vals[n++] = p;
+        vals[n++] = p + 1;
+        if (p > INT64_MAX / 10) break;
+    }
+    vals[n++] = INT64_C(4294967295);
+    vals[n++] = INT64_C(4294967296);
+    vals[n++] = INT64_C(1999999504);
+    vals[n++] = INT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+        wd_limit_decision_t d = none();
+        d.limit_tokens = vals[i];
+        d.remaining_tokens = 7;
+        d.reset_tokens_ms = 5;
+        char want[160];
+        snprintf(want, sizeof want,
+                 "x-ratelimit-limit-tokens: %lld\r\nx-ratelimit-remaining-tokens: 7\r\nx-ratelimit-reset-tokens: 5ms\r\n",
+                 (long long)vals[i]);
+        assert_string_equal(render(&d), want);
+    }
+}
+
 static void test_longest_block_fits(void **state)
 {
     (void)state;
@@ -150,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_both_kinds),
         cmocka_unit_test(test_one_kind_or_none),
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_counts_every_length),
         cmocka_unit_test(test_longest_block_fits),
         cmocka_unit_test(test_scope_set),
     };
