@@ -43,12 +43,16 @@ static bool any_limit(const wd_limits_t *l)
     return l->rpm || l->tpm || l->concurrent || l->tokens_per_day || l->tokens_per_month;
 }
 
-static void add_scope(wd_exchange_t *x, const char *prefix, const char *id, const wd_limits_t *lim)
+/* Metric label of a scope key: key:, user:, role:, ip: (tokens minted from a key count as key). */
+enum { KIND_KEY, KIND_USER, KIND_ROLE, KIND_IP };
+
+static void add_scope(wd_exchange_t *x, uint8_t kind, const char *prefix, size_t plen, const char *id,
+                      const wd_limits_t *lim)
 {
     if (!any_limit(lim) || x->nlimit_scopes == WD_LIMIT_MAX_SCOPES) return;
     wd_limit_scope_t *s = &x->limit_scopes[x->nlimit_scopes++];
-    snprintf(s->key, sizeof s->key, "%s%s", prefix, id);
-    s->lim = *lim;
+    wd_limit_scope_set(s, prefix, plen, id, strlen(id), lim);
+    s->kind = kind;
 }
 
 static void build_scopes(wd_exchange_t *x)
@@ -63,7 +67,7 @@ static void build_scopes(wd_exchange_t *x)
             const wd_role_t *r = wd_policy_role(cfg->roles, cfg->nroles, x->principal.roles[i]);
             if (!r) continue;
             if (r->limits_shared) {
-                add_scope(x, "role:", r->name, &r->limits);
+                add_scope(x, KIND_ROLE, "role:", 5, r->name, &r->limits);
                 continue;
             }
             if (!any_limit(&r->limits)) unlimited_role = true;
@@ -77,9 +81,10 @@ static void build_scopes(wd_exchange_t *x)
         if (!k && strncmp(x->ev.principal, "key:", 4) == 0)
             k = wd_authdb_key(x->authdb, x->ev.principal + 4, strlen(x->ev.principal + 4));
         if (k) narrow(&mine, &k->limits);
-        add_scope(x, "", x->ev.principal, &mine);
+        add_scope(x, strncmp(x->ev.principal, "user:", 5) == 0 ? KIND_USER : KIND_KEY, "", 0, x->ev.principal,
+                  &mine);
     }
-    add_scope(x, "ip:", x->ev.client_ip, &cfg->rate.per_ip);
+    add_scope(x, KIND_IP, "ip:", 3, x->ev.client_ip, &cfg->rate.per_ip);
 }
 
 /* The reservation: prompt size from the body (about 4 bytes a token) plus the completion the request
@@ -101,78 +106,6 @@ static int64_t estimate_tokens(wd_exchange_t *x)
     return x->prompt_estimate + completion;
 }
 
-/* Appends a decimal number (no printf: these headers go out with every limited response). */
-static void put_u64(wd_buf_t *b, uint64_t v)
-{
-    char t[24];
-    size_t n = 0;
-    do {
-        t[sizeof t - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    wd_buf_append(b, t + sizeof t - n, n);
-}
-
-/* OpenAI's duration style: "250ms", "1.5s", "6m0s". */
-static void put_duration(wd_buf_t *b, int64_t ms)
-{
-    uint64_t m = ms < 0 ? 0 : (uint64_t)ms;
-    if (m < 1000) {
-        put_u64(b, m);
-        wd_buf_append(b, "ms", 2);
-    } else if (m < 60000) {
-        put_u64(b, m / 1000);
-        uint64_t frac = m % 1000;
-        if (frac) {
-            char f[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10)};
-            size_t n = 4;
-            while (f[n - 1] == '0') n--;
-            wd_buf_append(b, f, n);
-        }
-        wd_buf_append(b, "s", 1);
-    } else {
-        put_u64(b, m / 60000);
-        wd_buf_append(b, "m", 1);
-        put_u64(b, m % 60000 / 1000);
-        wd_buf_append(b, "s", 1);
-    }
-}
-
-static void put_header(wd_buf_t *b, const char *name, size_t nlen, int64_t v, bool duration)
-{
-    wd_buf_append(b, name, nlen);
-    if (duration) put_duration(b, v);
-    else put_u64(b, v < 0 ? 0 : (uint64_t)v);
-    wd_buf_append(b, "\r\n", 2);
-}
-
-#define HDR(b, lit, v, dur) put_header((b), lit, sizeof lit - 1, (v), (dur))
-
-/* OpenAI's rate-limit headers, so SDK retry logic and dashboards work unchanged. */
-static void add_headers(wd_exchange_t *x, const wd_limit_decision_t *d)
-{
-    wd_buf_t *b = &x->resp_headers;
-    if (d->limit_requests >= 0) {
-        HDR(b, "x-ratelimit-limit-requests: ", d->limit_requests, false);
-        HDR(b, "x-ratelimit-remaining-requests: ", d->remaining_requests, false);
-        HDR(b, "x-ratelimit-reset-requests: ", d->reset_requests_ms, true);
-    }
-    if (d->limit_tokens >= 0) {
-        HDR(b, "x-ratelimit-limit-tokens: ", d->limit_tokens, false);
-        HDR(b, "x-ratelimit-remaining-tokens: ", d->remaining_tokens, false);
-        HDR(b, "x-ratelimit-reset-tokens: ", d->reset_tokens_ms, true);
-    }
-}
-
-/* Metric label of a scope key: key:, user:, role:, ip: (tokens minted from a key count as key). */
-static size_t scope_kind(const char *k)
-{
-    if (!strncmp(k, "user:", 5)) return 1;
-    if (!strncmp(k, "role:", 5)) return 2;
-    if (!strncmp(k, "ip:", 3)) return 3;
-    return 0;
-}
-
 /* Applies a decision; returns the stage result. */
 static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
 {
@@ -181,9 +114,11 @@ static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
     for (size_t i = 0; i < x->nlimit_scopes; i++) {
         /* a refusal counts for the scope that refused; an admission for every scope checked */
         if (d->outcome != WD_LIMIT_OK && d->scope >= 0 && (size_t)d->scope != i) continue;
-        WD_METRIC_ADD(g->metrics.limit_decisions[scope_kind(x->limit_scopes[i].key)][o], 1);
+        WD_METRIC_ADD(g->metrics.limit_decisions[x->limit_scopes[i].kind][o], 1);
     }
-    add_headers(x, d);
+    /* OpenAI's rate-limit headers, so SDK retry logic and dashboards work unchanged */
+    char h[WD_LIMIT_HEADERS_MAX];
+    wd_buf_append(&x->resp_headers, h, wd_limit_headers(d, h));
     if (d->outcome == WD_LIMIT_OK) {
         x->limit_admitted = true;
         return WD_CONTINUE;

@@ -27,7 +27,13 @@ typedef struct {
 typedef struct {
     char key[WD_LIMIT_KEY_MAX]; /* e.g. "key:abc123", "user:alice", "role:clinician", "ip:10.0.0.1" */
     wd_limits_t lim;
+    uint8_t kind; /* the caller's label for the scope (the gateway's metrics index); limiters ignore it */
 } wd_limit_scope_t;
+
+/* Sets a scope's key to prefix + id (the two need not be NUL-terminated), cut to WD_LIMIT_KEY_MAX - 1
+ * bytes and NUL-terminated, and its limits. Built on every limited request, hence no printf. */
+void wd_limit_scope_set(wd_limit_scope_t *s, const char *prefix, size_t plen, const char *id, size_t idlen,
+                        const wd_limits_t *lim);
 
 typedef enum {
     WD_LIMIT_OK = 0,
@@ -50,6 +56,14 @@ typedef struct {
     int64_t limit_requests, remaining_requests, reset_requests_ms;
     int64_t limit_tokens, remaining_tokens, reset_tokens_ms;
 } wd_limit_decision_t;
+/* OpenAI's x-ratelimit-* response header lines ("name: value\r\n") for a decision: limit, remaining
+ * and reset of requests when limit_requests >= 0, then the same for tokens when limit_tokens >= 0.
+ * Counts are decimal (negative ones as 0), resets in OpenAI's duration style ("250ms", "1.5s",
+ * "6m0s"). Writes at most WD_LIMIT_HEADERS_MAX bytes (no NUL) and returns how many: one block that
+ * the caller appends at once. */
+#define WD_LIMIT_HEADERS_MAX 320
+size_t wd_limit_headers(const wd_limit_decision_t *d, char *out);
+
 /* Decision rules both backends follow (so they decide identically):
  * - a scope whose limits are all 0 is ignored;
  * - requests cost 1 rpm cell, tokens cost `tokens` tpm cells; concurrency refuses when in-flight >=
