@@ -40,9 +40,11 @@ bench-guard: build
 	@bash bench/run_guard.sh $(BUILD)
 
 # Detection quality of the privacy rules: per-entity precision/recall/F1 on the Presidio sample and a
-# synthetic set, and false positives on benign prompts (../shared/data/dev).
+# synthetic set, and false positives on benign prompts (../shared/data/dev); then the injection
+# screen's recall and false positives (tests/eval/eval_injection.py).
 eval-guard: build
 	/usr/bin/python3 tests/eval/eval_pii.py --check
+	/usr/bin/python3 tests/eval/eval_injection.py --check
 
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) $(MESON_OPTS) --buildtype=debugoptimized -Dfuzz=true -Dtests=false \

@@ -841,7 +841,7 @@ static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbu
 static void usage(void)
 {
     fprintf(stderr, "usage: guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--leave-one-out ID-PREFIX] [--top K] "
-                    "[--markdown] [--no-gating] [--phase prose|dense|chat|sse] [--dump-prose FILE] [--dump-dense FILE]\n");
+                    "[--markdown] [--no-gating] [--phase prose|dense|chat|chat_inj|sse] [--dump-prose FILE] [--dump-dense FILE]\n");
     exit(2);
 }
 
@@ -924,6 +924,7 @@ int main(int argc, char **argv)
         if (!strcmp(phase, "prose")) printf("prose_mbps %.0f\n", scan_rate(db, s, WD_GUARD_INPUT, prose.p, prose.len, &n));
         else if (!strcmp(phase, "dense")) printf("dense_mbps %.0f\n", scan_rate(db, s, WD_GUARD_INPUT, dense.p, dense.len, &n));
         else if (!strcmp(phase, "chat")) printf("chat_us %.1f\n", chat_us(db, s, &chat, false, &n));
+        else if (!strcmp(phase, "chat_inj")) printf("chat_inj_us %.1f\n", chat_us(db, s, &chat, true, &n));
         else if (!strcmp(phase, "sse")) printf("sse_event_us %.2f\n", sse_us(db, s, prose.p, prose.len, &n));
         else usage();
         return 0;

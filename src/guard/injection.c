@@ -52,6 +52,32 @@ static void add_hit(wd_inj_result_t *r, uint16_t rule, wd_inj_layer_t layer, uns
 
 /* ---- decoders ----------------------------------------------------------------------------------- */
 
+/* Byte classes for the decoders' pre-checks, one table lookup per byte (the screen runs on every
+ * string of every request, so the common case - prose with nothing to decode - must cost a single
+ * cheap pass per layer, not a decoder's work). */
+enum { C_B64 = 1, C_UPPER = 2, C_LOWER = 4, C_B64X = 8 /* digit, '+', '/' */, C_HEX = 16, C_HEXSEP = 32 };
+
+static const uint8_t cls[256] = {
+    ['+'] = C_B64 | C_B64X, ['/'] = C_B64 | C_B64X, ['-'] = C_B64 | C_HEXSEP, ['_'] = C_B64,
+    [' '] = C_HEXSEP, [':'] = C_HEXSEP, [','] = C_HEXSEP, ['\\'] = C_HEXSEP, ['x'] = C_B64 | C_LOWER | C_HEXSEP,
+    ['X'] = C_B64 | C_UPPER | C_HEXSEP,
+#define D(c) [c] = C_B64 | C_B64X | C_HEX
+    D('0'), D('1'), D('2'), D('3'), D('4'), D('5'), D('6'), D('7'), D('8'), D('9'),
+#undef D
+#define U(c) [c] = C_B64 | C_UPPER
+#define UH(c) [c] = C_B64 | C_UPPER | C_HEX
+    UH('A'), UH('B'), UH('C'), UH('D'), UH('E'), UH('F'), U('G'), U('H'), U('I'), U('J'), U('K'), U('L'), U('M'),
+    U('N'), U('O'), U('P'), U('Q'), U('R'), U('S'), U('T'), U('U'), U('V'), U('W'), U('Y'), U('Z'),
+#undef U
+#undef UH
+#define L(c) [c] = C_B64 | C_LOWER
+#define LH(c) [c] = C_B64 | C_LOWER | C_HEX
+    LH('a'), LH('b'), LH('c'), LH('d'), LH('e'), LH('f'), L('g'), L('h'), L('i'), L('j'), L('k'), L('l'), L('m'),
+    L('n'), L('o'), L('p'), L('q'), L('r'), L('s'), L('t'), L('u'), L('v'), L('w'), L('y'), L('z'),
+#undef L
+#undef LH
+};
+
 static int b64val(unsigned char c)
 {
     if (c >= 'A' && c <= 'Z') return c - 'A';
@@ -60,6 +86,70 @@ static int b64val(unsigned char c)
     if (c == '+' || c == '-') return 62;
     if (c == '/' || c == '_') return 63;
     return -1;
+}
+
+/* Looks for stretches of at least min bytes of class mask. Any such stretch covers one of the
+ * positions min-1, 2*min-1, ... (or, after a stretch that ended at e, e+min), so
+ * only those are probed and a stretch is walked only when a probe lands in it. Prose, where words are
+ * short, costs about one lookup per min bytes plus the words the probes land in. Calls ok(s, e) for
+ * each stretch [s, e) of at least min bytes; returns true as soon as ok does. */
+static bool find_stretch(const unsigned char *p, size_t len, unsigned mask, size_t min,
+                         bool (*ok)(const unsigned char *p, size_t s, size_t e))
+{
+    for (size_t i = min - 1; i < len;) {
+        if (!(cls[p[i]] & mask)) {
+            i += min;
+            continue;
+        }
+        size_t s = i, e = i + 1;
+        while (s > 0 && (cls[p[s - 1]] & mask)) s--;
+        while (e < len && (cls[p[e]] & mask)) e++;
+        if (e - s >= min && ok(p, s, e)) return true;
+        i = e + min;
+    }
+    return false;
+}
+
+/* The decoder's test for a base64 run worth decoding (see decode_base64). */
+static bool b64_run_ok(const unsigned char *p, size_t s, size_t e)
+{
+    unsigned seen = 0;
+    for (size_t k = s; k < e; k++) seen |= cls[p[k]];
+    return (seen & C_UPPER) && (seen & C_LOWER) && ((seen & C_B64X) || e - s >= 24);
+}
+
+/* A hex blob of MIN_HEX_BYTES bytes is 2 x MIN_HEX_BYTES hex digits with nothing between them but
+ * the decoder's separators and prefixes (' ', ':', ',', '-', "\\x", "0x"): a necessary condition. */
+static bool hex_run_ok(const unsigned char *p, size_t s, size_t e)
+{
+    size_t digits = 0;
+    for (size_t k = s; k < e; k++) digits += (cls[p[k]] & C_HEX) != 0;
+    return digits >= 2 * MIN_HEX_BYTES;
+}
+
+static bool b64_candidate(const unsigned char *p, size_t len)
+{
+    return find_stretch(p, len, C_B64, MIN_B64_RUN, b64_run_ok);
+}
+
+static bool hex_candidate(const unsigned char *p, size_t len)
+{
+    return find_stretch(p, len, C_HEX | C_HEXSEP, 2 * MIN_HEX_BYTES, hex_run_ok);
+}
+
+/* The URL decoder needs MIN_URL_ESCAPES "%XX" escapes in one token; at least that many in the text
+ * is necessary ("25% of" is not an escape). */
+static bool url_candidate(const char *p, size_t len)
+{
+    size_t esc = 0;
+    const char *e = p + len;
+    for (const char *q = memchr(p, '%', len); q; q = memchr(q + 1, '%', (size_t)(e - q - 1))) {
+        if (e - q >= 3 && (cls[(unsigned char)q[1]] & C_HEX) && (cls[(unsigned char)q[2]] & C_HEX) &&
+            ++esc >= MIN_URL_ESCAPES)
+            return true;
+        if (e - q <= 1) break;
+    }
+    return false;
 }
 
 static bool is_alnum(unsigned char c)
@@ -264,39 +354,63 @@ static unsigned char rot13(unsigned char c)
 }
 
 /* Common English words: rot13 text has few of them and its rotation many. Checking this first keeps
- * ordinary prose (nearly all input) from costing a second scan. */
-static bool common_word(const char *w, size_t n)
+ * ordinary prose (nearly all input) from costing a second scan. It runs on every word of every
+ * screened text, so a word is a key built while it is read, 5 bits a letter ('a' = 1 .. 'z' = 26;
+ * words of different lengths cannot collide), and the list is a switch the compiler turns into a
+ * few compares. */
+#define K1(a) ((uint64_t)((a) & 31))
+#define K2(a, b) (K1(a) << 5 | K1(b))
+#define K3(a, b, c) (K2(a, b) << 5 | K1(c))
+#define K4(a, b, c, d) (K3(a, b, c) << 5 | K1(d))
+#define K6(a, b, c, d, e, f) (K4(a, b, c, d) << 10 | K2(e, f))
+#define K8(a, b, c, d, e, f, g, h) (K4(a, b, c, d) << 20 | K4(e, f, g, h))
+#define K12(a, b, c, d, e, f, g, h, i, j, k, l) (K8(a, b, c, d, e, f, g, h) << 20 | K4(i, j, k, l))
+#define MAX_WORD 12 /* "instructions" */
+
+/* A perfect hash of the list into 64 slots (the multiplier was searched for; a collision would be a
+ * duplicate initializer, which -Werror=override-init refuses). One load and compare per word: a
+ * switch here was a chain of unpredictable branches that cost more than the rest of the screen. */
+#define WORD_SLOT(k) ((size_t)(((uint64_t)(k) * 0x03e2eacf14f27607ull) >> 58))
+#define W(k) [WORD_SLOT(k)] = (k)
+static const uint64_t common_words[64] = {
+    W(K1('a')),
+    W(K2('t', 'o')), W(K2('o', 'f')), W(K2('i', 's')), W(K2('i', 'n')), W(K2('i', 't')), W(K2('b', 'e')),
+    W(K2('o', 'n')), W(K2('m', 'e')),
+    W(K3('t', 'h', 'e')), W(K3('a', 'n', 'd')), W(K3('y', 'o', 'u')), W(K3('a', 'l', 'l')), W(K3('f', 'o', 'r')),
+    W(K3('a', 'r', 'e')), W(K3('n', 'o', 't')), W(K3('n', 'o', 'w')),
+    W(K4('y', 'o', 'u', 'r')), W(K4('t', 'h', 'a', 't')), W(K4('t', 'h', 'i', 's')), W(K4('w', 'i', 't', 'h')),
+    W(K4('w', 'h', 'a', 't')), W(K4('t', 'e', 'l', 'l')),
+    W(K6('i', 'g', 'n', 'o', 'r', 'e')), W(K6('p', 'r', 'o', 'm', 'p', 't')), W(K6('s', 'y', 's', 't', 'e', 'm')),
+    W(K8('p', 'r', 'e', 'v', 'i', 'o', 'u', 's')),
+    W(K12('i', 'n', 's', 't', 'r', 'u', 'c', 't', 'i', 'o', 'n', 's')),
+};
+#undef W
+
+static inline bool common_word(uint64_t key)
 {
-    static const char *const words[] = {"the", "and", "to", "of", "you", "your", "a", "is", "in", "that", "it",
-                                        "all", "for", "are", "this", "with", "not", "be", "on", "now", "what",
-                                        "ignore", "instructions", "previous", "prompt", "system", "tell", "me"};
-    for (size_t i = 0; i < WD_ARRAY_LEN(words); i++)
-        if (strlen(words[i]) == n && memcmp(words[i], w, n) == 0) return true;
-    return false;
+    return common_words[WORD_SLOT(key)] == key;
 }
 
 static bool looks_rot13(const char *p, size_t len)
 {
-    size_t plain = 0, rot = 0, letters = 0;
-    char w[16], rw[16];
-    size_t n = 0;
+    size_t plain = 0, rot = 0, letters = 0, n = 0;
+    uint64_t w = 0, rw = 0;
+    const unsigned char *u = (const unsigned char *)p;
     for (size_t i = 0; i <= len; i++) {
-        unsigned char c = i < len ? (unsigned char)p[i] : ' ';
-        bool letter = (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
-        if (letter) {
-            letters++;
-            if (n < sizeof w) {
-                w[n] = (char)(c | 0x20);
-                rw[n] = (char)rot13((unsigned char)(c | 0x20));
-            }
+        if (i < len && (cls[u[i]] & (C_UPPER | C_LOWER))) {
+            unsigned v = u[i] & 31; /* 1..26 for both cases */
+            w = w << 5 | v;
+            rw = rw << 5 | ((v + 12) % 26 + 1);
             n++;
             continue;
         }
-        if (n && n <= sizeof w) {
-            plain += common_word(w, n);
-            rot += common_word(rw, n);
+        if (n && n <= MAX_WORD) {
+            plain += common_word(w);
+            rot += common_word(rw);
         }
+        letters += n;
         n = 0;
+        w = rw = 0;
     }
     return letters >= MIN_ROT13_LETTERS && rot >= 2 && rot > plain;
 }
@@ -347,29 +461,28 @@ static size_t invisible_at(const unsigned char *p, size_t len)
     return 0;
 }
 
+/* Offset of the first invisible character at or after i (len if none). Only lead bytes >= 0xC2 can
+ * start one, so ASCII is skipped with a single compare per byte. */
+static size_t next_invisible(const unsigned char *u, size_t len, size_t i)
+{
+    for (; i < len; i++)
+        if (u[i] >= 0xC2 && invisible_at(u + i, len - i)) return i;
+    return len;
+}
+
 static long decode_stripped(const char *p, size_t len, size_t room, wd_buf_t *out)
 {
     const unsigned char *u = (const unsigned char *)p;
-    size_t removed = 0;
-    for (size_t i = 0; i < len; i++)
-        if (invisible_at(u + i, len - i)) {
-            removed++;
-            break;
-        }
-    if (!removed) return 0;
-    size_t start = out->len, copied = 0, i = 0;
+    size_t i = next_invisible(u, len, 0);
+    if (i == len) return 0;
+    size_t start = out->len, copied = 0;
     while (i < len) {
-        size_t n = invisible_at(u + i, len - i);
-        if (!n) {
-            i++;
-            continue;
-        }
         size_t take = WD_MIN(i - copied, room - (out->len - start));
         int rc = wd_buf_append(out, p + copied, take);
         if (rc) return rc;
-        i += n;
-        copied = i;
+        copied = i + invisible_at(u + i, len - i);
         if (out->len - start >= room) break;
+        i = next_invisible(u, len, copied);
     }
     if (out->len - start < room) {
         int rc = wd_buf_append(out, p + copied, WD_MIN(len - copied, room - (out->len - start)));
@@ -403,16 +516,17 @@ static void take(const wd_guard_db_t *db, const wd_findings_t *f, wd_inj_layer_t
     }
 }
 
-/* Cheap pre-checks so a layer's decoder only runs where it can find something. */
+/* Cheap pre-checks so a layer's decoder only runs where it can find something: each is a necessary
+ * condition for its decoder to produce output (rot13 has its own word test inside the decoder). */
 static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
 {
+    const unsigned char *u = (const unsigned char *)p;
     switch (l) {
-    case WD_INJ_URL: return memchr(p, '%', len) != NULL;
-    case WD_INJ_TAGS: return memchr(p, 0xF3, len) != NULL;
-    case WD_INJ_STRIPPED: return memchr(p, 0xE2, len) || memchr(p, 0xC2, len) || memchr(p, 0xEF, len) ||
-                                 memchr(p, 0xE1, len);
-    case WD_INJ_BASE64:
-    case WD_INJ_HEX: return len >= MIN_B64_RUN;
+    case WD_INJ_URL: return url_candidate(p, len);
+    case WD_INJ_TAGS: return len >= 4 * MIN_TAG_CHARS && memchr(p, 0xF3, len) != NULL;
+    case WD_INJ_STRIPPED: return next_invisible(u, len, 0) < len;
+    case WD_INJ_BASE64: return len >= MIN_B64_RUN && b64_candidate(u, len);
+    case WD_INJ_HEX: return len >= 2 * MIN_HEX_BYTES && hex_candidate(u, len);
     case WD_INJ_ROT13: return len >= MIN_ROT13_LETTERS;
     default: return false;
     }
