@@ -83,6 +83,7 @@
 typedef struct {
     pcre2_code *code;  /* end-anchored, for confirmations; NULL when fixed != 0 */
     pcre2_code *pcode; /* longspan rules: not end-anchored, for partial matching (PCRE2 refuses both) */
+    uint8_t first[32]; /* longspan rules: bitmap of the bytes a match can start with (all set if unknown) */
     uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
     wd_validator_fn validate;
@@ -800,8 +801,13 @@ static int track_pending(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t 
         const rule_rt_t *rt = &db->rt[st->lr[j]];
         uint64_t from = st->pend[j] != NO_PENDING ? st->pend[j] : old_fed;
         if (st->fed > rt->win && from < st->fed - rt->win) from = st->fed - rt->win; /* spans are at most win */
+        bool may_start = st->pend[j] != NO_PENDING;
+        for (uint64_t i = from; i < st->fed && !may_start; i++) {
+            unsigned char c = (unsigned char)st->hist[i - st->hbase];
+            may_start = rt->first[c >> 3] & (1u << (c & 7));
+        }
         st->pend[j] = NO_PENDING;
-        while (from < st->fed) {
+        while (may_start && from < st->fed) {
             int rc = pcre2_match(rt->pcode, (PCRE2_SPTR)st->hist, (PCRE2_SIZE)(st->fed - st->hbase),
                                  (PCRE2_SIZE)(from - st->hbase), PCRE2_PARTIAL_HARD | (st->hbase ? PCRE2_NOTBOL : 0),
                                  s->md, s->mctx);
@@ -1417,6 +1423,18 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         pcre2_compile_context_free(pc);
         if (!rt->pcode) return fail_at(L, line, col, "out of memory");
         pcre2_jit_compile(rt->pcode, PCRE2_JIT_PARTIAL_HARD); /* falls back to the interpreter on failure */
+        uint32_t ftype = 0, funit = 0;
+        const uint8_t *bm = NULL;
+        memset(rt->first, 0xff, sizeof rt->first);
+        if (pcre2_pattern_info(rt->pcode, PCRE2_INFO_FIRSTCODETYPE, &ftype) == 0 && ftype == 1 &&
+            pcre2_pattern_info(rt->pcode, PCRE2_INFO_FIRSTCODEUNIT, &funit) == 0 && funit < 256) {
+            memset(rt->first, 0, sizeof rt->first);
+            unsigned char c = (unsigned char)funit, o = c >= 'a' && c <= 'z' ? c - 32 : c >= 'A' && c <= 'Z' ? c + 32 : c;
+            rt->first[c >> 3] |= (uint8_t)(1u << (c & 7));
+            rt->first[o >> 3] |= (uint8_t)(1u << (o & 7)); /* the other case, in case the rule is caseless */
+        } else if (pcre2_pattern_info(rt->pcode, PCRE2_INFO_FIRSTBITMAP, &bm) == 0 && bm) {
+            memcpy(rt->first, bm, sizeof rt->first);
+        }
     }
     if (rt->fixed) {
         /* no confirmation needed; the compiled code only proved that PCRE2 agrees on the syntax */
