@@ -24,7 +24,7 @@
  *
  * Rules are compiled in parts: by the purposes they serve (prompts, answers, the injection screen;
  * see WD_GUARD_*), so a scan runs only the rules it needs, and, within a purpose, apart when every
- * match must hold a digit (scan_range runs those only around the digits of the text).
+ * match must hold a digit and digit gating is on (scan_range then runs those only around digits).
  *
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
@@ -1618,7 +1618,6 @@ static wd_guard_db_t *build(load_t *L)
             db_free(db);
             return NULL;
         }
-        rt->gated = gateable(r, rt);
         if (rt->win > db->max_win) db->max_win = rt->win;
         if (rt->code) {
             uint32_t lb = 0;

@@ -692,6 +692,7 @@ static void test_gating_analysis(void **state)
             assert_false(cases[i].gated);
             continue;
         }
+        assert_int_equal(wd_guard_db_set_gating(db, true), WD_OK);
         if (wd_guard_db_gated(db, 0) != cases[i].gated) fail_msg("pattern %s: gated %d", cases[i].pat, !cases[i].gated);
         wd_guard_db_unref(db);
     }
