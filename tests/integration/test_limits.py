@@ -214,11 +214,15 @@ def cli(*args):
 def test_rpm_burst_admits_exactly_the_limit(gateway, upstream):
     """per_ip rpm 60: T = 1 s, burst 60. 100 requests within well under a second: the k-th admitted one
     leaves 60 - k cells, the 61st finds the bucket empty and may pass again only T after the first."""
-    g = gateway(upstream.port, extra="rate_limits: { per_ip: { rpm: 60 } }")
     body = body_bytes()
-    with httpx.Client(timeout=10, limits=httpx.Limits(max_connections=16)) as c:
-        rs, elapsed = burst([lambda: post(c, g.url, body)] * 100)
-    # exactness depends on the burst fitting in one emission interval (1 s); otherwise a 61st is legal
+    # exactness depends on the burst fitting in one emission interval (1 s); otherwise a 61st is legal.
+    # A loaded 2-core machine sometimes needs longer: try again with a fresh gateway (fresh limits).
+    for _ in range(3):
+        g = gateway(upstream.port, extra="rate_limits: { per_ip: { rpm: 60 } }")
+        with httpx.Client(timeout=10, limits=httpx.Limits(max_connections=16)) as c:
+            rs, elapsed = burst([lambda: post(c, g.url, body)] * 100)
+        if elapsed < 1.0:
+            break
     assert elapsed < 1.0, f"the burst took {elapsed:.2f}s: too slow to test rpm 60 exactly"
     ok = [r for r in rs if r.status_code == 200]
     refused = [r for r in rs if r.status_code != 200]
