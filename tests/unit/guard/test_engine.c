@@ -585,6 +585,20 @@ static uint32_t rnd(uint32_t n)
     return (uint32_t)(rng_state % n);
 }
 
+/* Random pieces joined until the text has at least target bytes (or is full). */
+static size_t random_text(char *text, size_t cap, size_t target, const char *const *parts, size_t nparts)
+{
+    size_t len = 0;
+    while (len < target) {
+        const char *p = parts[rnd((uint32_t)nparts)];
+        size_t pl = strlen(p);
+        if (len + pl > cap) break;
+        memcpy(text + len, p, pl);
+        len += pl;
+    }
+    return len;
+}
+
 /* Random texts made of pieces that match, almost match and separate, split at random points. */
 static void test_stream_property(void **state)
 {
@@ -597,14 +611,7 @@ static void test_stream_property(void **state)
     fx_t x = fx_open(basic_rules);
     static char text[4096];
     for (int iter = 0; iter < 400; iter++) {
-        size_t len = 0, target = 1 + rnd(iter < 300 ? 300 : 3000);
-        while (len < target) {
-            const char *p = parts[rnd(WD_ARRAY_LEN(parts))];
-            size_t pl = strlen(p);
-            if (len + pl > sizeof text) break;
-            memcpy(text + len, p, pl);
-            len += pl;
-        }
+        size_t len = random_text(text, sizeof text, 1 + rnd(iter < 300 ? 300 : 3000), parts, WD_ARRAY_LEN(parts));
         size_t cuts[8], ncuts = rnd(7);
         for (size_t i = 0; i < ncuts; i++)
             cuts[i] = rnd((uint32_t)len + 1);
@@ -734,14 +741,7 @@ static void test_gating_equivalence(void **state)
     static char text[4096];
     size_t total = 0;
     for (int iter = 0; iter < 300; iter++) {
-        size_t len = 0, target = 1 + rnd(iter < 250 ? 400 : 3000);
-        while (len < target) {
-            const char *p = parts[rnd(WD_ARRAY_LEN(parts))];
-            size_t pl = strlen(p);
-            if (len + pl > sizeof text) break;
-            memcpy(text + len, p, pl);
-            len += pl;
-        }
+        size_t len = random_text(text, sizeof text, 1 + rnd(iter < 250 ? 400 : 3000), parts, WD_ARRAY_LEN(parts));
         assert_int_equal(wd_guard_scan(a.db, a.s, text, len, 0.0f, &a.f), WD_OK);
         assert_int_equal(wd_guard_scan(b.db, b.s, text, len, 0.0f, &b.f), WD_OK);
         bool same = a.f.n == b.f.n;
