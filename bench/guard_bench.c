@@ -841,7 +841,7 @@ static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbu
 static void usage(void)
 {
     fprintf(stderr, "usage: guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--leave-one-out ID-PREFIX] [--top K] "
-                    "[--markdown] [--gating] [--phase prose|dense|chat|chat_inj|sse] [--dump-prose FILE] [--dump-dense FILE]\n");
+                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse] [--dump-prose FILE] [--dump-dense FILE]\n");
     exit(2);
 }
 
@@ -857,7 +857,7 @@ static void dump(const char *path, const sbuf_t *b)
 int main(int argc, char **argv)
 {
     const char *dir = "rules", *dprose = NULL, *ddense = NULL, *phase = NULL, *loo = NULL;
-    bool pfile = false, prule = false, md = false, gating = false;
+    bool pfile = false, prule = false, md = false;
     size_t top = 40;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -873,7 +873,6 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--per-file")) pfile = true;
         else if (!strcmp(a, "--per-rule")) prule = true;
         else if (!strcmp(a, "--markdown")) md = true;
-        else if (!strcmp(a, "--gating")) gating = true;
         else usage();
     }
     if (g_reps < 1 || g_secs <= 0) usage();
@@ -897,7 +896,6 @@ int main(int argc, char **argv)
         wd_guard_db_set_uses(db, i, wd_inj_rule(wd_guard_db_rule(db, i)) ? WD_GUARD_INJECTION
                                     : privacy_class(wd_guard_db_rule(db, i)->cls) ? WD_GUARD_INPUT | WD_GUARD_OUTPUT
                                                                                   : WD_GUARD_OUTPUT);
-    wd_guard_db_set_gating(db, gating);
     if (wd_guard_db_compile(db, err, sizeof err)) {
         fprintf(stderr, "guard_bench: %s\n", err);
         return 2;

@@ -23,8 +23,7 @@
  * JWT, an e-mail address), only from where a match of it is in progress (PCRE2 partial matching).
  *
  * Rules are compiled in parts: by the purposes they serve (prompts, answers, the injection screen;
- * see WD_GUARD_*), so a scan runs only the rules it needs, and, within a purpose, apart when every
- * match must hold a digit and digit gating is on (scan_range then runs those only around digits).
+ * see WD_GUARD_*), so a scan runs only the rules it needs.
  *
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
@@ -47,9 +46,6 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #define CTX_BEFORE 64 /* context words are looked for this many bytes before a span ... */
 #define CTX_AFTER 32  /* ... and this many after it */
@@ -89,7 +85,6 @@ typedef struct {
     wd_validator_fn validate;
     uint8_t ctxlen[MAX_WORDS]; /* strlen of each context word */
     uint8_t uses;              /* WD_GUARD_* purposes the rule serves; 0 = never scanned */
-    bool gated;                /* every match holds an ASCII digit: see needs_digit */
     bool longspan;             /* win > SHORT_WIN: streams track its match in progress (track_pending) */
     unsigned pline, pcol;      /* where its pattern is, for compile errors */
 } rule_rt_t;
@@ -100,12 +95,11 @@ typedef struct {
  * and a block scan is a stream of one write, reset for the next. */
 typedef struct {
     unsigned uses;
-    bool gated;        /* its rules need a digit: block scans run it only where the text has digits */
     hs_database_t *hs; /* HS_MODE_STREAM */
     uint32_t win;      /* the longest win among its rules */
 } part_t;
 
-#define MAX_PARTS 14 /* one per non-empty combination of the three WD_GUARD_* bits, gated or not */
+#define MAX_PARTS 7 /* one per non-empty combination of the three WD_GUARD_* bits */
 
 struct wd_guard_db {
     atomic_int refs;
@@ -131,20 +125,10 @@ typedef struct {
     int32_t *last; /* per rule: index in v of its latest candidate, or -1 */
 } candset_t;
 
-/* A digit window copied into the gated scan's buffer: bytes [at, at + len) of it are the text's bytes
- * from stream offset orig on. */
-typedef struct {
-    size_t at, len;
-    uint64_t orig;
-} seg_t;
-
 struct wd_guard_scratch {
     const wd_guard_db_t *db;
     hs_scratch_t *hs;
     hs_stream_t *bst[MAX_PARTS]; /* per part, for block scans: opened once, reset after each scan */
-    wd_buf_t cat; /* the digit windows of one gated scan, separated by '\n' */
-    seg_t *segs;
-    size_t nsegs, segcap;
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *jit;
@@ -246,8 +230,6 @@ typedef struct {
     uint64_t base;
     uint64_t scan_base; /* offset in the text of what Hyperscan calls offset 0 */
     size_t max_cands;
-    const seg_t *segs; /* set while a gated scan runs over the windows' buffer */
-    size_t nsegs;
     int err;
 } match_ctx_t;
 
@@ -257,21 +239,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     WD_UNUSED(flags);
     match_ctx_t *m = ud;
     const rule_rt_t *rt = &m->db->rt[id];
-    uint64_t end, start;
-    if (m->segs) { /* map the end back to the text; a match across a separator is no match of the text */
-        size_t lo = 0, hi = m->nsegs, at = (size_t)to - 1;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (m->segs[mid].at + m->segs[mid].len <= at)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (lo == m->nsegs || at < m->segs[lo].at || (rt->fixed && to - rt->fixed < m->segs[lo].at)) return 0;
-        end = m->segs[lo].orig + (to - m->segs[lo].at);
-    } else {
-        end = m->scan_base + to;
-    }
+    uint64_t end = m->scan_base + to, start;
 
     if (rt->fixed) {
         if (end < rt->fixed) return 0;
@@ -541,34 +509,8 @@ static size_t max_cands(const wd_findings_t *out)
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Running a database over a range; digit-gated databases run only around digits */
+/* Running a database */
 
-/* Most identifiers (card, phone, SSN, IBAN, dates, ...) are digit groups without a literal Hyperscan
- * could search for first, so each costs a pass over every byte even in text with no digits at all.
- * Their rules are compiled apart and run only over the neighbourhoods of digits: every match holds a
- * digit d and is at most win bytes long, so it lies inside [d - win, d + win]. Each window is widened
- * to whole runs of word characters at both ends, so \b at a window's edge means what it means in the
- * whole text; rules with ^ or $ are never gated. */
-
-static inline bool is_word(unsigned char c) { return is_alnum(c) || c == '_'; }
-
-static size_t next_digit(const char *p, size_t i, size_t end)
-{
-#if defined(__SSE2__)
-    const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
-    for (; i + 16 <= end; i += 16) {
-        __m128i v = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + i)), zero);
-        int mask = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, nine), v));
-        if (mask) return i + (size_t)__builtin_ctz((unsigned)mask);
-    }
-#endif
-    for (; i < end; i++)
-        if ((unsigned char)(p[i] - '0') < 10) return i;
-    return end;
-}
-
-/* One write to a block-scan stream, then a reset that reports the matches needing the end of the
- * text ($, a trailing \b) and readies the stream for the next scan. */
 static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf, uint64_t babs,
                   size_t from, size_t to)
 {
@@ -581,50 +523,6 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
     if (m->err) return m->err;
     if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
     return WD_OK;
-}
-
-/* Part i over buf[from, to), where buf[0] is at offset babs of the text. */
-static int scan_range(const part_t *pt, size_t i, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf,
-                      uint64_t babs, size_t from, size_t to)
-{
-    if (!pt->gated) return run_db(s->bst[i], s, m, buf, babs, from, to);
-    size_t win = pt->win, d = next_digit(buf, from, to);
-    wd_buf_reset(&s->cat);
-    s->nsegs = 0;
-    while (d < to) {
-        size_t ws = d - from > win ? d - win : from, we = WD_MIN(to, d + win + 1), pos = d + 1;
-        for (;;) {
-            while ((d = next_digit(buf, pos, we)) < we) {
-                we = WD_MIN(to, d + win + 1);
-                pos = d + 1;
-            }
-            size_t e = we;
-            while (e < to && is_word((unsigned char)buf[e]))
-                e++;
-            if (e == we) break;
-            pos = we;
-            we = e;
-        }
-        while (ws > from && is_word((unsigned char)buf[ws - 1]))
-            ws--;
-        if (s->nsegs == s->segcap) {
-            size_t cap = s->segcap ? s->segcap * 2 : 16;
-            seg_t *v = realloc(s->segs, cap * sizeof *v);
-            if (!v) return WD_ENOMEM;
-            s->segs = v;
-            s->segcap = cap;
-        }
-        s->segs[s->nsegs++] = (seg_t){.at = s->cat.len, .len = we - ws, .orig = babs + ws};
-        if (wd_buf_append(&s->cat, buf + ws, we - ws) || wd_buf_append(&s->cat, "\n", 1)) return WD_ENOMEM;
-        d = next_digit(buf, we, to);
-    }
-    if (!s->nsegs) return WD_OK;
-    /* one write for all windows: a Hyperscan call has a fixed cost that would dwarf a short window */
-    m->segs = s->segs;
-    m->nsegs = s->nsegs;
-    int rc = run_db(s->bst[i], s, m, s->cat.data, 0, 0, s->cat.len);
-    m->segs = NULL;
-    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -644,7 +542,7 @@ int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned u
     for (size_t i = 0; i < db->nparts; i++) {
         const part_t *pt = &db->parts[i];
         if (!(pt->uses & uses)) continue;
-        int rc = scan_range(pt, i, s, &m, text, 0, 0, len);
+        int rc = run_db(s->bst[i], s, &m, text, 0, 0, len);
         if (rc) return rc;
     }
     sort_dedup(cs);
@@ -696,8 +594,6 @@ void wd_guard_scratch_free(wd_guard_scratch_t *s)
     pcre2_match_context_free(s->mctx);
     pcre2_jit_stack_free(s->jit);
     cands_free(&s->cs);
-    wd_buf_free(&s->cat);
-    free(s->segs);
     free(s);
 }
 
@@ -1225,158 +1121,6 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
     return WD_OK;
 }
 
-/* Does every match of the pattern contain an ASCII digit (and the pattern has no ^ or $)? A small
- * parser of the rule syntax (docs/rules.md); anything it does not recognise makes the answer "no",
- * which only costs speed. */
-typedef struct {
-    const char *p;
-    size_t i, n;
-    bool bad;
-} rx_t;
-
-static bool rx_alt(rx_t *x, int depth);
-
-static bool rx_class(rx_t *x) /* after '[': true when every member is a digit */
-{
-    bool all = true;
-    if (x->i < x->n && x->p[x->i] == '^') {
-        all = false;
-        x->i++;
-    }
-    bool first = true;
-    while (x->i < x->n && (x->p[x->i] != ']' || first)) {
-        first = false;
-        unsigned char lo = (unsigned char)x->p[x->i++], hi;
-        if (lo == '[' && x->i < x->n && x->p[x->i] == ':') x->bad = true; /* POSIX classes */
-        if (lo == '\\') {
-            if (x->i >= x->n) break;
-            char e = x->p[x->i++];
-            if (e == 'd') continue;
-            all = false; /* other escapes name or may name non-digits */
-            if (e == 'x') x->i += 2;
-            continue;
-        }
-        hi = lo;
-        if (x->i + 1 < x->n && x->p[x->i] == '-' && x->p[x->i + 1] != ']') {
-            hi = (unsigned char)x->p[x->i + 1];
-            x->i += 2;
-            if (hi == '\\') x->bad = true;
-        }
-        if (lo < '0' || hi > '9') all = false;
-    }
-    if (x->i >= x->n) x->bad = true;
-    x->i++; /* ']' */
-    return all;
-}
-
-static bool rx_atom(rx_t *x, int depth)
-{
-    char c = x->p[x->i++];
-    switch (c) {
-    case '(':
-        if (depth > 32) x->bad = true;
-        if (x->i < x->n && x->p[x->i] == '?') {
-            x->i++;
-            while (x->i < x->n && (x->p[x->i] == '-' || (x->p[x->i] >= 'a' && x->p[x->i] <= 'z')))
-                x->i++; /* inline flags */
-            if (x->i < x->n && x->p[x->i] == ')') { /* (?i): zero width */
-                x->i++;
-                return false;
-            }
-            if (x->i >= x->n || x->p[x->i] != ':') {
-                x->bad = true; /* lookaround and the like */
-                return false;
-            }
-            x->i++;
-        }
-        {
-            bool r = rx_alt(x, depth + 1);
-            if (x->i >= x->n || x->p[x->i] != ')') x->bad = true;
-            x->i++;
-            return r;
-        }
-    case '[':
-        return rx_class(x);
-    case '\\':
-        if (x->i >= x->n) {
-            x->bad = true;
-            return false;
-        }
-        c = x->p[x->i++];
-        if (c == 'd') return true;
-        if (c == 'x') {
-            unsigned v = 0;
-            for (int k = 0; k < 2 && x->i < x->n; k++, x->i++) {
-                char h = x->p[x->i];
-                v = v * 16 + (unsigned)(h >= 'a' ? h - 'a' + 10 : h >= 'A' ? h - 'A' + 10 : h - '0');
-            }
-            return v >= '0' && v <= '9';
-        }
-        if (c >= '0' && c <= '9') x->bad = true; /* back-references */
-        return false;
-    case '^':
-    case '$':
-        x->bad = true;
-        return false;
-    default:
-        return c >= '0' && c <= '9';
-    }
-}
-
-static bool rx_seq(rx_t *x, int depth)
-{
-    bool need = false;
-    while (x->i < x->n && !x->bad && x->p[x->i] != '|' && x->p[x->i] != ')') {
-        bool digit = rx_atom(x, depth);
-        unsigned long min = 1;
-        if (x->i < x->n) {
-            char q = x->p[x->i];
-            if (q == '?' || q == '*') {
-                min = 0;
-                x->i++;
-            } else if (q == '+') {
-                x->i++;
-            } else if (q == '{') {
-                size_t j = x->i + 1;
-                min = 0;
-                while (j < x->n && x->p[j] >= '0' && x->p[j] <= '9' && min < 100000)
-                    min = min * 10 + (unsigned long)(x->p[j++] - '0');
-                const char *close = memchr(x->p + x->i, '}', x->n - x->i);
-                if (j == x->i + 1 || !close) x->bad = true;
-                else x->i = (size_t)(close - x->p) + 1;
-            }
-            if (x->i < x->n && (x->p[x->i] == '?' || x->p[x->i] == '+')) x->i++; /* lazy, possessive */
-        }
-        if (digit && min > 0) need = true;
-    }
-    return need;
-}
-
-static bool rx_alt(rx_t *x, int depth)
-{
-    bool all = rx_seq(x, depth);
-    while (x->i < x->n && !x->bad && x->p[x->i] == '|') {
-        x->i++;
-        all = rx_seq(x, depth) && all;
-    }
-    return all;
-}
-
-static bool needs_digit(const char *p, size_t n)
-{
-    rx_t x = {.p = p, .n = n};
-    bool need = rx_alt(&x, 0);
-    return need && !x.bad && x.i >= n;
-}
-
-/* Gating pays for rules without a literal to search for, which are the short digit-group patterns;
- * a long-span rule (a secret with its own prefix) would only make every window wide. */
-#define GATE_MAX_WIN 64
-static bool gateable(const wd_rule_t *r, const rule_rt_t *rt)
-{
-    return rt->win <= GATE_MAX_WIN && needs_digit(r->pattern, strlen(r->pattern));
-}
-
 /* Per-rule compile checks (each error names the rule's pattern), then the widths that decide how a
  * match is confirmed. */
 static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, unsigned col)
@@ -1513,9 +1257,9 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
     return rc;
 }
 
-/* Compiles the rules of one part (those whose uses are exactly `uses`, gated or not). Match ids are
+/* Compiles the rules of one part (those whose uses are exactly `uses`). Match ids are
  * rule indexes. No rules: *out stays NULL. */
-static int compile_part(wd_guard_db_t *db, unsigned uses, bool gated, hs_database_t **out, uint32_t *win,
+static int compile_part(wd_guard_db_t *db, unsigned uses, hs_database_t **out, uint32_t *win,
                         char *err, size_t errlen)
 {
     const char **pats = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *pats);
@@ -1528,7 +1272,7 @@ static int compile_part(wd_guard_db_t *db, unsigned uses, bool gated, hs_databas
     }
     unsigned n = 0;
     for (size_t i = 0; i < db->nrules; i++) {
-        if (db->rt[i].uses != uses || db->rt[i].gated != gated) continue;
+        if (db->rt[i].uses != uses) continue;
         pats[n] = db->rules[i].pattern;
         flags[n] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
         ids[n++] = (unsigned)i;
@@ -1554,16 +1298,6 @@ done:
     return rc;
 }
 
-int wd_guard_db_set_gating(wd_guard_db_t *db, bool on)
-{
-    if (!db || db->compiled) return WD_EINVAL;
-    for (size_t i = 0; i < db->nrules; i++)
-        db->rt[i].gated = on && gateable(&db->rules[i], &db->rt[i]);
-    return WD_OK;
-}
-
-bool wd_guard_db_gated(const wd_guard_db_t *db, size_t rule) { return db && rule < db->nrules && db->rt[rule].gated; }
-
 int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses)
 {
     if (!db || db->compiled || rule >= db->nrules || (uses & ~WD_GUARD_ANY)) return WD_EINVAL;
@@ -1574,11 +1308,9 @@ int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses)
 int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
 {
     if (!db || db->compiled) return wd_errf(err, errlen, WD_EINVAL, "rules: already compiled");
-    for (unsigned i = 0; i < 2 * WD_GUARD_ANY; i++) {
-        unsigned uses = i / 2 + 1;
-        bool gated = i % 2;
-        part_t pt = {.uses = uses, .gated = gated};
-        int rc = compile_part(db, uses, gated, &pt.hs, &pt.win, err, errlen);
+    for (unsigned uses = 1; uses <= WD_GUARD_ANY; uses++) {
+        part_t pt = {.uses = uses};
+        int rc = compile_part(db, uses, &pt.hs, &pt.win, err, errlen);
         if (rc) return rc;
         if (pt.hs) db->parts[db->nparts++] = pt;
     }

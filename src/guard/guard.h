@@ -71,12 +71,6 @@ wd_guard_db_t *wd_guard_db_load_buf(const char *name, const char *yaml, size_t l
 wd_guard_db_t *wd_guard_db_parse(const char *dir, char *err, size_t errlen);
 wd_guard_db_t *wd_guard_db_parse_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen);
 int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses);
-/* Digit gating (off unless turned on before compile): rules whose every match holds a digit (found
- * by a conservative look at the pattern) are scanned only around the digits of a text. The findings
- * are the same; it pays only on text with few numbers (measured: 1.6x faster on digit-free prose,
- * 25% slower on prose with a number every 190 bytes), so it is an option, not the default. */
-int wd_guard_db_set_gating(wd_guard_db_t *db, bool on);
-bool wd_guard_db_gated(const wd_guard_db_t *db, size_t rule);
 int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen);
 wd_guard_db_t *wd_guard_db_ref(wd_guard_db_t *db);
 void wd_guard_db_unref(wd_guard_db_t *db);

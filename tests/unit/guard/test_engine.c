@@ -664,99 +664,7 @@ static void test_stream_holdback_bounded(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Digit gating and rule purposes */
-
-static void test_gating_analysis(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *pat;
-        bool gated;
-    } cases[] = {
-        {"\\b[0-9]{3}-[0-9]{2}-[0-9]{4}\\b", true},
-        {"\\d{16}", true},
-        {"(?:1|2)x", true},
-        {"(?i)x\\d", true},
-        {"ab\\x31", true}, /* \x31 is '1' */
-        {"(?:a(?:b|c)[0-9]){1,3}", true},
-        {"[0-9]?x", false},
-        {"(?:a|1)x", false},
-        {"a[0-9]{0,3}", false},
-        {"[^0-9]x", false},
-        {"^\\d{4}", false},   /* anchors are never gated: a window is not the text */
-        {"\\d{4}$", false},
-        {"[0-9a]x", false},
-        {"x{2}", false},
-        {"(?=1)1", false},    /* not in the rule syntax: unknown means not gated */
-        {"\\d{70}", false},   /* too long to be worth a window */
-    };
-    for (size_t i = 0; i < WD_ARRAY_LEN(cases); i++) {
-        char yaml[512], err[ERRLEN];
-        snprintf(yaml, sizeof yaml, HEAD "  - id: t.g\n    type: G\n    class: test\n    pattern: '%s'\n    max_len: 80\n",
-                 cases[i].pat);
-        wd_guard_db_t *db = wd_guard_db_parse_buf("r.yaml", yaml, strlen(yaml), err, sizeof err);
-        if (!db) { /* (?=...) is refused by Hyperscan: nothing to check */
-            assert_false(cases[i].gated);
-            continue;
-        }
-        assert_int_equal(wd_guard_db_set_gating(db, true), WD_OK);
-        if (wd_guard_db_gated(db, 0) != cases[i].gated) fail_msg("pattern %s: gated %d", cases[i].pat, !cases[i].gated);
-        wd_guard_db_unref(db);
-    }
-}
-
-static wd_guard_db_t *load_rules_dir(bool gating)
-{
-    char err[ERRLEN];
-    wd_guard_db_t *db = wd_guard_db_parse("rules", err, sizeof err);
-    if (!db) fail_msg("%s", err);
-    assert_int_equal(wd_guard_db_set_gating(db, gating), WD_OK);
-    assert_int_equal(wd_guard_db_compile(db, err, sizeof err), WD_OK);
-    assert_int_equal(wd_guard_db_set_gating(db, gating), WD_EINVAL); /* compiled: too late */
-    return db;
-}
-
-/* The shipped rules with and without digit gating find exactly the same spans, in block scans and in
- * streams, on texts built from identifiers, near misses, prose and separators. */
-static void test_gating_equivalence(void **state)
-{
-    (void)state;
-    static const char *const parts[] = {
-        "4111 1111 1111 1111", "4111111111111111", "123-45-6789", "078-05-1120", "(415) 867-2301", "+44 20 7946 0958",
-        "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "192.168.1.20", "10.0.0.256", "born on 12 March 1984",
-        "DOB 03/14/1985", "ssn", "phone", "card", "iban", "MRN: 12345678", "NHS 943 476 5919", "tok_", "kz", "ab",
-        "The quick brown fox", " jumps over", " the 3 lazy dogs", " in 2014,", " at 8:15.", "x", "_", "-", " ", " ",
-        "\n", ".", "1", "22", "333", "4444", "\xc3\xa9", "Dr. Maria Moreno", "AKIAIOSFODNN7EXAMPLE",
-        "jane.doe42@example.org", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", "0x52908400098527886E0F7030069857D2E4169EE7"};
-    wd_guard_db_t *on = load_rules_dir(true), *off = load_rules_dir(false);
-    size_t ngated = 0;
-    for (size_t i = 0; i < wd_guard_db_nrules(on); i++)
-        ngated += wd_guard_db_gated(on, i);
-    assert_true(ngated >= 20); /* the digit-group identifiers */
-    for (size_t i = 0; i < wd_guard_db_nrules(off); i++)
-        assert_false(wd_guard_db_gated(off, i));
-    fx_t a = {.db = on, .s = wd_guard_scratch_new(on)}, b = {.db = off, .s = wd_guard_scratch_new(off)};
-    wd_findings_init(&a.f);
-    wd_findings_init(&b.f);
-    static char text[4096];
-    size_t total = 0;
-    for (int iter = 0; iter < 300; iter++) {
-        size_t len = random_text(text, sizeof text, 1 + rnd(iter < 250 ? 400 : 3000), parts, WD_ARRAY_LEN(parts));
-        assert_int_equal(wd_guard_scan(a.db, a.s, text, len, 0.0f, &a.f), WD_OK);
-        assert_int_equal(wd_guard_scan(b.db, b.s, text, len, 0.0f, &b.f), WD_OK);
-        bool same = a.f.n == b.f.n;
-        for (size_t i = 0; same && i < a.f.n; i++)
-            same = a.f.v[i].start == b.f.v[i].start && a.f.v[i].end == b.f.v[i].end && a.f.v[i].rule == b.f.v[i].rule;
-        if (!same) fail_msg("gated and ungated scans differ (%zu vs %zu findings) on: %.*s", a.f.n, b.f.n, (int)len, text);
-        total += a.f.n;
-        size_t cuts[4] = {rnd((uint32_t)len + 1), 0, 0, 0};
-        cuts[1] = cuts[0] + rnd((uint32_t)(len - cuts[0]) + 1);
-        expect_stream_equals_block(&a, text, len, cuts, 2);
-    }
-    assert_true(total > 300); /* the texts really held identifiers */
-    fx_close(&a);
-    fx_close(&b);
-}
+/* Rule purposes */
 
 /* A scan for some purposes sees only the rules that serve one of them. */
 static void test_uses(void **state)
@@ -877,8 +785,6 @@ int main(void)
         cmocka_unit_test(test_scan_nested_reverse),
         cmocka_unit_test(test_stream_property),
         cmocka_unit_test(test_stream_holdback_bounded),
-        cmocka_unit_test(test_gating_analysis),
-        cmocka_unit_test(test_gating_equivalence),
         cmocka_unit_test(test_uses),
         cmocka_unit_test(test_stream_holdback_dynamic),
     };
