@@ -114,6 +114,10 @@ def refused(port):
         return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # the handshake raced a listener being closed (each worker has its own SO_REUSEPORT socket):
+        # not refused yet; the caller asks again
+        return False
 
 
 def words(n):
