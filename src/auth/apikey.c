@@ -91,17 +91,25 @@ int wd_apikey_generate(char id[WD_APIKEY_ID_LEN + 1], char key[WD_APIKEY_MAX])
     return WD_OK;
 }
 
-int wd_apikey_parse(const char *p, size_t len, wd_str_t *id, wd_str_t *secret)
+int wd_apikey_split(const char *p, size_t len, wd_str_t *id)
 {
     if (!p || len != WD_APIKEY_LEN || memcmp(p, WD_APIKEY_PREFIX, PREFIX_LEN) != 0 || p[SEP_OFF] != '_')
         return WD_EINVAL;
+    if (id) *id = wd_str(p + ID_OFF, WD_APIKEY_ID_LEN);
+    return WD_OK;
+}
+
+int wd_apikey_parse(const char *p, size_t len, wd_str_t *id, wd_str_t *secret)
+{
+    wd_str_t pid;
+    if (wd_apikey_split(p, len, &pid) != WD_OK) return WD_EINVAL;
     for (size_t i = ID_OFF; i < WD_APIKEY_LEN; i++)
         if (i != SEP_OFF && b62_val((unsigned char)p[i]) < 0) return WD_EINVAL;
     /* The checksum is public, so a plain compare is fine; fixed-width encoding makes it canonical. */
     char ck[WD_APIKEY_CHECKSUM_LEN];
     checksum(p, ck);
     if (memcmp(ck, p + CK_OFF, sizeof ck) != 0) return WD_EINVAL;
-    if (id) *id = wd_str(p + ID_OFF, WD_APIKEY_ID_LEN);
+    if (id) *id = pid;
     if (secret) *secret = wd_str(p + SECRET_OFF, WD_APIKEY_SECRET_LEN);
     return WD_OK;
 }

@@ -25,6 +25,10 @@ int wd_apikey_generate(char id[WD_APIKEY_ID_LEN + 1], char key[WD_APIKEY_MAX]);
  * into p. WD_EINVAL otherwise. Cheap and secret-free, so it may run before any rate limit or lookup. */
 int wd_apikey_parse(const char *p, size_t len, wd_str_t *id, wd_str_t *secret);
 
+/* Prefix, length and separator only: for verification, where the keyed hash over the whole string
+ * decides (a stored hash covers a well-formed key, so a key malformed anywhere cannot match it). */
+int wd_apikey_split(const char *p, size_t len, wd_str_t *id);
+
 /* BLAKE2b-256 keyed with hash_key over the whole key string: the value stored and looked up. */
 void wd_apikey_hash(const uint8_t hash_key[32], const char *key, size_t len, uint8_t out[32]);
 

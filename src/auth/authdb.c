@@ -248,12 +248,16 @@ static int fail(const char **code, const char *c, char *reason, size_t rlen, con
 int wd_authdb_check_key(const wd_authdb_t *db, const char *key, size_t len, int64_t now, const wd_authkey_t **out,
                         const char **code, char *reason, size_t rlen)
 {
-    wd_str_t id, secret;
+    wd_str_t id;
     *out = NULL;
-    if (wd_apikey_parse(key, len, &id, &secret) != WD_OK)
+    /* The checksum is not checked on this path: the keyed hash covers the whole string, so a key with
+     * a wrong checksum or character cannot match. Only a failure is parsed fully, to tell whether the
+     * id is well-formed enough to be named in the reason. */
+    if (wd_apikey_split(key, len, &id) != WD_OK)
         return fail(code, "invalid_api_key", reason, rlen, "%s", "Incorrect API key provided");
-    char idz[16];
-    snprintf(idz, sizeof idz, "%.*s", (int)WD_MIN(id.len, sizeof idz - 1), id.p);
+    char idz[WD_APIKEY_ID_LEN + 1];
+    memcpy(idz, id.p, WD_APIKEY_ID_LEN);
+    idz[WD_APIKEY_ID_LEN] = '\0';
     const wd_authkey_t *k = wd_authdb_key(db, id.p, id.len);
     uint8_t h[32];
     wd_apikey_hash(db->key_hash_key, key, len, h);
@@ -261,6 +265,8 @@ int wd_authdb_check_key(const wd_authdb_t *db, const char *key, size_t len, int6
     static const uint8_t zero[32];
     bool match = sodium_memcmp(h, k ? k->hash : zero, 32) == 0 && k;
     sodium_memzero(h, sizeof h);
+    if (!match && wd_apikey_parse(key, len, NULL, NULL) != WD_OK)
+        return fail(code, "invalid_api_key", reason, rlen, "%s", "Incorrect API key provided");
     if (!match) return fail(code, "invalid_api_key", reason, rlen, "Incorrect API key provided (key id %s)", idz);
     if (k->revoked_at) return fail(code, "invalid_api_key", reason, rlen, "API key %s has been revoked", idz);
     if (k->expires_at && k->expires_at <= now)

@@ -83,14 +83,26 @@ static int token_claims(wd_exchange_t *x, const char *tok, size_t len, int64_t n
     return WD_OK;
 }
 
+/* Appends s at dst[used], truncating to cap - 1 bytes; dst stays NUL-terminated. Returns the new length. */
+static size_t put(char *dst, size_t cap, size_t used, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > cap - 1 - used) n = cap - 1 - used;
+    memcpy(dst + used, s, n);
+    dst[used + n] = '\0';
+    return used + n;
+}
+
 static void set_principal_event(wd_exchange_t *x)
 {
     const wd_principal_t *p = &x->principal;
-    if (x->key) snprintf(x->ev.principal, sizeof x->ev.principal, "key:%s", p->id);
-    else snprintf(x->ev.principal, sizeof x->ev.principal, "%s", p->id);
-    size_t used = 0;
-    for (size_t i = 0; i < p->nroles && used < sizeof x->ev.roles; i++)
-        used += (size_t)snprintf(x->ev.roles + used, sizeof x->ev.roles - used, "%s%s", i ? "," : "", p->roles[i]);
+    size_t used = x->key ? put(x->ev.principal, sizeof x->ev.principal, 0, "key:") : 0;
+    put(x->ev.principal, sizeof x->ev.principal, used, p->id);
+    used = 0;
+    for (size_t i = 0; i < p->nroles; i++) {
+        if (i) used = put(x->ev.roles, sizeof x->ev.roles, used, ",");
+        used = put(x->ev.roles, sizeof x->ev.roles, used, p->roles[i]);
+    }
     x->ev.mfa = p->mfa;
 }
 

@@ -133,6 +133,19 @@ static void test_wrong_prefix_and_length(void **state)
     m[16] = 'a';
     assert_int_equal(wd_apikey_parse(m, WD_APIKEY_LEN, &pid, NULL), WD_EINVAL);
     assert_null(pid.p); /* outputs untouched on failure */
+    assert_int_equal(wd_apikey_split(m, WD_APIKEY_LEN, &pid), WD_EINVAL);
+    assert_null(pid.p);
+    /* a wrong checksum: split (the verification path's framing) accepts it, parse does not, and
+     * parse leaves its outputs untouched */
+    memcpy(m, key, WD_APIKEY_LEN + 1);
+    m[WD_APIKEY_LEN - 1] = m[WD_APIKEY_LEN - 1] == 'A' ? 'B' : 'A';
+    assert_int_equal(wd_apikey_parse(m, WD_APIKEY_LEN, &pid, NULL), WD_EINVAL);
+    assert_null(pid.p);
+    assert_int_equal(wd_apikey_split(m, WD_APIKEY_LEN, &pid), WD_OK);
+    assert_ptr_equal(pid.p, m + 4);
+    assert_int_equal(pid.len, WD_APIKEY_ID_LEN);
+    for (size_t len = 0; len <= WD_APIKEY_LEN + 1; len++)
+        if (len != WD_APIKEY_LEN) assert_int_equal(wd_apikey_split(m, len, NULL), WD_EINVAL);
 }
 
 static void test_hash(void **state)
