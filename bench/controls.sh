@@ -29,7 +29,8 @@
 # listener) over the measured runs; Redis's own CPU and script count are recorded too. redis-server
 # is pinned with wrk and the simulator (it stands for a separate machine; the proxy's CPU stays the
 # proxy's), so on 2 CPUs it takes CPU from the load generator: the Redis throughput is a lower bound.
-# Last, limit_bench measures the local limiter alone (decisions per CPU second).
+# Last, limit_bench measures the local limiter alone (decisions per CPU second) and auth_bench the
+# key check and RBAC decision alone (CPU time per request).
 
 CTL_TARGETS=(warden_base warden_auth warden_limit warden_redis warden)
 ((REDIS == 1)) || CTL_TARGETS=(warden_base warden_auth warden_limit warden)
@@ -227,6 +228,8 @@ done
 # CPU second of the measuring thread, i.e. per core, whatever else the machine does.
 log "limit_bench (local limiter decisions per CPU second)"
 lb=$(nice -n "$NICE" "$LIMIT_BENCH" 0.5) || die "limit_bench failed: $lb"
+log "auth_bench (API key check + RBAC decision, CPU time per request)"
+ab=$(nice -n "$NICE" "$AUTH_BENCH" 0.5) || die "auth_bench failed: $ab"
 CTL_META+=(controls=1 ctl_rounds="$CTL_ROUNDS" ctl_secs="$ctl_secs" ctl_limits="$LIMITS_IP"
            ctl_rate="$CTL_RATE" ctl_rate_rounds="$CTL_RATE_ROUNDS" ctl_rate_secs="$rate_secs"
-           limit_bench="$(tr '\n' ';' <<<"$lb")")
+           limit_bench="$(tr '\n' ';' <<<"$lb")" auth_bench="$(tr '\n' ';' <<<"$ab")")

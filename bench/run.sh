@@ -15,7 +15,8 @@
 #      local rate limits (nothing refused) and with Redis-backed rate limits (a private redis-server),
 #      interleaved with the plain warden: throughput at saturation, and CPU per request at one fixed
 #      rate for all (added µs per request); Redis decisions per second from warden's /metrics; the
-#      local limiter's decisions per second per core (limit_bench);
+#      local limiter's decisions per second per core (limit_bench); the CPU time of the auth and RBAC
+#      work alone per request (auth_bench);
 #   4. warden's idle RSS (VmRSS before any request) and peak RSS (VmHWM after all the load);
 #   5. prints a table (bench/report.py) and appends a dated section to bench/RESULTS.md.
 # Everything it starts is stopped on exit, also on failure or Ctrl-C.
@@ -111,12 +112,16 @@ if [[ $CONTROLS == 1 && -z $LIMIT_BENCH ]]; then
         || die "meson setup build-bench failed: $(tail -5 "/tmp/warden-bench-meson.$$.log")"
       rm -f "/tmp/warden-bench-meson.$$.log"
     fi
-    ninja -C "$src_root/build-bench" tests/unit/limit/limit_bench >"/tmp/warden-bench-ninja.$$.log" 2>&1 \
+    ninja -C "$src_root/build-bench" tests/unit/limit/limit_bench tests/unit/auth/auth_bench \
+      >"/tmp/warden-bench-ninja.$$.log" 2>&1 \
       || die "cannot build limit_bench in $src_root/build-bench: $(grep -m1 -A4 FAILED "/tmp/warden-bench-ninja.$$.log")"
     rm -f "/tmp/warden-bench-ninja.$$.log"
   fi
 fi
 [[ $CONTROLS == 0 || -x $LIMIT_BENCH ]] || die "limit_bench '$LIMIT_BENCH' not found or not executable"
+# The authentication + authorization microbenchmark (bench/auth_bench.c) is built beside it.
+AUTH_BENCH=${LIMIT_BENCH%/limit/limit_bench}/auth/auth_bench
+[[ $CONTROLS == 0 || -x $AUTH_BENCH ]] || die "auth_bench '$AUTH_BENCH' not found or not executable"
 SECONDS=0   # the time budget starts here
 
 # ---------------------------------------------------------------------------------------------------
