@@ -314,6 +314,61 @@ def test_token_reservation_is_refused_before_the_model_and_refunded(gateway, ups
     c.close()
 
 
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_daily_token_budget_charges_the_overrun_then_refuses_until_the_day_ends(gateway, upstream, tmp_path, backend):
+    """tokens_per_day 100: a request is admitted while used + its reservation fits; a request that then
+    uses more than it reserved is not cut off but charged in full, and the next reservation that no
+    longer fits is refused with budget_exceeded until the next UTC day."""
+    r_srv = None
+    if backend == "redis":
+        if not shutil.which("redis-server"):
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        r_srv = Redis(tmp_path)
+        be = f"backend: redis://127.0.0.1:{r_srv.port}, "
+    else:
+        be = ""
+    try:
+        state = tmp_path / "state"
+        cli("init", "--state-dir", state)
+        key = cli("key", "create", "--name", "b", "--role", "team", "--quiet", "--state-dir", state).strip()
+        kid = KEY_RE.match(key).group(1)
+        g = gateway(upstream.port, extra=(
+            f"state_dir: {state}\n"
+            "auth: { mode: required }\n"
+            "roles:\n"
+            "  team: { models: [gpt-4o-mini], endpoints: [chat], limits: { tokens_per_day: 100 } }\n"
+            f"rate_limits: {{ {be}fail: closed }}\n"))
+        c = httpx.Client(timeout=10)
+        small = body_bytes("usage:80", max_tokens=10)
+        R = reservation(small, 10)
+        assert R < 50
+        # 1. reserves R of 100, really uses 10 + 80 = 90: admitted and answered in full
+        r = post(c, g.url, small, key)
+        assert r.status_code == 200, r.text
+        assert upstream.count() == 1
+        time.sleep(0.3)  # reconciliation happens when the exchange ends
+        # 2. 90 used + R > 100: refused before the model, retry at the next UTC midnight
+        r = post(c, g.url, body_bytes(max_tokens=10), key)
+        e = expect_429(r, "budget_exceeded")
+        assert "Token budget exhausted" in e["message"], e
+        ra, ms = retry_headers(r)
+        now = time.time()
+        to_midnight_ms = (86400 - now % 86400) * 1000
+        assert to_midnight_ms - 5000 <= ms <= to_midnight_ms + 1000, (ms, to_midnight_ms)
+        assert upstream.count() == 1
+        # 3. a reservation larger than the whole budget can never pass: no Retry-After
+        r = post(c, g.url, body_bytes(max_tokens=500), key)
+        expect_429(r, "budget_exceeded")
+        assert "retry-after" not in r.headers, dict(r.headers)
+        assert upstream.count() == 1
+        ev = [e for e in g.events() if e.get("code") == "budget_exceeded"]
+        assert [e["rule"] for e in ev] == [f"limit:key:{kid}:budget"] * 2, ev
+        c.close()
+    finally:
+        if r_srv:
+            r_srv.stop()
+
+
 def test_concurrency_cap(gateway, sim):
     """per_ip concurrent 2 with a 1 s upstream: of 5 parallel requests exactly 2 are admitted."""
     s = sim("--latency-ms", "1000")
