@@ -12,6 +12,7 @@ PKGS=(
   # tests
   libcmocka-dev python3-pytest python3-httpx python3-pyotp python3-nacl python3-jwt
   python3-cryptography python3-yaml nodejs npm
+  openssl   # the CLI: tests/integration/test_tls.py makes its throwaway CA and certificates with it
   # servers used by tests and benchmarks (started by the harness itself, on loopback)
   nginx-light redis-server wrk
 )

@@ -11,7 +11,8 @@ static void usage(FILE *out)
     fputs("usage: warden config check FILE\n"
           "\n"
           "  check FILE   validate FILE as `warden serve` would load it: every key, type and bound,\n"
-          "               upstream URLs (hosts are resolved) and api_key_env variables (must be set).\n"
+          "               upstream URLs (hosts are resolved), api_key_env variables (must be set), and\n"
+          "               TLS files (certificates, keys and CA bundles are loaded and checked).\n"
           "               Prints \"FILE: ok\" and a summary, or FILE:LINE:COL: message; exit 0 or 2.\n",
           out);
 }
@@ -39,8 +40,21 @@ int wd_cmd_config(int argc, char **argv)
         return 2;
     }
     printf("%s: ok\n", file);
-    printf("listen %s, admin %s, %zu upstream%s, %zu model%s, %u worker%s, audit %s\n", c->listen.text,
-           c->admin.text ? c->admin.text : "off", c->nupstreams, c->nupstreams == 1 ? "" : "s", c->nmodels,
+    size_t ntls = 0;
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        const wd_upstream_cfg_t *u = &c->upstreams[i];
+        if (!u->tls.enabled) continue;
+        ntls++;
+        if (!u->tls.verify)
+            fprintf(stderr, "%s: warning: upstreams[%zu] (%s): tls.verify is false: the upstream's certificate is "
+                            "not checked, so anyone on the network path can impersonate it\n", file, i, u->name);
+    }
+    char ltls[32] = "", atls[32] = "", utls[48] = "";
+    if (c->listen_tls.ctx) snprintf(ltls, sizeof ltls, " (TLS %s+)", c->listen_tls.min_version);
+    if (c->admin_tls.ctx) snprintf(atls, sizeof atls, " (TLS %s+)", c->admin_tls.min_version);
+    if (ntls) snprintf(utls, sizeof utls, " (%zu over TLS)", ntls);
+    printf("listen %s%s, admin %s%s, %zu upstream%s%s, %zu model%s, %u worker%s, audit %s\n", c->listen.text, ltls,
+           c->admin.text ? c->admin.text : "off", atls, c->nupstreams, c->nupstreams == 1 ? "" : "s", utls, c->nmodels,
            c->nmodels == 1 ? "" : "s", c->workers, c->workers == 1 ? "" : "s",
            c->audit_file ? (strcmp(c->audit_file, "-") ? c->audit_file : "stdout") : "off");
     wd_config_unref(c);

@@ -43,6 +43,22 @@ static wd_log_level_t parse_level(const char *s)
     return WD_LOG_INFO;
 }
 
+static struct ssl_ctx_st *listen_tls(const wd_config_t *c) { return c->listen_tls.ctx; }
+static struct ssl_ctx_st *admin_tls(const wd_config_t *c) { return c->admin_tls.ctx; }
+
+/* Said at every start and reload, at warn level, for as long as the config keeps it. */
+static void warn_insecure(const wd_config_t *c)
+{
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        const wd_upstream_cfg_t *u = &c->upstreams[i];
+        if (u->tls.enabled && !u->tls.verify)
+            wd_log(WD_LOG_WARN,
+                   "INSECURE: upstream '%s' (%s) has tls.verify: false: its certificate is not checked, so anyone "
+                   "on the network path can impersonate it and read every prompt, answer and the upstream "
+                   "credential", u->name, u->url);
+    }
+}
+
 static void set_cfg(wd_worker_t *w, void *arg)
 {
     wd_worker_set_config(w, arg);
@@ -75,6 +91,7 @@ static void reload(serve_t *s)
         return;
     }
     wd_log_set_level(parse_level(nc->log_level));
+    warn_insecure(nc);
     for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], set_cfg, wd_config_ref(nc));
     wd_worker_set_config(&s->admin, nc);
     wd_config_unref(nc);
@@ -266,7 +283,8 @@ static int serve(serve_t *s)
         s->wptrs[ninit] = w;
         if (wd_worker_init(w, (int)ninit, cfg, err, sizeof err)) goto fail;
         if (wd_gateway_worker_init(w) ||
-            wd_server_listen(w, &cfg->listen, &wd_gateway_handler, NULL, err, sizeof err)) {
+            wd_server_listen(w, &cfg->listen, cfg->listen_tls.ctx ? listen_tls : NULL, &wd_gateway_handler, NULL,
+                             err, sizeof err)) {
             ninit++;
             goto fail;
         }
@@ -285,7 +303,8 @@ static int serve(serve_t *s)
     }
     s->ctx.workers = s->wptrs;
     s->ctx.nworkers = s->nworkers;
-    if (cfg->admin.salen && wd_server_listen(&s->admin, &cfg->admin, &wd_admin_handler, &s->ctx, err, sizeof err))
+    if (cfg->admin.salen && wd_server_listen(&s->admin, &cfg->admin, cfg->admin_tls.ctx ? admin_tls : NULL,
+                                             &wd_admin_handler, &s->ctx, err, sizeof err))
         goto fail;
     uv_signal_init(&s->admin.loop, &s->sighup);
     uv_signal_init(&s->admin.loop, &s->sigterm);
@@ -311,8 +330,10 @@ static int serve(serve_t *s)
             exit(1);
         }
     }
-    wd_log(WD_LOG_INFO, "warden listening on %s (%zu workers)%s%s", cfg->listen.text, s->nworkers,
-           cfg->admin.salen ? ", admin on " : "", cfg->admin.salen ? cfg->admin.text : "");
+    wd_log(WD_LOG_INFO, "warden listening on %s%s (%zu workers)%s%s%s", cfg->listen.text,
+           cfg->listen_tls.ctx ? " (TLS)" : "", s->nworkers, cfg->admin.salen ? ", admin on " : "",
+           cfg->admin.salen ? cfg->admin.text : "", cfg->admin_tls.ctx ? " (TLS)" : "");
+    warn_insecure(cfg);
     wd_config_unref(cfg);
     uv_run(&s->admin.loop, UV_RUN_DEFAULT);
     for (size_t i = 0; i < s->nworkers; i++) {

@@ -11,6 +11,7 @@
 
 #include "config/yamltree.h"
 #include "guard/injection.h"
+#include "net/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -458,21 +459,85 @@ static int h_listen_address(ctx_t *c, const wd_ynode_t *n, const char *path, voi
     return parse_listen_addr(c, n, path, (wd_addr_t *)((char *)base + f->off));
 }
 
+/* A file named in the config. Relative paths are relative to the config file's directory (as
+ * guard.rules_dir is), so a config and its certificates can move together. */
+static int h_path(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    char **dst = (char **)((char *)base + f->off);
+    if (!n) return WD_OK;
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    if (n->len > 4000 || memchr(n->s, '\0', n->len)) return fail(c, n, "%s: not a usable file name", path);
+    const char *cp = c->cfg->path, *slash = cp ? strrchr(cp, '/') : NULL;
+    if (n->s[0] == '/' || !slash) return dup_str(c, n, n->s, n->len, dst);
+    char buf[8192];
+    int len = snprintf(buf, sizeof buf, "%.*s/%.*s", (int)WD_MIN((size_t)(slash - cp), 4000), cp, (int)n->len, n->s);
+    return dup_str(c, n, buf, (size_t)len, dst);
+}
+
+static const char *const tls_versions[] = {"1.2", "1.3", NULL};
+
+#define TLF(nm) offsetof(wd_tls_listen_cfg_t, nm)
+static const wd_cfg_field_t listen_tls_fields[] = {
+    {.name = "cert", .type = F_FN, .required = true, .off = TLF(cert), .fn = h_path},
+    {.name = "key", .type = F_FN, .required = true, .off = TLF(key), .fn = h_path},
+    {.name = "min_version", .type = F_ENUM, .off = TLF(min_version), .def_str = "1.3", .choices = tls_versions},
+};
+static const wd_cfg_map_t listen_tls_map = {"a listener's tls", listen_tls_fields, WD_ARRAY_LEN(listen_tls_fields)};
+
+/* The certificate and key are loaded here, at config load, so `warden config check` and a reload
+ * catch a missing, unreadable, malformed, expired or mismatched pair before anything serves it. */
+static int h_listen_tls(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    if (!n) return WD_OK;
+    wd_tls_listen_cfg_t *t = (wd_tls_listen_cfg_t *)((char *)base + f->off);
+    int rc = apply_map(c, n, path, &listen_tls_map, t);
+    if (rc) return rc;
+    char err[512];
+    int ver = strcmp(t->min_version, "1.2") == 0 ? WD_TLS_V12 : WD_TLS_V13;
+    t->ctx = wd_tls_server_ctx(t->cert, t->key, ver, err, sizeof err);
+    if (!t->ctx) {
+        const char *which = wd_tls_server_ctx_bad_file() ? "key" : "cert";
+        const wd_ynode_t *at = wd_ynode_get(n, which);
+        return fail(c, at ? at : n, "%s.%s: %s", path, which, err);
+    }
+    return WD_OK;
+}
+
+typedef struct {
+    wd_addr_t addr;
+    wd_tls_listen_cfg_t tls;
+} listener_t;
+
 static const wd_cfg_field_t listener_fields[] = {
-    {.name = "address", .type = F_FN, .required = true, .off = 0, .fn = h_listen_address},
+    {.name = "address", .type = F_FN, .required = true, .off = offsetof(listener_t, addr), .fn = h_listen_address},
+    {.name = "tls", .type = F_FN, .off = offsetof(listener_t, tls), .fn = h_listen_tls},
 };
 static const wd_cfg_map_t listener_map = {"a listener", listener_fields, WD_ARRAY_LEN(listener_fields)};
 
-/* Both "listen: 127.0.0.1:8080" and "listen: { address: 127.0.0.1:8080 }": the mapping form is the
- * one that will grow (tls), the scalar form is what people type. */
-static int h_listener(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+/* Both "listen: 127.0.0.1:8080" and "listen: { address: 127.0.0.1:8080, tls: {...} }": the scalar
+ * form is what people type, the mapping form carries listener options. */
+static int parse_listener(ctx_t *c, const wd_ynode_t *n, const char *path, wd_addr_t *a, wd_tls_listen_cfg_t *tls)
 {
     if (!n) return WD_OK;
-    wd_addr_t *a = (wd_addr_t *)((char *)base + f->off);
-    if (n->kind == WD_YNODE_MAP) return apply_map(c, n, path, &listener_map, a);
+    if (n->kind == WD_YNODE_MAP) {
+        listener_t l;
+        memset(&l, 0, sizeof l);
+        int rc = apply_map(c, n, path, &listener_map, &l);
+        *a = l.addr; /* moved even on failure: config_free releases whatever was built */
+        *tls = l.tls;
+        return rc;
+    }
     if (n->kind != WD_YNODE_SCALAR)
         return fail(c, n, "%s: expected an address or a mapping with 'address', got %s", path, wd_ynode_kind_name(n));
     return parse_listen_addr(c, n, path, a);
+}
+
+static int h_listener(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(base);
+    WD_UNUSED(f);
+    return parse_listener(c, n, path, &c->cfg->listen, &c->cfg->listen_tls);
 }
 
 static bool addr_equal(const wd_addr_t *a, const wd_addr_t *b)
@@ -494,7 +559,9 @@ static bool addr_equal(const wd_addr_t *a, const wd_addr_t *b)
 
 static int h_admin(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
-    int rc = h_listener(c, n, path, base, f);
+    WD_UNUSED(base);
+    WD_UNUSED(f);
+    int rc = parse_listener(c, n, path, &c->cfg->admin, &c->cfg->admin_tls);
     if (rc || !n) return rc;
     if (addr_equal(&c->cfg->admin, &c->cfg->listen))
         return fail(c, n, "%s: the admin listener must not use the same address as 'listen' (%s)", path,
@@ -502,8 +569,8 @@ static int h_admin(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, 
     return WD_OK;
 }
 
-/* http://host[:port][/base]. Only what a reverse proxy can honour exactly is accepted: userinfo would
- * put a credential in a string we log, and a query or fragment has no meaning as a path prefix. */
+/* http(s)://host[:port][/base]. Only what a reverse proxy can honour exactly is accepted: userinfo
+ * would put a credential in a string we log, and a query or fragment has no meaning as a path prefix. */
 static int h_url(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
     WD_UNUSED(f);
@@ -511,12 +578,17 @@ static int h_url(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, co
     int rc = check_string(c, n, path);
     if (rc) return rc;
     const char *s = n->s, *end = n->s + n->len;
-    if (n->len >= 8 && strncasecmp(s, "https://", 8) == 0)
-        return fail(c, n, "%s: https upstreams are not supported yet; use http://", path);
-    if (n->len < 7 || strncasecmp(s, "http://", 7) != 0)
-        return fail(c, n, "%s: invalid URL '%.*s%s': expected http://host[:port][/path]", path, SHOW(n));
+    size_t scheme_len;
+    if (n->len >= 8 && strncasecmp(s, "https://", 8) == 0) {
+        u->tls.enabled = true;
+        scheme_len = 8;
+    } else if (n->len >= 7 && strncasecmp(s, "http://", 7) == 0) {
+        scheme_len = 7;
+    } else {
+        return fail(c, n, "%s: invalid URL '%.*s%s': expected http://host[:port][/path] or https://...", path, SHOW(n));
+    }
     if (memchr(s, ' ', n->len)) return fail(c, n, "%s: spaces are not allowed in URLs", path);
-    const char *auth = s + 7, *aend = auth;
+    const char *auth = s + scheme_len, *aend = auth;
     while (aend < end && *aend != '/' && *aend != '?' && *aend != '#')
         aend++;
     if (memchr(auth, '@', (size_t)(aend - auth)))
@@ -528,7 +600,7 @@ static int h_url(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, co
 
     char host[256];
     bool v6, has_port;
-    uint16_t port = 80;
+    uint16_t port = u->tls.enabled ? 443 : 80;
     const char *why = split_hostport(auth, (size_t)(aend - auth), host, sizeof host, &v6, &has_port, &port);
     if (!why && !v6 &&
         strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != strlen(host))
@@ -675,10 +747,66 @@ static const wd_cfg_field_t limits_fields[] = {
 };
 static const wd_cfg_map_t limits_map = {"limits", limits_fields, WD_ARRAY_LEN(limits_fields)};
 
+/* The name an upstream's certificate must carry: a DNS name or an IP address (IPv6 without
+ * brackets), nothing that could not appear in a certificate. */
+static int h_server_name(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    if (!n) return WD_OK;
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    unsigned char ip[16];
+    bool is_ip = inet_pton(AF_INET, n->s, ip) == 1 || inet_pton(AF_INET6, n->s, ip) == 1;
+    if (!is_ip && (n->len > 253 || strspn(n->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != n->len ||
+                   n->s[0] == '.' || n->s[0] == '-'))
+        return fail(c, n, "%s: '%.*s%s' is not a DNS name or an IP address", path, SHOW(n));
+    return dup_str(c, n, n->s, n->len, (char **)((char *)base + f->off));
+}
+
+#define UTF(nm) offsetof(wd_upstream_tls_cfg_t, nm)
+static const wd_cfg_field_t upstream_tls_fields[] = {
+    {.name = "ca", .type = F_FN, .off = UTF(ca), .fn = h_path},
+    {.name = "verify", .type = F_BOOL, .off = UTF(verify), .def = 1},
+    {.name = "server_name", .type = F_FN, .off = UTF(server_name), .fn = h_server_name},
+};
+static const wd_cfg_map_t upstream_tls_map = {"an upstream's tls", upstream_tls_fields,
+                                              WD_ARRAY_LEN(upstream_tls_fields)};
+
+static int h_upstream_tls(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_upstream_cfg_t *u = base;
+    if (!n) {
+        u->tls.verify = true;
+        return WD_OK;
+    }
+    if (!u->tls.enabled)
+        return fail(c, n, "%s: TLS settings apply only to https:// upstreams (this url is http://)", path);
+    return apply_map(c, n, path, &upstream_tls_map, &u->tls);
+}
+
+/* After an upstream's keys are applied: its TLS client context, built now so that a missing or
+ * malformed CA file is a config error. */
+static int build_upstream_tls(ctx_t *c, const wd_ynode_t *item, const char *path, wd_upstream_cfg_t *u)
+{
+    if (!u->tls.enabled) return WD_OK;
+    const wd_ynode_t *tn = wd_ynode_get(item, "tls"), *ca = wd_ynode_get(tn, "ca");
+    if (!u->tls.verify && u->tls.ca)
+        return fail(c, ca, "%s.tls.ca: a CA file has no effect with verify: false; remove one of the two", path);
+    if (!u->tls.server_name && dup_str(c, item, u->host, strlen(u->host), &u->tls.server_name)) return WD_ENOMEM;
+    char err[512];
+    u->tls.ctx = wd_tls_client_ctx(u->tls.ca, u->tls.verify, err, sizeof err);
+    if (!u->tls.ctx) {
+        const wd_ynode_t *at = ca ? ca : tn ? tn : wd_ynode_get(item, "url");
+        return fail(c, at ? at : item, "%s.tls%s: %s", path, ca ? ".ca" : "", err);
+    }
+    return WD_OK;
+}
+
 #define UPF(nm) offsetof(wd_upstream_cfg_t, nm)
 static const wd_cfg_field_t upstream_fields[] = {
     {.name = "name", .type = F_FN, .required = true, .off = UPF(name), .fn = h_name},
     {.name = "url", .type = F_FN, .required = true, .fn = h_url},
+    {.name = "tls", .type = F_FN, .fn = h_upstream_tls},
     {.name = "api_key_env", .type = F_FN, .fn = h_api_key_env},
     {.name = "timeout_ms", .type = F_MS, .off = UPF(timeout_ms), .min = 1, .max = 3600000, .def = 120000},
     {.name = "connect_timeout_ms",
@@ -747,6 +875,7 @@ static int h_upstreams(ctx_t *c, const wd_ynode_t *n, const char *path, void *ba
     for (size_t i = 0; i < n->n; i++) {
         snprintf(sub, sizeof sub, "%s[%zu]", path, i);
         if ((rc = apply_map(c, n->items[i], sub, &upstream_map, &cfg->upstreams[i]))) return rc;
+        if ((rc = build_upstream_tls(c, n->items[i], sub, &cfg->upstreams[i]))) return rc;
         if ((rc = check_unique_name(c, n, i, path, "upstream", upstream_name_at))) return rc;
     }
     return WD_OK;
@@ -1351,7 +1480,8 @@ static const wd_cfg_map_t root_map = {"the top level", root_fields, WD_ARRAY_LEN
 _Static_assert(WD_ARRAY_LEN(root_fields) <= MAX_FIELDS && WD_ARRAY_LEN(limits_fields) <= MAX_FIELDS &&
                    WD_ARRAY_LEN(role_fields) <= MAX_FIELDS && WD_ARRAY_LEN(auth_fields) <= MAX_FIELDS &&
                    WD_ARRAY_LEN(rate_fields) <= MAX_FIELDS && WD_ARRAY_LEN(guard_fields) <= MAX_FIELDS &&
-                   WD_ARRAY_LEN(upstream_fields) <= MAX_FIELDS && WD_ARRAY_LEN(model_fields) <= MAX_FIELDS,
+                   WD_ARRAY_LEN(upstream_fields) <= MAX_FIELDS && WD_ARRAY_LEN(model_fields) <= MAX_FIELDS &&
+                   WD_ARRAY_LEN(listen_tls_fields) <= MAX_FIELDS && WD_ARRAY_LEN(upstream_tls_fields) <= MAX_FIELDS,
                "apply_map tracks at most MAX_FIELDS keys per mapping");
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -1377,6 +1507,10 @@ static void config_free(wd_config_t *cfg)
         free_str(&u->host_header);
         free_str(&u->base_path);
         free_str(&u->addr.text);
+        free_str(&u->tls.ca);
+        free_str(&u->tls.server_name);
+        SSL_CTX_free(u->tls.ctx); /* connections still open hold their own references */
+        u->tls.ctx = NULL;
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->nmodels; i++) {
@@ -1414,6 +1548,14 @@ static void config_free(wd_config_t *cfg)
     free_str(&cfg->rate.key_prefix);
     free_str(&cfg->listen.text);
     free_str(&cfg->admin.text);
+    wd_tls_listen_cfg_t *lts[] = {&cfg->listen_tls, &cfg->admin_tls};
+    for (size_t i = 0; i < 2; i++) {
+        free_str(&lts[i]->cert);
+        free_str(&lts[i]->key);
+        free_str(&lts[i]->min_version);
+        SSL_CTX_free(lts[i]->ctx);
+        lts[i]->ctx = NULL;
+    }
     free_str(&cfg->state_dir);
     free_str(&cfg->audit_file);
     free_str(&cfg->log_level);
@@ -1587,6 +1729,18 @@ int wd_config_check_reload(const wd_config_t *old, const wd_config_t *next, char
         return wd_errf(err, errlen, WD_EINVAL, fmt, next->path, "the admin address",
                        old->admin.text ? old->admin.text : "none",
                        next->admin.text ? next->admin.text : "none");
+    const struct {
+        const char *name;
+        bool before, after;
+    } tls[] = {{"listen", old->listen_tls.ctx != NULL, next->listen_tls.ctx != NULL},
+               {"admin", old->admin_tls.ctx != NULL, next->admin_tls.ctx != NULL}};
+    for (size_t i = 0; i < 2; i++)
+        if (tls[i].before != tls[i].after)
+            return wd_errf(err, errlen, WD_EINVAL,
+                           "%s: reload refused: TLS on the %s listener cannot be turned %s on reload (clients "
+                           "would meet a different protocol on the same port); restart warden to apply it (the "
+                           "running configuration is unchanged)",
+                           next->path, tls[i].name, tls[i].after ? "on" : "off");
     if (old->workers != next->workers) {
         char a[16], b[16];
         snprintf(a, sizeof a, "%u", old->workers);

@@ -18,9 +18,29 @@ typedef struct {
     socklen_t salen;
 } wd_addr_t;
 
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX (net/tls.h); config builds the contexts so that a bad
+                   * certificate is a config error with a file:line:col, like any other */
+
+/* TLS on a listener (listen.tls, admin.tls). Paths are resolved against the config file's directory. */
+typedef struct {
+    char *cert;              /* PEM certificate chain, leaf first */
+    char *key;               /* PEM private key, unencrypted */
+    char *min_version;       /* "1.2" or "1.3" (default) */
+    struct ssl_ctx_st *ctx;  /* NULL: the listener speaks plain HTTP */
+} wd_tls_listen_cfg_t;
+
+/* TLS to an upstream (https:// URLs). */
+typedef struct {
+    bool enabled;            /* the URL is https:// */
+    bool verify;             /* check the certificate chain and name (default true) */
+    char *ca;                /* PEM CA bundle used instead of the system store; NULL: system store */
+    char *server_name;       /* sent as SNI and required in the certificate; default: the URL's host */
+    struct ssl_ctx_st *ctx;  /* built at load; NULL for http:// */
+} wd_upstream_tls_cfg_t;
+
 typedef struct {
     char *name;
-    char *url;           /* as written: http://host:port/base */
+    char *url;           /* as written: http(s)://host:port/base */
     char *host;          /* host part (for the Host header) */
     char *host_header;   /* "host:port" as sent in Host */
     uint16_t port;
@@ -31,6 +51,7 @@ typedef struct {
     uint32_t timeout_ms;         /* max wait for the response head, and max gap between body reads */
     uint32_t connect_timeout_ms;
     uint32_t max_idle;           /* idle keep-alive connections kept per worker */
+    wd_upstream_tls_cfg_t tls;
 } wd_upstream_cfg_t;
 
 typedef struct {
@@ -114,6 +135,8 @@ typedef struct wd_config {
 
     wd_addr_t listen;
     wd_addr_t admin;        /* admin.address; salen 0 when no admin listener */
+    wd_tls_listen_cfg_t listen_tls;
+    wd_tls_listen_cfg_t admin_tls;
     char *state_dir;        /* may be NULL */
     uint32_t workers;       /* 0 in the file means one per core; resolved here to >= 1 */
     wd_server_limits_t limits;
@@ -160,7 +183,7 @@ static inline bool wd_config_auth_required(const wd_config_t *c) { return c->aut
 const wd_model_cfg_t *wd_config_model(const wd_config_t *c, const char *name, size_t len);
 
 /* SIGHUP support: listeners and worker threads are set up once, so a new snapshot that changes the
- * listen or admin address or the worker count is refused (WD_EINVAL, message in err) and the caller
+ * listen or admin address, turns TLS on or off on either, or changes the worker count is refused (WD_EINVAL, message in err) and the caller
  * keeps serving the old one. Returns WD_OK when `next` may replace `old`. */
 int wd_config_check_reload(const wd_config_t *old, const wd_config_t *next, char *err, size_t errlen);
 

@@ -52,7 +52,7 @@ static void admin_request(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body)
                                   .config_reloads = ctx->reloads,
                                   .config_reload_failures = ctx->reload_failures};
         for (size_t r = 0; r < WD_ROUTE__COUNT && r < WD_METRICS_ROUTES; r++) info.route_names[r] = wd_routes[r].name;
-        for (int s = WD_UP_ECONNECT; s <= WD_UP_EPROTO; s++) info.upstream_error_names[s] = wd_up_status_text(s);
+        for (int s = WD_UP_ECONNECT; s <= WD_UP_ETLS; s++) info.upstream_error_names[s] = wd_up_status_text(s);
         static const char *const outcomes[] = {"allowed", "rate_limit_exceeded", "tokens_exceeded",
                                                "concurrency_exceeded", "budget_exceeded", "unavailable"};
         for (size_t i = 0; i < 6; i++) info.limit_outcome_names[i] = outcomes[i];

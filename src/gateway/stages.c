@@ -354,8 +354,9 @@ static void up_on_done(wd_upreq_t *r, wd_up_status_t st)
                                              : "The upstream connection ended in the middle of the stream");
         } else {
             int status = st == WD_UP_ETIMEOUT ? 504 : 502;
-            char msg[160];
-            snprintf(msg, sizeof msg, "Upstream '%s': %s", x->model->upstream->name, wd_up_status_text(st));
+            char msg[512];
+            snprintf(msg, sizeof msg, "Upstream '%s': %s%s%s", x->model->upstream->name, wd_up_status_text(st),
+                     r->error[0] ? ": " : "", r->error);
             wd_exchange_reject(x, status, st == WD_UP_ETIMEOUT ? "upstream_timeout" : "upstream_unavailable", msg,
                                NULL);
             x->resp_status = 0;

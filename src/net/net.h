@@ -78,10 +78,15 @@ uint64_t wd_worker_rand(wd_worker_t *w);
 /* Fails if something already listens on addr (call once before the workers bind it). */
 int wd_server_probe(const wd_addr_t *addr, char *err, size_t errlen);
 
+/* Which TLS context a listener's new connections use. It is looked up in the worker's current
+ * snapshot at every accept, so after a reload new connections get the new certificate while open
+ * ones keep theirs. NULL as the function: the listener speaks plain HTTP. */
+typedef struct ssl_ctx_st *(*wd_tls_select_fn)(const wd_config_t *cfg);
+
 /* Opens a listening socket on addr (SO_REUSEPORT so every worker can bind the same address) and
- * serves it with handler on worker w. */
-int wd_server_listen(wd_worker_t *w, const wd_addr_t *addr, const wd_handler_t *handler, void *handler_ud,
-                     char *err, size_t errlen);
+ * serves it with handler on worker w, over TLS when tls is not NULL. */
+int wd_server_listen(wd_worker_t *w, const wd_addr_t *addr, wd_tls_select_fn tls, const wd_handler_t *handler,
+                     void *handler_ud, char *err, size_t errlen);
 
 typedef enum {
     WD_CONN_HEAD,    /* waiting for (more of) a request head; idle when nothing received yet */
@@ -92,6 +97,7 @@ typedef enum {
 
 struct wd_conn {
     uv_tcp_t tcp;
+    struct wd_tls *tls;       /* NULL on plain HTTP listeners */
     wd_worker_t *w;
     wd_server_t *srv;
     const wd_handler_t *h;
@@ -115,6 +121,7 @@ struct wd_conn {
     bool want_drain;          /* handler was told the output buffer is full */
     bool eof;                 /* client half-closed or gone */
     bool in_process;          /* re-entrancy guard for the request loop */
+    bool tls_plain;           /* TLS failed on a plaintext request: the 400 goes out unencrypted */
     char peer[64];            /* client address text, e.g. "127.0.0.1" */
     void *ud;                 /* the handler's per-request state */
 };
@@ -136,9 +143,10 @@ void wd_conn_abort(wd_conn_t *c);
 typedef enum {
     WD_UP_OK = 0,
     WD_UP_ECONNECT,  /* refused / unreachable */
-    WD_UP_ETIMEOUT,  /* connect, response head or body gap timed out */
+    WD_UP_ETIMEOUT,  /* connect, TLS handshake, response head or body gap timed out */
     WD_UP_ERESET,    /* upstream closed or reset the connection */
     WD_UP_EPROTO,    /* malformed or oversized response */
+    WD_UP_ETLS,      /* TLS handshake or record failure (wd_upreq_t.error says why) */
     WD_UP_ECANCEL,   /* cancelled by us */
 } wd_up_status_t;
 
@@ -165,6 +173,7 @@ struct wd_upreq {
     bool paused;
     bool retried;
     bool active;
+    char error[224];   /* detail of a WD_UP_ETLS failure, e.g. "certificate verify failed: ..." */
 };
 
 /* Sends r->request to r->up on a pooled or new connection. On failure to start it returns a negative
@@ -180,6 +189,7 @@ void wd_upreq_free(wd_upreq_t *r);
 /* Internal to net: */
 void wd_upstream_sweep(wd_worker_t *w, uint64_t now);
 void wd_upstream_pools_free(wd_worker_t *w);
+void wd_upstream_prune(wd_worker_t *w); /* after a config change: retire pools no upstream uses */
 void wd_server_sweep(wd_worker_t *w, uint64_t now);
 uint64_t wd_server_connections(void); /* open client connections, all listeners */
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "net/tls.h"
 
 #define READ_CHUNK 16384
 #define KEEP_BODY_CAP 65536
@@ -16,6 +17,7 @@
 struct wd_server {
     uv_tcp_t tcp;
     wd_worker_t *w;
+    wd_tls_select_fn tls;
     const wd_handler_t *h;
     void *hud;
     struct wd_server *next;
@@ -40,6 +42,11 @@ static const wd_server_limits_t *limits(const wd_conn_t *c) { return &c->w->cfg-
 static void on_conn_closed(uv_handle_t *h)
 {
     wd_conn_t *c = h->data;
+    if (c->tls) {
+        wd_tls_free(c->tls);
+        free(c->tls);
+        c->tls = NULL;
+    }
     wd_buf_free(&c->in);
     wd_buf_free(&c->body);
     wd_buf_free(&c->head);
@@ -72,10 +79,22 @@ void wd_conn_abort(wd_conn_t *c)
     wd_conn_close(c);
 }
 
+static void tls_input(wd_conn_t *c, const char *p, size_t n);
+static void bad_request(wd_conn_t *c, int status, const char *reason);
+
+/* TLS connections read ciphertext into the thread's scratch buffer; the plaintext lands in `in`. */
+static bool tls_active(const wd_conn_t *c) { return c->tls && !c->tls_plain; }
+static bool tls_handshaking(const wd_conn_t *c) { return tls_active(c) && !wd_tls_established(c->tls); }
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     WD_UNUSED(suggested);
     wd_conn_t *c = h->data;
+    if (tls_active(c)) {
+        buf->base = wd_tls_scratch_in();
+        buf->len = WD_TLS_SCRATCH;
+        return;
+    }
     if (wd_buf_reserve(&c->in, READ_CHUNK) != WD_OK) {
         buf->base = NULL;
         buf->len = 0;
@@ -87,7 +106,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    WD_UNUSED(buf);
     wd_conn_t *c = s->data;
     if (nread == 0) return;
     if (nread < 0) {
@@ -96,6 +114,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         wd_conn_abort(c);
         return;
     }
+    if (tls_active(c)) {
+        tls_input(c, buf->base, (size_t)nread);
+        return;
+    }
+    if (c->tls_plain) return; /* the TLS port's answer to a plaintext request is on its way; nothing more is read */
     c->in.len += (size_t)nread;
     c->bytes_in += (uint64_t)nread;
     process(c);
@@ -135,6 +158,16 @@ static void on_connection(uv_stream_t *ls, int status)
         wd_conn_close(c);
         return;
     }
+    if (srv->tls) {
+        SSL_CTX *ctx = srv->tls(c->w->cfg);
+        c->tls = ctx ? malloc(sizeof *c->tls) : NULL;
+        if (!c->tls || wd_tls_init_server(c->tls, ctx) != WD_OK) {
+            free(c->tls);
+            c->tls = NULL;
+            wd_conn_close(c);
+            return;
+        }
+    }
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int sl = sizeof ss;
@@ -145,7 +178,10 @@ static void on_connection(uv_stream_t *ls, int status)
     wd_buf_init(&c->in, 0);
     wd_buf_init(&c->body, 0);
     wd_buf_init(&c->head, 0);
-    c->deadline_ns = wd_now_ns() + (uint64_t)limits(c)->idle_timeout_ms * 1000000ull;
+    /* a TLS handshake must finish within header_timeout_ms (a slow handshake is a slowloris too);
+     * after it, the connection is idle like any other */
+    uint32_t first_ms = c->tls ? limits(c)->header_timeout_ms : limits(c)->idle_timeout_ms;
+    c->deadline_ns = wd_now_ns() + (uint64_t)first_ms * 1000000ull;
     set_reading(c, true);
 }
 
@@ -165,8 +201,8 @@ int wd_server_probe(const wd_addr_t *addr, char *err, size_t errlen)
     return rc;
 }
 
-int wd_server_listen(wd_worker_t *w, const wd_addr_t *addr, const wd_handler_t *handler, void *handler_ud,
-                     char *err, size_t errlen)
+int wd_server_listen(wd_worker_t *w, const wd_addr_t *addr, wd_tls_select_fn tls, const wd_handler_t *handler,
+                     void *handler_ud, char *err, size_t errlen)
 {
     int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return wd_errf(err, errlen, WD_EIO, "socket: %s", strerror(errno));
@@ -188,6 +224,7 @@ int wd_server_listen(wd_worker_t *w, const wd_addr_t *addr, const wd_handler_t *
         return WD_ENOMEM;
     }
     srv->w = w;
+    srv->tls = tls;
     srv->h = handler;
     srv->hud = handler_ud;
     uv_tcp_init(&w->loop, &srv->tcp);
@@ -237,10 +274,19 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 }
 
 /* All output is written and the connection should end: send FIN, then close. */
+static ssize_t tls_flush(wd_conn_t *c);
+
 static void conn_end(wd_conn_t *c)
 {
     if (c->state == WD_CONN_CLOSING) return;
     set_reading(c, false);
+    if (tls_active(c)) { /* close_notify, so the client can tell our end from a truncation */
+        wd_tls_close_notify(c->tls);
+        if (tls_flush(c) < 0) {
+            wd_conn_close(c);
+            return;
+        }
+    }
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req) {
         wd_conn_close(c);
@@ -278,10 +324,10 @@ static void on_write(uv_write_t *req, int status)
     if (c->close_after && c->queued == 0 && c->state != WD_CONN_BUSY) conn_end(c);
 }
 
-ssize_t wd_conn_write(wd_conn_t *c, const char *p, size_t len)
+/* Bytes for the socket as they are (plaintext, or ciphertext from tls_flush): written at once when
+ * nothing is queued, the rest copied into a queued write. Returns the bytes queued, or < 0. */
+static ssize_t sock_write(wd_conn_t *c, const char *p, size_t len)
 {
-    if (c->state == WD_CONN_CLOSING) return WD_EIO;
-    c->bytes_out += len;
     if (c->queued == 0) {
         uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -306,6 +352,67 @@ ssize_t wd_conn_write(wd_conn_t *c, const char *p, size_t len)
     if (!c->send_deadline_ns) c->send_deadline_ns = wd_now_ns() + (uint64_t)limits(c)->send_timeout_ms * 1000000ull;
     if (c->queued >= limits(c)->write_buffer_bytes) c->want_drain = true;
     return (ssize_t)c->queued;
+}
+
+/* Sends the ciphertext OpenSSL has produced (records, handshake messages, alerts, tickets). */
+static ssize_t tls_flush(wd_conn_t *c)
+{
+    char *buf = wd_tls_scratch_out();
+    size_t n;
+    while ((n = wd_tls_take(c->tls, buf, WD_TLS_SCRATCH)) > 0) {
+        ssize_t q = sock_write(c, buf, n);
+        if (q < 0) return q;
+    }
+    return (ssize_t)c->queued;
+}
+
+ssize_t wd_conn_write(wd_conn_t *c, const char *p, size_t len)
+{
+    if (c->state == WD_CONN_CLOSING) return WD_EIO;
+    c->bytes_out += len;
+    if (tls_active(c)) {
+        if (wd_tls_write(c->tls, p, len) != WD_OK) return WD_EIO;
+        return tls_flush(c);
+    }
+    return sock_write(c, p, len);
+}
+
+/* Ciphertext arrived: run the handshake or decrypt, send what OpenSSL has to say back, and hand
+ * any plaintext to the request loop. */
+static void tls_input(wd_conn_t *c, const char *p, size_t n)
+{
+    bool was_up = wd_tls_established(c->tls);
+    size_t before = c->in.len;
+    int rc = wd_tls_feed(c->tls, p, n);
+    if (rc == WD_OK) rc = wd_tls_read(c->tls, &c->in);
+    if (tls_flush(c) < 0) {
+        wd_conn_abort(c);
+        return;
+    }
+    if (c->state == WD_CONN_CLOSING) return;
+    if (rc == WD_TLS_EOF) { /* close_notify: the client is done, as with a TCP EOF */
+        c->eof = true;
+        wd_conn_abort(c);
+        return;
+    }
+    if (rc != WD_OK) {
+        if (!was_up && wd_tls_got_http(c->tls) && c->state == WD_CONN_HEAD) {
+            /* plain HTTP on the TLS port: tell the client in its own protocol, then close */
+            c->tls_plain = true;
+            bad_request(c, 400, "This port requires TLS: use https:// (the request was sent as plain HTTP)");
+            return;
+        }
+        wd_log(WD_LOG_DEBUG, "TLS %s with %s failed: %s", was_up ? "connection" : "handshake", c->peer, c->tls->err);
+        if (c->state == WD_CONN_BUSY) wd_conn_abort(c);
+        else conn_end(c); /* the alert (if any) is queued; FIN after it */
+        return;
+    }
+    if (!was_up && wd_tls_established(c->tls) && c->state == WD_CONN_HEAD && !c->req_start_ns)
+        c->deadline_ns = wd_now_ns() + (uint64_t)limits(c)->idle_timeout_ms * 1000000ull;
+    size_t got = c->in.len - before;
+    if (!got) return;
+    c->bytes_in += got;
+    process(c);
 }
 
 void wd_conn_finish(wd_conn_t *c, bool keep_alive)
@@ -360,6 +467,10 @@ static int keep_head(wd_conn_t *c)
 
 static void bad_request(wd_conn_t *c, int status, const char *reason)
 {
+    if (tls_handshaking(c)) { /* nothing can be said before the handshake: just close */
+        wd_conn_close(c);
+        return;
+    }
     /* nothing after a framing error can be trusted: answer, then close */
     c->keep_alive = false;
     c->close_after = true;

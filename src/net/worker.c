@@ -101,6 +101,7 @@ void wd_worker_set_config(wd_worker_t *w, wd_config_t *cfg)
 {
     wd_config_t *old = w->cfg;
     w->cfg = wd_config_ref(cfg);
+    wd_upstream_prune(w); /* before `old` can go: pool keys hold its TLS contexts' addresses */
     wd_config_unref(old);
 }
 

@@ -21,7 +21,11 @@
  *    the exact reply; with --stream-chunks N the reply is repeated (joined by one space when it does
  *    not end in whitespace) until there are at least N content events.
  *  - /healthz is the simulator's own liveness probe: it ignores --hang, --latency-ms, --error-rate
- *    and --api-key. Every other route (including 404s) honours them. */
+ *    and --api-key. Every other route (including 404s) honours them.
+ *
+ * With --tls-cert and --tls-key the listener speaks TLS 1.2/1.3 (net/tls.h, the same code as
+ * warden's listeners): ciphertext is decrypted into the input buffer and the output buffer is
+ * encrypted on its way to the kernel, so everything above stays the same. */
 #include "sim/sim.h"
 
 #include <errno.h>
@@ -39,6 +43,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "http/http.h"
+#include "net/tls.h"
 
 #define SIM_MAX_BODY ((size_t)16 << 20)
 /* The input buffer holds one head, one whole body and some pipelined bytes after it. */
@@ -73,6 +78,7 @@ typedef struct {
     size_t api_key_len;
     bool echo_headers;
     wd_buf_t models_body; /* GET /v1/models, rendered once */
+    SSL_CTX *tls;         /* --tls-cert/--tls-key; NULL = plain HTTP */
 } sim_opts_t;
 
 static const char USAGE[] =
@@ -92,6 +98,8 @@ static const char USAGE[] =
     "  --hang                    accept requests but never answer them\n"
     "  --api-key KEY             require 'Authorization: Bearer KEY'\n"
     "  --echo-headers            add the received headers and body to chat responses (\"sim_request\")\n"
+    "  --tls-cert PATH           serve HTTPS with this PEM certificate chain (needs --tls-key)\n"
+    "  --tls-key PATH            the certificate's PEM private key\n"
     "  -h, --help                show this help\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -256,13 +264,15 @@ static void opts_free(sim_opts_t *o)
     free(o->models);
     free(o->reply);
     wd_buf_free(&o->models_body);
+    SSL_CTX_free(o->tls);
+    o->tls = NULL;
 }
 
 /* Returns 0, or the exit status (2 usage error, 3 = help shown, exit 0). */
 static int parse_opts(int argc, char **argv, sim_opts_t *o)
 {
     enum { F_LISTEN, F_WORKERS, F_MODELS, F_DIM, F_REPLY, F_REPLY_FILE, F_TPS, F_CHUNKS, F_LATENCY,
-           F_ERR, F_SEED, F_DISC, F_HANG, F_KEY, F_ECHO, F_HELP, F_COUNT };
+           F_ERR, F_SEED, F_DISC, F_HANG, F_KEY, F_ECHO, F_HELP, F_CERT, F_TLSKEY, F_COUNT };
     static const struct { const char *name; bool arg; } flags[F_COUNT] = {
         [F_LISTEN] = {"listen", true},          [F_WORKERS] = {"workers", true},
         [F_MODELS] = {"models", true},          [F_DIM] = {"embedding-dim", true},
@@ -272,10 +282,11 @@ static int parse_opts(int argc, char **argv, sim_opts_t *o)
         [F_SEED] = {"seed", true},              [F_DISC] = {"disconnect-after", true},
         [F_HANG] = {"hang", false},             [F_KEY] = {"api-key", true},
         [F_ECHO] = {"echo-headers", false},     [F_HELP] = {"help", false},
+        [F_CERT] = {"tls-cert", true},          [F_TLSKEY] = {"tls-key", true},
     };
     bool seen[F_COUNT] = {0};
     const char *listen = "127.0.0.1:8000", *models = "sim-small,llama-3.1-70b,llama-3.1-8b";
-    const char *reply_file = NULL;
+    const char *reply_file = NULL, *tls_cert = NULL, *tls_key = NULL;
     o->workers = 1;
     o->embedding_dim = 8;
     o->seed = 1;
@@ -351,9 +362,19 @@ static int parse_opts(int argc, char **argv, sim_opts_t *o)
             break;
         case F_ECHO: o->echo_headers = true; break;
         case F_HELP: fputs(USAGE, stdout); return 3;
+        case F_CERT: tls_cert = val; break;
+        case F_TLSKEY: tls_key = val; break;
         }
     }
     if (o->reply && reply_file) return usage_error("--reply and --reply-file are mutually exclusive");
+    if (!tls_cert != !tls_key) return usage_error("--tls-cert and --tls-key go together");
+    if (tls_cert) {
+        char err[512];
+        if (!(o->tls = wd_tls_server_ctx(tls_cert, tls_key, WD_TLS_V12, err, sizeof err))) {
+            fprintf(stderr, "warden sim: %s\n", err);
+            return 2;
+        }
+    }
     if (reply_file) {
         int rc = read_reply_file(reply_file, o);
         if (rc) return rc;
@@ -414,6 +435,7 @@ typedef struct {
 typedef struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    wd_tls_t *tls;
     uv_shutdown_t shut;
     worker_t *w;
     int state;
@@ -536,6 +558,10 @@ static void on_close(uv_handle_t *h)
     wd_buf_free(&c->st.prefix);
     wd_buf_free(&c->st.text);
     free(c->st.segs);
+    if (c->tls) {
+        wd_tls_free(c->tls);
+        free(c->tls);
+    }
     free(c);
 }
 
@@ -569,20 +595,18 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-/* Hands the output buffer to the kernel; only what does not fit now is copied into a queued write.
- * Returns 0, or a libuv error after which the connection has been closed. */
-static int conn_flush(conn_t *c)
+/* Bytes for the socket as they are: written now if the kernel takes them, the rest copied into a
+ * queued write. Returns 0, or a libuv error after which the connection has been closed. */
+static int sock_send(conn_t *c, const char *data, size_t len)
 {
-    if (c->closing) return UV_ECANCELED;
-    if (c->out.len == 0) return 0;
-    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == UV_EAGAIN) n = 0;
     if (n < 0) {
         conn_close_now(c);
         return n;
     }
-    size_t rest = c->out.len - (size_t)n;
+    size_t rest = len - (size_t)n;
     if (rest) {
         wreq_t *r = malloc(sizeof *r + rest);
         if (!r) {
@@ -590,7 +614,7 @@ static int conn_flush(conn_t *c)
             return UV_ENOMEM;
         }
         r->c = c;
-        memcpy(r->data, c->out.data + n, rest);
+        memcpy(r->data, data + n, rest);
         b = uv_buf_init(r->data, (unsigned)rest);
         int rc = uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
         if (rc) {
@@ -599,6 +623,38 @@ static int conn_flush(conn_t *c)
             return rc;
         }
     }
+    return 0;
+}
+
+/* Sends the ciphertext OpenSSL has produced. */
+static int tls_send(conn_t *c)
+{
+    char *buf = wd_tls_scratch_out();
+    size_t n;
+    while ((n = wd_tls_take(c->tls, buf, WD_TLS_SCRATCH)) > 0) {
+        int rc = sock_send(c, buf, n);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Hands the output buffer to the kernel (through TLS when it is on). Returns 0, or a libuv error
+ * after which the connection has been closed. */
+static int conn_flush(conn_t *c)
+{
+    if (c->closing) return UV_ECANCELED;
+    if (c->out.len == 0) return 0;
+    int rc;
+    if (c->tls) {
+        if (wd_tls_write(c->tls, c->out.data, c->out.len) != WD_OK) {
+            conn_close_now(c);
+            return UV_EPROTO;
+        }
+        rc = tls_send(c);
+    } else {
+        rc = sock_send(c, c->out.data, c->out.len);
+    }
+    if (rc) return rc;
     c->out.len = 0;
     if (c->out.cap > ((size_t)1 << 20)) wd_buf_free(&c->out); /* do not keep a huge echo around */
     return 0;
@@ -623,6 +679,10 @@ static void conn_linger(conn_t *c)
     c->state = ST_LINGER;
     c->in.len = 0;
     uv_timer_stop(&c->timer);
+    if (c->tls) {
+        wd_tls_close_notify(c->tls);
+        if (tls_send(c)) return;
+    }
     c->shut.data = c;
     if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown)) {
         conn_close_now(c);
@@ -1652,6 +1712,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     WD_UNUSED(suggested);
     conn_t *c = h->data;
+    if (c->tls) {
+        *buf = uv_buf_init(wd_tls_scratch_in(), WD_TLS_SCRATCH);
+        return;
+    }
     size_t want = c->in.len ? 65536 : 16384;
     size_t room = c->in.limit - c->in.len;
     if (want > room) want = room;
@@ -1664,9 +1728,26 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    WD_UNUSED(buf);
     conn_t *c = s->data;
     if (c->closing) return;
+    if (nread > 0 && c->tls) {
+        size_t before = c->in.len;
+        int rc = wd_tls_feed(c->tls, buf->base, (size_t)nread);
+        if (rc == WD_OK) rc = wd_tls_read(c->tls, &c->in);
+        if (tls_send(c)) return; /* handshake messages, alerts */
+        if (rc == WD_TLS_EOF) {
+            nread = UV_EOF; /* close_notify: handled as the end of input below */
+        } else if (rc != WD_OK) {
+            conn_close_now(c); /* failed handshake, bad record, or more than SIM_IN_LIMIT buffered */
+            return;
+        } else {
+            if (c->state == ST_HANG || c->state == ST_LINGER) c->in.len = before; /* discarded */
+            else if (c->in.len == before) return;
+            else if (c->state == ST_IDLE) conn_process(c);
+            else conn_update_reading(c);
+            return;
+        }
+    }
     if (nread > 0) {
         if (c->state == ST_HANG || c->state == ST_LINGER) return; /* discarded */
         c->in.len += (size_t)nread;
@@ -1732,6 +1813,15 @@ static void on_connection(uv_stream_t *server, int status)
     if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
         conn_close_now(c);
         return;
+    }
+    if (w->o->tls) {
+        c->tls = malloc(sizeof *c->tls);
+        if (!c->tls || wd_tls_init_server(c->tls, w->o->tls) != WD_OK) {
+            free(c->tls);
+            c->tls = NULL;
+            conn_close_now(c);
+            return;
+        }
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_update_reading(c);
@@ -1878,8 +1968,8 @@ int wd_sim_main(int argc, char **argv)
                         ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
             } else {
                 uv_ip4_name((struct sockaddr_in *)&bound, host, sizeof host);
-                fprintf(stderr, "warden sim listening on %s:%d\n", host,
-                        ntohs(((struct sockaddr_in *)&bound)->sin_port));
+                fprintf(stderr, "warden sim listening on %s:%d%s\n", host,
+                        ntohs(((struct sockaddr_in *)&bound)->sin_port), o.tls ? " (TLS)" : "");
             }
             fflush(stderr);
             uv_run(&main_loop, UV_RUN_DEFAULT); /* until SIGINT/SIGTERM */

@@ -85,11 +85,15 @@ class Sim(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
 
 
-def gateway_yaml(port, admin_port, upstream_port, audit_path, extra="", limits=None, models=None, upstream_extra=""):
+def gateway_yaml(port, admin_port, upstream_port, audit_path, extra="", limits=None, models=None, upstream_extra="",
+                 listen_tls=None, admin_tls=None, upstream_url=None):
+    """listen_tls / admin_tls: a YAML flow mapping for the listener's tls key; upstream_url replaces
+    http://127.0.0.1:{upstream_port}/v1 (e.g. an https:// URL)."""
     models = models or [("gpt-4o-mini", "sim-small"), ("med-large", "llama-3.1-70b")]
+    upstream_url = upstream_url or f"http://127.0.0.1:{upstream_port}/v1"
     lines = [
-        f"listen: 127.0.0.1:{port}",
-        f"admin: {{ address: 127.0.0.1:{admin_port} }}",
+        f"listen: {{ address: 127.0.0.1:{port}{', tls: ' + listen_tls if listen_tls else ''} }}",
+        f"admin: {{ address: 127.0.0.1:{admin_port}{', tls: ' + admin_tls if admin_tls else ''} }}",
         "workers: 2",
         "log_level: info",
     ]
@@ -98,7 +102,7 @@ def gateway_yaml(port, admin_port, upstream_port, audit_path, extra="", limits=N
         lines += [f"  {k}: {v}" for k, v in limits.items()]
     lines += [
         "upstreams:",
-        f"  - {{ name: sim, url: http://127.0.0.1:{upstream_port}/v1, api_key_env: WARDEN_TEST_UPSTREAM_KEY"
+        f"  - {{ name: sim, url: {upstream_url}, api_key_env: WARDEN_TEST_UPSTREAM_KEY"
         f"{', ' + upstream_extra if upstream_extra else ''} }}",
         "models:",
     ]
@@ -129,8 +133,9 @@ class Gateway(Proc):
         except Exception:
             self.stop()
             raise
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.kw = kw
+        self.url = f"{'https' if kw.get('listen_tls') else 'http'}://127.0.0.1:{self.port}"
+        self.admin_url = f"{'https' if kw.get('admin_tls') else 'http'}://127.0.0.1:{self.admin_port}"
 
     def rewrite_config(self, **kw):
         self.config_path.write_text(gateway_yaml(self.port, self.admin_port, self.upstream_port, self.audit_path, **kw))

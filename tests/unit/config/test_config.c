@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "../certgen.h"
 
 #define ERRLEN 512
 
@@ -288,10 +289,10 @@ static void test_unknown_key(void **state)
     expect_err(MINIMAL "limits:\n  max_conections: 5\n", "8:3",
                "unknown key 'max_conections' in limits; allowed keys: max_connections,");
     expect_err(
-        "listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, tls: true }\n" MODELS,
-        "3:40", "unknown key 'tls' in an upstream; allowed keys: name, url, api_key_env, timeout_ms");
-    expect_err("listen: { address: 127.0.0.1:1, tls: x }\n" UPS MODELS, "1:33",
-               "unknown key 'tls' in a listener");
+        "listen: 127.0.0.1:8080\nupstreams:\n  - { name: a, url: http://127.0.0.1/, tlz: true }\n" MODELS,
+        "3:40", "unknown key 'tlz' in an upstream; allowed keys: name, url, tls, api_key_env, timeout_ms");
+    expect_err("listen: { address: 127.0.0.1:1, tlz: x }\n" UPS MODELS, "1:33",
+               "unknown key 'tlz' in a listener; allowed keys: address, tls");
     expect_err(MINIMAL "? [a, b]\n: 1\n", "7:3", "keys must be plain strings, got a sequence");
 }
 
@@ -389,9 +390,8 @@ static void test_bad_url(void **state)
 #define U(url)                                                                                               \
     "listen: 127.0.0.1:8080\nupstreams:\n  - name: a\n    url: " url "\n"                                    \
     "models: [{ name: m, upstream: a }]\n"
-    expect_err(U("https://api.openai.com/v1"), "4:10",
-               "upstreams[0].url: https upstreams are not supported yet");
-    expect_err(U("ftp://x/"), "4:10", "expected http://host[:port][/path]");
+    expect_err(U("ftp://x/"), "4:10", "expected http://host[:port][/path] or https://");
+    expect_err(U("https://user:pw@127.0.0.1/"), "4:10", "credentials in the URL");
     expect_err(U("127.0.0.1:8000"), "4:10", "expected http://host[:port][/path]");
     expect_err(U("http://user:pw@127.0.0.1/"), "4:10", "credentials in the URL");
     expect_err(U("http://127.0.0.1/v1?x=1"), "4:10", "query string is not allowed");
@@ -914,6 +914,222 @@ static void test_role_errors(void **state)
 #undef R
 }
 
+
+/* ---------------------------------------------------------------------------------------------- */
+/* TLS: certificates are made at test time (certgen.h) in a private directory */
+
+static char tls_dir[64];
+static char p_ca[128], p_cert[128], p_key[128], p_other_key[128], p_expired[128], p_expired_key[128], p_junk[128],
+    p_cert2[128], p_key2[128];
+
+static int setup_tls(void **state)
+{
+    (void)state;
+    snprintf(tls_dir, sizeof tls_dir, "/tmp/wd-test-tls-XXXXXX");
+    if (!mkdtemp(tls_dir)) return -1;
+#define P(var, name) snprintf(var, sizeof var, "%s/" name, tls_dir)
+    P(p_ca, "ca.pem");
+    P(p_cert, "server.pem");
+    P(p_key, "server.key");
+    P(p_other_key, "other.key");
+    P(p_expired, "expired.pem");
+    P(p_expired_key, "expired.key");
+    P(p_junk, "junk.pem");
+    P(p_cert2, "server2.pem");
+    P(p_key2, "server2.key");
+#undef P
+    certgen_t ca = certgen_make("test CA", NULL, NULL, -60, 86400);
+    certgen_t leaf = certgen_make("localhost", &ca, "DNS:localhost,IP:127.0.0.1", -60, 86400);
+    certgen_t leaf2 = certgen_make("localhost", &ca, "DNS:localhost,IP:127.0.0.1", -60, 86400);
+    certgen_t other = certgen_make("other", &ca, "DNS:other.test", -60, 86400);
+    certgen_t old = certgen_make("localhost", &ca, "DNS:localhost", -7200, -3600);
+    certgen_write(&ca, p_ca, NULL);
+    certgen_write(&leaf, p_cert, p_key);
+    certgen_write(&leaf2, p_cert2, p_key2);
+    certgen_write(&other, NULL, p_other_key);
+    certgen_write(&old, p_expired, p_expired_key);
+    FILE *f = fopen(p_junk, "w");
+    fputs("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n", f);
+    fclose(f);
+    certgen_free(&ca);
+    certgen_free(&leaf);
+    certgen_free(&leaf2);
+    certgen_free(&other);
+    certgen_free(&old);
+    return 0;
+}
+
+static int teardown_tls(void **state)
+{
+    (void)state;
+    const char *files[] = {p_ca, p_cert, p_key, p_other_key, p_expired, p_expired_key, p_junk, p_cert2, p_key2};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) unlink(files[i]);
+    rmdir(tls_dir);
+    return 0;
+}
+
+static char *tls_yaml(const char *listen_tls, const char *upstream)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf,
+             "listen: { address: 127.0.0.1:8443%s%s }\n"
+             "upstreams:\n  - { name: local, %s }\n" MODELS NOAUTH,
+             listen_tls ? ", tls: " : "", listen_tls ? listen_tls : "",
+             upstream ? upstream : "url: http://127.0.0.1:8000/v1");
+    return buf;
+}
+
+static void test_tls_listener(void **state)
+{
+    (void)state;
+    char tls[512];
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_cert, p_key);
+    wd_config_t *c = load_ok(tls_yaml(tls, NULL));
+    assert_non_null(c->listen_tls.ctx);
+    assert_string_equal(c->listen_tls.cert, p_cert);
+    assert_string_equal(c->listen_tls.key, p_key);
+    assert_string_equal(c->listen_tls.min_version, "1.3");
+    assert_null(c->admin_tls.ctx);
+    wd_config_unref(c);
+
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s, min_version: \"1.2\" }", p_cert, p_key);
+    c = load_ok(tls_yaml(tls, NULL));
+    assert_string_equal(c->listen_tls.min_version, "1.2");
+    wd_config_unref(c);
+
+    /* the admin listener takes the same block */
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "listen: 127.0.0.1:8080\nadmin: { address: 127.0.0.1:8081, tls: { cert: %s, key: %s } }\n" UPS MODELS
+                 NOAUTH,
+             p_cert, p_key);
+    c = load_ok(yaml);
+    assert_null(c->listen_tls.ctx);
+    assert_non_null(c->admin_tls.ctx);
+    wd_config_unref(c);
+
+    /* a relative path is relative to the config file's directory */
+    snprintf(yaml, sizeof yaml, "listen: { address: 127.0.0.1:8443, tls: { cert: server.pem, key: server.key } }\n" UPS
+                                MODELS NOAUTH);
+    char name[160], err[ERRLEN];
+    snprintf(name, sizeof name, "%s/warden.yaml", tls_dir);
+    c = wd_config_load_buf(name, yaml, strlen(yaml), err, sizeof err);
+    if (!c) fail_msg("unexpected error: %s", err);
+    assert_string_equal(c->listen_tls.cert, p_cert);
+    wd_config_unref(c);
+}
+
+static void test_tls_listener_errors(void **state)
+{
+    (void)state;
+    char tls[512];
+    snprintf(tls, sizeof tls, "{ cert: /nonexistent/cert.pem, key: %s }", p_key);
+    expect_err_at(tls_yaml(tls, NULL), "/nonexistent", "listen.tls.cert: cannot read /nonexistent/cert.pem: No such file");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: /nonexistent/key.pem }", p_cert);
+    expect_err_at(tls_yaml(tls, NULL), "/nonexistent", "listen.tls.key: cannot read /nonexistent/key.pem");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_cert, p_other_key);
+    expect_err_at(tls_yaml(tls, NULL), p_other_key, "does not match the certificate");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_expired, p_expired_key);
+    expect_err_at(tls_yaml(tls, NULL), p_expired, "listen.tls.cert: the certificate in");
+    expect_err_at(tls_yaml(tls, NULL), p_expired, "expired");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_junk, p_key);
+    expect_err_at(tls_yaml(tls, NULL), p_junk, "invalid PEM certificate #1");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_key, p_key);
+    expect_err_at(tls_yaml(tls, NULL), p_key, "listen.tls.cert: no certificate (-----BEGIN CERTIFICATE-----) found");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_cert, p_ca);
+    expect_err_at(tls_yaml(tls, NULL), p_ca, "listen.tls.key: no private key (-----BEGIN PRIVATE KEY-----) found");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", tls_dir, p_key);
+    expect_err_at(tls_yaml(tls, NULL), tls_dir, "is not a regular file");
+    snprintf(tls, sizeof tls, "{ cert: %s }", p_cert);
+    expect_err_at(tls_yaml(tls, NULL), "{ cert", "missing required key 'key' in listen.tls");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s, min_version: 1.1 }", p_cert, p_key);
+    expect_err_at(tls_yaml(tls, NULL), "1.1", "listen.tls.min_version: expected one of 1.2, 1.3, got '1.1'");
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s, ciphers: x }", p_cert, p_key);
+    expect_err_at(tls_yaml(tls, NULL), "ciphers", "unknown key 'ciphers' in a listener's tls; allowed keys: cert, key, min_version");
+    expect_err_at(tls_yaml("on", NULL), "on", "listen.tls: expected a mapping");
+}
+
+static void test_tls_upstream(void **state)
+{
+    (void)state;
+    wd_config_t *c = load_ok(tls_yaml(NULL, "url: https://127.0.0.1/v1"));
+    const wd_upstream_cfg_t *u = &c->upstreams[0];
+    assert_true(u->tls.enabled);
+    assert_true(u->tls.verify);
+    assert_non_null(u->tls.ctx);
+    assert_null(u->tls.ca);
+    assert_string_equal(u->tls.server_name, "127.0.0.1");
+    assert_int_equal(u->port, 443);
+    assert_string_equal(u->host_header, "127.0.0.1:443");
+    assert_string_equal(u->base_path, "/v1");
+    wd_config_unref(c);
+
+    char up[512];
+    snprintf(up, sizeof up, "url: HTTPS://localhost:8443, tls: { ca: %s, server_name: api.internal }", p_ca);
+    c = load_ok(tls_yaml(NULL, up));
+    u = &c->upstreams[0];
+    assert_int_equal(u->port, 8443);
+    assert_string_equal(u->tls.ca, p_ca);
+    assert_string_equal(u->tls.server_name, "api.internal");
+    assert_non_null(u->tls.ctx);
+    wd_config_unref(c);
+
+    c = load_ok(tls_yaml(NULL, "url: https://127.0.0.1:8443, tls: { verify: false }"));
+    assert_false(c->upstreams[0].tls.verify);
+    assert_non_null(c->upstreams[0].tls.ctx);
+    wd_config_unref(c);
+
+    /* plain http has no TLS context */
+    c = load_ok(tls_yaml(NULL, NULL));
+    assert_false(c->upstreams[0].tls.enabled);
+    assert_null(c->upstreams[0].tls.ctx);
+    wd_config_unref(c);
+}
+
+static void test_tls_upstream_errors(void **state)
+{
+    (void)state;
+    char up[512];
+    snprintf(up, sizeof up, "url: http://127.0.0.1:8000, tls: { ca: %s }", p_ca);
+    expect_err_at(tls_yaml(NULL, up), "{ ca", "upstreams[0].tls: TLS settings apply only to https:// upstreams");
+    expect_err_at(tls_yaml(NULL, "url: https://127.0.0.1, tls: { ca: /nonexistent/ca.pem }"), "/nonexistent",
+                  "upstreams[0].tls.ca: cannot read /nonexistent/ca.pem");
+    snprintf(up, sizeof up, "url: https://127.0.0.1, tls: { ca: %s }", p_key);
+    expect_err_at(tls_yaml(NULL, up), p_key, "upstreams[0].tls.ca: no CA certificate");
+    snprintf(up, sizeof up, "url: https://127.0.0.1, tls: { ca: %s }", p_junk);
+    expect_err_at(tls_yaml(NULL, up), p_junk, "invalid PEM certificate #1");
+    snprintf(up, sizeof up, "url: https://127.0.0.1, tls: { verify: false, ca: %s }", p_ca);
+    expect_err_at(tls_yaml(NULL, up), p_ca, "a CA file has no effect with verify: false");
+    expect_err_at(tls_yaml(NULL, "url: https://127.0.0.1, tls: { verify: no }"), "no }",
+                  "upstreams[0].tls.verify: expected true or false");
+    expect_err_at(tls_yaml(NULL, "url: https://127.0.0.1, tls: { server_name: \"a b\" }"), "\"a b",
+                  "upstreams[0].tls.server_name: 'a b' is not a DNS name or an IP address");
+    expect_err_at(tls_yaml(NULL, "url: https://127.0.0.1, tls: { sni: x }"), "sni",
+                  "unknown key 'sni' in an upstream's tls; allowed keys: ca, verify, server_name");
+}
+
+static void test_tls_reload(void **state)
+{
+    (void)state;
+    char tls[512], tls2[512], err[ERRLEN];
+    snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_cert, p_key);
+    snprintf(tls2, sizeof tls2, "{ cert: %s, key: %s, min_version: \"1.2\" }", p_cert2, p_key2);
+    wd_config_t *plain = load_ok(tls_yaml(NULL, NULL));
+    wd_config_t *a = load_ok(tls_yaml(tls, NULL));
+    wd_config_t *b = load_ok(tls_yaml(tls2, NULL));
+    /* a new certificate (or version floor) is what reloads are for */
+    assert_int_equal(wd_config_check_reload(a, b, err, sizeof err), WD_OK);
+    assert_ptr_not_equal(a->listen_tls.ctx, b->listen_tls.ctx);
+    /* turning TLS on or off is not */
+    assert_int_equal(wd_config_check_reload(plain, a, err, sizeof err), WD_EINVAL);
+    assert_non_null(strstr(err, "TLS on the listen listener cannot be turned on on reload"));
+    assert_int_equal(wd_config_check_reload(a, plain, err, sizeof err), WD_EINVAL);
+    assert_non_null(strstr(err, "cannot be turned off"));
+    wd_config_unref(plain);
+    wd_config_unref(a);
+    wd_config_unref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -929,6 +1145,11 @@ int main(void)
         cmocka_unit_test(test_reload_check),     cmocka_unit_test(test_roles_full),
         cmocka_unit_test(test_auth_defaults),    cmocka_unit_test(test_auth_errors),
         cmocka_unit_test(test_role_errors),
+        cmocka_unit_test_setup_teardown(test_tls_listener, setup_tls, teardown_tls),
+        cmocka_unit_test_setup_teardown(test_tls_listener_errors, setup_tls, teardown_tls),
+        cmocka_unit_test_setup_teardown(test_tls_upstream, setup_tls, teardown_tls),
+        cmocka_unit_test_setup_teardown(test_tls_upstream_errors, setup_tls, teardown_tls),
+        cmocka_unit_test_setup_teardown(test_tls_reload, setup_tls, teardown_tls),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }
