@@ -23,7 +23,9 @@
  * JWT, an e-mail address), only from where a match of it is in progress (PCRE2 partial matching).
  *
  * Rules are compiled in parts: by the purposes they serve (prompts, answers, the injection screen;
- * see WD_GUARD_*), so a scan runs only the rules it needs.
+ * see WD_GUARD_*), so a scan runs only the rules it needs. Inside a part, the rules with
+ * context_required are compiled apart: streams scan them like the others, block scans run each of
+ * them only around its context words (see "Gated rules"), with the same findings.
  *
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
@@ -95,9 +97,25 @@ typedef struct {
  * and a block scan is a stream of one write, reset for the next. */
 typedef struct {
     unsigned uses;
-    hs_database_t *hs; /* HS_MODE_STREAM */
-    uint32_t win;      /* the longest win among its rules */
+    hs_database_t *hs;  /* HS_MODE_STREAM: its rules that are not gated (NULL if none) */
+    hs_database_t *ghs; /* HS_MODE_STREAM: its gated rules, for streams (NULL if none) */
+    hs_database_t *ctx; /* HS_MODE_BLOCK: the context words of its gated rules, caseless literals */
+    uint32_t win;       /* the longest win among its rules */
 } part_t;
+
+/* A gated rule (context_required) in block scans: its own block-mode database, run only on the
+ * regions around an occurrence of one of its context words (see scan_gated). */
+typedef struct {
+    uint32_t rule;
+    hs_database_t *hs; /* HS_MODE_BLOCK */
+} gated_t;
+
+/* A context word of some part's gated rules (the literal id in that part's ctx database): the gated
+ * rules it serves are wslots[first .. first + n). */
+typedef struct {
+    const char *s; /* the rule's string */
+    uint32_t len, first, n;
+} ctxword_t;
 
 #define MAX_PARTS 7 /* one per non-empty combination of the three WD_GUARD_* bits */
 
@@ -108,6 +126,11 @@ struct wd_guard_db {
     size_t nrules;
     part_t parts[MAX_PARTS];
     size_t nparts;
+    gated_t *gated; /* every gated rule of every part */
+    size_t ngated;
+    ctxword_t *words; /* every part's context words (ids in the ctx databases) */
+    size_t nwords;
+    uint32_t *wslots; /* indexes into gated */
     bool compiled;
     uint32_t max_win;    /* max over rules of rt.win */
     uint32_t lookbehind; /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
@@ -125,10 +148,19 @@ typedef struct {
     int32_t *last; /* per rule: index in v of its latest candidate, or -1 */
 } candset_t;
 
+/* A stretch of text a gated rule is run on in a block scan. */
+typedef struct {
+    uint64_t r0, r1;
+    uint32_t g; /* index into db->gated */
+} region_t;
+
 struct wd_guard_scratch {
     const wd_guard_db_t *db;
     hs_scratch_t *hs;
-    hs_stream_t *bst[MAX_PARTS]; /* per part, for block scans: opened once, reset after each scan */
+    hs_stream_t *bst[MAX_PARTS]; /* per part with an hs database, for block scans: reset after each scan */
+    region_t *reg; /* block scans: the regions of the gated rules */
+    size_t nreg, capreg;
+    int32_t *glast; /* per gated rule: its latest region in reg, or -1 */
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *jit;
@@ -151,6 +183,7 @@ struct wd_guard_stream {
     uint64_t hbase, fed, safe;
     uint64_t taken; /* match ends below this have been collected; later matches end at or after it */
     hs_stream_t *hst[MAX_PARTS]; /* per part the stream looks at, else NULL */
+    hs_stream_t *gst[MAX_PARTS]; /* the same for the parts' gated rules */
     candset_t cs; /* pending candidates */
     uint64_t forced; /* candidates finalized early to keep the hold-back bounded */
     bool finished, failed;
@@ -229,6 +262,7 @@ typedef struct {
     const char *buf; /* holds stream bytes [base, ...) */
     uint64_t base;
     uint64_t scan_base; /* offset in the text of what Hyperscan calls offset 0 */
+    uint64_t zlo, zhi;  /* only candidates starting in [zlo, zhi] are kept (see scan_gated) */
     size_t max_cands;
     int err;
 } match_ctx_t;
@@ -261,6 +295,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
         start = m->base + ov[0];
         if (start >= end) return 0;
     }
+    if (start < m->zlo || start > m->zhi) return 0;
 
     candset_t *cs = m->cs;
     int32_t li = cs->last[id];
@@ -526,6 +561,99 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Gated rules in block scans
+ *
+ * A rule with context_required only yields findings within reach of one of its context words: a
+ * candidate [s, e) is kept only if a word lies wholly inside [s - CTX_BEFORE, s) or [e, e +
+ * CTX_AFTER). Scanning the whole text for such rules costs as much as for any other (their patterns
+ * are mostly bare digit groups), so a block scan first finds their context words (one literal
+ * database per part) and runs each gated rule only on the regions around the words it cares about.
+ *
+ * The candidates are the same as a scan of the whole text would give, among those that can have
+ * context: for an occurrence of a word ending at h (a = h - len), those starts s lie in
+ * [h - CTX_AFTER - win, a + CTX_BEFORE] (e - s <= win). A region [r0, r1) holds every match that
+ * starts at s >= r0 + 1 (the byte before, for \b, is inside) and ends at most win + 1 bytes before
+ * r1 (the byte after, likewise), so Hyperscan reports each of its ends there, and the confirmation
+ * (PCRE2 on the whole text) gives it the same start. Candidates starting outside that zone may be
+ * incomplete (or made up by the region's edges) and are not kept. Regions of one rule that overlap,
+ * or nearly touch, are merged; the zone of the union covers those of its parts. */
+#define GATE_GAP 64 /* regions of a rule closer than this are scanned as one */
+
+typedef struct {
+    const wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    const char *text;
+    size_t len;
+    int err;
+} gate_ctx_t;
+
+static int on_word(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *ud)
+{
+    WD_UNUSED(from);
+    WD_UNUSED(flags);
+    gate_ctx_t *g = ud;
+    const wd_guard_db_t *db = g->db;
+    wd_guard_scratch_t *s = g->s;
+    const ctxword_t *w = &db->words[id];
+    uint64_t h = to, a = h - w->len;
+    /* the same test as words_in: an occurrence glued to letters or digits is no context word */
+    unsigned char first = (unsigned char)g->text[a], last = (unsigned char)g->text[h - 1];
+    if ((a > 0 && is_alnum((unsigned char)g->text[a - 1]) && is_alnum(first)) ||
+        (h < g->len && is_alnum((unsigned char)g->text[h]) && is_alnum(last)))
+        return 0;
+    for (uint32_t k = 0; k < w->n; k++) {
+        uint32_t gi = db->wslots[w->first + k];
+        uint64_t win = db->rt[db->gated[gi].rule].win;
+        uint64_t r0 = h > CTX_AFTER + 1 + win ? h - CTX_AFTER - 1 - win : 0;
+        uint64_t r1 = WD_MIN(a + CTX_BEFORE + 1 + win, (uint64_t)g->len);
+        int32_t li = s->glast[gi];
+        if (li >= 0 && r0 <= s->reg[li].r1 + GATE_GAP && r1 + GATE_GAP >= s->reg[li].r0) {
+            s->reg[li].r0 = WD_MIN(s->reg[li].r0, r0);
+            s->reg[li].r1 = WD_MAX(s->reg[li].r1, r1);
+            continue;
+        }
+        if (s->nreg == s->capreg) {
+            size_t cap = s->capreg ? s->capreg * 2 : 64;
+            region_t *v = realloc(s->reg, cap * sizeof *v);
+            if (!v) {
+                g->err = WD_ENOMEM;
+                return 1;
+            }
+            s->reg = v;
+            s->capreg = cap;
+        }
+        s->reg[s->nreg] = (region_t){.r0 = r0, .r1 = r1, .g = gi};
+        s->glast[gi] = (int32_t)s->nreg++;
+    }
+    return 0;
+}
+
+static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, const part_t *pt, match_ctx_t *m,
+                      const char *text, size_t len)
+{
+    gate_ctx_t g = {.db = db, .s = s, .text = text, .len = len};
+    s->nreg = 0;
+    hs_error_t hr = hs_scan(pt->ctx, text, (unsigned int)len, 0, s->hs, on_word, &g);
+    for (size_t i = 0; i < s->nreg; i++)
+        s->glast[s->reg[i].g] = -1;
+    if (g.err) return g.err;
+    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    for (size_t i = 0; i < s->nreg && hr == HS_SUCCESS; i++) {
+        const region_t *r = &s->reg[i];
+        uint32_t win = db->rt[db->gated[r->g].rule].win;
+        m->scan_base = r->r0;
+        m->zlo = r->r0 ? r->r0 + 1 : 0;
+        m->zhi = r->r1 == len ? UINT64_MAX : r->r1 - win - 1;
+        hr = hs_scan(db->gated[r->g].hs, text + r->r0, (unsigned int)(r->r1 - r->r0), 0, s->hs, on_match, m);
+    }
+    m->zlo = 0;
+    m->zhi = UINT64_MAX;
+    if (m->err) return m->err;
+    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    return WD_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Block scan */
 
 int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
@@ -538,11 +666,13 @@ int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned u
     if (len == 0) return WD_OK;
     candset_t *cs = &s->cs;
     cands_clear(cs);
-    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .max_cands = max_cands(out)};
+    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .zhi = UINT64_MAX,
+                     .max_cands = max_cands(out)};
     for (size_t i = 0; i < db->nparts; i++) {
         const part_t *pt = &db->parts[i];
         if (!(pt->uses & uses)) continue;
-        int rc = run_db(s->bst[i], s, &m, text, 0, 0, len);
+        int rc = pt->hs ? run_db(s->bst[i], s, &m, text, 0, 0, len) : WD_OK;
+        if (!rc && pt->ctx) rc = scan_gated(db, s, pt, &m, text, len);
         if (rc) return rc;
     }
     sort_dedup(cs);
@@ -567,10 +697,20 @@ wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
     wd_guard_scratch_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->db = db;
-    for (size_t i = 0; i < db->nparts; i++)
-        if (hs_alloc_scratch(db->parts[i].hs, &s->hs) != HS_SUCCESS ||
-            hs_open_stream(db->parts[i].hs, 0, &s->bst[i]) != HS_SUCCESS)
+    for (size_t i = 0; i < db->nparts; i++) {
+        const part_t *pt = &db->parts[i];
+        if (pt->hs &&
+            (hs_alloc_scratch(pt->hs, &s->hs) != HS_SUCCESS || hs_open_stream(pt->hs, 0, &s->bst[i]) != HS_SUCCESS))
             goto fail;
+        if (pt->ghs &&
+            (hs_alloc_scratch(pt->ghs, &s->hs) != HS_SUCCESS || hs_alloc_scratch(pt->ctx, &s->hs) != HS_SUCCESS))
+            goto fail;
+    }
+    for (size_t i = 0; i < db->ngated; i++)
+        if (hs_alloc_scratch(db->gated[i].hs, &s->hs) != HS_SUCCESS) goto fail;
+    if (!(s->glast = malloc(WD_MAX(db->ngated, (size_t)1) * sizeof *s->glast))) goto fail;
+    for (size_t i = 0; i < db->ngated; i++)
+        s->glast[i] = -1;
     if (!(s->md = pcre2_match_data_create(1, NULL)) || !(s->mctx = pcre2_match_context_create(NULL))) goto fail;
     pcre2_set_match_limit(s->mctx, PCRE_MATCH_LIMIT);
     pcre2_set_depth_limit(s->mctx, PCRE_DEPTH_LIMIT);
@@ -590,6 +730,8 @@ void wd_guard_scratch_free(wd_guard_scratch_t *s)
     for (size_t i = 0; i < MAX_PARTS; i++)
         if (s->bst[i]) hs_close_stream(s->bst[i], NULL, NULL, NULL);
     if (s->hs) hs_free_scratch(s->hs);
+    free(s->reg);
+    free(s->glast);
     pcre2_match_data_free(s->md);
     pcre2_match_context_free(s->mctx);
     pcre2_jit_stack_free(s->jit);
@@ -622,12 +764,14 @@ wd_guard_stream_t *wd_guard_stream_open_for(wd_guard_db_t *db, unsigned uses, fl
     st->db = wd_guard_db_ref(db);
     st->uses = uses;
     for (size_t i = 0; i < db->nparts; i++) {
-        if (!(db->parts[i].uses & uses)) continue;
-        if (hs_open_stream(db->parts[i].hs, 0, &st->hst[i]) != HS_SUCCESS) {
+        const part_t *pt = &db->parts[i];
+        if (!(pt->uses & uses)) continue;
+        if ((pt->hs && hs_open_stream(pt->hs, 0, &st->hst[i]) != HS_SUCCESS) ||
+            (pt->ghs && hs_open_stream(pt->ghs, 0, &st->gst[i]) != HS_SUCCESS)) {
             wd_guard_stream_free(st);
             return NULL;
         }
-        st->max_win = WD_MAX(st->max_win, db->parts[i].win);
+        st->max_win = WD_MAX(st->max_win, pt->win);
     }
     if (!(st->lr = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *st->lr)) ||
         !(st->pend = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *st->pend))) {
@@ -666,16 +810,17 @@ static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, size_t len,
 {
     const wd_guard_db_t *db = st->db;
     match_ctx_t m = {.db = db, .s = s, .cs = &st->cs, .buf = st->hist, .base = st->hbase, .scan_base = 0,
-                     .max_cands = max_cands(out)};
-    for (size_t i = 0; i < db->nparts; i++) {
-        if (!st->hst[i]) continue;
+                     .zhi = UINT64_MAX, .max_cands = max_cands(out)};
+    for (size_t i = 0; i < 2 * db->nparts; i++) {
+        hs_stream_t **hst = i < db->nparts ? &st->hst[i] : &st->gst[i - db->nparts];
+        if (!*hst) continue;
         hs_error_t hr;
         if (eod) {
-            hr = hs_close_stream(st->hst[i], s->hs, on_match, &m);
-            st->hst[i] = NULL;
+            hr = hs_close_stream(*hst, s->hs, on_match, &m);
+            *hst = NULL;
         } else {
-            hr = hs_scan_stream(st->hst[i], st->hist + (st->fed - len - st->hbase), (unsigned int)len, 0, s->hs,
-                                on_match, &m);
+            hr = hs_scan_stream(*hst, st->hist + (st->fed - len - st->hbase), (unsigned int)len, 0, s->hs, on_match,
+                                &m);
         }
         if (m.err) return m.err;
         if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
@@ -834,8 +979,10 @@ int wd_guard_stream_finish(wd_guard_stream_t *st, wd_guard_scratch_t *s, wd_find
 void wd_guard_stream_free(wd_guard_stream_t *st)
 {
     if (!st) return;
-    for (size_t i = 0; i < MAX_PARTS; i++)
+    for (size_t i = 0; i < MAX_PARTS; i++) {
         if (st->hst[i]) hs_close_stream(st->hst[i], NULL, NULL, NULL);
+        if (st->gst[i]) hs_close_stream(st->gst[i], NULL, NULL, NULL);
+    }
     free(st->lr);
     free(st->pend);
     cands_free(&st->cs);
@@ -873,8 +1020,16 @@ static void db_free(wd_guard_db_t *db)
     }
     free(db->rules);
     free(db->rt);
-    for (size_t i = 0; i < db->nparts; i++)
+    for (size_t i = 0; i < db->nparts; i++) {
         hs_free_database(db->parts[i].hs);
+        hs_free_database(db->parts[i].ghs);
+        hs_free_database(db->parts[i].ctx);
+    }
+    for (size_t i = 0; i < db->ngated; i++)
+        hs_free_database(db->gated[i].hs);
+    free(db->gated);
+    free(db->words);
+    free(db->wslots);
     free(db);
 }
 
@@ -1257,10 +1412,14 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
     return rc;
 }
 
-/* Compiles the rules of one part (those whose uses are exactly `uses`). Match ids are
- * rule indexes. No rules: *out stays NULL. */
-static int compile_part(wd_guard_db_t *db, unsigned uses, hs_database_t **out, uint32_t *win,
-                        char *err, size_t errlen)
+/* Block scans run a rule with context_required only around its context words (see scan_gated). */
+static bool is_gated(const wd_rule_t *r) { return r->context_required; }
+
+/* Compiles the rules of one part (those whose uses are exactly `uses`) that are gated or not, or
+ * the single rule `only` if it is not SIZE_MAX. Match ids are rule indexes. No rules: *out stays
+ * NULL. */
+static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t only, unsigned mode,
+                         hs_database_t **out, uint32_t *win, char *err, size_t errlen)
 {
     const char **pats = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *pats);
     unsigned *flags = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *flags);
@@ -1272,7 +1431,8 @@ static int compile_part(wd_guard_db_t *db, unsigned uses, hs_database_t **out, u
     }
     unsigned n = 0;
     for (size_t i = 0; i < db->nrules; i++) {
-        if (db->rt[i].uses != uses) continue;
+        if (db->rt[i].uses != uses || is_gated(&db->rules[i]) != gated || (only != SIZE_MAX && i != only))
+            continue;
         pats[n] = db->rules[i].pattern;
         flags[n] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
         ids[n++] = (unsigned)i;
@@ -1280,7 +1440,7 @@ static int compile_part(wd_guard_db_t *db, unsigned uses, hs_database_t **out, u
     }
     if (n == 0) goto done;
     hs_compile_error_t *herr = NULL;
-    if (hs_compile_multi(pats, flags, ids, n, HS_MODE_STREAM, NULL, out, &herr) != HS_SUCCESS) {
+    if (hs_compile_multi(pats, flags, ids, n, mode, NULL, out, &herr) != HS_SUCCESS) {
         if (herr && herr->expression >= 0 && (unsigned)herr->expression < n) {
             size_t i = ids[herr->expression];
             rc = wd_errf(err, errlen, WD_EINVAL, "%s:%u:%u: rule '%s': pattern rejected by Hyperscan: %s",
@@ -1305,14 +1465,93 @@ int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses)
     return WD_OK;
 }
 
+/* The gated rules of a part, each in a block-mode database of its own, and its ctx database: the
+ * distinct context words of those rules, each pointing at the rules that list it. db->gated, words
+ * and wslots have room for every gated rule and context word. */
+static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen)
+{
+    size_t g0 = db->ngated, w0 = db->nwords;
+    for (size_t i = 0; i < db->nrules; i++) {
+        const wd_rule_t *r = &db->rules[i];
+        if (db->rt[i].uses != pt->uses || !is_gated(r)) continue;
+        gated_t *g = &db->gated[db->ngated];
+        *g = (gated_t){.rule = (uint32_t)i};
+        uint32_t win = 0;
+        int rc = compile_rules(db, pt->uses, true, i, HS_MODE_BLOCK, &g->hs, &win, err, errlen);
+        if (g->hs) db->ngated++;
+        if (rc) return rc;
+        for (size_t k = 0; k < r->ncontext; k++) {
+            size_t w = w0;
+            while (w < db->nwords && strcmp(db->words[w].s, r->context[k]) != 0)
+                w++;
+            if (w == db->nwords)
+                db->words[db->nwords++] = (ctxword_t){.s = r->context[k], .len = db->rt[i].ctxlen[k]};
+        }
+    }
+    size_t nw = db->nwords - w0, nslots = 0;
+    for (size_t i = 0; i < w0; i++)
+        nslots += db->words[i].n;
+    const char **pats = malloc(WD_MAX(nw, (size_t)1) * sizeof *pats);
+    unsigned *flags = malloc(WD_MAX(nw, (size_t)1) * sizeof *flags);
+    unsigned *ids = malloc(WD_MAX(nw, (size_t)1) * sizeof *ids);
+    size_t *lens = malloc(WD_MAX(nw, (size_t)1) * sizeof *lens);
+    int rc = WD_OK;
+    if (!pats || !flags || !ids || !lens) {
+        rc = wd_errf(err, errlen, WD_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t w = w0; w < db->nwords; w++) {
+        ctxword_t *cw = &db->words[w];
+        cw->first = (uint32_t)nslots;
+        for (size_t gi = g0; gi < db->ngated; gi++) {
+            const wd_rule_t *r = &db->rules[db->gated[gi].rule];
+            for (size_t k = 0; k < r->ncontext; k++)
+                if (strcmp(r->context[k], cw->s) == 0) {
+                    db->wslots[nslots++] = (uint32_t)gi;
+                    cw->n++;
+                    break;
+                }
+        }
+        pats[w - w0] = cw->s;
+        flags[w - w0] = HS_FLAG_CASELESS;
+        ids[w - w0] = (unsigned)w;
+        lens[w - w0] = cw->len;
+    }
+    hs_compile_error_t *herr = NULL;
+    if (hs_compile_lit_multi(pats, flags, ids, lens, (unsigned)nw, HS_MODE_BLOCK, NULL, &pt->ctx, &herr) !=
+        HS_SUCCESS) {
+        rc = wd_errf(err, errlen, WD_EINVAL, "rules: Hyperscan cannot compile the context words: %s",
+                     herr ? herr->message : "unknown error");
+        hs_free_compile_error(herr);
+    }
+done:
+    free(pats);
+    free(flags);
+    free(ids);
+    free(lens);
+    return rc;
+}
+
 int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
 {
     if (!db || db->compiled) return wd_errf(err, errlen, WD_EINVAL, "rules: already compiled");
+    size_t ngated = 0, nwords = 0;
+    for (size_t i = 0; i < db->nrules; i++)
+        if (db->rt[i].uses && is_gated(&db->rules[i])) {
+            ngated++;
+            nwords += db->rules[i].ncontext;
+        }
+    if (!(db->gated = calloc(WD_MAX(ngated, (size_t)1), sizeof *db->gated)) ||
+        !(db->words = calloc(WD_MAX(nwords, (size_t)1), sizeof *db->words)) ||
+        !(db->wslots = calloc(WD_MAX(nwords, (size_t)1), sizeof *db->wslots)))
+        return wd_errf(err, errlen, WD_ENOMEM, "out of memory");
     for (unsigned uses = 1; uses <= WD_GUARD_ANY; uses++) {
         part_t pt = {.uses = uses};
-        int rc = compile_part(db, uses, &pt.hs, &pt.win, err, errlen);
+        int rc = compile_rules(db, uses, false, SIZE_MAX, HS_MODE_STREAM, &pt.hs, &pt.win, err, errlen);
+        if (!rc) rc = compile_rules(db, uses, true, SIZE_MAX, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
+        if (!rc && pt.ghs) rc = compile_gated(db, &pt, err, errlen);
+        if (pt.hs || pt.ghs) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
         if (rc) return rc;
-        if (pt.hs) db->parts[db->nparts++] = pt;
     }
     db->compiled = true;
     return WD_OK;

@@ -3,9 +3,9 @@
  * Rules are data (rules/NAME.yaml, see docs/rules.md): each has an id ("pii.email"), an entity type
  * ("EMAIL"), a data class ("pii", "phi", "financial", "secrets", or a content category such as
  * "self_harm"), a Hyperscan pattern, an optional validator (Luhn, mod-97, ...), optional context
- * words and a score. All rules compile into Hyperscan block-mode databases once per load (streams
- * rescan a short tail instead of using Hyperscan's stream mode, see engine.c); scanning never
- * compiles. Matches are found without start-of-match tracking (fast) and each span's start is
+ * words and a score. All rules compile into Hyperscan databases once per load (stream-mode ones,
+ * which block scans use as streams of one write, plus block-mode ones for the rules a block scan
+ * runs only around their context words; see engine.c); scanning never compiles. Matches are found without start-of-match tracking (fast) and each span's start is
  * confirmed with a bounded PCRE2 match only where something matched; validators and context then
  * remove false positives.
  *

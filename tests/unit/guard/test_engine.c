@@ -719,6 +719,50 @@ static void test_uses(void **state)
 
 /* With the shipped rules, a stream holds back only the short rules' window on clean text, and from the
  * start of a long secret (a JWT) while it is still arriving; the JWT is then found whole. */
+/* The default privacy rules on random texts of identifiers, near-misses and context words (block scans
+ * run the context_required rules only around their context words; streams scan them everywhere). */
+static void test_stream_property_rules(void **state)
+{
+    (void)state;
+    static const char *const parts[] = {
+        "ssn ", "SSN: ", "social security ", "123-45-6789", "078-05-1120", "123456789", "021000021", "routing ",
+        "passport ", "driver's license ", "D1234567", "dob ", "born ", "12/03/1985", "March 3rd, 1985", "nhs ",
+        "943 476 5919", "9434765919", "patient ", "MRN 00123456", "medical record ", "member id ", "npi ",
+        "1234567893", "dea ", "AB1234563", "iban ", "de89370400440532013000", "DE89 3704 0044 0532 0130 00",
+        "phone ", "call ", "+44 20 7946 0958", "(212) 555-1234", "020 7946 0958", "itin ", "912-70-1234",
+        "4111 1111 1111 1111", "card ", "a@b.co", "Dr. Ana Lopez", "Megan Payne", "twilio ",
+        "SK0123456789abcdef0123456789abcdef",
+        "each", "reach", "_ach", "ach ", "x", "9", " ", " ", " ", ", ", ". ", "-", "\n", "\xc3\xa9", "Ssn", "ssn#"};
+    char err[ERRLEN];
+    wd_guard_db_t *db = wd_guard_db_parse("rules", err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    for (size_t i = 0; i < wd_guard_db_nrules(db); i++) {
+        const char *cls = wd_guard_db_rule(db, i)->cls;
+        bool privacy =
+            !strcmp(cls, "pii") || !strcmp(cls, "phi") || !strcmp(cls, "financial") || !strcmp(cls, "secrets");
+        wd_guard_db_set_uses(db, i, privacy ? WD_GUARD_ANY : 0);
+    }
+    assert_int_equal(wd_guard_db_compile(db, err, sizeof err), WD_OK);
+    fx_t x = {.db = db, .s = wd_guard_scratch_new(db)};
+    assert_non_null(x.s);
+    wd_findings_init(&x.f);
+    static char text[4096];
+    for (int iter = 0; iter < 300; iter++) {
+        size_t len = random_text(text, sizeof text, 1 + rnd(iter < 200 ? 300 : 1500), parts, WD_ARRAY_LEN(parts));
+        size_t cuts[8], ncuts = rnd(7);
+        for (size_t i = 0; i < ncuts; i++)
+            cuts[i] = rnd((uint32_t)len + 1);
+        for (size_t i = 1; i < ncuts; i++)
+            for (size_t j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+                size_t t = cuts[j];
+                cuts[j] = cuts[j - 1];
+                cuts[j - 1] = t;
+            }
+        expect_stream_equals_block(&x, text, len, cuts, ncuts);
+    }
+    fx_close(&x);
+}
+
 static void test_stream_holdback_dynamic(void **state)
 {
     (void)state;
@@ -787,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_stream_holdback_bounded),
         cmocka_unit_test(test_uses),
         cmocka_unit_test(test_stream_holdback_dynamic),
+        cmocka_unit_test(test_stream_property_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
