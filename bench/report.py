@@ -14,10 +14,10 @@ import os
 import sys
 
 TARGETS = ("direct", "nginx", "warden")
-NUMERIC = {"conns": int, "delay_ms": float, "proxy_cpu_s": float, "sim_cpu_s": float,
+NUMERIC = {"conns": int, "delay_ms": float, "proxy_cpu_s": float, "sim_cpu_s": float, "steal_s": float,
            # controls (bench/controls.sh): counters over one run
            "limit_ok": int, "redis_decisions": int, "redis_scripts": int, "redis_cpu_s": float}
-SUMMED = ("proxy_cpu_s", "sim_cpu_s", "limit_ok", "redis_decisions", "redis_scripts", "redis_cpu_s")
+SUMMED = ("proxy_cpu_s", "sim_cpu_s", "steal_s", "limit_ok", "redis_decisions", "redis_scripts", "redis_cpu_s")
 META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_conns", "duration_s", "controls",
             "ctl_rounds", "ctl_secs", "ctl_rate", "ctl_rate_rounds", "ctl_rate_secs", "redis_errors",
             "redis_timeouts",
@@ -175,6 +175,15 @@ def fmt_delta(a, b):
     return "–" if a is None or b is None else "%+d µs" % (a - b)
 
 
+def steal(r, nproc):
+    """Share of all CPUs' time the hypervisor ran other guests during the run (None if not measured)."""
+    return r["steal_s"] / (r["duration_us"] / 1e6) / nproc if r and "steal_s" in r else None
+
+
+def fmt_pct(v):
+    return "–" if v is None else "%.1f%%" % (100 * v)
+
+
 def busy(r):
     """Share of one CPU the proxy used during the run: near 100% × workers means it was the bottleneck."""
     return r["proxy_cpu_s"] / (r["duration_us"] / 1e6) if r and r["target"] != "direct" else None
@@ -326,7 +335,7 @@ def cmd_report(meta_path, res_path, md_path):
 
     # Every run, as measured.
     runs_rows = [("run", "target", "conns", "req/s", "per round", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs",
-                  "proxy CPU µs/req", "sim CPU µs/req")]
+                  "proxy CPU µs/req", "sim CPU µs/req", "CPU steal")]
     phases = (("plain", "sat", "non-streamed, saturation"), ("stream", "sat", "streamed, saturation"),
               ("plain", "half", "non-streamed, half load"))
     for m, p, name in phases:
@@ -338,7 +347,7 @@ def cmd_report(meta_path, res_path, md_path):
             runs_rows.append((name, t, r["conns"], fmt_num(r["rps"]), per_round, fmt_num(r["p50_us"]),
                               fmt_num(r["p90_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
                               fmt_num(cpu_per_req(r, "proxy_cpu_s"), 1),
-                              fmt_num(cpu_per_req(r, "sim_cpu_s"), 1)))
+                              fmt_num(cpu_per_req(r, "sim_cpu_s"), 1), fmt_pct(steal(r, meta["nproc"]))))
 
     # warden against nginx and against direct.
     cmp_rows = [("metric", "direct", "nginx", "warden", "warden vs nginx", "warden vs direct")]
@@ -368,8 +377,10 @@ def cmd_report(meta_path, res_path, md_path):
                            "%.2f×" % (w / n), w / n >= MIN_THROUGHPUT_VS_NGINX))
     d, n, w = (field(t, "plain", "half", "p99_us") for t in TARGETS)
     if d is not None and w is not None:
+        st = [steal(R(t, "plain", "half"), meta["nproc"]) for t in TARGETS]
+        st_note = "" if None in st else "; CPU steal %s" % " / ".join(fmt_pct(x) for x in st)
         checks.append(("p99 added over direct at half load ≤ %d µs" % MAX_ADDED_P99_US,
-                       "%+d µs (nginx: %s)" % (w - d, fmt_delta(n, d)), w - d <= MAX_ADDED_P99_US))
+                       "%+d µs (nginx: %s%s)" % (w - d, fmt_delta(n, d), st_note), w - d <= MAX_ADDED_P99_US))
     idle = meta.get("warden_idle_rss_kb")
     checks.append(("idle RSS ≤ %d MiB" % (MAX_IDLE_RSS_KB // 1024), "%.1f MiB" % (idle / 1024),
                    idle <= MAX_IDLE_RSS_KB))

@@ -230,6 +230,10 @@ else
   }
 fi
 ns_to_s() { printf '%d.%09d' $(($1 / 1000000000)) $(($1 % 1000000000)); }
+# CPU time the hypervisor gave to other guests, all CPUs together (the "steal" field of /proc/stat):
+# on a shared virtual machine this, not the proxy, is what moves the tail latency.
+steal_ticks() { local _c u n s i w q sq st _r; read -r _c u n s i w q sq st _r </proc/stat; echo "$st"; }
+CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------------------------------------------
 log "layout: $layout_desc"
@@ -352,7 +356,7 @@ extra_after() { :; }
 # CPU time the proxy and the simulator used during it (from /proc, so per-request CPU cost can be
 # compared even when the machine is too noisy for throughput to be stable).
 run_wrk() {
-  local target=$1 mode=$2 phase=$3 secs=$4 conns=$5 delay=${6:-} args=() env=() p0 p1 s0 s1 out line
+  local target=$1 mode=$2 phase=$3 secs=$4 conns=$5 delay=${6:-} args=() env=() p0 p1 s0 s1 st0 st1 out line
   if [[ $mode == stream ]]; then args=(body="$BODY_S" stream=1); else args=(body="$BODY_NS" stream=0); fi
   if [[ -n $delay ]]; then args+=(delay_ms="$delay"); env=(BENCH_PACED=1); fi
   # shellcheck disable=SC2206 # space-separated chat.lua arguments
@@ -360,7 +364,7 @@ run_wrk() {
   local threads=$WRK_THREADS
   ((threads <= conns)) || threads=$conns
   # shellcheck disable=SC2046 # one pid per word
-  p0=$(cpu_ns $(proxy_pids "$target")); s0=$(cpu_ns "$SIM_PID")
+  p0=$(cpu_ns $(proxy_pids "$target")); s0=$(cpu_ns "$SIM_PID"); st0=$(steal_ticks)
   [[ $phase == warmup ]] || extra_before "$target"
   ((SECONDS + secs <= BUDGET)) || die "time budget of ${BUDGET}s exceeded (at ${SECONDS}s); stopping"
   # In the background and waited for, so that the exit trap can stop it too.
@@ -372,7 +376,7 @@ run_wrk() {
   WRK_PID=
   out=$(cat "$DIR/wrk.out")
   # shellcheck disable=SC2046
-  p1=$(cpu_ns $(proxy_pids "$target")); s1=$(cpu_ns "$SIM_PID")
+  p1=$(cpu_ns $(proxy_pids "$target")); s1=$(cpu_ns "$SIM_PID"); st1=$(steal_ticks)
   line=$(grep '^BENCH ' <<<"$out" | sed 's/^BENCH //') || die "wrk printed no result for $target: $out"
   [[ $phase == warmup ]] && return 0
   local extra
@@ -380,7 +384,7 @@ run_wrk() {
   # shellcheck disable=SC2086 # key=value words
   "$PY" "$here/report.py" record "$RES" "$line" target="$target" mode="$mode" phase="$phase" \
     conns="$conns" delay_ms="${delay:-0}" proxy_cpu_s="$(ns_to_s $((p1 - p0)))" \
-    sim_cpu_s="$(ns_to_s $((s1 - s0)))" $extra
+    sim_cpu_s="$(ns_to_s $((s1 - s0)))" steal_s="$(ns_to_s $(((st1 - st0) * 1000000000 / CLK_TCK)))" $extra
 }
 get() { "$PY" "$here/report.py" get "$RES" "$@"; } # TARGET MODE PHASE FIELD (the latest such run)
 

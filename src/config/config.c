@@ -1651,57 +1651,9 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
 wd_config_t *wd_config_load(const char *path, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        wd_errf(err, errlen, WD_EIO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        wd_errf(err, errlen, WD_EINVAL, "%s: not a regular file", path);
-        close(fd);
-        return NULL;
-    }
-    if (st.st_size > (off_t)MAX_CONFIG_BYTES) {
-        wd_errf(err, errlen, WD_E2BIG, "%s: file too large (%lld bytes; the limit is %u)", path,
-                (long long)st.st_size, MAX_CONFIG_BYTES);
-        close(fd);
-        return NULL;
-    }
-    /* read up to one byte past the limit so a file growing under us is still caught */
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", path);
-        close(fd);
-        return NULL;
-    }
-    for (;;) {
-        if (len == cap) {
-            if (cap > MAX_CONFIG_BYTES) break;
-            size_t ncap = WD_MIN(cap * 2, (size_t)MAX_CONFIG_BYTES + 1);
-            char *nb = realloc(buf, ncap);
-            if (!nb) {
-                free(buf);
-                close(fd);
-                wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            wd_errf(err, errlen, WD_EIO, "%s: read failed: %s", path, strerror(errno));
-            free(buf);
-            close(fd);
-            return NULL;
-        }
-        if (r == 0) break;
-        len += (size_t)r;
-    }
-    close(fd);
+    char *buf;
+    size_t len;
+    if (wd_read_file(path, MAX_CONFIG_BYTES, &buf, &len, err, errlen) != WD_OK) return NULL;
     wd_config_t *cfg = wd_config_load_buf(path, buf, len, err, errlen);
     free(buf);
     return cfg;

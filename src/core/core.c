@@ -1,10 +1,13 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 bool wd_str_eq(wd_str_t a, wd_str_t b) { return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0); }
 
@@ -197,4 +200,37 @@ int wd_errf(char *err, size_t errlen, int code, const char *fmt, ...)
         va_end(ap);
     }
     return code;
+}
+
+int wd_read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return wd_errf(err, errlen, WD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int rc = WD_OK;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        rc = wd_errf(err, errlen, WD_EINVAL, "%s: not a regular file", path);
+    else if ((uintmax_t)st.st_size > max)
+        rc = wd_errf(err, errlen, WD_E2BIG, "%s: file too large (%lld bytes; the limit is %zu)", path,
+                     (long long)st.st_size, max);
+    size_t cap = rc ? 0 : (size_t)st.st_size + 1, n = 0; /* one spare byte: the NUL, or proof of growth */
+    char *buf = rc ? NULL : malloc(cap);
+    if (!rc && !buf) rc = wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", path);
+    while (!rc && n < cap) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) rc = wd_errf(err, errlen, WD_EIO, "%s: read failed: %s", path, strerror(errno));
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!rc && n == cap) rc = wd_errf(err, errlen, WD_EIO, "%s: changed while it was being read", path);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return WD_OK;
 }

@@ -74,4 +74,10 @@ void wd_log(wd_log_level_t lvl, const char *fmt, ...) __attribute__((format(prin
 /* Writes a formatted message into err (truncating safely); returns `code` for tail calls. */
 int wd_errf(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Reads a whole regular file of at most `max` bytes into a fresh NUL-terminated buffer (*out, freed
+ * by the caller; *len excludes the NUL). A file that grows while it is read is refused rather than
+ * chased. Messages start with the path: "<path>: cannot open: ...", "<path>: not a regular file",
+ * "<path>: file too large (N bytes; the limit is M)", "<path>: changed while it was being read". */
+int wd_read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen);
+
 #endif

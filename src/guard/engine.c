@@ -1634,48 +1634,6 @@ wd_guard_db_t *wd_guard_db_parse_buf(const char *name, const char *yaml, size_t 
     return db;
 }
 
-static int read_file(const char *path, char **out, size_t *outlen, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return wd_errf(err, errlen, WD_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return wd_errf(err, errlen, WD_EINVAL, "%s: not a regular file", path);
-    }
-    if (st.st_size > (off_t)MAX_FILE_BYTES) {
-        close(fd);
-        return wd_errf(err, errlen, WD_E2BIG, "%s: file too large (the limit is %u bytes)", path, MAX_FILE_BYTES);
-    }
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        close(fd);
-        return wd_errf(err, errlen, WD_ENOMEM, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (len == cap) { /* grew while we read: refuse rather than chase it */
-            free(buf);
-            close(fd);
-            return wd_errf(err, errlen, WD_EIO, "%s: changed while being read", path);
-        }
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return wd_errf(err, errlen, WD_EIO, "%s: read failed: %s", path, strerror(e));
-        }
-        if (r == 0) break;
-        len += (size_t)r;
-    }
-    close(fd);
-    *out = buf;
-    *outlen = len;
-    return WD_OK;
-}
-
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 wd_guard_db_t *wd_guard_db_parse(const char *dir, char *err, size_t errlen)
@@ -1736,7 +1694,7 @@ wd_guard_db_t *wd_guard_db_parse(const char *dir, char *err, size_t errlen)
             }
             char *buf = NULL;
             size_t len = 0;
-            if ((rc = read_file(path, &buf, &len, err, errlen))) break;
+            if ((rc = wd_read_file(path, MAX_FILE_BYTES, &buf, &len, err, errlen))) break;
             rc = load_file(&L, path, buf, len);
             free(buf);
         }

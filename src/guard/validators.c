@@ -1071,23 +1071,10 @@ static int gz_load(const char *dir, gazetteer_t **out, char *err, size_t errlen)
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/data/names.tsv", dir) >= sizeof path)
         return wd_errf(err, errlen, WD_EINVAL, "gazetteer path too long");
-    FILE *f = fopen(path, "rb");
-    if (!f) return wd_errf(err, errlen, WD_EIO, "%s: %s", path, strerror(errno));
-    enum { MAX_BYTES = 16 << 20 };
-    char *blob = malloc(MAX_BYTES + 1);
-    if (!blob) {
-        fclose(f);
-        return WD_ENOMEM;
-    }
-    size_t n = fread(blob, 1, MAX_BYTES + 1, f);
-    bool ioerr = ferror(f);
-    fclose(f);
-    if (ioerr || n > MAX_BYTES) {
-        free(blob);
-        return wd_errf(err, errlen, ioerr ? WD_EIO : WD_E2BIG, "%s: %s", path,
-                       ioerr ? "read error" : "larger than 16 MiB");
-    }
-    blob[n] = '\0';
+    char *blob;
+    size_t n;
+    int rc = wd_read_file(path, 16u << 20, &blob, &n, err, errlen);
+    if (rc) return rc;
     size_t lines = 0;
     for (size_t i = 0; i < n; i++) lines += blob[i] == '\n';
     gazetteer_t *g = calloc(1, sizeof *g);

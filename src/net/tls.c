@@ -25,56 +25,16 @@ int wd_tls_server_ctx_bad_file(void) { return bad_file; }
 
 /* ---- files ---------------------------------------------------------------------------------------- */
 
-char *wd_tls_read_file(const char *path, size_t *len, char *err, size_t errlen)
+/* A PEM file: a regular, non-empty file of at most MAX_PEM_BYTES. Returns a malloc'd buffer or NULL. */
+static char *read_pem(const char *path, size_t *len, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        wd_errf(err, errlen, WD_EIO, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        wd_errf(err, errlen, WD_EINVAL, "%s is not a regular file", path);
-        close(fd);
-        return NULL;
-    }
-    if (st.st_size > (off_t)MAX_PEM_BYTES) {
-        wd_errf(err, errlen, WD_E2BIG, "%s is too large for a PEM file (%lld bytes; the limit is %u)", path,
-                (long long)st.st_size, MAX_PEM_BYTES);
-        close(fd);
-        return NULL;
-    }
-    size_t cap = (size_t)st.st_size + 1, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        wd_errf(err, errlen, WD_ENOMEM, "out of memory reading %s", path);
-        close(fd);
-        return NULL;
-    }
-    while (n < cap) {
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            wd_errf(err, errlen, WD_EIO, "cannot read %s: %s", path, strerror(errno));
-            free(buf);
-            close(fd);
-            return NULL;
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    close(fd);
-    if (n == cap) { /* grew while we read it */
-        wd_errf(err, errlen, WD_EINVAL, "%s changed while it was being read", path);
+    char *buf;
+    if (wd_read_file(path, MAX_PEM_BYTES, &buf, len, err, errlen) != WD_OK) return NULL;
+    if (*len == 0) {
+        wd_errf(err, errlen, WD_EINVAL, "%s: empty file", path);
         free(buf);
         return NULL;
     }
-    if (n == 0) {
-        wd_errf(err, errlen, WD_EINVAL, "%s is empty", path);
-        free(buf);
-        return NULL;
-    }
-    *len = n;
     return buf;
 }
 
@@ -111,7 +71,7 @@ static bool no_pem_start(void)
 static int read_certs(const char *path, const char *what, STACK_OF(X509) **out, char *err, size_t errlen)
 {
     size_t len;
-    char *data = wd_tls_read_file(path, &len, err, errlen);
+    char *data = read_pem(path, &len, err, errlen);
     if (!data) return -1;
     BIO *b = BIO_new_mem_buf(data, (int)len);
     STACK_OF(X509) *sk = sk_X509_new_null();
@@ -157,7 +117,7 @@ done:
 static EVP_PKEY *read_key(const char *path, char *err, size_t errlen)
 {
     size_t len;
-    char *data = wd_tls_read_file(path, &len, err, errlen);
+    char *data = read_pem(path, &len, err, errlen);
     if (!data) return NULL;
     BIO *b = BIO_new_mem_buf(data, (int)len);
     EVP_PKEY *k = NULL;

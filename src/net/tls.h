@@ -31,10 +31,6 @@ int wd_tls_server_ctx_bad_file(void);
  * certificate chaining to ca_file (PEM bundle) or, when ca_file is NULL, to the system store. */
 SSL_CTX *wd_tls_client_ctx(const char *ca_file, bool verify, char *err, size_t errlen);
 
-/* Reads a PEM file the way the contexts do (size-capped, regular file) so callers can reuse the
- * checks; exposed for tests. Returns a malloc'd buffer or NULL with a message. */
-char *wd_tls_read_file(const char *path, size_t *len, char *err, size_t errlen);
-
 /* One TLS connection. */
 typedef struct wd_tls {
     SSL *ssl;

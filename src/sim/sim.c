@@ -214,35 +214,13 @@ static int parse_models(const char *s, sim_opts_t *o)
 
 static int read_reply_file(const char *path, sim_opts_t *o)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return usage_error("--reply-file %s: %s", path, strerror(errno));
-    wd_buf_t b;
-    wd_buf_init(&b, SIM_MAX_BODY + 1);
-    char tmp[65536];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        if ((rc = wd_buf_append(&b, tmp, n))) break;
-    bool err = ferror(f);
-    fclose(f);
-    if (err || rc || b.len > SIM_MAX_BODY) {
-        wd_buf_free(&b);
-        return usage_error("--reply-file %s: %s", path, err ? "read error" : "larger than 16 MiB");
-    }
-    if (!utf8_valid((const unsigned char *)b.data, b.len)) {
-        wd_buf_free(&b);
-        return usage_error("--reply-file %s: not valid UTF-8", path);
-    }
-    o->reply_len = b.len;
-    o->reply = malloc(b.len + 1);
-    if (!o->reply) {
-        wd_buf_free(&b);
-        return usage_error("out of memory");
-    }
-    if (b.len) memcpy(o->reply, b.data, b.len);
-    o->reply[b.len] = 0;
-    wd_buf_free(&b);
-    return 0;
+    char why[512];
+    if (wd_read_file(path, SIM_MAX_BODY, &o->reply, &o->reply_len, why, sizeof why) != WD_OK)
+        return usage_error("--reply-file %s", why);
+    if (utf8_valid((const unsigned char *)o->reply, o->reply_len)) return 0;
+    free(o->reply);
+    o->reply = NULL;
+    return usage_error("--reply-file %s: not valid UTF-8", path);
 }
 
 static int render_models(sim_opts_t *o)

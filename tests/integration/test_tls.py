@@ -335,8 +335,8 @@ def test_config_check_reports_bad_tls_files(tmp_path, pki):
         (tls_block(pki).replace("server.key", "other.key"), "http://127.0.0.1:1",
          "listen.tls.key: the private key in", "does not match the certificate"),
         ("{ cert: missing.pem, key: missing.key }", "http://127.0.0.1:1",
-         f"listen.tls.cert: cannot read {tmp_path / 'missing.pem'}: No such file or directory", ""),
-        (tls_block(pki), "https://127.0.0.1:1, tls: { ca: nope.pem }", "upstreams[0].tls.ca: cannot read", ""),
+         f"listen.tls.cert: {tmp_path / 'missing.pem'}: cannot open: No such file or directory", ""),
+        (tls_block(pki), "https://127.0.0.1:1, tls: { ca: nope.pem }", "upstreams[0].tls.ca: ", "nope.pem: cannot open"),
         (tls_block(pki), "http://127.0.0.1:1, tls: { verify: false }", "only to https:// upstreams", ""),
     ]
     for tls, url, want, want2 in cases:

@@ -1024,9 +1024,9 @@ static void test_tls_listener_errors(void **state)
     (void)state;
     char tls[512];
     snprintf(tls, sizeof tls, "{ cert: /nonexistent/cert.pem, key: %s }", p_key);
-    expect_err_at(tls_yaml(tls, NULL), "/nonexistent", "listen.tls.cert: cannot read /nonexistent/cert.pem: No such file");
+    expect_err_at(tls_yaml(tls, NULL), "/nonexistent", "listen.tls.cert: /nonexistent/cert.pem: cannot open: No such file");
     snprintf(tls, sizeof tls, "{ cert: %s, key: /nonexistent/key.pem }", p_cert);
-    expect_err_at(tls_yaml(tls, NULL), "/nonexistent", "listen.tls.key: cannot read /nonexistent/key.pem");
+    expect_err_at(tls_yaml(tls, NULL), "/nonexistent", "listen.tls.key: /nonexistent/key.pem: cannot open");
     snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_cert, p_other_key);
     expect_err_at(tls_yaml(tls, NULL), p_other_key, "does not match the certificate");
     snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_expired, p_expired_key);
@@ -1039,7 +1039,7 @@ static void test_tls_listener_errors(void **state)
     snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", p_cert, p_ca);
     expect_err_at(tls_yaml(tls, NULL), p_ca, "listen.tls.key: no private key (-----BEGIN PRIVATE KEY-----) found");
     snprintf(tls, sizeof tls, "{ cert: %s, key: %s }", tls_dir, p_key);
-    expect_err_at(tls_yaml(tls, NULL), tls_dir, "is not a regular file");
+    expect_err_at(tls_yaml(tls, NULL), tls_dir, ": not a regular file");
     snprintf(tls, sizeof tls, "{ cert: %s }", p_cert);
     expect_err_at(tls_yaml(tls, NULL), "{ cert", "missing required key 'key' in listen.tls");
     snprintf(tls, sizeof tls, "{ cert: %s, key: %s, min_version: 1.1 }", p_cert, p_key);
@@ -1093,7 +1093,7 @@ static void test_tls_upstream_errors(void **state)
     snprintf(up, sizeof up, "url: http://127.0.0.1:8000, tls: { ca: %s }", p_ca);
     expect_err_at(tls_yaml(NULL, up), "{ ca", "upstreams[0].tls: TLS settings apply only to https:// upstreams");
     expect_err_at(tls_yaml(NULL, "url: https://127.0.0.1, tls: { ca: /nonexistent/ca.pem }"), "/nonexistent",
-                  "upstreams[0].tls.ca: cannot read /nonexistent/ca.pem");
+                  "upstreams[0].tls.ca: /nonexistent/ca.pem: cannot open");
     snprintf(up, sizeof up, "url: https://127.0.0.1, tls: { ca: %s }", p_key);
     expect_err_at(tls_yaml(NULL, up), p_key, "upstreams[0].tls.ca: no CA certificate");
     snprintf(up, sizeof up, "url: https://127.0.0.1, tls: { ca: %s }", p_junk);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -269,12 +270,47 @@ static void test_errf(void **state)
     assert_int_equal(err[0], 'Z');
 }
 
+static void test_read_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/wd-test-readfile-XXXXXX", err[256];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "hello", 5), 5);
+    close(fd);
+    char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(wd_read_file(path, 5, &buf, &len, err, sizeof err), WD_OK);
+    assert_int_equal(len, 5);
+    assert_string_equal(buf, "hello"); /* NUL-terminated */
+    free(buf);
+    /* one byte over the limit: refused with the size, nothing handed out */
+    buf = NULL;
+    assert_int_equal(wd_read_file(path, 4, &buf, &len, err, sizeof err), WD_E2BIG);
+    assert_null(buf);
+    char want[320];
+    snprintf(want, sizeof want, "%s: file too large (5 bytes; the limit is 4)", path);
+    assert_string_equal(err, want);
+    /* an empty file is read as empty */
+    assert_int_equal(truncate(path, 0), 0);
+    assert_int_equal(wd_read_file(path, 4, &buf, &len, err, sizeof err), WD_OK);
+    assert_int_equal(len, 0);
+    assert_string_equal(buf, "");
+    free(buf);
+    unlink(path);
+    assert_int_equal(wd_read_file(path, 4, &buf, &len, err, sizeof err), WD_EIO);
+    snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
+    assert_string_equal(err, want);
+    assert_int_equal(wd_read_file("/tmp", 4, &buf, &len, err, sizeof err), WD_EINVAL);
+    assert_string_equal(err, "/tmp: not a regular file");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_str),       cmocka_unit_test(test_buf_basic), cmocka_unit_test(test_buf_limit),
         cmocka_unit_test(test_buf_printf), cmocka_unit_test(test_json_str), cmocka_unit_test(test_time),
-        cmocka_unit_test(test_random),    cmocka_unit_test(test_errf),
+        cmocka_unit_test(test_random),    cmocka_unit_test(test_errf), cmocka_unit_test(test_read_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -308,7 +308,7 @@ static void test_context_errors(void **state)
     (void)state;
     char err[512];
     assert_null(wd_tls_server_ctx("/nonexistent.pem", p_key, WD_TLS_V13, err, sizeof err));
-    assert_string_equal(err, "cannot read /nonexistent.pem: No such file or directory");
+    assert_string_equal(err, "/nonexistent.pem: cannot open: No such file or directory");
     assert_int_equal(wd_tls_server_ctx_bad_file(), 0);
     assert_null(wd_tls_server_ctx(p_cert, p_ca, WD_TLS_V13, err, sizeof err));
     assert_int_equal(wd_tls_server_ctx_bad_file(), 1);
@@ -316,7 +316,19 @@ static void test_context_errors(void **state)
     assert_null(wd_tls_client_ctx(p_key, true, err, sizeof err));
     assert_non_null(strstr(err, "no CA certificate (-----BEGIN CERTIFICATE-----) found in"));
     assert_null(wd_tls_client_ctx(dir, true, err, sizeof err));
-    assert_non_null(strstr(err, "is not a regular file"));
+    assert_non_null(strstr(err, ": not a regular file"));
+    /* an empty file and one past the 1 MiB PEM limit are refused by name */
+    char p_odd[160];
+    snprintf(p_odd, sizeof p_odd, "%s/odd.pem", dir);
+    FILE *f = fopen(p_odd, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_null(wd_tls_client_ctx(p_odd, true, err, sizeof err));
+    assert_non_null(strstr(err, "odd.pem: empty file"));
+    assert_int_equal(truncate(p_odd, (1 << 20) + 1), 0);
+    assert_null(wd_tls_client_ctx(p_odd, true, err, sizeof err));
+    assert_non_null(strstr(err, "odd.pem: file too large (1048577 bytes; the limit is 1048576)"));
+    unlink(p_odd);
 }
 
 int main(void)
