@@ -4,6 +4,7 @@
     report.py meta META.json key=value...                  write the run's description
     report.py record RESULTS.jsonl WRK_JSON key=value...   append one run (refuses runs with errors)
     report.py get RESULTS.jsonl TARGET MODE PHASE FIELD    print FIELD of the latest such run
+    report.py relabel RESULTS.jsonl PHASE                  set the phase of the latest run
     report.py report META.json RESULTS.jsonl RESULTS.md    print the tables; append them to RESULTS.md
                                                            (RESULTS.md "-" appends nowhere)
 
@@ -22,7 +23,7 @@ META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_co
             "ctl_rounds", "ctl_secs", "ctl_rate", "ctl_rate_rounds", "ctl_rate_secs", "redis_errors",
             "redis_timeouts",
             "warmup_s", "rounds", "audit", "body_bytes", "sse_events", "background_busy_pct", "half_target_rps",
-            "warden_idle_rss_kb", "warden_peak_rss_kb", "nginx_rss_kb")
+            "warden_idle_rss_kb", "warden_peak_rss_kb", "nginx_rss_kb", "max_steal_pct", "half_tries")
 
 # Targets from the issue.
 MIN_THROUGHPUT_VS_NGINX = 0.9
@@ -87,6 +88,12 @@ Method, in short:
   the local limiter alone, in decisions per CPU second (per core); `auth_bench` the API key check and
   RBAC decision alone (CPU time per request, a real key snapshot of 1,000 keys), which the end-to-end
   added-CPU figure cannot resolve below about ±1.5 µs on this machine.
+- **CPU steal** (since 2026-12-02): the `steal` field of /proc/stat over each run, as a share of all
+  CPUs: time the hypervisor ran other guests while ours were runnable. On this VM it is near 0% idle
+  but reached 10-30% during half-load runs, in bursts of milliseconds, the size of the tail being
+  measured. A half-load run with steal above `BENCH_MAX_STEAL` (2%) is repeated (up to
+  `BENCH_HALF_TRIES`, 3, per target; the repeated runs are listed); if the counted runs still exceed
+  it, the p99 check says NOISY instead of PASS or FAIL.
 - The background CPU use measured just before the run is printed with each result. On a 2-CPU
   machine the load generator, the simulator and the proxy cannot be isolated from each other or
   from other work: absolute numbers are modest and vary between runs; the ratios between targets
@@ -131,6 +138,17 @@ def cmd_get(res_path, target, mode, phase, field):
     if not found:
         sys.exit("bench: no %s %s %s run recorded" % (target, mode, phase))
     print(found[-1][field])
+
+
+def cmd_relabel(res_path, phase):
+    runs = load(res_path)
+    if not runs:
+        sys.exit("bench: no run recorded to relabel")
+    runs[-1]["phase"] = phase
+    tmp = res_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in runs)
+    os.replace(tmp, res_path)
 
 
 def merge(rounds):
@@ -277,7 +295,8 @@ def controls(meta, groups):
                            100 * (lc / bcpu - 1), lc - bcpu, lc, bcpu,
                            " / ".join("%+.1f" % x for x in paired("warden_limit")), aa_cpu),
                        lc / bcpu - 1 <= MAX_LIMIT_LOSS))
-    check_rows = [("target", "measured", "result")] + [(a, b, "PASS" if ok else "FAIL") for a, b, ok in checks]
+    check_rows = [("target", "measured", "result")] + [(a, b, ok if isinstance(ok, str) else "PASS" if ok else "FAIL")
+                                           for a, b, ok in checks]
 
     out = ["Controls, non-streamed: saturation with %d connections, %d interleaved rounds of %d s per target; "
            "then a fixed rate of ~%s req/s (half of the baseline's slowest saturation round) with %d paced "
@@ -338,16 +357,17 @@ def cmd_report(meta_path, res_path, md_path):
                   "proxy CPU µs/req", "sim CPU µs/req", "CPU steal")]
     phases = (("plain", "sat", "non-streamed, saturation"), ("stream", "sat", "streamed, saturation"),
               ("plain", "half", "non-streamed, half load"))
-    for m, p, name in phases:
+    stolen = [r for r in load(res_path) if r["phase"] == "half_stolen"]
+    for m, p, name in phases + (("plain", "half_stolen", "half load, repeated for CPU steal"),):
         for t in TARGETS:
-            r = R(t, m, p)
-            if r is None:
-                continue
-            per_round = " / ".join(fmt_num(x) for x in r.get("round_rps", [])) or "–"
-            runs_rows.append((name, t, r["conns"], fmt_num(r["rps"]), per_round, fmt_num(r["p50_us"]),
-                              fmt_num(r["p90_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
-                              fmt_num(cpu_per_req(r, "proxy_cpu_s"), 1),
-                              fmt_num(cpu_per_req(r, "sim_cpu_s"), 1), fmt_pct(steal(r, meta["nproc"]))))
+            for r in ([x for x in stolen if x["target"] == t] if p == "half_stolen" else [R(t, m, p)]):
+                if r is None:
+                    continue
+                per_round = " / ".join(fmt_num(x) for x in r.get("round_rps", [])) or "–"
+                runs_rows.append((name, t, r["conns"], fmt_num(r["rps"]), per_round, fmt_num(r["p50_us"]),
+                                  fmt_num(r["p90_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
+                                  fmt_num(cpu_per_req(r, "proxy_cpu_s"), 1),
+                                  fmt_num(cpu_per_req(r, "sim_cpu_s"), 1), fmt_pct(steal(r, meta["nproc"]))))
 
     # warden against nginx and against direct.
     cmp_rows = [("metric", "direct", "nginx", "warden", "warden vs nginx", "warden vs direct")]
@@ -377,22 +397,29 @@ def cmd_report(meta_path, res_path, md_path):
                            "%.2f×" % (w / n), w / n >= MIN_THROUGHPUT_VS_NGINX))
     d, n, w = (field(t, "plain", "half", "p99_us") for t in TARGETS)
     if d is not None and w is not None:
+        # A tail measured while the hypervisor stole CPU time is its tail, not the proxy's: such a
+        # result is reported as NOISY rather than as a pass or a failure of warden.
         st = [steal(R(t, "plain", "half"), meta["nproc"]) for t in TARGETS]
-        st_note = "" if None in st else "; CPU steal %s" % " / ".join(fmt_pct(x) for x in st)
+        noisy = None not in st and max(st) * 100 > meta["max_steal_pct"]
+        st_note = "" if None in st else "; CPU steal direct/nginx/warden %s" % " / ".join(fmt_pct(x) for x in st)
         checks.append(("p99 added over direct at half load ≤ %d µs" % MAX_ADDED_P99_US,
-                       "%+d µs (nginx: %s%s)" % (w - d, fmt_delta(n, d), st_note), w - d <= MAX_ADDED_P99_US))
+                       "%+d µs (nginx: %s%s)" % (w - d, fmt_delta(n, d), st_note),
+                       "NOISY" if noisy else w - d <= MAX_ADDED_P99_US))
     idle = meta.get("warden_idle_rss_kb")
     checks.append(("idle RSS ≤ %d MiB" % (MAX_IDLE_RSS_KB // 1024), "%.1f MiB" % (idle / 1024),
                    idle <= MAX_IDLE_RSS_KB))
-    check_rows = [("target", "measured", "result")] + [(a, b, "PASS" if ok else "FAIL") for a, b, ok in checks]
+    check_rows = [("target", "measured", "result")] + [(a, b, ok if isinstance(ok, str) else "PASS" if ok else "FAIL")
+                                           for a, b, ok in checks]
 
     half = R("warden", "plain", "half")
     half_note = ""
     if half is not None:
         rates = ", ".join("%s %s" % (t, fmt_num(field(t, "plain", "half", "rps"))) for t in TARGETS)
         half_note = ("Half load: aimed at %s req/s (half of warden's non-streamed saturation) with %d "
-                     "paced connections; achieved %s req/s." % (fmt_num(meta["half_target_rps"]),
-                                                               half["conns"], rates))
+                     "paced connections; achieved %s req/s. A half-load run during which the hypervisor "
+                     "stole more than %d%% of the CPUs is run again, up to %d runs per target; the last "
+                     "one counts." % (fmt_num(meta["half_target_rps"]), half["conns"], rates,
+                                      meta["max_steal_pct"], meta["half_tries"]))
     mem = ("warden RSS: idle %.1f MiB, peak (VmHWM) %.1f MiB; nginx master + workers after the run: "
            "%.1f MiB." % (meta["warden_idle_rss_kb"] / 1024, meta["warden_peak_rss_kb"] / 1024,
                           meta["nginx_rss_kb"] / 1024))
@@ -441,7 +468,7 @@ def cmd_report(meta_path, res_path, md_path):
 
 
 def main(argv):
-    cmds = {"meta": (cmd_meta, 1, None), "record": (cmd_record, 2, None), "get": (cmd_get, 5, 5), "report": (cmd_report, 3, 3)}
+    cmds = {"meta": (cmd_meta, 1, None), "record": (cmd_record, 2, None), "get": (cmd_get, 5, 5), "relabel": (cmd_relabel, 2, 2), "report": (cmd_report, 3, 3)}
     if len(argv) < 2 or argv[1] not in cmds:
         sys.exit(__doc__)
     fn, lo, hi = cmds[argv[1]]
