@@ -651,11 +651,16 @@ def test_help_exits_0():
 
 
 def test_ready_line_and_port_in_use(sim):
-    line = b""
-    # the ready line was printed before the port accepted; read it without blocking forever
+    # The kernel accepts connections from listen() on, which can be before the worker threads start
+    # and the ready line is printed; wait for the line (without blocking forever).
+    want = f"warden sim listening on 127.0.0.1:{sim.port}".encode()
     os.set_blocking(sim.proc.stderr.fileno(), False)
-    line = sim.proc.stderr.read() or b""
-    assert f"warden sim listening on 127.0.0.1:{sim.port}".encode() in line
+    line = b""
+    deadline = time.monotonic() + 5
+    while want not in line and time.monotonic() < deadline:
+        line += sim.proc.stderr.read() or b""
+        time.sleep(0.02)
+    assert want in line
     p = subprocess.run([WARDEN, "sim", "--listen", f"127.0.0.1:{sim.port}"], capture_output=True, timeout=10)
     assert p.returncode == 1
     assert b"cannot listen" in p.stderr
