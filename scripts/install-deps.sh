@@ -15,6 +15,7 @@ PKGS=(
   openssl   # the CLI: tests/integration/test_tls.py makes its throwaway CA and certificates with it
   # servers used by tests and benchmarks (started by the harness itself, on loopback)
   nginx-light redis-server wrk
+  curl      # scripts/demo.sh and bench/run.sh talk to the gateway with it
 )
 
 missing=()
