@@ -23,7 +23,7 @@ META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_co
             "ctl_rounds", "ctl_secs", "ctl_rate", "ctl_rate_rounds", "ctl_rate_secs", "redis_errors",
             "redis_timeouts",
             "warmup_s", "rounds", "audit", "body_bytes", "sse_events", "background_busy_pct", "half_target_rps",
-            "warden_idle_rss_kb", "warden_peak_rss_kb", "nginx_rss_kb", "max_steal_pct", "half_tries")
+            "warden_idle_rss_kb", "warden_peak_rss_kb", "nginx_rss_kb", "max_steal_pct", "half_tries", "half_rounds")
 
 # Targets from the issue.
 MIN_THROUGHPUT_VS_NGINX = 0.9
@@ -416,10 +416,11 @@ def cmd_report(meta_path, res_path, md_path):
     if half is not None:
         rates = ", ".join("%s %s" % (t, fmt_num(field(t, "plain", "half", "rps"))) for t in TARGETS)
         half_note = ("Half load: aimed at %s req/s (half of warden's non-streamed saturation) with %d "
-                     "paced connections; achieved %s req/s. A half-load run during which the hypervisor "
-                     "stole more than %d%% of the CPUs is run again, up to %d runs per target; the last "
-                     "one counts." % (fmt_num(meta["half_target_rps"]), half["conns"], rates,
-                                      meta["max_steal_pct"], meta["half_tries"]))
+                     "paced connections; achieved %s req/s. Each target ran %d interleaved rounds, the "
+                     "starting target rotating from round to round. A round during which the hypervisor "
+                     "stole more than %d%% of the CPUs is run again, up to %d runs; the last one counts." %
+                     (fmt_num(meta["half_target_rps"]), half["conns"], rates, meta.get("half_rounds", 1),
+                      meta["max_steal_pct"], meta["half_tries"]))
     mem = ("warden RSS: idle %.1f MiB, peak (VmHWM) %.1f MiB; nginx master + workers after the run: "
            "%.1f MiB." % (meta["warden_idle_rss_kb"] / 1024, meta["warden_peak_rss_kb"] / 1024,
                           meta["nginx_rss_kb"] / 1024))
@@ -428,7 +429,7 @@ def cmd_report(meta_path, res_path, md_path):
         half_note,
         mem,
         table(check_rows),
-        "All runs (saturation figures combine the interleaved rounds: req/s and CPU are totals, latency "
+        "All runs (saturation and half-load figures combine the interleaved rounds: req/s and CPU are totals, latency "
         "percentiles the request-weighted mean of the rounds'):\n\n" + table(runs_rows),
     ] + controls(meta, groups))
 

@@ -9,8 +9,9 @@
 #      the same number of workers and both proxying to the same simulator;
 #   2. for each target (direct, nginx, warden): warm-up, then a fixed-duration wrk run with a ~1 KB
 #      chat completion body, non-streamed and streamed ("stream": true, a short SSE answer);
-#   3. a paced run at about half of warden's saturation throughput for each target, to measure the
-#      latency a proxy adds when it is not queueing (see bench/chat.lua for the pacing method);
+#   3. paced runs at about half of warden's saturation throughput for each target, in interleaved
+#      rounds whose starting target rotates, to measure the latency a proxy adds when it is not
+#      queueing (see bench/chat.lua for the pacing method);
 #   3a. controls (bench/controls.sh, run between steps 2 and 3): warden with API-key auth + RBAC, with
 #      local rate limits (nothing refused) and with Redis-backed rate limits (a private redis-server),
 #      interleaved with the plain warden: throughput at saturation, and CPU per request at one fixed
@@ -35,7 +36,8 @@
 # there, it is built in build-bench/, configured with -Dtests=true and warden's build type),
 # BENCH_REDIS (0: no Redis control; default 1 when redis-server is installed), BENCH_HALF_TRIES (a
 # half-load run during which the hypervisor stole more than BENCH_MAX_STEAL percent of the CPUs is
-# repeated, up to this many runs per target; default 3), BENCH_MAX_STEAL (default 2).
+# repeated, up to this many runs per target and round; default 3), BENCH_MAX_STEAL (default 2),
+# BENCH_HALF_ROUNDS (the half-load runs are split into this many interleaved rounds, default 3).
 set -Eeuo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -62,6 +64,7 @@ CTL_ROUNDS=${BENCH_CTL_ROUNDS:-2}
 CTL_RATE_ROUNDS=${BENCH_CTL_RATE_ROUNDS:-4}
 REDIS=${BENCH_REDIS:-$(command -v redis-server >/dev/null && echo 1 || echo 0)}
 HALF_TRIES=${BENCH_HALF_TRIES:-3}
+HALF_ROUNDS=${BENCH_HALF_ROUNDS:-3}
 MAX_STEAL=${BENCH_MAX_STEAL:-2}
 REPLY="The capital of France is Paris. It is known for the Eiffel Tower and the Louvre."
 
@@ -73,6 +76,7 @@ log() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
 [[ $CONTROLS == 0 || $CONTROLS == 1 ]] || die "BENCH_CONTROLS must be 0 or 1, got '$CONTROLS'"
 [[ $REDIS == 0 || $REDIS == 1 ]] || die "BENCH_REDIS must be 0 or 1, got '$REDIS'"
 [[ $HALF_TRIES =~ ^[1-9]$ ]] || die "BENCH_HALF_TRIES must be 1..9, got '$HALF_TRIES'"
+[[ $HALF_ROUNDS =~ ^[1-9]$ ]] || die "BENCH_HALF_ROUNDS must be 1..9, got '$HALF_ROUNDS'"
 [[ $MAX_STEAL =~ ^[0-9]+$ ]] || die "BENCH_MAX_STEAL must be a whole percentage, got '$MAX_STEAL'"
 for arg in "$DURATION" "$WARMUP" "$CONNS" "$PACED_CONNS" "$ROUNDS" "$CTL_ROUNDS" "$CTL_RATE_ROUNDS"; do
   [[ $arg =~ ^[1-9][0-9]*$ ]] || die "durations and connection counts must be positive integers, got '$arg'"
@@ -431,6 +435,7 @@ if [[ $RT == 1 ]]; then
 fi
 HALF=$("$PY" -c "print(round($(get warden plain sat rps) / 2))")
 log "paced runs at ~$HALF req/s (half of warden's non-streamed saturation), $PACED_CONNS connections"
+declare -A DELAY
 for t in "${TARGETS[@]}"; do
   # period per connection = conns / rate; the pause is the period minus the time a request takes.
   delay=$("$PY" -c "print(max(0.0, $PACED_CONNS / $HALF * 1000 - 0.15))")
@@ -439,13 +444,23 @@ for t in "${TARGETS[@]}"; do
     rate=$(get "$t" plain probe rps)
     delay=$("$PY" -c "print('%.3f' % max(0.0, $delay + $PACED_CONNS * (1 / $HALF - 1 / $rate) * 1000))")
   done
-  # The hypervisor's steal comes in bursts of milliseconds, which is the size of the tail being
-  # measured; a run it hit is kept in the results as "half_stolen" and run again, up to HALF_TRIES.
-  for try in $(seq "$HALF_TRIES"); do
-    run_wrk "$t" plain half "$DURATION" "$PACED_CONNS" "$delay"
-    ((try < HALF_TRIES && LAST_STEAL_PCT > MAX_STEAL * 100)) || break
-    log "$t: CPU steal $((LAST_STEAL_PCT / 100)).$(printf '%02d' $((LAST_STEAL_PCT % 100)))% during the half-load run; running it again"
-    "$PY" "$here/report.py" relabel "$RES" half_stolen
+  DELAY[$t]=$delay
+done
+# Like the saturation runs, each target's DURATION is split into HALF_ROUNDS interleaved rounds, and the
+# target that starts a round rotates: the hypervisor's steal drifts over minutes (it was highest for
+# whichever target ran last when the targets ran one after the other), so every target must sample
+# the same stretch of time. Steal also comes in bursts of milliseconds, the size of the tail being
+# measured: a round it hit is kept in the results as "half_stolen" and run again, up to HALF_TRIES.
+half_secs=$(( (DURATION + HALF_ROUNDS - 1) / HALF_ROUNDS ))
+for r in $(seq 0 $((HALF_ROUNDS - 1))); do
+  for i in "${!TARGETS[@]}"; do
+    t=${TARGETS[$(( (i + r) % ${#TARGETS[@]} ))]}
+    for try in $(seq "$HALF_TRIES"); do
+      run_wrk "$t" plain half "$half_secs" "$PACED_CONNS" "${DELAY[$t]}"
+      ((try < HALF_TRIES && LAST_STEAL_PCT > MAX_STEAL * 100)) || break
+      log "$t: CPU steal $((LAST_STEAL_PCT / 100)).$(printf '%02d' $((LAST_STEAL_PCT % 100)))% during a half-load round; running it again"
+      "$PY" "$here/report.py" relabel "$RES" half_stolen
+    done
   done
 done
 
@@ -460,7 +475,7 @@ grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
 "$PY" "$here/report.py" meta "$DIR/meta.json" \
   date="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" \
   command="bash bench/run.sh $*" \
-  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT|CONTROLS|CTL_ROUNDS|CTL_RATE_ROUNDS|LIMIT_BENCH|REDIS|HALF_TRIES|MAX_STEAL)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
+  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT|CONTROLS|CTL_ROUNDS|CTL_RATE_ROUNDS|LIMIT_BENCH|REDIS|HALF_TRIES|HALF_ROUNDS|MAX_STEAL)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
   git="$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here/.." diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')" \
   build="$BUILD_DESC" cpu_clock="$CPU_CLOCK" \
   nproc="$(nproc)" \
@@ -471,7 +486,7 @@ grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
   conns="$CONNS" paced_conns="$PACED_CONNS" duration_s="$DURATION" rounds="$ROUNDS" warmup_s="$WARMUP" \
   audit="$AUDIT" body_bytes="$BODY_BYTES" sse_events="$SSE_EVENTS" \
   background_busy_pct="$BG_BUSY" loadavg="$(cut -d' ' -f1-3 /proc/loadavg)" \
-  half_target_rps="$HALF" max_steal_pct="$MAX_STEAL" half_tries="$HALF_TRIES" \
+  half_target_rps="$HALF" max_steal_pct="$MAX_STEAL" half_tries="$HALF_TRIES" half_rounds="$HALF_ROUNDS" \
   warden_idle_rss_kb="$W_IDLE_KB" warden_peak_rss_kb="$W_PEAK_KB" nginx_rss_kb="$N_RSS_KB" \
   nginx_version="$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
   wrk_version="$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')" \
