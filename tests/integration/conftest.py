@@ -165,6 +165,13 @@ def sim(tmp_path):
     yield start
     for p in procs:
         p.stop()
+    for p in procs:
+        if sanitizer_report(p):
+            pytest.fail("sanitizer report in warden sim's stderr:\n" + p.stderr()[-4000:])
+
+
+def sanitizer_report(p):
+    return "AddressSanitizer" in p.stderr() or "LeakSanitizer" in p.stderr() or "runtime error:" in p.stderr()
 
 
 @pytest.fixture
@@ -181,7 +188,7 @@ def gateway(tmp_path):
     for p in procs:  # stop every process before judging any of them
         p.stop()
     for p in procs:
-        if "AddressSanitizer" in p.stderr() or "LeakSanitizer" in p.stderr() or "runtime error:" in p.stderr():
+        if sanitizer_report(p):
             pytest.fail("sanitizer report in warden's stderr:\n" + p.stderr()[-4000:])
 
 

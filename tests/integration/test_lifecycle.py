@@ -146,11 +146,10 @@ def test_health_and_readiness(sim, gateway):
 def test_metrics_count_requests(sim, gateway):
     s = sim()
     g = gateway(s.port)
-    for i in range(3):
-        assert post(g.url, "/v1/chat/completions", chat_body(f"m{i}")).status_code == 200
-    for i in range(2):
-        assert post(g.url, "/v1/chat/completions", chat_body("x", model="absent")).status_code == 404
-    assert post(g.url, "/v1/embeddings", {"model": "gpt-4o-mini", "input": "e"}).status_code == 200
+    answers = [post(g.url, "/v1/chat/completions", chat_body(f"m{i}")) for i in range(3)]
+    answers += [post(g.url, "/v1/chat/completions", chat_body("x", model="absent")) for i in range(2)]
+    answers.append(post(g.url, "/v1/embeddings", {"model": "gpt-4o-mini", "input": "e"}))
+    assert [r.status_code for r in answers] == [200, 200, 200, 404, 404, 200]
 
     def counted():
         ms = scrape(g)
@@ -177,6 +176,13 @@ def test_metrics_count_requests(sim, gateway):
     assert metric(ms, "warden_gateway_overhead_seconds_sum", route="chat") <= \
         metric(ms, "warden_request_duration_seconds_sum", route="chat")
     assert ("warden_active_connections", frozenset()) in ms
+    # bytes: the same totals as the requests' events, and at least the bodies that went each way
+    ev = g.events()
+    assert len(ev) == 6
+    assert metric(ms, "warden_received_bytes_total") == sum(e["bytes_in"] for e in ev)
+    assert metric(ms, "warden_sent_bytes_total") == sum(e["bytes_out"] for e in ev)
+    assert metric(ms, "warden_received_bytes_total") > sum(len(r.request.content) for r in answers)
+    assert metric(ms, "warden_sent_bytes_total") > sum(len(r.content) for r in answers)
     assert metric(ms, "warden_config_reloads_total") == 0
     assert metric(ms, "warden_config_reload_failures_total") == 0
 

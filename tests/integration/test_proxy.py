@@ -134,7 +134,11 @@ def http_request(port, path, body, extra_headers=""):
 class UpstreamDouble:
     """A minimal HTTP/1.1 upstream in a thread. It records every request (raw head, headers, body),
     counts accepted TCP connections, honours keep-alive, and in mode "slow_stream" answers stream
-    requests with one SSE event every 100 ms for up to 20 s while noticing when the peer closes."""
+    requests with one SSE event every 100 ms for up to 20 s while noticing when the peer closes.
+    Failure modes: "close_before_answer" reads a request and closes without a byte of answer;
+    "stall_stream" sends the head and two SSE events, then nothing (the connection stays open);
+    "close_idle" answers normally but closes every connection 0.2 s after its answer, without
+    saying so (no `Connection: close`): what a keep-alive pool meets as a stale connection."""
 
     def __init__(self, mode="json"):
         self.mode = mode
@@ -202,6 +206,14 @@ class UpstreamDouble:
                 except ValueError:
                     req = {}
                 stream = isinstance(req, dict) and req.get("stream") is True
+                if self.mode == "close_before_answer":
+                    return
+                if stream and self.mode == "stall_stream":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              + self._event(req.get("model"), "one ") + self._event(req.get("model"), "two "))
+                    while not self.stopping and c.recv(4096):
+                        pass
+                    return
                 if stream and self.mode == "slow_stream":
                     self._slow_stream(c, req.get("model"))
                     return
@@ -215,6 +227,9 @@ class UpstreamDouble:
                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                           % len(out) + out)
+                if self.mode == "close_idle":
+                    time.sleep(0.2)
+                    return
         except OSError:
             return
         finally:
@@ -571,6 +586,62 @@ def test_upstream_slow_is_504_on_time(sim, gateway):
     assert 0.4 <= took <= 2.0, took
     ev = g.events()
     assert ev[-1]["status"] == 504 and ev[-1]["code"] == "upstream_timeout"
+
+
+def test_upstream_slow_stream_request_is_504(sim, gateway):
+    # no byte of the answer yet: a streamed request gets the same 504 as a plain one, not an SSE event
+    s = sim("--latency-ms", "3000")
+    g = gateway(s.port, upstream_extra="timeout_ms: 500")
+    r = post(g.url, "/v1/chat/completions", chat_body("x", stream=True))
+    assert_openai_error(r, 504, "upstream_timeout")
+    ev = g.events()
+    assert ev[-1]["status"] == 504 and ev[-1]["code"] == "upstream_timeout"
+
+
+def test_upstream_closes_before_answering_is_502(upstream_double, gateway):
+    up = upstream_double("close_before_answer")
+    g = gateway(up.port)
+    for stream in (False, True):
+        r = post(g.url, "/v1/chat/completions", chat_body("x", stream=stream))
+        err = assert_openai_error(r, 502, "upstream_unavailable")
+        assert err["type"] == "server_error"
+    # each request reached the upstream once: a fresh connection that closes is not retried
+    assert len(up.requests) == 2
+    ev = g.events()
+    assert [(e["status"], e["code"]) for e in ev] == [(502, "upstream_unavailable")] * 2
+
+
+def test_upstream_stalls_mid_stream_ends_with_timeout_event(upstream_double, gateway):
+    up = upstream_double("stall_stream")
+    g = gateway(up.port, upstream_extra="timeout_ms: 500")
+    t = time.monotonic()
+    r, data = stream_raw(g.url, "/v1/chat/completions", chat_body("x", stream=True))
+    took = time.monotonic() - t
+    assert r.status_code == 200
+    p = sse_payloads(data)
+    assert "[DONE]" not in p
+    assert content_of_stream(p[:2]) == "one two "
+    assert len(p) == 3, p
+    err = json.loads(p[2])
+    assert err["error"]["code"] == "upstream_timeout" and err["error"]["type"] == "server_error"
+    assert 0.4 <= took <= 3.0, took
+    ev = g.events()
+    assert ev[-1]["code"] == "upstream_timeout" and ev[-1]["decision"] == "error"
+
+
+def test_upstream_closing_pooled_connections_costs_no_request(upstream_double, gateway):
+    up = upstream_double("close_idle")
+    g = gateway(up.port)
+    with httpx.Client(timeout=5) as client:  # one client connection: one worker, one pool
+        for i in range(3):
+            r = client.post(g.url + "/v1/chat/completions", content=json.dumps(chat_body(f"s{i}")), headers=JSON)
+            assert r.status_code == 200, r.text
+            time.sleep(0.5)  # the upstream has closed the pooled connection by now
+    # every request was answered: a pooled connection the upstream closed is dropped or, if the
+    # request was already written to it, retried once on a fresh one; none reached the upstream twice
+    assert len(up.requests) == 3
+    assert up.accepted == 3
+    assert [e["status"] for e in g.events()] == [200, 200, 200]
 
 
 def test_upstream_500_passes_through(sim, gateway):
