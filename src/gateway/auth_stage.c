@@ -213,7 +213,7 @@ typedef struct {
     char totp[16];
     char recovery[32];
     int64_t ttl;
-    uint32_t max_failures, lockout_ms, lockout_max_ms;
+    wd_lockout_t lockout;
     /* output */
     int status;
     const char *code;
@@ -243,19 +243,11 @@ static void login_fail(login_t *l, int status, const char *code, const char *rea
     snprintf(l->reason, sizeof l->reason, "%s", reason);
 }
 
-static int64_t lock_for(const login_t *l, int64_t failures)
+/* The count is incremented in the database, not from u->failed_count: that value was read before the
+ * slow argon2id check, and parallel wrong guesses would otherwise overwrite each other's counts. */
+static void count_failure(login_t *l, wd_store_t *s, const wd_user_rec_t *u)
 {
-    if (failures < (int64_t)l->max_failures) return 0;
-    int64_t ms = l->lockout_ms;
-    for (int64_t i = l->max_failures; i < failures && ms < (int64_t)l->lockout_max_ms; i++) ms *= 2;
-    if (ms > (int64_t)l->lockout_max_ms) ms = l->lockout_max_ms;
-    return (ms + 999) / 1000;
-}
-
-static void count_failure(login_t *l, wd_store_t *s, const wd_user_rec_t *u, int64_t now)
-{
-    int64_t failures = u->failed_count + 1, lock = lock_for(l, failures);
-    wd_store_user_login_failed(s, u->id, failures, lock ? now + lock : 0);
+    wd_store_user_login_failed(s, u->id, now_s(), &l->lockout, NULL, NULL);
 }
 
 static void login_work(uv_work_t *req)
@@ -276,7 +268,7 @@ static void login_work(uv_work_t *req)
         goto out;
     }
     if (wd_password_verify(u.pw_hash, l->password, strlen(l->password)) != WD_OK || u.disabled_at) {
-        if (!u.disabled_at) count_failure(l, s, &u, now);
+        if (!u.disabled_at) count_failure(l, s, &u);
         login_fail(l, 401, "invalid_credentials", "invalid username or password");
         goto out;
     }
@@ -297,7 +289,7 @@ static void login_work(uv_work_t *req)
             if (rc == WD_OK && wd_store_user_login_ok(s, u.id, (int64_t)matched) == WD_OK) {
                 step = (int64_t)matched;
             } else {
-                count_failure(l, s, &u, now);
+                count_failure(l, s, &u);
                 if (rc == WD_EEXIST || rc == WD_OK)
                     login_fail(l, 401, "totp_replayed", "this code was already used; wait for the next one");
                 else login_fail(l, 401, "invalid_totp", "invalid one-time code");
@@ -307,7 +299,7 @@ static void login_work(uv_work_t *req)
             uint8_t h[32];
             if (wd_recovery_hash(s->recovery_key, l->recovery, strlen(l->recovery), h) != WD_OK ||
                 wd_store_recovery_use(s, u.id, h, now) != WD_OK) {
-                count_failure(l, s, &u, now);
+                count_failure(l, s, &u);
                 login_fail(l, 401, "invalid_recovery_code", "invalid or already used recovery code");
                 goto out;
             }
@@ -440,9 +432,7 @@ wd_stage_rc_t wd_gw_login(wd_exchange_t *x)
         return WD_REJECT;
     }
     l->ttl = ttl;
-    l->max_failures = x->cfg->auth.max_failures;
-    l->lockout_ms = x->cfg->auth.lockout_ms;
-    l->lockout_max_ms = x->cfg->auth.lockout_max_ms;
+    l->lockout = (wd_lockout_t){x->cfg->auth.max_failures, x->cfg->auth.lockout_ms, x->cfg->auth.lockout_max_ms};
     l->x = x;
     l->req.data = l;
     wd_buf_init(&l->token, 0);

@@ -607,16 +607,36 @@ int wd_store_user_set_mfa(wd_store_t *s, int64_t user_id, const uint8_t *sealed,
     return rc;
 }
 
-int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t failed_count, int64_t locked_until)
+int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t now, const wd_lockout_t *policy,
+                               int64_t *failed_count, int64_t *locked_until)
 {
+    /* One UPDATE, so the read-increment-write and the lock decision are atomic under SQLite's write
+     * lock whatever the threads and processes sharing the database. SET expressions see the old row;
+     * the shift is capped at 30 so lockout_ms (< 2^27) << 30 cannot overflow before MIN caps it. */
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "UPDATE users SET failed_count = ?, locked_until = ? WHERE id = ?", -1, &st, NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE users SET failed_count = failed_count + 1, locked_until = CASE "
+                           "WHEN failed_count + 1 >= ?1 THEN MAX(locked_until, ?2 + "
+                           "(MIN(?3 << MIN(failed_count + 1 - ?1, 30), ?4) + 999) / 1000) "
+                           "ELSE locked_until END WHERE id = ?5 RETURNING failed_count, locked_until",
+                           -1, &st, NULL) != SQLITE_OK)
         return WD_EIO;
-    sqlite3_bind_int64(st, 1, failed_count);
-    sqlite3_bind_int64(st, 2, locked_until);
-    sqlite3_bind_int64(st, 3, user_id);
-    return step_done(s, st, false, NULL, 0, "login");
+    sqlite3_bind_int64(st, 1, policy->max_failures);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, policy->lockout_ms);
+    sqlite3_bind_int64(st, 4, policy->lockout_max_ms);
+    sqlite3_bind_int64(st, 5, user_id);
+    int rc = sqlite3_step(st);
+    int out = rc == SQLITE_ROW ? WD_OK : rc == SQLITE_DONE ? WD_ENOTFOUND : WD_EIO;
+    if (rc == SQLITE_ROW) {
+        if (failed_count) *failed_count = sqlite3_column_int64(st, 0);
+        if (locked_until) *locked_until = sqlite3_column_int64(st, 1);
+        /* RETURNING rows are all computed by the first step; the second finishes the statement */
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) out = WD_EIO;
+    }
+    sqlite3_finalize(st);
+    return out;
 }
 
 int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step)

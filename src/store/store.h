@@ -91,8 +91,19 @@ int wd_store_user_disable(wd_store_t *s, const char *name, int64_t now, char *er
 /* Stores a new sealed TOTP secret and recovery-code hashes (replacing old ones); MFA enabled. */
 int wd_store_user_set_mfa(wd_store_t *s, int64_t user_id, const uint8_t *sealed, size_t len,
                           const uint8_t (*codes)[32], size_t ncodes, char *err, size_t errlen);
-/* Records a failed login: the new failure count and the time until which the account is locked. */
-int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t failed_count, int64_t locked_until);
+/* Lockout policy: the max_failures-th consecutive failure locks the account for lockout_ms, each
+ * further failure doubles the lock, capped at lockout_max_ms (locks are whole seconds, rounded up). */
+typedef struct {
+    uint32_t max_failures, lockout_ms, lockout_max_ms;
+} wd_lockout_t;
+
+/* Records a failed login at `now` in one statement: the failure count is incremented in the database
+ * (never written back from a value read earlier, so parallel failures on several threads or replicas
+ * all count) and the lock is computed from the incremented count; an existing longer lock is kept.
+ * Returns the new count and lock end (0 = not locked) through the optional out pointers;
+ * WD_ENOTFOUND for an unknown user. */
+int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t now, const wd_lockout_t *policy,
+                               int64_t *failed_count, int64_t *locked_until);
 /* Records a successful login. With totp_step > 0 it is a compare-and-set: it succeeds only if the
  * stored last-used step is lower, so a TOTP code is accepted once even across concurrent logins and
  * replicas (WD_EEXIST when the step was already used). Resets the failure count. */

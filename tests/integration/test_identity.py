@@ -16,10 +16,13 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import struct
 import subprocess
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -448,6 +451,80 @@ def test_wrong_codes_lock_the_account(env):
     tok, body = env.token("lara", pw, totp=totp.now())
     assert body["mfa"] is True
     assert env.chat(tok, "med-large").status_code == 200
+
+
+def db_user(env, name):
+    """(failed_count, locked_until) straight from warden.db (WAL mode: a reader beside the gateway is fine)."""
+    con = sqlite3.connect(f"file:{env.state / 'warden.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT failed_count, locked_until FROM users WHERE name = ?", (name,)).fetchone()
+    finally:
+        con.close()
+
+
+def parallel_logins(env, name, password, n):
+    """n logins released together from n threads (each its own connection); returns the responses."""
+    go = threading.Barrier(n)
+
+    def one(_):
+        with httpx.Client(timeout=30) as c:
+            go.wait()
+            r = c.post(env.gw.url + "/v1/auth/token", json={"username": name, "password": password})
+        if r.status_code >= 400:
+            ERROR_BODIES.append(r.text)
+        return r
+
+    with ThreadPoolExecutor(n) as ex:
+        return list(ex.map(one, range(n)))
+
+
+def test_parallel_wrong_passwords_all_count(env):
+    """The argon2id checks run in parallel on the thread pool; every failure must still be counted, so
+    max_failures wrong guesses sent at once lock the account (the count is incremented in the database,
+    not written back from a value read before the slow check)."""
+    pw, _, _ = env.user("petra", "front-desk")
+    # one fewer than max_failures (3): counted, not locked
+    rs = parallel_logins(env, "petra", "wrong-password-1", 2)
+    assert [r.status_code for r in rs] == [401, 401], [r.text for r in rs]
+    assert db_user(env, "petra") == (2, 0)
+    # a success resets the count
+    env.token("petra", pw)
+    assert db_user(env, "petra") == (0, 0)
+    # max_failures + 2 at once: every guess answered 401 is counted, and the account locks
+    n = 5
+    t0 = time.time()
+    rs = parallel_logins(env, "petra", "wrong-password-2", n)
+    codes = [r.json()["error"]["code"] for r in rs]
+    # a guess that reads the user after the lock is in place is refused before any check and not counted
+    assert set(codes) <= {"invalid_credentials", "account_locked"}, codes
+    wrong = codes.count("invalid_credentials")
+    assert wrong >= 3, codes
+    failed, until = db_user(env, "petra")
+    assert failed == wrong, f"{wrong} wrong guesses answered 401 but {failed} counted"
+    # the lock grows from 2 s at the third failure, doubling with each further one
+    assert 2 << (wrong - 3) <= until - int(t0) <= (2 << (wrong - 3)) + 2, (until, t0, wrong)
+    r = env.login("petra", pw)
+    expect_error(r, 429, "account_locked")
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_lockout_backoff_grows(env):
+    """After the first lock ends, the next failure locks again for twice as long (lockout_ms 2s)."""
+    pw, _, _ = env.user("bruno", "front-desk")
+    for _ in range(3):
+        expect_error(env.login("bruno", "wrong-password-3"), 401, "invalid_credentials")
+    r = env.login("bruno", pw)
+    expect_error(r, 429, "account_locked")
+    first = int(r.headers["retry-after"])
+    assert 1 <= first <= 2, first
+    _, until = db_user(env, "bruno")
+    time.sleep(max(0.0, until - time.time()) + 0.1)
+    expect_error(env.login("bruno", "wrong-password-3"), 401, "invalid_credentials")  # the fourth failure
+    r = env.login("bruno", pw)
+    expect_error(r, 429, "account_locked")
+    second = int(r.headers["retry-after"])
+    assert 3 <= second <= 4 and second > first, (first, second)
+    assert db_user(env, "bruno")[0] == 4
 
 
 # ---- tokens ---------------------------------------------------------------------------------------------
