@@ -55,6 +55,8 @@ typedef struct {
     wd_config_t *cfg;          /* loaded when config_path is set */
     wd_store_t *store;
     bool audit;                /* an audit file is open for this command's events */
+    bool admin_log;            /* admin_fd is state_dir/audit/admin.jsonl, open for a change */
+    int admin_fd;
     wd_event_writer_t ev;
     char actor[96];            /* "cli:<unix user>" */
 } wd_cli_t;

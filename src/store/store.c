@@ -295,6 +295,45 @@ int wd_store_exec(wd_store_t *s, const char *sql, char *err, size_t errlen)
     return WD_OK;
 }
 
+/* ---- admin log -------------------------------------------------------------------------------------- */
+
+int wd_store_admin_log_open(const char *dir, char *err, size_t errlen)
+{
+    char *adir = path_join(dir, "audit"), *p = path_join(dir, WD_STORE_ADMIN_LOG);
+    int rc = WD_OK;
+    if (!adir || !p) rc = WD_ENOMEM;
+    else if (mkdir(adir, 0700) != 0 && errno != EEXIST)
+        rc = wd_errf(err, errlen, WD_EIO, "cannot create %s: %s", adir, strerror(errno));
+    else {
+        int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) rc = wd_errf(err, errlen, WD_EIO, "cannot open the admin log %s: %s", p, strerror(errno));
+        else rc = fd;
+    }
+    free(adir);
+    free(p);
+    return rc;
+}
+
+int wd_store_admin_log_write(int fd, const char *data, size_t len)
+{
+    /* one write per call: with O_APPEND a whole line lands after every earlier one, never inside it */
+    ssize_t n;
+    do n = write(fd, data, len);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)len) return WD_EIO;
+    return fsync(fd) == 0 ? WD_OK : WD_EIO;
+}
+
+int wd_store_admin_log_append(const char *dir, const char *data, size_t len, char *err, size_t errlen)
+{
+    int fd = wd_store_admin_log_open(dir, err, errlen);
+    if (fd < 0) return fd;
+    int rc = wd_store_admin_log_write(fd, data, len);
+    if (rc) wd_errf(err, errlen, rc, "cannot write the admin log in %s: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 /* ---- statements --------------------------------------------------------------------------------- */
 
 static void bind_text(sqlite3_stmt *st, int i, const char *v)

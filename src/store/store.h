@@ -42,6 +42,20 @@ void wd_store_paserk_pid(const uint8_t pk[32], char out[64]);
 /* Runs sql (no rows) with err set on failure. */
 int wd_store_exec(wd_store_t *s, const char *sql, char *err, size_t errlen);
 
+/* ---- admin log -------------------------------------------------------------------------------------- */
+
+/* state_dir/audit/admin.jsonl: one JSON line per operator or admin-API action (CLI and daemon alike),
+ * whatever the config's audit sink is. Opened O_APPEND (whole-line writes from several processes do
+ * not interleave), created 0600, never through a symlink; audit/ is re-created 0700 if missing. */
+#define WD_STORE_ADMIN_LOG "audit/admin.jsonl"
+
+/* Returns an open descriptor (>= 0) or a negative WD_E* code with err set. */
+int wd_store_admin_log_open(const char *dir, char *err, size_t errlen);
+/* Writes data (whole lines) in one write and fsyncs it. */
+int wd_store_admin_log_write(int fd, const char *data, size_t len);
+/* Open, write, fsync, close: for writers that record rarely (the admin API). */
+int wd_store_admin_log_append(const char *dir, const char *data, size_t len, char *err, size_t errlen);
+
 /* ---- API keys ------------------------------------------------------------------------------------- */
 
 typedef struct {

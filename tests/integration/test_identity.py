@@ -771,6 +771,56 @@ def test_admin_actions_are_audited(env, ops_token):
     assert any(e["action"] == "admin.auth" and e["outcome"] == "failed" for e in admin), admin
 
 
+def state_admin_log(env):
+    p = env.state / "audit" / "admin.jsonl"
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+
+def test_admin_reads_and_refusals_are_recorded(env, ops_token):
+    """The admin API records its reads and refused actions, not only its changes, in the state
+    directory's admin log (whatever the audit sink), naming the actor, and never a secret."""
+    before = len(state_admin_log(env))
+    assert env.admin("GET", "/whoami", ops_token).status_code == 200
+    assert env.admin("GET", "/keys", ops_token).status_code == 200
+    assert env.admin("GET", "/users", ops_token).status_code == 200
+    expect_error(env.admin("POST", "/keys", ops_token, {"name": "refused", "roles": ["superuser"]}), 400,
+                 "invalid_request")
+    r = env.admin("POST", "/keys", ops_token, {"name": "twice-rotated", "roles": ["front-desk"]})
+    assert r.status_code == 201
+    secret("twice-rotated key", r.json()["key"])
+    kid = r.json()["id"]
+    r = env.admin("POST", f"/keys/{kid}/rotate", ops_token, {"grace": "1h"})
+    assert r.status_code == 201
+    secret("twice-rotated key 2", r.json()["key"])
+    expect_error(env.admin("POST", f"/keys/{kid}/rotate", ops_token, {"grace": "1h"}), 409, "not_active")
+    expect_error(env.admin("POST", f"/keys/{kid}/rotate", ops_token, {"grace": "1y"}), 400, "invalid_request")
+    expect_error(env.admin("GET", "/keys"), 401, "missing_token")
+    # the CLI's changes land in the same file
+    cli("key", "revoke", kid, "--state-dir", env.state)
+    events = state_admin_log(env)[before:]
+    got = [(e["actor"], e["action"], e["target"], e["outcome"], e.get("detail")) for e in events]
+    want = [("user:olga", "admin.whoami", "user:olga", "ok", "admin"),
+            ("user:olga", "key.list", "-", "ok"),
+            ("user:olga", "user.list", "-", "ok"),
+            ("user:olga", "key.create", "-", "failed", "invalid_request: roles"),
+            ("user:olga", "key.create", kid, "ok", None),
+            ("user:olga", "key.rotate", kid, "ok"),
+            ("user:olga", "key.rotate", kid, "failed", "not_active"),
+            ("user:olga", "key.rotate", kid, "failed", "invalid_request: grace"),
+            ("unknown", "admin.auth", "-", "failed", "missing_token")]
+    assert len(got) == len(want) + 1, got
+    assert got[-1][0].startswith("cli:") and got[-1][1:4] == ("key.revoke", kid, "ok"), got
+    for g, w in zip(got, want):
+        assert g[:len(w)] == w, (g, w)
+    assert re.fullmatch(r"\d+ keys", got[1][4]) and re.fullmatch(r"\d+ users", got[2][4]), got
+    assert all(e["type"] == "admin" and e["ts"].endswith("Z") for e in events)
+    text = (env.state / "audit" / "admin.jsonl").read_text()
+    assert ops_token not in text
+    for label, v in SECRETS:
+        if isinstance(v, str):
+            assert v not in text, label
+
+
 # ---- secrets hygiene --------------------------------------------------------------------------------------
 
 def test_secrets_never_leak(env, front_key, fred, carol, ops_token):
