@@ -128,11 +128,12 @@ static void audit(wd_admin_ctx_t *ctx, const char *actor, const char *action, co
     wd_buf_t line;
     wd_buf_init(&line, 256);
     char err[256] = "out of memory";
-    if (wd_event_admin_to_json(wd_wall_ms(), actor, action, target, ok ? "ok" : "failed", detail, &line) != WD_OK ||
+    const char *outcome = ok ? "ok" : "failed";
+    if (wd_event_admin_to_json(wd_wall_ms(), actor, action, target, outcome, detail, &line) != WD_OK ||
         wd_store_admin_log_append(ctx->store->dir, line.data, line.len, err, sizeof err) != WD_OK)
         wd_log(WD_LOG_ERROR, "admin log: could not record %s: %s", action, err);
     wd_buf_free(&line);
-    wd_event_admin(&ctx->events, actor, action, target, ok ? "ok" : "failed", detail);
+    wd_event_admin(&ctx->events, actor, action, target, outcome, detail);
     wd_event_flush(&ctx->events);
 }
 

@@ -432,7 +432,8 @@ wd_stage_rc_t wd_gw_login(wd_exchange_t *x)
         return WD_REJECT;
     }
     l->ttl = ttl;
-    l->lockout = (wd_lockout_t){x->cfg->auth.max_failures, x->cfg->auth.lockout_ms, x->cfg->auth.lockout_max_ms};
+    const wd_config_t *cfg = x->cfg;
+    l->lockout = (wd_lockout_t){cfg->auth.max_failures, cfg->auth.lockout_ms, cfg->auth.lockout_max_ms};
     l->x = x;
     l->req.data = l;
     wd_buf_init(&l->token, 0);
