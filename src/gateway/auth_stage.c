@@ -160,15 +160,15 @@ static wd_stage_rc_t authenticate(wd_exchange_t *x)
         p->models = (const char *const *)x->claims.models;
         p->nmodels = x->claims.nmodels;
         if (strncmp(x->claims.sub, "key:", 4) == 0) {
-            /* a token minted from a key keeps that key's scope */
+            /* a token minted from a key keeps that key's scope (check_claims refused a key the
+             * snapshot does not know, so k is never NULL here; fail closed all the same) */
             const wd_authkey_t *k = wd_authdb_key(x->authdb, x->claims.sub + 4, strlen(x->claims.sub + 4));
-            if (k) {
-                p->ips = k->ips;
-                p->nips = k->nips;
-                if (!p->models) {
-                    p->models = (const char *const *)k->models;
-                    p->nmodels = k->nmodels;
-                }
+            if (!k) return unauthorized(x, "invalid_token", "the token's API key is not known to this gateway yet");
+            p->ips = k->ips;
+            p->nips = k->nips;
+            if (!p->models) {
+                p->models = (const char *const *)k->models;
+                p->nmodels = k->nmodels;
             }
         }
     } else {

@@ -382,6 +382,113 @@ def test_key_rotation_grace(env):
     assert env.chat(newer, "scheduler").status_code == 200
 
 
+def key_json(env, kid):
+    return json.loads(cli("key", "show", kid, "--json", "--state-dir", env.state).stdout)
+
+
+def test_last_used_is_written_in_batches(env):
+    """A request with a key sets its last-used time in memory; the database gets it at the next batched
+    flush (every ~5 s), not per request, and `warden key show`/`key list` then show it."""
+    key, kid = env.key("used-later", "front-desk")
+    assert key_json(env, kid)["last_used_at"] is None
+    t_a = time.time()
+    assert env.chat(key, "scheduler").status_code == 200
+    took = env.wait_until(lambda: key_json(env, kid)["last_used_at"] is not None, limit=8, step=0.1)
+    assert took is not None, "last-used time never written"
+    first = iso(key_json(env, kid)["last_used_at"])
+    assert int(t_a) <= first <= time.time() + 1
+    listed = json.loads(cli("key", "list", "--json", "--state-dir", env.state).stdout)
+    assert {k["id"]: k for k in listed}[kid]["last_used_at"] == key_json(env, kid)["last_used_at"]
+    assert "never" not in cli("key", "show", kid, "--state-dir", env.state).stdout.split("last used:")[1].splitlines()[0]
+    # A flush just happened, so the next one is ~5 s away: a request in a later second is not written
+    # at once (no per-request write) ...
+    time.sleep(max(0.0, first + 1.05 - time.time()))
+    t_b = time.time()
+    for _ in range(5):
+        assert env.chat(key, "scheduler").status_code == 200
+    assert iso(key_json(env, kid)["last_used_at"]) == first, "last-used time written per request"
+    # ... but by the following flush
+    took = env.wait_until(lambda: iso(key_json(env, kid)["last_used_at"]) > first, limit=8, step=0.1)
+    assert took is not None, "the second use was never written"
+    assert took > 1.0, f"written {took:.2f}s after the request: not batched"
+    assert int(t_b) <= iso(key_json(env, kid)["last_used_at"]) <= time.time() + 1
+
+
+def test_short_ttl_key_expires_at_runtime(env):
+    key, kid = env.key("short-lived", "front-desk", extra=("--ttl", "4s"))
+    expires = iso(key_json(env, kid)["expires_at"])
+    assert env.chat(key, "scheduler").status_code == 200
+    time.sleep(max(0.0, expires - time.time()) + 0.2)
+    e = expect_error(env.chat(key, "scheduler"), 401, "expired_api_key")  # the same server, no restart
+    assert kid in e["message"] and "expired" in e["message"]
+
+
+def test_key_ip_scope_end_to_end(env):
+    far, far_id = env.key("far-away", "front-desk", extra=("--ip", "10.0.0.0/8"))
+    r = env.chat(far, "scheduler")
+    e = expect_error(r, 403, "ip_not_permitted")
+    assert "127.0.0.1" in e["message"]
+    assert env.request_event(r)["rule"] == "key-scope:ips"
+    near, _ = env.key("near-by", "front-desk", extra=("--ip", "10.0.0.0/8", "--ip", "127.0.0.0/8"))
+    assert env.chat(near, "scheduler").status_code == 200
+    # a token minted from the key keeps the key's address ranges
+    tok = secret("token of far-away key", cli("token", "issue", "--key-id", far_id, "--ttl", "10m", "--quiet",
+                                              "-c", env.cfg).stdout.strip())
+    expect_error(env.chat(tok, "scheduler"), 403, "ip_not_permitted")
+
+
+def test_key_token_dies_when_rotation_grace_ends(env):
+    key, kid = env.key("rotating-with-token", "front-desk")
+    tok = secret("token of rotating key", cli("token", "issue", "--key-id", kid, "--ttl", "1h", "--quiet",
+                                              "-c", env.cfg).stdout.strip())
+    assert env.chat(tok, "scheduler").status_code == 200
+    new = secret("rotated-with-token key", cli("key", "rotate", kid, "--grace", "3s", "--quiet",
+                                               "-c", env.cfg).stdout.strip())
+    grace_until = iso(key_json(env, kid)["grace_until"])
+    assert env.wait_until(lambda: env.chat(new, "scheduler").status_code == 200) is not None
+    assert env.chat(tok, "scheduler").status_code == 200  # within the grace period
+    assert env.chat(key, "scheduler").status_code == 200
+    time.sleep(max(0.0, grace_until - time.time()) + 0.2)
+    e = expect_error(env.chat(tok, "scheduler"), 401, "invalid_token")
+    assert "no longer valid" in e["message"]
+    expect_error(env.chat(key, "scheduler"), 401, "expired_api_key")
+    assert env.chat(new, "scheduler").status_code == 200
+
+
+def test_token_of_a_key_unknown_to_the_snapshot_is_refused(env):
+    """A gateway that has not yet refreshed its snapshot (refresh_ms 60s here) cannot apply the scope of
+    a key created after it; a token minted from that key is refused rather than let past the key's
+    address ranges, and a token of a key it knows is scoped as usual."""
+    far, far_id = env.key("known-far", "front-desk", extra=("--ip", "10.0.0.0/8"))
+    near, near_id = env.key("known-near", "front-desk", extra=("--ip", "127.0.0.0/8"))
+    extra = (f"state_dir: {env.state}\n"
+             "auth: { mode: required, refresh_ms: 60s }\n" + ROLES)
+    slow = Gateway(env.tmp, env.sim.port, models=MODELS, extra=extra)
+    try:
+        def chat(tok):
+            r = env.http.post(slow.url + "/v1/chat/completions", json=chat_body("hi", model="scheduler"),
+                              headers={"Authorization": f"Bearer {tok}"})
+            if r.status_code >= 400:
+                ERROR_BODIES.append(r.text)
+            return r
+
+        def issue(kid):
+            out = cli("token", "issue", "--key-id", kid, "--ttl", "10m", "--quiet", "-c", env.cfg).stdout.strip()
+            return secret(f"token of key {kid}", out)
+
+        assert chat(issue(near_id)).status_code == 200
+        expect_error(chat(issue(far_id)), 403, "ip_not_permitted")
+        # created after the slow gateway loaded its snapshot
+        _, new_id = env.key("new-far", "front-desk", extra=("--ip", "10.0.0.0/8"))
+        tok = issue(new_id)
+        e = expect_error(chat(tok), 401, "invalid_token")
+        assert "not known" in e["message"]
+        # the gateway that has refreshed applies the key's scope
+        expect_error(env.chat(tok, "scheduler"), 403, "ip_not_permitted")
+    finally:
+        slow.stop()
+
+
 # ---- login, TOTP, lockout ---------------------------------------------------------------------------------
 
 def test_password_only_login(env, fred):
