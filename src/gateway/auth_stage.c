@@ -250,6 +250,20 @@ static void count_failure(login_t *l, wd_store_t *s, const wd_user_rec_t *u)
     wd_store_user_login_failed(s, u->id, now_s(), &l->lockout, NULL, NULL);
 }
 
+/* The account was locked while this login's password was being checked (parallel wrong guesses):
+ * a right guess that started before the lock does not get through it. */
+static void login_locked(login_t *l, wd_store_t *s, const char *name)
+{
+    wd_user_rec_t u;
+    int64_t now = now_s();
+    l->retry_after = 1;
+    if (wd_store_user_get(s, name, &u) == WD_OK) {
+        if (u.locked_until > now) l->retry_after = u.locked_until - now;
+        wd_user_rec_free(&u);
+    }
+    login_fail(l, 429, "account_locked", "too many failed attempts; the account is locked for now");
+}
+
 static void login_work(uv_work_t *req)
 {
     login_t *l = req->data;
@@ -286,8 +300,12 @@ static void login_work(uv_work_t *req)
                                     30, 6, WD_TOTP_SHA1, 1, (uint64_t)u.totp_last_step, &matched);
             sodium_memzero(secret.data, secret.cap);
             wd_buf_free(&secret);
-            if (rc == WD_OK && wd_store_user_login_ok(s, u.id, (int64_t)matched) == WD_OK) {
+            int ok = rc == WD_OK ? wd_store_user_login_ok(s, u.id, (int64_t)matched, now_s()) : rc;
+            if (ok == WD_OK) {
                 step = (int64_t)matched;
+            } else if (ok == WD_EAGAIN) {
+                login_locked(l, s, u.name);
+                goto out;
             } else {
                 count_failure(l, s, &u);
                 if (rc == WD_EEXIST || rc == WD_OK)
@@ -303,13 +321,17 @@ static void login_work(uv_work_t *req)
                 login_fail(l, 401, "invalid_recovery_code", "invalid or already used recovery code");
                 goto out;
             }
-            wd_store_user_login_ok(s, u.id, 0);
+            if (wd_store_user_login_ok(s, u.id, 0, now_s()) == WD_EAGAIN) {
+                login_locked(l, s, u.name);
+                goto out;
+            }
         } else {
             login_fail(l, 401, "totp_required", "this account has multi-factor authentication; send \"totp\"");
             goto out;
         }
-    } else {
-        wd_store_user_login_ok(s, u.id, 0);
+    } else if (wd_store_user_login_ok(s, u.id, 0, now_s()) == WD_EAGAIN) {
+        login_locked(l, s, u.name);
+        goto out;
     }
     WD_UNUSED(step);
     wd_claims_t c;

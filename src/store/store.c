@@ -678,18 +678,30 @@ int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t now, cons
     return out;
 }
 
-int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step)
+int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step, int64_t now)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "UPDATE users SET failed_count = 0, locked_until = 0, "
-                           "totp_last_step = MAX(totp_last_step, ?1) WHERE id = ?2 AND (?1 = 0 OR totp_last_step < ?1)",
+                           "totp_last_step = MAX(totp_last_step, ?1) WHERE id = ?2 AND locked_until <= ?3 "
+                           "AND (?1 = 0 OR totp_last_step < ?1)",
                            -1, &st, NULL) != SQLITE_OK)
         return WD_EIO;
     sqlite3_bind_int64(st, 1, totp_step);
     sqlite3_bind_int64(st, 2, user_id);
+    sqlite3_bind_int64(st, 3, now);
     int rc = step_done(s, st, true, NULL, 0, "login");
-    return rc == WD_ENOTFOUND ? WD_EEXIST : rc;
+    if (rc != WD_ENOTFOUND) return rc;
+    /* nothing changed: say why (the update above decided; this read only names the reason) */
+    if (sqlite3_prepare_v2(s->db, "SELECT locked_until FROM users WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
+        return WD_EIO;
+    sqlite3_bind_int64(st, 1, user_id);
+    int step = sqlite3_step(st);
+    int64_t until = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (step == SQLITE_DONE) return WD_ENOTFOUND;
+    if (step != SQLITE_ROW) return WD_EIO;
+    return until > now ? WD_EAGAIN : WD_EEXIST;
 }
 
 int wd_store_recovery_use(wd_store_t *s, int64_t user_id, const uint8_t hash[32], int64_t now)

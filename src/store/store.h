@@ -118,10 +118,12 @@ typedef struct {
  * WD_ENOTFOUND for an unknown user. */
 int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t now, const wd_lockout_t *policy,
                                int64_t *failed_count, int64_t *locked_until);
-/* Records a successful login. With totp_step > 0 it is a compare-and-set: it succeeds only if the
- * stored last-used step is lower, so a TOTP code is accepted once even across concurrent logins and
- * replicas (WD_EEXIST when the step was already used). Resets the failure count. */
-int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step);
+/* Records a successful login at `now`. With totp_step > 0 it is a compare-and-set: it succeeds only if
+ * the stored last-used step is lower, so a TOTP code is accepted once even across concurrent logins
+ * and replicas (WD_EEXIST when the step was already used). It also fails, with WD_EAGAIN, while the
+ * account is locked: a lock set by parallel failures while this login's password was being checked
+ * stops it too. Resets the failure count; on failure changes nothing. */
+int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step, int64_t now);
 /* Consumes a recovery code (by hash) if present and unused; WD_ENOTFOUND otherwise. */
 int wd_store_recovery_use(wd_store_t *s, int64_t user_id, const uint8_t hash[32], int64_t now);
 

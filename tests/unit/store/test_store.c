@@ -657,26 +657,26 @@ static void test_mfa_and_logins(void **state)
     const wd_lockout_t lp = {2, 1000, 8000};
     assert_int_equal(wd_store_user_login_failed(s, id, 900, &lp, NULL, NULL), WD_OK);
     assert_int_equal(wd_store_user_login_failed(s, id, 900, &lp, NULL, NULL), WD_OK);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1000), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 1000, 5000), WD_OK);
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.totp_last_step, 1000);
     assert_int_equal(g.failed_count, 0); /* a success resets failures */
     assert_int_equal(g.locked_until, 0);
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1000), WD_EEXIST); /* replay */
+    assert_int_equal(wd_store_user_login_ok(s, id, 1000, 5000), WD_EEXIST); /* replay */
     assert_int_equal(wd_store_user_login_failed(s, id, 900, &lp, NULL, NULL), WD_OK);
-    assert_int_equal(wd_store_user_login_ok(s, id, 999), WD_EEXIST); /* older step */
+    assert_int_equal(wd_store_user_login_ok(s, id, 999, 5000), WD_EEXIST); /* older step */
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.failed_count, 1); /* a refused step is not a success */
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 0), WD_OK); /* password-only login */
-    assert_int_equal(wd_store_user_login_ok(s, id, 0), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 5000), WD_OK); /* password-only login */
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 5000), WD_OK);
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.totp_last_step, 1000); /* step 0 never lowers it */
     assert_int_equal(g.failed_count, 0);
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1001), WD_OK);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1001), WD_EEXIST);
+    assert_int_equal(wd_store_user_login_ok(s, id, 1001, 5000), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 1001, 5000), WD_EEXIST);
 
     /* re-enrolling replaces the codes and restarts the step */
     uint8_t fresh[1][32];
@@ -701,7 +701,7 @@ static void test_mfa_and_logins(void **state)
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.totp_sealed_len, 40);
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 5), WD_OK); /* and no transaction is left open */
+    assert_int_equal(wd_store_user_login_ok(s, id, 5, 5000), WD_OK); /* and no transaction is left open */
     wd_store_close(s);
 }
 
@@ -760,8 +760,19 @@ static void test_lockout_backoff(void **state)
     assert_int_equal(g.failed_count, 67);
     assert_int_equal(g.locked_until, 210);
     wd_user_rec_free(&g);
+    /* a login whose checks passed while the lock landed is refused and changes nothing, TOTP step
+     * included; the same login after the lock succeeds */
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 209), WD_EAGAIN);
+    assert_int_equal(wd_store_user_login_ok(s, id, 77, 209), WD_EAGAIN);
+    assert_int_equal(wd_store_user_get(s, "bea", &g), WD_OK);
+    assert_int_equal(g.failed_count, 67);
+    assert_int_equal(g.locked_until, 210);
+    assert_int_equal(g.totp_last_step, 0);
+    wd_user_rec_free(&g);
+    assert_int_equal(wd_store_user_login_ok(s, id + 99, 0, 5000), WD_ENOTFOUND);
+    assert_int_equal(wd_store_user_login_ok(s, id, 77, 210), WD_OK); /* the lock ends at locked_until */
     /* a success resets the count: the schedule starts over */
-    assert_int_equal(wd_store_user_login_ok(s, id, 0), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 5000), WD_OK);
     assert_int_equal(wd_store_user_login_failed(s, id, 300, &lp, &n, &until), WD_OK);
     assert_int_equal(n, 1);
     assert_int_equal(until, 0);
