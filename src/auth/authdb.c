@@ -282,8 +282,10 @@ int wd_authdb_check_claims(const wd_authdb_t *db, const wd_claims_t *c, int64_t 
 {
     if (wd_authdb_revoked(db, c->jti)) return fail(code, "invalid_token", reason, rlen, "%s", "the token has been revoked");
     /* Users and keys are disabled or revoked, never deleted, so a subject missing from the snapshot
-     * is one created after it (a token minted within the last refresh interval): it is accepted, and
-     * the next snapshot applies any disabling or revocation. */
+     * is one created after it (a token minted within the last refresh interval). A user's token is
+     * accepted, and the next snapshot applies any disabling. A key's token is not: the key's scope
+     * (its address ranges, its models) lives in the snapshot, and a token must not escape it, so it
+     * is refused until the snapshot knows the key (at most auth.refresh_ms). */
     if (strncmp(c->sub, "user:", 5) == 0) {
         const wd_authuser_t *u = wd_authdb_user(db, c->sub + 5);
         if (u && u->disabled)
@@ -292,7 +294,10 @@ int wd_authdb_check_claims(const wd_authdb_t *db, const wd_claims_t *c, int64_t 
     }
     if (strncmp(c->sub, "key:", 4) == 0) {
         const wd_authkey_t *k = wd_authdb_key(db, c->sub + 4, strlen(c->sub + 4));
-        if (k && (k->revoked_at || (k->expires_at && k->expires_at <= now) || (k->rotated && k->grace_until <= now)))
+        if (!k)
+            return fail(code, "invalid_token", reason, rlen, "%s",
+                        "the token's API key is not known to this gateway yet; retry in a moment");
+        if (k->revoked_at || (k->expires_at && k->expires_at <= now) || (k->rotated && k->grace_until <= now))
             return fail(code, "invalid_token", reason, rlen, "%s", "the token's API key is no longer valid");
         return WD_OK;
     }

@@ -60,7 +60,8 @@ bool wd_authdb_revoked(const wd_authdb_t *db, const char *jti);
 int wd_authdb_check_key(const wd_authdb_t *db, const char *key, size_t len, int64_t now, const wd_authkey_t **out,
                         const char **code, char *reason, size_t rlen);
 
-/* Checks verified token claims against the snapshot: not revoked, and its user or key still alive. */
+/* Checks verified token claims against the snapshot: not revoked, and its user or key still alive. A
+ * token of a key the snapshot does not know (yet) is refused: the key's scope could not be applied. */
 int wd_authdb_check_claims(const wd_authdb_t *db, const wd_claims_t *c, int64_t now, const char **code, char *reason,
                            size_t rlen);
 

@@ -45,8 +45,9 @@ int wd_cmd_scan(int argc, char **argv);
 /* ---- shared by the identity commands (cli_state.c) ---------------------------------------------- */
 
 /* Where the state lives and what the command may check against. The state directory comes from
- * --state-dir, else -c FILE's state_dir, else $WARDEN_STATE_DIR. With -c, role and model names are
- * validated against the config and changes are recorded in its audit file. */
+ * --state-dir, else -c FILE's state_dir, else $WARDEN_STATE_DIR. Every change is recorded in
+ * state_dir/audit/admin.jsonl; with -c, role and model names are also validated against the config
+ * and changes are recorded in its audit file too. */
 typedef struct {
     const char *prog;          /* "warden key create", prefixes every message */
     const char *state_dir_opt; /* --state-dir */
@@ -55,6 +56,8 @@ typedef struct {
     wd_config_t *cfg;          /* loaded when config_path is set */
     wd_store_t *store;
     bool audit;                /* an audit file is open for this command's events */
+    bool admin_log;            /* admin_fd is state_dir/audit/admin.jsonl, open for a change */
+    int admin_fd;
     wd_event_writer_t ev;
     char actor[96];            /* "cli:<unix user>" */
 } wd_cli_t;

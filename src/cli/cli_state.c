@@ -1,5 +1,6 @@
 /* Shared plumbing of the identity commands: option parsing, state directory / config / store
  * resolution, name validation against the config, audit events and table output. */
+#include <errno.h>
 #include <jansson.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -126,6 +127,14 @@ int wd_cli_begin(wd_cli_t *c, bool need_store, bool mutating)
                            "WARDEN_STATE_DIR");
     if (need_store && wd_store_open(c->state_dir, &c->store, err, sizeof err) != WD_OK)
         return wd_cli_fail(c, WD_EXIT_FAIL, "%s", err);
+    if (mutating && need_store) {
+        /* Every change is recorded in the state directory, with or without -c (init records its own
+         * once the directory exists). A change that cannot be recorded is not made. */
+        int fd = wd_store_admin_log_open(c->state_dir, err, sizeof err);
+        if (fd < 0) return wd_cli_fail(c, WD_EXIT_FAIL, "%s", err);
+        c->admin_fd = fd;
+        c->admin_log = true;
+    }
     if (mutating && c->cfg && c->cfg->audit_file && strcmp(c->cfg->audit_file, "-") != 0) {
         /* An operator change that cannot be recorded is not made. ("-" is the daemon's stdout, which
          * a CLI run has no access to.) */
@@ -141,6 +150,8 @@ void wd_cli_end(wd_cli_t *c)
     wd_event_writer_free(&c->ev);
     if (c->audit) wd_event_sink_close();
     c->audit = false;
+    if (c->admin_log) close(c->admin_fd);
+    c->admin_log = false;
     wd_store_close(c->store);
     c->store = NULL;
     if (c->cfg) wd_config_unref(c->cfg);
@@ -149,8 +160,25 @@ void wd_cli_end(wd_cli_t *c)
 
 void wd_cli_audit(wd_cli_t *c, const char *action, const char *target, bool ok, const char *detail)
 {
+    const char *outcome = ok ? "ok" : "failed";
+    if (!c->admin_log && !strcmp(action, "state.init") && c->state_dir) {
+        /* init runs before the directory exists, so it opens the log only now */
+        char err[256];
+        int fd = wd_store_admin_log_open(c->state_dir, err, sizeof err);
+        if (fd >= 0) c->admin_fd = fd, c->admin_log = true;
+        else wd_cli_fail(c, 0, "warning: %s", err);
+    }
+    if (c->admin_log) {
+        wd_buf_t line;
+        wd_buf_init(&line, 256);
+        if (wd_event_admin_to_json(wd_wall_ms(), c->actor, action, target, outcome, detail, &line) != WD_OK ||
+            wd_store_admin_log_write(c->admin_fd, line.data, line.len) != WD_OK)
+            wd_cli_fail(c, 0, "warning: could not record %s %s in %s/%s: %s", action, target ? target : "",
+                        c->state_dir, WD_STORE_ADMIN_LOG, strerror(errno));
+        wd_buf_free(&line);
+    }
     if (!c->audit) return;
-    wd_event_admin(&c->ev, c->actor, action, target, ok ? "ok" : "failed", detail);
+    wd_event_admin(&c->ev, c->actor, action, target, outcome, detail);
     wd_event_flush(&c->ev);
 }
 

@@ -412,6 +412,7 @@ static int key_revoke(int argc, char **argv)
     else if (rc == 0) {
         char err[512], t[32];
         if (k.revoked_at) {
+            wd_cli_audit(&c, "key.revoke", k.id, false, "already revoked");
             rc = wd_cli_fail(&c, WD_EXIT_FAIL, "key %s was already revoked at %s", k.id,
                              wd_cli_time(k.revoked_at, "-", t));
         } else if (wd_store_key_revoke(c.store, k.id, wd_cli_now(), err, sizeof err) != WD_OK) {
@@ -451,6 +452,7 @@ static int key_rotate(int argc, char **argv)
     char sbuf[96];
     const char *status = key_status(&k, now, sbuf, sizeof sbuf, &word);
     if (strcmp(word, "active") != 0) {
+        wd_cli_audit(&c, "key.rotate", k.id, false, "not active");
         rc = wd_cli_fail(&c, WD_EXIT_FAIL, "key %s is %s; only an active key can be rotated", k.id, status);
         goto out;
     }

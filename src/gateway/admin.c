@@ -120,10 +120,20 @@ static void reply_error(wd_conn_t *c, int status, const char *code, const char *
     wd_buf_free(&b);
 }
 
+/* Every admin-API request that gets past parsing is recorded, reads and refusals included: in the
+ * state directory's admin log (whatever the audit sink) and in the configured sink. */
 static void audit(wd_admin_ctx_t *ctx, const char *actor, const char *action, const char *target, bool ok,
                   const char *detail)
 {
-    wd_event_admin(&ctx->events, actor, action, target, ok ? "ok" : "failed", detail);
+    wd_buf_t line;
+    wd_buf_init(&line, 256);
+    char err[256] = "out of memory";
+    const char *outcome = ok ? "ok" : "failed";
+    if (wd_event_admin_to_json(wd_wall_ms(), actor, action, target, outcome, detail, &line) != WD_OK ||
+        wd_store_admin_log_append(ctx->store->dir, line.data, line.len, err, sizeof err) != WD_OK)
+        wd_log(WD_LOG_ERROR, "admin log: could not record %s: %s", action, err);
+    wd_buf_free(&line);
+    wd_event_admin(&ctx->events, actor, action, target, outcome, detail);
     wd_event_flush(&ctx->events);
 }
 
@@ -217,6 +227,9 @@ static void keys_create(wd_conn_t *c, json_t *body, wd_admin_ctx_t *ctx, const c
     }
     if (field) {
         snprintf(msg, sizeof msg, "%s %s", field, why);
+        char detail[64];
+        snprintf(detail, sizeof detail, "invalid_request: %s", field);
+        audit(ctx, actor, "key.create", "-", false, detail);
         reply_error(c, 400, "invalid_request", msg);
     } else {
         snprintf(k.name, sizeof k.name, "%s", json_string_value(name));
@@ -224,7 +237,7 @@ static void keys_create(wd_conn_t *c, json_t *body, wd_admin_ctx_t *ctx, const c
         k.expires_at = ttl_s ? k.created_at + ttl_s : 0;
         char key[WD_APIKEY_MAX], err[256];
         if (wd_keyops_create(ctx->store, &k, key, err, sizeof err) != WD_OK) {
-            audit(ctx, actor, "key.create", k.name, false, NULL);
+            audit(ctx, actor, "key.create", k.name, false, "internal_error");
             reply_error(c, 500, "internal_error", err);
         } else {
             audit(ctx, actor, "key.create", k.id, true, NULL);
@@ -245,7 +258,7 @@ static void key_action(wd_conn_t *c, const char *id, const char *action, json_t 
     int64_t now = (int64_t)(wd_wall_ms() / 1000);
     if (!strcmp(action, "revoke")) {
         if (wd_store_key_revoke(ctx->store, id, now, err, sizeof err) != WD_OK) {
-            audit(ctx, actor, act, id, false, NULL);
+            audit(ctx, actor, act, id, false, "not_found");
             reply_error(c, 404, "not_found", "unknown or already revoked key");
             return;
         }
@@ -258,19 +271,22 @@ static void key_action(wd_conn_t *c, const char *id, const char *action, json_t 
     int64_t grace = 86400;
     json_t *g = body ? json_object_get(body, "grace") : NULL;
     if (g && (!json_is_string(g) || wd_parse_ttl(json_string_value(g), &grace) || grace > 30 * 86400)) {
+        audit(ctx, actor, act, id, false, "invalid_request: grace");
         reply_error(c, 400, "invalid_request", "grace must be a duration like 24h (at most 30d)");
         return;
     }
     wd_key_rec_t k, nk;
     if (wd_store_key_get(ctx->store, id, &k) != WD_OK) {
+        audit(ctx, actor, act, id, false, "not_found");
         reply_error(c, 404, "not_found", "unknown key");
         return;
     }
     char key[WD_APIKEY_MAX];
     if (k.revoked_at || k.rotated_to[0] || (k.expires_at && k.expires_at <= now)) {
+        audit(ctx, actor, act, id, false, "not_active");
         reply_error(c, 409, "not_active", "only an active key can be rotated");
     } else if (wd_keyops_rotate(ctx->store, &k, now, grace, &nk, key, err, sizeof err) != WD_OK) {
-        audit(ctx, actor, act, id, false, NULL);
+        audit(ctx, actor, act, id, false, "internal_error");
         reply_error(c, 500, "internal_error", err);
     } else {
         char detail[64];
@@ -307,6 +323,7 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
     }
     const wd_http_header_t *h = wd_http_header(req, "authorization");
     if (!h || h->value.len < 8 || !wd_str_ieq(wd_str(h->value.p, 7), WD_STR("Bearer "))) {
+        audit(ctx, "unknown", "admin.auth", "-", false, "missing_token");
         reply_error(c, 401, "missing_token", "send an admin token as 'Authorization: Bearer <token>'");
         return;
     }
@@ -338,6 +355,7 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
         jb = json_loadb(body->data, body->len, JSON_REJECT_DUPLICATES, NULL);
         if (!json_is_object(jb)) {
             json_decref(jb);
+            audit(ctx, cl.sub, "admin.request", "-", false, "invalid_json");
             reply_error(c, 400, "invalid_json", "the body must be a JSON object");
             wd_claims_free(&cl);
             return;
@@ -347,6 +365,7 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
     if (n == 1 && seg_is(seg[0], "whoami") && get) {
         json_t *roles = json_array();
         for (size_t i = 0; i < cl.nroles; i++) json_array_append_new(roles, json_string(cl.roles[i]));
+        audit(ctx, cl.sub, "admin.whoami", cl.sub, true, admin ? "admin" : "not admin");
         reply_json(c, 200, json_pack("{s:s,s:o,s:b,s:b,s:o}", "principal", cl.sub, "roles", roles, "mfa", cl.mfa,
                                      "admin", admin, "expires_at", time_or_null(cl.exp)));
     } else if (!admin) {
@@ -355,7 +374,10 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
                     "the admin API needs a token of a role with admin: true, obtained with multi-factor authentication");
     } else if (n == 1 && seg_is(seg[0], "keys") && get) {
         json_t *a = json_array();
-        wd_store_key_each(ctx->store, key_to_json, a);
+        bool ok = wd_store_key_each(ctx->store, key_to_json, a) == WD_OK;
+        char detail[32];
+        snprintf(detail, sizeof detail, "%zu keys", json_array_size(a));
+        audit(ctx, cl.sub, "key.list", "-", ok, detail);
         reply_json(c, 200, json_pack("{s:o}", "keys", a));
     } else if (n == 1 && seg_is(seg[0], "keys") && post) {
         keys_create(c, jb ? jb : json_object(), ctx, cl.sub);
@@ -367,14 +389,17 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
         key_action(c, target, action, jb, ctx, cl.sub);
     } else if (n == 1 && seg_is(seg[0], "users") && get) {
         json_t *a = json_array();
-        wd_store_user_each(ctx->store, user_to_json, a);
+        bool ok = wd_store_user_each(ctx->store, user_to_json, a) == WD_OK;
+        char detail[32];
+        snprintf(detail, sizeof detail, "%zu users", json_array_size(a));
+        audit(ctx, cl.sub, "user.list", "-", ok, detail);
         reply_json(c, 200, json_pack("{s:o}", "users", a));
     } else if (n == 3 && seg_is(seg[0], "users") && seg_is(seg[2], "disable") && post && seg[1].len &&
                seg[1].len < 128) {
         snprintf(target, sizeof target, "%.*s", (int)seg[1].len, seg[1].p);
         char err[256];
         bool ok = wd_store_user_disable(ctx->store, target, now, err, sizeof err) == WD_OK;
-        audit(ctx, cl.sub, "user.disable", target, ok, NULL);
+        audit(ctx, cl.sub, "user.disable", target, ok, ok ? NULL : "not_found");
         if (ok) {
             ctx->changed(ctx->changed_ud);
             reply_json(c, 200, json_pack("{s:s,s:b}", "name", target, "disabled", 1));
@@ -388,11 +413,12 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
         /* kept until the longest possible token lifetime has passed */
         bool ok = wd_store_token_revoke(ctx->store, target, now + cfg->auth.token_max_ttl_ms / 1000, err,
                                         sizeof err) == WD_OK;
-        audit(ctx, cl.sub, "token.revoke", target, ok, NULL);
+        audit(ctx, cl.sub, "token.revoke", target, ok, ok ? NULL : "internal_error");
         if (ok) ctx->changed(ctx->changed_ud);
         if (ok) reply_json(c, 200, json_pack("{s:s,s:b}", "jti", target, "revoked", 1));
         else reply_error(c, 500, "internal_error", err);
     } else {
+        audit(ctx, cl.sub, "admin.request", "-", false, "unknown_url");
         reply_error(c, 404, "unknown_url", "no such admin API endpoint or method");
     }
     json_decref(jb);

@@ -160,15 +160,15 @@ static wd_stage_rc_t authenticate(wd_exchange_t *x)
         p->models = (const char *const *)x->claims.models;
         p->nmodels = x->claims.nmodels;
         if (strncmp(x->claims.sub, "key:", 4) == 0) {
-            /* a token minted from a key keeps that key's scope */
+            /* a token minted from a key keeps that key's scope (check_claims refused a key the
+             * snapshot does not know, so k is never NULL here; fail closed all the same) */
             const wd_authkey_t *k = wd_authdb_key(x->authdb, x->claims.sub + 4, strlen(x->claims.sub + 4));
-            if (k) {
-                p->ips = k->ips;
-                p->nips = k->nips;
-                if (!p->models) {
-                    p->models = (const char *const *)k->models;
-                    p->nmodels = k->nmodels;
-                }
+            if (!k) return unauthorized(x, "invalid_token", "the token's API key is not known to this gateway yet");
+            p->ips = k->ips;
+            p->nips = k->nips;
+            if (!p->models) {
+                p->models = (const char *const *)k->models;
+                p->nmodels = k->nmodels;
             }
         }
     } else {
@@ -213,7 +213,7 @@ typedef struct {
     char totp[16];
     char recovery[32];
     int64_t ttl;
-    uint32_t max_failures, lockout_ms, lockout_max_ms;
+    wd_lockout_t lockout;
     /* output */
     int status;
     const char *code;
@@ -243,19 +243,25 @@ static void login_fail(login_t *l, int status, const char *code, const char *rea
     snprintf(l->reason, sizeof l->reason, "%s", reason);
 }
 
-static int64_t lock_for(const login_t *l, int64_t failures)
+/* The count is incremented in the database, not from u->failed_count: that value was read before the
+ * slow argon2id check, and parallel wrong guesses would otherwise overwrite each other's counts. */
+static void count_failure(login_t *l, wd_store_t *s, const wd_user_rec_t *u)
 {
-    if (failures < (int64_t)l->max_failures) return 0;
-    int64_t ms = l->lockout_ms;
-    for (int64_t i = l->max_failures; i < failures && ms < (int64_t)l->lockout_max_ms; i++) ms *= 2;
-    if (ms > (int64_t)l->lockout_max_ms) ms = l->lockout_max_ms;
-    return (ms + 999) / 1000;
+    wd_store_user_login_failed(s, u->id, now_s(), &l->lockout, NULL, NULL);
 }
 
-static void count_failure(login_t *l, wd_store_t *s, const wd_user_rec_t *u, int64_t now)
+/* The account was locked while this login's password was being checked (parallel wrong guesses):
+ * a right guess that started before the lock does not get through it. */
+static void login_locked(login_t *l, wd_store_t *s, const char *name)
 {
-    int64_t failures = u->failed_count + 1, lock = lock_for(l, failures);
-    wd_store_user_login_failed(s, u->id, failures, lock ? now + lock : 0);
+    wd_user_rec_t u;
+    int64_t now = now_s();
+    l->retry_after = 1;
+    if (wd_store_user_get(s, name, &u) == WD_OK) {
+        if (u.locked_until > now) l->retry_after = u.locked_until - now;
+        wd_user_rec_free(&u);
+    }
+    login_fail(l, 429, "account_locked", "too many failed attempts; the account is locked for now");
 }
 
 static void login_work(uv_work_t *req)
@@ -276,7 +282,7 @@ static void login_work(uv_work_t *req)
         goto out;
     }
     if (wd_password_verify(u.pw_hash, l->password, strlen(l->password)) != WD_OK || u.disabled_at) {
-        if (!u.disabled_at) count_failure(l, s, &u, now);
+        if (!u.disabled_at) count_failure(l, s, &u);
         login_fail(l, 401, "invalid_credentials", "invalid username or password");
         goto out;
     }
@@ -294,10 +300,14 @@ static void login_work(uv_work_t *req)
                                     30, 6, WD_TOTP_SHA1, 1, (uint64_t)u.totp_last_step, &matched);
             sodium_memzero(secret.data, secret.cap);
             wd_buf_free(&secret);
-            if (rc == WD_OK && wd_store_user_login_ok(s, u.id, (int64_t)matched) == WD_OK) {
+            int ok = rc == WD_OK ? wd_store_user_login_ok(s, u.id, (int64_t)matched, now_s()) : rc;
+            if (ok == WD_OK) {
                 step = (int64_t)matched;
+            } else if (ok == WD_EAGAIN) {
+                login_locked(l, s, u.name);
+                goto out;
             } else {
-                count_failure(l, s, &u, now);
+                count_failure(l, s, &u);
                 if (rc == WD_EEXIST || rc == WD_OK)
                     login_fail(l, 401, "totp_replayed", "this code was already used; wait for the next one");
                 else login_fail(l, 401, "invalid_totp", "invalid one-time code");
@@ -307,17 +317,21 @@ static void login_work(uv_work_t *req)
             uint8_t h[32];
             if (wd_recovery_hash(s->recovery_key, l->recovery, strlen(l->recovery), h) != WD_OK ||
                 wd_store_recovery_use(s, u.id, h, now) != WD_OK) {
-                count_failure(l, s, &u, now);
+                count_failure(l, s, &u);
                 login_fail(l, 401, "invalid_recovery_code", "invalid or already used recovery code");
                 goto out;
             }
-            wd_store_user_login_ok(s, u.id, 0);
+            if (wd_store_user_login_ok(s, u.id, 0, now_s()) == WD_EAGAIN) {
+                login_locked(l, s, u.name);
+                goto out;
+            }
         } else {
             login_fail(l, 401, "totp_required", "this account has multi-factor authentication; send \"totp\"");
             goto out;
         }
-    } else {
-        wd_store_user_login_ok(s, u.id, 0);
+    } else if (wd_store_user_login_ok(s, u.id, 0, now_s()) == WD_EAGAIN) {
+        login_locked(l, s, u.name);
+        goto out;
     }
     WD_UNUSED(step);
     wd_claims_t c;
@@ -440,9 +454,8 @@ wd_stage_rc_t wd_gw_login(wd_exchange_t *x)
         return WD_REJECT;
     }
     l->ttl = ttl;
-    l->max_failures = x->cfg->auth.max_failures;
-    l->lockout_ms = x->cfg->auth.lockout_ms;
-    l->lockout_max_ms = x->cfg->auth.lockout_max_ms;
+    const wd_config_t *cfg = x->cfg;
+    l->lockout = (wd_lockout_t){cfg->auth.max_failures, cfg->auth.lockout_ms, cfg->auth.lockout_max_ms};
     l->x = x;
     l->req.data = l;
     wd_buf_init(&l->token, 0);

@@ -295,6 +295,45 @@ int wd_store_exec(wd_store_t *s, const char *sql, char *err, size_t errlen)
     return WD_OK;
 }
 
+/* ---- admin log -------------------------------------------------------------------------------------- */
+
+int wd_store_admin_log_open(const char *dir, char *err, size_t errlen)
+{
+    char *adir = path_join(dir, "audit"), *p = path_join(dir, WD_STORE_ADMIN_LOG);
+    int rc = WD_OK;
+    if (!adir || !p) rc = WD_ENOMEM;
+    else if (mkdir(adir, 0700) != 0 && errno != EEXIST)
+        rc = wd_errf(err, errlen, WD_EIO, "cannot create %s: %s", adir, strerror(errno));
+    else {
+        int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) rc = wd_errf(err, errlen, WD_EIO, "cannot open the admin log %s: %s", p, strerror(errno));
+        else rc = fd;
+    }
+    free(adir);
+    free(p);
+    return rc;
+}
+
+int wd_store_admin_log_write(int fd, const char *data, size_t len)
+{
+    /* one write per call: with O_APPEND a whole line lands after every earlier one, never inside it */
+    ssize_t n;
+    do n = write(fd, data, len);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)len) return WD_EIO;
+    return fsync(fd) == 0 ? WD_OK : WD_EIO;
+}
+
+int wd_store_admin_log_append(const char *dir, const char *data, size_t len, char *err, size_t errlen)
+{
+    int fd = wd_store_admin_log_open(dir, err, errlen);
+    if (fd < 0) return fd;
+    int rc = wd_store_admin_log_write(fd, data, len);
+    if (rc) wd_errf(err, errlen, rc, "cannot write the admin log in %s: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 /* ---- statements --------------------------------------------------------------------------------- */
 
 static void bind_text(sqlite3_stmt *st, int i, const char *v)
@@ -607,30 +646,62 @@ int wd_store_user_set_mfa(wd_store_t *s, int64_t user_id, const uint8_t *sealed,
     return rc;
 }
 
-int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t failed_count, int64_t locked_until)
+int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t now, const wd_lockout_t *policy,
+                               int64_t *failed_count, int64_t *locked_until)
 {
+    /* One UPDATE, so the read-increment-write and the lock decision are atomic under SQLite's write
+     * lock whatever the threads and processes sharing the database. SET expressions see the old row;
+     * the shift is capped at 30 so lockout_ms (< 2^27) << 30 cannot overflow before MIN caps it. */
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "UPDATE users SET failed_count = ?, locked_until = ? WHERE id = ?", -1, &st, NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE users SET failed_count = failed_count + 1, locked_until = CASE "
+                           "WHEN failed_count + 1 >= ?1 THEN MAX(locked_until, ?2 + "
+                           "(MIN(?3 << MIN(failed_count + 1 - ?1, 30), ?4) + 999) / 1000) "
+                           "ELSE locked_until END WHERE id = ?5 RETURNING failed_count, locked_until",
+                           -1, &st, NULL) != SQLITE_OK)
         return WD_EIO;
-    sqlite3_bind_int64(st, 1, failed_count);
-    sqlite3_bind_int64(st, 2, locked_until);
-    sqlite3_bind_int64(st, 3, user_id);
-    return step_done(s, st, false, NULL, 0, "login");
+    sqlite3_bind_int64(st, 1, policy->max_failures);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, policy->lockout_ms);
+    sqlite3_bind_int64(st, 4, policy->lockout_max_ms);
+    sqlite3_bind_int64(st, 5, user_id);
+    int rc = sqlite3_step(st);
+    int out = rc == SQLITE_ROW ? WD_OK : rc == SQLITE_DONE ? WD_ENOTFOUND : WD_EIO;
+    if (rc == SQLITE_ROW) {
+        if (failed_count) *failed_count = sqlite3_column_int64(st, 0);
+        if (locked_until) *locked_until = sqlite3_column_int64(st, 1);
+        /* RETURNING rows are all computed by the first step; the second finishes the statement */
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) out = WD_EIO;
+    }
+    sqlite3_finalize(st);
+    return out;
 }
 
-int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step)
+int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step, int64_t now)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "UPDATE users SET failed_count = 0, locked_until = 0, "
-                           "totp_last_step = MAX(totp_last_step, ?1) WHERE id = ?2 AND (?1 = 0 OR totp_last_step < ?1)",
+                           "totp_last_step = MAX(totp_last_step, ?1) WHERE id = ?2 AND locked_until <= ?3 "
+                           "AND (?1 = 0 OR totp_last_step < ?1)",
                            -1, &st, NULL) != SQLITE_OK)
         return WD_EIO;
     sqlite3_bind_int64(st, 1, totp_step);
     sqlite3_bind_int64(st, 2, user_id);
+    sqlite3_bind_int64(st, 3, now);
     int rc = step_done(s, st, true, NULL, 0, "login");
-    return rc == WD_ENOTFOUND ? WD_EEXIST : rc;
+    if (rc != WD_ENOTFOUND) return rc;
+    /* nothing changed: say why (the update above decided; this read only names the reason) */
+    if (sqlite3_prepare_v2(s->db, "SELECT locked_until FROM users WHERE id = ?", -1, &st, NULL) != SQLITE_OK)
+        return WD_EIO;
+    sqlite3_bind_int64(st, 1, user_id);
+    int step = sqlite3_step(st);
+    int64_t until = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (step == SQLITE_DONE) return WD_ENOTFOUND;
+    if (step != SQLITE_ROW) return WD_EIO;
+    return until > now ? WD_EAGAIN : WD_EEXIST;
 }
 
 int wd_store_recovery_use(wd_store_t *s, int64_t user_id, const uint8_t hash[32], int64_t now)

@@ -42,6 +42,20 @@ void wd_store_paserk_pid(const uint8_t pk[32], char out[64]);
 /* Runs sql (no rows) with err set on failure. */
 int wd_store_exec(wd_store_t *s, const char *sql, char *err, size_t errlen);
 
+/* ---- admin log -------------------------------------------------------------------------------------- */
+
+/* state_dir/audit/admin.jsonl: one JSON line per operator or admin-API action (CLI and daemon alike),
+ * whatever the config's audit sink is. Opened O_APPEND (whole-line writes from several processes do
+ * not interleave), created 0600, never through a symlink; audit/ is re-created 0700 if missing. */
+#define WD_STORE_ADMIN_LOG "audit/admin.jsonl"
+
+/* Returns an open descriptor (>= 0) or a negative WD_E* code with err set. */
+int wd_store_admin_log_open(const char *dir, char *err, size_t errlen);
+/* Writes data (whole lines) in one write and fsyncs it. */
+int wd_store_admin_log_write(int fd, const char *data, size_t len);
+/* Open, write, fsync, close: for writers that record rarely (the admin API). */
+int wd_store_admin_log_append(const char *dir, const char *data, size_t len, char *err, size_t errlen);
+
 /* ---- API keys ------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -91,12 +105,25 @@ int wd_store_user_disable(wd_store_t *s, const char *name, int64_t now, char *er
 /* Stores a new sealed TOTP secret and recovery-code hashes (replacing old ones); MFA enabled. */
 int wd_store_user_set_mfa(wd_store_t *s, int64_t user_id, const uint8_t *sealed, size_t len,
                           const uint8_t (*codes)[32], size_t ncodes, char *err, size_t errlen);
-/* Records a failed login: the new failure count and the time until which the account is locked. */
-int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t failed_count, int64_t locked_until);
-/* Records a successful login. With totp_step > 0 it is a compare-and-set: it succeeds only if the
- * stored last-used step is lower, so a TOTP code is accepted once even across concurrent logins and
- * replicas (WD_EEXIST when the step was already used). Resets the failure count. */
-int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step);
+/* Lockout policy: the max_failures-th consecutive failure locks the account for lockout_ms, each
+ * further failure doubles the lock, capped at lockout_max_ms (locks are whole seconds, rounded up). */
+typedef struct {
+    uint32_t max_failures, lockout_ms, lockout_max_ms;
+} wd_lockout_t;
+
+/* Records a failed login at `now` in one statement: the failure count is incremented in the database
+ * (never written back from a value read earlier, so parallel failures on several threads or replicas
+ * all count) and the lock is computed from the incremented count; an existing longer lock is kept.
+ * Returns the new count and lock end (0 = not locked) through the optional out pointers;
+ * WD_ENOTFOUND for an unknown user. */
+int wd_store_user_login_failed(wd_store_t *s, int64_t user_id, int64_t now, const wd_lockout_t *policy,
+                               int64_t *failed_count, int64_t *locked_until);
+/* Records a successful login at `now`. With totp_step > 0 it is a compare-and-set: it succeeds only if
+ * the stored last-used step is lower, so a TOTP code is accepted once even across concurrent logins
+ * and replicas (WD_EEXIST when the step was already used). It also fails, with WD_EAGAIN, while the
+ * account is locked: a lock set by parallel failures while this login's password was being checked
+ * stops it too. Resets the failure count; on failure changes nothing. */
+int wd_store_user_login_ok(wd_store_t *s, int64_t user_id, int64_t totp_step, int64_t now);
 /* Consumes a recovery code (by hash) if present and unused; WD_ENOTFOUND otherwise. */
 int wd_store_recovery_use(wd_store_t *s, int64_t user_id, const uint8_t hash[32], int64_t now);
 

@@ -291,6 +291,64 @@ def test_config_scoped_key_with_pattern_and_audit(configured):
     text = audit.read_text()
     assert key not in text and key[17:] not in text
     assert stat.S_IMODE(audit.stat().st_mode) == 0o600
+    # and in the state directory's own admin log, with or without -c
+    assert [(e["action"], e["target"]) for e in admin_log(d) if e["action"].startswith("key.")] == [
+        ("key.create", kid), ("key.rotate", kid), ("key.revoke", kid)]
+
+
+def admin_log(state):
+    return audit_events(Path(state) / "audit" / "admin.jsonl")
+
+
+def test_every_change_is_recorded_in_the_state_dir_without_config(state):
+    """With --state-dir alone (no -c, so no audit sink) every change still appends a JSON line to
+    state_dir/audit/admin.jsonl (0600) naming actor, action and public id, and holding no secret."""
+    log = Path(state) / "audit" / "admin.jsonl"
+    assert [(e["action"], e["outcome"]) for e in admin_log(state)] == [("state.init", "ok")]
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    key = ok("key", "create", "--name", "app", "--role", "r", "--quiet", "--state-dir", state).stdout.strip()
+    kid = key[4:16]
+    rotated = ok("key", "rotate", kid, "--grace", "1h", "--quiet", "--state-dir", state).stdout.strip()
+    kid2 = rotated[4:16]
+    token = ok("token", "issue", "--key-id", kid2, "--ttl", "10m", "--quiet", "--state-dir", state).stdout.strip()
+    jti = json.loads(b64url_decode(token.split(".")[2])[:-64])["jti"]
+    ok("token", "revoke", jti, "--state-dir", state)
+    ok("key", "revoke", kid2, "--state-dir", state)
+    fails(1, "key", "revoke", kid2, "--state-dir", state)  # a refused change is recorded too
+    ok("user", "add", "nina", "--role", "r", "--state-dir", state, input=PASSWORD + "\n")
+    ok("user", "passwd", "nina", "--state-dir", state, input=PASSWORD + " changed\n")
+    enrol = ok("user", "mfa", "enroll", "nina", "--no-qr", "--state-dir", state).stdout
+    uri, codes = parse_enrolment(enrol)
+    ok("user", "disable", "nina", "--state-dir", state)
+    # reads are not changes
+    for args in (("key", "list"), ("key", "show", kid), ("user", "list")):
+        ok(*args, "--state-dir", state)
+
+    events = admin_log(state)
+    got = [(e["action"], e["target"], e["outcome"]) for e in events]
+    assert got == [("state.init", str(state), "ok"),
+                   ("key.create", kid, "ok"), ("key.rotate", kid, "ok"), ("token.issue", kid2, "ok"),
+                   ("token.revoke", jti, "ok"), ("key.revoke", kid2, "ok"), ("key.revoke", kid2, "failed"),
+                   ("user.add", "nina", "ok"), ("user.passwd", "nina", "ok"), ("user.mfa.enroll", "nina", "ok"),
+                   ("user.disable", "nina", "ok")], got
+    for e in events:
+        assert e["type"] == "admin" and e["actor"].startswith("cli:") and e["ts"].endswith("Z"), e
+    text = log.read_text()
+    totp = pyotp.parse_uri(uri)
+    for s in (key, key[17:], rotated, rotated[17:], token, PASSWORD, totp.secret, *codes):
+        assert s not in text
+    # the same file also takes the events when a config with its own audit file is used (see
+    # test_config_scoped_key_with_pattern_and_audit): it is the state directory's record either way
+
+
+def test_change_refused_when_admin_log_cannot_be_written(state):
+    log = Path(state) / "audit" / "admin.jsonl"
+    log.unlink()
+    log.symlink_to(Path(state) / "elsewhere")  # never followed
+    line = fails(1, "key", "create", "--name", "x", "--role", "r", "--state-dir", state)
+    assert "admin log" in line
+    assert key_list(state) == []
+    assert not (Path(state) / "elsewhere").exists()
 
 
 # ---- users ---------------------------------------------------------------------------------------------

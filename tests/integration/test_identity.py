@@ -16,10 +16,13 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import struct
 import subprocess
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -379,6 +382,113 @@ def test_key_rotation_grace(env):
     assert env.chat(newer, "scheduler").status_code == 200
 
 
+def key_json(env, kid):
+    return json.loads(cli("key", "show", kid, "--json", "--state-dir", env.state).stdout)
+
+
+def test_last_used_is_written_in_batches(env):
+    """A request with a key sets its last-used time in memory; the database gets it at the next batched
+    flush (every ~5 s), not per request, and `warden key show`/`key list` then show it."""
+    key, kid = env.key("used-later", "front-desk")
+    assert key_json(env, kid)["last_used_at"] is None
+    t_a = time.time()
+    assert env.chat(key, "scheduler").status_code == 200
+    took = env.wait_until(lambda: key_json(env, kid)["last_used_at"] is not None, limit=8, step=0.1)
+    assert took is not None, "last-used time never written"
+    first = iso(key_json(env, kid)["last_used_at"])
+    assert int(t_a) <= first <= time.time() + 1
+    listed = json.loads(cli("key", "list", "--json", "--state-dir", env.state).stdout)
+    assert {k["id"]: k for k in listed}[kid]["last_used_at"] == key_json(env, kid)["last_used_at"]
+    assert "never" not in cli("key", "show", kid, "--state-dir", env.state).stdout.split("last used:")[1].splitlines()[0]
+    # A flush just happened, so the next one is ~5 s away: a request in a later second is not written
+    # at once (no per-request write) ...
+    time.sleep(max(0.0, first + 1.05 - time.time()))
+    t_b = time.time()
+    for _ in range(5):
+        assert env.chat(key, "scheduler").status_code == 200
+    assert iso(key_json(env, kid)["last_used_at"]) == first, "last-used time written per request"
+    # ... but by the following flush
+    took = env.wait_until(lambda: iso(key_json(env, kid)["last_used_at"]) > first, limit=8, step=0.1)
+    assert took is not None, "the second use was never written"
+    assert took > 1.0, f"written {took:.2f}s after the request: not batched"
+    assert int(t_b) <= iso(key_json(env, kid)["last_used_at"]) <= time.time() + 1
+
+
+def test_short_ttl_key_expires_at_runtime(env):
+    key, kid = env.key("short-lived", "front-desk", extra=("--ttl", "4s"))
+    expires = iso(key_json(env, kid)["expires_at"])
+    assert env.chat(key, "scheduler").status_code == 200
+    time.sleep(max(0.0, expires - time.time()) + 0.2)
+    e = expect_error(env.chat(key, "scheduler"), 401, "expired_api_key")  # the same server, no restart
+    assert kid in e["message"] and "expired" in e["message"]
+
+
+def test_key_ip_scope_end_to_end(env):
+    far, far_id = env.key("far-away", "front-desk", extra=("--ip", "10.0.0.0/8"))
+    r = env.chat(far, "scheduler")
+    e = expect_error(r, 403, "ip_not_permitted")
+    assert "127.0.0.1" in e["message"]
+    assert env.request_event(r)["rule"] == "key-scope:ips"
+    near, _ = env.key("near-by", "front-desk", extra=("--ip", "10.0.0.0/8", "--ip", "127.0.0.0/8"))
+    assert env.chat(near, "scheduler").status_code == 200
+    # a token minted from the key keeps the key's address ranges
+    tok = secret("token of far-away key", cli("token", "issue", "--key-id", far_id, "--ttl", "10m", "--quiet",
+                                              "-c", env.cfg).stdout.strip())
+    expect_error(env.chat(tok, "scheduler"), 403, "ip_not_permitted")
+
+
+def test_key_token_dies_when_rotation_grace_ends(env):
+    key, kid = env.key("rotating-with-token", "front-desk")
+    tok = secret("token of rotating key", cli("token", "issue", "--key-id", kid, "--ttl", "1h", "--quiet",
+                                              "-c", env.cfg).stdout.strip())
+    assert env.chat(tok, "scheduler").status_code == 200
+    new = secret("rotated-with-token key", cli("key", "rotate", kid, "--grace", "3s", "--quiet",
+                                               "-c", env.cfg).stdout.strip())
+    grace_until = iso(key_json(env, kid)["grace_until"])
+    assert env.wait_until(lambda: env.chat(new, "scheduler").status_code == 200) is not None
+    assert env.chat(tok, "scheduler").status_code == 200  # within the grace period
+    assert env.chat(key, "scheduler").status_code == 200
+    time.sleep(max(0.0, grace_until - time.time()) + 0.2)
+    e = expect_error(env.chat(tok, "scheduler"), 401, "invalid_token")
+    assert "no longer valid" in e["message"]
+    expect_error(env.chat(key, "scheduler"), 401, "expired_api_key")
+    assert env.chat(new, "scheduler").status_code == 200
+
+
+def test_token_of_a_key_unknown_to_the_snapshot_is_refused(env):
+    """A gateway that has not yet refreshed its snapshot (refresh_ms 60s here) cannot apply the scope of
+    a key created after it; a token minted from that key is refused rather than let past the key's
+    address ranges, and a token of a key it knows is scoped as usual."""
+    far, far_id = env.key("known-far", "front-desk", extra=("--ip", "10.0.0.0/8"))
+    near, near_id = env.key("known-near", "front-desk", extra=("--ip", "127.0.0.0/8"))
+    extra = (f"state_dir: {env.state}\n"
+             "auth: { mode: required, refresh_ms: 60s }\n" + ROLES)
+    slow = Gateway(env.tmp, env.sim.port, models=MODELS, extra=extra)
+    try:
+        def chat(tok):
+            r = env.http.post(slow.url + "/v1/chat/completions", json=chat_body("hi", model="scheduler"),
+                              headers={"Authorization": f"Bearer {tok}"})
+            if r.status_code >= 400:
+                ERROR_BODIES.append(r.text)
+            return r
+
+        def issue(kid):
+            out = cli("token", "issue", "--key-id", kid, "--ttl", "10m", "--quiet", "-c", env.cfg).stdout.strip()
+            return secret(f"token of key {kid}", out)
+
+        assert chat(issue(near_id)).status_code == 200
+        expect_error(chat(issue(far_id)), 403, "ip_not_permitted")
+        # created after the slow gateway loaded its snapshot
+        _, new_id = env.key("new-far", "front-desk", extra=("--ip", "10.0.0.0/8"))
+        tok = issue(new_id)
+        e = expect_error(chat(tok), 401, "invalid_token")
+        assert "not known" in e["message"]
+        # the gateway that has refreshed applies the key's scope
+        expect_error(env.chat(tok, "scheduler"), 403, "ip_not_permitted")
+    finally:
+        slow.stop()
+
+
 # ---- login, TOTP, lockout ---------------------------------------------------------------------------------
 
 def test_password_only_login(env, fred):
@@ -448,6 +558,85 @@ def test_wrong_codes_lock_the_account(env):
     tok, body = env.token("lara", pw, totp=totp.now())
     assert body["mfa"] is True
     assert env.chat(tok, "med-large").status_code == 200
+
+
+def db_user(env, name):
+    """(failed_count, locked_until) straight from warden.db (WAL mode: a reader beside the gateway is fine)."""
+    con = sqlite3.connect(f"file:{env.state / 'warden.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT failed_count, locked_until FROM users WHERE name = ?", (name,)).fetchone()
+    finally:
+        con.close()
+
+
+def parallel_logins(env, name, password, n):
+    """n logins released together from n threads (each its own connection); returns the responses."""
+    go = threading.Barrier(n)
+
+    def one(_):
+        with httpx.Client(timeout=30) as c:
+            go.wait()
+            r = c.post(env.gw.url + "/v1/auth/token", json={"username": name, "password": password})
+        if r.status_code >= 400:
+            ERROR_BODIES.append(r.text)
+        return r
+
+    with ThreadPoolExecutor(n) as ex:
+        return list(ex.map(one, range(n)))
+
+
+def test_parallel_wrong_passwords_all_count(env):
+    """The argon2id checks run in parallel on the thread pool; every failure must still be counted, so
+    max_failures wrong guesses sent at once lock the account (the count is incremented in the database,
+    not written back from a value read before the slow check)."""
+    pw, _, _ = env.user("petra", "front-desk")
+    # one fewer than max_failures (3): counted, not locked
+    rs = parallel_logins(env, "petra", "wrong-password-1", 2)
+    assert [r.status_code for r in rs] == [401, 401], [r.text for r in rs]
+    assert db_user(env, "petra") == (2, 0)
+    # a success resets the count
+    env.token("petra", pw)
+    assert db_user(env, "petra") == (0, 0)
+    # max_failures + 2 at once: every guess answered 401 is counted, and the account locks
+    n = 5
+    t0 = time.time()
+    rs = parallel_logins(env, "petra", "wrong-password-2", n)
+    codes = [r.json()["error"]["code"] for r in rs]
+    # a guess that reads the user after the lock is in place is refused before any check and not counted
+    assert set(codes) <= {"invalid_credentials", "account_locked"}, codes
+    wrong = codes.count("invalid_credentials")
+    assert wrong >= 3, codes
+    failed, until = db_user(env, "petra")
+    assert failed == wrong, f"{wrong} wrong guesses answered 401 but {failed} counted"
+    # the lock grows from 2 s at the third failure, doubling with each further one
+    assert 2 << (wrong - 3) <= until - int(t0) <= (2 << (wrong - 3)) + 4, (until, t0, wrong)
+    r = env.login("petra", pw)
+    expect_error(r, 429, "account_locked")
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_lockout_backoff_grows(env):
+    """After the first lock ends, the next failure locks again for twice as long (lockout_ms 2s)."""
+    pw, _, _ = env.user("bruno", "front-desk")
+    for _ in range(2):
+        expect_error(env.login("bruno", "wrong-password-3"), 401, "invalid_credentials")
+    t1 = int(time.time())
+    expect_error(env.login("bruno", "wrong-password-3"), 401, "invalid_credentials")  # the third: locks
+    _, until1 = db_user(env, "bruno")
+    r = env.login("bruno", pw)
+    expect_error(r, 429, "account_locked")
+    assert 1 <= int(r.headers["retry-after"]) <= 2
+    time.sleep(max(0.0, until1 - time.time()) + 0.1)
+    t2 = int(time.time())
+    expect_error(env.login("bruno", "wrong-password-3"), 401, "invalid_credentials")  # the fourth
+    _, until2 = db_user(env, "bruno")
+    r = env.login("bruno", pw)
+    expect_error(r, 429, "account_locked")
+    assert int(r.headers["retry-after"]) >= 2
+    first, second = until1 - t1, until2 - t2  # each within a second or two of the lock it records
+    assert 2 <= first <= 3 and 4 <= second <= 5, (first, second)
+    assert second > first
+    assert db_user(env, "bruno")[0] == 4
 
 
 # ---- tokens ---------------------------------------------------------------------------------------------
@@ -692,6 +881,56 @@ def test_admin_actions_are_audited(env, ops_token):
             break
     assert {(e["action"], e["outcome"]) for e in ours} >= {("key.create", "ok"), ("key.revoke", "ok")}, admin
     assert any(e["action"] == "admin.auth" and e["outcome"] == "failed" for e in admin), admin
+
+
+def state_admin_log(env):
+    p = env.state / "audit" / "admin.jsonl"
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+
+def test_admin_reads_and_refusals_are_recorded(env, ops_token):
+    """The admin API records its reads and refused actions, not only its changes, in the state
+    directory's admin log (whatever the audit sink), naming the actor, and never a secret."""
+    before = len(state_admin_log(env))
+    assert env.admin("GET", "/whoami", ops_token).status_code == 200
+    assert env.admin("GET", "/keys", ops_token).status_code == 200
+    assert env.admin("GET", "/users", ops_token).status_code == 200
+    expect_error(env.admin("POST", "/keys", ops_token, {"name": "refused", "roles": ["superuser"]}), 400,
+                 "invalid_request")
+    r = env.admin("POST", "/keys", ops_token, {"name": "twice-rotated", "roles": ["front-desk"]})
+    assert r.status_code == 201
+    secret("twice-rotated key", r.json()["key"])
+    kid = r.json()["id"]
+    r = env.admin("POST", f"/keys/{kid}/rotate", ops_token, {"grace": "1h"})
+    assert r.status_code == 201
+    secret("twice-rotated key 2", r.json()["key"])
+    expect_error(env.admin("POST", f"/keys/{kid}/rotate", ops_token, {"grace": "1h"}), 409, "not_active")
+    expect_error(env.admin("POST", f"/keys/{kid}/rotate", ops_token, {"grace": "1y"}), 400, "invalid_request")
+    expect_error(env.admin("GET", "/keys"), 401, "missing_token")
+    # the CLI's changes land in the same file
+    cli("key", "revoke", kid, "--state-dir", env.state)
+    events = state_admin_log(env)[before:]
+    got = [(e["actor"], e["action"], e["target"], e["outcome"], e.get("detail")) for e in events]
+    want = [("user:olga", "admin.whoami", "user:olga", "ok", "admin"),
+            ("user:olga", "key.list", "-", "ok"),
+            ("user:olga", "user.list", "-", "ok"),
+            ("user:olga", "key.create", "-", "failed", "invalid_request: roles"),
+            ("user:olga", "key.create", kid, "ok", None),
+            ("user:olga", "key.rotate", kid, "ok"),
+            ("user:olga", "key.rotate", kid, "failed", "not_active"),
+            ("user:olga", "key.rotate", kid, "failed", "invalid_request: grace"),
+            ("unknown", "admin.auth", "-", "failed", "missing_token")]
+    assert len(got) == len(want) + 1, got
+    assert got[-1][0].startswith("cli:") and got[-1][1:4] == ("key.revoke", kid, "ok"), got
+    for g, w in zip(got, want):
+        assert g[:len(w)] == w, (g, w)
+    assert re.fullmatch(r"\d+ keys", got[1][4]) and re.fullmatch(r"\d+ users", got[2][4]), got
+    assert all(e["type"] == "admin" and e["ts"].endswith("Z") for e in events)
+    text = (env.state / "audit" / "admin.jsonl").read_text()
+    assert ops_token not in text
+    for label, v in SECRETS:
+        if isinstance(v, str):
+            assert v not in text, label
 
 
 # ---- secrets hygiene --------------------------------------------------------------------------------------

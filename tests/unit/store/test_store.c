@@ -3,6 +3,7 @@
  * compare-and-set and single-use rules, cross-connection change detection and refusing a database
  * newer than the code. Each test works in its own mkdtemp directory. */
 #include <setjmp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -584,10 +585,12 @@ static void test_users(void **state)
     assert_string_equal(c.ids[1], "zoe");
 
     /* failures, then a password change clears the lock */
-    assert_int_equal(wd_store_user_login_failed(s, zoe, 3, 5000), WD_OK);
+    const wd_lockout_t lp = {3, 4000, 60000};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(wd_store_user_login_failed(s, zoe, 1000, &lp, NULL, NULL), WD_OK);
     assert_int_equal(wd_store_user_get(s, "zoe", &g), WD_OK);
     assert_int_equal(g.failed_count, 3);
-    assert_int_equal(g.locked_until, 5000);
+    assert_int_equal(g.locked_until, 1004);
     wd_user_rec_free(&g);
     assert_int_equal(wd_store_user_set_password(s, "zoe", "$argon2id$new", f->err, sizeof f->err), WD_OK);
     assert_int_equal(wd_store_user_set_password(s, "nobody", "$argon2id$new", f->err, sizeof f->err),
@@ -651,27 +654,29 @@ static void test_mfa_and_logins(void **state)
     assert_int_equal(wd_store_recovery_use(s, id, codes[0], 13), WD_OK);
 
     /* TOTP step compare-and-set */
-    assert_int_equal(wd_store_user_login_failed(s, id, 2, 999), WD_OK);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1000), WD_OK);
+    const wd_lockout_t lp = {2, 1000, 8000};
+    assert_int_equal(wd_store_user_login_failed(s, id, 900, &lp, NULL, NULL), WD_OK);
+    assert_int_equal(wd_store_user_login_failed(s, id, 900, &lp, NULL, NULL), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 1000, 5000), WD_OK);
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.totp_last_step, 1000);
     assert_int_equal(g.failed_count, 0); /* a success resets failures */
     assert_int_equal(g.locked_until, 0);
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1000), WD_EEXIST); /* replay */
-    assert_int_equal(wd_store_user_login_failed(s, id, 1, 0), WD_OK);
-    assert_int_equal(wd_store_user_login_ok(s, id, 999), WD_EEXIST); /* older step */
+    assert_int_equal(wd_store_user_login_ok(s, id, 1000, 5000), WD_EEXIST); /* replay */
+    assert_int_equal(wd_store_user_login_failed(s, id, 900, &lp, NULL, NULL), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 999, 5000), WD_EEXIST); /* older step */
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.failed_count, 1); /* a refused step is not a success */
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 0), WD_OK); /* password-only login */
-    assert_int_equal(wd_store_user_login_ok(s, id, 0), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 5000), WD_OK); /* password-only login */
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 5000), WD_OK);
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.totp_last_step, 1000); /* step 0 never lowers it */
     assert_int_equal(g.failed_count, 0);
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1001), WD_OK);
-    assert_int_equal(wd_store_user_login_ok(s, id, 1001), WD_EEXIST);
+    assert_int_equal(wd_store_user_login_ok(s, id, 1001, 5000), WD_OK);
+    assert_int_equal(wd_store_user_login_ok(s, id, 1001, 5000), WD_EEXIST);
 
     /* re-enrolling replaces the codes and restarts the step */
     uint8_t fresh[1][32];
@@ -696,7 +701,129 @@ static void test_mfa_and_logins(void **state)
     assert_int_equal(wd_store_user_get(s, "ann", &g), WD_OK);
     assert_int_equal(g.totp_sealed_len, 40);
     wd_user_rec_free(&g);
-    assert_int_equal(wd_store_user_login_ok(s, id, 5), WD_OK); /* and no transaction is left open */
+    assert_int_equal(wd_store_user_login_ok(s, id, 5, 5000), WD_OK); /* and no transaction is left open */
+    wd_store_close(s);
+}
+
+static int64_t add_user(fx_t *f, wd_store_t *s, const char *name)
+{
+    wd_user_rec_t u, g;
+    memset(&u, 0, sizeof u);
+    snprintf(u.name, sizeof u.name, "%s", name);
+    u.roles = "[\"ops\"]";
+    snprintf(u.pw_hash, sizeof u.pw_hash, "$argon2id$x");
+    assert_int_equal(wd_store_user_insert(s, &u, f->err, sizeof f->err), WD_OK);
+    assert_int_equal(wd_store_user_get(s, name, &g), WD_OK);
+    int64_t id = g.id;
+    wd_user_rec_free(&g);
+    return id;
+}
+
+/* The lock starts at the max_failures-th failure and doubles with each further one, up to the cap; the
+ * clock is the caller's `now`, so the schedule is checked exactly. */
+static void test_lockout_backoff(void **state)
+{
+    fx_t *f = *state;
+    init_ok(f);
+    wd_store_t *s = open_ok(f);
+    int64_t id = add_user(f, s, "bea");
+    const wd_lockout_t lp = {3, 1500, 10000}; /* 1.5 s rounds up to 2 s */
+    int64_t n = -1, until = -1;
+    assert_int_equal(wd_store_user_login_failed(s, id, 100, &lp, &n, &until), WD_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(until, 0);
+    assert_int_equal(wd_store_user_login_failed(s, id, 101, &lp, &n, &until), WD_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(until, 0); /* below max_failures: no lock */
+    assert_int_equal(wd_store_user_login_failed(s, id, 102, &lp, &n, &until), WD_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(until, 102 + 2); /* first lock: 1.5 s, whole seconds */
+    int64_t first = until - 102;
+    /* the lock has passed; the next failure locks for twice as long */
+    assert_int_equal(wd_store_user_login_failed(s, id, 110, &lp, &n, &until), WD_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(until, 110 + 3);
+    assert_true(until - 110 > first);
+    assert_int_equal(wd_store_user_login_failed(s, id, 120, &lp, &n, &until), WD_OK);
+    assert_int_equal(until, 120 + 6);
+    assert_int_equal(wd_store_user_login_failed(s, id, 130, &lp, &n, &until), WD_OK);
+    assert_int_equal(until, 130 + 10); /* 12 s capped at 10 s */
+    for (int i = 0; i < 60; i++)       /* far past the cap: no overflow, still the cap */
+        assert_int_equal(wd_store_user_login_failed(s, id, 200, &lp, &n, &until), WD_OK);
+    assert_int_equal(n, 66);
+    assert_int_equal(until, 210);
+    /* an earlier `now` (another replica's clock) never shortens a longer lock already in place */
+    assert_int_equal(wd_store_user_login_failed(s, id, 150, &lp, &n, &until), WD_OK);
+    assert_int_equal(until, 210);
+    wd_user_rec_t g;
+    assert_int_equal(wd_store_user_get(s, "bea", &g), WD_OK);
+    assert_int_equal(g.failed_count, 67);
+    assert_int_equal(g.locked_until, 210);
+    wd_user_rec_free(&g);
+    /* a login whose checks passed while the lock landed is refused and changes nothing, TOTP step
+     * included; the same login after the lock succeeds */
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 209), WD_EAGAIN);
+    assert_int_equal(wd_store_user_login_ok(s, id, 77, 209), WD_EAGAIN);
+    assert_int_equal(wd_store_user_get(s, "bea", &g), WD_OK);
+    assert_int_equal(g.failed_count, 67);
+    assert_int_equal(g.locked_until, 210);
+    assert_int_equal(g.totp_last_step, 0);
+    wd_user_rec_free(&g);
+    assert_int_equal(wd_store_user_login_ok(s, id + 99, 0, 5000), WD_ENOTFOUND);
+    assert_int_equal(wd_store_user_login_ok(s, id, 77, 210), WD_OK); /* the lock ends at locked_until */
+    /* a success resets the count: the schedule starts over */
+    assert_int_equal(wd_store_user_login_ok(s, id, 0, 5000), WD_OK);
+    assert_int_equal(wd_store_user_login_failed(s, id, 300, &lp, &n, &until), WD_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(until, 0);
+    assert_int_equal(wd_store_user_login_failed(s, id + 99, 300, &lp, &n, &until), WD_ENOTFOUND);
+    wd_store_close(s);
+}
+
+enum { RACE_THREADS = 6, RACE_EACH = 25 };
+
+typedef struct {
+    wd_store_t *s; /* shared (the gateway's thread pool) or the thread's own (another process) */
+    int64_t id;
+    int rc;
+    pthread_barrier_t *go;
+} race_t;
+
+static void *race_fail(void *arg)
+{
+    race_t *r = arg;
+    const wd_lockout_t lp = {1000, 1000, 1000}; /* never locks: only the count is under test */
+    pthread_barrier_wait(r->go);
+    for (int i = 0; i < RACE_EACH && r->rc == WD_OK; i++)
+        r->rc = wd_store_user_login_failed(r->s, r->id, 1, &lp, NULL, NULL);
+    return NULL;
+}
+
+/* Failures recorded in parallel, on one shared connection and on separate connections, all count. */
+static void test_login_failed_parallel(void **state)
+{
+    fx_t *f = *state;
+    init_ok(f);
+    wd_store_t *s = open_ok(f);
+    int64_t id = add_user(f, s, "max");
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, RACE_THREADS);
+    pthread_t th[RACE_THREADS];
+    race_t r[RACE_THREADS];
+    for (int i = 0; i < RACE_THREADS; i++) {
+        r[i] = (race_t){i % 2 ? open_ok(f) : s, id, WD_OK, &go};
+        assert_int_equal(pthread_create(&th[i], NULL, race_fail, &r[i]), 0);
+    }
+    for (int i = 0; i < RACE_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(r[i].rc, WD_OK);
+        if (r[i].s != s) wd_store_close(r[i].s);
+    }
+    pthread_barrier_destroy(&go);
+    wd_user_rec_t g;
+    assert_int_equal(wd_store_user_get(s, "max", &g), WD_OK);
+    assert_int_equal(g.failed_count, RACE_THREADS * RACE_EACH);
+    wd_user_rec_free(&g);
     wd_store_close(s);
 }
 
@@ -827,6 +954,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_rotate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_users, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mfa_and_logins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lockout_backoff, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_failed_parallel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoked_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_version, setup, teardown),
