@@ -120,21 +120,31 @@ static void reply_error(wd_conn_t *c, int status, const char *code, const char *
     wd_buf_free(&b);
 }
 
-/* Every admin-API request that gets past parsing is recorded, reads and refusals included: in the
- * state directory's admin log (whatever the audit sink) and in the configured sink. */
+/* Every admin-API request that gets past parsing is recorded, reads and refusals included, in the
+ * configured sink. What an authenticated principal does also goes to the state directory's admin log
+ * (whatever the audit sink), which is fsync'd per line: refused authentication is left out of it, so
+ * that an anonymous caller cannot make the admin loop fsync at will. */
+static void record(wd_admin_ctx_t *ctx, bool authenticated, const char *actor, const char *action, const char *target,
+                   bool ok, const char *detail)
+{
+    const char *outcome = ok ? "ok" : "failed";
+    if (authenticated) {
+        wd_buf_t line;
+        wd_buf_init(&line, 256);
+        char err[256] = "out of memory";
+        if (wd_event_admin_to_json(wd_wall_ms(), actor, action, target, outcome, detail, &line) != WD_OK ||
+            wd_store_admin_log_append(ctx->store->dir, line.data, line.len, err, sizeof err) != WD_OK)
+            wd_log(WD_LOG_ERROR, "admin log: could not record %s: %s", action, err);
+        wd_buf_free(&line);
+    }
+    wd_event_admin(&ctx->events, actor, action, target, outcome, detail);
+    wd_event_flush(&ctx->events);
+}
+
 static void audit(wd_admin_ctx_t *ctx, const char *actor, const char *action, const char *target, bool ok,
                   const char *detail)
 {
-    wd_buf_t line;
-    wd_buf_init(&line, 256);
-    char err[256] = "out of memory";
-    const char *outcome = ok ? "ok" : "failed";
-    if (wd_event_admin_to_json(wd_wall_ms(), actor, action, target, outcome, detail, &line) != WD_OK ||
-        wd_store_admin_log_append(ctx->store->dir, line.data, line.len, err, sizeof err) != WD_OK)
-        wd_log(WD_LOG_ERROR, "admin log: could not record %s: %s", action, err);
-    wd_buf_free(&line);
-    wd_event_admin(&ctx->events, actor, action, target, outcome, detail);
-    wd_event_flush(&ctx->events);
+    record(ctx, true, actor, action, target, ok, detail);
 }
 
 static json_t *json_text(const char *text)
@@ -323,7 +333,7 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
     }
     const wd_http_header_t *h = wd_http_header(req, "authorization");
     if (!h || h->value.len < 8 || !wd_str_ieq(wd_str(h->value.p, 7), WD_STR("Bearer "))) {
-        audit(ctx, "unknown", "admin.auth", "-", false, "missing_token");
+        record(ctx, false, "unknown", "admin.auth", "-", false, "missing_token");
         reply_error(c, 401, "missing_token", "send an admin token as 'Authorization: Bearer <token>'");
         return;
     }
@@ -334,12 +344,12 @@ static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin
     int64_t now = (int64_t)(wd_wall_ms() / 1000);
     if (wd_token_verify(db->sign_pk, db->kid, h->value.p + 7, h->value.len - 7, now, &cl, &code, reason,
                         sizeof reason) != WD_OK) {
-        audit(ctx, "unknown", "admin.auth", "-", false, code);
+        record(ctx, false, "unknown", "admin.auth", "-", false, code);
         reply_error(c, 401, code, reason);
         return;
     }
     if (wd_authdb_check_claims(db, &cl, now, &code, reason, sizeof reason) != WD_OK) {
-        audit(ctx, cl.sub, "admin.auth", "-", false, code);
+        record(ctx, false, cl.sub, "admin.auth", "-", false, code);
         reply_error(c, 401, code, reason);
         wd_claims_free(&cl);
         return;
