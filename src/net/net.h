@@ -119,6 +119,7 @@ struct wd_conn {
     bool keep_alive;          /* the current request allows reuse */
     bool close_after;         /* close once the current response is written */
     bool want_drain;          /* handler was told the output buffer is full */
+    bool output_full;         /* pipelined requests wait (and reading stops) until the output drains */
     bool eof;                 /* client half-closed or gone */
     bool in_process;          /* re-entrancy guard for the request loop */
     bool tls_plain;           /* TLS failed on a plaintext request: the 400 goes out unencrypted */

@@ -322,6 +322,12 @@ static void on_write(uv_write_t *req, int status)
         if (c->state == WD_CONN_CLOSING) return;
     }
     if (c->close_after && c->queued == 0 && c->state != WD_CONN_BUSY) conn_end(c);
+    else if (c->output_full && c->queued <= limits(c)->write_buffer_bytes / 2 && c->state == WD_CONN_HEAD) {
+        /* half empty, not merely below the limit: each resume then answers many requests, not one */
+        c->output_full = false;
+        set_reading(c, true);
+        if (!c->in_process) process(c);
+    }
 }
 
 /* Bytes for the socket as they are (plaintext, or ciphertext from tls_flush): written at once when
@@ -493,6 +499,14 @@ static void process(wd_conn_t *c)
     for (;;) {
         if (c->state == WD_CONN_HEAD) {
             if (c->in.len == 0 || c->close_after) break;
+            if (c->queued >= lim->write_buffer_bytes) {
+                /* the client pipelines requests but does not read the answers: answering more would
+                 * only grow the output queue, so stop reading until it drains (on_write resumes) */
+                c->output_full = true;
+                c->deadline_ns = 0; /* the send deadline covers a client that stopped reading */
+                set_reading(c, false);
+                break;
+            }
             uint64_t now = wd_now_ns();
             if (!c->req_start_ns) {
                 c->req_start_ns = now;

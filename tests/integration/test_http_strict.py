@@ -811,6 +811,56 @@ def test_deep_pipelining_beyond_buffer_limit(gw):
     assert len({r.header("x-warden-request-id") for r in resps}) == n
 
 
+def test_client_sending_ahead_is_not_read_ahead(gw):
+    # A client that pipelines requests without reading the answers: once the answers back up
+    # (limits.write_buffer_bytes), the gateway stops reading from it, so the client's sends block (TCP
+    # backpressure) and warden's memory stays bounded, however much the client has queued to send.
+    # When the client reads again, every request is answered.
+    def rss_kb():
+        with open(f"/proc/{gw.proc.pid}/status") as f:
+            return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+
+    one = b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n"
+    block = one * (65536 // len(one))
+    base = rss_kb()
+    s = connect(gw.port)
+    s.setblocking(False)
+    sent, pend = 0, b""
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and sent < (256 << 20):
+            pend = pend or block
+            try:
+                n = s.send(pend)
+            except BlockingIOError:
+                select.select([], [s], [], 0.05)
+                continue
+            sent += n
+            pend = pend[n:]
+        grew_kb = rss_kb() - base
+        # answering all of that would queue far more than the socket buffers hold: the gateway must
+        # have stopped reading long before 256 MiB of requests
+        assert sent < (64 << 20), f"the gateway read {sent >> 20} MiB of requests whose answers nobody read"
+        assert grew_kb < 30 * 1024, f"warden's RSS grew by {grew_kb // 1024} MiB"
+        # read again: the rest of the last request goes out and every request gets its answer
+        want = (sent + len(pend)) // len(one)
+        got, tail = 0, b""
+        deadline = time.monotonic() + 30
+        while got < want and time.monotonic() < deadline:
+            r, w, _ = select.select([s], [s] if pend else [], [], 1)
+            if w:
+                pend = pend[s.send(pend):]
+            if r:
+                d = s.recv(1 << 20)
+                assert d, f"the gateway closed the connection after {got} of {want} answers"
+                data = tail + d
+                got += data.count(b"HTTP/1.1 200 OK\r\n")
+                tail = data[-20:]
+        assert got == want, (got, want)
+    finally:
+        s.close()
+
+
 def test_slow_upstream_not_cut_by_client_timeouts(gw_slow_upstream):
     # header/body/idle timeouts (1 s) guard the client side only; a 1.5 s upstream answer is delivered,
     # and a request pipelined behind it is answered afterwards
