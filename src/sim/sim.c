@@ -77,7 +77,7 @@ typedef struct {
     const char *api_key; /* NULL = no auth */
     size_t api_key_len;
     bool echo_headers;
-    bool no_usage; /* never report usage (an upstream that does not count tokens) */
+    bool no_usage;        /* never report usage (an upstream that does not count tokens) */
     wd_buf_t models_body; /* GET /v1/models, rendered once */
     SSL_CTX *tls;         /* --tls-cert/--tls-key; NULL = plain HTTP */
 } sim_opts_t;
