@@ -1413,6 +1413,21 @@ void wd_limit_redis_finish(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, 
     free(h);
 }
 
+void wd_limit_redis_charge(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, size_t n, int64_t tokens)
+{
+    if (!r || r->closing || check_scopes(scopes, n) < 0 || tokens < 0) {
+        if (r)
+            stat_add(&r->stats.errors, 1);
+        return;
+    }
+    if (tokens == 0)
+        return;
+    if (connected(r))
+        send_finish(r, scopes, n, WD_MIN(tokens, TOKENS_MAX), ""); /* no hold: plain usage, no slot */
+    else
+        stat_add(&r->stats.errors, 1);
+}
+
 const wd_limit_redis_stats_t *wd_limit_redis_stats(const wd_limit_redis_t *r) { return r ? &r->stats : NULL; }
 
 const char *wd_limit_redis_last_error(const wd_limit_redis_t *r) { return r ? r->last_err : ""; }

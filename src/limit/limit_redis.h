@@ -68,6 +68,12 @@ void wd_limit_redis_cancel(wd_limit_redis_t *r, void *ud);
 void wd_limit_redis_finish(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, size_t n, int64_t reserved,
                            int64_t actual);
 
+/* Usage of a request that Redis never admitted (answered UNAVAILABLE and the caller failed open):
+ * charges `tokens` to every scope's tpm and budgets as plain usage, never touching a concurrency
+ * slot or another request's reservation (unlike finish, which would take a hold with the same keys
+ * and reservation). Fire and forget; dropped, and counted as an error, while disconnected. */
+void wd_limit_redis_charge(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, size_t n, int64_t tokens);
+
 const wd_limit_redis_stats_t *wd_limit_redis_stats(const wd_limit_redis_t *r);
 
 /* Last connection or server error (no secrets), "" if none; for logs and /readyz. */

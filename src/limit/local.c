@@ -665,11 +665,11 @@ void wd_limiter_admit(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n,
     resets_to_ms(d);
 }
 
-void wd_limiter_finish(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n, int64_t reserved,
-                       int64_t actual, int64_t now_ns)
+/* Reconciliation: charges delta tokens (a refund when negative) and, for an admitted request,
+ * releases its concurrency slots. */
+static void settle(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n, int64_t delta, bool release,
+                   int64_t now_ns)
 {
-    if (n > WD_LIMIT_MAX_SCOPES) return;
-    int64_t delta = add_sat(WD_MAX(actual, 0), -WD_MAX(reserved, 0));
     op_t op;
     op_lock(l, &op, scopes, n);
     if (op.n == 0) return;
@@ -690,7 +690,7 @@ void wd_limiter_finish(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n
                              : find(r->sh, r->hash, r->s->key, r->len);
         if (!e) continue;
         state_t *st = &e->st;
-        if (m->concurrent && st->inflight > 0) st->inflight--;
+        if (release && m->concurrent && st->inflight > 0) st->inflight--;
         if (delta != 0) {
             if (m->tpm) {
                 wd_gcra_t g;
@@ -710,4 +710,17 @@ void wd_limiter_finish(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n
         if (now_ns > e->touched) e->touched = now_ns;
     }
     op_unlock(&op);
+}
+
+void wd_limiter_finish(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n, int64_t reserved,
+                       int64_t actual, int64_t now_ns)
+{
+    if (n > WD_LIMIT_MAX_SCOPES) return;
+    settle(l, scopes, n, add_sat(WD_MAX(actual, 0), -WD_MAX(reserved, 0)), true, now_ns);
+}
+
+void wd_limiter_charge(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n, int64_t tokens, int64_t now_ns)
+{
+    if (n > WD_LIMIT_MAX_SCOPES || tokens <= 0) return;
+    settle(l, scopes, n, tokens, false, now_ns);
 }

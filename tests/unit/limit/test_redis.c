@@ -464,6 +464,38 @@ static void test_concurrency(void **state)
     ctx_close(&c);
 }
 
+/* Usage of a request let through unadmitted (fail open): charged as plain usage, and never taken
+ * from an admitted request with the same keys and reservation (finish() would release that one's
+ * slot and refund its reservation). */
+static void test_charge_unadmitted(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    ctx_t c;
+    ctx_open(&c, 2000);
+    wd_limit_scope_t s = scope("ip:open", 0, 600, 1, 1000, 0); /* T = 100 ms a token */
+    assert_int_equal(admit1(&c, &s, 1, 0).outcome, WD_LIMIT_OK);  /* holds the only slot, reserves 0 */
+    wd_limit_redis_charge(c.r, &s, 1, 300);
+    wd_limit_redis_charge(c.r, &s, 1, 0);    /* nothing to send */
+    wd_limit_redis_charge(c.r, &s, 1, -5);   /* bad argument: ignored */
+    assert_int_equal(admit1(&c, &s, 1, 0).outcome, WD_LIMIT_CONCURRENCY); /* the slot is still held */
+    wd_limit_redis_finish(c.r, &s, 1, 0, 0);
+    wd_limit_decision_t d = admit1(&c, &s, 1, 300); /* 300 of 600 were charged */
+    assert_int_equal(d.outcome, WD_LIMIT_OK);
+    assert_true(d.remaining_tokens <= 1); /* Redis' clock moves between calls: at most a token refilled */
+    wd_limit_redis_finish(c.r, &s, 1, 300, 300);
+    wd_limit_scope_t barrier = scope("key:barrier", 1, 0, 0, 0, 0);
+    admit1(&c, &barrier, 1, 0); /* finish is fire and forget: same connection, so this orders it */
+    redisReply *rep = sync_cmd("HGET {wd}:day:ip:open u");
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_string_equal(rep->str, "600");
+    freeReplyObject(rep);
+    rep = sync_cmd("ZCARD {wd}:conc:ip:open");
+    assert_int_equal(rep->integer, 0);
+    freeReplyObject(rep);
+    ctx_close(&c);
+}
+
 /* A replica that dies holding a slot loses it after one lease; a live one keeps renewing it. */
 static void test_concurrency_lease(void **state)
 {
@@ -1055,6 +1087,7 @@ int main(void)
         cmocka_unit_test_setup(test_token_reservation, test_setup),
         cmocka_unit_test_setup(test_reconciliation, test_setup),
         cmocka_unit_test_setup(test_concurrency, test_setup),
+        cmocka_unit_test_setup(test_charge_unadmitted, test_setup),
         cmocka_unit_test_setup(test_concurrency_lease, test_setup),
         cmocka_unit_test_setup(test_budgets, test_setup),
         cmocka_unit_test_setup(test_differential_vs_local, test_setup),
