@@ -102,17 +102,18 @@ def upstream():
 class Redis:
     """redis-server on a loopback port of its own, without persistence (a restart starts empty)."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, *extra):
         self.tmp = Path(tmp)
         self.port = free_port()
         self.proc = None
+        self.extra = [str(a) for a in extra]  # more redis-server options, e.g. --requirepass PW
         self.start()
 
     def start(self):
         self.log = open(self.tmp / f"redis-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.tmp)],
+             "--dir", str(self.tmp), *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
 
@@ -754,3 +755,54 @@ def test_fail_open_request_is_charged_when_redis_is_back(gateway, sim, redis, tm
         time.sleep(0.05)
     assert redis_cmd(redis.port, "HGET", day_key, "u") == str(used1 + used2)
     c.close()
+
+
+def test_readyz_reports_an_unreachable_redis_under_fail_closed(gateway, upstream, tmp_path):
+    """A replica whose limits need Redis (fail: closed) cannot serve while Redis is unreachable, so
+    /readyz says so (503, with the limiter's last error as the reason and never the password); a
+    fail-open replica stays ready. The answer follows Redis going away and coming back."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    pw, wrong = "s3cret-Pass-4e7a", "wrong-Pass-91bc"
+    srv = Redis(tmp_path, "--requirepass", pw)
+    try:
+        def cfg(password, fail):
+            return (f"rate_limits: {{ backend: 'redis://:{password}@127.0.0.1:{srv.port}', fail: {fail},"
+                    " redis_timeout_ms: 200, per_ip: { rpm: 1000 } }")
+        good, bad = gateway(upstream.port, extra=cfg(pw, "closed")), gateway(upstream.port, extra=cfg(wrong, "closed"))
+        lenient = gateway(upstream.port, extra=cfg(wrong, "open"))
+        c = httpx.Client(timeout=5)
+
+        def ready(g, want, within=8):
+            deadline = time.monotonic() + within
+            while True:
+                r = c.get(g.admin_url + "/readyz")
+                if r.status_code == want or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert r.status_code == want, r.text
+            assert pw not in r.text and wrong not in r.text, r.text
+            return r.json()
+
+        assert ready(good, 200) == {"status": "ready"}
+        body = ready(bad, 503)
+        assert body["status"] == "not_ready", body
+        assert body["reason"].startswith("rate-limit backend unavailable (rate_limits.fail is closed): "), body
+        assert "WRONGPASS" in body["reason"] or "NOAUTH" in body["reason"], body  # Redis' own words
+        assert ready(lenient, 200) == {"status": "ready"}  # fail: open serves without Redis
+        assert post(c, bad.url, body_bytes()).json()["error"]["code"] == "limits_unavailable"
+        assert post(c, good.url, body_bytes()).status_code == 200
+
+        srv.kill()
+        body = ready(good, 503)
+        assert body["status"] == "not_ready" and "redis" in body["reason"], body
+        assert post(c, good.url, body_bytes()).status_code == 503
+        srv.start()
+        assert ready(good, 200) == {"status": "ready"}
+        assert post(c, good.url, body_bytes()).status_code == 200
+        assert c.get(good.admin_url + "/healthz").status_code == 200  # liveness never depended on Redis
+        for g in (good, bad, lenient):
+            assert pw not in g.stderr() and pw not in g.stdout(), "the Redis password reached the logs"
+        c.close()
+    finally:
+        srv.stop()
