@@ -806,3 +806,39 @@ def test_readyz_reports_an_unreachable_redis_under_fail_closed(gateway, upstream
         c.close()
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_per_ip_daily_budget(gateway, upstream, tmp_path, backend):
+    """rate_limits.per_ip.tokens_per_day applies to every request from an address, with or without
+    authentication: 100 tokens a day; a request that reserves R and uses 10 + 80 = 90 is charged 90,
+    after which the next reservation no longer fits and waits for the next UTC day."""
+    r_srv = None
+    be = ""
+    if backend == "redis":
+        if not shutil.which("redis-server"):
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        r_srv = Redis(tmp_path)
+        be = f"backend: redis://127.0.0.1:{r_srv.port}, "
+    try:
+        g = gateway(upstream.port, extra=f"rate_limits: {{ {be}per_ip: {{ tokens_per_day: 100 }} }}")
+        c = httpx.Client(timeout=10)
+        small = body_bytes("usage:80", max_tokens=10)
+        assert reservation(small, 10) < 50
+        r = post(c, g.url, small)
+        assert r.status_code == 200, r.text
+        assert "x-ratelimit-limit-tokens" not in r.headers  # a budget is not a per-minute limit
+        time.sleep(0.3)  # reconciliation happens when the exchange ends
+        r = post(c, g.url, body_bytes(max_tokens=10))
+        e = expect_429(r, "budget_exceeded")
+        assert "ip:127.0.0.1" in e["message"], e
+        _, ms = retry_headers(r)
+        to_midnight_ms = (86400 - time.time() % 86400) * 1000
+        assert to_midnight_ms - 5000 <= ms <= to_midnight_ms + 1000, (ms, to_midnight_ms)
+        assert upstream.count() == 1
+        ev = [e for e in g.events() if e.get("code") == "budget_exceeded"]
+        assert [e["rule"] for e in ev] == ["limit:ip:127.0.0.1:budget"], ev
+        c.close()
+    finally:
+        if r_srv:
+            r_srv.stop()
