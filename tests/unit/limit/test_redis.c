@@ -717,6 +717,47 @@ static void test_hung_server_timeout(void **state)
     ctx_close(&c);
 }
 
+/* Readiness: unhealthy (with the reason, never the password) until the set-up went through,
+ * healthy while Redis answers, unhealthy again once the connection is lost. */
+static void test_healthy(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    char url[96], err[256], why[200];
+    snprintf(url, sizeof url, "redis://:pw-Secret-77a1@127.0.0.1:%d", free_port()); /* nothing listens */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    wd_limit_redis_t *r = wd_limit_redis_new(&loop, url, 500, "wd", err, sizeof err);
+    assert_non_null(r);
+    assert_false(wd_limit_redis_healthy(r, why, sizeof why));
+    assert_string_equal(why, "redis: not connected yet");
+    for (int i = 0; i < 150; i++) { /* refused at once, or timed out after the 1 s connect deadline */
+        pump(&loop, 20);
+        wd_limit_redis_healthy(r, why, sizeof why);
+        if (strcmp(why, "redis: not connected yet") != 0) break;
+    }
+    assert_false(wd_limit_redis_healthy(r, why, sizeof why));
+    if (!strstr(why, "redis connect")) fail_msg("why: %s", why);
+    assert_null(strstr(why, "pw-Secret"));
+    wd_limit_redis_free(r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    ctx_t c;
+    ctx_open(&c, 2000);
+    wd_limit_scope_t s = scope("key:h", 10, 0, 0, 0, 0);
+    assert_int_equal(admit1(&c, &s, 1, 0).outcome, WD_LIMIT_OK);
+    assert_true(wd_limit_redis_healthy(c.r, why, sizeof why));
+    assert_string_equal(why, "");
+    server_kill();
+    for (int i = 0; i < 50 && wd_limit_redis_healthy(c.r, NULL, 0); i++)
+        pump(&c.loop, 20);
+    assert_false(wd_limit_redis_healthy(c.r, why, sizeof why));
+    assert_non_null(strstr(why, "redis"));
+    ctx_close(&c);
+    server_start();
+}
+
 static void test_unreachable_never_reentrant(void **state)
 {
     (void)state;
@@ -1098,6 +1139,7 @@ int main(void)
         cmocka_unit_test_setup(test_keys_have_ttls_and_one_tag, test_setup),
         cmocka_unit_test_setup(test_url_db_and_unix, test_setup),
         cmocka_unit_test_setup(test_unreachable_never_reentrant, test_setup),
+        cmocka_unit_test_setup(test_healthy, test_setup),
         cmocka_unit_test_setup(test_hung_server_timeout, test_setup),
         cmocka_unit_test_setup(test_kill_and_restart, test_setup),
     };
