@@ -1,10 +1,13 @@
 """Rate limits and token quotas (issue 6) against a running gateway: GCRA request limits, token
-reservation and reconciliation, concurrency caps, per-key narrowing and shared role pools with
-authentication on, and the Redis backend shared by two replicas (including Redis dying and coming
-back, fail closed and fail open).
+reservation and reconciliation (streams' usage chunks, overruns, usage estimated from the text when
+the upstream reports none), concurrency caps, per-key narrowing and shared role pools with
+authentication on, per-address budgets, and the Redis backend shared by two replicas (including
+Redis dying and coming back, fail closed and fail open, a fail-open request charged once Redis is
+back, and /readyz while Redis is unreachable).
 
 Peers: a tiny Python upstream double (counts what reaches the model and reports the usage the test
-chooses), `warden sim` for latency, and a real `redis-server` started on a free loopback port.
+chooses), `warden sim` for latency, streams and a fixed reply (--no-usage for an upstream that
+reports no usage), and a real `redis-server` started on a free loopback port.
 
 Arithmetic used below (src/limit/limit.h): a limit of L per minute has emission interval
 T = 60 s / L and burst L; a request costs 1 request cell and `reservation` token cells, where
