@@ -31,6 +31,7 @@ MAX_ADDED_P99_US = 100
 MAX_IDLE_RSS_KB = 20 * 1024
 MAX_AUTH_ADDED_US = 2.0        # issue 3: API key auth + RBAC, added proxy CPU per request
 MAX_LIMIT_LOSS = 0.03          # issue 6: local rate limits on vs off
+MIN_LIMITER_DECISIONS = 10e6   # issue 6: local limiter decisions per second per core
 
 # The controls (bench/controls.sh): target id, column title.
 CONTROLS = (("warden_base", "warden (auth none, no limits)"), ("warden_auth", "+ API key auth + RBAC"),
@@ -295,6 +296,14 @@ def controls(meta, groups):
                            100 * (lc / bcpu - 1), lc - bcpu, lc, bcpu,
                            " / ".join("%+.1f" % x for x in paired("warden_limit")), aa_cpu),
                        lc / bcpu - 1 <= MAX_LIMIT_LOSS))
+    lb = dict(kv.split(" ", 1) for kv in meta.get("limit_bench", "").split(";") if " " in kv)
+    for k, what in (("local_decisions_per_sec_1thread", "1 scope (rpm + tpm)"),
+                    ("local_decisions_per_sec_1thread_3scopes", "3 scopes (key rpm+tpm, role rpm, ip rpm)")):
+        if k in lb:
+            v = float(lb[k])
+            checks.append(("local limiter: admit decisions ≥ %s/s per core, %s" % (fmt_num(MIN_LIMITER_DECISIONS), what),
+                           "%s/s per CPU second of one thread (limit_bench, best of 3 × 0.5 s)" % fmt_num(v),
+                           v >= MIN_LIMITER_DECISIONS))
     check_rows = [("target", "measured", "result")] + [(a, b, ok if isinstance(ok, str) else "PASS" if ok else "FAIL")
                                            for a, b, ok in checks]
 
@@ -408,6 +417,14 @@ def cmd_report(meta_path, res_path, md_path):
     idle = meta.get("warden_idle_rss_kb")
     checks.append(("idle RSS ≤ %d MiB" % (MAX_IDLE_RSS_KB // 1024), "%.1f MiB" % (idle / 1024),
                    idle <= MAX_IDLE_RSS_KB))
+    lb = dict(kv.split(" ", 1) for kv in meta.get("limit_bench", "").split(";") if " " in kv)
+    for k, what in (("local_decisions_per_sec_1thread", "1 scope (rpm + tpm)"),
+                    ("local_decisions_per_sec_1thread_3scopes", "3 scopes (key rpm+tpm, role rpm, ip rpm)")):
+        if k in lb:
+            v = float(lb[k])
+            checks.append(("local limiter: admit decisions ≥ %s/s per core, %s" % (fmt_num(MIN_LIMITER_DECISIONS), what),
+                           "%s/s per CPU second of one thread (limit_bench, best of 3 × 0.5 s)" % fmt_num(v),
+                           v >= MIN_LIMITER_DECISIONS))
     check_rows = [("target", "measured", "result")] + [(a, b, ok if isinstance(ok, str) else "PASS" if ok else "FAIL")
                                            for a, b, ok in checks]
 

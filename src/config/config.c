@@ -1111,6 +1111,8 @@ static const wd_cfg_field_t per_ip_fields[] = {
     {.name = "tpm", .type = F_U32, .off = offsetof(wd_limits_t, tpm), .min = 0, .max = 2000000000, .def = 0},
     {.name = "concurrent", .type = F_U32, .off = offsetof(wd_limits_t, concurrent), .min = 0, .max = 1000000,
      .def = 0},
+    {.name = "tokens_per_day", .type = F_FN, .off = offsetof(wd_limits_t, tokens_per_day), .fn = h_u64},
+    {.name = "tokens_per_month", .type = F_FN, .off = offsetof(wd_limits_t, tokens_per_month), .fn = h_u64},
 };
 static const wd_cfg_map_t per_ip_map = {"rate_limits.per_ip", per_ip_fields, WD_ARRAY_LEN(per_ip_fields)};
 #define RTF(nm) offsetof(wd_rate_cfg_t, nm)

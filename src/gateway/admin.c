@@ -22,6 +22,32 @@ static void reply(wd_conn_t *c, int status, const char *ctype, const char *body,
 
 static void admin_api(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body, wd_admin_ctx_t *ctx);
 
+/* With rate_limits.fail: closed every request fails while a worker's Redis connection is down, so
+ * the replica is not ready then (a load balancer sends traffic elsewhere); with fail: open it still
+ * serves. The reason is the limiter's last error, which never holds the URL's password. */
+static bool limits_ready(wd_conn_t *c, const wd_admin_ctx_t *ctx, char *why, size_t cap)
+{
+    const wd_config_t *cfg = c->w->cfg;
+    if (!cfg || (cfg->rate.fail && strcmp(cfg->rate.fail, "open") == 0)) return true;
+    for (size_t i = 0; i < ctx->nworkers; i++) {
+        const wd_gw_worker_t *g = ctx->workers[i]->app;
+        if (g->redis && !wd_limit_redis_healthy(g->redis, why, cap)) return false;
+    }
+    return true;
+}
+
+static void reply_not_ready(wd_conn_t *c, const char *why)
+{
+    wd_buf_t b;
+    wd_buf_init(&b, 0);
+    wd_buf_append_str(&b, "{\"status\":\"not_ready\",\"reason\":\"rate-limit backend unavailable (rate_limits.fail "
+                          "is closed): ");
+    wd_buf_append_json_str(&b, why, strlen(why));
+    wd_buf_append_str(&b, "\"}");
+    reply(c, 503, "application/json", b.data, b.len);
+    wd_buf_free(&b);
+}
+
 static void admin_request(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body)
 {
     wd_admin_ctx_t *ctx = c->hud;
@@ -41,7 +67,9 @@ static void admin_request(wd_conn_t *c, wd_http_msg_t *req, wd_buf_t *body)
         reply(c, 200, json, ok, sizeof ok - 1);
     } else if (wd_str_eq(req->path, WD_STR("/readyz"))) {
         static const char ok[] = "{\"status\":\"ready\"}", no[] = "{\"status\":\"draining\"}";
+        char why[200];
         if (ctx->draining) reply(c, 503, json, no, sizeof no - 1);
+        else if (!limits_ready(c, ctx, why, sizeof why)) reply_not_ready(c, why);
         else reply(c, 200, json, ok, sizeof ok - 1);
     } else if (wd_str_eq(req->path, WD_STR("/metrics"))) {
         wd_metrics_t *ms[256];

@@ -75,9 +75,12 @@ struct wd_exchange {
     wd_limit_scope_t limit_scopes[WD_LIMIT_MAX_SCOPES];
     size_t nlimit_scopes;
     int64_t limit_reserved;   /* tokens reserved at admission */
-    int64_t prompt_estimate;  /* tokens, from the body size */
+    int64_t prompt_estimate;  /* tokens, from the body size (the reservation's prompt part) */
+    int64_t prompt_text_tokens; /* tokens, from the prompt's text (usage when the upstream reports none) */
+    uint64_t answer_text_bytes; /* answer text seen so far (same purpose) */
     bool limit_admitted;
-    bool limit_redis;         /* admitted by the Redis backend */
+    bool limit_fail_open;     /* let through unadmitted (rate_limits.fail: open): usage charged at the end */
+    bool limit_redis;         /* decided by the Redis backend */
 
     /* JSON view of the body (json_body routes) */
     wd_json_doc_t doc;
@@ -105,7 +108,7 @@ struct wd_exchange {
     wd_buf_t chunk;          /* scratch for one SSE event */
     wd_sse_parser_t sse;
     bool stream_failed;
-    uint64_t resp_bytes;     /* upstream body bytes received (usage estimate when none is reported) */
+    uint64_t resp_bytes;     /* upstream body bytes received */
 
     /* rejection (set by wd_exchange_reject) */
     int reject_status;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "gateway/gateway.h"
+#include "limit/estimate.h"
 
 static wd_limiter_t *g_limiter;
 
@@ -126,7 +127,9 @@ static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
     if (d->outcome == WD_LIMIT_UNAVAILABLE) {
         if (x->cfg->rate.fail && strcmp(x->cfg->rate.fail, "open") == 0) {
             snprintf(x->ev.rule, sizeof x->ev.rule, "limit:fail-open");
-            return WD_CONTINUE; /* recorded in the event; nothing was reserved */
+            /* nothing was reserved and no slot taken; what it uses is charged when it ends */
+            x->limit_fail_open = true;
+            return WD_CONTINUE;
         }
         wd_exchange_reject(x, 503, "limits_unavailable",
                            "the rate-limit backend is unreachable and rate_limits.fail is closed", "limit:fail-closed");
@@ -188,6 +191,8 @@ static wd_stage_rc_t limit_on_request(wd_exchange_t *x)
     build_scopes(x);
     if (!x->nlimit_scopes) return WD_CONTINUE;
     x->limit_reserved = estimate_tokens(x);
+    /* the body is parsed now; by the end the guard may have replaced it */
+    if (x->route->json_body) x->prompt_text_tokens = wd_limit_prompt_tokens(&x->doc);
     wd_gw_worker_t *g = gw(x->w);
     if (g->redis) {
         /* one atomic script in Redis decides for every scope; the loop goes on meanwhile */
@@ -205,27 +210,59 @@ static wd_stage_rc_t limit_on_request(wd_exchange_t *x)
     return apply(x, &d);
 }
 
+/* The answer's text, measured as it passes (before the guard rewrites it), in case the upstream
+ * reports no usage: only for requests a limit applies to, and not once usage is known. */
+static wd_stage_rc_t limit_on_response_data(wd_exchange_t *x, wd_buf_t *chunk)
+{
+    if ((!x->limit_admitted && !x->limit_fail_open) || x->route->id == WD_ROUTE_EMBEDDINGS)
+        return WD_CONTINUE;
+    if (x->ev.usage_reported || !chunk->len) return WD_CONTINUE;
+    int64_t n;
+    if (x->streaming) {
+        wd_buf_t scratch;
+        wd_buf_init(&scratch, 0);
+        n = wd_limit_sse_answer_bytes(chunk->data, chunk->len, &scratch);
+        wd_buf_free(&scratch);
+    } else {
+        n = wd_limit_answer_bytes(chunk->data, chunk->len);
+        if (n < 0) n = x->resp_status >= 400 ? 0 : (int64_t)chunk->len; /* not JSON: charge it whole */
+    }
+    x->answer_text_bytes += (uint64_t)n;
+    return WD_CONTINUE;
+}
+
 static void limit_on_done(wd_exchange_t *x)
 {
-    if (!x->limit_admitted) return;
+    if (!x->limit_admitted && !x->limit_fail_open) return;
     wd_event_t *e = &x->ev;
-    int64_t actual;
-    if (e->usage_reported) {
+    int64_t actual = 0;
+    if (!x->t_up_start) {
+        /* never reached the model: nothing was used */
+    } else if (e->usage_reported) {
         actual = WD_MAX(e->prompt_tokens, 0) + WD_MAX(e->completion_tokens, 0);
     } else {
-        /* no usage from the upstream: estimate from the text and say so in the event */
-        int64_t completion = x->route->id == WD_ROUTE_EMBEDDINGS ? 0 : (int64_t)(x->resp_bytes + 3) / 4;
-        e->prompt_tokens = x->prompt_estimate;
-        e->completion_tokens = x->resp_status || x->streaming ? completion : 0;
+        /* no usage from the upstream: estimate from the text and say so in the event ("reported": false) */
+        e->prompt_tokens = x->prompt_text_tokens;
+        e->completion_tokens = wd_limit_tokens_of_bytes(x->answer_text_bytes);
         actual = e->prompt_tokens + e->completion_tokens;
     }
-    if (!x->t_up_start) actual = 0; /* never reached the model: nothing was used */
+    wd_gw_worker_t *g = gw(x->w);
+    if (x->limit_fail_open) {
+        /* never admitted: charge what it used as plain usage, if the backend can take it now (fire
+         * and forget: the response is already on its way) */
+        if (actual <= 0) return;
+        if (x->limit_redis) {
+            if (g->redis) wd_limit_redis_charge(g->redis, x->limit_scopes, x->nlimit_scopes, actual);
+        } else {
+            wd_limiter_charge(g_limiter, x->limit_scopes, x->nlimit_scopes, actual, now_ns());
+        }
+        return;
+    }
     if (x->limit_redis) {
-        wd_gw_worker_t *g = gw(x->w);
         if (g->redis) wd_limit_redis_finish(g->redis, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, actual);
     } else {
         wd_limiter_finish(g_limiter, x->limit_scopes, x->nlimit_scopes, x->limit_reserved, actual, now_ns());
     }
 }
 
-const wd_stage_t wd_stage_limit = {"limit", limit_on_request, NULL, NULL, limit_on_done};
+const wd_stage_t wd_stage_limit = {"limit", limit_on_request, NULL, limit_on_response_data, limit_on_done};

@@ -130,6 +130,11 @@ void wd_limiter_admit(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n,
 void wd_limiter_finish(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n, int64_t reserved, int64_t actual,
                        int64_t now_ns);
 
+/* Usage of a request that was never admitted (let through because the limiter could not decide and
+ * the caller fails open): charges `tokens` (> 0) to the tpm limiter and the budgets of every scope,
+ * like an overrun, and touches no concurrency slot. A key the full shard cannot take is not charged. */
+void wd_limiter_charge(wd_limiter_t *l, const wd_limit_scope_t *scopes, size_t n, int64_t tokens, int64_t now_ns);
+
 /* Number of live entries (for tests and metrics). */
 size_t wd_limiter_entries(wd_limiter_t *l);
 

@@ -10,6 +10,7 @@
 #include "limit/limit_redis.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <errno.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -384,6 +385,8 @@ struct wd_limit_redis {
     int64_t pinned_now;
     wd_limit_redis_stats_t stats;
     char last_err[160];
+    int err_lock; /* last_err is also read from other threads (readiness) */
+    int healthy;  /* atomic: the last word from Redis was a working answer (see wd_limit_redis_healthy) */
 };
 
 static void start_connect(wd_limit_redis_t *r);
@@ -394,10 +397,22 @@ static void teardown(wd_limit_redis_t *r);
 
 static void stat_add(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
+static void err_lock(wd_limit_redis_t *r)
+{
+    while (__atomic_exchange_n(&r->err_lock, 1, __ATOMIC_ACQUIRE))
+        sched_yield(); /* held for one short copy, by an error path or a readiness probe */
+}
+
+static void err_unlock(wd_limit_redis_t *r) { __atomic_store_n(&r->err_lock, 0, __ATOMIC_RELEASE); }
+
 static void set_err(wd_limit_redis_t *r, const char *what, const char *detail)
 {
+    err_lock(r);
     snprintf(r->last_err, sizeof r->last_err, "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
+    err_unlock(r);
 }
+
+static void set_healthy(wd_limit_redis_t *r, bool ok) { __atomic_store_n(&r->healthy, ok, __ATOMIC_RELEASE); }
 
 /* As the local backend answers when it cannot decide: a Retry-After of 1 s for fail-closed callers. */
 #define UNAVAILABLE_RETRY_MS 1000
@@ -870,6 +885,10 @@ static void on_timeout(uv_timer_t *t)
         wd_limit_cb cb = c->cb;
         c->cb = NULL; /* hiredis still owns c; a late "admitted" is released in on_reply */
         stat_add(&r->stats.timeouts, 1);
+        if (__atomic_load_n(&r->healthy, __ATOMIC_RELAXED)) {
+            set_err(r, "redis: no answer within redis_timeout_ms", NULL);
+            set_healthy(r, false);
+        }
         deliver(r, cb, c->ud, &d);
     }
     if (r->closing)
@@ -981,6 +1000,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (rep && rep->type == REDIS_REPLY_ERROR) {
         stat_add(&r->stats.errors, 1);
         set_err(r, "redis error", rep->str);
+        set_healthy(r, false);
+    } else if (rep && c->kind != CMD_ADMIT) {
+        set_healthy(r, true);
     }
 
     if (c->kind != CMD_ADMIT) {
@@ -1001,6 +1023,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (c->cb) {
         list_del(&r->pend_head, &r->pend_tail, c);
         if (ok) {
+            set_healthy(r, true);
             stat_add(&r->stats.decisions, 1);
             stat_add(&r->stats.latency_ns_sum, uv_hrtime() - c->sent_ns);
             stat_add(&r->stats.latency_count, 1);
@@ -1037,6 +1060,7 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (rep->type == REDIS_REPLY_ERROR) {
         stat_add(&r->stats.errors, 1);
         set_err(r, what, rep->str);
+        set_healthy(r, false);
         if (strcmp(what, "SCRIPT LOAD") != 0 && !r->closing && r->ac == ac)
             redisAsyncDisconnect(ac); /* later commands will fail, and reconnecting may fix it */
     } else if (strcmp(what, "SCRIPT LOAD") == 0 && rep->type == REDIS_REPLY_STRING) {
@@ -1045,6 +1069,8 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
             known |= strcmp(rep->str, r->sha[i]) == 0;
         if (!known)
             set_err(r, "SCRIPT LOAD", "server returned an unexpected digest");
+        else if (r->ac == ac)
+            set_healthy(r, true); /* AUTH and SELECT, sent first, went through */
     }
 }
 
@@ -1054,6 +1080,7 @@ static void schedule_reconnect(wd_limit_redis_t *r)
 {
     if (r->closing)
         return;
+    set_healthy(r, false);
     r->st = ST_DOWN;
     r->addr_turn++;
     uint32_t base = r->backoff_ms ? r->backoff_ms : BACKOFF_MIN_MS;
@@ -1413,9 +1440,40 @@ void wd_limit_redis_finish(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, 
     free(h);
 }
 
+void wd_limit_redis_charge(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, size_t n, int64_t tokens)
+{
+    if (!r || r->closing || check_scopes(scopes, n) < 0 || tokens < 0) {
+        if (r)
+            stat_add(&r->stats.errors, 1);
+        return;
+    }
+    if (tokens == 0)
+        return;
+    if (connected(r))
+        send_finish(r, scopes, n, WD_MIN(tokens, TOKENS_MAX), ""); /* no hold: plain usage, no slot */
+    else
+        stat_add(&r->stats.errors, 1);
+}
+
 const wd_limit_redis_stats_t *wd_limit_redis_stats(const wd_limit_redis_t *r) { return r ? &r->stats : NULL; }
 
 const char *wd_limit_redis_last_error(const wd_limit_redis_t *r) { return r ? r->last_err : ""; }
+
+bool wd_limit_redis_healthy(wd_limit_redis_t *r, char *why, size_t whylen)
+{
+    if (!r)
+        return false;
+    bool ok = __atomic_load_n(&r->healthy, __ATOMIC_ACQUIRE);
+    if (why && whylen) {
+        why[0] = 0;
+        if (!ok) {
+            err_lock(r);
+            snprintf(why, whylen, "%s", r->last_err[0] ? r->last_err : "redis: not connected yet");
+            err_unlock(r);
+        }
+    }
+    return ok;
+}
 
 int wd_limit_redis_set_lease_ms(wd_limit_redis_t *r, uint32_t lease_ms)
 {

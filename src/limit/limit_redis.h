@@ -68,10 +68,23 @@ void wd_limit_redis_cancel(wd_limit_redis_t *r, void *ud);
 void wd_limit_redis_finish(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, size_t n, int64_t reserved,
                            int64_t actual);
 
+/* Usage of a request that Redis never admitted (answered UNAVAILABLE and the caller failed open):
+ * charges `tokens` to every scope's tpm and budgets as plain usage, never touching a concurrency
+ * slot or another request's reservation (unlike finish, which would take a hold with the same keys
+ * and reservation). Fire and forget; dropped, and counted as an error, while disconnected. */
+void wd_limit_redis_charge(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, size_t n, int64_t tokens);
+
 const wd_limit_redis_stats_t *wd_limit_redis_stats(const wd_limit_redis_t *r);
 
-/* Last connection or server error (no secrets), "" if none; for logs and /readyz. */
+/* Last connection or server error (no secrets), "" if none. Only from the loop's thread. */
 const char *wd_limit_redis_last_error(const wd_limit_redis_t *r);
+
+/* Whether this instance can decide now: true once the connection is up and its set-up (AUTH,
+ * SELECT, script loading) went through or a script answered, until the connection drops, a reply
+ * is an error or an admission misses timeout_ms. When false and why is given, the last error (no
+ * secrets: server and socket messages, never the URL's password) is copied there. Safe from any
+ * thread (readiness probes run on the admin thread). */
+bool wd_limit_redis_healthy(wd_limit_redis_t *r, char *why, size_t whylen);
 
 /* Concurrency lease (default WD_LIMIT_REDIS_LEASE_MS, 300..3600000): how long a slot held by a
  * replica that died stays taken. Applies to later admissions. */

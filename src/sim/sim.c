@@ -77,6 +77,7 @@ typedef struct {
     const char *api_key; /* NULL = no auth */
     size_t api_key_len;
     bool echo_headers;
+    bool no_usage;        /* never report usage (an upstream that does not count tokens) */
     wd_buf_t models_body; /* GET /v1/models, rendered once */
     SSL_CTX *tls;         /* --tls-cert/--tls-key; NULL = plain HTTP */
 } sim_opts_t;
@@ -98,6 +99,7 @@ static const char USAGE[] =
     "  --hang                    accept requests but never answer them\n"
     "  --api-key KEY             require 'Authorization: Bearer KEY'\n"
     "  --echo-headers            add the received headers and body to chat responses (\"sim_request\")\n"
+    "  --no-usage                never report token usage (no \"usage\" object, no usage chunk on streams)\n"
     "  --tls-cert PATH           serve HTTPS with this PEM certificate chain (needs --tls-key)\n"
     "  --tls-key PATH            the certificate's PEM private key\n"
     "  -h, --help                show this help\n";
@@ -250,7 +252,7 @@ static void opts_free(sim_opts_t *o)
 static int parse_opts(int argc, char **argv, sim_opts_t *o)
 {
     enum { F_LISTEN, F_WORKERS, F_MODELS, F_DIM, F_REPLY, F_REPLY_FILE, F_TPS, F_CHUNKS, F_LATENCY,
-           F_ERR, F_SEED, F_DISC, F_HANG, F_KEY, F_ECHO, F_HELP, F_CERT, F_TLSKEY, F_COUNT };
+           F_ERR, F_SEED, F_DISC, F_HANG, F_KEY, F_ECHO, F_HELP, F_CERT, F_TLSKEY, F_NOUSAGE, F_COUNT };
     static const struct { const char *name; bool arg; } flags[F_COUNT] = {
         [F_LISTEN] = {"listen", true},          [F_WORKERS] = {"workers", true},
         [F_MODELS] = {"models", true},          [F_DIM] = {"embedding-dim", true},
@@ -261,6 +263,7 @@ static int parse_opts(int argc, char **argv, sim_opts_t *o)
         [F_HANG] = {"hang", false},             [F_KEY] = {"api-key", true},
         [F_ECHO] = {"echo-headers", false},     [F_HELP] = {"help", false},
         [F_CERT] = {"tls-cert", true},          [F_TLSKEY] = {"tls-key", true},
+        [F_NOUSAGE] = {"no-usage", false},
     };
     bool seen[F_COUNT] = {0};
     const char *listen = "127.0.0.1:8000", *models = "sim-small,llama-3.1-70b,llama-3.1-8b";
@@ -339,6 +342,7 @@ static int parse_opts(int argc, char **argv, sim_opts_t *o)
             o->api_key = val;
             break;
         case F_ECHO: o->echo_headers = true; break;
+        case F_NOUSAGE: o->no_usage = true; break;
         case F_HELP: fputs(USAGE, stdout); return 3;
         case F_CERT: tls_cert = val; break;
         case F_TLSKEY: tls_key = val; break;
@@ -821,7 +825,7 @@ static bool read_stream_flags(conn_t *c, wd_buf_t *out, const wd_json_doc_t *d, 
             return false;
         }
         int iu = wd_json_obj_get(d, so, "include_usage");
-        *usage = tok_type(d, iu) == WD_JSON_TRUE;
+        *usage = tok_type(d, iu) == WD_JSON_TRUE && !c->w->o->no_usage;
     }
     return true;
 }
@@ -1128,13 +1132,16 @@ static int handle_chat(conn_t *c, wd_buf_t *out, const wd_http_msg_t *m, const c
     rc |= wd_buf_append(b, mraw.p, mraw.len);
     rc |= AP(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
     rc |= wd_buf_append_json_str(b, text->data, text->len);
-    rc |= AP(b, "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":");
-    rc |= ap_u64(b, pt);
-    rc |= AP(b, ",\"completion_tokens\":");
-    rc |= ap_u64(b, ct);
-    rc |= AP(b, ",\"total_tokens\":");
-    rc |= ap_u64(b, pt + ct);
-    rc |= AP(b, "}");
+    rc |= AP(b, "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}]");
+    if (!o->no_usage) {
+        rc |= AP(b, ",\"usage\":{\"prompt_tokens\":");
+        rc |= ap_u64(b, pt);
+        rc |= AP(b, ",\"completion_tokens\":");
+        rc |= ap_u64(b, ct);
+        rc |= AP(b, ",\"total_tokens\":");
+        rc |= ap_u64(b, pt + ct);
+        rc |= AP(b, "}");
+    }
     if (o->echo_headers) {
         const wd_http_header_t *auth = wd_http_header(m, "authorization");
         rc |= AP(b, ",\"sim_request\":{\"authorization\":");
@@ -1259,13 +1266,17 @@ static int handle_completions(conn_t *c, wd_buf_t *out, const char *body, size_t
         rc |= ap_u64(b, k);
         rc |= AP(b, ",\"logprobs\":null,\"finish_reason\":\"stop\"}");
     }
-    rc |= AP(b, "],\"usage\":{\"prompt_tokens\":");
-    rc |= ap_u64(b, pt);
-    rc |= AP(b, ",\"completion_tokens\":");
-    rc |= ap_u64(b, ct);
-    rc |= AP(b, ",\"total_tokens\":");
-    rc |= ap_u64(b, pt + ct);
-    rc |= AP(b, "}}");
+    rc |= AP(b, "]");
+    if (!o->no_usage) {
+        rc |= AP(b, ",\"usage\":{\"prompt_tokens\":");
+        rc |= ap_u64(b, pt);
+        rc |= AP(b, ",\"completion_tokens\":");
+        rc |= ap_u64(b, ct);
+        rc |= AP(b, ",\"total_tokens\":");
+        rc |= ap_u64(b, pt + ct);
+        rc |= AP(b, "}");
+    }
+    rc |= AP(b, "}");
     if (rc) return ap_error(c, out, 500, "server_error", "internal_error", NULL, "out of memory"), 0;
     ap_response(c, out, 200, b->data, b->len);
     return 0;
@@ -1424,11 +1435,14 @@ static void handle_embeddings(conn_t *c, wd_buf_t *out, const char *body, size_t
     wd_str_t mraw = wd_json_raw(&d, model);
     rc |= AP(b, "],\"model\":");
     rc |= wd_buf_append(b, mraw.p, mraw.len);
-    rc |= AP(b, ",\"usage\":{\"prompt_tokens\":");
-    rc |= ap_u64(b, pt);
-    rc |= AP(b, ",\"total_tokens\":");
-    rc |= ap_u64(b, pt);
-    rc |= AP(b, "}}");
+    if (!w->o->no_usage) {
+        rc |= AP(b, ",\"usage\":{\"prompt_tokens\":");
+        rc |= ap_u64(b, pt);
+        rc |= AP(b, ",\"total_tokens\":");
+        rc |= ap_u64(b, pt);
+        rc |= AP(b, "}");
+    }
+    rc |= AP(b, "}");
     if (rc) {
         ap_error(c, out, 500, "server_error", "internal_error", NULL, "out of memory");
         return;

@@ -1,10 +1,13 @@
 """Rate limits and token quotas (issue 6) against a running gateway: GCRA request limits, token
-reservation and reconciliation, concurrency caps, per-key narrowing and shared role pools with
-authentication on, and the Redis backend shared by two replicas (including Redis dying and coming
-back, fail closed and fail open).
+reservation and reconciliation (streams' usage chunks, overruns, usage estimated from the text when
+the upstream reports none), concurrency caps, per-key narrowing and shared role pools with
+authentication on, per-address budgets, and the Redis backend shared by two replicas (including
+Redis dying and coming back, fail closed and fail open, a fail-open request charged once Redis is
+back, and /readyz while Redis is unreachable).
 
 Peers: a tiny Python upstream double (counts what reaches the model and reports the usage the test
-chooses), `warden sim` for latency, and a real `redis-server` started on a free loopback port.
+chooses), `warden sim` for latency, streams and a fixed reply (--no-usage for an upstream that
+reports no usage), and a real `redis-server` started on a free loopback port.
 
 Arithmetic used below (src/limit/limit.h): a limit of L per minute has emission interval
 T = 60 s / L and burst L; a request costs 1 request cell and `reservation` token cells, where
@@ -21,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -101,17 +105,18 @@ def upstream():
 class Redis:
     """redis-server on a loopback port of its own, without persistence (a restart starts empty)."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, *extra):
         self.tmp = Path(tmp)
         self.port = free_port()
         self.proc = None
+        self.extra = [str(a) for a in extra]  # more redis-server options, e.g. --requirepass PW
         self.start()
 
     def start(self):
         self.log = open(self.tmp / f"redis-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.tmp)],
+             "--dir", str(self.tmp), *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
 
@@ -535,3 +540,308 @@ def test_redis_replicas_share_one_limit_and_survive_redis_loss(gateway, upstream
         assert r.status_code == 200, f"no recovery within 8 s of Redis returning: {r.text}"
         assert r.headers["x-ratelimit-limit-requests"] == "50"
     c.close()
+
+
+# ---- usage: streams, overruns, missing usage, fail open ----------------------------------------------------
+# `warden sim` reports usage as prompt_tokens = ceil(bytes of the messages' text / 4) and
+# completion_tokens = ceil(bytes of the answer text / 4); with --no-usage it reports none.
+
+def stream_events(c, url, body):
+    """Posts a streamed chat request; returns the response and its SSE data payloads in order."""
+    with c.stream("POST", url + CHAT, content=body, headers={"content-type": "application/json"}) as r:
+        raw = b"".join(r.iter_bytes())
+    assert r.status_code == 200, raw
+    assert raw.endswith(b"\n\n"), raw[-200:]
+    events = [e[len(b"data: "):].decode() for e in raw.split(b"\n\n") if e]
+    assert all(not e.startswith("{\"error\"") for e in events), events[-3:]
+    return r, events
+
+
+def answer_text(events):
+    return "".join(ch["choices"][0]["delta"].get("content") or ""
+                   for ch in map(json.loads, events[:-1]) if ch["choices"])
+
+
+def event_of(g, r):
+    rid = r.headers["x-warden-request-id"]
+    for _ in range(20):
+        ev = [e for e in g.events(wait=0.2) if e["request_id"] == rid]
+        if ev:
+            return ev[0]
+    raise AssertionError(f"no access event for {rid}")
+
+
+def remaining_tokens_bounds(limit, spent, reservation, elapsed, per_token_s):
+    """x-ratelimit-remaining-tokens of an admission after `spent` tokens were charged: the limit less
+    what was spent and this reservation, plus at most what refilled in `elapsed` seconds."""
+    lo = limit - spent - reservation
+    return lo, lo + int(elapsed / per_token_s) + 1
+
+
+def test_stream_usage_chunk_reconciles_the_token_limit(gateway, sim):
+    """A stream reserves ceil(body/4) + max_tokens; the usage chunk the gateway asked for (the client
+    did not) replaces the reservation with the reported usage. per_ip tpm 1000: T = 60 ms a token."""
+    s = sim()
+    g = gateway(s.port, extra="rate_limits: { per_ip: { tpm: 1000 } }")
+    c = httpx.Client(timeout=10)
+    text = "tell me about the weather in Oslo in spring"
+    body = body_bytes(text, stream=True, max_tokens=500)
+    R = reservation(body, 500)
+    t0 = time.monotonic()
+    r, events = stream_events(c, g.url, body)
+    assert int(r.headers["x-ratelimit-remaining-tokens"]) == 1000 - R
+    assert events[-1] == "[DONE]"
+    assert answer_text(events) == "echo: " + text
+    # the gateway asked for usage; the client did not, so it sees no usage chunk
+    assert all("usage" not in json.loads(e) or json.loads(e)["usage"] is None for e in events[:-1]), events[-3:]
+    pt, ct = math.ceil(len(text) / 4), math.ceil(len("echo: " + text) / 4)
+    e = event_of(g, r)
+    assert e["usage"] == {"prompt_tokens": pt, "completion_tokens": ct, "reported": True}, e
+    assert pt + ct < R - 400  # reconciliation is visible: the reservation was far larger
+
+    # the next admission finds the reported usage charged, not the reservation (1000 - R - R2 without it)
+    b2 = body_bytes(max_tokens=10)
+    r = post(c, g.url, b2)
+    assert r.status_code == 200, r.text
+    lo, hi = remaining_tokens_bounds(1000, pt + ct, reservation(b2, 10), time.monotonic() - t0, 0.060)
+    assert lo <= int(r.headers["x-ratelimit-remaining-tokens"]) <= hi, (r.headers, lo, hi)
+
+    # a client that asks for usage itself gets the same figures the gateway charged
+    body = body_bytes(text, stream=True, max_tokens=500, stream_options={"include_usage": True})
+    r, events = stream_events(c, g.url, body)
+    usage = json.loads(events[-2])
+    assert usage["choices"] == [] and usage["usage"]["prompt_tokens"] == pt, usage
+    assert usage["usage"]["completion_tokens"] == ct, usage
+    assert event_of(g, r)["usage"] == {"prompt_tokens": pt, "completion_tokens": ct, "reported": True}
+    c.close()
+
+
+def test_stream_overrun_is_not_cut_and_is_charged(gateway, sim):
+    """A stream that reserves about 20 tokens and produces 750 runs to its end ([DONE], every word),
+    and the whole overrun is charged: per_ip tpm 600 (T = 100 ms a token, burst 600), so after
+    pt + 750 tokens the next request waits until the excess has drained."""
+    reply = "word " * 600  # 3000 bytes: 750 completion tokens, more than the whole limit
+    s = sim("--reply", reply)
+    g = gateway(s.port, extra="rate_limits: { per_ip: { tpm: 600 } }")
+    c = httpx.Client(timeout=30)
+    body = body_bytes("go", stream=True, max_tokens=5)
+    R = reservation(body, 5)
+    assert R < 30
+    t0 = time.monotonic()
+    r, events = stream_events(c, g.url, body)
+    assert r.headers["x-ratelimit-remaining-tokens"] == str(600 - R)
+    assert events[-1] == "[DONE]", events[-3:]
+    assert answer_text(events) == reply  # nothing cut, nothing held back
+    e = event_of(g, r)
+    pt, ct = math.ceil(len("go") / 4), 750
+    assert e["usage"] == {"prompt_tokens": pt, "completion_tokens": ct, "reported": True}, e
+    assert e["decision"] == "allow" and e["status"] == 200, e
+
+    # the overrun delays the next request: it needs (pt + ct + R2 - 600) tokens to drain first
+    b2 = body_bytes(max_tokens=5)
+    R2 = reservation(b2, 5)
+    r = post(c, g.url, b2)
+    elapsed = time.monotonic() - t0
+    expect_429(r, "tokens_exceeded")
+    assert r.headers["x-ratelimit-remaining-tokens"] == "0"
+    _, ms = retry_headers(r)
+    need_ms = (pt + ct + R2 - 600) * 100
+    assert need_ms - elapsed * 1000 - 1 <= ms <= need_ms, (ms, need_ms, elapsed)
+    c.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_missing_usage_is_estimated_from_the_text(gateway, sim, stream):
+    """An upstream that reports no usage: the gateway charges an estimate from the prompt's and the
+    answer's text at 4 bytes a token (not the JSON or SSE bytes around them) and the event says it was
+    estimated ("reported": false). The same request against a sim that reports usage gives the same
+    figures, since the sim counts the same way."""
+    reply = "The answer is forty-two, said the machine."  # 42 bytes: 11 tokens
+    text = "What is the answer to everything?"            # 33 bytes: 9 tokens
+    pt, ct = math.ceil(len(text) / 4), math.ceil(len(reply) / 4)
+    quiet, counting = sim("--no-usage", "--reply", reply), sim("--reply", reply)
+    cfg = "rate_limits: { per_ip: { tpm: 1000 } }"
+    g, ref = gateway(quiet.port, extra=cfg), gateway(counting.port, extra=cfg)
+    c = httpx.Client(timeout=10)
+    body = body_bytes(text, stream=stream, max_tokens=300)
+    R = reservation(body, 300)
+    results = {}
+    for gw_ in (g, ref):
+        t0 = time.monotonic()
+        if stream:
+            r, events = stream_events(c, gw_.url, body)
+            assert events[-1] == "[DONE]" and answer_text(events) == reply
+        else:
+            r = post(c, gw_.url, body)
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == reply
+            # what reached the client is the upstream's body: its size is no measure of the answer
+            assert ("usage" in r.json()) == (gw_ is ref)
+            assert math.ceil(len(r.content) / 4) > 3 * ct
+        results[gw_ is ref] = event_of(gw_, r)["usage"]
+        # the charge is the estimate: the next admission sees 1000 - (pt + ct) - R2
+        b2 = body_bytes(max_tokens=10)
+        r = post(c, gw_.url, b2)
+        assert r.status_code == 200, r.text
+        lo, hi = remaining_tokens_bounds(1000, pt + ct, reservation(b2, 10), time.monotonic() - t0, 0.060)
+        assert lo <= int(r.headers["x-ratelimit-remaining-tokens"]) <= hi, (r.headers, lo, hi, R)
+    assert results[False] == {"prompt_tokens": pt, "completion_tokens": ct, "reported": False}, results
+    assert results[True] == {"prompt_tokens": pt, "completion_tokens": ct, "reported": True}, results
+    c.close()
+
+
+def redis_cmd(port, *args):
+    r = subprocess.run(["redis-cli", "-p", str(port), "--raw", *map(str, args)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_fail_open_request_is_charged_when_redis_is_back(gateway, sim, redis, tmp_path):
+    """Redis stops answering (SIGSTOP) just as a request arrives: under fail: open it goes ahead
+    unreserved. Redis resumes (SIGCONT) while the model is still answering, and at the end the
+    request's actual usage lands on its scope's daily budget. The budget's counter in Redis shows
+    exactly the reported usage of both requests; without the end-of-request charge it would show
+    only the first one's."""
+    if not shutil.which("redis-cli"):
+        pytest.fail("redis-cli is not installed (apt-get install redis-tools)")
+    reply = "a reply of a known length, " * 4  # 108 bytes: 27 tokens
+    s = sim("--latency-ms", "1500", "--reply", reply)
+    state = tmp_path / "state"
+    cli("init", "--state-dir", state)
+    key = cli("key", "create", "--name", "o", "--role", "team", "--quiet", "--state-dir", state).strip()
+    kid = KEY_RE.match(key).group(1)
+    g = gateway(s.port, extra=(
+        f"state_dir: {state}\n"
+        "auth: { mode: required }\n"
+        "roles:\n"
+        "  team: { models: [gpt-4o-mini], endpoints: [chat], limits: { tokens_per_day: 1000000 } }\n"
+        f"rate_limits: {{ backend: redis://127.0.0.1:{redis.port}, fail: open, redis_timeout_ms: 200 }}\n"))
+    day_key = "{wd}:day:key:" + kid
+    c = httpx.Client(timeout=20)
+    body = body_bytes("count these tokens please", max_tokens=50)
+
+    # 1. Redis up: admitted, reserved, reconciled to the reported usage
+    r = post(c, g.url, body, key)
+    assert r.status_code == 200, r.text
+    first = event_of(g, r)
+    assert first["usage"]["reported"] and first.get("rule") != "limit:fail-open", first
+    used1 = first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
+    assert used1 == math.ceil(len("count these tokens please") / 4) + math.ceil(len(reply) / 4)
+    deadline = time.monotonic() + 5
+    while redis_cmd(redis.port, "HGET", day_key, "u") != str(used1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert redis_cmd(redis.port, "HGET", day_key, "u") == str(used1)
+
+    # 2. Redis frozen at admission, back before the answer ends
+    out = {}
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=lambda: out.update(r=post(c, g.url, body, key), t=time.monotonic()))
+        t0 = time.monotonic()
+        t.start()
+        time.sleep(0.7)  # the admission timed out (200 ms) and the request went ahead; the model takes 1.5 s
+        assert t.is_alive(), "the request ended before Redis came back: the test cannot tell anything"
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    t.join(20)
+    r = out["r"]
+    assert r.status_code == 200, r.text  # never blocked nor failed by the limiter
+    assert out["t"] - t0 < 1.5 + 1.0, out["t"] - t0
+    second = event_of(g, r)
+    assert second.get("rule") == "limit:fail-open", second
+    assert second["usage"]["reported"], second
+    used2 = second["usage"]["prompt_tokens"] + second["usage"]["completion_tokens"]
+    assert used2 == used1
+    deadline = time.monotonic() + 5
+    while redis_cmd(redis.port, "HGET", day_key, "u") != str(used1 + used2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert redis_cmd(redis.port, "HGET", day_key, "u") == str(used1 + used2)
+    c.close()
+
+
+def test_readyz_reports_an_unreachable_redis_under_fail_closed(gateway, upstream, tmp_path):
+    """A replica whose limits need Redis (fail: closed) cannot serve while Redis is unreachable, so
+    /readyz says so (503, with the limiter's last error as the reason and never the password); a
+    fail-open replica stays ready. The answer follows Redis going away and coming back."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    pw, wrong = "s3cret-Pass-4e7a", "wrong-Pass-91bc"
+    srv = Redis(tmp_path, "--requirepass", pw)
+    try:
+        def cfg(password, fail):
+            return (f"rate_limits: {{ backend: 'redis://:{password}@127.0.0.1:{srv.port}', fail: {fail},"
+                    " redis_timeout_ms: 200, per_ip: { rpm: 1000 } }")
+        good, bad = gateway(upstream.port, extra=cfg(pw, "closed")), gateway(upstream.port, extra=cfg(wrong, "closed"))
+        lenient = gateway(upstream.port, extra=cfg(wrong, "open"))
+        c = httpx.Client(timeout=5)
+
+        def ready(g, want, within=8):
+            deadline = time.monotonic() + within
+            while True:
+                r = c.get(g.admin_url + "/readyz")
+                if r.status_code == want or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert r.status_code == want, r.text
+            assert pw not in r.text and wrong not in r.text, r.text
+            return r.json()
+
+        assert ready(good, 200) == {"status": "ready"}
+        body = ready(bad, 503)
+        assert body["status"] == "not_ready", body
+        assert body["reason"].startswith("rate-limit backend unavailable (rate_limits.fail is closed): "), body
+        assert "WRONGPASS" in body["reason"] or "NOAUTH" in body["reason"], body  # Redis' own words
+        assert ready(lenient, 200) == {"status": "ready"}  # fail: open serves without Redis
+        assert post(c, bad.url, body_bytes()).json()["error"]["code"] == "limits_unavailable"
+        assert post(c, good.url, body_bytes()).status_code == 200
+
+        srv.kill()
+        body = ready(good, 503)
+        assert body["status"] == "not_ready" and "redis" in body["reason"], body
+        assert post(c, good.url, body_bytes()).status_code == 503
+        srv.start()
+        assert ready(good, 200) == {"status": "ready"}
+        assert post(c, good.url, body_bytes()).status_code == 200
+        assert c.get(good.admin_url + "/healthz").status_code == 200  # liveness never depended on Redis
+        for g in (good, bad, lenient):
+            assert pw not in g.stderr() and pw not in g.stdout(), "the Redis password reached the logs"
+        c.close()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_per_ip_daily_budget(gateway, upstream, tmp_path, backend):
+    """rate_limits.per_ip.tokens_per_day applies to every request from an address, with or without
+    authentication: 100 tokens a day; a request that reserves R and uses 10 + 80 = 90 is charged 90,
+    after which the next reservation no longer fits and waits for the next UTC day."""
+    r_srv = None
+    be = ""
+    if backend == "redis":
+        if not shutil.which("redis-server"):
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        r_srv = Redis(tmp_path)
+        be = f"backend: redis://127.0.0.1:{r_srv.port}, "
+    try:
+        g = gateway(upstream.port, extra=f"rate_limits: {{ {be}per_ip: {{ tokens_per_day: 100 }} }}")
+        c = httpx.Client(timeout=10)
+        small = body_bytes("usage:80", max_tokens=10)
+        assert reservation(small, 10) < 50
+        r = post(c, g.url, small)
+        assert r.status_code == 200, r.text
+        assert "x-ratelimit-limit-tokens" not in r.headers  # a budget is not a per-minute limit
+        time.sleep(0.3)  # reconciliation happens when the exchange ends
+        r = post(c, g.url, body_bytes(max_tokens=10))
+        e = expect_429(r, "budget_exceeded")
+        assert "ip:127.0.0.1" in e["message"], e
+        _, ms = retry_headers(r)
+        to_midnight_ms = (86400 - time.time() % 86400) * 1000
+        assert to_midnight_ms - 5000 <= ms <= to_midnight_ms + 1000, (ms, to_midnight_ms)
+        assert upstream.count() == 1
+        ev = [e for e in g.events() if e.get("code") == "budget_exceeded"]
+        assert [e["rule"] for e in ev] == ["limit:ip:127.0.0.1:budget"], ev
+        c.close()
+    finally:
+        if r_srv:
+            r_srv.stop()

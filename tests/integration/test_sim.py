@@ -283,6 +283,36 @@ def test_chat_stream_include_usage(sim):
     assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in others) == reply
 
 
+def test_no_usage_omits_usage_everywhere(sim_factory):
+    """--no-usage plays an upstream that does not count tokens: no usage object on any endpoint and no
+    usage chunk (nor "usage": null fields) on a stream even when include_usage asks for one; the
+    answers themselves are unchanged."""
+    plain, sim = sim_factory(), sim_factory("--no-usage")
+    stream_body = chat_body("a b c", stream=True, stream_options={"include_usage": True})
+    for s, want_usage in ((plain, True), (sim, False)):  # the same requests against both: only usage differs
+        with s.client() as c:
+            r = c.post("/v1/chat/completions", json=chat_body("hello"))
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == "echo: hello"
+            assert ("usage" in r.json()) == want_usage, r.text
+            r = c.post("/v1/completions", json={"model": "m", "prompt": "Say this"})
+            assert r.json()["choices"][0]["text"] == "echo: Say this"
+            assert ("usage" in r.json()) == want_usage, r.text
+            r = c.post("/v1/embeddings", json={"model": "e", "input": "hello"})
+            assert len(r.json()["data"][0]["embedding"]) == 8
+            assert ("usage" in r.json()) == want_usage, r.text
+            with c.stream("POST", "/v1/chat/completions", json=stream_body) as r:
+                events = sse_events(r)
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch["choices"]) \
+            == "echo: a b c"
+        if want_usage:
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == tokens(11)
+        else:
+            assert all("usage" not in ch and ch["choices"] for ch in chunks), chunks
+
+
 def test_stream_chunks_repeats_reply(sim_factory):
     sim = sim_factory("--stream-chunks", "50", "--reply", "one two three")
     with sim.client() as c:

@@ -625,6 +625,34 @@ static void test_reload_check(void **state)
 
 /* Like expect_err, but the expected position is where `needle` first occurs in the document, so the
  * test names the offending text rather than counting columns by hand. */
+/* rate_limits.per_ip takes the same kinds of limit as a role: rates, concurrency and token budgets. */
+static void test_per_ip_limits(void **state)
+{
+    (void)state;
+    wd_config_t *c = load_ok(MINIMAL "rate_limits:\n  per_ip: { rpm: 60, tpm: 1000, concurrent: 2, tokens_per_day: "
+                                     "50000, tokens_per_month: 4000000000 }\n");
+    assert_int_equal(c->rate.per_ip.rpm, 60);
+    assert_int_equal(c->rate.per_ip.tpm, 1000);
+    assert_int_equal(c->rate.per_ip.concurrent, 2);
+    assert_int_equal(c->rate.per_ip.tokens_per_day, 50000);
+    assert_int_equal(c->rate.per_ip.tokens_per_month, 4000000000u);
+    wd_config_unref(c);
+    c = load_ok(MINIMAL "rate_limits: { per_ip: { tokens_per_month: 7 } }\n");
+    assert_int_equal(c->rate.per_ip.tokens_per_day, 0); /* absent: unlimited */
+    assert_int_equal(c->rate.per_ip.tokens_per_month, 7);
+    wd_config_unref(c);
+    expect_err(MINIMAL "rate_limits: { per_ip: { tokens_per_day: 4000000001 } }\n", "7:42",
+               "rate_limits.per_ip.tokens_per_day: 4000000001 is out of range (0..4000000000)");
+    expect_err(MINIMAL "rate_limits: { per_ip: { tokens_per_month: -1 } }\n", "7:44",
+               "rate_limits.per_ip.tokens_per_month: expected an integer, got '-1'");
+    expect_err(MINIMAL "rate_limits: { per_ip: { tokens_per_day: 1.5 } }\n", "7:42",
+               "rate_limits.per_ip.tokens_per_day: expected an integer");
+    expect_err(MINIMAL "rate_limits: { per_ip: { tokens_per_week: 5 } }\n", "7:26",
+               "unknown key 'tokens_per_week' in rate_limits.per_ip; allowed keys: rpm, tpm, concurrent, "
+               "tokens_per_day, tokens_per_month");
+    expect_err(MINIMAL "rate_limits: { per_ip: { per: role } }\n", "7:26", "unknown key 'per'");
+}
+
 static void expect_err_at(const char *yaml, const char *needle, const char *want)
 {
     const char *hit = strstr(yaml, needle);
@@ -1136,7 +1164,8 @@ int main(void)
         cmocka_unit_test(test_full_file),        cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_listen_forms),     cmocka_unit_test(test_audit),
         cmocka_unit_test(test_unknown_key),      cmocka_unit_test(test_wrong_type),
-        cmocka_unit_test(test_out_of_range),     cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_per_ip_limits),     cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_missing_required), cmocka_unit_test(test_bad_address),
         cmocka_unit_test(test_bad_url),          cmocka_unit_test(test_api_key_env),
         cmocka_unit_test(test_models),           cmocka_unit_test(test_yaml_features_rejected),

@@ -254,6 +254,37 @@ static void test_reconciliation(void **state)
     wd_limiter_free(l);
 }
 
+/* A request let through unadmitted (fail open) is charged what it used: tokens and budgets move like
+ * an overrun, and no concurrency slot is released (it never took one), nor anything refunded. */
+static void test_charge_unadmitted(void **state)
+{
+    (void)state;
+    wd_limiter_t *l = wd_limiter_new(4);
+    wd_limit_scope_t s = sc("ip:open", 0, 600, 1, 1000, 0); /* T = 100 ms a token, one in flight */
+    wd_limit_decision_t d;
+    assert_int_equal(admit(l, &s, 1, 0, T0, NULL), WD_LIMIT_OK); /* holds the only slot */
+    wd_limiter_charge(l, &s, 1, 300, T0);
+    assert_int_equal(admit(l, &s, 1, 0, T0, NULL), WD_LIMIT_CONCURRENCY); /* the slot is still held */
+    wd_limiter_finish(l, &s, 1, 0, 0, T0);                                 /* the admitted one ends */
+    assert_int_equal(admit(l, &s, 1, 300, T0, &d), WD_LIMIT_OK);           /* 300 of 600 were charged */
+    assert_int_equal(d.remaining_tokens, 0);
+    wd_limiter_finish(l, &s, 1, 300, 300, T0);
+    /* the day budget saw 300 + 300: 400 left */
+    assert_int_equal(admit(l, &s, 1, 401, T0 + 3600 * S, &d), WD_LIMIT_BUDGET);
+    assert_int_equal(admit(l, &s, 1, 400, T0 + 3600 * S, NULL), WD_LIMIT_OK);
+    wd_limiter_finish(l, &s, 1, 400, 400, T0 + 3600 * S);
+    /* nothing, or a negative figure, charges nothing (never a refund) */
+    wd_limiter_charge(l, &s, 1, 0, T0 + 3600 * S);
+    wd_limiter_charge(l, &s, 1, -500, T0 + 3600 * S);
+    assert_int_equal(admit(l, &s, 1, 1, T0 + 3600 * S, NULL), WD_LIMIT_BUDGET);
+    /* a charge to an unknown key creates it (like an overrun on an evicted entry) */
+    wd_limit_scope_t n = sc("ip:new", 0, 600, 0, 0, 0);
+    wd_limiter_charge(l, &n, 1, 660, T0);
+    assert_int_equal(admit(l, &n, 1, 1, T0, &d), WD_LIMIT_TOKENS);
+    assert_int_equal(d.retry_after_ms, 6100); /* 66.1 - 60 s */
+    wd_limiter_free(l);
+}
+
 static void test_day_budget(void **state)
 {
     (void)state;
@@ -480,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_concurrency),
         cmocka_unit_test(test_token_reservation),
         cmocka_unit_test(test_reconciliation),
+        cmocka_unit_test(test_charge_unadmitted),
         cmocka_unit_test(test_day_budget),
         cmocka_unit_test(test_month_budget),
         cmocka_unit_test(test_eviction_bounded),

@@ -464,6 +464,38 @@ static void test_concurrency(void **state)
     ctx_close(&c);
 }
 
+/* Usage of a request let through unadmitted (fail open): charged as plain usage, and never taken
+ * from an admitted request with the same keys and reservation (finish() would release that one's
+ * slot and refund its reservation). */
+static void test_charge_unadmitted(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    ctx_t c;
+    ctx_open(&c, 2000);
+    wd_limit_scope_t s = scope("ip:open", 0, 600, 1, 1000, 0); /* T = 100 ms a token */
+    assert_int_equal(admit1(&c, &s, 1, 0).outcome, WD_LIMIT_OK);  /* holds the only slot, reserves 0 */
+    wd_limit_redis_charge(c.r, &s, 1, 300);
+    wd_limit_redis_charge(c.r, &s, 1, 0);    /* nothing to send */
+    wd_limit_redis_charge(c.r, &s, 1, -5);   /* bad argument: ignored */
+    assert_int_equal(admit1(&c, &s, 1, 0).outcome, WD_LIMIT_CONCURRENCY); /* the slot is still held */
+    wd_limit_redis_finish(c.r, &s, 1, 0, 0);
+    wd_limit_decision_t d = admit1(&c, &s, 1, 300); /* 300 of 600 were charged */
+    assert_int_equal(d.outcome, WD_LIMIT_OK);
+    assert_true(d.remaining_tokens <= 1); /* Redis' clock moves between calls: at most a token refilled */
+    wd_limit_redis_finish(c.r, &s, 1, 300, 300);
+    wd_limit_scope_t barrier = scope("key:barrier", 1, 0, 0, 0, 0);
+    admit1(&c, &barrier, 1, 0); /* finish is fire and forget: same connection, so this orders it */
+    redisReply *rep = sync_cmd("HGET {wd}:day:ip:open u");
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_string_equal(rep->str, "600");
+    freeReplyObject(rep);
+    rep = sync_cmd("ZCARD {wd}:conc:ip:open");
+    assert_int_equal(rep->integer, 0);
+    freeReplyObject(rep);
+    ctx_close(&c);
+}
+
 /* A replica that dies holding a slot loses it after one lease; a live one keeps renewing it. */
 static void test_concurrency_lease(void **state)
 {
@@ -683,6 +715,47 @@ static void test_hung_server_timeout(void **state)
     wd_limit_decision_t d = admit1(&c, &s, 1, 0);
     assert_int_equal(d.outcome, WD_LIMIT_OK);
     ctx_close(&c);
+}
+
+/* Readiness: unhealthy (with the reason, never the password) until the set-up went through,
+ * healthy while Redis answers, unhealthy again once the connection is lost. */
+static void test_healthy(void **state)
+{
+    (void)state;
+    NEED_REDIS();
+    char url[96], err[256], why[200];
+    snprintf(url, sizeof url, "redis://:pw-Secret-77a1@127.0.0.1:%d", free_port()); /* nothing listens */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    wd_limit_redis_t *r = wd_limit_redis_new(&loop, url, 500, "wd", err, sizeof err);
+    assert_non_null(r);
+    assert_false(wd_limit_redis_healthy(r, why, sizeof why));
+    assert_string_equal(why, "redis: not connected yet");
+    for (int i = 0; i < 150; i++) { /* refused at once, or timed out after the 1 s connect deadline */
+        pump(&loop, 20);
+        wd_limit_redis_healthy(r, why, sizeof why);
+        if (strcmp(why, "redis: not connected yet") != 0) break;
+    }
+    assert_false(wd_limit_redis_healthy(r, why, sizeof why));
+    if (!strstr(why, "redis connect")) fail_msg("why: %s", why);
+    assert_null(strstr(why, "pw-Secret"));
+    wd_limit_redis_free(r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    ctx_t c;
+    ctx_open(&c, 2000);
+    wd_limit_scope_t s = scope("key:h", 10, 0, 0, 0, 0);
+    assert_int_equal(admit1(&c, &s, 1, 0).outcome, WD_LIMIT_OK);
+    assert_true(wd_limit_redis_healthy(c.r, why, sizeof why));
+    assert_string_equal(why, "");
+    server_kill();
+    for (int i = 0; i < 50 && wd_limit_redis_healthy(c.r, NULL, 0); i++)
+        pump(&c.loop, 20);
+    assert_false(wd_limit_redis_healthy(c.r, why, sizeof why));
+    assert_non_null(strstr(why, "redis"));
+    ctx_close(&c);
+    server_start();
 }
 
 static void test_unreachable_never_reentrant(void **state)
@@ -1055,6 +1128,7 @@ int main(void)
         cmocka_unit_test_setup(test_token_reservation, test_setup),
         cmocka_unit_test_setup(test_reconciliation, test_setup),
         cmocka_unit_test_setup(test_concurrency, test_setup),
+        cmocka_unit_test_setup(test_charge_unadmitted, test_setup),
         cmocka_unit_test_setup(test_concurrency_lease, test_setup),
         cmocka_unit_test_setup(test_budgets, test_setup),
         cmocka_unit_test_setup(test_differential_vs_local, test_setup),
@@ -1065,6 +1139,7 @@ int main(void)
         cmocka_unit_test_setup(test_keys_have_ttls_and_one_tag, test_setup),
         cmocka_unit_test_setup(test_url_db_and_unix, test_setup),
         cmocka_unit_test_setup(test_unreachable_never_reentrant, test_setup),
+        cmocka_unit_test_setup(test_healthy, test_setup),
         cmocka_unit_test_setup(test_hung_server_timeout, test_setup),
         cmocka_unit_test_setup(test_kill_and_restart, test_setup),
     };
