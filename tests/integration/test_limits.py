@@ -845,3 +845,26 @@ def test_per_ip_daily_budget(gateway, upstream, tmp_path, backend):
     finally:
         if r_srv:
             r_srv.stop()
+
+
+def test_later_stage_rejection_releases_the_admission(gateway, sim):
+    """The stage chain runs every admitted stage's on_done, in reverse order, also when a later stage
+    rejects: a request the limiter admitted and the guard then blocked (it carries a secret) gives its
+    concurrency slot and its token reservation back, so blocked requests never use up the limits."""
+    from conftest import ROOT
+    s = sim()
+    g = gateway(s.port, extra=(
+        "rate_limits: { per_ip: { concurrent: 1, tpm: 100000 } }\n"
+        f"guard: {{ rules_dir: {ROOT / 'rules'}, default_profile: strict }}\n"
+        "guard_profiles:\n"
+        "  strict: { input: { secrets: block } }\n"))
+    secret = "ghp_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+    with httpx.Client(timeout=10) as c:
+        blocked = [c.post(g.url + CHAT, json=chat_body(f"my token is {secret}", max_tokens=500)) for _ in range(5)]
+        ok = c.post(g.url + CHAT, json=chat_body("hello", max_tokens=500))
+    assert [r.status_code for r in blocked] == [400] * 5, [r.text for r in blocked]
+    assert all(r.json()["error"]["code"] == "content_blocked" for r in blocked)
+    # each blocked request was admitted (it reserved tokens), and gave them back when it ended
+    remaining = [int(r.headers["x-ratelimit-remaining-tokens"]) for r in blocked]
+    assert len(set(remaining)) == 1 and remaining[0] < 100000, remaining
+    assert ok.status_code == 200, ok.text   # the one concurrency slot is free again
