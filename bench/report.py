@@ -417,14 +417,6 @@ def cmd_report(meta_path, res_path, md_path):
     idle = meta.get("warden_idle_rss_kb")
     checks.append(("idle RSS ≤ %d MiB" % (MAX_IDLE_RSS_KB // 1024), "%.1f MiB" % (idle / 1024),
                    idle <= MAX_IDLE_RSS_KB))
-    lb = dict(kv.split(" ", 1) for kv in meta.get("limit_bench", "").split(";") if " " in kv)
-    for k, what in (("local_decisions_per_sec_1thread", "1 scope (rpm + tpm)"),
-                    ("local_decisions_per_sec_1thread_3scopes", "3 scopes (key rpm+tpm, role rpm, ip rpm)")):
-        if k in lb:
-            v = float(lb[k])
-            checks.append(("local limiter: admit decisions ≥ %s/s per core, %s" % (fmt_num(MIN_LIMITER_DECISIONS), what),
-                           "%s/s per CPU second of one thread (limit_bench, best of 3 × 0.5 s)" % fmt_num(v),
-                           v >= MIN_LIMITER_DECISIONS))
     check_rows = [("target", "measured", "result")] + [(a, b, ok if isinstance(ok, str) else "PASS" if ok else "FAIL")
                                            for a, b, ok in checks]
 

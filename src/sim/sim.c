@@ -478,6 +478,18 @@ static int ap_u64(wd_buf_t *b, uint64_t v)
     return wd_buf_append(b, t + n, sizeof t - n);
 }
 
+/* ,"usage":{...} of a completion: prompt and completion tokens and their sum */
+static int ap_usage(wd_buf_t *b, uint64_t pt, uint64_t ct)
+{
+    int rc = AP(b, ",\"usage\":{\"prompt_tokens\":");
+    rc |= ap_u64(b, pt);
+    rc |= AP(b, ",\"completion_tokens\":");
+    rc |= ap_u64(b, ct);
+    rc |= AP(b, ",\"total_tokens\":");
+    rc |= ap_u64(b, pt + ct);
+    return rc | AP(b, "}");
+}
+
 static int ap_hex(wd_buf_t *b, uint64_t v)
 {
     static const char hex[] = "0123456789abcdef";
@@ -1133,15 +1145,7 @@ static int handle_chat(conn_t *c, wd_buf_t *out, const wd_http_msg_t *m, const c
     rc |= AP(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
     rc |= wd_buf_append_json_str(b, text->data, text->len);
     rc |= AP(b, "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}]");
-    if (!o->no_usage) {
-        rc |= AP(b, ",\"usage\":{\"prompt_tokens\":");
-        rc |= ap_u64(b, pt);
-        rc |= AP(b, ",\"completion_tokens\":");
-        rc |= ap_u64(b, ct);
-        rc |= AP(b, ",\"total_tokens\":");
-        rc |= ap_u64(b, pt + ct);
-        rc |= AP(b, "}");
-    }
+    if (!o->no_usage) rc |= ap_usage(b, pt, ct);
     if (o->echo_headers) {
         const wd_http_header_t *auth = wd_http_header(m, "authorization");
         rc |= AP(b, ",\"sim_request\":{\"authorization\":");
@@ -1267,15 +1271,7 @@ static int handle_completions(conn_t *c, wd_buf_t *out, const char *body, size_t
         rc |= AP(b, ",\"logprobs\":null,\"finish_reason\":\"stop\"}");
     }
     rc |= AP(b, "]");
-    if (!o->no_usage) {
-        rc |= AP(b, ",\"usage\":{\"prompt_tokens\":");
-        rc |= ap_u64(b, pt);
-        rc |= AP(b, ",\"completion_tokens\":");
-        rc |= ap_u64(b, ct);
-        rc |= AP(b, ",\"total_tokens\":");
-        rc |= ap_u64(b, pt + ct);
-        rc |= AP(b, "}");
-    }
+    if (!o->no_usage) rc |= ap_usage(b, pt, ct);
     rc |= AP(b, "}");
     if (rc) return ap_error(c, out, 500, "server_error", "internal_error", NULL, "out of memory"), 0;
     ap_response(c, out, 200, b->data, b->len);
