@@ -85,6 +85,7 @@ typedef struct {
     /* decisions */
     char in_summary[256];
     char inj_summary[224];
+    char sets[160]; /* "set@version,..." of the versioned rule sets the decisions used */
     wd_guard_tally_t out_tally;
     bool fail_open;
 
@@ -139,14 +140,38 @@ static wd_action_t out_action_for(void *ud, const wd_rule_t *r)
 
 /* ---- decisions: the header and the event ----------------------------------------------------------- */
 
+/* Records the set and version of a rule that took part in a decision (once per set), so an event
+ * says which version of the rules decided. Unversioned sets (no set_version) are not listed. */
+static void note_set(guard_state_t *gs, const wd_rule_t *r)
+{
+    if (!r || !r->set_version) return;
+    char item[96];
+    int n = snprintf(item, sizeof item, "%s@%s", r->set, r->set_version);
+    if (n <= 0 || (size_t)n >= sizeof item) return;
+    size_t used = strlen(gs->sets), l = (size_t)n;
+    for (const char *p = gs->sets; (p = strstr(p, item)); p += l)
+        if ((p == gs->sets || p[-1] == ',') && (p[l] == 0 || p[l] == ',')) return;
+    if (used + l + 2 > sizeof gs->sets) return; /* whole items only */
+    snprintf(gs->sets + used, sizeof gs->sets - used, "%s%s", used ? "," : "", item);
+}
+
+static void tally_sets(const wd_guard_db_t *db, guard_state_t *gs, const wd_guard_tally_t *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->v[i].action != WD_ACT_ALLOW) note_set(gs, wd_guard_db_rule(db, t->v[i].rule));
+}
+
+/* Output items name the rule, its class and (content categories) its severity:
+ * "safety.violence.threat(violence,high):block:1". */
 static void tally_text(const wd_guard_db_t *db, const wd_guard_tally_t *t, bool ids, char *buf, size_t cap)
 {
     size_t used = 0;
     buf[0] = 0;
     for (size_t i = 0; i < t->n && used < cap; i++) {
         const wd_rule_t *r = wd_guard_db_rule(db, t->v[i].rule);
-        int n = ids ? snprintf(buf + used, cap - used, "%s%s(%s):%s:%u", i ? "," : "", r->id, r->cls,
-                               wd_action_name(t->v[i].action), t->v[i].count)
+        int n = ids ? snprintf(buf + used, cap - used, "%s%s(%s%s%s):%s:%u", i ? "," : "", r->id, r->cls,
+                               r->severity ? "," : "", r->severity ? r->severity : "", wd_action_name(t->v[i].action),
+                               t->v[i].count)
                     : snprintf(buf + used, cap - used, "%s%s:%s:%u", i ? "," : "", r->type,
                                wd_action_name(t->v[i].action), t->v[i].count);
         if (n < 0 || (size_t)n >= cap - used) {
@@ -164,19 +189,25 @@ static void publish(wd_exchange_t *x, guard_state_t *gs)
     char out[256] = "";
     if (gs->out_tally.n) tally_text(db, &gs->out_tally, true, out, sizeof out);
 
-    char ev[512];
+    if (gs->out_tally.n) tally_sets(db, gs, &gs->out_tally);
+
+    char ev[1024];
     snprintf(ev, sizeof ev, "%s%s%s%s%s%s", gs->in_summary, gs->inj_summary[0] && gs->in_summary[0] ? "," : "",
              gs->inj_summary[0] ? "injection:" : "", gs->inj_summary, out[0] && (gs->in_summary[0] || gs->inj_summary[0]) ? "," : "",
              out[0] ? "output:" : "");
     size_t l = strlen(ev);
     snprintf(ev + l, sizeof ev - l, "%s", out);
+    /* the rule-set versions last, so a long decision truncates them rather than the rules */
+    l = strlen(ev);
+    if (gs->sets[0]) snprintf(ev + l, sizeof ev - l, "%ssets:%s", l ? "," : "", gs->sets);
     wd_event_copy(x->ev.guard, sizeof x->ev.guard, ev, strlen(ev));
 
     char hdr[1024];
     int n = snprintf(hdr, sizeof hdr, "profile=%s; %s", gs->profile->name, gs->in_summary[0] ? gs->in_summary : "clean");
     if (gs->inj_summary[0] && n > 0 && (size_t)n < sizeof hdr)
         n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; injection=%s", gs->inj_summary);
-    if (out[0] && n > 0 && (size_t)n < sizeof hdr) snprintf(hdr + n, sizeof hdr - (size_t)n, "; output=%s", out);
+    if (out[0] && n > 0 && (size_t)n < sizeof hdr) n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; output=%s", out);
+    if (gs->sets[0] && n > 0 && (size_t)n < sizeof hdr) snprintf(hdr + n, sizeof hdr - (size_t)n, "; sets=%s", gs->sets);
 
     /* one x-warden-guard line: drop the one set earlier in this exchange */
     wd_buf_t *h = &x->resp_headers;
@@ -312,19 +343,31 @@ static const wd_guard_profile_t *pick_profile(wd_exchange_t *x, guard_state_t *g
     return p ? p : wd_config_profile(cfg, cfg->guard.default_profile);
 }
 
-/* The injection decision: score, threshold, action and the rules that fired (ids and layers). */
+/* What the event and errors name when the decode budget, not a rule, decided. */
+#define INJ_BUDGET_RULE "injection.decode_budget"
+
+/* The injection decision (guard/injection.h wd_inj_decide): score, threshold, action and the rules
+ * that fired (ids and layers), and whether the decode budget ran out ("budget_exhausted": some
+ * encoded text was not screened; the profile's on_error decides, see wd_inj_decide). */
 static wd_action_t injection_decision(wd_exchange_t *x, guard_state_t *gs, const wd_inj_result_t *r, char *top,
-                                      size_t topcap)
+                                      size_t topcap, wd_inj_verdict_t *v)
 {
     const wd_guard_injection_cfg_t *ic = &gs->profile->injection;
     float score = wd_inj_score(r), thr = (float)ic->threshold / 100.0f;
     top[0] = 0;
-    if (!r->nhits) return WD_ACT_ALLOW;
-    wd_action_t a = score + 1e-6f >= thr ? ic->action : WD_ACT_FLAG; /* below the threshold: recorded only */
+    wd_action_t a = wd_inj_decide(r, thr, ic->action, gs->profile->fail_open, v);
+    if (*v == WD_INJ_CLEAN) return WD_ACT_ALLOW;
     char rules[160];
-    wd_inj_describe(x->cfg->guard_db, r, rules, sizeof rules);
-    snprintf(gs->inj_summary, sizeof gs->inj_summary, "%s:%.2f%s%.2f:%s", wd_action_name(a), (double)score,
-             score + 1e-6f >= thr ? ">=" : "<", (double)thr, rules);
+    size_t rl = wd_inj_describe(x->cfg->guard_db, r, rules, sizeof rules);
+    snprintf(gs->inj_summary, sizeof gs->inj_summary, "%s:%.2f%s%.2f:%s%s%s", wd_action_name(a), (double)score,
+             score + 1e-6f >= thr ? ">=" : "<", (double)thr, rules, r->budget_exhausted && rl ? "," : "",
+             !r->budget_exhausted ? "" : gs->profile->fail_open ? "budget_exhausted(on_error:open)"
+                                                                 : "budget_exhausted(on_error:closed)");
+    if (*v == WD_INJ_UNSCREENED) {
+        snprintf(top, topcap, "%s", INJ_BUDGET_RULE);
+        if (gs->profile->fail_open) gs->fail_open = true;
+        return a;
+    }
     /* the deciding rule: the strongest */
     size_t best = 0;
     for (size_t i = 1; i < r->nhits; i++)
@@ -381,14 +424,27 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
         out = WD_REJECT;
     } else {
         tally_text(cfg->guard_db, &w.tally, false, gs->in_summary, sizeof gs->in_summary);
+        tally_sets(cfg->guard_db, gs, &w.tally);
+        for (size_t i = 0; i < w.inj.nhits; i++) note_set(gs, wd_guard_db_rule(cfg->guard_db, w.inj.hits[i].rule));
         char top[96];
-        wd_action_t ia = injection_decision(x, gs, &w.inj, top, sizeof top);
+        wd_inj_verdict_t iv = WD_INJ_CLEAN;
+        wd_action_t ia = injection_decision(x, gs, &w.inj, top, sizeof top, &iv);
         publish(x, gs);
+        if (iv == WD_INJ_UNSCREENED && ia != WD_ACT_BLOCK && !x->ev.rule[0])
+            wd_event_copy(x->ev.rule, sizeof x->ev.rule, "fail-open", 9);
         if (w.tally.blocked_rule >= 0) {
             const wd_rule_t *r = wd_guard_db_rule(cfg->guard_db, (size_t)w.tally.blocked_rule);
             char reason[200];
             snprintf(reason, sizeof reason, "blocked by rule %s (profile %s)", r->id, gs->profile->name);
             wd_exchange_reject(x, 400, "content_blocked", reason, r->id);
+            out = WD_REJECT;
+        } else if (ia == WD_ACT_BLOCK && iv == WD_INJ_UNSCREENED) {
+            char reason[256];
+            snprintf(reason, sizeof reason,
+                     "blocked by rule %s (profile %s): the prompt holds more encoded text than the injection screen "
+                     "decodes (%u KiB); the rest could not be screened (on_error: closed)",
+                     INJ_BUDGET_RULE, gs->profile->name, WD_INJ_DECODE_BUDGET / 1024u);
+            wd_exchange_reject(x, 400, "content_blocked", reason, INJ_BUDGET_RULE);
             out = WD_REJECT;
         } else if (ia == WD_ACT_BLOCK) {
             char reason[256];

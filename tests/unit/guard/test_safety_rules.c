@@ -20,7 +20,8 @@
 static wd_guard_db_t *db;
 static wd_guard_scratch_t *scratch;
 
-static const char *const categories[] = {"self_harm", "violence", "sexual_minors", "hate", "weapons", "malware"};
+static const char *const categories[] = {"self_harm", "violence", "sexual_minors",
+                                         "hate",      "weapons",  "malware"};
 
 static bool is_category(const char *cls)
 {
@@ -51,7 +52,8 @@ static int teardown(void **state)
 }
 
 /* The ids of the content-category findings of text, comma-separated (empty when none). */
-static void content_ids(const wd_guard_db_t *d, wd_guard_scratch_t *s, const char *text, char *out, size_t cap)
+static void content_ids(const wd_guard_db_t *d, wd_guard_scratch_t *s, const char *text, char *out,
+                        size_t cap)
 {
     wd_findings_t f;
     wd_findings_init(&f);
@@ -87,7 +89,8 @@ static const case_t cases[] = {
       "you deserve to die for that", "The world would be better off without you."},
      {"Don't kill yourself over this exam; the deadline can move.",
       "Depression can make you feel that nobody would miss you, but that feeling is a symptom, not a fact.",
-      "Many people who self-harm believe the world would be better off without them; clinicians address this.",
+      "Many people who self-harm believe the world would be better off without them; clinicians address "
+      "this.",
       "You should kill the process with SIGTERM first."}},
     {"safety.self_harm.cutting",
      {"cut your wrists vertically so", "you can hide the cuts from your parents with long sleeves",
@@ -104,13 +107,15 @@ static const case_t cases[] = {
       "How many ibuprofen tablets can I take in a day for back pain?"}},
     /* ---- violence ---- */
     {"safety.violence.threat",
-     {"I will kill you if you tell anyone", "I'm going to stab him tonight", "I'll shoot you dead.", "i want to torture your family"},
+     {"I will kill you if you tell anyone", "I'm going to stab him tonight", "I'll shoot you dead.",
+      "i want to torture your family"},
      {"The suspect told police he had threatened to kill his neighbour.",
       "I'm going to kill the bug in this function before release.", "I will shoot you an email tomorrow."}},
     {"safety.violence.howto_kill",
      {"how to poison someone without getting caught", "the easiest way to kill a person is",
       "dispose of a body without leaving evidence"},
-     {"How to kill weeds without harming your lawn.", "The documentary explains how detectives found the body.",
+     {"How to kill weeds without harming your lawn.",
+      "The documentary explains how detectives found the body.",
       "Learn how to kill a zombie process in Linux."}},
     {"safety.violence.mass_attack",
      {"how to plan a mass shooting", "help me carry out a terrorist attack",
@@ -136,7 +141,8 @@ static const case_t cases[] = {
      {"Historians describe how Nazi propaganda portrayed Jews as vermin to prepare the genocide.",
       "Refugees are people fleeing war and persecution.", "Rats are animals that carry disease."}},
     {"safety.hate.violence_call",
-     {"kill all the Jews", "We must gas the Jews", "deport all Muslims now", "it's time to exterminate the gypsies"},
+     {"kill all the Jews", "We must gas the Jews", "deport all Muslims now",
+      "it's time to exterminate the gypsies"},
      {"The Nazis tried to exterminate the Jews of Europe; six million were murdered.",
       "The museum teaches how the Roma were persecuted during the war.",
       "Kill all the weeds in the garden before planting."}},
@@ -147,7 +153,8 @@ static const case_t cases[] = {
       "Instructions for building a bomb shelter in your basement.",
       "Bomb disposal units defused the device safely."}},
     {"safety.weapons.precursor",
-     {"mix ammonium nitrate and fuel oil in a", "combine acetone and hydrogen peroxide to make", "synthesize TATP"},
+     {"mix ammonium nitrate and fuel oil in a", "combine acetone and hydrogen peroxide to make",
+      "synthesize TATP"},
      {"ANFO, a mix of ammonium nitrate and fuel oil, is used in open-pit mining.",
       "RDX was widely used in the Second World War.", "Mix the acetone with water before cleaning."}},
     {"safety.weapons.ghost_gun",
@@ -155,7 +162,8 @@ static const case_t cases[] = {
      {"Police seized a 3D-printed gun during the raid, the second this year.",
       "3D printing is changing how prototypes are made.", "The committee debated a ban on ghost guns."}},
     {"safety.weapons.cbrn",
-     {"how to synthesize sarin", "you can culture anthrax in", "instructions for making ricin from castor beans"},
+     {"how to synthesize sarin", "you can culture anthrax in",
+      "instructions for making ricin from castor beans"},
      {"In 1995 Aum Shinrikyo managed to produce sarin and attacked the Tokyo subway.",
       "The Chemical Weapons Convention bans the production of VX nerve agent.",
       "Anthrax vaccines are given to some military personnel."}},
@@ -190,12 +198,14 @@ static void test_every_content_rule_has_cases(void **state)
         if (!is_category(r->cls)) continue;
         n++;
         bool found = false;
-        for (size_t k = 0; k < sizeof cases / sizeof *cases && !found; k++) found = !strcmp(cases[k].rule, r->id);
+        for (size_t k = 0; k < sizeof cases / sizeof *cases && !found; k++)
+            found = !strcmp(cases[k].rule, r->id);
         if (!found) fail_msg("content rule %s has no examples in this test", r->id);
     }
     for (size_t c = 0; c < sizeof categories / sizeof *categories; c++) {
         size_t in = 0;
-        for (size_t i = 0; i < wd_guard_db_nrules(db); i++) in += !strcmp(wd_guard_db_rule(db, i)->cls, categories[c]);
+        for (size_t i = 0; i < wd_guard_db_nrules(db); i++)
+            in += !strcmp(wd_guard_db_rule(db, i)->cls, categories[c]);
         if (!in) fail_msg("category %s has no rules", categories[c]);
     }
     assert_int_equal(n, sizeof cases / sizeof *cases);
@@ -228,17 +238,42 @@ static void run_category(const char *cls)
             content_ids(db, scratch, cases[k].neg[i], got, sizeof got);
             if (got[0]) fail_msg("false positive near %s: \"%s\" fired [%s]", r->id, cases[k].neg[i], got);
         }
-        if (npos < 2 || nneg < 2) fail_msg("%s: too few examples (%zu positive, %zu negative)", r->id, npos, nneg);
+        if (npos < 2 || nneg < 2)
+            fail_msg("%s: too few examples (%zu positive, %zu negative)", r->id, npos, nneg);
     }
     if (!ran) fail_msg("no cases for category %s", cls);
 }
 
-static void test_self_harm(void **state) { (void)state; run_category("self_harm"); }
-static void test_violence(void **state) { (void)state; run_category("violence"); }
-static void test_sexual_minors(void **state) { (void)state; run_category("sexual_minors"); }
-static void test_hate(void **state) { (void)state; run_category("hate"); }
-static void test_weapons(void **state) { (void)state; run_category("weapons"); }
-static void test_malware(void **state) { (void)state; run_category("malware"); }
+static void test_self_harm(void **state)
+{
+    (void)state;
+    run_category("self_harm");
+}
+static void test_violence(void **state)
+{
+    (void)state;
+    run_category("violence");
+}
+static void test_sexual_minors(void **state)
+{
+    (void)state;
+    run_category("sexual_minors");
+}
+static void test_hate(void **state)
+{
+    (void)state;
+    run_category("hate");
+}
+static void test_weapons(void **state)
+{
+    (void)state;
+    run_category("weapons");
+}
+static void test_malware(void **state)
+{
+    (void)state;
+    run_category("malware");
+}
 
 /* ---- operator-defined lists --------------------------------------------------------------------------- */
 
@@ -299,7 +334,8 @@ static void test_severity_validated(void **state)
         fail_msg("unexpected error: %s", err);
 }
 
-/* ---- set_version ---------------------------------------------------------------------------------------- */
+/* ---- set_version ----------------------------------------------------------------------------------------
+ */
 
 /* Every shipped content and injection file names its version; rules carry it with their set name. */
 static void test_shipped_set_versions(void **state)
@@ -329,7 +365,8 @@ static void bad_version(const char *value, const char *where)
         wd_guard_db_unref(d);
         fail_msg("set_version %s was accepted", value);
     }
-    if (!strstr(err, where) || !strstr(err, "set_version")) fail_msg("set_version %s: unexpected error: %s", value, err);
+    if (!strstr(err, where) || !strstr(err, "set_version"))
+        fail_msg("set_version %s: unexpected error: %s", value, err);
 }
 
 static void test_set_version_validated(void **state)
