@@ -171,7 +171,7 @@ static void tally_sets(const wd_guard_db_t *db, guard_state_t *gs, const wd_guar
         if (t->v[i].action != WD_ACT_ALLOW) note_set(gs, wd_guard_db_rule(db, t->v[i].rule));
 }
 
-/* Output items name the rule, its class and (content categories) its severity:
+/* Output items name the rule, its class and its severity when it has one:
  * "safety.violence.threat(violence,high):block:1". */
 static void tally_text(const wd_guard_db_t *db, const wd_guard_tally_t *t, bool ids, char *buf, size_t cap)
 {

@@ -1205,14 +1205,21 @@ static int map_keys(load_t *L, const wd_ynode_t *map, const char *what, const ch
     return WD_OK;
 }
 
-/* "rules/safety_violence.yaml" -> "safety_violence": what decisions name next to the set's version. */
+/* "rules/safety_violence.yaml" -> "safety_violence": what decisions name next to the set's version.
+ * Decisions go into headers and events, so a file name's other characters become '_'. */
 static char *set_name(const char *file)
 {
     const char *b = strrchr(file, '/');
     b = b ? b + 1 : file;
     size_t l = strlen(b);
     if (l > 5 && !strcmp(b + l - 5, ".yaml")) l -= 5;
-    return strndup(b, l);
+    if (l > MAX_NAME) l = MAX_NAME;
+    char *s = strndup(b, l);
+    for (size_t i = 0; s && s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_alnum(c) && c != '_' && c != '-' && c != '.') s[i] = '_';
+    }
+    return s;
 }
 
 /* set_version: MAJOR.MINOR.PATCH, decimal without leading zeros (semver's core, no pre-release or

@@ -369,6 +369,20 @@ static void bad_version(const char *value, const char *where)
         fail_msg("set_version %s: unexpected error: %s", value, err);
 }
 
+/* A set's name comes from its file name and goes into headers: other characters than [A-Za-z0-9._-]
+ * never reach them. */
+static void test_set_name_sanitized(void **state)
+{
+    (void)state;
+    static const char y[] = "version: 1\nset_version: \"1.0.0\"\nrules:\n  - id: acme.x\n    type: X\n"
+                            "    class: acme\n    pattern: 'xyzzy'\n";
+    char err[512];
+    wd_guard_db_t *d = wd_guard_db_parse_buf("rules/zz acme\r\nx: y.yaml", y, sizeof y - 1, err, sizeof err);
+    if (!d) fail_msg("%s", err);
+    assert_string_equal(wd_guard_db_rule(d, 0)->set, "zz_acme__x__y");
+    wd_guard_db_unref(d);
+}
+
 static void test_set_version_validated(void **state)
 {
     (void)state;
@@ -402,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_operator_list),
         cmocka_unit_test(test_severity_validated),
         cmocka_unit_test(test_shipped_set_versions),
+        cmocka_unit_test(test_set_name_sanitized),
         cmocka_unit_test(test_set_version_validated),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
