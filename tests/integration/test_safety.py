@@ -12,6 +12,12 @@ answers, streamed and not.
   profile screens only user messages; a base64-encoded override is decoded and blocked; a weak signal
   below the threshold is flagged, not blocked; decisions name profile, rules and actions in
   x-warden-guard and the audit event, never the text;
+- streamed refusal, legacy function_call and tool call arguments are scanned like content; a chunk
+  the guard cannot check (no choices, a text field of another type) fails closed or open, recorded;
+- output flag: the answer passes unchanged (streamed: byte-identical), header and event name the rule,
+  its severity and the rule set's version; a non-streamed answer that is not JSON fails closed/open;
+- more encoded text than the injection screen's decode budget is not screened clean: blocked (on_error
+  closed) or flagged (open), naming injection.decode_budget;
 - rules reload on SIGHUP; a bad rule file is refused with file:line and the old rules keep serving.
 
 Upstreams: `warden sim --reply ...` where its framing is enough, a small Python double where the test

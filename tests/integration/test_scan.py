@@ -13,7 +13,10 @@
 - CSV: quoted fields with commas, newlines and doubled quotes, columns by name and number,
   --no-header, anonymized output re-quoted where needed;
 - pseudonyms consistent across records and files of one run;
-- --explain: rule, type, class, score, action and a masked context; a summary by type;
+- --explain: rule, type, class, score, action and a masked context; a summary by type; with the
+  whole rules directory and a profile: the injection screen as the gateway runs it (score, threshold,
+  action, rules and decoded layers, decode budget), output categories with severity, rule-set version
+  and the profile's output action;
 - exit codes 0/1/2 and the error messages (bad option, unreadable file, invalid JSON on line N, bad
   CSV quoting at record N, unknown profile/field/column, record too long);
 - bounded memory: ~160 MB piped through stdin keeps the peak RSS below 64 MB.
