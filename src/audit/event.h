@@ -33,7 +33,7 @@ typedef struct {
     uint64_t total_us, upstream_us, overhead_us, ttfb_us;
     uint32_t stream_events;
     char guard_profile[64];   /* the guard profile applied, "" when none */
-    char guard[256];          /* what the guard did: "TYPE:action:count,..." (never values) */
+    char guard[512];          /* what the guard did: "TYPE:action:count,...", rule ids, sets (never values) */
 } wd_event_t;
 
 void wd_event_init(wd_event_t *e);

@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "core/json.h"
+#include "guard/injection.h"
 #include "guard/rewrite.h"
 #include "guard/validators.h"
 
@@ -31,6 +32,7 @@
 #define DEFAULT_VAULT 4096
 #define MAX_VAULT 65536             /* the vault's lookup is linear: keep it bounded */
 #define JSON_DEPTH 128
+#define INJ_OVERLAP 4096            /* --explain, text: each 64 KiB block is screened with this much of the last */
 
 typedef enum { FMT_TEXT, FMT_JSONL, FMT_CSV } fmt_t;
 typedef enum { OUT_FINDINGS, OUT_ANON, OUT_EXPLAIN } out_t;
@@ -83,6 +85,14 @@ typedef struct {
     size_t nsums;
     wd_findings_t f;
     wd_buf_t tmp, line; /* scratch: one rewritten value; one output line */
+    /* --explain: the injection screen, run as the gateway runs it (one request = one text input, one
+     * JSON line or one CSV record) with the profile's threshold, action and on_error */
+    bool inj_on;
+    float inj_thr;
+    wd_action_t inj_act;
+    bool inj_fail_open;
+    wd_inj_result_t inj;
+    uint64_t inj_units, inj_flagged; /* requests screened; those the screen did not let pass clean */
 } scan_t;
 
 static void usage(FILE *f)
@@ -170,10 +180,22 @@ static int replace_one(scan_t *S, uint16_t rule, float score, const char *p, siz
     return wd_guard_rewrite(S->db, p, len, &fl, &o, NULL, out);
 }
 
+static bool listed(const wd_guard_rule_action_t *v, size_t n, const wd_rule_t *r);
+
+/* What the gateway does with a finding of r under the profile: output categories (classes or types
+ * only the profile's output map names, such as violence) are acted on in answers. */
+static wd_action_t effective_action(const scan_t *S, const wd_rule_t *r)
+{
+    if (S->profile && listed(S->profile->output, S->profile->noutput, r) &&
+        !listed(S->profile->input, S->profile->ninput, r))
+        return wd_profile_output_action(S->profile, r);
+    return profile_action(S, r);
+}
+
 static int count_finding(scan_t *S, uint16_t rule)
 {
     const wd_rule_t *r = wd_guard_db_rule(S->db, rule);
-    wd_action_t a = profile_action(S, r);
+    wd_action_t a = effective_action(S, r);
     S->total++;
     if (!S->file_hit) S->nfiles_hit++;
     S->file_hit = true;
@@ -317,16 +339,110 @@ static const span_t *near(const span_t *v, size_t n, uint64_t s, uint64_t e, siz
     return v + a;
 }
 
+/* Whether a profile's map (input or output) names the rule's type or class. */
+static bool listed(const wd_guard_rule_action_t *v, size_t n, const wd_rule_t *r)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].key, r->type) || !strcmp(v[i].key, r->cls)) return true;
+    return false;
+}
+
+/* The decision text of one finding, as the gateway would act: a profile's output categories (a class
+ * or type only its output map names, such as violence) are acted on in answers, so their action is
+ * the output one; a class both maps name shows both; injection signatures are decided by the screen
+ * (its section follows the request's findings). */
+static void action_text(const scan_t *S, const wd_rule_t *r, wd_buf_t *b)
+{
+    if (wd_inj_rule(r) && S->inj_on) {
+        wd_buf_append_str(b, "action: see the injection screen");
+        return;
+    }
+    wd_action_t a = profile_action(S, r);
+    bool in = S->profile && listed(S->profile->input, S->profile->ninput, r);
+    bool out = S->profile && listed(S->profile->output, S->profile->noutput, r);
+    if (out) {
+        wd_action_t oa = wd_profile_output_action(S->profile, r);
+        if (in) wd_buf_printf(b, "action %s, ", wd_action_name(a));
+        wd_buf_printf(b, "output action %s", wd_action_name(oa));
+        if (!in) a = oa;
+    } else {
+        wd_buf_printf(b, "action %s", wd_action_name(a));
+    }
+    if (a == WD_ACT_BLOCK) wd_buf_append_str(b, " (redacted in --output anonymized)");
+}
+
+/* ---- --explain: the injection screen ------------------------------------------------------------ */
+
+static void inj_begin(scan_t *S)
+{
+    if (S->inj_on) wd_inj_result_init(&S->inj);
+}
+
+static int inj_add(scan_t *S, const char *p, size_t len)
+{
+    if (!S->inj_on || !len) return 0;
+    int rc = wd_inj_scan(S->db, S->scr, p, len, NULL, &S->inj);
+    if (rc)
+        return fail(S, "%s: the injection screen failed (%s)", S->file,
+                    rc == WD_E2BIG ? "too many findings" : "out of memory");
+    return 0;
+}
+
+/* The screen's decision for one request: score, threshold, action, the rules that fired (with the
+ * layer they fired in) and the layers decoded; nothing when it let the request pass clean. */
+static int inj_report(scan_t *S, const char *where)
+{
+    if (!S->inj_on) return 0;
+    S->inj_units++;
+    wd_inj_verdict_t v;
+    wd_action_t a = wd_inj_decide(&S->inj, S->inj_thr, S->inj_act, S->inj_fail_open, &v);
+    if (v == WD_INJ_CLEAN) return 0;
+    S->inj_flagged++;
+    float score = wd_inj_score(&S->inj);
+    wd_buf_t *b = &S->line;
+    wd_buf_reset(b);
+    wd_buf_printf(b, "%s: injection screen: score %.2f %s threshold %.2f, action %s%s\n", where, (double)score,
+                  S->inj.nhits && score + 1e-6f >= S->inj_thr ? ">=" : "<", (double)S->inj_thr, wd_action_name(a),
+                  v == WD_INJ_BELOW ? " (below the threshold: recorded only)" : "");
+    if (S->inj.nhits) {
+        char rules[2048];
+        wd_inj_describe(S->db, &S->inj, rules, sizeof rules);
+        wd_buf_printf(b, "    rules: %s\n", rules);
+    }
+    if (S->inj.layers_seen & ~1u) {
+        wd_buf_append_str(b, "    decoded layers:");
+        for (unsigned l = 1; l < WD_INJ__LAYERS; l++) {
+            if (!(S->inj.layers_seen & (1u << l))) continue;
+            bool fired = false;
+            for (size_t i = 0; i < S->inj.nhits && !fired; i++) fired = S->inj.hits[i].layer == l;
+            wd_buf_printf(b, " %s%s", wd_inj_layer_name((wd_inj_layer_t)l), fired ? " (payload found)" : "");
+        }
+        wd_buf_printf(b, "; %zu decoded bytes screened\n", S->inj.decoded_bytes);
+    }
+    if (S->inj.budget_exhausted)
+        wd_buf_printf(b,
+                      "    decode budget exhausted: more than %u KiB of encoded text, later payloads were not decoded "
+                      "(on_error: %s, so %s)\n",
+                      WD_INJ_DECODE_BUDGET / 1024u, S->inj_fail_open ? "open" : "closed",
+                      v == WD_INJ_UNSCREENED ? (S->inj_fail_open ? "flagged" : "treated as at the threshold")
+                                             : "the score decided");
+    if (!b->data) return fail(S, "out of memory");
+    return out_write(S, b->data, b->len);
+}
+
 /* One --explain entry: where, what, the action the profile would take, and the masked context. */
 static int explain_one(scan_t *S, const char *where, uint16_t rule, float score, const char *buf, uint64_t bbase,
                        uint64_t bend, uint64_t s, uint64_t e, const span_t *others, size_t nothers)
 {
     const wd_rule_t *r = wd_guard_db_rule(S->db, rule);
-    wd_action_t a = profile_action(S, r);
     wd_buf_t *b = &S->line;
     wd_buf_reset(b);
-    wd_buf_printf(b, "%s: %s (%s) rule %s, score %.2f, action %s%s\n", where, r->type, r->cls, r->id, (double)score,
-                  wd_action_name(a), a == WD_ACT_BLOCK ? " (redacted in --output anonymized)" : "");
+    wd_buf_printf(b, "%s: %s (%s) rule %s", where, r->type, r->cls, r->id);
+    if (r->severity) wd_buf_printf(b, ", severity %s", r->severity);
+    if (r->set_version) wd_buf_printf(b, ", set %s %s", r->set, r->set_version);
+    wd_buf_printf(b, ", score %.2f, ", (double)score);
+    action_text(S, r, b);
+    wd_buf_append_str(b, "\n");
     if (r->description) wd_buf_printf(b, "    %s\n", r->description);
     wd_buf_append_str(b, "    context: ");
     size_t nnear;
@@ -354,6 +470,23 @@ static int explain_summary(scan_t *S, size_t nfiles)
             fprintf(S->o, "  %-28s %-12s %8llu  %s\n", S->sums[i].type, S->sums[i].cls,
                     (unsigned long long)S->sums[i].count, wd_action_name(S->sums[i].action));
     }
+    if (S->inj_on)
+        fprintf(S->o, "injection screen (%s%s, threshold %.2f, action %s, on_error %s): %llu of %llu request%s not clean\n",
+                S->profile ? "profile " : "no profile: the defaults", S->profile ? S->profile->name : "",
+                (double)S->inj_thr, wd_action_name(S->inj_act), S->inj_fail_open ? "open" : "closed",
+                (unsigned long long)S->inj_flagged, (unsigned long long)S->inj_units, S->inj_units == 1 ? "" : "s");
+    else if (S->profile)
+        fprintf(S->o, "injection screen: off in profile %s\n", S->profile->name);
+    /* which version of each rule set decided (rules are grouped by file, in load order) */
+    fputs("rule sets:", S->o);
+    const char *last = NULL;
+    for (size_t i = 0; i < wd_guard_db_nrules(S->db); i++) {
+        const wd_rule_t *r = wd_guard_db_rule(S->db, i);
+        if (last && !strcmp(last, r->set)) continue;
+        last = r->set;
+        fprintf(S->o, "%s %s %s", i ? "," : "", r->set, r->set_version ? r->set_version : "(no set_version)");
+    }
+    fputs("\n", S->o);
     return ferror(S->o) ? fail(S, "writing the output: %s", strerror(errno)) : 0;
 }
 
@@ -541,6 +674,9 @@ static int scan_text(scan_t *S, rd_t *r)
 {
     txt_t T = {.lc_line = 1};
     wd_buf_init(&T.pend, 0);
+    wd_buf_t win; /* --explain: the block screened for injection, with the tail of the one before */
+    wd_buf_init(&win, 0);
+    inj_begin(S);
     int rc = 0;
     T.st = wd_guard_stream_open(S->db, S->min_score);
     if (!T.st) {
@@ -558,6 +694,16 @@ static int scan_text(scan_t *S, rd_t *r)
             if (wd_buf_append(&T.pend, r->buf, r->len)) {
                 rc = fail(S, "out of memory");
                 goto out;
+            }
+            if (S->inj_on) {
+                /* a signature across a block boundary is caught with the overlap */
+                size_t keep = win.len > INJ_OVERLAP ? INJ_OVERLAP : win.len;
+                if (keep < win.len) wd_buf_consume(&win, win.len - keep);
+                if (wd_buf_append(&win, r->buf, r->len)) {
+                    rc = fail(S, "out of memory");
+                    goto out;
+                }
+                if ((rc = inj_add(S, win.data, win.len))) goto out;
             }
             int sr = wd_guard_stream_feed(T.st, S->scr, r->buf, r->len, &S->f);
             if (sr) {
@@ -580,7 +726,10 @@ static int scan_text(scan_t *S, rd_t *r)
         goto out;
     }
     rc = txt_batch(S, &T, &S->f, true);
+    if (!rc) rc = inj_report(S, S->file);
 out:
+    if (win.data) sodium_memzero(win.data, win.cap);
+    wd_buf_free(&win);
     wd_guard_stream_free(T.st);
     if (T.pend.data) sodium_memzero(T.pend.data, T.pend.cap);
     wd_buf_free(&T.pend);
@@ -597,6 +746,7 @@ static int scan_value(scan_t *S, const char *p, size_t len, const char *loc, uin
                       size_t fieldlen, const char *colname, size_t colnum, wd_buf_t *out, bool *changed)
 {
     S->f.limit = len + 16;
+    if (inj_add(S, p, len)) return -1;
     int sr = wd_guard_scan(S->db, S->scr, p, len, S->min_score, &S->f);
     if (sr)
         return fail(S, "%s: %s %llu: scanning failed (%s)", S->file, loc, (unsigned long long)locn,
@@ -879,6 +1029,7 @@ static int scan_jsonl(scan_t *S, rd_t *r)
         J.n = u;
         size_t nedits = 0;
         wd_buf_reset(&rew);
+        inj_begin(S);
         if (S->out == OUT_ANON && J.n) {
             wd_json_edit_t *ne = realloc(edits, J.n * sizeof *ne);
             size_t *no = realloc(eoff, J.n * 2 * sizeof *no);
@@ -912,6 +1063,11 @@ static int scan_jsonl(scan_t *S, rd_t *r)
             if (val.data) sodium_memzero(val.data, val.cap);
             wd_buf_free(&val);
             if (rc) goto done;
+        }
+        if (S->inj_on) {
+            char where[4200];
+            snprintf(where, sizeof where, "%s line %llu", S->file, (unsigned long long)lineno);
+            if ((rc = inj_report(S, where))) break;
         }
         if (S->out == OUT_ANON) {
             for (size_t i = 0; i < nedits; i++)
@@ -1193,6 +1349,7 @@ static int scan_csv(scan_t *S, rd_t *r)
             continue;
         }
         wd_buf_reset(&out);
+        inj_begin(S);
         for (size_t i = 0; i < nf; i++) {
             bool selected = nsel ? (i < nwant && want[i]) : true;
             bool changed = false;
@@ -1214,6 +1371,11 @@ static int scan_csv(scan_t *S, rd_t *r)
                 rc = fail(S, "out of memory");
                 goto done;
             }
+        }
+        if (S->inj_on) {
+            char where[4200];
+            snprintf(where, sizeof where, "%s record %llu", S->file, (unsigned long long)recno);
+            if ((rc = inj_report(S, where))) break;
         }
         if (S->out == OUT_ANON && ((rc = out_write(S, out.data, out.len)) || (rc = out_write(S, term, strlen(term)))))
             break;
@@ -1560,6 +1722,17 @@ int wd_cmd_scan(int argc, char **argv)
         }
     }
     if (S.min_score < 0) S.min_score = S.cfg ? (float)S.cfg->guard.min_score / 100.0f : 0.5f;
+    if (S.out == OUT_EXPLAIN) {
+        /* the screen as the gateway runs it for this profile; without one, the gateway's defaults */
+        const wd_guard_injection_cfg_t *ic = S.profile ? &S.profile->injection : NULL;
+        S.inj_on = ic ? ic->enabled && ic->action != WD_ACT_ALLOW : true;
+        S.inj_thr = ic ? (float)ic->threshold / 100.0f : 0.7f;
+        S.inj_act = ic ? ic->action : WD_ACT_BLOCK;
+        S.inj_fail_open = S.profile && S.profile->fail_open;
+        bool any = false;
+        for (size_t i = 0; i < wd_guard_db_nrules(S.db) && !any; i++) any = wd_inj_rule(wd_guard_db_rule(S.db, i));
+        if (!any) S.inj_on = false; /* no injection rules in this directory: nothing to screen with */
+    }
     if (S.out == OUT_ANON && !S.have_key) {
         const wd_rule_t *hashed = NULL;
         for (size_t i = 0; i < wd_guard_db_nrules(S.db) && !hashed; i++)
@@ -1597,7 +1770,7 @@ int wd_cmd_scan(int argc, char **argv)
                 "warden scan: the pseudonym vault is full (%zu distinct values): %llu later value%s redacted instead "
                 "(raise --max-pseudonyms)\n",
                 S.vault.max_entries, (unsigned long long)S.degraded, S.degraded == 1 ? " was" : "s were");
-    rc = S.total ? WD_EXIT_FAIL : WD_EXIT_OK;
+    rc = S.total || S.inj_flagged ? WD_EXIT_FAIL : WD_EXIT_OK;
 out:
     fflush(S.o);
     sodium_memzero(S.key, sizeof S.key);

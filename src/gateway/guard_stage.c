@@ -11,15 +11,17 @@
  *
  * Answer: output filtering runs before pseudonym restoration, so it judges the model's own text and
  * never the caller's restored values. A non-streamed answer is scanned whole (message content, text,
- * tool call arguments). A streamed answer is scanned per choice and field (content, each tool call's
- * arguments) with the guard's stream scanner, so a term split across SSE events is caught. Events
+ * tool call arguments, refusal). A streamed answer is scanned per choice and field (content, each tool
+ * call's arguments, the refusal, the legacy function_call's arguments) with the guard's stream
+ * scanner, so a term split across SSE events is caught. Events
  * are queued and leave in order, unchanged, as soon as every byte they carry is final (before the
  * scanner's safe offset): a clean stream is byte-identical to the upstream's, only delayed by the
  * scanner's hold-back; an event whose text a redaction touches is rewritten (the replacement goes
  * where the finding starts, its other bytes are removed from later events); a block ends the stream
  * with an error event before any byte of the blocked text left. A check that cannot run (an event
- * that does not parse) follows the profile's on_error: closed ends the stream, open lets the event
- * pass and records "fail-open".
+ * that does not parse, a chunk without choices, a text field that is not a string) follows the
+ * profile's on_error: closed ends the stream, open lets the event pass and records "fail-open" and
+ * what passed unchecked.
  *
  * Decisions (profile, rule ids, categories, actions, the injection score; never text) go into the
  * event and the x-warden-guard header. */
@@ -33,7 +35,13 @@
 
 #define MAX_CHOICES 16
 #define TOOL_SLOTS 4
-#define MAX_CHANS (MAX_CHOICES * (1 + TOOL_SLOTS))
+/* Per choice: content (or text), TOOL_SLOTS tool call arguments, refusal, legacy function_call
+ * arguments. */
+#define SLOT_REFUSAL (1 + TOOL_SLOTS)
+#define SLOT_FUNCTION (2 + TOOL_SLOTS)
+#define CHAN_PER_CHOICE (3 + TOOL_SLOTS)
+#define MAX_CHANS (MAX_CHOICES * CHAN_PER_CHOICE)
+#define MAX_SPANS (MAX_CHANS * 2)
 /* Queued events wait for the scanner's hold-back (a few KiB of text); an upstream that sends a huge
  * number of events without text in between cannot make the queue grow without bound. */
 #define MAX_QUEUED_EVENTS 16384
@@ -47,7 +55,8 @@ typedef struct {
     wd_action_t action; /* mask | redact | hash */
 } ofind_t;
 
-/* One streamed text field: choice i's content (slot 0) or its tool call j's arguments (slot 1 + j). */
+/* One streamed text field of choice i: content (slot 0), tool call j's arguments (slot 1 + j), the
+ * refusal (SLOT_REFUSAL) or the legacy function_call's arguments (SLOT_FUNCTION). */
 typedef struct {
     bool used, finished;
     wd_guard_stream_t *st; /* NULL when the profile filters no output */
@@ -85,8 +94,10 @@ typedef struct {
     /* decisions */
     char in_summary[256];
     char inj_summary[224];
+    char sets[160]; /* "set@version,..." of the versioned rule sets the decisions used */
     wd_guard_tally_t out_tally;
     bool fail_open;
+    char unchecked[96]; /* fail-open: what passed unchecked ("no_choices,bad_field"), for the decision */
 
     /* streamed answer */
     bool out_on; /* the profile filters answers */
@@ -139,14 +150,38 @@ static wd_action_t out_action_for(void *ud, const wd_rule_t *r)
 
 /* ---- decisions: the header and the event ----------------------------------------------------------- */
 
+/* Records the set and version of a rule that took part in a decision (once per set), so an event
+ * says which version of the rules decided. Unversioned sets (no set_version) are not listed. */
+static void note_set(guard_state_t *gs, const wd_rule_t *r)
+{
+    if (!r || !r->set_version) return;
+    char item[96];
+    int n = snprintf(item, sizeof item, "%s@%s", r->set, r->set_version);
+    if (n <= 0 || (size_t)n >= sizeof item) return;
+    size_t used = strlen(gs->sets), l = (size_t)n;
+    for (const char *p = gs->sets; (p = strstr(p, item)); p += l)
+        if ((p == gs->sets || p[-1] == ',') && (p[l] == 0 || p[l] == ',')) return;
+    if (used + l + 2 > sizeof gs->sets) return; /* whole items only */
+    snprintf(gs->sets + used, sizeof gs->sets - used, "%s%s", used ? "," : "", item);
+}
+
+static void tally_sets(const wd_guard_db_t *db, guard_state_t *gs, const wd_guard_tally_t *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->v[i].action != WD_ACT_ALLOW) note_set(gs, wd_guard_db_rule(db, t->v[i].rule));
+}
+
+/* Output items name the rule, its class and its severity when it has one:
+ * "safety.violence.threat(violence,high):block:1". */
 static void tally_text(const wd_guard_db_t *db, const wd_guard_tally_t *t, bool ids, char *buf, size_t cap)
 {
     size_t used = 0;
     buf[0] = 0;
     for (size_t i = 0; i < t->n && used < cap; i++) {
         const wd_rule_t *r = wd_guard_db_rule(db, t->v[i].rule);
-        int n = ids ? snprintf(buf + used, cap - used, "%s%s(%s):%s:%u", i ? "," : "", r->id, r->cls,
-                               wd_action_name(t->v[i].action), t->v[i].count)
+        int n = ids ? snprintf(buf + used, cap - used, "%s%s(%s%s%s):%s:%u", i ? "," : "", r->id, r->cls,
+                               r->severity ? "," : "", r->severity ? r->severity : "", wd_action_name(t->v[i].action),
+                               t->v[i].count)
                     : snprintf(buf + used, cap - used, "%s%s:%s:%u", i ? "," : "", r->type,
                                wd_action_name(t->v[i].action), t->v[i].count);
         if (n < 0 || (size_t)n >= cap - used) {
@@ -164,19 +199,29 @@ static void publish(wd_exchange_t *x, guard_state_t *gs)
     char out[256] = "";
     if (gs->out_tally.n) tally_text(db, &gs->out_tally, true, out, sizeof out);
 
-    char ev[512];
+    if (gs->out_tally.n) tally_sets(db, gs, &gs->out_tally);
+
+    char ev[1024];
     snprintf(ev, sizeof ev, "%s%s%s%s%s%s", gs->in_summary, gs->inj_summary[0] && gs->in_summary[0] ? "," : "",
              gs->inj_summary[0] ? "injection:" : "", gs->inj_summary, out[0] && (gs->in_summary[0] || gs->inj_summary[0]) ? "," : "",
              out[0] ? "output:" : "");
     size_t l = strlen(ev);
     snprintf(ev + l, sizeof ev - l, "%s", out);
+    /* the rule-set versions last, so a long decision truncates them rather than the rules */
+    l = strlen(ev);
+    if (gs->unchecked[0]) snprintf(ev + l, sizeof ev - l, "%sunchecked:%s(on_error:open)", l ? "," : "", gs->unchecked);
+    l = strlen(ev);
+    if (gs->sets[0]) snprintf(ev + l, sizeof ev - l, "%ssets:%s", l ? "," : "", gs->sets);
     wd_event_copy(x->ev.guard, sizeof x->ev.guard, ev, strlen(ev));
 
     char hdr[1024];
     int n = snprintf(hdr, sizeof hdr, "profile=%s; %s", gs->profile->name, gs->in_summary[0] ? gs->in_summary : "clean");
     if (gs->inj_summary[0] && n > 0 && (size_t)n < sizeof hdr)
         n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; injection=%s", gs->inj_summary);
-    if (out[0] && n > 0 && (size_t)n < sizeof hdr) snprintf(hdr + n, sizeof hdr - (size_t)n, "; output=%s", out);
+    if (out[0] && n > 0 && (size_t)n < sizeof hdr) n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; output=%s", out);
+    if (gs->unchecked[0] && n > 0 && (size_t)n < sizeof hdr)
+        n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; unchecked=%s(on_error:open)", gs->unchecked);
+    if (gs->sets[0] && n > 0 && (size_t)n < sizeof hdr) snprintf(hdr + n, sizeof hdr - (size_t)n, "; sets=%s", gs->sets);
 
     /* one x-warden-guard line: drop the one set earlier in this exchange */
     wd_buf_t *h = &x->resp_headers;
@@ -312,19 +357,31 @@ static const wd_guard_profile_t *pick_profile(wd_exchange_t *x, guard_state_t *g
     return p ? p : wd_config_profile(cfg, cfg->guard.default_profile);
 }
 
-/* The injection decision: score, threshold, action and the rules that fired (ids and layers). */
+/* What the event and errors name when the decode budget, not a rule, decided. */
+#define INJ_BUDGET_RULE "injection.decode_budget"
+
+/* The injection decision (guard/injection.h wd_inj_decide): score, threshold, action and the rules
+ * that fired (ids and layers), and whether the decode budget ran out ("budget_exhausted": some
+ * encoded text was not screened; the profile's on_error decides, see wd_inj_decide). */
 static wd_action_t injection_decision(wd_exchange_t *x, guard_state_t *gs, const wd_inj_result_t *r, char *top,
-                                      size_t topcap)
+                                      size_t topcap, wd_inj_verdict_t *v)
 {
     const wd_guard_injection_cfg_t *ic = &gs->profile->injection;
     float score = wd_inj_score(r), thr = (float)ic->threshold / 100.0f;
     top[0] = 0;
-    if (!r->nhits) return WD_ACT_ALLOW;
-    wd_action_t a = score + 1e-6f >= thr ? ic->action : WD_ACT_FLAG; /* below the threshold: recorded only */
+    wd_action_t a = wd_inj_decide(r, thr, ic->action, gs->profile->fail_open, v);
+    if (*v == WD_INJ_CLEAN) return WD_ACT_ALLOW;
     char rules[160];
-    wd_inj_describe(x->cfg->guard_db, r, rules, sizeof rules);
-    snprintf(gs->inj_summary, sizeof gs->inj_summary, "%s:%.2f%s%.2f:%s", wd_action_name(a), (double)score,
-             score + 1e-6f >= thr ? ">=" : "<", (double)thr, rules);
+    size_t rl = wd_inj_describe(x->cfg->guard_db, r, rules, sizeof rules);
+    snprintf(gs->inj_summary, sizeof gs->inj_summary, "%s:%.2f%s%.2f:%s%s%s", wd_action_name(a), (double)score,
+             score + 1e-6f >= thr ? ">=" : "<", (double)thr, rules, r->budget_exhausted && rl ? "," : "",
+             !r->budget_exhausted ? "" : gs->profile->fail_open ? "budget_exhausted(on_error:open)"
+                                                                 : "budget_exhausted(on_error:closed)");
+    if (*v == WD_INJ_UNSCREENED) {
+        snprintf(top, topcap, "%s", INJ_BUDGET_RULE);
+        if (gs->profile->fail_open) gs->fail_open = true;
+        return a;
+    }
     /* the deciding rule: the strongest */
     size_t best = 0;
     for (size_t i = 1; i < r->nhits; i++)
@@ -381,14 +438,27 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
         out = WD_REJECT;
     } else {
         tally_text(cfg->guard_db, &w.tally, false, gs->in_summary, sizeof gs->in_summary);
+        tally_sets(cfg->guard_db, gs, &w.tally);
+        for (size_t i = 0; i < w.inj.nhits; i++) note_set(gs, wd_guard_db_rule(cfg->guard_db, w.inj.hits[i].rule));
         char top[96];
-        wd_action_t ia = injection_decision(x, gs, &w.inj, top, sizeof top);
+        wd_inj_verdict_t iv = WD_INJ_CLEAN;
+        wd_action_t ia = injection_decision(x, gs, &w.inj, top, sizeof top, &iv);
         publish(x, gs);
+        if (iv == WD_INJ_UNSCREENED && ia != WD_ACT_BLOCK && !x->ev.rule[0])
+            wd_event_copy(x->ev.rule, sizeof x->ev.rule, "fail-open", 9);
         if (w.tally.blocked_rule >= 0) {
             const wd_rule_t *r = wd_guard_db_rule(cfg->guard_db, (size_t)w.tally.blocked_rule);
             char reason[200];
             snprintf(reason, sizeof reason, "blocked by rule %s (profile %s)", r->id, gs->profile->name);
             wd_exchange_reject(x, 400, "content_blocked", reason, r->id);
+            out = WD_REJECT;
+        } else if (ia == WD_ACT_BLOCK && iv == WD_INJ_UNSCREENED) {
+            char reason[256];
+            snprintf(reason, sizeof reason,
+                     "blocked by rule %s (profile %s): the prompt holds more encoded text than the injection screen "
+                     "decodes (%u KiB); the rest could not be screened (on_error: closed)",
+                     INJ_BUDGET_RULE, gs->profile->name, WD_INJ_DECODE_BUDGET / 1024u);
+            wd_exchange_reject(x, 400, "content_blocked", reason, INJ_BUDGET_RULE);
             out = WD_REJECT;
         } else if (ia == WD_ACT_BLOCK) {
             char reason[256];
@@ -428,12 +498,16 @@ static void block_answer(wd_exchange_t *x, guard_state_t *gs, uint16_t rule)
     wd_exchange_reject(x, 400, "content_blocked", reason, r->id);
 }
 
-/* A check that could not run: on_error decides. Returns true when the answer may pass. */
-static bool check_failed(wd_exchange_t *x, guard_state_t *gs, const char *what)
+/* A check that could not run: on_error decides. Returns true when the answer may pass. code (may be
+ * NULL) is a short name of what passed unchecked, recorded in the decision when on_error is open. */
+static bool check_failed(wd_exchange_t *x, guard_state_t *gs, const char *what, const char *code)
 {
     if (gs->profile->fail_open) {
         gs->fail_open = true;
         if (!x->ev.rule[0]) wd_event_copy(x->ev.rule, sizeof x->ev.rule, "fail-open", 9);
+        size_t used = strlen(gs->unchecked), l = code ? strlen(code) : 0;
+        if (l && !strstr(gs->unchecked, code) && used + l + 2 <= sizeof gs->unchecked)
+            snprintf(gs->unchecked + used, sizeof gs->unchecked - used, "%s%s", used ? "," : "", code);
         return true;
     }
     char reason[160];
@@ -734,18 +808,18 @@ static void chan_trim(guard_state_t *gs, size_t ci)
 static int emit_event(wd_exchange_t *x, guard_state_t *gs, qev_t *e, wd_buf_t *out)
 {
     bool restore = gs->profile->restore && gs->vault.n;
-    wd_json_edit_t ed[MAX_CHANS];
+    wd_json_edit_t ed[MAX_SPANS];
     size_t n = 0;
     wd_buf_t arena, tx, rs;
     wd_buf_init(&arena, 0);
     wd_buf_init(&tx, 0);
     wd_buf_init(&rs, 0);
-    size_t offs[MAX_CHANS];
+    size_t offs[MAX_SPANS];
     int rc = WD_OK;
-    for (size_t k = 0; k < e->nspans && !rc && n < MAX_CHANS; k++) {
+    for (size_t k = 0; k < e->nspans && !rc && n < MAX_SPANS; k++) {
         const span_t *s = &e->spans[k];
         chan_t *c = &gs->chans[s->chan];
-        bool content = s->chan % (1 + TOOL_SLOTS) == 0;
+        bool content = s->chan % CHAN_PER_CHOICE == 0;
         wd_buf_reset(&tx);
         wd_buf_reset(&rs);
         rc = span_text(x, c, s, &tx);
@@ -874,21 +948,48 @@ static bool event_data(const char *p, size_t len, size_t *at, size_t *dlen, bool
     return found;
 }
 
-/* Feeds one event's fields; fills spans. Returns WD_OK, WD_EINVAL (not the JSON of a chunk), or another
- * error; *blocked names a rule whose action is block. */
+/* Feeds one string field of a streamed choice (a tool call's, the refusal's or the legacy function
+ * call's arguments) to its channel and records where the event carries it. NULL passes; any other
+ * type is a shape the guard cannot check (WD_EINVAL). */
+static int feed_field(wd_exchange_t *x, guard_state_t *gs, const wd_json_doc_t *d, int tok, size_t at, size_t chan,
+                      span_t *spans, size_t *nspans, wd_buf_t *text, int *blocked)
+{
+    if (tok < 0 || d->toks[tok].type == WD_JSON_NULL) return WD_OK;
+    if (d->toks[tok].type != WD_JSON_STRING || *nspans >= MAX_SPANS) return WD_EINVAL;
+    chan_t *c = &gs->chans[chan];
+    wd_buf_reset(text);
+    int rc = wd_json_str_decode(d, tok, text);
+    uint64_t a = c->fed;
+    if (!rc) rc = chan_feed(x, gs, c, text->data, text->len, blocked);
+    spans[(*nspans)++] = (span_t){(uint8_t)chan, true, false, false, false, (uint32_t)(at + d->toks[tok].start - 1),
+                                  (uint32_t)(at + d->toks[tok].end + 1), a, c->fed};
+    return rc;
+}
+
+/* Feeds one event's fields; fills spans (at most MAX_SPANS). Returns WD_OK, WD_EINVAL (not a chunk
+ * whose text fields the guard can find: *code names why), or another error; *blocked names a rule
+ * whose action is block. Every text field the model writes is scanned as the non-streamed path scans
+ * it: content / text, tool call and legacy function_call arguments, refusal. */
 static int read_event(wd_exchange_t *x, guard_state_t *gs, const wd_buf_t *chunk, size_t at, size_t dlen, span_t *spans,
-                      size_t *nspans, int *blocked)
+                      size_t *nspans, int *blocked, const char **code)
 {
     wd_json_tok_t stack[512];
     wd_json_doc_t d;
     wd_json_tok_t *toks = parse_json(chunk->data + at, dlen, stack, WD_ARRAY_LEN(stack), &d);
+    *code = "bad_json";
     if (!toks) return WD_EINVAL;
     int rc = WD_OK;
     wd_buf_t text;
     wd_buf_init(&text, 0);
     int ch = toks[0].type == WD_JSON_OBJECT ? wd_json_obj_get(&d, 0, "choices") : -1;
-    if (toks[0].type != WD_JSON_OBJECT || (ch >= 0 && toks[ch].type != WD_JSON_ARRAY)) rc = WD_EINVAL;
-    for (size_t i = 0; !rc && ch >= 0 && i < toks[ch].size; i++) {
+    /* a chunk without choices (an upstream's error object, a vendor extension) may carry text the
+     * guard does not know where to find: it is not passed as checked */
+    if (toks[0].type != WD_JSON_OBJECT || ch < 0 || toks[ch].type != WD_JSON_ARRAY) {
+        *code = toks[0].type == WD_JSON_OBJECT && ch < 0 ? "no_choices" : "bad_choices";
+        rc = WD_EINVAL;
+    }
+    if (!rc) *code = "bad_field";
+    for (size_t i = 0; !rc && i < toks[ch].size; i++) {
         int c = wd_json_arr_get(&d, ch, i);
         if (toks[c].type != WD_JSON_OBJECT) {
             rc = WD_EINVAL;
@@ -901,12 +1002,18 @@ static int read_event(wd_exchange_t *x, guard_state_t *gs, const wd_buf_t *chunk
             rc = WD_EINVAL;
             break;
         }
+        /* one choice yields at most CHAN_PER_CHOICE spans; repeated indexes must not overrun them */
+        if (*nspans + CHAN_PER_CHOICE > MAX_SPANS) {
+            *code = "too_many_fields";
+            rc = WD_EINVAL;
+            break;
+        }
         int delta = wd_json_obj_get(&d, c, "delta");
         if (delta >= 0 && toks[delta].type != WD_JSON_OBJECT) delta = -1;
         int obj = delta >= 0 ? delta : c;
         int fin = wd_json_obj_get(&d, c, "finish_reason");
         bool finished = fin >= 0 && toks[fin].type == WD_JSON_STRING;
-        size_t base = (size_t)idx * (1 + TOOL_SLOTS);
+        size_t base = (size_t)idx * CHAN_PER_CHOICE;
         /* content (chat) or text (completions) */
         int tok = wd_json_obj_get(&d, obj, delta >= 0 ? "content" : "text");
         if (tok >= 0 && toks[tok].type != WD_JSON_STRING && toks[tok].type != WD_JSON_NULL) rc = WD_EINVAL;
@@ -940,18 +1047,21 @@ static int read_event(wd_exchange_t *x, guard_state_t *gs, const wd_buf_t *chunk
                 break;
             }
             int fn = wd_json_obj_get(&d, tc, "function");
-            int args = fn >= 0 && toks[fn].type == WD_JSON_OBJECT ? wd_json_obj_get(&d, fn, "arguments") : -1;
-            if (args < 0 || toks[args].type != WD_JSON_STRING) continue;
-            chan_t *tcch = &gs->chans[base + 1 + (size_t)tj];
-            wd_buf_reset(&text);
-            rc = wd_json_str_decode(&d, args, &text);
-            uint64_t a = tcch->fed;
-            if (!rc) rc = chan_feed(x, gs, tcch, text.data, text.len, blocked);
-            spans[(*nspans)++] = (span_t){(uint8_t)(base + 1 + (size_t)tj), true, false, false, false,
-                                          (uint32_t)(at + toks[args].start - 1), (uint32_t)(at + toks[args].end + 1), a,
-                                          tcch->fed};
+            if (fn >= 0 && toks[fn].type != WD_JSON_OBJECT && toks[fn].type != WD_JSON_NULL) rc = WD_EINVAL;
+            int args = !rc && fn >= 0 && toks[fn].type == WD_JSON_OBJECT ? wd_json_obj_get(&d, fn, "arguments") : -1;
+            if (!rc) rc = feed_field(x, gs, &d, args, at, base + 1 + (size_t)tj, spans, nspans, &text, blocked);
         }
-        for (size_t j = 1; !rc && finished && j <= TOOL_SLOTS; j++) rc = chan_finish(x, gs, &gs->chans[base + j], blocked);
+        /* the refusal and the legacy function_call, scanned as the non-streamed path scans them */
+        if (!rc && delta >= 0)
+            rc = feed_field(x, gs, &d, wd_json_obj_get(&d, delta, "refusal"), at, base + SLOT_REFUSAL, spans, nspans,
+                            &text, blocked);
+        int fc = !rc && delta >= 0 ? wd_json_obj_get(&d, delta, "function_call") : -1;
+        if (fc >= 0 && toks[fc].type != WD_JSON_OBJECT && toks[fc].type != WD_JSON_NULL) rc = WD_EINVAL;
+        if (!rc && fc >= 0 && toks[fc].type == WD_JSON_OBJECT)
+            rc = feed_field(x, gs, &d, wd_json_obj_get(&d, fc, "arguments"), at, base + SLOT_FUNCTION, spans, nspans,
+                            &text, blocked);
+        for (size_t j = 1; !rc && finished && j < CHAN_PER_CHOICE; j++)
+            rc = chan_finish(x, gs, &gs->chans[base + j], blocked);
     }
     scrub(&text);
     if (toks != stack) free(toks);
@@ -967,20 +1077,25 @@ static int stream_event(wd_exchange_t *x, guard_state_t *gs, wd_buf_t *chunk)
     }
     size_t at = 0, dlen = 0;
     bool multi = false;
-    span_t spans[MAX_CHOICES * (1 + TOOL_SLOTS) * 2];
+    span_t spans[MAX_SPANS];
     size_t nspans = 0;
     int blocked = -1, rc = WD_OK;
-    const char *why = NULL;
+    const char *why = NULL, *code = NULL;
     if (event_data(chunk->data, chunk->len, &at, &dlen, &multi)) {
         if (multi) {
             rc = WD_EINVAL;
             why = "an event with several data lines";
+            code = "multi_data";
         } else if (dlen == 6 && memcmp(chunk->data + at, "[DONE]", 6) == 0) {
             for (size_t i = 0; i < MAX_CHANS && !rc; i++) rc = chan_finish(x, gs, &gs->chans[i], &blocked);
             why = "the end of the stream";
         } else {
-            rc = read_event(x, gs, chunk, at, dlen, spans, &nspans, &blocked);
-            why = rc == WD_EINVAL ? "an event that does not parse as a completion chunk" : "a scan error";
+            rc = read_event(x, gs, chunk, at, dlen, spans, &nspans, &blocked, &code);
+            why = rc != WD_EINVAL                 ? "a scan error"
+                  : !strcmp(code, "no_choices")   ? "a chunk without choices"
+                  : !strcmp(code, "bad_field")    ? "a chunk whose text fields are not strings"
+                                                  : "an event that does not parse as a completion chunk";
+            if (rc != WD_EINVAL) code = "scan_error";
         }
     }
     if (blocked >= 0) {
@@ -990,7 +1105,7 @@ static int stream_event(wd_exchange_t *x, guard_state_t *gs, wd_buf_t *chunk)
     }
     if (rc) {
         if (rc != WD_EINVAL && rc != WD_E2BIG) why = "out of memory";
-        if (!check_failed(x, gs, why)) return 1;
+        if (!check_failed(x, gs, why, code)) return 1;
         /* fail-open: the event passes in its place, unchecked */
         nspans = 0;
     }
@@ -1004,7 +1119,7 @@ static int stream_event(wd_exchange_t *x, guard_state_t *gs, wd_buf_t *chunk)
     if (!rc) rc = release(x, gs, &out);
     if (rc) {
         scrub(&out);
-        if (!check_failed(x, gs, "the guard could not rewrite an event")) return 1;
+        if (!check_failed(x, gs, "the guard could not rewrite an event", "rewrite")) return 1;
         return 0;
     }
     scrub(chunk);
@@ -1028,7 +1143,9 @@ static wd_stage_rc_t guard_on_response_data(wd_exchange_t *x, wd_buf_t *chunk)
     }
     if (rc == WD_EINVAL && !filter) return WD_CONTINUE; /* not JSON: nothing we placed there can be found */
     if (rc) {
-        if (!check_failed(x, gs, rc == WD_EINVAL ? "the answer is not JSON" : "a scan error")) return WD_REJECT;
+        if (!check_failed(x, gs, rc == WD_EINVAL ? "the answer is not JSON" : "a scan error",
+                          rc == WD_EINVAL ? "not_json" : "scan_error"))
+            return WD_REJECT;
         publish(x, gs);
         return WD_CONTINUE;
     }

@@ -1005,6 +1005,8 @@ static void rule_free(wd_rule_t *r)
     free(r->context);
     free(r->severity);
     free(r->file);
+    free(r->set);
+    free(r->set_version);
     free(r->description);
 }
 
@@ -1070,6 +1072,7 @@ typedef struct {
     size_t n, cap;
     const wd_ynode_t **pattern_nodes; /* per rule, for compile errors; valid while its tree lives */
     unsigned *pattern_line, *pattern_col;
+    const char *set_version; /* the current file's, NULL when it has none */
 } load_t;
 
 __attribute__((format(printf, 4, 5))) static int fail_at(load_t *L, unsigned line, unsigned col, const char *fmt,
@@ -1202,6 +1205,44 @@ static int map_keys(load_t *L, const wd_ynode_t *map, const char *what, const ch
     return WD_OK;
 }
 
+/* "rules/safety_violence.yaml" -> "safety_violence": what decisions name next to the set's version.
+ * Decisions go into headers and events, so a file name's other characters become '_'. */
+static char *set_name(const char *file)
+{
+    const char *b = strrchr(file, '/');
+    b = b ? b + 1 : file;
+    size_t l = strlen(b);
+    if (l > 5 && !strcmp(b + l - 5, ".yaml")) l -= 5;
+    if (l > MAX_NAME) l = MAX_NAME;
+    char *s = strndup(b, l);
+    for (size_t i = 0; s && s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!is_alnum(c) && c != '_' && c != '-' && c != '.') s[i] = '_';
+    }
+    return s;
+}
+
+/* set_version: MAJOR.MINOR.PATCH, decimal without leading zeros (semver's core, no pre-release or
+ * build suffix), so versions compare as numbers and a typo cannot pass as a version. */
+static int want_set_version(load_t *L, const wd_ynode_t *n)
+{
+    int rc = want_scalar(L, n, "set_version");
+    if (rc) return rc;
+    const char *s = n->s;
+    size_t parts = 0, i = 0;
+    bool ok = n->len <= 32;
+    while (ok && parts < 3) {
+        size_t d = 0;
+        while (i < n->len && s[i] >= '0' && s[i] <= '9') i++, d++;
+        ok = d >= 1 && d <= 9 && !(d > 1 && s[i - d] == '0');
+        parts++;
+        if (ok && parts < 3) ok = i < n->len && s[i++] == '.';
+    }
+    if (!ok || i != n->len)
+        return FAIL(L, n, "set_version: expected MAJOR.MINOR.PATCH (e.g. \"1.0.0\"), got '%.*s%s'", SHOW(n));
+    return WD_OK;
+}
+
 static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_ynode_t **pat_node)
 {
     enum { K_ID, K_TYPE, K_CLASS, K_PATTERN, K_CASELESS, K_VALIDATOR, K_CONTEXT, K_CTXREQ, K_SCORE, K_MAXLEN,
@@ -1216,6 +1257,8 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
     r->boundary = true;
     r->line = n->line;
     if (!(r->file = strdup(L->file))) return FAIL(L, n, "out of memory");
+    if (!(r->set = set_name(L->file))) return FAIL(L, n, "out of memory");
+    if (L->set_version && !(r->set_version = strdup(L->set_version))) return FAIL(L, n, "out of memory");
     if (n->kind != WD_YNODE_MAP) return FAIL(L, n, "a rule must be a mapping, got %s", wd_ynode_kind_name(n));
     if ((rc = map_keys(L, n, "a rule", rule_keys, K_N, v))) return rc;
     static const char *const required[] = {"id", "type", "class", "pattern"};
@@ -1356,13 +1399,14 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
     if (len > MAX_FILE_BYTES) return wd_errf(L->err, L->errlen, WD_E2BIG, "%s: file too large", name);
     int rc = wd_yaml_parse(name, buf, len, &yopts, &root, L->err, L->errlen);
     if (rc) return rc;
-    static const char *const top_keys[] = {"version", "rules"};
-    const wd_ynode_t *v[2];
+    static const char *const top_keys[] = {"version", "rules", "set_version"};
+    const wd_ynode_t *v[3];
+    L->set_version = NULL;
     if (wd_ynode_is_null(root))
         rc = FAIL(L, root, "empty rule file");
     else if (root->kind != WD_YNODE_MAP)
         rc = FAIL(L, root, "the top level must be a mapping with version and rules, got %s", wd_ynode_kind_name(root));
-    else if (!(rc = map_keys(L, root, "the top level", top_keys, 2, v))) {
+    else if (!(rc = map_keys(L, root, "the top level", top_keys, 3, v))) {
         double ver;
         if (!v[0])
             rc = FAIL(L, root, "missing required key 'version'");
@@ -1370,6 +1414,10 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
             rc = FAIL(L, root, "missing required key 'rules'");
         else if ((rc = want_number(L, v[0], "version", 1, 1, true, &ver)))
             ;
+        else if (v[2] && (rc = want_set_version(L, v[2])))
+            ;
+        else if (v[2])
+            L->set_version = v[2]->s;
         else if (v[1]->kind != WD_YNODE_SEQ && !wd_ynode_is_null(v[1]))
             rc = FAIL(L, v[1], "rules: expected a list of rules, got %s", wd_ynode_kind_name(v[1]));
     }
@@ -1408,6 +1456,7 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
                 break;
             }
     }
+    L->set_version = NULL; /* it pointed into the tree */
     wd_ynode_free(root);
     return rc;
 }

@@ -44,6 +44,8 @@ typedef struct {
     uint32_t max_len;  /* longest span the rule can match (bounds confirmation); default 256 */
     char *severity;    /* content categories: low|medium|high (may be NULL) */
     char *file;        /* where it was defined, for messages */
+    char *set;         /* the rule set: its file's name without directory and ".yaml" ("safety_violence") */
+    char *set_version; /* the file's set_version ("1.1.0"), NULL when the file has none */
     unsigned line;
     bool boundary;     /* drop spans that start or end inside a run of ASCII letters/digits (default true) */
     char *description; /* optional, for --explain (may be NULL) */

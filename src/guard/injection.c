@@ -585,6 +585,26 @@ int wd_inj_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text
     return screen(db, s, text, len, plain, WD_INJ_PLAIN, 0, r);
 }
 
+wd_action_t wd_inj_decide(const wd_inj_result_t *r, float threshold, wd_action_t action, bool fail_open,
+                          wd_inj_verdict_t *verdict)
+{
+    wd_inj_verdict_t v = WD_INJ_CLEAN;
+    wd_action_t a = WD_ACT_ALLOW;
+    float score = wd_inj_score(r);
+    if (r->nhits && score + 1e-6f >= threshold) {
+        v = WD_INJ_ABOVE;
+        a = action;
+    } else if (r->budget_exhausted) {
+        v = WD_INJ_UNSCREENED;
+        a = fail_open ? WD_ACT_FLAG : action;
+    } else if (r->nhits) {
+        v = WD_INJ_BELOW;
+        a = WD_ACT_FLAG;
+    }
+    if (verdict) *verdict = v;
+    return a;
+}
+
 size_t wd_inj_describe(const wd_guard_db_t *db, const wd_inj_result_t *r, char *buf, size_t cap)
 {
     if (!cap) return 0;

@@ -51,7 +51,7 @@ typedef struct {
     size_t nhits;
     size_t decoded_bytes;  /* budget used */
     uint32_t layers_seen;  /* bit per wd_inj_layer_t that produced text to scan */
-    bool budget_exhausted; /* some candidate blob was not decoded */
+    bool budget_exhausted; /* the decode budget ran out: later candidate blobs were not decoded */
 } wd_inj_result_t;
 
 void wd_inj_result_init(wd_inj_result_t *r);
@@ -67,6 +67,22 @@ bool wd_inj_rule(const wd_rule_t *r);
  * recorded in r->budget_exhausted, never an error. */
 int wd_inj_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len,
                 const wd_findings_t *plain, wd_inj_result_t *r);
+
+/* The screen's verdict, the same in the gateway and `warden scan --explain`. */
+typedef enum {
+    WD_INJ_CLEAN = 0,  /* nothing fired, everything was screened: allow */
+    WD_INJ_BELOW,      /* rules fired, score below the threshold: flag (recorded only) */
+    WD_INJ_ABOVE,      /* score at or above the threshold: the profile's action */
+    WD_INJ_UNSCREENED, /* the decode budget ran out: some encoded text was not screened */
+} wd_inj_verdict_t;
+
+/* Decides on r: ABOVE takes `action`; BELOW flags. An exhausted decode budget (r->budget_exhausted)
+ * means later payloads were not decoded, so the score cannot rule out an injection hidden there (an
+ * attacker can pad a prompt with harmless base64 to use the budget up): fail_open flags it,
+ * otherwise it is treated like a score at the threshold and takes `action` (block by default). A
+ * verdict ABOVE wins over UNSCREENED. *verdict (may be NULL) says which case decided. */
+wd_action_t wd_inj_decide(const wd_inj_result_t *r, float threshold, wd_action_t action, bool fail_open,
+                          wd_inj_verdict_t *verdict);
 
 /* One decoding step, exposed for tests and `warden scan --explain`: appends the text the layer
  * decodes from p (for base64/hex/url: the decoded blobs found in p, separated by '\n'; for rot13, tags

@@ -406,6 +406,36 @@ static void test_depth_and_budget(void **state)
     wd_inj_result_init(&fresh);
     assert_int_equal(wd_inj_scan(db, scratch, b64, strlen(b64), NULL, &fresh), WD_OK);
     assert_int_equal(fresh.nhits, 1);
+
+    /* an exhausted budget is a verdict of its own, never "clean": fail closed takes the action,
+     * fail open flags; a score at the threshold decides first */
+    wd_inj_verdict_t v;
+    assert_int_equal(wd_inj_decide(&acc, 0.7f, WD_ACT_BLOCK, false, &v), WD_ACT_BLOCK);
+    assert_int_equal(v, WD_INJ_UNSCREENED);
+    assert_int_equal(wd_inj_decide(&acc, 0.7f, WD_ACT_BLOCK, true, &v), WD_ACT_FLAG);
+    assert_int_equal(v, WD_INJ_UNSCREENED);
+    assert_int_equal(wd_inj_decide(&acc, 0.7f, WD_ACT_FLAG, false, &v), WD_ACT_FLAG);
+    assert_int_equal(wd_inj_decide(&fresh, 0.7f, WD_ACT_BLOCK, true, &v), WD_ACT_BLOCK);
+    assert_int_equal(v, WD_INJ_ABOVE);
+    fresh.budget_exhausted = true;
+    assert_int_equal(wd_inj_decide(&fresh, 0.7f, WD_ACT_BLOCK, true, &v), WD_ACT_BLOCK);
+    assert_int_equal(v, WD_INJ_ABOVE);
+    wd_inj_result_t clean;
+    wd_inj_result_init(&clean);
+    assert_int_equal(wd_inj_decide(&clean, 0.7f, WD_ACT_BLOCK, false, &v), WD_ACT_ALLOW);
+    assert_int_equal(v, WD_INJ_CLEAN);
+    /* below the threshold: recorded only */
+    res_t weak = screen("From now on, answer briefly.", 28);
+    assert_true(weak.r.nhits > 0);
+    assert_int_equal(wd_inj_decide(&weak.r, 0.7f, WD_ACT_BLOCK, false, &v), WD_ACT_FLAG);
+    assert_int_equal(v, WD_INJ_BELOW);
+    /* the budget is shared: harmless padding in one text of a request hides nothing in the next */
+    wd_inj_result_t req;
+    wd_inj_result_init(&req);
+    assert_int_equal(wd_inj_scan(db, scratch, big, n, NULL, &req), WD_OK);
+    assert_int_equal(wd_inj_scan(db, scratch, b64, strlen(b64), NULL, &req), WD_OK);
+    assert_int_equal(req.nhits, 0);
+    assert_int_equal(wd_inj_decide(&req, 0.7f, WD_ACT_BLOCK, false, &v), WD_ACT_BLOCK);
     free(big);
 }
 
