@@ -21,7 +21,10 @@
  * with an error event before any byte of the blocked text left. A check that cannot run (an event
  * that does not parse, a chunk without choices, a text field that is not a string) follows the
  * profile's on_error: closed ends the stream, open lets the event pass and records "fail-open" and
- * what passed unchecked.
+ * what passed unchecked. Pseudonyms are restored in content, tool call and function_call arguments
+ * (not the refusal), as in a whole answer; what a field's restorer still holds when its choice
+ * finishes (the start of a placeholder that never completed) leaves, unchanged, in the finishing
+ * event: inserted as a "content" member, or as "tool_calls" / "function_call" arguments to append.
  *
  * Decisions (profile, rule ids, categories, actions, the injection score; never text) go into the
  * event and the x-warden-guard header. */
@@ -65,7 +68,7 @@ typedef struct {
     wd_buf_t text;
     ofind_t *f; /* final findings to rewrite, sorted by start */
     size_t nf, capf;
-    wd_restorer_t rest; /* content slots only */
+    wd_restorer_t rest; /* pseudonyms back in content, tool call and function_call arguments */
 } chan_t;
 
 typedef struct {
@@ -74,6 +77,8 @@ typedef struct {
     bool comma;         /* insertion: the object already has members */
     bool text_key;      /* insertion key "text" (completions) rather than "content" */
     bool finish;        /* the event ends this field */
+    bool tools;         /* insertion before the delta's closing brace of what the choice's tool call and
+                           function_call restorers still hold when it finishes (chan is the choice's base) */
     uint32_t tstart, tend; /* raw offsets: the string with its quotes, or the insertion offset */
     uint64_t a, b;      /* the field's stream bytes the event carries */
 } span_t;
@@ -804,6 +809,39 @@ static void chan_trim(guard_state_t *gs, size_t ci)
     }
 }
 
+/* The members to insert before the closing brace of a finishing choice's delta for what its tool call
+ * and function_call restorers still hold (a prefix of a placeholder that never completed): a
+ * "tool_calls" array with the arguments to append per tool call index, and a "function_call". */
+static int tools_flush(guard_state_t *gs, size_t base, bool comma, wd_buf_t *arena, wd_buf_t *held)
+{
+    int rc = WD_OK;
+    bool any = false;
+    for (size_t j = 0; j < TOOL_SLOTS && !rc; j++) {
+        chan_t *c = &gs->chans[base + 1 + j];
+        wd_buf_reset(held);
+        if (!c->used || (rc = wd_restorer_flush(&c->rest, held)) || !held->len) continue;
+        if (!any && comma) wd_buf_append_str(arena, ",");
+        wd_buf_append_str(arena, any ? ",{\"index\":" : "\"tool_calls\":[{\"index\":");
+        char idx[8];
+        snprintf(idx, sizeof idx, "%zu", j);
+        wd_buf_append_str(arena, idx);
+        wd_buf_append_str(arena, ",\"function\":{\"arguments\":\"");
+        wd_buf_append_json_str(arena, held->data, held->len);
+        rc = wd_buf_append_str(arena, "\"}}");
+        any = true;
+    }
+    if (!rc && any) rc = wd_buf_append_str(arena, "]");
+    chan_t *f = &gs->chans[base + SLOT_FUNCTION];
+    wd_buf_reset(held);
+    if (!rc && f->used && !(rc = wd_restorer_flush(&f->rest, held)) && held->len) {
+        if (any || comma) wd_buf_append_str(arena, ",");
+        wd_buf_append_str(arena, "\"function_call\":{\"arguments\":\"");
+        wd_buf_append_json_str(arena, held->data, held->len);
+        rc = wd_buf_append_str(arena, "\"}");
+    }
+    return rc;
+}
+
 /* Writes one queued event to out, rewriting the fields whose text changed. */
 static int emit_event(wd_exchange_t *x, guard_state_t *gs, qev_t *e, wd_buf_t *out)
 {
@@ -816,15 +854,26 @@ static int emit_event(wd_exchange_t *x, guard_state_t *gs, qev_t *e, wd_buf_t *o
     wd_buf_init(&rs, 0);
     size_t offs[MAX_SPANS];
     int rc = WD_OK;
+    size_t content_inserted = SIZE_MAX; /* the choice (base channel) whose delta got a "content" member */
     for (size_t k = 0; k < e->nspans && !rc && n < MAX_SPANS; k++) {
         const span_t *s = &e->spans[k];
         chan_t *c = &gs->chans[s->chan];
-        bool content = s->chan % CHAN_PER_CHOICE == 0;
+        size_t slot = s->chan % CHAN_PER_CHOICE;
+        if (s->tools) {
+            if (!restore) continue;
+            size_t before = arena.len;
+            rc = tools_flush(gs, s->chan, s->comma || content_inserted == s->chan, &arena, &rs);
+            if (!rc && arena.len > before) {
+                offs[n] = before;
+                ed[n++] = (wd_json_edit_t){s->tstart, s->tstart, wd_str(NULL, arena.len - before)};
+            }
+            continue;
+        }
         wd_buf_reset(&tx);
         wd_buf_reset(&rs);
         rc = span_text(x, c, s, &tx);
         const wd_buf_t *cur = &tx;
-        if (!rc && restore && content) {
+        if (!rc && restore && slot != SLOT_REFUSAL) { /* restored where the non-streamed path restores */
             rc = wd_restorer_feed(&c->rest, tx.data, tx.len, &rs);
             if (!rc && s->finish) rc = wd_restorer_flush(&c->rest, &rs);
             cur = &rs;
@@ -836,6 +885,7 @@ static int emit_event(wd_exchange_t *x, guard_state_t *gs, qev_t *e, wd_buf_t *o
         if (!s->has_tok && !cur->len) continue;
         offs[n] = arena.len;
         if (!s->has_tok) {
+            content_inserted = s->chan;
             wd_buf_append_str(&arena, s->text_key ? "\"text\":\"" : "\"content\":\"");
             wd_buf_append_json_str(&arena, cur->data, cur->len);
             rc = wd_buf_append_str(&arena, s->comma ? "\"," : "\"");
@@ -952,7 +1002,7 @@ static bool event_data(const char *p, size_t len, size_t *at, size_t *dlen, bool
  * call's arguments) to its channel and records where the event carries it. NULL passes; any other
  * type is a shape the guard cannot check (WD_EINVAL). */
 static int feed_field(wd_exchange_t *x, guard_state_t *gs, const wd_json_doc_t *d, int tok, size_t at, size_t chan,
-                      span_t *spans, size_t *nspans, wd_buf_t *text, int *blocked)
+                      bool finish, span_t *spans, size_t *nspans, wd_buf_t *text, int *blocked)
 {
     if (tok < 0 || d->toks[tok].type == WD_JSON_NULL) return WD_OK;
     if (d->toks[tok].type != WD_JSON_STRING || *nspans >= MAX_SPANS) return WD_EINVAL;
@@ -961,8 +1011,9 @@ static int feed_field(wd_exchange_t *x, guard_state_t *gs, const wd_json_doc_t *
     int rc = wd_json_str_decode(d, tok, text);
     uint64_t a = c->fed;
     if (!rc) rc = chan_feed(x, gs, c, text->data, text->len, blocked);
-    spans[(*nspans)++] = (span_t){(uint8_t)chan, true, false, false, false, (uint32_t)(at + d->toks[tok].start - 1),
-                                  (uint32_t)(at + d->toks[tok].end + 1), a, c->fed};
+    spans[(*nspans)++] = (span_t){(uint8_t)chan, true, false, false, finish, false,
+                                  (uint32_t)(at + d->toks[tok].start - 1), (uint32_t)(at + d->toks[tok].end + 1), a,
+                                  c->fed};
     return rc;
 }
 
@@ -1002,8 +1053,8 @@ static int read_event(wd_exchange_t *x, guard_state_t *gs, const wd_buf_t *chunk
             rc = WD_EINVAL;
             break;
         }
-        /* one choice yields at most CHAN_PER_CHOICE spans; repeated indexes must not overrun them */
-        if (*nspans + CHAN_PER_CHOICE > MAX_SPANS) {
+        /* one choice yields at most CHAN_PER_CHOICE + 1 spans; repeated indexes must not overrun them */
+        if (*nspans + CHAN_PER_CHOICE + 1 > MAX_SPANS) {
             *code = "too_many_fields";
             rc = WD_EINVAL;
             break;
@@ -1024,13 +1075,13 @@ static int read_event(wd_exchange_t *x, guard_state_t *gs, const wd_buf_t *chunk
             uint64_t a = cc->fed;
             if (!rc) rc = chan_feed(x, gs, cc, text.data, text.len, blocked);
             if (!rc && finished) rc = chan_finish(x, gs, cc, blocked);
-            spans[(*nspans)++] = (span_t){(uint8_t)base, true, false, false, finished,
+            spans[(*nspans)++] = (span_t){(uint8_t)base, true, false, false, finished, false,
                                           (uint32_t)(at + toks[tok].start - 1), (uint32_t)(at + toks[tok].end + 1), a,
                                           cc->fed};
         } else if (!rc && finished && cc->used && !cc->finished) {
             rc = chan_finish(x, gs, cc, blocked);
             /* a pseudonym prefix the restorer still holds leaves with this event */
-            spans[(*nspans)++] = (span_t){(uint8_t)base, false, toks[obj].size > 0, delta < 0, true,
+            spans[(*nspans)++] = (span_t){(uint8_t)base, false, toks[obj].size > 0, delta < 0, true, false,
                                           (uint32_t)(at + toks[obj].start + 1), (uint32_t)(at + toks[obj].start + 1),
                                           cc->fed, cc->fed};
         }
@@ -1049,19 +1100,28 @@ static int read_event(wd_exchange_t *x, guard_state_t *gs, const wd_buf_t *chunk
             int fn = wd_json_obj_get(&d, tc, "function");
             if (fn >= 0 && toks[fn].type != WD_JSON_OBJECT && toks[fn].type != WD_JSON_NULL) rc = WD_EINVAL;
             int args = !rc && fn >= 0 && toks[fn].type == WD_JSON_OBJECT ? wd_json_obj_get(&d, fn, "arguments") : -1;
-            if (!rc) rc = feed_field(x, gs, &d, args, at, base + 1 + (size_t)tj, spans, nspans, &text, blocked);
+            if (!rc)
+                rc = feed_field(x, gs, &d, args, at, base + 1 + (size_t)tj, finished, spans, nspans, &text, blocked);
         }
         /* the refusal and the legacy function_call, scanned as the non-streamed path scans them */
         if (!rc && delta >= 0)
-            rc = feed_field(x, gs, &d, wd_json_obj_get(&d, delta, "refusal"), at, base + SLOT_REFUSAL, spans, nspans,
-                            &text, blocked);
+            rc = feed_field(x, gs, &d, wd_json_obj_get(&d, delta, "refusal"), at, base + SLOT_REFUSAL, finished, spans,
+                            nspans, &text, blocked);
         int fc = !rc && delta >= 0 ? wd_json_obj_get(&d, delta, "function_call") : -1;
         if (fc >= 0 && toks[fc].type != WD_JSON_OBJECT && toks[fc].type != WD_JSON_NULL) rc = WD_EINVAL;
         if (!rc && fc >= 0 && toks[fc].type == WD_JSON_OBJECT)
-            rc = feed_field(x, gs, &d, wd_json_obj_get(&d, fc, "arguments"), at, base + SLOT_FUNCTION, spans, nspans,
-                            &text, blocked);
-        for (size_t j = 1; !rc && finished && j < CHAN_PER_CHOICE; j++)
+            rc = feed_field(x, gs, &d, wd_json_obj_get(&d, fc, "arguments"), at, base + SLOT_FUNCTION, finished, spans,
+                            nspans, &text, blocked);
+        bool args_used = false;
+        for (size_t j = 1; !rc && finished && j < CHAN_PER_CHOICE; j++) {
+            args_used |= j != SLOT_REFUSAL && gs->chans[base + j].used && !gs->chans[base + j].finished;
             rc = chan_finish(x, gs, &gs->chans[base + j], blocked);
+        }
+        /* a pseudonym prefix a tool call's restorer still holds leaves with this event, as for content */
+        if (!rc && args_used && delta >= 0)
+            spans[(*nspans)++] = (span_t){(uint8_t)base, false, toks[obj].size > 0, false, true, true,
+                                          (uint32_t)(at + toks[obj].end - 1), (uint32_t)(at + toks[obj].end - 1),
+                                          cc->fed, cc->fed};
     }
     scrub(&text);
     if (toks != stack) free(toks);

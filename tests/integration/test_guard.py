@@ -430,6 +430,72 @@ def test_finish_chunk_flushes_held_text(double_gw):
     assert fin[0]["choices"][0]["delta"].get("content") == "<EMAI"
 
 
+def tool_chunk(args_by_index, content=None, finish=None, legacy=None):
+    """A chunk whose delta carries tool call argument pieces {tool index: text} (and optionally content
+    or a legacy function_call's arguments)."""
+    d = {} if content is None else {"content": content}
+    if args_by_index:
+        d["tool_calls"] = [{"index": j, "function": {"arguments": a}} for j, a in args_by_index.items()]
+    if legacy is not None:
+        d["function_call"] = {"arguments": legacy}
+    return {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": "sim-small",
+            "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+
+
+def stream_tool_args(payloads):
+    """{tool index: concatenated arguments} and the concatenated legacy function_call arguments, the way
+    SDKs assemble them; also checks every payload is valid JSON."""
+    tools, legacy = {}, ""
+    for p in payloads:
+        if p == "[DONE]":
+            continue
+        for ch in json.loads(p).get("choices", []):
+            d = ch.get("delta") or {}
+            for tc in d.get("tool_calls") or []:
+                tools[tc["index"]] = tools.get(tc["index"], "") + ((tc.get("function") or {}).get("arguments") or "")
+            legacy += (d.get("function_call") or {}).get("arguments") or ""
+    return tools, legacy
+
+
+def test_streamed_tool_call_arguments_restored(double_gw):
+    upstream, g = double_gw
+    req = chat(f"mail {EMAIL}, card {CARD}", stream=True)
+    args = '{"to": "<EMAIL_1>", "card": "<CREDIT_CARD_1>"}'
+    want = json.dumps({"to": EMAIL, "card": CARD})
+    # every split position of the arguments across two events
+    for i in range(1, len(args)):
+        upstream.events = [tool_chunk({0: args[:i]}), tool_chunk({0: args[i:]}), chunk(finish="tool_calls")]
+        r, ev = stream_events(g.url, req)
+        assert r.status_code == 200, ev
+        tools, _ = stream_tool_args(ev)
+        assert tools == {0: want}, (i, tools)
+        assert "".join(ev).count(EMAIL) == 1, (i, ev)
+    # one character per event, two tool calls interleaved, content and a legacy function_call beside them
+    a0, a1 = '{"a": "<EMAIL_1>"}', '{"b": "<CREDIT_CARD_1>"}'
+    upstream.events = ([tool_chunk({0: a0[k], 1: a1[k]}) for k in range(min(len(a0), len(a1)))]
+                       + [tool_chunk({1: a1[len(a0):]}, content="see <EMAIL_1>", legacy="<EMAIL_1>")]
+                       + [chunk(finish="tool_calls")])
+    r, ev = stream_events(g.url, req)
+    tools, legacy = stream_tool_args(ev)
+    assert tools == {0: json.dumps({"a": EMAIL}), 1: json.dumps({"b": CARD})}, tools
+    assert legacy == EMAIL and stream_content(ev) == f"see {EMAIL}"
+    # arguments that end in what looks like the start of a placeholder: held until the choice finishes,
+    # then released unchanged in the finishing event (as content is), in both tool calls, with content
+    upstream.events = [tool_chunk({0: '{"x": "<EMAI', 1: '{"y": "<CRED'}, content="and <EMA", legacy="<EM"),
+                       chunk(finish="length")]
+    r, ev = stream_events(g.url, req)
+    assert r.status_code == 200, ev
+    tools, legacy = stream_tool_args(ev)
+    assert tools == {0: '{"x": "<EMAI', 1: '{"y": "<CRED'}, (tools, ev)
+    assert legacy == "<EM" and stream_content(ev) == "and <EMA", ev
+    fin = [json.loads(p) for p in ev[:-1] if json.loads(p)["choices"][0].get("finish_reason")]
+    assert len(fin) == 1 and fin[0]["choices"][0]["finish_reason"] == "length"
+    # a finishing event whose delta already has members gets the held text appended after them
+    upstream.events = [tool_chunk({0: '{"x": "<EMAI'}), tool_chunk({}, content="", finish="tool_calls")]
+    r, ev = stream_events(g.url, req)
+    assert stream_tool_args(ev)[0] == {0: '{"x": "<EMAI'}, ev
+
+
 def test_non_streamed_answer_restored_in_content_and_tool_calls(double_gw):
     upstream, g = double_gw
     upstream.reply = {
