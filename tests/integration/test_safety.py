@@ -322,6 +322,44 @@ def test_stream_chunk_without_choices_fail_closed_and_fail_open(double, gateway)
     assert e["code"] == "guard_failed" and "not strings" in e["message"], e
 
 
+def test_sim_blocked_phrase_split_across_events(sim, gateway):
+    # warden sim streams one word per event: "kill " and "yourself " arrive apart
+    s = sim("--reply", "Sure. Note that the easiest way to kill yourself is never an answer.")
+    g = gateway(s.port, extra=guard_yaml())
+    r, data = stream_raw(g.url, chat("hi", stream=True))
+    assert r.status_code == 200
+    pl = payloads(data)
+    assert pl and "[DONE]" not in pl, pl
+    err = json.loads(pl[-1])["error"]
+    assert err["code"] == "content_blocked" and "safety.self_harm.method" in err["message"], err
+    text = "".join(deltas(pl))
+    assert "kill" not in text, text  # (the short answer is within the scanner's hold-back: none of it left)
+    assert last_event(g)["rule"] == "safety.self_harm.method"
+
+
+def test_sim_clean_10000_event_stream_identical_to_direct(sim, gateway):
+    # the same 10,000-event answer from warden sim, asked directly and through the filtering gateway:
+    # identical bytes but for the completion id and the creation time, which the sim sets per request.
+    # The gateway asks with stream_options.include_usage (so the direct request does too) and keeps
+    # the final usage chunk, which this client did not ask for, to itself.
+    s = sim("--reply", "alpha beta, gamma. épsilon zeta", "--stream-chunks", "10000")
+    g = gateway(s.port, extra=guard_yaml())
+    body = chat("hi", stream=True)
+    r, via = stream_raw(g.url, body)
+    assert r.status_code == 200
+    r2, direct = stream_raw(s.url, dict(body, model="sim-small", stream_options={"include_usage": True}))
+    assert r2.status_code == 200
+
+    def norm(b):
+        return re.sub(rb'"created":\d+', b'"created":0', re.sub(rb'"id":"chatcmpl-\d+"', b'"id":"x"', b))
+    usage_chunk = [p for p in payloads(direct) if p != "[DONE]" and json.loads(p)["choices"] == []]
+    assert len(usage_chunk) == 1
+    direct = direct.replace(b"data: " + usage_chunk[0].encode() + b"\n\n", b"")
+    assert len(payloads(via)) >= 10002
+    assert norm(via) == norm(direct)
+    assert last_event(g)["decision"] == "allow"
+
+
 def test_stream_redaction_with_sim_reply(sim, gateway):
     s = sim("--reply", f"my key is {GH_PAT} ok", "--stream-chunks", "50")
     g = gateway(s.port, extra=guard_yaml())
