@@ -47,6 +47,10 @@ typedef struct {
     unsigned line;
     bool boundary;     /* drop spans that start or end inside a run of ASCII letters/digits (default true) */
     char *description; /* optional, for --explain (may be NULL) */
+    /* `examples:` strings the rule must find (match) and must not find (no_match); only the rule-example
+     * test reads them (tests/unit/guard/test_rule_examples.c). */
+    char **ex_match, **ex_no_match;
+    size_t nex_match, nex_no_match;
 } wd_rule_t;
 
 /* A compiled, immutable rule set (reference-counted like config snapshots). */
