@@ -22,7 +22,7 @@ typedef enum {
     WD_ACT_FLAG,   /* record only */
     WD_ACT_MASK,   /* keep the last 4 characters: ************1234 */
     WD_ACT_REDACT, /* [EMAIL] */
-    WD_ACT_HASH,   /* [EMAIL:3f9a0c1d] keyed hash, stable per deployment */
+    WD_ACT_HASH,   /* [EMAIL:3f9a0c1d5e7b2a48] keyed hash (64 bits), stable per deployment */
     WD_ACT_PSEUDO, /* <EMAIL_1>, restored in the answer */
     WD_ACT_BLOCK,  /* refuse the request / end the answer */
 } wd_action_t;
