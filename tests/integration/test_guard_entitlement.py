@@ -32,6 +32,8 @@ CASES = [
     # pii.us_ssn_compact (0.6 + ssn context = 0.85) ties phi.health_plan_id (0.6 + "member id" = 0.85)
     # on the same span; the tie goes to the rule defined first, and phi.yaml loads before pii.yaml
     pytest.param(f"Member ID: {SSN} (the subscriber's SSN)", SSN, id="ssn-as-member-id"),
+    # the same with phi.medical_record_number ("patient id"), as where the SSN was the patient id
+    pytest.param(f"Patient ID (SSN): {SSN}", SSN, id="ssn-as-patient-id"),
     # pii.phone_nanp (0.6 + phone = 0.85) loses to phi.nhs_number (0.7 + patient = 0.95)
     pytest.param(f"Patient phone: {PHONE}", PHONE, id="us-phone-as-nhs-number"),
 ]
