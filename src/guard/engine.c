@@ -1171,9 +1171,9 @@ static int want_context(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
     return WD_OK;
 }
 
-static const char *const rule_keys[] = {"id",    "type",    "class",          "pattern",          "caseless",
-                                        "validator", "context", "context_required", "score", "max_len",
-                                        "severity",  "boundary", "description", "examples"};
+static const char *const rule_keys[] = {
+    "id",    "type",    "class",    "pattern",  "caseless",    "validator", "context", "context_required",
+    "score", "max_len", "severity", "boundary", "description", "examples"};
 
 static int key_index(const wd_ynode_t *k, const char *const *keys, size_t nkeys)
 {
@@ -1212,7 +1212,8 @@ static int map_keys(load_t *L, const wd_ynode_t *map, const char *what, const ch
 /* examples: { match: [...], no_match: [...] }: non-empty strings, checked by the rule-example test */
 static int want_strings(load_t *L, const wd_ynode_t *n, const char *key, char ***dst, size_t *cnt)
 {
-    if (n->kind != WD_YNODE_SEQ) return FAIL(L, n, "%s: expected a list of strings, got %s", key, wd_ynode_kind_name(n));
+    if (n->kind != WD_YNODE_SEQ)
+        return FAIL(L, n, "%s: expected a list of strings, got %s", key, wd_ynode_kind_name(n));
     if (n->n > MAX_EXAMPLES) return FAIL(L, n, "%s: more than %d examples", key, MAX_EXAMPLES);
     if (!n->n) return WD_OK;
     if (!(*dst = calloc(n->n, sizeof **dst))) return FAIL(L, n, "out of memory");
@@ -1233,19 +1234,36 @@ static int want_examples(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
     static const char *const keys[] = {"match", "no_match"};
     const wd_ynode_t *v[2];
     if (n->kind != WD_YNODE_MAP)
-        return FAIL(L, n, "examples: expected a mapping with match and no_match, got %s", wd_ynode_kind_name(n));
+        return FAIL(L, n, "examples: expected a mapping with match and no_match, got %s",
+                    wd_ynode_kind_name(n));
     int rc = map_keys(L, n, "examples", keys, 2, v);
     if (rc) return rc;
     if (!v[0] && !v[1]) return FAIL(L, n, "examples: expected match or no_match");
     if (v[0] && (rc = want_strings(L, v[0], "examples.match", &r->ex_match, &r->nex_match))) return rc;
-    if (v[1] && (rc = want_strings(L, v[1], "examples.no_match", &r->ex_no_match, &r->nex_no_match))) return rc;
+    if (v[1] && (rc = want_strings(L, v[1], "examples.no_match", &r->ex_no_match, &r->nex_no_match)))
+        return rc;
     return WD_OK;
 }
 
 static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_ynode_t **pat_node)
 {
-    enum { K_ID, K_TYPE, K_CLASS, K_PATTERN, K_CASELESS, K_VALIDATOR, K_CONTEXT, K_CTXREQ, K_SCORE, K_MAXLEN,
-           K_SEVERITY, K_BOUNDARY, K_DESC, K_EXAMPLES, K_N };
+    enum {
+        K_ID,
+        K_TYPE,
+        K_CLASS,
+        K_PATTERN,
+        K_CASELESS,
+        K_VALIDATOR,
+        K_CONTEXT,
+        K_CTXREQ,
+        K_SCORE,
+        K_MAXLEN,
+        K_SEVERITY,
+        K_BOUNDARY,
+        K_DESC,
+        K_EXAMPLES,
+        K_N
+    };
     _Static_assert(K_N == WD_ARRAY_LEN(rule_keys), "rule key table");
     const wd_ynode_t *v[K_N];
     int rc;

@@ -630,8 +630,9 @@ static void test_rewrite_redact_hash(void **state)
     assert_non_null(p1);
     assert_non_null(strstr(p1 + 1, want)); /* stable: the same value, the same hash */
     assert_int_equal(strncmp(s, "a [EMAIL:", 9), 0);
-    assert_int_equal(strlen(s),
-                     strlen("a [EMAIL:0123456789abcdef] b [EMAIL:0123456789abcdef] c [EMAIL:0123456789abcdef]"));
+    assert_int_equal(
+        strlen(s),
+        strlen("a [EMAIL:0123456789abcdef] b [EMAIL:0123456789abcdef] c [EMAIL:0123456789abcdef]"));
     /* not the 32-bit tag of before followed by anything: the last 8 hex digits are the hash's too */
     uint8_t h4[4];
     crypto_generichash(h4, sizeof h4, (const uint8_t *)"jane@ex.com", 11, key, 32);

@@ -77,8 +77,8 @@ static void describe(fx_t *x, const char *text, char *buf, size_t cap)
     assert_int_equal(wd_guard_scan(x->db, x->s, text, strlen(text), 0.0f, &x->f), WD_OK);
     for (size_t i = 0; i < x->f.n && used < cap; i++) {
         const wd_finding_t *v = &x->f.v[i];
-        int n = snprintf(buf + used, cap - used, "%s%s [%u,%u) %.2f", i ? ", " : "", wd_guard_db_rule(x->db, v->rule)->id,
-                         v->start, v->end, (double)v->score);
+        int n = snprintf(buf + used, cap - used, "%s%s [%u,%u) %.2f", i ? ", " : "",
+                         wd_guard_db_rule(x->db, v->rule)->id, v->start, v->end, (double)v->score);
         if (n < 0) break;
         used += (size_t)n;
     }
@@ -108,9 +108,10 @@ static size_t check_examples(fx_t *x, size_t *nchecked)
             if (k) continue;
             for (size_t cut = 0; cut <= strlen(ex); cut++)
                 if (!stream_has(x, ex, cut, r)) {
-                    print_error("%s:%u: rule %s: match example \"%s\" fed in two pieces split at %zu gives no "
-                                "finding of the rule\n",
-                                rule->file, rule->line, rule->id, ex, cut);
+                    print_error(
+                        "%s:%u: rule %s: match example \"%s\" fed in two pieces split at %zu gives no "
+                        "finding of the rule\n",
+                        rule->file, rule->line, rule->id, ex, cut);
                     failures++;
                     break;
                 }
@@ -120,8 +121,9 @@ static size_t check_examples(fx_t *x, size_t *nchecked)
             (*nchecked)++;
             if (block_has(x, ex, r)) {
                 describe(x, ex, seen, sizeof seen);
-                print_error("%s:%u: rule %s: no_match example \"%s\" gives a finding of the rule (found: %s)\n",
-                            rule->file, rule->line, rule->id, ex, seen);
+                print_error(
+                    "%s:%u: rule %s: no_match example \"%s\" gives a finding of the rule (found: %s)\n",
+                    rule->file, rule->line, rule->id, ex, seen);
                 failures++;
             }
         }
@@ -157,8 +159,8 @@ static void test_shipped_rules(void **state)
     assert_true(privacy >= 140);
 
     size_t nchecked = 0, failures = check_examples(&x, &nchecked);
-    print_message("%zu privacy rules, %zu examples checked, %zu failed, %zu rules without examples\n", privacy,
-                  nchecked, failures, missing);
+    print_message("%zu privacy rules, %zu examples checked, %zu failed, %zu rules without examples\n",
+                  privacy, nchecked, failures, missing);
     assert_true(nchecked >= 2 * privacy);
     assert_int_equal(failures, 0);
     assert_int_equal(missing, 0);
@@ -216,7 +218,8 @@ static void test_loader_errors(void **state)
     (void)state;
     expect_err("    examples: ['ab']\n", "7:15", "examples: expected a mapping");
     expect_err("    examples: {}\n", "7:15", "examples: expected match or no_match");
-    expect_err("    examples: {match: ['ab'], matches: ['x']}\n", "7:31", "unknown key 'matches' in examples");
+    expect_err("    examples: {match: ['ab'], matches: ['x']}\n", "7:31",
+               "unknown key 'matches' in examples");
     expect_err("    examples: {match: 'ab'}\n", "7:23", "examples.match: expected a list of strings");
     expect_err("    examples:\n      match: ['ab']\n      no_match: [['x']]\n", "9:18",
                "examples.no_match: expected a scalar");
@@ -225,8 +228,9 @@ static void test_loader_errors(void **state)
 
     /* well-formed: only one list, and the rule still scans as before */
     char err[ERRLEN];
-    static const char ok[] = "version: 1\nrules:\n  - id: t.x\n    type: X\n    class: pii\n    pattern: 'ab'\n"
-                             "    examples: {no_match: ['a b']}\n";
+    static const char ok[] =
+        "version: 1\nrules:\n  - id: t.x\n    type: X\n    class: pii\n    pattern: 'ab'\n"
+        "    examples: {no_match: ['a b']}\n";
     wd_guard_db_t *db = wd_guard_db_load_buf("r.yaml", ok, sizeof ok - 1, err, sizeof err);
     if (!db) fail_msg("%s", err);
     assert_int_equal(wd_guard_db_rule(db, 0)->nex_match, 0);
