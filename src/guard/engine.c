@@ -60,6 +60,7 @@
 #define MAX_WORDS 64
 #define MAX_WORD 64
 #define MAX_DESC 1024
+#define MAX_EXAMPLES 64 /* per list of a rule's examples */
 #define MAX_SPAN 4096
 #define DEFAULT_MAX_LEN 256
 #define DEFAULT_SCORE 0.8f
@@ -1008,6 +1009,12 @@ static void rule_free(wd_rule_t *r)
     free(r->set);
     free(r->set_version);
     free(r->description);
+    for (size_t i = 0; i < r->nex_match; i++)
+        free(r->ex_match[i]);
+    free(r->ex_match);
+    for (size_t i = 0; i < r->nex_no_match; i++)
+        free(r->ex_no_match[i]);
+    free(r->ex_no_match);
 }
 
 static void db_free(wd_guard_db_t *db)
@@ -1167,9 +1174,9 @@ static int want_context(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
     return WD_OK;
 }
 
-static const char *const rule_keys[] = {"id",    "type",    "class",          "pattern",          "caseless",
-                                        "validator", "context", "context_required", "score", "max_len",
-                                        "severity",  "boundary", "description"};
+static const char *const rule_keys[] = {
+    "id",    "type",    "class",    "pattern",  "caseless",    "validator", "context", "context_required",
+    "score", "max_len", "severity", "boundary", "description", "examples"};
 
 static int key_index(const wd_ynode_t *k, const char *const *keys, size_t nkeys)
 {
@@ -1243,10 +1250,61 @@ static int want_set_version(load_t *L, const wd_ynode_t *n)
     return WD_OK;
 }
 
+/* examples: { match: [...], no_match: [...] }: non-empty strings, checked by the rule-example test */
+static int want_strings(load_t *L, const wd_ynode_t *n, const char *key, char ***dst, size_t *cnt)
+{
+    if (n->kind != WD_YNODE_SEQ)
+        return FAIL(L, n, "%s: expected a list of strings, got %s", key, wd_ynode_kind_name(n));
+    if (n->n > MAX_EXAMPLES) return FAIL(L, n, "%s: more than %d examples", key, MAX_EXAMPLES);
+    if (!n->n) return WD_OK;
+    if (!(*dst = calloc(n->n, sizeof **dst))) return FAIL(L, n, "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        const wd_ynode_t *e = n->items[i];
+        int rc = want_scalar(L, e, key);
+        if (rc) return rc;
+        if (e->len > MAX_SPAN) return FAIL(L, e, "%s: example longer than %d bytes", key, MAX_SPAN);
+        if (memchr(e->s, '\0', e->len)) return FAIL(L, e, "%s: example contains a NUL byte", key);
+        if (!((*dst)[*cnt] = strndup(e->s, e->len))) return FAIL(L, e, "out of memory");
+        (*cnt)++;
+    }
+    return WD_OK;
+}
+
+static int want_examples(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
+{
+    static const char *const keys[] = {"match", "no_match"};
+    const wd_ynode_t *v[2];
+    if (n->kind != WD_YNODE_MAP)
+        return FAIL(L, n, "examples: expected a mapping with match and no_match, got %s",
+                    wd_ynode_kind_name(n));
+    int rc = map_keys(L, n, "examples", keys, 2, v);
+    if (rc) return rc;
+    if (!v[0] && !v[1]) return FAIL(L, n, "examples: expected match or no_match");
+    if (v[0] && (rc = want_strings(L, v[0], "examples.match", &r->ex_match, &r->nex_match))) return rc;
+    if (v[1] && (rc = want_strings(L, v[1], "examples.no_match", &r->ex_no_match, &r->nex_no_match)))
+        return rc;
+    return WD_OK;
+}
+
 static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_ynode_t **pat_node)
 {
-    enum { K_ID, K_TYPE, K_CLASS, K_PATTERN, K_CASELESS, K_VALIDATOR, K_CONTEXT, K_CTXREQ, K_SCORE, K_MAXLEN,
-           K_SEVERITY, K_BOUNDARY, K_DESC, K_N };
+    enum {
+        K_ID,
+        K_TYPE,
+        K_CLASS,
+        K_PATTERN,
+        K_CASELESS,
+        K_VALIDATOR,
+        K_CONTEXT,
+        K_CTXREQ,
+        K_SCORE,
+        K_MAXLEN,
+        K_SEVERITY,
+        K_BOUNDARY,
+        K_DESC,
+        K_EXAMPLES,
+        K_N
+    };
     _Static_assert(K_N == WD_ARRAY_LEN(rule_keys), "rule key table");
     const wd_ynode_t *v[K_N];
     int rc;
@@ -1316,6 +1374,7 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
         if (dn->len > MAX_DESC) return FAIL(L, dn, "description: longer than %d bytes", MAX_DESC);
         if (!(r->description = strndup(dn->s, dn->len))) return FAIL(L, dn, "out of memory");
     }
+    if (v[K_EXAMPLES] && (rc = want_examples(L, v[K_EXAMPLES], r))) return rc;
     return WD_OK;
 }
 

@@ -22,7 +22,7 @@ typedef enum {
     WD_ACT_FLAG,   /* record only */
     WD_ACT_MASK,   /* keep the last 4 characters: ************1234 */
     WD_ACT_REDACT, /* [EMAIL] */
-    WD_ACT_HASH,   /* [EMAIL:3f9a0c1d] keyed hash, stable per deployment */
+    WD_ACT_HASH,   /* [EMAIL:3f9a0c1d5e7b2a48] keyed hash (64 bits), stable per deployment */
     WD_ACT_PSEUDO, /* <EMAIL_1>, restored in the answer */
     WD_ACT_BLOCK,  /* refuse the request / end the answer */
 } wd_action_t;
@@ -49,6 +49,10 @@ typedef struct {
     unsigned line;
     bool boundary;     /* drop spans that start or end inside a run of ASCII letters/digits (default true) */
     char *description; /* optional, for --explain (may be NULL) */
+    /* `examples:` strings the rule must find (match) and must not find (no_match); only the rule-example
+     * test reads them (tests/unit/guard/test_rule_examples.c). */
+    char **ex_match, **ex_no_match;
+    size_t nex_match, nex_no_match;
 } wd_rule_t;
 
 /* A compiled, immutable rule set (reference-counted like config snapshots). */

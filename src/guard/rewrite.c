@@ -188,9 +188,13 @@ static int replace(const wd_rule_t *r, wd_action_t a, const char *p, size_t len,
         a = WD_ACT_REDACT; /* vault full: never leak, degrade to redaction */
     }
     if (a == WD_ACT_HASH && o->hash_key) {
-        uint8_t h[4];
+        /* 64 bits: tags are join keys in prepared data sets, and at 32 bits two of ~65k distinct values
+         * already share one with even odds (birthday bound); at 64 bits that takes ~4 billion */
+        uint8_t h[WD_REWRITE_HASH_BYTES];
+        char hex[2 * sizeof h + 1];
         crypto_generichash(h, sizeof h, (const uint8_t *)p, len, o->hash_key, 32);
-        return wd_buf_printf(out, "[%s:%02x%02x%02x%02x]", r->type, h[0], h[1], h[2], h[3]);
+        sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+        return wd_buf_printf(out, "[%s:%s]", r->type, hex);
     }
     if (a == WD_ACT_MASK) {
         /* every character but the last four becomes '*' (characters, not bytes) */

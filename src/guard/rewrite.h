@@ -8,6 +8,9 @@
 
 #include "guard/guard.h"
 
+/* WD_ACT_HASH writes [TYPE:hex] with this many bytes of the keyed BLAKE2b of the value (16 hex digits) */
+#define WD_REWRITE_HASH_BYTES 8
+
 typedef struct {
     char *type;
     char *value;

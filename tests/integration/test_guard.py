@@ -695,8 +695,8 @@ def test_mask_redact_hash_at_upstream(auth_gw, gateway):
         return json.loads(seen["body"])["messages"][0]["content"], r
 
     up, r = upstream_text(g, prompt)
-    m = re.fullmatch(r"card \*{15}1111 from server \[IP_ADDRESS\] for \[EMAIL:([0-9a-f]{8})\] and "
-                     r"\[EMAIL:([0-9a-f]{8})\], again \[EMAIL:([0-9a-f]{8})\], key \[GITHUB_TOKEN\]", up)
+    m = re.fullmatch(r"card \*{15}1111 from server \[IP_ADDRESS\] for \[EMAIL:([0-9a-f]{16})\] and "
+                     r"\[EMAIL:([0-9a-f]{16})\], again \[EMAIL:([0-9a-f]{16})\], key \[GITHUB_TOKEN\]", up)
     assert m, up
     h1, h2, h3 = m.groups()
     assert h1 == h3 and h1 != h2  # the same value, the same hash
@@ -728,5 +728,5 @@ def test_hash_with_state_dir_without_auth(sim, gateway, tmp_path):
     r = post(g.url, CHAT, chat(f"for {EMAIL}"))
     assert r.status_code == 200, r.text
     up = json.loads(r.json()["sim_request"]["body"])["messages"][0]["content"]
-    assert re.fullmatch(r"for \[EMAIL:[0-9a-f]{8}\]", up), up
+    assert re.fullmatch(r"for \[EMAIL:[0-9a-f]{16}\]", up), up
     assert "EMAIL:hash:1" in r.headers["x-warden-guard"]

@@ -184,7 +184,7 @@ def test_hash_needs_a_key(tmp_path, rules):
     for k in (k1, k1, k2):
         p = run(["--output", "anonymized", "--action", "hash", "--hash-key-file", str(k)], rules, input=text)
         assert p.returncode == 1, p.stderr
-        m = re.fullmatch(rb"mail \[EMAIL:([0-9a-f]{8})\] and \[EMAIL:([0-9a-f]{8})\]\n", p.stdout)
+        m = re.fullmatch(rb"mail \[EMAIL:([0-9a-f]{16})\] and \[EMAIL:([0-9a-f]{16})\]\n", p.stdout)
         assert m, p.stdout
         assert m.group(1) != m.group(2)
         outs.append(p.stdout)
@@ -193,8 +193,8 @@ def test_hash_needs_a_key(tmp_path, rules):
 
 
 def tag(key, value):
-    """The hash action's tag: BLAKE2b-32 of the value keyed with the 32-byte key (libsodium generichash)."""
-    return hashlib.blake2b(value.encode(), digest_size=4, key=key).hexdigest()
+    """The hash action's tag: BLAKE2b-64 of the value keyed with the 32-byte key (libsodium generichash), 16 hex digits."""
+    return hashlib.blake2b(value.encode(), digest_size=8, key=key).hexdigest()
 
 
 def test_explain_report(tmp_path, rules):

@@ -619,16 +619,26 @@ static void test_rewrite_redact_hash(void **state)
     memset(key2, 8, sizeof key2);
     wd_rewrite_opts_t o = {one_action, NULL, key, NULL};
     char *s = scan_rewrite("a jane@ex.com b jane@ex.com c bob@ex.com", &o, NULL);
-    /* [TYPE:8 hex], the keyed BLAKE2b of the value (4 bytes) */
-    uint8_t h[4];
+    /* [TYPE:16 hex], the keyed BLAKE2b of the value (8 bytes) */
+    uint8_t h[8];
     crypto_generichash(h, sizeof h, (const uint8_t *)"jane@ex.com", 11, key, 32);
-    char want[64];
-    snprintf(want, sizeof want, "[EMAIL:%02x%02x%02x%02x]", h[0], h[1], h[2], h[3]);
+    char want[64], hex[17];
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    snprintf(want, sizeof want, "[EMAIL:%s]", hex);
+    assert_int_equal(strlen(want), strlen("[EMAIL:]") + 16);
     const char *p1 = strstr(s, want);
     assert_non_null(p1);
     assert_non_null(strstr(p1 + 1, want)); /* stable: the same value, the same hash */
     assert_int_equal(strncmp(s, "a [EMAIL:", 9), 0);
-    assert_int_equal(strlen(s), strlen("a [EMAIL:12345678] b [EMAIL:12345678] c [EMAIL:12345678]"));
+    assert_int_equal(
+        strlen(s),
+        strlen("a [EMAIL:0123456789abcdef] b [EMAIL:0123456789abcdef] c [EMAIL:0123456789abcdef]"));
+    /* not the 32-bit tag of before followed by anything: the last 8 hex digits are the hash's too */
+    uint8_t h4[4];
+    crypto_generichash(h4, sizeof h4, (const uint8_t *)"jane@ex.com", 11, key, 32);
+    char old[32];
+    snprintf(old, sizeof old, "[EMAIL:%02x%02x%02x%02x]", h4[0], h4[1], h4[2], h4[3]);
+    assert_null(strstr(s, old));
     const char *p3 = strrchr(s, '[');
     assert_true(strncmp(p3, want, strlen(want)) != 0); /* another value, another hash */
     /* the same input, again: identical output */

@@ -1,0 +1,249 @@
+/* Rule examples as data: every rule in rules/ may carry `examples: {match: [...], no_match: [...]}`.
+ * For each rule that has them, every `match` string must give a finding of exactly that rule (it must
+ * survive its validator, its context check and overlap resolution against every other rule), in a
+ * block scan and in a stream scan fed in two pieces split at every position; every `no_match` string
+ * must give no finding of that rule. Scans use the gateway's default min_score (0.5). Failures name
+ * the rule, its file:line and the example. Also: the loader's errors for a malformed `examples` key,
+ * and that the checker itself fails on a wrong example. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "guard/guard.h"
+#include "guard/validators.h"
+
+#define ERRLEN 512
+#define MIN_SCORE 0.5f /* guard.min_score default (config.c) */
+
+typedef struct {
+    wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    wd_findings_t f;
+} fx_t;
+
+static void fx_open(fx_t *x, wd_guard_db_t *db)
+{
+    x->db = db;
+    x->s = wd_guard_scratch_new(db);
+    assert_non_null(x->s);
+    wd_findings_init(&x->f);
+}
+
+static void fx_close(fx_t *x)
+{
+    wd_findings_free(&x->f);
+    wd_guard_scratch_free(x->s);
+    wd_guard_db_unref(x->db);
+}
+
+static bool block_has(fx_t *x, const char *text, size_t rule)
+{
+    assert_int_equal(wd_guard_scan(x->db, x->s, text, strlen(text), MIN_SCORE, &x->f), WD_OK);
+    for (size_t i = 0; i < x->f.n; i++)
+        if (x->f.v[i].rule == rule) return true;
+    return false;
+}
+
+/* The text fed as text[0..cut) and text[cut..): is a finding of `rule` reported? */
+static bool stream_has(fx_t *x, const char *text, size_t cut, size_t rule)
+{
+    size_t len = strlen(text);
+    bool found = false;
+    wd_guard_stream_t *st = wd_guard_stream_open(x->db, MIN_SCORE);
+    assert_non_null(st);
+    assert_int_equal(wd_guard_stream_feed(st, x->s, text, cut, &x->f), WD_OK);
+    for (size_t i = 0; i < x->f.n; i++)
+        found |= x->f.v[i].rule == rule;
+    assert_int_equal(wd_guard_stream_feed(st, x->s, text + cut, len - cut, &x->f), WD_OK);
+    for (size_t i = 0; i < x->f.n; i++)
+        found |= x->f.v[i].rule == rule;
+    assert_int_equal(wd_guard_stream_finish(st, x->s, &x->f), WD_OK);
+    for (size_t i = 0; i < x->f.n; i++)
+        found |= x->f.v[i].rule == rule;
+    wd_guard_stream_free(st);
+    return found;
+}
+
+/* What the block scan found instead, for the failure message. */
+static void describe(fx_t *x, const char *text, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    assert_int_equal(wd_guard_scan(x->db, x->s, text, strlen(text), 0.0f, &x->f), WD_OK);
+    for (size_t i = 0; i < x->f.n && used < cap; i++) {
+        const wd_finding_t *v = &x->f.v[i];
+        int n = snprintf(buf + used, cap - used, "%s%s [%u,%u) %.2f", i ? ", " : "",
+                         wd_guard_db_rule(x->db, v->rule)->id, v->start, v->end, (double)v->score);
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+    if (!x->f.n) snprintf(buf, cap, "nothing, even at score 0");
+}
+
+/* Checks every example of every rule; prints one line per failure. Returns the number of failures;
+ * *nchecked counts the examples checked. */
+static size_t check_examples(fx_t *x, size_t *nchecked)
+{
+    size_t failures = 0;
+    char seen[1024];
+    *nchecked = 0;
+    for (size_t r = 0; r < wd_guard_db_nrules(x->db); r++) {
+        const wd_rule_t *rule = wd_guard_db_rule(x->db, r);
+        for (size_t k = 0; k < rule->nex_match; k++) {
+            const char *ex = rule->ex_match[k];
+            (*nchecked)++;
+            if (!block_has(x, ex, r)) {
+                describe(x, ex, seen, sizeof seen);
+                print_error("%s:%u: rule %s: match example \"%s\" gives no finding of the rule (found: %s)\n",
+                            rule->file, rule->line, rule->id, ex, seen);
+                failures++;
+                continue;
+            }
+            /* streams: the first example of each rule, split at every position */
+            if (k) continue;
+            for (size_t cut = 0; cut <= strlen(ex); cut++)
+                if (!stream_has(x, ex, cut, r)) {
+                    print_error(
+                        "%s:%u: rule %s: match example \"%s\" fed in two pieces split at %zu gives no "
+                        "finding of the rule\n",
+                        rule->file, rule->line, rule->id, ex, cut);
+                    failures++;
+                    break;
+                }
+        }
+        for (size_t k = 0; k < rule->nex_no_match; k++) {
+            const char *ex = rule->ex_no_match[k];
+            (*nchecked)++;
+            if (block_has(x, ex, r)) {
+                describe(x, ex, seen, sizeof seen);
+                print_error(
+                    "%s:%u: rule %s: no_match example \"%s\" gives a finding of the rule (found: %s)\n",
+                    rule->file, rule->line, rule->id, ex, seen);
+                failures++;
+            }
+        }
+    }
+    return failures;
+}
+
+static void test_shipped_rules(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    wd_validators_set_data_dir("rules");
+    if (wd_validators_load_data(err, sizeof err) != WD_OK) fail_msg("%s", err);
+    wd_guard_db_t *db = wd_guard_db_load("rules", err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    fx_t x;
+    fx_open(&x, db);
+
+    /* every privacy rule has at least one example of each kind (content-safety and injection rules are
+     * covered by their own tests) */
+    size_t missing = 0, privacy = 0;
+    for (size_t r = 0; r < wd_guard_db_nrules(db); r++) {
+        const wd_rule_t *rule = wd_guard_db_rule(db, r);
+        const char *c = rule->cls;
+        if (strcmp(c, "pii") && strcmp(c, "phi") && strcmp(c, "financial") && strcmp(c, "secrets")) continue;
+        privacy++;
+        if (!rule->nex_match || !rule->nex_no_match) {
+            print_error("%s:%u: rule %s has no %s example\n", rule->file, rule->line, rule->id,
+                        rule->nex_match ? "no_match" : "match");
+            missing++;
+        }
+    }
+    assert_true(privacy >= 140);
+
+    size_t nchecked = 0, failures = check_examples(&x, &nchecked);
+    print_message("%zu privacy rules, %zu examples checked, %zu failed, %zu rules without examples\n",
+                  privacy, nchecked, failures, missing);
+    assert_true(nchecked >= 2 * privacy);
+    assert_int_equal(failures, 0);
+    assert_int_equal(missing, 0);
+    fx_close(&x);
+    wd_validators_cleanup();
+}
+
+/* The checker is not vacuous: a wrong example of either kind is reported. */
+static void test_checker_fails_on_wrong_examples(void **state)
+{
+    (void)state;
+    static const char yaml[] = "version: 1\n"
+                               "rules:\n"
+                               "  - id: t.key\n"
+                               "    type: KEY\n"
+                               "    class: secrets\n"
+                               "    pattern: 'key_[a-f0-9]{8}\\b'\n"
+                               "    examples:\n"
+                               "      match: ['key_0123abcd', 'key_0123', 'xkey_0123abcd']\n"
+                               "      no_match: ['key_01234567', 'key_xyz']\n";
+    char err[ERRLEN];
+    wd_guard_db_t *db = wd_guard_db_load_buf("t.yaml", yaml, sizeof yaml - 1, err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    const wd_rule_t *r = wd_guard_db_rule(db, 0);
+    assert_int_equal(r->nex_match, 3);
+    assert_int_equal(r->nex_no_match, 2);
+    assert_string_equal(r->ex_match[1], "key_0123");
+    fx_t x;
+    fx_open(&x, db);
+    size_t nchecked = 0;
+    /* 'key_0123' is too short, 'xkey_0123abcd' fails the word boundary, 'key_01234567' does match */
+    assert_int_equal(check_examples(&x, &nchecked), 3);
+    assert_int_equal(nchecked, 5);
+    fx_close(&x);
+}
+
+static void expect_err(const char *examples, const char *loc, const char *want)
+{
+    char yaml[1024], err[ERRLEN], prefix[64];
+    snprintf(yaml, sizeof yaml,
+             "version: 1\nrules:\n  - id: t.x\n    type: X\n    class: pii\n    pattern: 'ab'\n%s", examples);
+    err[0] = 0;
+    wd_guard_db_t *db = wd_guard_db_load_buf("r.yaml", yaml, strlen(yaml), err, sizeof err);
+    if (db) {
+        wd_guard_db_unref(db);
+        fail_msg("expected an error at %s containing \"%s\", but the rules loaded:\n%s", loc, want, yaml);
+    }
+    snprintf(prefix, sizeof prefix, "r.yaml:%s: ", loc);
+    if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, want))
+        fail_msg("expected \"%s...%s\", got \"%s\"", prefix, want, err);
+}
+
+static void test_loader_errors(void **state)
+{
+    (void)state;
+    expect_err("    examples: ['ab']\n", "7:15", "examples: expected a mapping");
+    expect_err("    examples: {}\n", "7:15", "examples: expected match or no_match");
+    expect_err("    examples: {match: ['ab'], matches: ['x']}\n", "7:31",
+               "unknown key 'matches' in examples");
+    expect_err("    examples: {match: 'ab'}\n", "7:23", "examples.match: expected a list of strings");
+    expect_err("    examples:\n      match: ['ab']\n      no_match: [['x']]\n", "9:18",
+               "examples.no_match: expected a scalar");
+    expect_err("    examples:\n      match: ['ab', '']\n", "8:21", "examples.match: expected a value");
+    expect_err("    examples: {match: ['ab'], match: ['ab']}\n", "7:31", "duplicate key 'match' in examples");
+
+    /* well-formed: only one list, and the rule still scans as before */
+    char err[ERRLEN];
+    static const char ok[] =
+        "version: 1\nrules:\n  - id: t.x\n    type: X\n    class: pii\n    pattern: 'ab'\n"
+        "    examples: {no_match: ['a b']}\n";
+    wd_guard_db_t *db = wd_guard_db_load_buf("r.yaml", ok, sizeof ok - 1, err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    assert_int_equal(wd_guard_db_rule(db, 0)->nex_match, 0);
+    assert_int_equal(wd_guard_db_rule(db, 0)->nex_no_match, 1);
+    wd_guard_db_unref(db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_loader_errors),
+        cmocka_unit_test(test_checker_fails_on_wrong_examples),
+        cmocka_unit_test(test_shipped_rules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
