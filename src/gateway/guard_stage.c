@@ -153,6 +153,18 @@ static wd_action_t out_action_for(void *ud, const wd_rule_t *r)
     return wd_profile_output_action(gs->profile, r);
 }
 
+/* Overlapping findings of equal score: the one acted on most strictly wins (block, then a rewrite,
+ * then flag, then what passes), so a finding the caller may send (an entitled class, an allowed type)
+ * never hides an equally likely one that must be rewritten or blocked: an SSN given as a health-plan
+ * member id still reaches the model pseudonymized when the role may send phi. */
+static unsigned action_rank(wd_action_t a)
+{
+    return a == WD_ACT_BLOCK ? 3 : a == WD_ACT_FLAG ? 1 : a == WD_ACT_ALLOW ? 0 : 2;
+}
+
+static unsigned in_rank(void *ud, const wd_rule_t *r) { return action_rank(action_for(ud, r)); }
+static unsigned out_rank(void *ud, const wd_rule_t *r) { return action_rank(out_action_for(ud, r)); }
+
 /* ---- decisions: the header and the event ----------------------------------------------------------- */
 
 /* Records the set and version of a rule that took part in a decision (once per set), so an event
@@ -295,7 +307,8 @@ static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *
     float min = (float)cfg->guard.min_score / 100.0f;
     int rc = inj ? wd_inj_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, NULL, &w->inj) : WD_OK;
     if (!rc && w->text.len >= 5)
-        rc = wd_guard_scan_for(cfg->guard_db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, min, &w->findings);
+        rc = wd_guard_scan_ranked(cfg->guard_db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, min,
+                                  &(wd_guard_rank_t){in_rank, w->gs}, &w->findings);
     if (rc || !w->findings.n) {
         w->rc = rc;
         return;
@@ -563,8 +576,9 @@ static int body_token(body_t *b, int tok, bool filter, bool restore)
     const wd_buf_t *cur = &b->text;
     if (!rc && filter) {
         b->f.n = 0;
-        rc = wd_guard_scan_for(cfg->guard_db, gw(b->x->w)->guard_scratch, WD_GUARD_OUTPUT, b->text.data, b->text.len,
-                               (float)cfg->guard.min_score / 100.0f, &b->f);
+        rc = wd_guard_scan_ranked(cfg->guard_db, gw(b->x->w)->guard_scratch, WD_GUARD_OUTPUT, b->text.data,
+                                  b->text.len, (float)cfg->guard.min_score / 100.0f,
+                                  &(wd_guard_rank_t){out_rank, b->gs}, &b->f);
         wd_rewrite_opts_t o = {out_action_for, b->gs, gw(b->x->w)->guard_hash_key, NULL};
         if (!rc && b->f.n) {
             wd_guard_tally_t t;
@@ -720,6 +734,7 @@ static int chan_feed(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const char 
         if (gs->out_on && !(c->st = wd_guard_stream_open_for(x->cfg->guard_db, WD_GUARD_OUTPUT,
                                                             (float)x->cfg->guard.min_score / 100.0f)))
             return WD_ENOMEM;
+        wd_guard_stream_set_rank(c->st, &(wd_guard_rank_t){out_rank, gs});
     }
     if (c->finished) return len ? WD_EINVAL : WD_OK; /* text after the field's end */
     int rc = wd_buf_append(&c->text, p, len);

@@ -141,6 +141,7 @@ typedef struct {
     uint64_t start, end; /* absolute (stream) offsets */
     uint32_t rule;
     float score;
+    unsigned rank; /* overlap resolution: set from the caller's wd_guard_rank_t, higher wins first */
 } cand_t;
 
 typedef struct {
@@ -186,6 +187,7 @@ struct wd_guard_stream {
     hs_stream_t *hst[MAX_PARTS]; /* per part the stream looks at, else NULL */
     hs_stream_t *gst[MAX_PARTS]; /* the same for the parts' gated rules */
     candset_t cs; /* pending candidates */
+    wd_guard_rank_t rank; /* overlap resolution (fn NULL: score only) */
     uint64_t forced; /* candidates finalized early to keep the hold-back bounded */
     bool finished, failed;
 };
@@ -339,6 +341,7 @@ static int cmp_priority(const void *a, const void *b)
 {
     const cand_t *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->rank != y->rank) return x->rank > y->rank ? -1 : 1;
     uint64_t lx = x->end - x->start, ly = y->end - y->start;
     if (lx != ly) return lx > ly ? -1 : 1;
     if (x->rule != y->rule) return x->rule < y->rule ? -1 : 1;
@@ -487,8 +490,11 @@ static size_t filter(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t
 
 /* Greedy selection inside one overlap component: by priority, keep what does not overlap a kept one.
  * The kept spans stay sorted by start in out->v[first..), so each test is a binary search. */
-static int resolve_component(cand_t *v, size_t n, uint64_t out_base, wd_findings_t *out)
+static int resolve_component(const wd_guard_db_t *db, cand_t *v, size_t n, uint64_t out_base,
+                             const wd_guard_rank_t *rank, wd_findings_t *out)
 {
+    for (size_t i = 0; i < n; i++)
+        v[i].rank = rank && rank->fn ? rank->fn(rank->ud, &db->rules[v[i].rule]) : 0;
     cand_sort(v, n, cmp_priority);
     size_t first = out->n;
     for (size_t i = 0; i < n; i++) {
@@ -513,7 +519,7 @@ static int resolve_component(cand_t *v, size_t n, uint64_t out_base, wd_findings
 
 /* v[0..n) sorted by start, forming whole overlap components. */
 static int finalize(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t n, float min_score,
-                    uint64_t out_base, wd_findings_t *out)
+                    uint64_t out_base, const wd_guard_rank_t *rank, wd_findings_t *out)
 {
     n = filter(db, t, v, n, min_score);
     size_t i = 0;
@@ -531,7 +537,7 @@ static int finalize(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t 
                                                    .rule = (uint16_t)v[i].rule,
                                                    .score = v[i].score});
         else
-            rc = resolve_component(v + i, j - i, out_base, out);
+            rc = resolve_component(db, v + i, j - i, out_base, rank, out);
         if (rc) return rc;
         i = j;
     }
@@ -660,6 +666,12 @@ static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, const part
 int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
                       float min_score, wd_findings_t *out)
 {
+    return wd_guard_scan_ranked(db, s, uses, text, len, min_score, NULL, out);
+}
+
+int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
+                         float min_score, const wd_guard_rank_t *rank, wd_findings_t *out)
+{
     out->n = 0;
     out->base = 0;
     if (!db || !s || s->db != db || (!text && len) || !db->compiled) return WD_EINVAL;
@@ -680,7 +692,7 @@ int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned u
     size_t n = cs->n;
     cands_clear(cs); /* before finalize compacts v, which would hide rules from the reset */
     view_t t = {.buf = text, .base = 0, .avail = len};
-    return finalize(db, &t, cs->v, n, min_score, 0, out);
+    return finalize(db, &t, cs->v, n, min_score, 0, rank, out);
 }
 
 int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
@@ -799,6 +811,11 @@ wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score)
     return wd_guard_stream_open_for(db, WD_GUARD_ANY, min_score);
 }
 
+void wd_guard_stream_set_rank(wd_guard_stream_t *st, const wd_guard_rank_t *rank)
+{
+    if (st) st->rank = rank ? *rank : (wd_guard_rank_t){NULL, NULL};
+}
+
 uint64_t wd_guard_stream_offset(const wd_guard_stream_t *st) { return st ? st->fed : 0; }
 uint64_t wd_guard_stream_safe_offset(const wd_guard_stream_t *st) { return st ? st->safe : 0; }
 uint64_t wd_guard_stream_forced(const wd_guard_stream_t *st) { return st ? st->forced : 0; }
@@ -902,7 +919,7 @@ static int stream_flush(wd_guard_stream_t *st, bool eod, uint64_t long_lo, wd_fi
     /* finalize compacts v[0..k) in place, so the per-rule indexes are rebuilt from what remains */
     for (size_t i = 0; i < cs->n; i++)
         cs->last[cs->v[i].rule] = -1;
-    int rc = finalize(db, &t, cs->v, k, st->min_score, st->hbase, out);
+    int rc = finalize(db, &t, cs->v, k, st->min_score, st->hbase, &st->rank, out);
     if (rc) return rc;
     if (k && k < cs->n) memmove(cs->v, cs->v + k, (cs->n - k) * sizeof *cs->v);
     cs->n -= k;

@@ -120,6 +120,21 @@ int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
 int wd_guard_scan_for(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
                       float min_score, wd_findings_t *out);
 
+/* Overlap resolution as the caller acts on findings. Of overlapping candidates the higher score wins
+ * (then the longer span, then the earlier rule) and the others are dropped whole. A caller that lets
+ * some findings pass and acts on others (a role entitled to phi, a profile that allows a type) ranks
+ * the rules it acts on higher: among equally scored candidates the higher rank wins, so a finding
+ * that would pass never hides an equally likely reading that must be rewritten or blocked. A clearly
+ * more likely reading still wins (an NHS number next to "NHS number" over the phone number it also
+ * looks like). fn is called only for candidates that overlap another. */
+typedef struct {
+    unsigned (*fn)(void *ud, const wd_rule_t *r);
+    void *ud;
+} wd_guard_rank_t;
+
+int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
+                         float min_score, const wd_guard_rank_t *rank, wd_findings_t *out);
+
 /* ---- stream mode (SSE answers, large files) ---------------------------------------------------------
  *
  * The text arrives in pieces; findings are reported once they are final, with the same spans, scores
@@ -149,6 +164,8 @@ int wd_guard_stream_feed(wd_guard_stream_t *st, wd_guard_scratch_t *s, const cha
 /* Ends the text: reports the remaining findings (matches that needed the end of the text included).
  * After it only wd_guard_stream_free may be called. */
 int wd_guard_stream_finish(wd_guard_stream_t *st, wd_guard_scratch_t *s, wd_findings_t *out);
+/* Sets the stream's overlap resolution (see wd_guard_rank_t); before the first feed. */
+void wd_guard_stream_set_rank(wd_guard_stream_t *st, const wd_guard_rank_t *rank);
 uint64_t wd_guard_stream_offset(const wd_guard_stream_t *st);      /* bytes fed so far */
 uint64_t wd_guard_stream_safe_offset(const wd_guard_stream_t *st); /* bytes before this are final */
 /* Candidates resolved before their overlap chain ended, to keep the hold-back bounded (0 = the
