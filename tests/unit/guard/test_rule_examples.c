@@ -1,10 +1,13 @@
-/* Rule examples as data: every rule in rules/ may carry `examples: {match: [...], no_match: [...]}`.
- * For each rule that has them, every `match` string must give a finding of exactly that rule (it must
+/* Rule examples as data: every rule in rules/ may carry `examples: {match: [...], no_match: [...]}`,
+ * and every privacy rule (pii, phi, financial, secrets) and output content-category rule must. For
+ * each rule that has them, every `match` string must give a finding of exactly that rule (it must
  * survive its validator, its context check and overlap resolution against every other rule), in a
  * block scan and in a stream scan fed in two pieces split at every position; every `no_match` string
- * must give no finding of that rule. Scans use the gateway's default min_score (0.5). Failures name
- * the rule, its file:line and the example. Also: the loader's errors for a malformed `examples` key,
- * and that the checker itself fails on a wrong example. */
+ * must give no finding of that rule, and for a content-category rule (a benign near miss: news about
+ * violence, supportive talk about self-harm, a security article) no finding of any content category.
+ * Scans use the gateway's default min_score (0.5). Failures name the rule, its file:line and the
+ * example. Also: the loader's errors for a malformed `examples` key, and that the checker itself
+ * fails on a wrong example. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +21,23 @@
 #include "guard/validators.h"
 
 #define ERRLEN 512
+
+/* The output content categories (rules/safety_*.yaml); their near misses must fire none of them. */
+static const char *const categories[] = {"self_harm", "violence", "sexual_minors",
+                                         "hate",      "weapons",  "malware"};
+
+static bool is_category(const char *cls)
+{
+    for (size_t i = 0; i < sizeof categories / sizeof *categories; i++)
+        if (!strcmp(cls, categories[i])) return true;
+    return false;
+}
+
+static bool must_have_examples(const char *cls)
+{
+    return !strcmp(cls, "pii") || !strcmp(cls, "phi") || !strcmp(cls, "financial") ||
+           !strcmp(cls, "secrets") || is_category(cls);
+}
 #define MIN_SCORE 0.5f /* guard.min_score default (config.c) */
 
 typedef struct {
@@ -41,11 +61,14 @@ static void fx_close(fx_t *x)
     wd_guard_db_unref(x->db);
 }
 
-static bool block_has(fx_t *x, const char *text, size_t rule)
+/* Does a block scan find `rule` (or, with any_category, any content-category rule)? */
+static bool block_has(fx_t *x, const char *text, size_t rule, bool any_category)
 {
     assert_int_equal(wd_guard_scan(x->db, x->s, text, strlen(text), MIN_SCORE, &x->f), WD_OK);
     for (size_t i = 0; i < x->f.n; i++)
-        if (x->f.v[i].rule == rule) return true;
+        if (x->f.v[i].rule == rule ||
+            (any_category && is_category(wd_guard_db_rule(x->db, x->f.v[i].rule)->cls)))
+            return true;
     return false;
 }
 
@@ -97,7 +120,7 @@ static size_t check_examples(fx_t *x, size_t *nchecked)
         for (size_t k = 0; k < rule->nex_match; k++) {
             const char *ex = rule->ex_match[k];
             (*nchecked)++;
-            if (!block_has(x, ex, r)) {
+            if (!block_has(x, ex, r, false)) {
                 describe(x, ex, seen, sizeof seen);
                 print_error("%s:%u: rule %s: match example \"%s\" gives no finding of the rule (found: %s)\n",
                             rule->file, rule->line, rule->id, ex, seen);
@@ -119,11 +142,12 @@ static size_t check_examples(fx_t *x, size_t *nchecked)
         for (size_t k = 0; k < rule->nex_no_match; k++) {
             const char *ex = rule->ex_no_match[k];
             (*nchecked)++;
-            if (block_has(x, ex, r)) {
+            if (block_has(x, ex, r, is_category(rule->cls))) {
                 describe(x, ex, seen, sizeof seen);
                 print_error(
-                    "%s:%u: rule %s: no_match example \"%s\" gives a finding of the rule (found: %s)\n",
-                    rule->file, rule->line, rule->id, ex, seen);
+                    "%s:%u: rule %s: no_match example \"%s\" gives a finding of the rule%s (found: %s)\n",
+                    rule->file, rule->line, rule->id, ex,
+                    is_category(rule->cls) ? " or another content category" : "", seen);
                 failures++;
             }
         }
@@ -142,26 +166,32 @@ static void test_shipped_rules(void **state)
     fx_t x;
     fx_open(&x, db);
 
-    /* every privacy rule has at least one example of each kind (content-safety and injection rules are
-     * covered by their own tests) */
-    size_t missing = 0, privacy = 0;
+    /* every privacy and content-category rule has examples of each kind (the injection rules are
+     * covered by test_injection and make eval-guard) */
+    size_t missing = 0, privacy = 0, content = 0;
     for (size_t r = 0; r < wd_guard_db_nrules(db); r++) {
         const wd_rule_t *rule = wd_guard_db_rule(db, r);
-        const char *c = rule->cls;
-        if (strcmp(c, "pii") && strcmp(c, "phi") && strcmp(c, "financial") && strcmp(c, "secrets")) continue;
-        privacy++;
-        if (!rule->nex_match || !rule->nex_no_match) {
-            print_error("%s:%u: rule %s has no %s example\n", rule->file, rule->line, rule->id,
-                        rule->nex_match ? "no_match" : "match");
+        if (!must_have_examples(rule->cls)) continue;
+        if (is_category(rule->cls))
+            content++;
+        else
+            privacy++;
+        size_t need = is_category(rule->cls) ? 2 : 1; /* a content rule: two of each */
+        if (rule->nex_match < need || rule->nex_no_match < need) {
+            print_error("%s:%u: rule %s has fewer than %zu %s examples\n", rule->file, rule->line, rule->id,
+                        need, rule->nex_match < need ? "match" : "no_match");
             missing++;
         }
     }
     assert_true(privacy >= 140);
+    assert_true(content >= 20);
 
     size_t nchecked = 0, failures = check_examples(&x, &nchecked);
-    print_message("%zu privacy rules, %zu examples checked, %zu failed, %zu rules without examples\n",
-                  privacy, nchecked, failures, missing);
-    assert_true(nchecked >= 2 * privacy);
+    print_message(
+        "%zu privacy and %zu content rules, %zu examples checked, %zu failed, %zu rules without enough "
+        "examples\n",
+        privacy, content, nchecked, failures, missing);
+    assert_true(nchecked >= 2 * privacy + 4 * content);
     assert_int_equal(failures, 0);
     assert_int_equal(missing, 0);
     fx_close(&x);
