@@ -287,6 +287,7 @@ static const char *const KIND_NAME[KINDS] = {"rpm", "tpm", "conc", "day", "mon"}
 #define BACKOFF_MAX_MS 2000
 #define CONNECT_TIMEOUT_MIN_MS 1000
 #define STALL_MIN_MS 2000                       /* no reply for this long with work outstanding: drop */
+#define PROBE_MS 500 /* with no admission pending: how often an unhealthy or stalled connection is checked */
 
 /* ---- types --------------------------------------------------------------------------------------- */
 
@@ -294,7 +295,7 @@ typedef struct cmd cmd_t;
 typedef struct hold hold_t;
 
 typedef enum { ST_DOWN, ST_RESOLVING, ST_CONNECTING, ST_READY } conn_state_t;
-typedef enum { CMD_ADMIT, CMD_FINISH, CMD_RENEW } cmd_kind_t;
+typedef enum { CMD_ADMIT, CMD_FINISH, CMD_RENEW, CMD_PING } cmd_kind_t;
 
 /* One script call. Admissions stay owned by hiredis until their reply (or the connection's end)
  * even after their caller was answered by a timeout or went away (cb == NULL). */
@@ -412,7 +413,14 @@ static void set_err(wd_limit_redis_t *r, const char *what, const char *detail)
     err_unlock(r);
 }
 
-static void set_healthy(wd_limit_redis_t *r, bool ok) { __atomic_store_n(&r->healthy, ok, __ATOMIC_RELEASE); }
+static void arm_timeout(wd_limit_redis_t *r);
+
+/* Loop thread only. Turning unhealthy (re)arms the timer that will probe the connection. */
+static void set_healthy(wd_limit_redis_t *r, bool ok)
+{
+    bool was = __atomic_exchange_n(&r->healthy, ok, __ATOMIC_ACQ_REL);
+    if (was && !ok && !r->closing) arm_timeout(r);
+}
 
 /* As the local backend answers when it cannot decide: a Retry-After of 1 s for fail-closed callers. */
 #define UNAVAILABLE_RETRY_MS 1000
@@ -824,6 +832,21 @@ static void send_finish(wd_limit_redis_t *r, const wd_limit_scope_t *scopes, siz
     }
 }
 
+/* A PING on a connection that is up but not known to work: its answer makes it healthy again. */
+static void send_ping(wd_limit_redis_t *r)
+{
+    cmd_t *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->r = r;
+    c->kind = CMD_PING;
+    argb_t a;
+    wd_buf_init(&a.b, 0);
+    a.argc = 0;
+    a.rc = WD_OK;
+    arg_str(&a, "PING");
+    if (cmd_take_args(c, &a) < 0 || send_cmd(r, c) < 0) cmd_free(c);
+}
+
 static void send_renew(wd_limit_redis_t *r, const hold_t *h)
 {
     cmd_t *c = calloc(1, sizeof *c);
@@ -862,10 +885,17 @@ static void send_renew(wd_limit_redis_t *r, const hold_t *h)
 
 /* ---- timers -------------------------------------------------------------------------------------- */
 
+/* Without pending admissions the timer still runs while the connection needs watching: commands
+ * are outstanding (a stall must be noticed without new traffic) or it is unhealthy (a PING finds out
+ * when it works again). Otherwise a replica that /readyz reports not ready, and that a load balancer
+ * therefore sends nothing, would never find out that Redis is back. */
 static void arm_timeout(wd_limit_redis_t *r)
 {
     if (!r->pend_head) {
-        uv_timer_stop(&r->t_timeout);
+        if (r->ac && !r->closing && (r->outstanding > 0 || !__atomic_load_n(&r->healthy, __ATOMIC_RELAXED)))
+            uv_timer_start(&r->t_timeout, on_timeout, PROBE_MS, 0);
+        else
+            uv_timer_stop(&r->t_timeout);
         return;
     }
     uint64_t now = uv_now(r->loop);
@@ -898,6 +928,8 @@ static void on_timeout(uv_timer_t *t)
     uint64_t stall = WD_MAX((uint64_t)r->timeout_ms * 5, (uint64_t)STALL_MIN_MS);
     if (r->ac && r->outstanding > 0 && now - r->last_reply_ms >= stall)
         drop_connection(r, "no reply from redis");
+    else if (r->st == ST_READY && r->outstanding == 0 && !__atomic_load_n(&r->healthy, __ATOMIC_RELAXED))
+        send_ping(r);
     arm_timeout(r);
 }
 
@@ -1014,6 +1046,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
 
     wd_limit_decision_t d;
     bool ok = rep && parse_decision(rep, &d);
+    if (ok) set_healthy(r, true); /* also a late answer: the connection works */
     if (rep && !ok && rep->type != REDIS_REPLY_ERROR) {
         stat_add(&r->stats.errors, 1);
         set_err(r, "redis: unexpected script reply", NULL);

@@ -801,8 +801,18 @@ def test_readyz_reports_an_unreachable_redis_under_fail_closed(gateway, upstream
         assert body["status"] == "not_ready" and "redis" in body["reason"], body
         assert post(c, good.url, body_bytes()).status_code == 503
         srv.start()
-        assert ready(good, 200) == {"status": "ready"}
+        assert ready(good, 200) == {"status": "ready"}  # without any request: nothing else probes Redis
         assert post(c, good.url, body_bytes()).status_code == 200
+        # Redis stalls (SIGSTOP) past redis_timeout_ms: the request times out and the replica is not
+        # ready; once Redis answers again the replica is ready again, with no request to tell it (a load
+        # balancer sends none to a replica that is not ready)
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        try:
+            assert post(c, good.url, body_bytes()).status_code == 503
+            ready(good, 503)
+        finally:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        assert ready(good, 200) == {"status": "ready"}
         assert c.get(good.admin_url + "/healthz").status_code == 200  # liveness never depended on Redis
         for g in (good, bad, lenient):
             assert pw not in g.stderr() and pw not in g.stdout(), "the Redis password reached the logs"
