@@ -15,6 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WARDEN = os.environ.get("WARDEN_BIN", str(ROOT / "build" / "warden"))
+
+
+def sanitized_build():
+    """The binary under test is an AddressSanitizer build (its quarantine makes RSS meaningless)."""
+    with open(WARDEN, "rb") as f:
+        return b"__asan_init" in f.read()
 UPSTREAM_KEY = "sim-upstream-key-4f8d1c"  # the credential warden injects; tests check it never leaks
 
 
