@@ -83,6 +83,10 @@ typedef struct {
     pcre2_code *code;  /* end-anchored, for confirmations; NULL when fixed != 0 */
     pcre2_code *pcode; /* longspan rules: not end-anchored, for partial matching (PCRE2 refuses both) */
     uint8_t first[32]; /* longspan rules: bitmap of the bytes a match can start with (all set if unknown) */
+    char pre[16];      /* longspan rules: the literal every match starts with (may be empty) ... */
+    uint8_t npre;      /* ... and its length; compared ASCII-caselessly when the rule is caseless */
+    bool caseless;
+    uint8_t ls_bit;    /* longspan rules, when the db has at most 64: its bit in ls_first */
     uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
     wd_validator_fn validate;
@@ -135,6 +139,7 @@ struct wd_guard_db {
     bool compiled;
     uint32_t max_win;    /* max over rules of rt.win */
     uint32_t lookbehind; /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
+    uint64_t *ls_first; /* per byte: the longspan rules (rt.ls_bit) a match can start with it; NULL if > 64 */
 };
 
 typedef struct {
@@ -177,8 +182,10 @@ struct wd_guard_stream {
     uint32_t *lr;       /* its longspan rules */
     uint64_t *pend;     /* per lr: where a match of it may be in progress, or NO_PENDING */
     size_t nlr;
-    uint64_t horizon;  /* a candidate is final once fed >= its end + horizon (and no long match pends) */
-    uint64_t holdback; /* fed - safe offset never exceeds this */
+    uint64_t ls_mine;   /* with db->ls_first: the bits of its longspan rules ... */
+    int8_t ls_slot[64]; /* ... and each one's index in lr */
+    uint64_t horizon;   /* a candidate is final once fed >= its end + horizon (and no long match pends) */
+    uint64_t holdback;  /* fed - safe offset never exceeds this */
     float min_score;
     char *hist; /* bytes [hbase, fed) */
     size_t hcap;
@@ -794,6 +801,10 @@ wd_guard_stream_t *wd_guard_stream_open_for(wd_guard_db_t *db, unsigned uses, fl
     for (size_t i = 0; i < db->nrules; i++) {
         if (!(db->rt[i].uses & uses)) continue;
         if (db->rt[i].longspan) {
+            if (db->ls_first) {
+                st->ls_mine |= 1ull << db->rt[i].ls_bit;
+                st->ls_slot[db->rt[i].ls_bit] = (int8_t)st->nlr;
+            }
             st->lr[st->nlr] = (uint32_t)i;
             st->pend[st->nlr++] = NO_PENDING;
         } else if (db->rt[i].win > st->short_win) {
@@ -847,37 +858,79 @@ static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, size_t len,
     return WD_OK;
 }
 
+/* Can a match of a longspan rule, whole or still in progress, start at h[i] (h has n bytes)? A
+ * necessary condition only: its first byte, then its literal prefix as far as the text goes. */
+static bool may_start_at(const rule_rt_t *rt, const char *h, size_t i, size_t n)
+{
+    unsigned char c = (unsigned char)h[i];
+    if (!(rt->first[c >> 3] & (1u << (c & 7)))) return false;
+    size_t k = WD_MIN((size_t)rt->npre, n - i);
+    for (size_t j = 0; j < k; j++) {
+        unsigned char a = (unsigned char)h[i + j], b = (unsigned char)rt->pre[j];
+        if (a != b && !(rt->caseless && lower(a) == lower(b))) return false;
+    }
+    return true;
+}
+
 /* For each longspan rule: the leftmost byte from which the text so far could still become a match of
  * it (PCRE2 partial matching: the end of the text is reached while the match could go on). A match
  * that ends later starts there or after it. Only what came since the last feed is searched: where no
  * match was in progress at the previous end, one that is now can only have started since. Returns
- * the lowest such offset, or NO_PENDING. */
+ * the lowest such offset, or NO_PENDING.
+ * A start within the last short_win bytes changes nothing yet (stream_flush holds back that much
+ * anyway, and no candidate it could finalize ends there), so such a possible start is kept as the
+ * pending one without asking PCRE2; it is asked once the start is older. The pending offset may thus
+ * be lower than the exact one, never higher. */
 static int track_pending(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t old_fed, uint64_t *lowest)
 {
     const wd_guard_db_t *db = st->db;
+    size_t n = (size_t)(st->fed - st->hbase);
+    uint64_t from[64], lo = NO_PENDING;
     *lowest = NO_PENDING;
     for (size_t j = 0; j < st->nlr; j++) {
-        const rule_rt_t *rt = &db->rt[st->lr[j]];
-        uint64_t from = st->pend[j] != NO_PENDING ? st->pend[j] : old_fed;
-        if (st->fed > rt->win && from < st->fed - rt->win) from = st->fed - rt->win; /* spans are at most win */
-        bool may_start = st->pend[j] != NO_PENDING;
-        for (uint64_t i = from; i < st->fed && !may_start; i++) {
-            unsigned char c = (unsigned char)st->hist[i - st->hbase];
-            may_start = rt->first[c >> 3] & (1u << (c & 7));
+        uint64_t f = st->pend[j] != NO_PENDING ? st->pend[j] : old_fed;
+        uint32_t win = db->rt[st->lr[j]].win;
+        if (st->fed > win && f < st->fed - win) f = st->fed - win; /* spans are at most win */
+        st->pend[j] = f;
+        if (f < lo) lo = f;
+    }
+    if (db->ls_first && st->nlr) { /* every rule's first possible start, in one pass */
+        for (size_t j = 0; j < st->nlr; j++)
+            from[j] = NO_PENDING;
+        uint64_t want = st->ls_mine;
+        for (uint64_t i = lo; i < st->fed && want; i++) {
+            for (uint64_t m = db->ls_first[(unsigned char)st->hist[i - st->hbase]] & want; m; m &= m - 1) {
+                int b = __builtin_ctzll(m), j = st->ls_slot[b];
+                if (i >= st->pend[j] &&
+                    may_start_at(&db->rt[st->lr[j]], st->hist, (size_t)(i - st->hbase), n)) {
+                    from[j] = i;
+                    want &= ~(1ull << b);
+                }
+            }
         }
+    }
+    for (size_t j = 0; j < st->nlr; j++) {
+        const rule_rt_t *rt = &db->rt[st->lr[j]];
+        uint64_t at = db->ls_first ? from[j] : st->pend[j];
         st->pend[j] = NO_PENDING;
-        while (may_start && from < st->fed) {
-            int rc = pcre2_match(rt->pcode, (PCRE2_SPTR)st->hist, (PCRE2_SIZE)(st->fed - st->hbase),
-                                 (PCRE2_SIZE)(from - st->hbase), PCRE2_PARTIAL_HARD | (st->hbase ? PCRE2_NOTBOL : 0),
-                                 s->md, s->mctx);
+        for (;;) { /* no match can start before the first byte that passes may_start_at */
+            while (at < st->fed && !may_start_at(rt, st->hist, (size_t)(at - st->hbase), n))
+                at++;
+            if (at >= st->fed) break;
+            if (st->fed - at <= st->short_win) { /* see above: not worth knowing yet */
+                st->pend[j] = at;
+                break;
+            }
+            int rc = pcre2_match(rt->pcode, (PCRE2_SPTR)st->hist, (PCRE2_SIZE)n, (PCRE2_SIZE)(at - st->hbase),
+                                 PCRE2_PARTIAL_HARD | (st->hbase ? PCRE2_NOTBOL : 0), s->md, s->mctx);
             if (rc == PCRE2_ERROR_NOMATCH) break;
             if (rc < 0 && rc != PCRE2_ERROR_PARTIAL) return WD_E2BIG;
-            uint64_t at = st->hbase + pcre2_get_ovector_pointer(s->md)[0];
+            at = st->hbase + pcre2_get_ovector_pointer(s->md)[0];
             if (rc == PCRE2_ERROR_PARTIAL) {
                 st->pend[j] = at;
                 break;
             }
-            from = at + 1; /* a whole match (Hyperscan reports it): look for one in progress after it */
+            at++; /* a whole match (Hyperscan reports it): look for one in progress after it */
         }
         if (st->pend[j] < *lowest) *lowest = st->pend[j];
     }
@@ -1046,6 +1099,7 @@ static void db_free(wd_guard_db_t *db)
     }
     free(db->rules);
     free(db->rt);
+    free(db->ls_first);
     for (size_t i = 0; i < db->nparts; i++) {
         hs_free_database(db->parts[i].hs);
         hs_free_database(db->parts[i].ghs);
@@ -1397,6 +1451,49 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
 
 /* Per-rule compile checks (each error names the rule's pattern), then the widths that decide how a
  * match is confirmed. */
+/* The literal that every match of pattern p starts with, as far as a plain reading can tell: after an
+ * optional \b, the characters up to the first metacharacter (a character under ?, * or {} is left out;
+ * one under + is kept, and ends the literal). Empty when the pattern has a top-level alternation. */
+static size_t literal_prefix(const char *p, char *out, size_t cap)
+{
+    int depth = 0;
+    for (const char *q = p; *q; q++) { /* a top-level | makes every alternative a possible start */
+        if (*q == '\\' && q[1]) {
+            q++;
+        } else if (*q == '[') {
+            q += q[1] == '^' ? 2 : 1;
+            if (*q == ']') q++; /* a ] right after [ or [^ is a member */
+            while (*q && *q != ']')
+                q += *q == '\\' && q[1] ? 2 : 1;
+            if (!*q) return 0;
+        } else if (*q == '(') {
+            depth++;
+        } else if (*q == ')') {
+            depth--;
+        } else if (*q == '|' && depth == 0) {
+            return 0;
+        }
+    }
+    if (p[0] == '\\' && p[1] == 'b') p += 2;
+    size_t n = 0;
+    while (*p && n < cap) {
+        char c;
+        if (*p == '\\') {
+            if (!p[1] || is_alnum((unsigned char)p[1])) break; /* \d, \x41, \b ...: not a plain literal */
+            c = p[1];
+            p += 2;
+        } else if (strchr("^$.[]|()?*+{}", *p)) {
+            break;
+        } else {
+            c = *p++;
+        }
+        if (*p == '?' || *p == '*' || *p == '{') break;
+        out[n++] = c;
+        if (*p == '+') break;
+    }
+    return n;
+}
+
 static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, unsigned col)
 {
     unsigned flags = r->caseless ? HS_FLAG_CASELESS : 0;
@@ -1453,6 +1550,8 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         } else if (pcre2_pattern_info(rt->pcode, PCRE2_INFO_FIRSTBITMAP, &bm) == 0 && bm) {
             memcpy(rt->first, bm, sizeof rt->first);
         }
+        rt->npre = (uint8_t)literal_prefix(r->pattern, rt->pre, sizeof rt->pre);
+        rt->caseless = r->caseless;
     }
     if (rt->fixed) {
         /* no confirmation needed; the compiled code only proved that PCRE2 agrees on the syntax */
@@ -1682,6 +1781,26 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
     return WD_OK;
 }
 
+/* With at most 64 longspan rules, one table tells for each byte which of them a match can start with,
+ * so a stream looks for their possible starts in one pass (track_pending). */
+static int longspan_table(wd_guard_db_t *db)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < db->nrules; i++)
+        n += db->rt[i].longspan;
+    if (n == 0 || n > 64) return WD_OK;
+    if (!(db->ls_first = calloc(256, sizeof *db->ls_first))) return WD_ENOMEM;
+    uint8_t bit = 0;
+    for (size_t i = 0; i < db->nrules; i++) {
+        rule_rt_t *rt = &db->rt[i];
+        if (!rt->longspan) continue;
+        rt->ls_bit = bit++;
+        for (unsigned c = 0; c < 256; c++)
+            if (rt->first[c >> 3] & (1u << (c & 7))) db->ls_first[c] |= 1ull << rt->ls_bit;
+    }
+    return WD_OK;
+}
+
 /* Checks and prepares every collected rule (each error names its pattern); nothing is compiled by
  * Hyperscan yet. Takes ownership of L->rules. */
 static wd_guard_db_t *build(load_t *L)
@@ -1721,6 +1840,11 @@ static wd_guard_db_t *build(load_t *L)
         }
     }
     db->lookbehind = max_lb;
+    if (longspan_table(db)) {
+        wd_errf(L->err, L->errlen, WD_ENOMEM, "out of memory");
+        db_free(db);
+        return NULL;
+    }
     return db;
 }
 

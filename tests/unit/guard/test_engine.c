@@ -293,7 +293,10 @@ static const char *const basic_rules =
                                 R("secret", "SECRET", "    caseless: true\n", "secret[0-9]{2}")
                                     R("upper", "UPPER", "", "SECRET[0-9]{3}")
                                         /* a long-span rule: streams scan it in a database of its own */
-                                        R("quote", "QUOTE", "    max_len: 600\n    boundary: false\n", "<<[a-z ]+>>");
+                                        R("quote", "QUOTE", "    max_len: 600\n    boundary: false\n", "<<[a-z ]+>>")
+                                            /* another, caseless, whose matches start with a literal */
+                                            R("kv", "KV", "    max_len: 600\n    caseless: true\n",
+                                              "key=+[a-z ]+;");
 
 static void test_scan_spans(void **state)
 {
@@ -607,7 +610,7 @@ static void test_stream_property(void **state)
         "a@b.co",  "john.doe@example.com", "x@y",   "@",       "4111111111111111", "4111111111111112", "12345",
         "123-45-6789", "ssn",  "social security", "token", "tok_abcdefgh", "tok_", "kzabcdefghij", "kz",
         "SECRET123", "secret42", " ", " ", ".", ",", "-", "\n", "\xc3\xa9", "xx", "yy", "0", "9", "abc",
-        "Token:", "q1y", "<<", ">>", "<<abc def>>", "a b c d e f g h"};
+        "Token:", "q1y", "<<", ">>", "<<abc def>>", "a b c d e f g h", "key=", "KEY==", "Ke", "y=", ";", "kEy=ab cd;"};
     fx_t x = fx_open(basic_rules);
     static char text[4096];
     for (int iter = 0; iter < 400; iter++) {
@@ -623,6 +626,26 @@ static void test_stream_property(void **state)
             }
         expect_stream_equals_block(&x, text, len, cuts, ncuts);
     }
+    fx_close(&x);
+}
+
+/* A long-span match in progress whose start differs in case from the rule's literal prefix: the stream
+ * must keep holding it back (the safe offset stays before its start) however it is cut. */
+static void test_stream_long_span_caseless(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(basic_rules);
+    static char text[600];
+    size_t len = (size_t)snprintf(text, sizeof text, "start kEy=");
+    for (; len < 520; len++)
+        text[len] = len % 7 ? 'q' : ' ';
+    text[len++] = ';';
+    size_t cuts[60];
+    for (size_t i = 0; i < 60; i++)
+        cuts[i] = 8 * (i + 1);
+    expect_stream_equals_block(&x, text, len, cuts, 60);
+    assert_int_equal(x.f.n, 1);
+    assert_int_equal(x.f.v[0].start, 6);
     fx_close(&x);
 }
 
@@ -828,6 +851,7 @@ int main(void)
         cmocka_unit_test(test_stream_vectorscan_regression),
         cmocka_unit_test(test_scan_nested_reverse),
         cmocka_unit_test(test_stream_property),
+        cmocka_unit_test(test_stream_long_span_caseless),
         cmocka_unit_test(test_stream_holdback_bounded),
         cmocka_unit_test(test_uses),
         cmocka_unit_test(test_stream_holdback_dynamic),
