@@ -662,7 +662,9 @@ static void test_kill_and_restart(void **state)
         assert_int_equal(res.d.scope, -1);
         assert_int_equal(res.d.retry_after_ms, 1000);
         assert_int_equal(res.d.limit_requests, -1);
-        assert_true(res.at_ms - t0 <= 300 + 150); /* within the timeout, plus scheduling slack */
+        /* within the timeout, plus scheduling slack: a sanitized build sharing 2 cores with other
+         * tests was once seen past 150 ms of slack; a hang would be the 2 s of pump_until */
+        if (res.at_ms - t0 > 300 + 400) fail_msg("answered after %lld ms", (long long)(res.at_ms - t0));
         pump(&c.loop, 20);
         assert_int_equal(res.calls, 1);
     }
@@ -705,7 +707,7 @@ static void test_hung_server_timeout(void **state)
     assert_true(pump_until(&c.loop, &res.calls, 1, 2000));
     int64_t took = res.at_ms - t0;
     assert_int_equal(res.d.outcome, WD_LIMIT_UNAVAILABLE);
-    assert_true(took >= 190 && took <= 200 + 150);
+    if (took < 190 || took > 200 + 400) fail_msg("timed out after %lld ms, not 200", (long long)took); /* slack: above */
     assert_int_equal(wd_limit_redis_stats(c.r)->timeouts, 1);
     kill(srv_pid, SIGCONT);
 
