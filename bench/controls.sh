@@ -14,7 +14,7 @@
 #   warden        the main comparison's instance (same configuration as warden_base, older): an A/A
 #                 control, whose difference from the baseline is the method's noise in this run
 #
-# All four get the same non-streamed wrk load in two phases, in interleaved rounds (the starting target
+# All four get the same non-streamed wrk load in three phases, in interleaved rounds (the starting target
 # rotates each round, so none always follows the same neighbour):
 #   - saturation (CTL_ROUNDS rounds, 64 connections): throughput against the baseline;
 #   - fixed rate (CTL_RATE_ROUNDS rounds of 3 s, BENCH_PACED_CONNS paced connections at half of the
@@ -23,7 +23,10 @@
 #     for several requests at once spends less per request), and the saturation throughput of this
 #     layout is set by the load generator's CPU and by whatever else runs on the machine, so the
 #     variants are compared at the same request rate. Each round is paired: a variant's added CPU is
-#     computed against the baseline's run in the same round.
+#     computed against the baseline's run in the same round;
+#   - side by side (CTL_PAIR_ROUNDS rounds of 3 s): the baseline and one variant (auth, local limits,
+#     A/A) at the same time, half of the paced connections each; CPU per request compared within each
+#     pair. These pairs decide the added-CPU targets (see run_pair below).
 # Any non-2xx answer (a 401, 403, 429 or 503) fails the run, so "nothing refused" is checked.
 # Redis decisions per second come from warden's /metrics (warden_redis_requests_total, admin
 # listener) over the measured runs; Redis's own CPU and script count are recorded too. redis-server
@@ -209,6 +212,58 @@ for r in $(seq 0 $((CTL_RATE_ROUNDS - 1))); do
     run_wrk "${CTL_TARGETS[(r + i) % nt]}" plain ctlrate "$rate_secs" "$PACED_CONNS" "$delay"
   done
 done
+
+# Side by side: the baseline and one variant at the same time, each with half of the paced connections
+# (the same total rate), both proxies on the same CPU. Whatever changes the machine's speed during a
+# round (other guests, clock, a neighbour's cache use) changes both alike, which consecutive runs cannot
+# promise: there, rounds differed by up to ±5 µs/req for an effect of under 1 µs. The variant's added
+# CPU is its CPU per request minus the baseline's in the same pair; the A/A pair (the main run's
+# warden) measures what is left of the noise. The baseline's run is recorded as phase ctlpair:VARIANT.
+# run_pair VARIANT SECONDS CONNS DELAY_MS
+run_pair() {
+  local v=$1 secs=$2 nconn=$3 delay=$4 t pid b0 v0 b1 v1 args line
+  ((SECONDS + secs <= BUDGET)) || die "time budget of ${BUDGET}s exceeded (at ${SECONDS}s); stopping"
+  # shellcheck disable=SC2046 # one pid per word
+  b0=$(cpu_ns $(proxy_pids "$BASE_T"))
+  # shellcheck disable=SC2046
+  v0=$(cpu_ns $(proxy_pids "$v"))
+  WRK_PID=
+  for t in "$BASE_T" "$v"; do
+    args=(body="$BODY_NS" stream=0 delay_ms="$delay")
+    # shellcheck disable=SC2206 # space-separated chat.lua arguments
+    [[ -z ${WRK_EXTRA[$t]-} ]] || args+=(${WRK_EXTRA[$t]})
+    BENCH_PACED=1 timeout $((secs + 10)) "${ON_GEN[@]}" wrk -t 1 -c "$nconn" -d "${secs}s" --timeout 5s \
+      -s "$here/chat.lua" "${URL[$t]}" -- "${args[@]}" >"$DIR/wrk-$t.out" 2>&1 &
+    WRK_PID+=" $!"
+  done
+  for pid in $WRK_PID; do
+    wait "$pid" || die "wrk failed in the pair with $v: $(cat "$DIR/wrk-$BASE_T.out" "$DIR/wrk-$v.out")"
+  done
+  WRK_PID=
+  # shellcheck disable=SC2046
+  b1=$(cpu_ns $(proxy_pids "$BASE_T"))
+  # shellcheck disable=SC2046
+  v1=$(cpu_ns $(proxy_pids "$v"))
+  for t in "$BASE_T" "$v"; do
+    line=$(grep '^BENCH ' "$DIR/wrk-$t.out" | sed 's/^BENCH //') || die "wrk printed no result for $t"
+    if [[ $t == "$BASE_T" ]]; then
+      "$PY" "$here/report.py" record "$RES" "$line" target="$t" mode=plain phase="ctlpair:$v" conns="$nconn" \
+        delay_ms="$delay" proxy_cpu_s="$(ns_to_s $((b1 - b0)))"
+    else
+      "$PY" "$here/report.py" record "$RES" "$line" target="$t" mode=plain phase=ctlpair conns="$nconn" \
+        delay_ms="$delay" proxy_cpu_s="$(ns_to_s $((v1 - v0)))"
+    fi
+  done
+}
+BASE_T=warden_base
+PAIR_TARGETS=(warden_auth warden_limit warden)
+pair_conns=$(( PACED_CONNS >= 2 ? PACED_CONNS / 2 : 1 ))
+log "controls side by side with the baseline: ${CTL_PAIR_ROUNDS} rounds of ${rate_secs}s, $pair_conns connections each"
+for r in $(seq 0 $((CTL_PAIR_ROUNDS - 1))); do
+  for i in $(seq 0 $((${#PAIR_TARGETS[@]} - 1))); do
+    run_pair "${PAIR_TARGETS[(r + i) % ${#PAIR_TARGETS[@]}]}" "$rate_secs" "$pair_conns" "$delay"
+  done
+done
 extra_before() { :; }
 extra_after() { :; }
 if ((REDIS == 1)); then
@@ -232,4 +287,5 @@ log "auth_bench (API key check + RBAC decision, CPU time per request)"
 ab=$(nice -n "$NICE" "$AUTH_BENCH" 0.5) || die "auth_bench failed: $ab"
 CTL_META+=(controls=1 ctl_rounds="$CTL_ROUNDS" ctl_secs="$ctl_secs" ctl_limits="$LIMITS_IP"
            ctl_rate="$CTL_RATE" ctl_rate_rounds="$CTL_RATE_ROUNDS" ctl_rate_secs="$rate_secs"
+           ctl_pair_rounds="$CTL_PAIR_ROUNDS" ctl_pair_conns="$pair_conns"
            limit_bench="$(tr '\n' ';' <<<"$lb")" auth_bench="$(tr '\n' ';' <<<"$ab")")

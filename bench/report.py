@@ -20,7 +20,8 @@ NUMERIC = {"conns": int, "delay_ms": float, "proxy_cpu_s": float, "sim_cpu_s": f
            "limit_ok": int, "redis_decisions": int, "redis_scripts": int, "redis_cpu_s": float}
 SUMMED = ("proxy_cpu_s", "sim_cpu_s", "steal_s", "limit_ok", "redis_decisions", "redis_scripts", "redis_cpu_s")
 META_INT = ("nproc", "workers", "sim_workers", "wrk_threads", "conns", "paced_conns", "duration_s", "controls",
-            "ctl_rounds", "ctl_secs", "ctl_rate", "ctl_rate_rounds", "ctl_rate_secs", "redis_errors",
+            "ctl_rounds", "ctl_secs", "ctl_rate", "ctl_rate_rounds", "ctl_rate_secs", "ctl_pair_rounds",
+            "ctl_pair_conns", "redis_errors",
             "redis_timeouts",
             "warmup_s", "rounds", "audit", "body_bytes", "sse_events", "background_busy_pct", "half_target_rps",
             "warden_idle_rss_kb", "warden_peak_rss_kb", "nginx_rss_kb", "max_steal_pct", "half_tries", "half_rounds")
@@ -235,6 +236,24 @@ def controls(meta, groups):
             return "–"
         return "%+.2f (rounds %s)" % (cpu(F[t]) - bcpu, " / ".join("%+.1f" % x for x in paired(t)))
 
+    def side(t):
+        """t run side by side with the baseline (bench/controls.sh run_pair): (t's CPU µs/req, the
+        baseline's in the same pairs, per-pair differences, total req/s of a pair), or None."""
+        vs, bs = groups.get((t, "plain", "ctlpair")), groups.get((BASE, "plain", "ctlpair:" + t))
+        if not vs or not bs or len(vs) != len(bs):
+            return None
+        mv, mb = merge(vs), merge(bs)
+        return cpu(mv), cpu(mb), [cpu(a) - cpu(b) for a, b in zip(vs, bs)], mv["rps"] + mb["rps"]
+
+    P = {t: side(t) for t, _ in cols if t != BASE}
+    P = {t: v for t, v in P.items() if v}
+
+    def fmt_side(t):
+        if t not in P:
+            return "–"
+        v, b, per, _ = P[t]
+        return "%+.2f (%.2f vs %.2f; pairs %s)" % (v - b, v, b, " / ".join("%+.1f" % x for x in per))
+
     def both(k, t):
         """Sum of a counter over both phases."""
         return sum(r.get(k, 0) for r in sat[t] + fixed[t]), sum(r["requests"] for r in sat[t] + fixed[t])
@@ -253,6 +272,9 @@ def controls(meta, groups):
                                           for t, _ in cols))
     rows.append(("proxy CPU µs/req",) + tuple(fmt_num(cpu(F[t]), 2) for t, _ in cols))
     rows.append(("added proxy CPU µs/req",) + tuple(added(t) for t, _ in cols))
+    if P:
+        rows.append(("**side by side** with the baseline: added proxy CPU µs/req",)
+                    + tuple(fmt_side(t) if t != BASE else "–" for t, _ in cols))
     rows.append(("limit decisions (admitted) / requests, both phases",)
                 + tuple("%.3f" % (both("limit_ok", t)[0] / both("limit_ok", t)[1]) if "limit_ok" in S[t] else "–"
                         for t, _ in cols))
@@ -267,8 +289,17 @@ def controls(meta, groups):
                             for t, _ in cols))
 
     # The A/A control (the same configuration in another process) is the noise floor of each figure.
-    aa = {"cpu_us": cpu(F["warden"]) - bcpu if "warden" in F else 0.0,
-          "cpu_share": cpu(F["warden"]) / bcpu - 1 if "warden" in F else 0.0,
+    # The added-CPU targets are decided by the side-by-side pairs when the run has them (they share
+    # the machine's state), else by the consecutive fixed-rate rounds.
+    def added_cpu(t):
+        """(variant µs/req, baseline µs/req, per-round differences, how measured) for the targets."""
+        if t in P:
+            v, b, per, rps = P[t]
+            return v, b, per, "side by side, %s req/s per pair" % fmt_num(rps)
+        return cpu(F[t]), bcpu, paired(t), "at %s req/s" % fmt_num(F[BASE]["rps"])
+
+    aa_v, aa_b = added_cpu("warden")[:2] if "warden" in F else (bcpu, bcpu)
+    aa = {"cpu_us": aa_v - aa_b, "cpu_share": aa_v / aa_b - 1,
           "rps_loss": 1 - S["warden"]["rps"] / S[BASE]["rps"] if "warden" in S else 0.0}
     aa_cpu = "; A/A in this run %+.2f µs" % aa["cpu_us"] if "warden" in F else ""
     aa_rps = "; A/A in this run %+.1f%%" % (100 * aa["rps_loss"]) if "warden" in S else ""
@@ -280,13 +311,12 @@ def controls(meta, groups):
 
     checks = []
     if "warden_auth" in F:
-        a = cpu(F["warden_auth"]) - bcpu
+        v, b, per, how = added_cpu("warden_auth")
         checks.append(("API key auth + RBAC: added proxy CPU ≤ %.0f µs/req" % MAX_AUTH_ADDED_US,
-                       "%+.2f µs (%.2f vs %.2f at %s req/s; rounds %s%s); saturation throughput %s" % (
-                           a, cpu(F["warden_auth"]), bcpu, fmt_num(F[BASE]["rps"]),
-                           " / ".join("%+.1f" % x for x in paired("warden_auth")), aa_cpu,
+                       "%+.2f µs (%.2f vs %.2f %s; rounds %s%s); saturation throughput %s" % (
+                           v - b, v, b, how, " / ".join("%+.1f" % x for x in per), aa_cpu,
                            fmt_ratio(S["warden_auth"]["rps"], S[BASE]["rps"])),
-                       verdict(a, MAX_AUTH_ADDED_US, "cpu_us")))
+                       verdict(v - b, MAX_AUTH_ADDED_US, "cpu_us")))
     ab = dict(kv.split(" ", 1) for kv in meta.get("auth_bench", "").split(";") if " " in kv)
     if "auth_valid_key_ns" in ab:
         us = float(ab["auth_valid_key_ns"]) / 1000
@@ -301,13 +331,12 @@ def controls(meta, groups):
                        "%+.1f%% (%s vs %s req/s%s)" % (100 * loss, fmt_num(S["warden_limit"]["rps"]),
                                                        fmt_num(S[BASE]["rps"]), aa_rps),
                        verdict(loss, MAX_LIMIT_LOSS, "rps_loss")))
-        lc = cpu(F["warden_limit"])
+        v, b, per, how = added_cpu("warden_limit")
         checks.append(("local limits: proxy CPU per request + ≤ %.0f%% (the loss of a CPU-bound proxy)"
                        % (100 * MAX_LIMIT_LOSS),
-                       "%+.1f%% (%+.2f µs: %.2f vs %.2f; rounds %s%s)" % (
-                           100 * (lc / bcpu - 1), lc - bcpu, lc, bcpu,
-                           " / ".join("%+.1f" % x for x in paired("warden_limit")), aa_cpu),
-                       verdict(lc / bcpu - 1, MAX_LIMIT_LOSS, "cpu_share")))
+                       "%+.1f%% (%+.2f µs: %.2f vs %.2f %s; rounds %s%s)" % (
+                           100 * (v / b - 1), v - b, v, b, how, " / ".join("%+.1f" % x for x in per), aa_cpu),
+                       verdict(v / b - 1, MAX_LIMIT_LOSS, "cpu_share")))
     lb = dict(kv.split(" ", 1) for kv in meta.get("limit_bench", "").split(";") if " " in kv)
     for k, what in (("local_decisions_per_sec_1thread", "1 scope (rpm + tpm)"),
                     ("local_decisions_per_sec_1thread_3scopes", "3 scopes (key rpm+tpm, role rpm, ip rpm)")):
@@ -325,7 +354,12 @@ def controls(meta, groups):
            "is against the baseline's run in the same round). The starting target rotates each round. "
            "per_ip limits `%s`; a refused request fails the run."
            % (S[BASE]["conns"], meta["ctl_rounds"], meta["ctl_secs"], fmt_num(meta.get("ctl_rate")),
-              F[BASE]["conns"], meta["ctl_rate_rounds"], meta["ctl_rate_secs"], meta.get("ctl_limits", "?")),
+              F[BASE]["conns"], meta["ctl_rate_rounds"], meta["ctl_rate_secs"], meta.get("ctl_limits", "?"))
+           + (" Side by side: %d rounds in which the baseline and one variant (auth, local limits, the A/A "
+              "instance) ran at the same time for %d s, %d paced connections each at the same pacing, both "
+              "proxies on the same CPU; a variant's added CPU is against the baseline in the same pairs, and "
+              "these pairs decide the added-CPU targets." % (meta["ctl_pair_rounds"], meta["ctl_rate_secs"],
+                                                              meta["ctl_pair_conns"]) if P else ""),
            table(rows), table(check_rows)]
     if "warden_redis" in S:
         out.append("Redis %s on 127.0.0.1, pinned with wrk and the simulator (on this machine it takes CPU from "

@@ -31,7 +31,8 @@
 # BENCH_NICE (niceness of every benchmark process; default -10 as root, 0 otherwise), BENCH_RT (1:
 # the half-load runs use SCHED_RR; default 1 as root), BENCH_CONTROLS (0: skip step 3a; default 1),
 # BENCH_CTL_ROUNDS (the controls' interleaved saturation rounds, default 2), BENCH_CTL_RATE_ROUNDS (their
-# fixed-rate rounds of 3 s, default 4), BENCH_LIMIT_BENCH (path of the limit_bench binary; default:
+# fixed-rate rounds of 3 s, default 4), BENCH_CTL_PAIR_ROUNDS (their side-by-side rounds of 3 s, each
+# variant with the baseline at the same time, default 8), BENCH_LIMIT_BENCH (path of the limit_bench binary; default:
 # next to warden in its meson build dir, where `make build` puts it when tests are on; if it is not
 # there, it is built in build-bench/, configured with -Dtests=true and warden's build type),
 # BENCH_REDIS (0: no Redis control; default 1 when redis-server is installed), BENCH_HALF_TRIES (a
@@ -62,6 +63,7 @@ RT=${BENCH_RT:-$( [[ $(id -u) == 0 ]] && command -v chrt >/dev/null && echo 1 ||
 CONTROLS=${BENCH_CONTROLS:-1}
 CTL_ROUNDS=${BENCH_CTL_ROUNDS:-2}
 CTL_RATE_ROUNDS=${BENCH_CTL_RATE_ROUNDS:-4}
+CTL_PAIR_ROUNDS=${BENCH_CTL_PAIR_ROUNDS:-8}
 REDIS=${BENCH_REDIS:-$(command -v redis-server >/dev/null && echo 1 || echo 0)}
 HALF_TRIES=${BENCH_HALF_TRIES:-3}
 HALF_ROUNDS=${BENCH_HALF_ROUNDS:-3}
@@ -78,7 +80,7 @@ log() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
 [[ $HALF_TRIES =~ ^[1-9]$ ]] || die "BENCH_HALF_TRIES must be 1..9, got '$HALF_TRIES'"
 [[ $HALF_ROUNDS =~ ^[1-9]$ ]] || die "BENCH_HALF_ROUNDS must be 1..9, got '$HALF_ROUNDS'"
 [[ $MAX_STEAL =~ ^[0-9]+$ ]] || die "BENCH_MAX_STEAL must be a whole percentage, got '$MAX_STEAL'"
-for arg in "$DURATION" "$WARMUP" "$CONNS" "$PACED_CONNS" "$ROUNDS" "$CTL_ROUNDS" "$CTL_RATE_ROUNDS"; do
+for arg in "$DURATION" "$WARMUP" "$CONNS" "$PACED_CONNS" "$ROUNDS" "$CTL_ROUNDS" "$CTL_RATE_ROUNDS" "$CTL_PAIR_ROUNDS"; do
   [[ $arg =~ ^[1-9][0-9]*$ ]] || die "durations and connection counts must be positive integers, got '$arg'"
 done
 ((DURATION <= 15)) || die "BENCH_DURATION is at most 15 s (the whole run must stay under 6 minutes)"
@@ -184,7 +186,8 @@ BUDGET=420   # seconds: no wrk run may start that would end after this
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  [[ -z $WRK_PID ]] || kill -TERM "$WRK_PID" 2>/dev/null || true
+  # shellcheck disable=SC2086 # one pid per word (bench/controls.sh runs two wrk at once)
+  [[ -z $WRK_PID ]] || kill -TERM $WRK_PID 2>/dev/null || true
   for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -475,7 +478,7 @@ grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
 "$PY" "$here/report.py" meta "$DIR/meta.json" \
   date="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" \
   command="bash bench/run.sh $*" \
-  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT|CONTROLS|CTL_ROUNDS|CTL_RATE_ROUNDS|LIMIT_BENCH|REDIS|HALF_TRIES|HALF_ROUNDS|MAX_STEAL)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
+  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT|CONTROLS|CTL_ROUNDS|CTL_RATE_ROUNDS|CTL_PAIR_ROUNDS|LIMIT_BENCH|REDIS|HALF_TRIES|HALF_ROUNDS|MAX_STEAL)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
   git="$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here/.." diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')" \
   build="$BUILD_DESC" cpu_clock="$CPU_CLOCK" \
   nproc="$(nproc)" \
