@@ -99,6 +99,12 @@ Method, in short:
 - **A/A control** (since 2026-12-04): the controls measure the main run's warden configuration a
   second time, in its own process. When that A/A difference alone is beyond a target (added CPU,
   throughput loss), the run cannot resolve the target and its check says NOISY instead of PASS or FAIL.
+- **Side by side** (since 2026-12-05): the added-CPU targets (auth + RBAC, local limits) are decided
+  by rounds in which the baseline and one variant take the same paced load at the same time, both
+  proxies on the same CPU, so whatever changes the machine's speed changes both alike. Consecutive
+  rounds had differed by up to ±5 µs/req for effects under 1 µs; side by side, the A/A pair is within
+  ±0.2 µs. A proxy that shares its CPU spends more per request (~37 µs against ~29 µs alone), so
+  these figures are for that setting.
 - The background CPU use measured just before the run is printed with each result. On a 2-CPU
   machine the load generator, the simulator and the proxy cannot be isolated from each other or
   from other work: absolute numbers are modest and vary between runs; the ratios between targets
