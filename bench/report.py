@@ -103,8 +103,11 @@ Method, in short:
   by rounds in which the baseline and one variant take the same paced load at the same time, both
   proxies on the same CPU, so whatever changes the machine's speed changes both alike. Consecutive
   rounds had differed by up to ±5 µs/req for effects under 1 µs; side by side, the A/A pair is within
-  ±0.2 µs. A proxy that shares its CPU spends more per request (~37 µs against ~29 µs alone), so
-  these figures are for that setting.
+  ±0.2 µs. A proxy that shares its CPU spends more per request (~37-44 µs against ~29 µs alone), and
+  what a variant adds grows with the pair's rate as well (in one short run at 15,300 req/s per pair:
+  auth +1.58 µs, local limits +1.27 µs, against +0.93 and +0.59 at 11,600): the two processes evict
+  each other's caches. These figures are thus for that setting, and higher than what a proxy with a
+  CPU of its own pays.
 - The background CPU use measured just before the run is printed with each result. On a 2-CPU
   machine the load generator, the simulator and the proxy cannot be isolated from each other or
   from other work: absolute numbers are modest and vary between runs; the ratios between targets
@@ -251,8 +254,7 @@ def controls(meta, groups):
         mv, mb = merge(vs), merge(bs)
         return cpu(mv), cpu(mb), [cpu(a) - cpu(b) for a, b in zip(vs, bs)], mv["rps"] + mb["rps"]
 
-    P = {t: side(t) for t, _ in cols if t != BASE}
-    P = {t: v for t, v in P.items() if v}
+    P = {t: p for t, _ in cols if t != BASE and (p := side(t))}
 
     def fmt_side(t):
         if t not in P:
