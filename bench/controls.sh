@@ -221,7 +221,7 @@ done
 # warden) measures what is left of the noise. The baseline's run is recorded as phase ctlpair:VARIANT.
 # run_pair VARIANT SECONDS CONNS DELAY_MS
 run_pair() {
-  local v=$1 secs=$2 nconn=$3 delay=$4 t pid b0 v0 b1 v1 args line
+  local v=$1 secs=$2 nconn=$3 delay=$4 t pid b0 v0 b1 v1 line
   ((SECONDS + secs <= BUDGET)) || die "time budget of ${BUDGET}s exceeded (at ${SECONDS}s); stopping"
   # shellcheck disable=SC2046 # one pid per word
   b0=$(cpu_ns $(proxy_pids "$BASE_T"))
@@ -229,12 +229,8 @@ run_pair() {
   v0=$(cpu_ns $(proxy_pids "$v"))
   WRK_PID=
   for t in "$BASE_T" "$v"; do
-    args=(body="$BODY_NS" stream=0 delay_ms="$delay")
-    # shellcheck disable=SC2206 # space-separated chat.lua arguments
-    [[ -z ${WRK_EXTRA[$t]-} ]] || args+=(${WRK_EXTRA[$t]})
-    BENCH_PACED=1 timeout $((secs + 10)) "${ON_GEN[@]}" wrk -t 1 -c "$nconn" -d "${secs}s" --timeout 5s \
-      -s "$here/chat.lua" "${URL[$t]}" -- "${args[@]}" >"$DIR/wrk-$t.out" 2>&1 &
-    WRK_PID+=" $!"
+    start_wrk "$t" plain "$secs" "$nconn" "$delay" "$DIR/wrk-$t.out"
+    WRK_PID+=" $WRK_STARTED"
   done
   for pid in $WRK_PID; do
     wait "$pid" || die "wrk failed in the pair with $v: $(cat "$DIR/wrk-$BASE_T.out" "$DIR/wrk-$v.out")"

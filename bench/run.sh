@@ -365,26 +365,33 @@ proxy_pids() {
 # redefines them): extra_after prints key=value pairs recorded with the run.
 extra_before() { :; }
 extra_after() { :; }
-# run_wrk TARGET MODE PHASE SECONDS CONNS [DELAY_MS]: one wrk run, recorded as a line of $RES with the
-# CPU time the proxy and the simulator used during it (from /proc, so per-request CPU cost can be
-# compared even when the machine is too noisy for throughput to be stable).
-run_wrk() {
-  local target=$1 mode=$2 phase=$3 secs=$4 conns=$5 delay=${6:-} args=() env=() p0 p1 s0 s1 st0 st1 out line
+# start_wrk TARGET MODE SECONDS CONNS DELAY_MS OUTFILE: starts one wrk run in the background (paced
+# when DELAY_MS is not empty), output to OUTFILE; its pid is left in WRK_STARTED.
+start_wrk() {
+  local target=$1 mode=$2 secs=$3 conns=$4 delay=$5 out=$6 args=() env=()
   if [[ $mode == stream ]]; then args=(body="$BODY_S" stream=1); else args=(body="$BODY_NS" stream=0); fi
   if [[ -n $delay ]]; then args+=(delay_ms="$delay"); env=(BENCH_PACED=1); fi
   # shellcheck disable=SC2206 # space-separated chat.lua arguments
   [[ -z ${WRK_EXTRA[$target]-} ]] || args+=(${WRK_EXTRA[$target]})
   local threads=$WRK_THREADS
   ((threads <= conns)) || threads=$conns
+  env "${env[@]+"${env[@]}"}" timeout $((secs + 10)) "${ON_GEN[@]}" \
+    wrk -t "$threads" -c "$conns" -d "${secs}s" --timeout 5s -s "$here/chat.lua" "${URL[$target]}" \
+    -- "${args[@]}" >"$out" 2>&1 &
+  WRK_STARTED=$!
+}
+# run_wrk TARGET MODE PHASE SECONDS CONNS [DELAY_MS]: one wrk run, recorded as a line of $RES with the
+# CPU time the proxy and the simulator used during it (from /proc, so per-request CPU cost can be
+# compared even when the machine is too noisy for throughput to be stable).
+run_wrk() {
+  local target=$1 mode=$2 phase=$3 secs=$4 conns=$5 delay=${6:-} p0 p1 s0 s1 st0 st1 out line
   # shellcheck disable=SC2046 # one pid per word
   p0=$(cpu_ns $(proxy_pids "$target")); s0=$(cpu_ns "$SIM_PID"); st0=$(steal_ticks)
   [[ $phase == warmup ]] || extra_before "$target"
   ((SECONDS + secs <= BUDGET)) || die "time budget of ${BUDGET}s exceeded (at ${SECONDS}s); stopping"
   # In the background and waited for, so that the exit trap can stop it too.
-  env "${env[@]+"${env[@]}"}" timeout $((secs + 10)) "${ON_GEN[@]}" \
-    wrk -t "$threads" -c "$conns" -d "${secs}s" --timeout 5s -s "$here/chat.lua" "${URL[$target]}" \
-    -- "${args[@]}" >"$DIR/wrk.out" 2>&1 &
-  WRK_PID=$!
+  start_wrk "$target" "$mode" "$secs" "$conns" "$delay" "$DIR/wrk.out"
+  WRK_PID=$WRK_STARTED
   wait "$WRK_PID" || die "wrk failed against $target: $(cat "$DIR/wrk.out")"
   WRK_PID=
   out=$(cat "$DIR/wrk.out")

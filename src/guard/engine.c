@@ -85,7 +85,6 @@ typedef struct {
     uint8_t first[32]; /* longspan rules: bitmap of the bytes a match can start with (all set if unknown) */
     char pre[16];      /* longspan rules: the literal every match starts with (may be empty) ... */
     uint8_t npre;      /* ... and its length; compared ASCII-caselessly when the rule is caseless */
-    bool caseless;
     uint8_t ls_bit;    /* longspan rules, when the db has at most 64: its bit in ls_first */
     uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
@@ -858,16 +857,18 @@ static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, size_t len,
     return WD_OK;
 }
 
-/* Can a match of a longspan rule, whole or still in progress, start at h[i] (h has n bytes)? A
+/* Can a match of longspan rule `rule`, whole or still in progress, start at h[i] (h has n bytes)? A
  * necessary condition only: its first byte, then its literal prefix as far as the text goes. */
-static bool may_start_at(const rule_rt_t *rt, const char *h, size_t i, size_t n)
+static bool may_start_at(const wd_guard_db_t *db, uint32_t rule, const char *h, size_t i, size_t n)
 {
+    const rule_rt_t *rt = &db->rt[rule];
+    bool caseless = db->rules[rule].caseless;
     unsigned char c = (unsigned char)h[i];
     if (!(rt->first[c >> 3] & (1u << (c & 7)))) return false;
     size_t k = WD_MIN((size_t)rt->npre, n - i);
     for (size_t j = 0; j < k; j++) {
         unsigned char a = (unsigned char)h[i + j], b = (unsigned char)rt->pre[j];
-        if (a != b && !(rt->caseless && lower(a) == lower(b))) return false;
+        if (a != b && !(caseless && lower(a) == lower(b))) return false;
     }
     return true;
 }
@@ -901,8 +902,7 @@ static int track_pending(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t 
         for (uint64_t i = lo; i < st->fed && want; i++) {
             for (uint64_t m = db->ls_first[(unsigned char)st->hist[i - st->hbase]] & want; m; m &= m - 1) {
                 int b = __builtin_ctzll(m), j = st->ls_slot[b];
-                if (i >= st->pend[j] &&
-                    may_start_at(&db->rt[st->lr[j]], st->hist, (size_t)(i - st->hbase), n)) {
+                if (i >= st->pend[j] && may_start_at(db, st->lr[j], st->hist, (size_t)(i - st->hbase), n)) {
                     from[j] = i;
                     want &= ~(1ull << b);
                 }
@@ -914,7 +914,7 @@ static int track_pending(wd_guard_stream_t *st, wd_guard_scratch_t *s, uint64_t 
         uint64_t at = db->ls_first ? from[j] : st->pend[j];
         st->pend[j] = NO_PENDING;
         for (;;) { /* no match can start before the first byte that passes may_start_at */
-            while (at < st->fed && !may_start_at(rt, st->hist, (size_t)(at - st->hbase), n))
+            while (at < st->fed && !may_start_at(db, st->lr[j], st->hist, (size_t)(at - st->hbase), n))
                 at++;
             if (at >= st->fed) break;
             if (st->fed - at <= st->short_win) { /* see above: not worth knowing yet */
@@ -1449,8 +1449,6 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
     return WD_OK;
 }
 
-/* Per-rule compile checks (each error names the rule's pattern), then the widths that decide how a
- * match is confirmed. */
 /* The literal that every match of pattern p starts with, as far as a plain reading can tell: after an
  * optional \b, the characters up to the first metacharacter (a character under ?, * or {} is left out;
  * one under + is kept, and ends the literal). Empty when the pattern has a top-level alternation. */
@@ -1494,6 +1492,8 @@ static size_t literal_prefix(const char *p, char *out, size_t cap)
     return n;
 }
 
+/* Per-rule compile checks (each error names the rule's pattern), then the widths that decide how a
+ * match is confirmed. */
 static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, unsigned col)
 {
     unsigned flags = r->caseless ? HS_FLAG_CASELESS : 0;
@@ -1551,7 +1551,6 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
             memcpy(rt->first, bm, sizeof rt->first);
         }
         rt->npre = (uint8_t)literal_prefix(r->pattern, rt->pre, sizeof rt->pre);
-        rt->caseless = r->caseless;
     }
     if (rt->fixed) {
         /* no confirmation needed; the compiled code only proved that PCRE2 agrees on the syntax */
