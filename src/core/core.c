@@ -94,13 +94,30 @@ int wd_buf_printf(wd_buf_t *b, const char *fmt, ...)
     return WD_OK;
 }
 
+/* True if any of the 8 bytes in v is '"', '\\' or below 0x20: the bytes a JSON string must escape
+ * (exact, "Bit Twiddling Hacks": haszero and hasless). */
+static inline bool json_escape8(uint64_t v)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v)) & highs;
+}
+
 int wd_buf_append_json_str(wd_buf_t *b, const char *p, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len;) {
+        uint64_t v;
+        if (i + 8 <= len && (memcpy(&v, p + i, 8), !json_escape8(v))) {
+            i += 8;
+            continue;
+        }
         unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
         int rc = wd_buf_append(b, p + start, i - start);
         if (rc) return rc;
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
@@ -117,7 +134,7 @@ int wd_buf_append_json_str(wd_buf_t *b, const char *p, size_t len)
             n = 6;
         }
         if ((rc = wd_buf_append(b, esc, n))) return rc;
-        start = i + 1;
+        start = ++i;
     }
     return wd_buf_append(b, p + start, len - start);
 }

@@ -205,6 +205,28 @@ static void test_json_str(void **state)
     roundtrip("\xf0\x9f\x98\x80 \xe2\x82\xac \xf4\x8f\xbf\xbf \"\\", 17);
     roundtrip("", 0);
 
+    /* Eight bytes at a time: a byte that needs escaping (and its neighbours in value, which do not)
+     * at every offset of a run longer than two words is escaped exactly once, wherever it falls. */
+    static const unsigned char probes[] = {'"', '\\', 0x00, 0x1f, 0x20, 0x21, '!',
+                                           '#', '[',  ']',  0x7f, 0x80, 0xff};
+    for (size_t k = 0; k < sizeof probes; k++) {
+        unsigned char c = probes[k];
+        bool esc = c < 0x20 || c == '"' || c == '\\';
+        for (size_t at = 0; at < 24; at++) {
+            char run[24];
+            memset(run, 'a', sizeof run);
+            run[at] = (char)c;
+            wd_buf_reset(&b);
+            assert_int_equal(wd_buf_append_json_str(&b, run, sizeof run), WD_OK);
+            size_t want_len = sizeof run + (esc ? (c == '"' || c == '\\' ? 1 : 5) : 0);
+            if (b.len != want_len)
+                fail_msg("byte 0x%02x at %zu: %zu bytes, want %zu", c, at, b.len, want_len);
+            assert_memory_equal(b.data, run, at);
+            assert_int_equal(b.data[at], esc ? '\\' : (char)c);
+        }
+    }
+    wd_buf_free(&b);
+
     /* The limit is honoured. */
     wd_buf_t l;
     wd_buf_init(&l, 4);
