@@ -35,6 +35,7 @@ demo: build
 
 bench: build
 	@bash bench/run.sh $(BUILD)/warden
+	@bash bench/limits_quota.sh $(BUILD)/warden
 
 bench-guard: build
 	@bash bench/run_guard.sh $(BUILD)

@@ -81,6 +81,9 @@ struct wd_exchange {
     bool limit_admitted;
     bool limit_fail_open;     /* let through unadmitted (rate_limits.fail: open): usage charged at the end */
     bool limit_redis;         /* decided by the Redis backend */
+    uint16_t limit_headers_len;
+    char limit_headers[WD_LIMIT_HEADERS_MAX]; /* the x-ratelimit-* lines, written with the head: kept here
+                                                 rather than in resp_headers, which then stays unallocated */
 
     /* JSON view of the body (json_body routes) */
     wd_json_doc_t doc;

@@ -78,7 +78,8 @@ static bool conn_will_close(const wd_exchange_t *x)
  * (measured: a limited response's longer head pushed every answer through that slow path). */
 static void reserve_out(wd_exchange_t *x, const char *content_type, size_t body)
 {
-    wd_buf_reserve(&x->out, HEAD_FIXED_MAX + strlen(content_type) + x->resp_headers.len + body);
+    wd_buf_reserve(&x->out,
+                   HEAD_FIXED_MAX + strlen(content_type) + x->resp_headers.len + x->limit_headers_len + body);
 }
 
 /* Appends the response head to x->out. */
@@ -93,6 +94,7 @@ static void build_head(wd_exchange_t *x, int status, const char *content_type, i
     wd_buf_printf(o, "x-warden-request-id: %s\r\n", x->id);
     if (x->retry_after[0]) wd_buf_printf(o, "Retry-After: %s\r\n", x->retry_after);
     wd_buf_append(o, x->resp_headers.data, x->resp_headers.len);
+    wd_buf_append(o, x->limit_headers, x->limit_headers_len);
     if (conn_will_close(x)) wd_buf_append_str(o, "Connection: close\r\n");
     wd_buf_append_str(o, "\r\n");
     if (x->t_first_out == 0) x->t_first_out = wd_now_ns();

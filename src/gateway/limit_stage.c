@@ -118,8 +118,7 @@ static wd_stage_rc_t apply(wd_exchange_t *x, const wd_limit_decision_t *d)
         WD_METRIC_ADD(g->metrics.limit_decisions[x->limit_scopes[i].kind][o], 1);
     }
     /* OpenAI's rate-limit headers, so SDK retry logic and dashboards work unchanged */
-    char h[WD_LIMIT_HEADERS_MAX];
-    wd_buf_append(&x->resp_headers, h, wd_limit_headers(d, h));
+    x->limit_headers_len = (uint16_t)wd_limit_headers(d, x->limit_headers);
     if (d->outcome == WD_LIMIT_OK) {
         x->limit_admitted = true;
         return WD_CONTINUE;
