@@ -335,7 +335,10 @@ def controls(meta, groups):
                        us <= MAX_AUTH_ADDED_US))
     if "warden_limit" in F:
         loss = 1 - S["warden_limit"]["rps"] / S[BASE]["rps"]
-        checks.append(("local limits: saturation throughput loss ≤ %.0f%%" % (100 * MAX_LIMIT_LOSS),
+        # with both CPUs full the load generator is part of the bottleneck here; the throughput of a
+        # CPU-bound proxy is measured by bench/limits_quota.sh (make bench runs it after this)
+        checks.append(("local limits: saturation throughput loss ≤ %.0f%% (load-generator-bound; see "
+                       "bench/limits_quota.sh)" % (100 * MAX_LIMIT_LOSS),
                        "%+.1f%% (%s vs %s req/s%s)" % (100 * loss, fmt_num(S["warden_limit"]["rps"]),
                                                        fmt_num(S[BASE]["rps"]), aa_rps),
                        verdict(loss, MAX_LIMIT_LOSS, "rps_loss")))

@@ -8,6 +8,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 bool wd_str_eq(wd_str_t a, wd_str_t b) { return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0); }
 
@@ -103,21 +106,36 @@ static inline bool json_escape8(uint64_t v)
     return (((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v)) & highs;
 }
 
+/* The index of the first byte at or after i that a JSON string must escape, or len: 16 bytes at a
+ * time with SSE2, 8 with SWAR, then byte by byte. */
+static size_t json_plain_run(const char *p, size_t i, size_t len)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1f);
+    for (; i + 16 <= len; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        __m128i esc = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                   _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v)); /* v <= 0x1f, unsigned */
+        unsigned m = (unsigned)_mm_movemask_epi8(esc);
+        if (m) return i + (size_t)__builtin_ctz(m);
+    }
+#endif
+    uint64_t v;
+    while (i + 8 <= len && (memcpy(&v, p + i, 8), !json_escape8(v)))
+        i += 8;
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c < 0x20 || c == '"' || c == '\\') break;
+    }
+    return i;
+}
+
 int wd_buf_append_json_str(wd_buf_t *b, const char *p, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t start = 0;
-    for (size_t i = 0; i < len;) {
-        uint64_t v;
-        if (i + 8 <= len && (memcpy(&v, p + i, 8), !json_escape8(v))) {
-            i += 8;
-            continue;
-        }
+    for (size_t i = json_plain_run(p, 0, len); i < len; i = json_plain_run(p, i, len)) {
         unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            i++;
-            continue;
-        }
         int rc = wd_buf_append(b, p + start, i - start);
         if (rc) return rc;
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
