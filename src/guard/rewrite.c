@@ -44,8 +44,8 @@ const wd_vault_entry_t *wd_vault_put(wd_vault_t *v, const char *type, const char
         same_type++;
         if (v->e[i].vlen == len && memcmp(v->e[i].value, value, len) == 0) return &v->e[i];
     }
-    size_t max = v->max_entries ? v->max_entries : 4096;
-    if (v->n == max || strlen(type) > 32) return NULL;
+    size_t max = v->max_entries ? v->max_entries : 4096, tlen = strlen(type);
+    if (v->n == max || tlen > 32) return NULL;
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 16;
         wd_vault_entry_t *e = realloc(v->e, cap * sizeof *e);
@@ -64,8 +64,21 @@ const wd_vault_entry_t *wd_vault_put(wd_vault_t *v, const char *type, const char
     }
     memcpy(e->value, value, len);
     e->vlen = len;
-    int n = snprintf(e->ph, sizeof e->ph, "<%s_%zu>", type, same_type + 1);
-    e->phlen = (size_t)n;
+    /* "<TYPE_N>", without snprintf (called for every value pseudonymized) */
+    char digits[20];
+    size_t nd = 0;
+    for (size_t k = same_type + 1; k; k /= 10)
+        digits[nd++] = (char)('0' + k % 10);
+    char *o = e->ph;
+    *o++ = '<';
+    memcpy(o, type, tlen);
+    o += tlen;
+    *o++ = '_';
+    while (nd)
+        *o++ = digits[--nd];
+    *o++ = '>';
+    *o = 0;
+    e->phlen = (size_t)(o - e->ph);
     v->n++;
     return e;
 }

@@ -15,7 +15,7 @@ typedef struct {
     char *type;
     char *value;
     size_t vlen;
-    char ph[48]; /* "<EMAIL_1>" */
+    char ph[56]; /* "<EMAIL_1>": "<", a type of at most 32 bytes, "_", up to 20 digits, ">", NUL */
     size_t phlen;
 } wd_vault_entry_t;
 

@@ -178,6 +178,19 @@ static void test_vault_placeholders_and_reuse(void **state)
     assert_memory_equal(z->value, "n\0l", 3);
     assert_string_equal(wd_vault_put(&v, "EMAIL", "n\0l", 3)->ph, z->ph);
     assert_string_not_equal(wd_vault_put(&v, "EMAIL", "n\0m", 3)->ph, z->ph);
+    /* numbers of several digits; the longest type (32 bytes) still fits */
+    for (int i = 0; i < 120; i++) {
+        char val[8];
+        snprintf(val, sizeof val, "v%d", i);
+        const wd_vault_entry_t *p = wd_vault_put(&v, "URL", val, strlen(val));
+        char want[16];
+        snprintf(want, sizeof want, "<URL_%d>", i + 1);
+        assert_string_equal(p->ph, want);
+        assert_int_equal(p->phlen, strlen(want));
+    }
+    const char t32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ_ABCDE";
+    assert_string_equal(wd_vault_put(&v, t32, "x", 1)->ph, "<ABCDEFGHIJKLMNOPQRSTUVWXYZ_ABCDE_1>");
+    assert_null(wd_vault_put(&v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_ABCDEF", "x", 1)); /* 33 bytes */
     wd_vault_free(&v);
     assert_int_equal(v.n, 0);
     assert_null(v.e);
