@@ -79,16 +79,8 @@ put_in() {
 }
 
 # --- processes ---------------------------------------------------------------------------------------
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port pid name
-  local _
-  for _ in $(seq 100); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during start-up: $(tail -3 "$DIR/$3.log")"
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "$3 did not listen on 127.0.0.1:$1 within 5 s"
-}
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 "$PY" "$here/body.py" "$DIR/body.json" "$DIR/body_stream.json"
 export WARDEN_LQ_UPSTREAM_KEY=sk-bench
 SIM_PORT=$(free_port)

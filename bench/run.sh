@@ -205,18 +205,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # port pid name: wait until something accepts on the port (no HTTP request is sent)
-  local i
-  for i in $(seq 100); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during start-up; see $DIR/$3.log: $(tail -3 "$DIR/$3.log" 2>/dev/null)"
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "$3 did not start listening on 127.0.0.1:$1 within 5 s"
-}
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 proc_field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; } # kB
 # CPU time in nanoseconds of the given pids, all their threads: the scheduler's exact run time
 # (/proc/PID/task/TID/schedstat), not utime+stime, which come in clock ticks (10 ms: ±1 µs per

@@ -144,15 +144,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # PORT PID NAME
-  for _ in $(seq 100); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during start-up: $(tail -3 "$DIR/$3.log" 2>/dev/null)"
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "$3 did not start listening on 127.0.0.1:$1 within 5 s"
-}
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 # CPU time of a process, all threads, in ns: the scheduler's run time (clock ticks are too coarse for
 # the few µs per request compared here); utime+stime where the kernel has no schedstat.
 if [[ -r /proc/self/schedstat ]]; then
