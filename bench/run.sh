@@ -38,7 +38,10 @@
 # BENCH_REDIS (0: no Redis control; default 1 when redis-server is installed), BENCH_HALF_TRIES (a
 # half-load run during which the hypervisor stole more than BENCH_MAX_STEAL percent of the CPUs is
 # repeated, up to this many runs per target and round; default 3), BENCH_MAX_STEAL (default 2),
-# BENCH_HALF_ROUNDS (the half-load runs are split into this many interleaved rounds, default 3).
+# BENCH_HALF_ROUNDS (the half-load runs are split into this many interleaved rounds, default 3),
+# BENCH_WARDEN_EXTRA (YAML lines added to the main warden's config, e.g. "busy_poll_us: 300"; the
+# controls' instances do not get them, so use it with BENCH_CONTROLS=0: the A/A control would compare
+# two configurations).
 set -Eeuo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -277,6 +280,7 @@ upstreams:
 models:
   - { name: gpt-4o-mini, upstream: sim, upstream_model: sim-small }
 audit: { file: $audit_file }
+${BENCH_WARDEN_EXTRA:-}
 ${1:-}
 EOF
 }
@@ -475,7 +479,7 @@ grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
 "$PY" "$here/report.py" meta "$DIR/meta.json" \
   date="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" \
   command="bash bench/run.sh $*" \
-  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT|CONTROLS|CTL_ROUNDS|CTL_RATE_ROUNDS|CTL_PAIR_ROUNDS|LIMIT_BENCH|REDIS|HALF_TRIES|HALF_ROUNDS|MAX_STEAL)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
+  env="$(env | grep -E '^BENCH_(DURATION|ROUNDS|WARMUP|CONNS|PACED_CONNS|LAYOUT|WORKERS|AUDIT|RESULTS|KEEP|NICE|RT|CONTROLS|CTL_ROUNDS|CTL_RATE_ROUNDS|CTL_PAIR_ROUNDS|LIMIT_BENCH|REDIS|HALF_TRIES|HALF_ROUNDS|MAX_STEAL|WARDEN_EXTRA)=' | sort | tr '\n' ' ' | sed 's/ $//')" \
   git="$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$here/.." diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')" \
   build="$BUILD_DESC" cpu_clock="$CPU_CLOCK" \
   nproc="$(nproc)" \

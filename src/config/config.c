@@ -1467,6 +1467,7 @@ static const wd_cfg_field_t root_fields[] = {
     {.name = "admin", .type = F_FN, .off = CF(admin), .fn = h_admin},
     {.name = "state_dir", .type = F_STR, .off = CF(state_dir)},
     {.name = "workers", .type = F_U32, .off = CF(workers), .min = 0, .max = 256, .def = 0},
+    {.name = "busy_poll_us", .type = F_U32, .off = CF(busy_poll_us), .min = 0, .max = 10000, .def = 0},
     {.name = "log_level", .type = F_ENUM, .off = CF(log_level), .def_str = "info", .choices = log_levels},
     {.name = "limits", .type = F_MAP, .off = CF(limits), .sub = &limits_map},
     {.name = "upstreams", .type = F_FN, .required = true, .fn = h_upstreams},

@@ -139,6 +139,7 @@ typedef struct wd_config {
     wd_tls_listen_cfg_t admin_tls;
     char *state_dir;        /* may be NULL */
     uint32_t workers;       /* 0 in the file means one per core; resolved here to >= 1 */
+    uint32_t busy_poll_us;  /* 0: workers sleep as soon as they are idle */
     wd_server_limits_t limits;
 
     wd_upstream_cfg_t *upstreams;

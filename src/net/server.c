@@ -108,6 +108,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     wd_conn_t *c = s->data;
     if (nread == 0) return;
+    c->w->reads++;
     if (nread < 0) {
         /* UV_ENOBUFS (allocation failed) or EOF/reset: either way the conversation is over */
         c->eof = true;

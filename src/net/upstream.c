@@ -418,6 +418,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     upconn_t *uc = s->data;
     wd_upreq_t *r = uc->r;
     if (nread == 0) return;
+    uc->w->reads++;
     if (nread > 0 && uc->tls) {
         tls_in(uc, buf->base, (size_t)nread);
         return;

@@ -72,10 +72,31 @@ uint64_t wd_worker_rand(wd_worker_t *w)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
+/* busy_poll_us: a worker that wakes up keeps polling without sleeping until that long has passed
+ * without a socket read. On a virtual machine a sleeping CPU takes tens of microseconds to wake for
+ * the next packet (measured here: a 58 µs median round trip between threads on two CPUs that sleep,
+ * 12 µs when the reader spins), and a request through the proxy pays that at least twice (the
+ * client's request, the upstream's answer). Only a wake-up that read from a socket starts polling
+ * (timers do not). The price is CPU time spent polling while requests keep coming; an idle worker
+ * still sleeps. Read at every wake-up, so a reload changes it. */
 static void thread_main(void *arg)
 {
     wd_worker_t *w = arg;
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    for (uint64_t seen = w->reads; uv_run(&w->loop, UV_RUN_ONCE); seen = w->reads) {
+        uint64_t spin = (uint64_t)w->cfg->busy_poll_us * 1000;
+        if (!spin || w->reads == seen) continue; /* a timer or a cross-thread call: sleep again */
+        seen = w->reads;
+        uint64_t until = wd_now_ns() + spin;
+        while (uv_run(&w->loop, UV_RUN_NOWAIT)) {
+            uint64_t now = wd_now_ns();
+            if (w->reads != seen) {
+                seen = w->reads;
+                until = now + spin;
+            } else if (now >= until) {
+                break;
+            }
+        }
+    }
 }
 
 int wd_worker_start(wd_worker_t *w)

@@ -322,6 +322,45 @@ def test_sigterm_drains_in_flight_stream_then_exits_0(sim, gateway):
     assert [e["status"] for e in ev if e.get("stream")] == [200], "the drained stream's event must be written"
 
 
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks (all threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_busy_poll_serves_and_sleeps_when_idle(sim, gateway):
+    """busy_poll_us keeps a worker polling while requests come, never once they stop, and changes
+    nothing that is answered; SIGTERM still drains and exits 0."""
+    s = sim()
+    g = gateway(s.port, extra="busy_poll_us: 5000")
+    with httpx.Client(timeout=5) as c:
+        for i in range(40):
+            r = c.post(g.url + "/v1/chat/completions", json=chat_body(f"hello {i}"))
+            assert r.status_code == 200
+            assert r.json()["choices"][0]["message"]["content"] == f"echo: hello {i}"
+        sc = StreamClient(g.url, chat_body("a streamed answer", stream=True))
+        sc.join(5)
+        assert sc.error is None, sc.error
+        assert content_of(sc.payloads) == "echo: a streamed answer"
+        # while requests keep coming the workers poll: more CPU than the requests alone need
+        t0, busy0 = time.monotonic(), cpu_ticks(g.proc.pid)
+        while time.monotonic() - t0 < 1.0:
+            assert c.get(g.url + "/v1/models").status_code == 200
+            time.sleep(0.002)
+        busy = cpu_ticks(g.proc.pid) - busy0
+    # idle: after 5 ms without a read every worker sleeps again
+    time.sleep(0.2)
+    idle0 = cpu_ticks(g.proc.pid)
+    time.sleep(1.5)
+    idle = cpu_ticks(g.proc.pid) - idle0
+    hz = os.sysconf("SC_CLK_TCK")
+    assert idle < 0.1 * hz, f"{idle} ticks of CPU in 1.5 s idle: a worker kept polling"
+    assert busy > idle, (busy, idle)
+    g.signal(signal.SIGTERM)
+    assert g.wait(timeout=5) == 0, g.stderr()
+
+
 def test_drain_timeout_bounds_shutdown(sim, gateway):
     s = sim("--tokens-per-sec", "10")
     g = gateway(s.port, limits={"drain_timeout_ms": 500})

@@ -80,6 +80,7 @@ static const char full_yaml[] = "listen: 127.0.0.1:9080\n"
                                 "admin: { address: \"[::1]:9081\" }\n"
                                 "state_dir: /var/lib/warden-test\n"
                                 "workers: 3\n"
+                                "busy_poll_us: 250\n"
                                 "log_level: debug\n"
                                 "limits:\n"
                                 "  max_connections: 500\n"
@@ -130,6 +131,7 @@ static void test_full_file(void **state)
     assert_int_equal(port_of(&c->admin), 9081);
     assert_string_equal(c->state_dir, "/var/lib/warden-test");
     assert_int_equal(c->workers, 3);
+    assert_int_equal(c->busy_poll_us, 250);
     assert_string_equal(c->log_level, "debug");
 
     const wd_server_limits_t *l = &c->limits;
@@ -211,6 +213,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->admin.salen, 0);
     assert_null(c->admin.text);
     assert_null(c->state_dir);
+    assert_int_equal(c->busy_poll_us, 0);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(c->workers, ncpu < 1 ? 1 : ncpu > 256 ? 256 : ncpu);
     assert_true(c->workers >= 1);
@@ -282,10 +285,10 @@ static void test_audit(void **state)
 static void test_unknown_key(void **state)
 {
     (void)state;
-    expect_err(
-        MINIMAL "lisen: 1\n", "7:1",
-        "unknown key 'lisen' in the top level; allowed keys: listen, admin, state_dir, workers, log_level, "
-        "limits, upstreams, models, auth, roles, rate_limits, guard, guard_profiles, audit");
+    expect_err(MINIMAL "lisen: 1\n", "7:1",
+               "unknown key 'lisen' in the top level; allowed keys: listen, admin, state_dir, workers, "
+               "busy_poll_us, log_level, "
+               "limits, upstreams, models, auth, roles, rate_limits, guard, guard_profiles, audit");
     expect_err(MINIMAL "limits:\n  max_conections: 5\n", "8:3",
                "unknown key 'max_conections' in limits; allowed keys: max_connections,");
     expect_err(
@@ -332,6 +335,8 @@ static void test_out_of_range(void **state)
     expect_err(MINIMAL "limits:\n  max_headers: 100\n", "8:16",
                "limits.max_headers: 100 is out of range (8..64)");
     expect_err(MINIMAL "workers: 257\n", "7:10", "workers: 257 is out of range (0..256)");
+    expect_err(MINIMAL "busy_poll_us: 10001\n", "7:15", "busy_poll_us: 10001 is out of range (0..10000)");
+    expect_err(MINIMAL "busy_poll_us: -1\n", "7:15", "busy_poll_us");
     expect_err(MINIMAL "limits: { max_connections: 0 }\n", "7:28", "0 is out of range (1..1000000)");
     expect_err(MINIMAL "limits: { max_body_bytes: 1GiB }\n", "7:27",
                "limits.max_body_bytes: 1GiB is out of range (1024..268435456 bytes)");
