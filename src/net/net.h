@@ -54,7 +54,7 @@ struct wd_worker {
     size_t nconns;      /* open client connections (atomic: read by the draining main thread) */
     uint64_t seq;       /* request counter for ids */
     uint64_t rng;       /* xorshift state, seeded from the kernel */
-    uint64_t reads;     /* socket reads with data (busy polling spins on while they come) */
+    uint64_t reads;     /* socket read callbacks (busy polling spins on while they come) */
 };
 
 /* Initialises a worker's loop on the calling thread (no thread started). */
