@@ -118,17 +118,20 @@ for t in base limits aa; do
   ((n == want)) || die "$t answered with $n x-ratelimit-* headers, expected $want"
 done
 
-# pair A B SECS: both wrk at once, A's proxy in slot r%2, B's in the other; prints "reqsA reqsB"
+# wrk_bg TARGET SECS: wrk on CPU 0 against the target, in the background, output in DIR/wrk-TARGET.txt
+wrk_bg() {
+  taskset -c 0 wrk -t1 -c32 -d"$2s" -s "$here/chat.lua" "$(url "$1")" -- body="$DIR/body.json" stream=0 \
+    >"$DIR/wrk-$1.txt" 2>&1 &
+}
+# pair A B SECS ROUND: both wrk at once, A's proxy in slot r%2, B's in the other; prints "reqsA reqsB"
 pair() {
   local a=$1 b=$2 secs=$3 round=$4 wa wb
   put_in "${SLOTS[$((round % 2))]}" "${PID[$a]}"
   put_in "${SLOTS[$(((round + 1) % 2))]}" "${PID[$b]}"
   local first=$a second=$b
   ((round % 2)) && { first=$b; second=$a; }
-  taskset -c 0 wrk -t1 -c32 -d"${secs}s" -s "$here/chat.lua" "$(url "$first")" -- body="$DIR/body.json" stream=0 \
-    >"$DIR/wrk-$first.txt" 2>&1 & wa=$!
-  taskset -c 0 wrk -t1 -c32 -d"${secs}s" -s "$here/chat.lua" "$(url "$second")" -- body="$DIR/body.json" stream=0 \
-    >"$DIR/wrk-$second.txt" 2>&1 & wb=$!
+  wrk_bg "$first" "$secs"; wa=$!
+  wrk_bg "$second" "$secs"; wb=$!
   wait "$wa" "$wb" || die "wrk failed: $(cat "$DIR/wrk-$first.txt" "$DIR/wrk-$second.txt")"
   local t
   for t in "$a" "$b"; do
