@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <unistd.h>
 
 #define FLUSH_AT 32768
@@ -28,63 +27,95 @@ void wd_event_copy(char *dst, size_t dstlen, const char *p, size_t len)
     dst[len] = 0;
 }
 
-static void kv_str(wd_buf_t *o, const char *k, const char *v)
+/* The line is built with appends that stop at the first failure (*rc), so the caller can take back
+ * the whole line: the log never gets half an event. */
+static void put(wd_buf_t *o, int *rc, const char *p, size_t n)
 {
-    wd_buf_printf(o, ",\"%s\":", k);
+    if (!*rc) *rc = wd_buf_append(o, p, n);
+}
+
+#define PUT(o, rc, lit) put((o), (rc), (lit), sizeof(lit) - 1)
+
+/* ,"k":"v" with v escaped, or ,"k":null */
+static void kv_str(wd_buf_t *o, int *rc, const char *k, const char *v)
+{
+    PUT(o, rc, ",\"");
+    put(o, rc, k, strlen(k));
     if (!v) {
-        wd_buf_append_str(o, "null");
+        PUT(o, rc, "\":null");
         return;
     }
-    wd_buf_append(o, "\"", 1);
-    wd_buf_append_json_str(o, v, strlen(v));
-    wd_buf_append(o, "\"", 1);
+    PUT(o, rc, "\":\"");
+    if (!*rc) *rc = wd_buf_append_json_str(o, v, strlen(v));
+    PUT(o, rc, "\"");
 }
+
+/* ,"k":n; k is a literal */
+#define KV_NUM(o, rc, k, fn, v)                                                                              \
+    do {                                                                                                     \
+        PUT(o, rc, ",\"" k "\":");                                                                           \
+        if (!*(rc)) *(rc) = fn((o), (v));                                                                    \
+    } while (0)
+#define KV_BOOL(o, rc, k, v)                                                                                 \
+    do {                                                                                                     \
+        if (v)                                                                                               \
+            PUT(o, rc, ",\"" k "\":true");                                                                   \
+        else                                                                                                 \
+            PUT(o, rc, ",\"" k "\":false");                                                                  \
+    } while (0)
 
 int wd_event_to_json(const wd_event_t *e, wd_buf_t *o)
 {
     char ts[32];
     wd_format_rfc3339(e->wall_ms, ts);
     size_t before = o->len;
-    wd_buf_printf(o, "{\"ts\":\"%s\",\"type\":\"request\"", ts);
-    kv_str(o, "request_id", e->request_id);
-    kv_str(o, "client_ip", e->client_ip);
-    kv_str(o, "method", e->method);
-    kv_str(o, "path", e->path);
-    kv_str(o, "route", e->route);
+    int rc = WD_OK;
+    PUT(o, &rc, "{\"ts\":\"");
+    put(o, &rc, ts, strlen(ts));
+    PUT(o, &rc, "\",\"type\":\"request\"");
+    kv_str(o, &rc, "request_id", e->request_id);
+    kv_str(o, &rc, "client_ip", e->client_ip);
+    kv_str(o, &rc, "method", e->method);
+    kv_str(o, &rc, "path", e->path);
+    kv_str(o, &rc, "route", e->route);
     if (e->principal[0]) {
-        kv_str(o, "principal", e->principal);
-        kv_str(o, "roles", e->roles);
-        wd_buf_printf(o, ",\"mfa\":%s", e->mfa ? "true" : "false");
+        kv_str(o, &rc, "principal", e->principal);
+        kv_str(o, &rc, "roles", e->roles);
+        KV_BOOL(o, &rc, "mfa", e->mfa);
     }
-    kv_str(o, "model", e->model[0] ? e->model : NULL);
-    kv_str(o, "upstream", e->upstream[0] ? e->upstream : NULL);
-    kv_str(o, "upstream_model", e->upstream_model[0] ? e->upstream_model : NULL);
-    wd_buf_printf(o, ",\"status\":%d", e->status);
-    kv_str(o, "decision", e->decision);
+    kv_str(o, &rc, "model", e->model[0] ? e->model : NULL);
+    kv_str(o, &rc, "upstream", e->upstream[0] ? e->upstream : NULL);
+    kv_str(o, &rc, "upstream_model", e->upstream_model[0] ? e->upstream_model : NULL);
+    KV_NUM(o, &rc, "status", wd_buf_append_i64, e->status);
+    kv_str(o, &rc, "decision", e->decision);
     if (e->code[0]) {
-        kv_str(o, "code", e->code);
-        kv_str(o, "reason", e->reason);
+        kv_str(o, &rc, "code", e->code);
+        kv_str(o, &rc, "reason", e->reason);
     }
-    if (e->rule[0]) kv_str(o, "rule", e->rule); /* also on allowed requests, e.g. limit:fail-open */
-    if (e->upstream_error) kv_str(o, "upstream_error", e->upstream_error);
+    if (e->rule[0]) kv_str(o, &rc, "rule", e->rule); /* also on allowed requests, e.g. limit:fail-open */
+    if (e->upstream_error) kv_str(o, &rc, "upstream_error", e->upstream_error);
     if (e->guard_profile[0]) {
-        kv_str(o, "guard_profile", e->guard_profile);
-        kv_str(o, "guard", e->guard);
+        kv_str(o, &rc, "guard_profile", e->guard_profile);
+        kv_str(o, &rc, "guard", e->guard);
     }
-    wd_buf_printf(o, ",\"stream\":%s", e->stream ? "true" : "false");
-    if (e->stream) wd_buf_printf(o, ",\"stream_events\":%u", e->stream_events);
-    if (e->prompt_tokens >= 0 || e->completion_tokens >= 0)
-        wd_buf_printf(o, ",\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"reported\":%s}",
-                      (long long)e->prompt_tokens, (long long)e->completion_tokens,
-                      e->usage_reported ? "true" : "false");
-    wd_buf_printf(o,
-                  ",\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_us\":%llu,\"upstream_us\":%llu,"
-                  "\"overhead_us\":%llu,\"ttfb_us\":%llu}\n",
-                  (unsigned long long)e->bytes_in, (unsigned long long)e->bytes_out,
-                  (unsigned long long)e->total_us, (unsigned long long)e->upstream_us,
-                  (unsigned long long)e->overhead_us, (unsigned long long)e->ttfb_us);
-    if (o->len == before) return WD_ENOMEM;
-    return WD_OK;
+    KV_BOOL(o, &rc, "stream", e->stream);
+    if (e->stream) KV_NUM(o, &rc, "stream_events", wd_buf_append_u64, e->stream_events);
+    if (e->prompt_tokens >= 0 || e->completion_tokens >= 0) {
+        PUT(o, &rc, ",\"usage\":{\"prompt_tokens\":");
+        if (!rc) rc = wd_buf_append_i64(o, e->prompt_tokens);
+        KV_NUM(o, &rc, "completion_tokens", wd_buf_append_i64, e->completion_tokens);
+        KV_BOOL(o, &rc, "reported", e->usage_reported);
+        PUT(o, &rc, "}");
+    }
+    KV_NUM(o, &rc, "bytes_in", wd_buf_append_u64, e->bytes_in);
+    KV_NUM(o, &rc, "bytes_out", wd_buf_append_u64, e->bytes_out);
+    KV_NUM(o, &rc, "duration_us", wd_buf_append_u64, e->total_us);
+    KV_NUM(o, &rc, "upstream_us", wd_buf_append_u64, e->upstream_us);
+    KV_NUM(o, &rc, "overhead_us", wd_buf_append_u64, e->overhead_us);
+    KV_NUM(o, &rc, "ttfb_us", wd_buf_append_u64, e->ttfb_us);
+    PUT(o, &rc, "}\n");
+    if (rc) o->len = before;
+    return rc;
 }
 
 int wd_event_sink_open(const char *path, char *err, size_t errlen)

@@ -68,6 +68,27 @@ int wd_buf_append(wd_buf_t *b, const void *p, size_t len)
 
 int wd_buf_append_str(wd_buf_t *b, const char *z) { return wd_buf_append(b, z, strlen(z)); }
 
+int wd_buf_append_u64(wd_buf_t *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return wd_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+int wd_buf_append_i64(wd_buf_t *b, int64_t v)
+{
+    if (v >= 0) return wd_buf_append_u64(b, (uint64_t)v);
+    size_t before = b->len;
+    int rc = wd_buf_append(b, "-", 1);
+    if (!rc) rc = wd_buf_append_u64(b, 0 - (uint64_t)v);
+    if (rc) b->len = before;
+    return rc;
+}
+
 int wd_buf_printf(wd_buf_t *b, const char *fmt, ...)
 {
     va_list ap;
@@ -181,17 +202,48 @@ uint64_t wd_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
 }
 
+static void put_digits(char *p, unsigned v, int n) /* n digits of v, zero-padded */
+{
+    while (n--) {
+        p[n] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 void wd_format_rfc3339(uint64_t wall_ms, char out[32])
 {
-    time_t s = (time_t)(wall_ms / 1000);
-    struct tm tm;
-    /* RFC 3339 years have four digits: clamp past 9999 (and on gmtime_r failure) instead of printing a
-     * longer, invalid timestamp. The unsigned modulos let the compiler prove the output fits in 32. */
-    if (!gmtime_r(&s, &tm) || tm.tm_year > 9999 - 1900)
-        tm = (struct tm){.tm_year = 9999 - 1900, .tm_mon = 11, .tm_mday = 31, .tm_hour = 23, .tm_min = 59, .tm_sec = 59};
-    snprintf(out, 32, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", (unsigned)(tm.tm_year + 1900) % 10000u,
-             (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u,
-             (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u, (unsigned)(wall_ms % 1000));
+    uint64_t s = wall_ms / 1000, z = s / 86400 + 719468; /* days since 0000-03-01 */
+    unsigned sod = (unsigned)(s % 86400);
+    /* The proleptic Gregorian date of a day count (H. Hinnant's civil_from_days): 400-year eras of
+     * 146097 days, years that start on 1 March so that the leap day is the last of the year. */
+    uint64_t era = z / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153, day = doy - (153 * mp + 2) / 5 + 1, mon = mp < 10 ? mp + 3 : mp - 9;
+    uint64_t year = era * 400 + yoe + (mon <= 2);
+    /* RFC 3339 years have four digits: clamp past 9999 instead of printing a longer, invalid timestamp. */
+    if (year > 9999) {
+        year = 9999;
+        mon = 12;
+        day = 31;
+        sod = 86399;
+    }
+    put_digits(out, (unsigned)year, 4);
+    out[4] = '-';
+    put_digits(out + 5, mon, 2);
+    out[7] = '-';
+    put_digits(out + 8, day, 2);
+    out[10] = 'T';
+    put_digits(out + 11, sod / 3600, 2);
+    out[13] = ':';
+    put_digits(out + 14, sod / 60 % 60, 2);
+    out[16] = ':';
+    put_digits(out + 17, sod % 60, 2);
+    out[19] = '.';
+    put_digits(out + 20, (unsigned)(wall_ms % 1000), 3);
+    out[23] = 'Z';
+    out[24] = 0;
 }
 
 int wd_random(void *buf, size_t len)

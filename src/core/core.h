@@ -53,6 +53,9 @@ int wd_buf_reserve(wd_buf_t *b, size_t extra);
 int wd_buf_append(wd_buf_t *b, const void *p, size_t len);
 int wd_buf_append_str(wd_buf_t *b, const char *z);
 int wd_buf_printf(wd_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append a number in decimal, without printf. */
+int wd_buf_append_u64(wd_buf_t *b, uint64_t v);
+int wd_buf_append_i64(wd_buf_t *b, int64_t v);
 /* Appends s as the inside of a JSON string (quotes not included), escaping as RFC 8259 requires. */
 int wd_buf_append_json_str(wd_buf_t *b, const char *p, size_t len);
 void wd_buf_consume(wd_buf_t *b, size_t n); /* drop the first n bytes */

@@ -88,11 +88,27 @@ static void build_head(wd_exchange_t *x, int status, const char *content_type, i
     x->head_sent = true;
     x->resp_status = status;
     wd_buf_t *o = &x->out;
-    wd_buf_printf(o, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status, wd_http_status_text(status), content_type);
-    if (len >= 0) wd_buf_printf(o, "Content-Length: %lld\r\n", (long long)len);
-    else wd_buf_append_str(o, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n");
-    wd_buf_printf(o, "x-warden-request-id: %s\r\n", x->id);
-    if (x->retry_after[0]) wd_buf_printf(o, "Retry-After: %s\r\n", x->retry_after);
+    /* appends, not printf: this runs for every response */
+    wd_buf_append_str(o, "HTTP/1.1 ");
+    wd_buf_append_u64(o, (uint64_t)status);
+    wd_buf_append_str(o, " ");
+    wd_buf_append_str(o, wd_http_status_text(status));
+    wd_buf_append_str(o, "\r\nContent-Type: ");
+    wd_buf_append_str(o, content_type);
+    if (len >= 0) {
+        wd_buf_append_str(o, "\r\nContent-Length: ");
+        wd_buf_append_u64(o, (uint64_t)len);
+        wd_buf_append_str(o, "\r\n");
+    } else {
+        wd_buf_append_str(o, "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n");
+    }
+    wd_buf_append_str(o, "x-warden-request-id: ");
+    wd_buf_append_str(o, x->id);
+    if (x->retry_after[0]) {
+        wd_buf_append_str(o, "\r\nRetry-After: ");
+        wd_buf_append_str(o, x->retry_after);
+    }
+    wd_buf_append_str(o, "\r\n");
     wd_buf_append(o, x->resp_headers.data, x->resp_headers.len);
     wd_buf_append(o, x->limit_headers, x->limit_headers_len);
     if (conn_will_close(x)) wd_buf_append_str(o, "Connection: close\r\n");

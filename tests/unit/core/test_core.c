@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -253,9 +254,60 @@ static void test_time(void **state)
     wd_format_rfc3339(253402300799000ull, out); /* the last representable second */
     assert_string_equal(out, "9999-12-31T23:59:59.000Z");
 
+    /* Every day boundary of years 1970..2400 and pseudo-random instants up to 9999, against gmtime_r. */
+    uint64_t x = 88172645463325252ull;
+    for (uint64_t i = 0; i < 400000; i++) {
+        uint64_t ms;
+        if (i < 157000) {
+            ms = i * 86400000ull - (i & 1); /* the last ms of the day before, or midnight */
+        } else {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            ms = x % 253402300800000ull;
+        }
+        time_t s = (time_t)(ms / 1000);
+        struct tm tm;
+        assert_non_null(gmtime_r(&s, &tm));
+        char want[64];
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+        wd_format_rfc3339(ms, out);
+        if (strcmp(out, want) != 0) fail_msg("%llu: %s, want %s", (unsigned long long)ms, out, want);
+    }
+
     uint64_t a = wd_now_ns(), b2 = wd_now_ns();
     assert_true(b2 >= a);
     assert_true(wd_wall_ms() > 1700000000000ull);
+}
+
+static void test_buf_numbers(void **state)
+{
+    (void)state;
+    wd_buf_t b;
+    wd_buf_init(&b, 0);
+    assert_int_equal(wd_buf_append_u64(&b, 0), 0);
+    assert_int_equal(wd_buf_append_str(&b, " "), 0);
+    assert_int_equal(wd_buf_append_u64(&b, UINT64_MAX), 0);
+    assert_int_equal(wd_buf_append_str(&b, " "), 0);
+    assert_int_equal(wd_buf_append_i64(&b, INT64_MIN), 0);
+    assert_int_equal(wd_buf_append_str(&b, " "), 0);
+    assert_int_equal(wd_buf_append_i64(&b, -1), 0);
+    assert_int_equal(wd_buf_append_str(&b, " "), 0);
+    assert_int_equal(wd_buf_append_i64(&b, INT64_MAX), 0);
+    assert_int_equal(wd_buf_append_str(&b, " "), 0);
+    assert_int_equal(wd_buf_append_u64(&b, 1000000007), 0);
+    const char *want = "0 18446744073709551615 -9223372036854775808 -1 9223372036854775807 1000000007";
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.data, want, b.len);
+    wd_buf_free(&b);
+    /* a number that does not fit is not cut: nothing is appended, the sign included */
+    wd_buf_init(&b, 3);
+    assert_int_equal(wd_buf_append_i64(&b, -123), WD_E2BIG);
+    assert_int_equal(wd_buf_append_u64(&b, 1234), WD_E2BIG);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(wd_buf_append_i64(&b, -12), 0);
+    assert_int_equal(b.len, 3);
+    assert_memory_equal(b.data, "-12", 3);
+    wd_buf_free(&b);
 }
 
 static void test_random(void **state)
@@ -330,9 +382,11 @@ static void test_read_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_str),       cmocka_unit_test(test_buf_basic), cmocka_unit_test(test_buf_limit),
-        cmocka_unit_test(test_buf_printf), cmocka_unit_test(test_json_str), cmocka_unit_test(test_time),
-        cmocka_unit_test(test_random),    cmocka_unit_test(test_errf), cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_str),         cmocka_unit_test(test_buf_basic),
+        cmocka_unit_test(test_buf_limit),   cmocka_unit_test(test_buf_printf),
+        cmocka_unit_test(test_json_str),    cmocka_unit_test(test_time),
+        cmocka_unit_test(test_buf_numbers), cmocka_unit_test(test_random),
+        cmocka_unit_test(test_errf),        cmocka_unit_test(test_read_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
