@@ -467,26 +467,15 @@ static double rng_next(worker_t *w)
 /* "" lit makes anything but a string literal a compile error (sizeof a pointer would be silent). */
 #define AP(b, lit) wd_buf_append((b), "" lit, sizeof("" lit) - 1)
 
-static int ap_u64(wd_buf_t *b, uint64_t v)
-{
-    char t[24];
-    size_t n = sizeof t;
-    do {
-        t[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return wd_buf_append(b, t + n, sizeof t - n);
-}
-
 /* ,"usage":{...} of a completion: prompt and completion tokens and their sum */
 static int ap_usage(wd_buf_t *b, uint64_t pt, uint64_t ct)
 {
     int rc = AP(b, ",\"usage\":{\"prompt_tokens\":");
-    rc |= ap_u64(b, pt);
+    rc |= wd_buf_append_u64(b, pt);
     rc |= AP(b, ",\"completion_tokens\":");
-    rc |= ap_u64(b, ct);
+    rc |= wd_buf_append_u64(b, ct);
     rc |= AP(b, ",\"total_tokens\":");
-    rc |= ap_u64(b, pt + ct);
+    rc |= wd_buf_append_u64(b, pt + ct);
     return rc | AP(b, "}");
 }
 
@@ -691,7 +680,7 @@ static void conn_linger(conn_t *c)
 static int ap_head(conn_t *c, wd_buf_t *out, int status, const char *ctype, int64_t clen)
 {
     int rc = AP(out, "HTTP/1.1 ");
-    rc |= ap_u64(out, (uint64_t)status);
+    rc |= wd_buf_append_u64(out, (uint64_t)status);
     rc |= AP(out, " ");
     const char *reason = wd_http_status_text(status);
     rc |= wd_buf_append_str(out, reason ? reason : "Unknown");
@@ -699,7 +688,7 @@ static int ap_head(conn_t *c, wd_buf_t *out, int status, const char *ctype, int6
     rc |= wd_buf_append_str(out, ctype);
     if (clen >= 0) {
         rc |= AP(out, "\r\nContent-Length: ");
-        rc |= ap_u64(out, (uint64_t)clen);
+        rc |= wd_buf_append_u64(out, (uint64_t)clen);
     } else if (c->vminor >= 1) {
         rc |= AP(out, "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache");
     }
@@ -883,7 +872,7 @@ static int stream_build(conn_t *c)
                     rc |= AP(ev, "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}");
                 } else {
                     rc |= AP(ev, "{\"text\":\"\",\"index\":");
-                    rc |= ap_u64(ev, s->cur_seg);
+                    rc |= wd_buf_append_u64(ev, s->cur_seg);
                     rc |= AP(ev, ",\"logprobs\":null,\"finish_reason\":\"stop\"}");
                 }
                 rc |= stream_ap_usage_null(s, ev);
@@ -908,7 +897,7 @@ static int stream_build(conn_t *c)
                 rc |= AP(ev, "\"},\"logprobs\":null,\"finish_reason\":null}");
             } else {
                 rc |= AP(ev, "\",\"index\":");
-                rc |= ap_u64(ev, s->cur_seg);
+                rc |= wd_buf_append_u64(ev, s->cur_seg);
                 rc |= AP(ev, ",\"logprobs\":null,\"finish_reason\":null}");
             }
             rc |= stream_ap_usage_null(s, ev);
@@ -922,11 +911,11 @@ static int stream_build(conn_t *c)
             uint64_t ct = ntokens(s->completion_bytes);
             rc |= wd_buf_append(ev, s->prefix.data, s->prefix.len);
             rc |= AP(ev, "],\"usage\":{\"prompt_tokens\":");
-            rc |= ap_u64(ev, s->prompt_tokens);
+            rc |= wd_buf_append_u64(ev, s->prompt_tokens);
             rc |= AP(ev, ",\"completion_tokens\":");
-            rc |= ap_u64(ev, ct);
+            rc |= wd_buf_append_u64(ev, ct);
             rc |= AP(ev, ",\"total_tokens\":");
-            rc |= ap_u64(ev, s->prompt_tokens + ct);
+            rc |= wd_buf_append_u64(ev, s->prompt_tokens + ct);
             rc |= AP(ev, "}}\n\n");
             return rc ? rc : 1;
         }
@@ -1033,10 +1022,10 @@ static int stream_setup(conn_t *c, bool chat, const char *model, size_t model_le
     wd_buf_reset(&s->text);
     int rc = AP(&s->prefix, "data: {\"id\":\"");
     rc |= chat ? AP(&s->prefix, "chatcmpl-") : AP(&s->prefix, "cmpl-");
-    rc |= ap_u64(&s->prefix, id);
+    rc |= wd_buf_append_u64(&s->prefix, id);
     rc |= chat ? AP(&s->prefix, "\",\"object\":\"chat.completion.chunk\",\"created\":")
                : AP(&s->prefix, "\",\"object\":\"text_completion\",\"created\":");
-    rc |= ap_u64(&s->prefix, created);
+    rc |= wd_buf_append_u64(&s->prefix, created);
     rc |= AP(&s->prefix, ",\"model\":");
     rc |= wd_buf_append(&s->prefix, model, model_len);
     rc |= AP(&s->prefix, ",\"choices\":[");
@@ -1137,9 +1126,9 @@ static int handle_chat(conn_t *c, wd_buf_t *out, const wd_http_msg_t *m, const c
     wd_buf_t *b = &w->body;
     wd_buf_reset(b);
     rc = AP(b, "{\"id\":\"chatcmpl-");
-    rc |= ap_u64(b, id);
+    rc |= wd_buf_append_u64(b, id);
     rc |= AP(b, "\",\"object\":\"chat.completion\",\"created\":");
-    rc |= ap_u64(b, created);
+    rc |= wd_buf_append_u64(b, created);
     rc |= AP(b, ",\"model\":");
     rc |= wd_buf_append(b, mraw.p, mraw.len);
     rc |= AP(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
@@ -1257,9 +1246,9 @@ static int handle_completions(conn_t *c, wd_buf_t *out, const char *body, size_t
     wd_buf_t *b = &w->body;
     wd_buf_reset(b);
     rc = AP(b, "{\"id\":\"cmpl-");
-    rc |= ap_u64(b, id);
+    rc |= wd_buf_append_u64(b, id);
     rc |= AP(b, "\",\"object\":\"text_completion\",\"created\":");
-    rc |= ap_u64(b, created);
+    rc |= wd_buf_append_u64(b, created);
     rc |= AP(b, ",\"model\":");
     rc |= wd_buf_append(b, mraw.p, mraw.len);
     rc |= AP(b, ",\"choices\":[");
@@ -1267,7 +1256,7 @@ static int handle_completions(conn_t *c, wd_buf_t *out, const char *body, size_t
         rc |= k ? AP(b, ",{\"text\":\"") : AP(b, "{\"text\":\"");
         rc |= wd_buf_append_json_str(b, text->data + offs[k], lens[k]);
         rc |= AP(b, "\",\"index\":");
-        rc |= ap_u64(b, k);
+        rc |= wd_buf_append_u64(b, k);
         rc |= AP(b, ",\"logprobs\":null,\"finish_reason\":\"stop\"}");
     }
     rc |= AP(b, "]");
@@ -1333,7 +1322,7 @@ static int ap_embedding(worker_t *w, wd_buf_t *b, const char *p, size_t n, bool 
         int64_t fv = v % 1000000;
         for (int k = 5; k >= 0; k--, fv /= 10) frac[k] = (char)('0' + fv % 10);
         frac[6] = 0;
-        rc |= ap_u64(b, (uint64_t)(v / 1000000));
+        rc |= wd_buf_append_u64(b, (uint64_t)(v / 1000000));
         rc |= AP(b, ".");
         rc |= wd_buf_append(b, frac, 6);
     }
@@ -1414,7 +1403,7 @@ static void handle_embeddings(conn_t *c, wd_buf_t *out, const char *body, size_t
     int rc = AP(b, "{\"object\":\"list\",\"data\":[");
     for (int e = first, k = 0; k < (int)n; k++, e = (int)d.toks[e].next) {
         rc |= k ? AP(b, ",{\"object\":\"embedding\",\"index\":") : AP(b, "{\"object\":\"embedding\",\"index\":");
-        rc |= ap_u64(b, (uint64_t)k);
+        rc |= wd_buf_append_u64(b, (uint64_t)k);
         rc |= AP(b, ",\"embedding\":");
         if (tok_type(&d, e) == WD_JSON_STRING) {
             wd_buf_reset(&w->text);
@@ -1433,9 +1422,9 @@ static void handle_embeddings(conn_t *c, wd_buf_t *out, const char *body, size_t
     rc |= wd_buf_append(b, mraw.p, mraw.len);
     if (!w->o->no_usage) {
         rc |= AP(b, ",\"usage\":{\"prompt_tokens\":");
-        rc |= ap_u64(b, pt);
+        rc |= wd_buf_append_u64(b, pt);
         rc |= AP(b, ",\"total_tokens\":");
-        rc |= ap_u64(b, pt);
+        rc |= wd_buf_append_u64(b, pt);
         rc |= AP(b, "}");
     }
     rc |= AP(b, "}");
