@@ -14,13 +14,14 @@
  * candidate: the word-boundary check, the validator, the context words, min_score; and finally the
  * overlap resolution (higher score, then longer, then the earlier rule).
  *
- * Databases are Hyperscan stream-mode databases. A stream (an SSE answer, a large file) writes each
- * piece to them once, with the same pipeline on a sliding history: Hyperscan reports a match once
+ * The databases of rules that serve answers are Hyperscan stream-mode databases (the others are only
+ * scanned in blocks and are block-mode ones; see STREAMED). A stream (an SSE answer, a large file) writes
+ * each piece to them once, with the same pipeline on a sliding history: Hyperscan reports a match once
  * nothing that follows can change it, and a candidate becomes final once no later match can overlap
- * it and its right-hand context has arrived, so the findings equal a block scan's. A block scan is a
- * stream of one write. What a stream must hold back is short: the longest span of the rules with
- * short spans (SHORT_WIN at most), and, for each rule whose spans can be longer (a private key, a
- * JWT, an e-mail address), only from where a match of it is in progress (PCRE2 partial matching).
+ * it and its right-hand context has arrived, so the findings equal a block scan's. A block scan of a
+ * stream-mode database is a stream of one write. What a stream must hold back is short: the longest span of
+ * the rules with short spans (SHORT_WIN at most), and, for each rule whose spans can be longer (a private
+ * key, a JWT, an e-mail address), only from where a match of it is in progress (PCRE2 partial matching).
  *
  * Rules are compiled in parts: by the purposes they serve (prompts, answers, the injection screen;
  * see WD_GUARD_*), so a scan runs only the rules it needs. Inside a part, the rules with
@@ -97,12 +98,16 @@ typedef struct {
 
 /* The rules that serve the same purposes are compiled together, so a scan for some purposes runs only
  * the databases of the rules it needs (a prompt is not scanned for content categories, an answer not
- * for injection signatures). Every part is one stream-mode database: streams feed it piece by piece,
- * and a block scan is a stream of one write, reset for the next. */
+ * for injection signatures). Streams are for answers: a part whose rules serve WD_GUARD_OUTPUT has
+ * stream-mode databases, which streams feed piece by piece and a block scan uses as a stream of one
+ * write, reset for the next; any other part is only ever scanned in blocks and has a block-mode one,
+ * which Hyperscan runs with less set-up per scan (no stream state to reset). */
+#define STREAMED(uses) ((uses)&WD_GUARD_OUTPUT)
+
 typedef struct {
     unsigned uses;
-    hs_database_t *hs;  /* HS_MODE_STREAM: its rules that are not gated (NULL if none) */
-    hs_database_t *ghs; /* HS_MODE_STREAM: its gated rules, for streams (NULL if none) */
+    hs_database_t *hs;  /* its rules that are not gated: HS_MODE_STREAM if STREAMED, else HS_MODE_BLOCK */
+    hs_database_t *ghs; /* HS_MODE_STREAM: its gated rules, for streams (NULL if none or not STREAMED) */
     hs_database_t *ctx; /* HS_MODE_BLOCK: the context words of its gated rules, caseless literals */
     uint32_t win;       /* the longest win among its rules */
 } part_t;
@@ -559,6 +564,16 @@ static size_t max_cands(const wd_findings_t *out)
 /* ---------------------------------------------------------------------------------------------- */
 /* Running a database */
 
+static int run_block(const hs_database_t *hs, wd_guard_scratch_t *s, match_ctx_t *m, const char *text,
+                     size_t len)
+{
+    m->scan_base = 0;
+    hs_error_t hr = hs_scan(hs, text, (unsigned int)len, 0, s->hs, on_match, m);
+    if (m->err) return m->err;
+    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    return WD_OK;
+}
+
 static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf, uint64_t babs,
                   size_t from, size_t to)
 {
@@ -690,7 +705,9 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
     for (size_t i = 0; i < db->nparts; i++) {
         const part_t *pt = &db->parts[i];
         if (!(pt->uses & uses)) continue;
-        int rc = pt->hs ? run_db(s->bst[i], s, &m, text, 0, 0, len) : WD_OK;
+        int rc = !pt->hs              ? WD_OK
+                 : STREAMED(pt->uses) ? run_db(s->bst[i], s, &m, text, 0, 0, len)
+                                      : run_block(pt->hs, s, &m, text, len);
         if (!rc && pt->ctx) rc = scan_gated(db, s, pt, &m, text, len);
         if (rc) return rc;
     }
@@ -718,11 +735,11 @@ wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
     s->db = db;
     for (size_t i = 0; i < db->nparts; i++) {
         const part_t *pt = &db->parts[i];
-        if (pt->hs &&
-            (hs_alloc_scratch(pt->hs, &s->hs) != HS_SUCCESS || hs_open_stream(pt->hs, 0, &s->bst[i]) != HS_SUCCESS))
+        if (pt->hs && (hs_alloc_scratch(pt->hs, &s->hs) != HS_SUCCESS ||
+                       (STREAMED(pt->uses) && hs_open_stream(pt->hs, 0, &s->bst[i]) != HS_SUCCESS)))
             goto fail;
-        if (pt->ghs &&
-            (hs_alloc_scratch(pt->ghs, &s->hs) != HS_SUCCESS || hs_alloc_scratch(pt->ctx, &s->hs) != HS_SUCCESS))
+        if ((pt->ghs && hs_alloc_scratch(pt->ghs, &s->hs) != HS_SUCCESS) ||
+            (pt->ctx && hs_alloc_scratch(pt->ctx, &s->hs) != HS_SUCCESS))
             goto fail;
     }
     for (size_t i = 0; i < db->ngated; i++)
@@ -785,7 +802,8 @@ wd_guard_stream_t *wd_guard_stream_open_for(wd_guard_db_t *db, unsigned uses, fl
     for (size_t i = 0; i < db->nparts; i++) {
         const part_t *pt = &db->parts[i];
         if (!(pt->uses & uses)) continue;
-        if ((pt->hs && hs_open_stream(pt->hs, 0, &st->hst[i]) != HS_SUCCESS) ||
+        if (!STREAMED(pt->uses) || /* its rules are never run on answers: no stream databases */
+            (pt->hs && hs_open_stream(pt->hs, 0, &st->hst[i]) != HS_SUCCESS) ||
             (pt->ghs && hs_open_stream(pt->ghs, 0, &st->gst[i]) != HS_SUCCESS)) {
             wd_guard_stream_free(st);
             return NULL;
@@ -1711,6 +1729,7 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
                 db->words[db->nwords++] = (ctxword_t){.s = r->context[k], .len = db->rt[i].ctxlen[k]};
         }
     }
+    if (db->ngated == g0) return WD_OK; /* the part has none */
     size_t nw = db->nwords - w0, nslots = 0;
     for (size_t i = 0; i < w0; i++)
         nslots += db->words[i].n;
@@ -1770,10 +1789,12 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
         return wd_errf(err, errlen, WD_ENOMEM, "out of memory");
     for (unsigned uses = 1; uses <= WD_GUARD_ANY; uses++) {
         part_t pt = {.uses = uses};
-        int rc = compile_rules(db, uses, false, SIZE_MAX, HS_MODE_STREAM, &pt.hs, &pt.win, err, errlen);
-        if (!rc) rc = compile_rules(db, uses, true, SIZE_MAX, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
-        if (!rc && pt.ghs) rc = compile_gated(db, &pt, err, errlen);
-        if (pt.hs || pt.ghs) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
+        unsigned mode = STREAMED(uses) ? HS_MODE_STREAM : HS_MODE_BLOCK;
+        int rc = compile_rules(db, uses, false, SIZE_MAX, mode, &pt.hs, &pt.win, err, errlen);
+        if (!rc && STREAMED(uses))
+            rc = compile_rules(db, uses, true, SIZE_MAX, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
+        if (!rc) rc = compile_gated(db, &pt, err, errlen);
+        if (pt.hs || pt.ghs || pt.ctx) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
         if (rc) return rc;
     }
     db->compiled = true;

@@ -150,7 +150,9 @@ typedef struct wd_guard_stream wd_guard_stream_t;
 /* Bound on the bytes a stream caller must hold back (at most 2 x wd_guard_db_max_len + 35). */
 size_t wd_guard_db_holdback(const wd_guard_db_t *db);
 
-/* Opens a stream (takes a reference on db). min_score applies to every finding of the stream. */
+/* Opens a stream (takes a reference on db). min_score applies to every finding of the stream.
+ * Streams run on answers: NULL if a rule the stream would run does not serve WD_GUARD_OUTPUT (only
+ * such rules have stream databases; with the default purposes, every rule does). */
 wd_guard_stream_t *wd_guard_stream_open(wd_guard_db_t *db, float min_score);
 /* The same with only the rules serving one of the purposes in `uses`. */
 wd_guard_stream_t *wd_guard_stream_open_for(wd_guard_db_t *db, unsigned uses, float min_score);

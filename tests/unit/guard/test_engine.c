@@ -689,34 +689,37 @@ static void test_stream_holdback_bounded(void **state)
 /* ---------------------------------------------------------------------------------------------- */
 /* Rule purposes */
 
-/* A scan for some purposes sees only the rules that serve one of them. */
+/* A scan for some purposes sees only the rules that serve one of them. Rules that never run on answers
+ * (here "in" and "gin", a context-gated one) are compiled for block scans only: streams refuse them. */
 static void test_uses(void **state)
 {
     (void)state;
     char err[ERRLEN];
-    const char *yaml = HEAD R("in", "IN", "", "alpha") R("out", "OUT", "", "beta") R("both", "BOTH", "", "gamma")
-        R("never", "NEVER", "", "delta");
+    const char *yaml = HEAD R("in", "IN", "", "alpha") R("out", "OUT", "", "beta")
+        R("both", "BOTH", "", "gamma") R("never", "NEVER", "", "delta")
+            R("gin", "GIN", "    context: [pin]\n    context_required: true\n", "[0-9]{4}");
     wd_guard_db_t *db = wd_guard_db_parse_buf("r.yaml", yaml, strlen(yaml), err, sizeof err);
     assert_non_null(db);
     assert_int_equal(wd_guard_db_set_uses(db, 0, WD_GUARD_INPUT), WD_OK);
     assert_int_equal(wd_guard_db_set_uses(db, 1, WD_GUARD_OUTPUT), WD_OK);
     assert_int_equal(wd_guard_db_set_uses(db, 2, WD_GUARD_INPUT | WD_GUARD_OUTPUT), WD_OK);
     assert_int_equal(wd_guard_db_set_uses(db, 3, 0), WD_OK);
-    assert_int_equal(wd_guard_db_set_uses(db, 4, 0), WD_EINVAL);  /* no such rule */
+    assert_int_equal(wd_guard_db_set_uses(db, 4, WD_GUARD_INPUT), WD_OK);
+    assert_int_equal(wd_guard_db_set_uses(db, 5, 0), WD_EINVAL);  /* no such rule */
     assert_int_equal(wd_guard_db_set_uses(db, 0, 8), WD_EINVAL);  /* no such purpose */
     assert_null(wd_guard_stream_open(db, 0));                       /* not compiled yet */
     assert_int_equal(wd_guard_db_compile(db, err, sizeof err), WD_OK);
     assert_int_equal(wd_guard_db_set_uses(db, 0, WD_GUARD_ANY), WD_EINVAL);
     fx_t x = {.db = db, .s = wd_guard_scratch_new(db)};
     wd_findings_init(&x.f);
-    const char *t = "alpha beta gamma delta";
+    const char *t = "alpha beta gamma delta 1234 pin 5678";
     static const struct {
         unsigned uses;
         const char *want;
-    } cases[] = {{WD_GUARD_INPUT, "in:0-5 both:11-16"},
+    } cases[] = {{WD_GUARD_INPUT, "in:0-5 both:11-16 gin:23-27 gin:32-36"},
                  {WD_GUARD_OUTPUT, "out:6-10 both:11-16"},
                  {WD_GUARD_INJECTION, ""},
-                 {WD_GUARD_ANY, "in:0-5 out:6-10 both:11-16"}};
+                 {WD_GUARD_ANY, "in:0-5 out:6-10 both:11-16 gin:23-27 gin:32-36"}};
     for (size_t i = 0; i < WD_ARRAY_LEN(cases); i++) {
         assert_int_equal(wd_guard_scan_for(db, x.s, cases[i].uses, t, strlen(t), 0, &x.f), WD_OK);
         char got[256] = "";
@@ -727,6 +730,8 @@ static void test_uses(void **state)
         }
         if (strcmp(got, cases[i].want)) fail_msg("uses %u: got '%s', want '%s'", cases[i].uses, got, cases[i].want);
     }
+    assert_null(wd_guard_stream_open_for(db, WD_GUARD_INPUT, 0));
+    assert_null(wd_guard_stream_open(db, 0));
     /* a stream for answers reports only the output rules */
     wd_guard_stream_t *st = wd_guard_stream_open_for(db, WD_GUARD_OUTPUT, 0);
     assert_non_null(st);
