@@ -8,7 +8,9 @@
  * Scanning: Hyperscan runs without start-of-match tracking, which is what makes it fast, and reports
  * (rule, end) for every end position of every match. Each end is confirmed by PCRE2 on the window
  * [end - win, end]: the pattern is compiled with PCRE2_ENDANCHORED and the subject is cut at `end`,
- * so an unanchored search finds the leftmost start whose match ends exactly there. Rules whose pattern
+ * so an unanchored search finds the leftmost start whose match ends exactly there. The search begins
+ * after the last byte before `end` that no match of the pattern can contain (guard/pattern.h): an
+ * e-mail address is confirmed from the space before it, not from 254 bytes earlier. Rules whose pattern
  * has a fixed width (Hyperscan tells us) need no confirmation at all: start = end - width. Matches
  * of one rule sharing a start keep the longest end (greedy, as PCRE2 would report). Then, per
  * candidate: the word-boundary check, the validator, the context words, min_score; and finally the
@@ -31,6 +33,7 @@
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
 #include "guard/guard.h"
+#include "guard/pattern.h"
 
 #include "config/yamltree.h"
 
@@ -89,6 +92,8 @@ typedef struct {
     uint8_t ls_bit;    /* longspan rules, when the db has at most 64: its bit in ls_first */
     uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
+    bool narrow;      /* confirmations start after the last byte before the end not in bytes ... */
+    uint8_t bytes[32]; /* ... which are all a match can contain (wd_pattern_bytes) */
     wd_validator_fn validate;
     uint8_t ctxlen[MAX_WORDS]; /* strlen of each context word */
     uint8_t uses;              /* WD_GUARD_* purposes the rule serves; 0 = never scanned */
@@ -295,6 +300,12 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     } else {
         uint64_t wstart = end > rt->win ? end - rt->win : 0;
         if (wstart < m->base) wstart = m->base; /* cannot happen: the history keeps every window */
+        if (rt->narrow) { /* a match holds only its pattern's bytes: none starts before such a run */
+            uint64_t x = end;
+            while (x > wstart && wd_byte_in(rt->bytes, (unsigned char)m->buf[x - 1 - m->base]))
+                x--;
+            wstart = x;
+        }
         /* Cutting the subject at `end` with an end-anchored pattern makes the unanchored search return
          * the leftmost start whose match ends exactly at `end`. NOTBOL: `^` means the start of the
          * text, which the history no longer holds once it has slid. */
@@ -1530,6 +1541,9 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
                        r->max_len);
     rt->win = maxw < r->max_len ? maxw : r->max_len;
     rt->fixed = (minw == maxw) ? maxw : 0;
+    if (!rt->fixed && wd_pattern_bytes(r->pattern, r->caseless, rt->bytes))
+        for (size_t k = 0; k < sizeof rt->bytes && !rt->narrow; k++)
+            rt->narrow = rt->bytes[k] != 0xff; /* with every byte possible, there is nothing to skip */
 
     int ecode;
     PCRE2_SIZE eoff;

@@ -1,0 +1,248 @@
+/* wd_pattern_bytes (src/guard/pattern.c): the bytes a pattern's matches can contain, which the engine
+ * uses to start its PCRE2 confirmations late. Hand-written cases for the syntax (and what it must
+ * refuse), then a check against PCRE2 itself: every shipped rule's pattern, matched by PCRE2 at every
+ * position of a corpus (every rule's examples, the Presidio test set, dense text built from them),
+ * may only ever match bytes the reader says it can. A byte missing from the set would make the engine
+ * miss or cut short a finding. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <jansson.h>
+#include <pcre2.h>
+
+#include "guard/guard.h"
+#include "guard/pattern.h"
+
+/* The set as a string of its bytes (printable ASCII as is, others as \xHH), for readable failures. */
+static void show(const uint8_t b[32], char *out, size_t cap)
+{
+    size_t n = 0;
+    for (unsigned c = 0; c < 256 && n + 5 < cap; c++)
+        if (wd_byte_in(b, (unsigned char)c))
+            n += (size_t)(c >= 0x20 && c < 0x7f ? snprintf(out + n, cap - n, "%c", c)
+                                                : snprintf(out + n, cap - n, "\\x%02x", c));
+    out[n] = 0;
+}
+
+/* The pattern's set must be exactly the bytes in `want` (escapes as in C); ok must be as given. */
+static void expect(const char *pat, bool caseless, bool ok, const char *want, size_t wlen)
+{
+    uint8_t b[32], w[32] = {0};
+    bool got_ok = wd_pattern_bytes(pat, caseless, b);
+    if (!ok) {
+        for (unsigned c = 0; c < 32; c++)
+            w[c] = 0xff;
+    } else {
+        for (size_t i = 0; i < wlen; i++)
+            w[(unsigned char)want[i] >> 3] |= (uint8_t)(1u << ((unsigned char)want[i] & 7));
+    }
+    char gs[1200], ws[1200];
+    show(b, gs, sizeof gs);
+    show(w, ws, sizeof ws);
+    if (got_ok != ok || memcmp(b, w, 32) != 0)
+        fail_msg("pattern '%s'%s: got %s {%s}, want %s {%s}", pat, caseless ? " (caseless)" : "",
+                 got_ok ? "ok" : "refused", gs, ok ? "ok" : "refused", ws);
+}
+#define EXPECT(pat, ci, want) expect(pat, ci, true, want, sizeof(want) - 1)
+#define REFUSED(pat) expect(pat, false, false, "", 0)
+
+static void test_syntax(void **state)
+{
+    (void)state;
+    EXPECT("abc", false, "abc");
+    EXPECT("abc", true, "abcABC");
+    EXPECT("a[^a-y]", false,
+           "a\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13"
+           "\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f !\"#$%&'()*+,-./0123456789:;<=>?@"
+           "ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`z{|}~\x7f\x80\x81\x82\x83\x84\x85\x86\x87\x88\x89"
+           "\x8a\x8b\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95\x96\x97\x98\x99\x9a\x9b\x9c\x9d\x9e"
+           "\x9f\xa0\xa1\xa2\xa3\xa4\xa5\xa6\xa7\xa8\xa9\xaa\xab\xac\xad\xae\xaf\xb0\xb1\xb2\xb3"
+           "\xb4\xb5\xb6\xb7\xb8\xb9\xba\xbb\xbc\xbd\xbe\xbf\xc0\xc1\xc2\xc3\xc4\xc5\xc6\xc7\xc8"
+           "\xc9\xca\xcb\xcc\xcd\xce\xcf\xd0\xd1\xd2\xd3\xd4\xd5\xd6\xd7\xd8\xd9\xda\xdb\xdc\xdd"
+           "\xde\xdf\xe0\xe1\xe2\xe3\xe4\xe5\xe6\xe7\xe8\xe9\xea\xeb\xec\xed\xee\xef\xf0\xf1\xf2"
+           "\xf3\xf4\xf5\xf6\xf7\xf8\xf9\xfa\xfb\xfc\xfd\xfe\xff");
+    /* quantifiers consume nothing; a brace that is not one is a literal */
+    EXPECT("\\d{2,4}x{3}y{1,}z*?", false, "0123456789xyz");
+    EXPECT("a{,3}", false, "a{,3}");
+    EXPECT("a{x}", false, "a{x}");
+    /* escapes and shorthands */
+    EXPECT("\\x41\\t\\.\\-\\\\", false, "A\t.-\\");
+    EXPECT("\\s", false, "\t\n\v\f\r ");
+    EXPECT("\\h\\v", false, "\t \xa0\n\v\f\r\x85");
+    EXPECT("\\w", false, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_");
+    EXPECT("\\bab\\B\\Aa\\z\\Z\\G", false, "ab");
+    /* classes: a leading ] or -, a trailing -, escapes, shorthands, backspace */
+    EXPECT("[]a]", false, "]a");
+    EXPECT("[-a][a-]", false, "-a");
+    EXPECT("[\\]\\d\\b]", false, "]0123456789\x08");
+    EXPECT("[a-c\\x30-\\x32]", true, "abcABC012");
+    /* groups: non-capturing, lookaround (its bytes are kept: a superset), named, comments, flags */
+    EXPECT("(?:a|b)(?=c)(?!d)(?<=e)(?<!f)(?>g)", false, "abcdefg");
+    EXPECT("(?<year>1)(?P<m>2)(?'d'3)(?#a comment)", false, "123");
+    EXPECT("(?i)ab", false, "abAB");
+    EXPECT("x(?i:y)", false, "xXyY"); /* (?i) anywhere folds the whole set: a superset */
+    EXPECT("(?s-m)a", false, "a");
+    EXPECT("^a$|b", false, "ab");
+    /* the engine's own kind of pattern */
+    EXPECT("\\b[0-9]{3}[\\- ][0-9]{2}\\b", false, "0123456789- ");
+    /* a dot is any byte: the set is full, and that is not a refusal */
+    uint8_t b[32];
+    assert_true(wd_pattern_bytes("a.b", false, b));
+    for (unsigned c = 0; c < 32; c++)
+        assert_int_equal(b[c], 0xff);
+    /* what the reader does not know for certain is refused (every bit set) */
+    REFUSED("[[:alpha:]]");
+    REFUSED("\\p{L}");
+    REFUSED("\\Qa.b\\E");
+    REFUSED("\\x{41}");
+    REFUSED("\\x4");
+    REFUSED("(?x)a b");
+    REFUSED("(*UCP)\\w");
+    REFUSED("(a)\\1");
+    REFUSED("\\012");
+    REFUSED("\\cA");
+    REFUSED("(?(1)a|b)");
+    REFUSED("(?|a)");
+    REFUSED("[z-a]");
+    REFUSED("[abc");
+    REFUSED("(?<name");
+    REFUSED("(?#unterminated");
+    REFUSED("a\\");
+    assert_false(wd_pattern_bytes(NULL, false, b));
+}
+
+/* ---- against PCRE2 ---------------------------------------------------------------------------- */
+
+typedef struct {
+    char **v;
+    size_t n, cap;
+} strs_t;
+
+static void strs_add(strs_t *s, const char *t)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 256;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+        assert_non_null(s->v);
+    }
+    s->v[s->n] = strdup(t);
+    assert_non_null(s->v[s->n]);
+    s->n++;
+}
+
+/* Every match PCRE2 finds from every start position of text, anchored there, holds only bytes of b. */
+static size_t check_text(const wd_rule_t *r, const pcre2_code *code, pcre2_match_data *md,
+                         const uint8_t b[32], const char *text)
+{
+    size_t len = strlen(text), matches = 0;
+    for (size_t s = 0; s < len; s++) {
+        int rc = pcre2_match(code, (PCRE2_SPTR)text, len, s, PCRE2_ANCHORED, md, NULL);
+        if (rc < 0) continue;
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        matches++;
+        for (size_t i = ov[0]; i < ov[1]; i++)
+            if (!wd_byte_in(b, (unsigned char)text[i]))
+                fail_msg("rule %s: PCRE2 matched byte 0x%02x at %zu of \"%.*s\", which its set lacks", r->id,
+                         (unsigned char)text[i], i - ov[0], (int)(ov[1] - ov[0]), text + ov[0]);
+    }
+    return matches;
+}
+
+static void corpus(const wd_guard_db_t *db, strs_t *c)
+{
+    for (size_t i = 0; i < wd_guard_db_nrules(db); i++) {
+        const wd_rule_t *r = wd_guard_db_rule(db, i);
+        for (size_t k = 0; k < r->nex_match; k++)
+            strs_add(c, r->ex_match[k]);
+        for (size_t k = 0; k < r->nex_no_match; k++)
+            strs_add(c, r->ex_no_match[k]);
+    }
+    /* dense text: every example after the next, with the separators prose puts between values */
+    static const char *const seps[] = {" ", ", ", "\n", ": ", " (", ") ", "; ", "\t", "=", "\"", "'"};
+    size_t nex = c->n;
+    for (size_t i = 0; i + 1 < nex; i++) {
+        char buf[4096];
+        snprintf(buf, sizeof buf, "%s%s%s%s", c->v[i], seps[i % (sizeof seps / sizeof *seps)], c->v[i + 1],
+                 seps[(i + 3) % (sizeof seps / sizeof *seps)]);
+        strs_add(c, buf);
+    }
+    /* the shared data sets: PII texts, benign prompts, prompt injections */
+    static const struct {
+        const char *file, *field;
+    } sets[] = {{"../shared/data/dev/pii_presidio_generated_small.json", "full_text"},
+                {"../shared/data/dev/benign_prompts_wildguard.json", "prompt"},
+                {"../shared/data/dev/injection_injecguard_valid.json", "prompt"}};
+    for (size_t f = 0; f < sizeof sets / sizeof *sets; f++) {
+        json_error_t jerr;
+        json_t *set = json_load_file(sets[f].file, 0, &jerr);
+        if (!set) fail_msg("%s: %s", sets[f].file, jerr.text);
+        size_t i, before = c->n;
+        json_t *rec;
+        json_array_foreach(set, i, rec)
+        {
+            const char *t = json_string_value(json_object_get(rec, sets[f].field));
+            if (t) strs_add(c, t);
+        }
+        if (c->n == before) fail_msg("%s: no \"%s\" texts", sets[f].file, sets[f].field);
+        json_decref(set);
+    }
+}
+
+static void test_shipped_rules_against_pcre2(void **state)
+{
+    (void)state;
+    char err[512];
+    wd_guard_db_t *db = wd_guard_db_parse("rules", err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    strs_t c = {0};
+    corpus(db, &c);
+    assert_true(c.n > 1000);
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    assert_non_null(md);
+    size_t read = 0, matched = 0, with_examples = 0;
+    for (size_t i = 0; i < wd_guard_db_nrules(db); i++) {
+        const wd_rule_t *r = wd_guard_db_rule(db, i);
+        uint8_t b[32];
+        if (!wd_pattern_bytes(r->pattern, r->caseless, b)) continue; /* refused: the engine assumes nothing */
+        read++;
+        int ecode;
+        PCRE2_SIZE eoff;
+        pcre2_code *code = pcre2_compile((PCRE2_SPTR)r->pattern, PCRE2_ZERO_TERMINATED,
+                                         r->caseless ? PCRE2_CASELESS : 0, &ecode, &eoff, NULL);
+        assert_non_null(code);
+        pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+        size_t n = 0;
+        for (size_t k = 0; k < c.n; k++)
+            n += check_text(r, code, md, b, c.v[k]);
+        if (r->nex_match && !n) fail_msg("rule %s: PCRE2 matched nothing in the corpus", r->id);
+        with_examples += r->nex_match > 0;
+        matched += n > 0;
+        pcre2_code_free(code);
+    }
+    print_message("%zu rules, %zu read, %zu matched in the corpus (%zu with examples)\n",
+                  wd_guard_db_nrules(db), read, matched, with_examples);
+    /* the reader understands (nearly) every shipped pattern, and every one with examples was exercised */
+    assert_true(read + 5 >= wd_guard_db_nrules(db));
+    assert_true(with_examples >= 140 && matched >= with_examples);
+    pcre2_match_data_free(md);
+    for (size_t k = 0; k < c.n; k++)
+        free(c.v[k]);
+    free(c.v);
+    wd_guard_db_unref(db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_syntax),
+        cmocka_unit_test(test_shipped_rules_against_pcre2),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
