@@ -1,0 +1,61 @@
+/* libFuzzer driver for wd_pattern_bytes (src/guard/pattern.c) against PCRE2. Input: one flags byte
+ * (bit 0: caseless), a pattern up to the first NUL, then a subject. When PCRE2 compiles the pattern
+ * (byte semantics, as the engine does) and the reader accepts it, every match PCRE2 finds from any
+ * position of the subject may only hold bytes of the reader's set: a byte outside it would make the
+ * engine's confirmation start too late and miss a finding. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "guard/pattern.h"
+
+#define MAX_PATTERN 512
+#define MAX_SUBJECT 512
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2) return 0;
+    bool caseless = data[0] & 1;
+    const uint8_t *p = data + 1, *nul = memchr(p, 0, size - 1);
+    size_t plen = nul ? (size_t)(nul - p) : size - 1;
+    if (plen > MAX_PATTERN) return 0;
+    char pat[MAX_PATTERN + 1];
+    memcpy(pat, p, plen);
+    pat[plen] = 0;
+    const char *subj = nul ? (const char *)nul + 1 : "";
+    size_t slen = nul ? size - 1 - plen - 1 : 0;
+    if (slen > MAX_SUBJECT) slen = MAX_SUBJECT;
+
+    uint8_t bytes[32];
+    bool ok = wd_pattern_bytes(pat, caseless, bytes);
+    if (!ok)
+        for (unsigned i = 0; i < 32; i++)
+            if (bytes[i] != 0xff) abort(); /* a refusal assumes nothing */
+    int ecode;
+    PCRE2_SIZE eoff;
+    pcre2_code *code =
+        pcre2_compile((PCRE2_SPTR)pat, plen, caseless ? PCRE2_CASELESS : 0, &ecode, &eoff, NULL);
+    if (!code) return 0;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    pcre2_match_context *mc = pcre2_match_context_create(NULL);
+    if (md && mc) {
+        pcre2_set_match_limit(mc, 10000); /* fuzzed patterns may backtrack without end */
+        pcre2_set_depth_limit(mc, 1000);
+        for (size_t s = 0; s <= slen; s++) {
+            if (pcre2_match(code, (PCRE2_SPTR)subj, slen, s, PCRE2_ANCHORED, md, mc) < 0) continue;
+            const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+            if (ov[0] > ov[1]) continue; /* \K can put the start after the end */
+            for (size_t i = ov[0]; i < ov[1]; i++)
+                if (!wd_byte_in(bytes, (unsigned char)subj[i])) abort();
+        }
+    }
+    pcre2_match_context_free(mc);
+    pcre2_match_data_free(md);
+    pcre2_code_free(code);
+    return 0;
+}
