@@ -1435,11 +1435,6 @@ static void free_fields(scan_t *S)
     free(S->fields);
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* 32 raw bytes, or 64 hex digits with an optional final newline. */
 static int load_key(scan_t *S, const char *path)
 {
@@ -1458,7 +1453,7 @@ static int load_key(scan_t *S, const char *path)
         memcpy(S->key, buf, 32);
     } else if (n == 64 || (n == 65 && buf[64] == '\n') || (n == 66 && buf[64] == '\r' && buf[65] == '\n')) {
         for (size_t i = 0; i < 32 && !rc; i++) {
-            int hi = hexval((char)buf[2 * i]), lo = hexval((char)buf[2 * i + 1]);
+            int hi = wd_hex_digit(buf[2 * i]), lo = wd_hex_digit(buf[2 * i + 1]);
             if (hi < 0 || lo < 0) rc = fail(S, "--hash-key-file %s: 64 characters but not hex digits", path);
             S->key[i] = (uint8_t)(hi << 4 | lo);
         }

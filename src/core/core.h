@@ -26,6 +26,21 @@ enum {
 #define WD_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define WD_UNUSED(x) ((void)(x))
 
+/* ASCII only, whatever the locale. */
+static inline bool wd_is_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* The value of a hexadecimal digit, either case; -1 if c is none. */
+static inline int wd_hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
 /* A string view: pointer + length, never assumed NUL-terminated (HAProxy's ist). */
 typedef struct {
     const char *p;

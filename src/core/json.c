@@ -58,18 +58,10 @@ static int fail_char(parser_t *p, size_t off, const char *what)
 
 /* ---- strings ---- */
 
-static inline int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
 /* Reads 4 hex digits at s[i..i+4) (bounds checked by the caller); -1 if not hex. */
 static inline int32_t hex4(const unsigned char *s)
 {
-    int a = hexval(s[0]), b = hexval(s[1]), c = hexval(s[2]), d = hexval(s[3]);
+    int a = wd_hex_digit(s[0]), b = wd_hex_digit(s[1]), c = wd_hex_digit(s[2]), d = wd_hex_digit(s[3]);
     if ((a | b | c | d) < 0) return -1;
     return (a << 12) | (b << 8) | (c << 4) | d;
 }

@@ -211,11 +211,6 @@ struct wd_guard_stream {
 /* ---------------------------------------------------------------------------------------------- */
 /* Small helpers */
 
-static inline bool is_alnum(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
 static inline unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
 
 void wd_findings_init(wd_findings_t *f)
@@ -464,8 +459,9 @@ static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t 
             size_t at = (size_t)(hit - win);
             uint64_t abs_at = lo + at;
             int before = abs_at ? byte_at(t, abs_at - 1) : -1, after = byte_at(t, abs_at + wl);
-            bool bad = (before >= 0 && is_alnum((unsigned char)before) && is_alnum((unsigned char)w[0])) ||
-                       (after >= 0 && is_alnum((unsigned char)after) && is_alnum((unsigned char)w[wl - 1]));
+            bool bad =
+                (before >= 0 && wd_is_alnum((unsigned char)before) && wd_is_alnum((unsigned char)w[0])) ||
+                (after >= 0 && wd_is_alnum((unsigned char)after) && wd_is_alnum((unsigned char)w[wl - 1]));
             if (!bad) return true;
             from = at + 1;
         }
@@ -492,8 +488,10 @@ static size_t filter(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t
         size_t len = (size_t)(c.end - c.start);
         if (r->boundary) {
             int before = c.start ? byte_at(t, c.start - 1) : -1, after = byte_at(t, c.end);
-            if (before >= 0 && is_alnum((unsigned char)before) && is_alnum((unsigned char)p[0])) continue;
-            if (after >= 0 && is_alnum((unsigned char)after) && is_alnum((unsigned char)p[len - 1])) continue;
+            if (before >= 0 && wd_is_alnum((unsigned char)before) && wd_is_alnum((unsigned char)p[0]))
+                continue;
+            if (after >= 0 && wd_is_alnum((unsigned char)after) && wd_is_alnum((unsigned char)p[len - 1]))
+                continue;
         }
         float score = r->score;
         if (rt->validate && !rt->validate(p, len, &score)) continue;
@@ -575,14 +573,19 @@ static size_t max_cands(const wd_findings_t *out)
 /* ---------------------------------------------------------------------------------------------- */
 /* Running a database */
 
+/* What a scan returns: the error a callback recorded, else Hyperscan's, else WD_OK. */
+static int scan_result(int err, hs_error_t hr)
+{
+    if (err) return err;
+    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    return WD_OK;
+}
+
 static int run_block(const hs_database_t *hs, wd_guard_scratch_t *s, match_ctx_t *m, const char *text,
                      size_t len)
 {
     m->scan_base = 0;
-    hs_error_t hr = hs_scan(hs, text, (unsigned int)len, 0, s->hs, on_match, m);
-    if (m->err) return m->err;
-    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
-    return WD_OK;
+    return scan_result(m->err, hs_scan(hs, text, (unsigned int)len, 0, s->hs, on_match, m));
 }
 
 static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf, uint64_t babs,
@@ -594,9 +597,7 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
     hs_error_t hr = hs_scan_stream(hst, buf + from, (unsigned int)(to - from), 0, s->hs, on_match, m);
     if (hr == HS_SUCCESS) hr = hs_reset_stream(hst, 0, s->hs, on_match, m);
     else hs_reset_stream(hst, 0, s->hs, NULL, NULL); /* stopped mid-write: discard the rest */
-    if (m->err) return m->err;
-    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
-    return WD_OK;
+    return scan_result(m->err, hr);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -637,8 +638,8 @@ static int on_word(unsigned int id, unsigned long long from, unsigned long long 
     uint64_t h = to, a = h - w->len;
     /* the same test as words_in: an occurrence glued to letters or digits is no context word */
     unsigned char first = (unsigned char)g->text[a], last = (unsigned char)g->text[h - 1];
-    if ((a > 0 && is_alnum((unsigned char)g->text[a - 1]) && is_alnum(first)) ||
-        (h < g->len && is_alnum((unsigned char)g->text[h]) && is_alnum(last)))
+    if ((a > 0 && wd_is_alnum((unsigned char)g->text[a - 1]) && wd_is_alnum(first)) ||
+        (h < g->len && wd_is_alnum((unsigned char)g->text[h]) && wd_is_alnum(last)))
         return 0;
     for (uint32_t k = 0; k < w->n; k++) {
         uint32_t gi = db->wslots[w->first + k];
@@ -675,8 +676,8 @@ static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, const part
     hs_error_t hr = hs_scan(pt->ctx, text, (unsigned int)len, 0, s->hs, on_word, &g);
     for (size_t i = 0; i < s->nreg; i++)
         s->glast[s->reg[i].g] = -1;
-    if (g.err) return g.err;
-    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+    int rc = scan_result(g.err, hr);
+    if (rc) return rc;
     for (size_t i = 0; i < s->nreg && hr == HS_SUCCESS; i++) {
         const region_t *r = &s->reg[i];
         uint32_t win = db->rt[db->gated[r->g].rule].win;
@@ -687,9 +688,7 @@ static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, const part
     }
     m->zlo = 0;
     m->zhi = UINT64_MAX;
-    if (m->err) return m->err;
-    if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
-    return WD_OK;
+    return scan_result(m->err, hr);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -879,8 +878,8 @@ static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, size_t len,
             hr = hs_scan_stream(*hst, st->hist + (st->fed - len - st->hbase), (unsigned int)len, 0, s->hs, on_match,
                                 &m);
         }
-        if (m.err) return m.err;
-        if (hr != HS_SUCCESS) return hr == HS_NOMEM ? WD_ENOMEM : WD_EINVAL;
+        int rc = scan_result(m.err, hr);
+        if (rc) return rc;
     }
     st->taken = eod || st->fed == 0 ? st->fed : st->fed - 1;
     return WD_OK;
@@ -1324,7 +1323,7 @@ static char *set_name(const char *file)
     char *s = strndup(b, l);
     for (size_t i = 0; s && s[i]; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (!is_alnum(c) && c != '_' && c != '-' && c != '.') s[i] = '_';
+        if (!wd_is_alnum(c) && c != '_' && c != '-' && c != '.') s[i] = '_';
     }
     return s;
 }
@@ -1506,7 +1505,7 @@ static size_t literal_prefix(const char *p, char *out, size_t cap)
     while (*p && n < cap) {
         char c;
         if (*p == '\\') {
-            if (!p[1] || is_alnum((unsigned char)p[1])) break; /* \d, \x41, \b ...: not a plain literal */
+            if (!p[1] || wd_is_alnum((unsigned char)p[1])) break; /* \d, \x41, \b ...: not a plain literal */
             c = p[1];
             p += 2;
         } else if (strchr("^$.[]|()?*+{}", *p)) {

@@ -152,19 +152,6 @@ static bool url_candidate(const char *p, size_t len)
     return false;
 }
 
-static bool is_alnum(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
-}
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Decoded bytes are worth scanning when they are text: valid UTF-8 with few control characters. */
 static bool looks_text(const unsigned char *p, size_t len)
 {
@@ -265,7 +252,7 @@ static long decode_hex(const char *p, size_t len, size_t room, wd_buf_t *out)
         size_t j = i;
         wd_buf_reset(&tmp);
         /* the run must not start inside a word */
-        if (i && is_alnum((unsigned char)p[i - 1])) {
+        if (i && wd_is_alnum((unsigned char)p[i - 1])) {
             i++;
             continue;
         }
@@ -273,17 +260,20 @@ static long decode_hex(const char *p, size_t len, size_t room, wd_buf_t *out)
             size_t k = j;
             if (k + 1 < len && p[k] == '\\' && p[k + 1] == 'x') k += 2;
             else if (k + 1 < len && p[k] == '0' && (p[k + 1] == 'x' || p[k + 1] == 'X') && k + 3 < len &&
-                     hexval((unsigned char)p[k + 2]) >= 0 && hexval((unsigned char)p[k + 3]) >= 0)
+                     wd_hex_digit((unsigned char)p[k + 2]) >= 0 && wd_hex_digit((unsigned char)p[k + 3]) >= 0)
                 k += 2;
-            if (k + 1 >= len + 0 || hexval((unsigned char)p[k]) < 0 || hexval((unsigned char)p[k + 1]) < 0) break;
-            unsigned char b = (unsigned char)(hexval((unsigned char)p[k]) << 4 | hexval((unsigned char)p[k + 1]));
+            if (k + 1 >= len + 0 || wd_hex_digit((unsigned char)p[k]) < 0 ||
+                wd_hex_digit((unsigned char)p[k + 1]) < 0)
+                break;
+            unsigned char b = (unsigned char)(wd_hex_digit((unsigned char)p[k]) << 4 |
+                                              wd_hex_digit((unsigned char)p[k + 1]));
             if (wd_buf_append(&tmp, &b, 1)) {
                 wd_buf_free(&tmp);
                 return WD_ENOMEM;
             }
             j = k + 2;
             if (j < len && (p[j] == ' ' || p[j] == ':' || p[j] == ',' || p[j] == '-') && j + 1 < len &&
-                (hexval((unsigned char)p[j + 1]) >= 0 || p[j + 1] == '\\' || p[j + 1] == '0'))
+                (wd_hex_digit((unsigned char)p[j + 1]) >= 0 || p[j + 1] == '\\' || p[j + 1] == '0'))
                 j++;
         }
         if (tmp.len >= MIN_HEX_BYTES) {
@@ -314,7 +304,8 @@ static long decode_url(const char *p, size_t len, size_t room, wd_buf_t *out)
         while (i < len && (p[i] == ' ' || p[i] == '\n' || p[i] == '\t' || p[i] == '\r')) i++;
         size_t j = i, esc = 0;
         while (j < len && p[j] != ' ' && p[j] != '\n' && p[j] != '\t' && p[j] != '\r') {
-            if (p[j] == '%' && j + 2 < len && hexval((unsigned char)p[j + 1]) >= 0 && hexval((unsigned char)p[j + 2]) >= 0)
+            if (p[j] == '%' && j + 2 < len && wd_hex_digit((unsigned char)p[j + 1]) >= 0 &&
+                wd_hex_digit((unsigned char)p[j + 2]) >= 0)
                 esc++;
             j++;
         }
@@ -322,8 +313,10 @@ static long decode_url(const char *p, size_t len, size_t room, wd_buf_t *out)
             wd_buf_reset(&tmp);
             for (size_t k = i; k < j; k++) {
                 unsigned char b = (unsigned char)p[k];
-                if (b == '%' && k + 2 < j && hexval((unsigned char)p[k + 1]) >= 0 && hexval((unsigned char)p[k + 2]) >= 0) {
-                    b = (unsigned char)(hexval((unsigned char)p[k + 1]) << 4 | hexval((unsigned char)p[k + 2]));
+                if (b == '%' && k + 2 < j && wd_hex_digit((unsigned char)p[k + 1]) >= 0 &&
+                    wd_hex_digit((unsigned char)p[k + 2]) >= 0) {
+                    b = (unsigned char)(wd_hex_digit((unsigned char)p[k + 1]) << 4 |
+                                        wd_hex_digit((unsigned char)p[k + 2]));
                     k += 2;
                 } else if (b == '+') {
                     b = ' ';

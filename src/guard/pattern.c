@@ -1,6 +1,8 @@
 /* guard/pattern: the bytes a pattern's matches can contain. See pattern.h. */
 #include "guard/pattern.h"
 
+#include "core/core.h"
+
 #include <string.h>
 
 static void add(uint8_t b[32], unsigned c)
@@ -12,11 +14,6 @@ static void add_range(uint8_t b[32], unsigned lo, unsigned hi)
 {
     for (unsigned c = lo; c <= hi; c++)
         add(b, c);
-}
-
-static bool is_alnum(char c)
-{
-    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
 }
 
 /* A shorthand class after a backslash (\d \w \s \h \v, upper case negated, as PCRE2 reads them
@@ -53,13 +50,6 @@ static bool shorthand(char c, uint8_t b[32])
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
 /* The byte an escape stands for (*pp at the character after the backslash, advanced past it), or -1
  * if it is not one this reader knows. */
 static int escaped_byte(const char **pp)
@@ -74,13 +64,13 @@ static int escaped_byte(const char **pp)
     case 'e': v = 0x1b; break;
     case 'a': v = 0x07; break;
     case 'x': {
-        int h = hexval(p[1]), l = h >= 0 ? hexval(p[2]) : -1;
+        int h = wd_hex_digit(p[1]), l = h >= 0 ? wd_hex_digit(p[2]) : -1;
         if (l < 0) return -1; /* \x{...} and one-digit forms */
         *pp = p + 3;
         return h * 16 + l;
     }
     default:
-        if (!*p || is_alnum(*p)) return -1; /* \p, \Q, \c, back-references, octal, ... */
+        if (!*p || wd_is_alnum(*p)) return -1; /* \p, \Q, \c, back-references, octal, ... */
         v = (unsigned char)*p;
     }
     *pp = p + 1;
@@ -142,7 +132,7 @@ static bool read_group(const char **pp, bool *ci)
         p += 2; /* lookbehind */
     } else if (*p == '<' || *p == '\'' || (p[0] == 'P' && p[1] == '<')) {
         p += *p == 'P' ? 2 : 1; /* a named group: skip the name */
-        while (*p == '_' || is_alnum(*p))
+        while (*p == '_' || wd_is_alnum(*p))
             p++;
         if (*p != '>' && *p != '\'') return false;
         p++;

@@ -22,15 +22,10 @@ static inline bool is_lower(char c) { return c >= 'a' && c <= 'z'; }
 static inline bool is_alpha(char c) { return is_upper(c) || is_lower(c); }
 static inline bool is_alnum(char c) { return is_alpha(c) || is_digit(c); }
 static inline char to_lower(char c) { return is_upper(c) ? (char)(c + 32) : c; }
-static inline char to_upper(char c) { return is_lower(c) ? (char)(c - 32) : c; }
-static inline int hex_val(char c)
+static inline char to_upper(char c)
 {
-    if (is_digit(c)) return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
+    return is_lower(c) ? (char)(c - 32) : c;
 }
-
 /* Collects the digits of p, allowing only the given separator characters between them.
  * Returns the digit count, or -1 on any other character or when more than cap digits. */
 static int collect_digits(const char *p, size_t len, const char *seps, char *out, size_t cap)
@@ -421,7 +416,7 @@ bool wd_mac_ok(const char *p, size_t len)
         char sep = p[2];
         if (sep != ':' && sep != '-') return false;
         for (int i = 0; i < 6; i++) {
-            int h = hex_val(p[i * 3]), l = hex_val(p[i * 3 + 1]);
+            int h = wd_hex_digit(p[i * 3]), l = wd_hex_digit(p[i * 3 + 1]);
             if (h < 0 || l < 0) return false;
             if (i < 5 && p[i * 3 + 2] != sep) return false;
             b[i] = (unsigned char)(h * 16 + l);
@@ -431,7 +426,7 @@ bool wd_mac_ok(const char *p, size_t len)
             const char *g = p + i * 5;
             if (i < 2 && g[4] != '.') return false;
             for (int k = 0; k < 4; k += 2) {
-                int h = hex_val(g[k]), l = hex_val(g[k + 1]);
+                int h = wd_hex_digit(g[k]), l = wd_hex_digit(g[k + 1]);
                 if (h < 0 || l < 0) return false;
                 b[i * 2 + k / 2] = (unsigned char)(h * 16 + l);
             }
@@ -732,7 +727,7 @@ int wd_eth_address_check(const char *p, size_t len)
     const char *h = p + 2;
     bool up = false, lo = false, nonzero = false;
     for (int i = 0; i < 40; i++) {
-        int v = hex_val(h[i]);
+        int v = wd_hex_digit(h[i]);
         if (v < 0) return 0;
         nonzero |= v != 0;
         up |= h[i] >= 'A' && h[i] <= 'F';

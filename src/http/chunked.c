@@ -49,14 +49,6 @@ static bool is_tchar(unsigned char c)
 /* field-vchar / SP / HTAB / obs-text: the bytes a field value (or quoted pair) may carry */
 static bool is_vchar(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 void wd_http_chunked_init(wd_http_chunked_t *c)
 {
     memset(c, 0, sizeof *c);
@@ -110,7 +102,7 @@ int wd_http_chunked_decode(wd_http_chunked_t *c, const char *in, size_t len, siz
         unsigned char ch = (unsigned char)in[i++];
         switch (c->state) {
         case S_SIZE: {
-            int v = hexval(ch);
+            int v = wd_hex_digit(ch);
             if (v >= 0) {
                 if (++c->ndigits > 16) return bad(c, err, 400, "chunk size has more than 16 hex digits");
                 c->remaining = (c->remaining << 4) | (uint64_t)v;

@@ -11,19 +11,11 @@ int64_t wd_limit_tokens_of_bytes(uint64_t bytes)
     return t > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)t;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 static unsigned u4(const char *p)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++)
-        v = v << 4 | (unsigned)hexval(p[i]);
+        v = v << 4 | (unsigned)wd_hex_digit(p[i]);
     return v;
 }
 
