@@ -111,9 +111,9 @@ typedef struct {
 
 typedef struct {
     unsigned uses;
-    hs_database_t *hs;  /* its rules that are not gated: HS_MODE_STREAM if STREAMED, else HS_MODE_BLOCK */
+    hs_database_t *hs;  /* HS_MODE_STREAM if STREAMED, else HS_MODE_BLOCK: its rules that are not gated and
+                           the context words of its gated rules (match id nrules + index in db->words) */
     hs_database_t *ghs; /* HS_MODE_STREAM: its gated rules, for streams (NULL if none or not STREAMED) */
-    hs_database_t *ctx; /* HS_MODE_BLOCK: the context words of its gated rules, caseless literals */
     uint32_t win;       /* the longest win among its rules */
 } part_t;
 
@@ -124,8 +124,8 @@ typedef struct {
     hs_database_t *hs; /* HS_MODE_BLOCK */
 } gated_t;
 
-/* A context word of some part's gated rules (the literal id in that part's ctx database): the gated
- * rules it serves are wslots[first .. first + n). */
+/* A context word of some part's gated rules (match id nrules + its index in that part's hs database):
+ * the gated rules it serves are wslots[first .. first + n). */
 typedef struct {
     const char *s; /* the rule's string */
     uint32_t len, first, n;
@@ -142,7 +142,7 @@ struct wd_guard_db {
     size_t nparts;
     gated_t *gated; /* every gated rule of every part */
     size_t ngated;
-    ctxword_t *words; /* every part's context words (ids in the ctx databases) */
+    ctxword_t *words; /* every part's context words */
     size_t nwords;
     uint32_t *wslots; /* indexes into gated */
     bool compiled;
@@ -277,15 +277,21 @@ typedef struct {
     uint64_t base;
     uint64_t scan_base; /* offset in the text of what Hyperscan calls offset 0 */
     uint64_t zlo, zhi;  /* only candidates starting in [zlo, zhi] are kept (see scan_gated) */
+    size_t len;         /* block scans: the text's length */
+    bool gate;          /* block scans: context words add regions (add_regions); streams ignore them */
     size_t max_cands;
     int err;
 } match_ctx_t;
+
+static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h);
 
 static int on_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *ud)
 {
     WD_UNUSED(from);
     WD_UNUSED(flags);
     match_ctx_t *m = ud;
+    if (id >= m->db->nrules)
+        return m->gate ? add_regions(m, id - (unsigned)m->db->nrules, m->scan_base + to) : 0;
     const rule_rt_t *rt = &m->db->rt[id];
     uint64_t end = m->scan_base + to, start;
 
@@ -606,8 +612,9 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
  * A rule with context_required only yields findings within reach of one of its context words: a
  * candidate [s, e) is kept only if a word lies wholly inside [s - CTX_BEFORE, s) or [e, e +
  * CTX_AFTER). Scanning the whole text for such rules costs as much as for any other (their patterns
- * are mostly bare digit groups), so a block scan first finds their context words (one literal
- * database per part) and runs each gated rule only on the regions around the words it cares about.
+ * are mostly bare digit groups), so the part's database also holds their context words
+ * (caseless literals): a block scan notes the regions around the words each gated rule cares about
+ * while it scans for the other rules, then runs each gated rule on its regions alone.
  *
  * The candidates are the same as a scan of the whole text would give, among those that can have
  * context: for an occurrence of a word ending at h (a = h - len), those starts s lie in
@@ -619,33 +626,24 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
  * or nearly touch, are merged; the zone of the union covers those of its parts. */
 #define GATE_GAP 64 /* regions of a rule closer than this are scanned as one */
 
-typedef struct {
-    const wd_guard_db_t *db;
-    wd_guard_scratch_t *s;
-    const char *text;
-    size_t len;
-    int err;
-} gate_ctx_t;
-
-static int on_word(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *ud)
+/* An occurrence of context word w ending at h, reported by the part's database: the regions of the
+ * gated rules that list it. */
+static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
 {
-    WD_UNUSED(from);
-    WD_UNUSED(flags);
-    gate_ctx_t *g = ud;
-    const wd_guard_db_t *db = g->db;
-    wd_guard_scratch_t *s = g->s;
-    const ctxword_t *w = &db->words[id];
-    uint64_t h = to, a = h - w->len;
+    const wd_guard_db_t *db = m->db;
+    wd_guard_scratch_t *s = m->s;
+    const ctxword_t *cw = &db->words[w];
+    uint64_t a = h - cw->len;
     /* the same test as words_in: an occurrence glued to letters or digits is no context word */
-    unsigned char first = (unsigned char)g->text[a], last = (unsigned char)g->text[h - 1];
-    if ((a > 0 && wd_is_alnum((unsigned char)g->text[a - 1]) && wd_is_alnum(first)) ||
-        (h < g->len && wd_is_alnum((unsigned char)g->text[h]) && wd_is_alnum(last)))
+    unsigned char first = (unsigned char)m->buf[a], last = (unsigned char)m->buf[h - 1];
+    if ((a > 0 && wd_is_alnum((unsigned char)m->buf[a - 1]) && wd_is_alnum(first)) ||
+        (h < m->len && wd_is_alnum((unsigned char)m->buf[h]) && wd_is_alnum(last)))
         return 0;
-    for (uint32_t k = 0; k < w->n; k++) {
-        uint32_t gi = db->wslots[w->first + k];
+    for (uint32_t k = 0; k < cw->n; k++) {
+        uint32_t gi = db->wslots[cw->first + k];
         uint64_t win = db->rt[db->gated[gi].rule].win;
         uint64_t r0 = h > CTX_AFTER + 1 + win ? h - CTX_AFTER - 1 - win : 0;
-        uint64_t r1 = WD_MIN(a + CTX_BEFORE + 1 + win, (uint64_t)g->len);
+        uint64_t r1 = WD_MIN(a + CTX_BEFORE + 1 + win, (uint64_t)m->len);
         int32_t li = s->glast[gi];
         if (li >= 0 && r0 <= s->reg[li].r1 + GATE_GAP && r1 + GATE_GAP >= s->reg[li].r0) {
             s->reg[li].r0 = WD_MIN(s->reg[li].r0, r0);
@@ -656,7 +654,7 @@ static int on_word(unsigned int id, unsigned long long from, unsigned long long 
             size_t cap = s->capreg ? s->capreg * 2 : 64;
             region_t *v = realloc(s->reg, cap * sizeof *v);
             if (!v) {
-                g->err = WD_ENOMEM;
+                m->err = WD_ENOMEM;
                 return 1;
             }
             s->reg = v;
@@ -668,16 +666,18 @@ static int on_word(unsigned int id, unsigned long long from, unsigned long long 
     return 0;
 }
 
-static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, const part_t *pt, match_ctx_t *m,
-                      const char *text, size_t len)
+static void forget_regions(wd_guard_scratch_t *s)
 {
-    gate_ctx_t g = {.db = db, .s = s, .text = text, .len = len};
-    s->nreg = 0;
-    hs_error_t hr = hs_scan(pt->ctx, text, (unsigned int)len, 0, s->hs, on_word, &g);
     for (size_t i = 0; i < s->nreg; i++)
         s->glast[s->reg[i].g] = -1;
-    int rc = scan_result(g.err, hr);
-    if (rc) return rc;
+    s->nreg = 0;
+}
+
+/* Runs each gated rule on its regions, which the part's scan collected. */
+static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, match_ctx_t *m, const char *text,
+                      size_t len)
+{
+    hs_error_t hr = HS_SUCCESS;
     for (size_t i = 0; i < s->nreg && hr == HS_SUCCESS; i++) {
         const region_t *r = &s->reg[i];
         uint32_t win = db->rt[db->gated[r->g].rule].win;
@@ -710,7 +710,14 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
     if (len == 0) return WD_OK;
     candset_t *cs = &s->cs;
     cands_clear(cs);
-    match_ctx_t m = {.db = db, .s = s, .cs = cs, .buf = text, .base = 0, .zhi = UINT64_MAX,
+    match_ctx_t m = {.db = db,
+                     .s = s,
+                     .cs = cs,
+                     .buf = text,
+                     .base = 0,
+                     .zhi = UINT64_MAX,
+                     .len = len,
+                     .gate = true,
                      .max_cands = max_cands(out)};
     for (size_t i = 0; i < db->nparts; i++) {
         const part_t *pt = &db->parts[i];
@@ -718,7 +725,8 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
         int rc = !pt->hs              ? WD_OK
                  : STREAMED(pt->uses) ? run_db(s->bst[i], s, &m, text, 0, 0, len)
                                       : run_block(pt->hs, s, &m, text, len);
-        if (!rc && pt->ctx) rc = scan_gated(db, s, pt, &m, text, len);
+        if (!rc) rc = scan_gated(db, s, &m, text, len);
+        forget_regions(s);
         if (rc) return rc;
     }
     sort_dedup(cs);
@@ -748,9 +756,7 @@ wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
         if (pt->hs && (hs_alloc_scratch(pt->hs, &s->hs) != HS_SUCCESS ||
                        (STREAMED(pt->uses) && hs_open_stream(pt->hs, 0, &s->bst[i]) != HS_SUCCESS)))
             goto fail;
-        if ((pt->ghs && hs_alloc_scratch(pt->ghs, &s->hs) != HS_SUCCESS) ||
-            (pt->ctx && hs_alloc_scratch(pt->ctx, &s->hs) != HS_SUCCESS))
-            goto fail;
+        if (pt->ghs && hs_alloc_scratch(pt->ghs, &s->hs) != HS_SUCCESS) goto fail;
     }
     for (size_t i = 0; i < db->ngated; i++)
         if (hs_alloc_scratch(db->gated[i].hs, &s->hs) != HS_SUCCESS) goto fail;
@@ -1131,7 +1137,6 @@ static void db_free(wd_guard_db_t *db)
     for (size_t i = 0; i < db->nparts; i++) {
         hs_free_database(db->parts[i].hs);
         hs_free_database(db->parts[i].ghs);
-        hs_free_database(db->parts[i].ctx);
     }
     for (size_t i = 0; i < db->ngated; i++)
         hs_free_database(db->gated[i].hs);
@@ -1669,17 +1674,35 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
 /* Block scans run a rule with context_required only around its context words (see scan_gated). */
 static bool is_gated(const wd_rule_t *r) { return r->context_required; }
 
-/* Compiles the rules of one part (those whose uses are exactly `uses`) that are gated or not, or
- * the single rule `only` if it is not SIZE_MAX. Match ids are rule indexes. No rules: *out stays
- * NULL. */
-static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t only, unsigned mode,
-                         hs_database_t **out, uint32_t *win, char *err, size_t errlen)
+/* A context word as a Hyperscan pattern: every byte that is not a letter or digit as \xHH. */
+static char *word_pattern(const ctxword_t *cw)
 {
-    const char **pats = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *pats);
-    unsigned *flags = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *flags);
-    unsigned *ids = malloc(WD_MAX(db->nrules, (size_t)1) * sizeof *ids);
+    char *p = malloc((size_t)cw->len * 4 + 1), *o = p;
+    if (!p) return NULL;
+    for (uint32_t i = 0; i < cw->len; i++) {
+        unsigned char c = (unsigned char)cw->s[i];
+        if (wd_is_alnum(c))
+            *o++ = (char)c;
+        else
+            o += sprintf(o, "\\x%02x", c);
+    }
+    *o = 0;
+    return p;
+}
+
+/* Compiles the rules of one part (those whose uses are exactly `uses`) that are gated or not, or
+ * the single rule `only` if it is not SIZE_MAX, with the context words db->words[w0, w1). Match ids
+ * are rule indexes, and nrules + the index of a word. Nothing to compile: *out stays NULL. */
+static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t only, size_t w0, size_t w1,
+                         unsigned mode, hs_database_t **out, uint32_t *win, char *err, size_t errlen)
+{
+    size_t cap = WD_MAX(db->nrules + (w1 - w0), (size_t)1);
+    const char **pats = malloc(cap * sizeof *pats);
+    unsigned *flags = malloc(cap * sizeof *flags);
+    unsigned *ids = malloc(cap * sizeof *ids);
+    char **wpats = calloc(WD_MAX(w1 - w0, (size_t)1), sizeof *wpats);
     int rc = WD_OK;
-    if (!pats || !flags || !ids) {
+    if (!pats || !flags || !ids || !wpats) {
         rc = wd_errf(err, errlen, WD_ENOMEM, "out of memory");
         goto done;
     }
@@ -1692,10 +1715,20 @@ static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t on
         ids[n++] = (unsigned)i;
         if (db->rt[i].win > *win) *win = db->rt[i].win;
     }
+    for (size_t w = w0; w < w1; w++) {
+        if (!(wpats[w - w0] = word_pattern(&db->words[w]))) {
+            rc = wd_errf(err, errlen, WD_ENOMEM, "out of memory");
+            goto done;
+        }
+        pats[n] = wpats[w - w0];
+        flags[n] = HS_FLAG_CASELESS;
+        ids[n++] = (unsigned)(db->nrules + w);
+    }
     if (n == 0) goto done;
     hs_compile_error_t *herr = NULL;
     if (hs_compile_multi(pats, flags, ids, n, mode, NULL, out, &herr) != HS_SUCCESS) {
-        if (herr && herr->expression >= 0 && (unsigned)herr->expression < n) {
+        if (herr && herr->expression >= 0 && (unsigned)herr->expression < n &&
+            ids[herr->expression] < db->nrules) {
             size_t i = ids[herr->expression];
             rc = wd_errf(err, errlen, WD_EINVAL, "%s:%u:%u: rule '%s': pattern rejected by Hyperscan: %s",
                          db->rules[i].file, db->rt[i].pline, db->rt[i].pcol, db->rules[i].id, herr->message);
@@ -1706,6 +1739,9 @@ static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t on
         hs_free_compile_error(herr);
     }
 done:
+    for (size_t w = w0; wpats && w < w1; w++)
+        free(wpats[w - w0]);
+    free(wpats);
     free(pats);
     free(flags);
     free(ids);
@@ -1719,19 +1755,19 @@ int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses)
     return WD_OK;
 }
 
-/* The gated rules of a part, each in a block-mode database of its own, and its ctx database: the
- * distinct context words of those rules, each pointing at the rules that list it. db->gated, words
- * and wslots have room for every gated rule and context word. */
-static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen)
+/* The gated rules of a part, each in a block-mode database of its own, and their distinct context
+ * words (appended to db->words), each pointing at the rules that list it. db->gated, words and wslots
+ * have room for every gated rule and context word. */
+static int compile_gated(wd_guard_db_t *db, unsigned uses, char *err, size_t errlen)
 {
     size_t g0 = db->ngated, w0 = db->nwords;
     for (size_t i = 0; i < db->nrules; i++) {
         const wd_rule_t *r = &db->rules[i];
-        if (db->rt[i].uses != pt->uses || !is_gated(r)) continue;
+        if (db->rt[i].uses != uses || !is_gated(r)) continue;
         gated_t *g = &db->gated[db->ngated];
         *g = (gated_t){.rule = (uint32_t)i};
         uint32_t win = 0;
-        int rc = compile_rules(db, pt->uses, true, i, HS_MODE_BLOCK, &g->hs, &win, err, errlen);
+        int rc = compile_rules(db, uses, true, i, 0, 0, HS_MODE_BLOCK, &g->hs, &win, err, errlen);
         if (g->hs) db->ngated++;
         if (rc) return rc;
         for (size_t k = 0; k < r->ncontext; k++) {
@@ -1742,19 +1778,9 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
                 db->words[db->nwords++] = (ctxword_t){.s = r->context[k], .len = db->rt[i].ctxlen[k]};
         }
     }
-    if (db->ngated == g0) return WD_OK; /* the part has none */
-    size_t nw = db->nwords - w0, nslots = 0;
+    size_t nslots = 0;
     for (size_t i = 0; i < w0; i++)
         nslots += db->words[i].n;
-    const char **pats = malloc(WD_MAX(nw, (size_t)1) * sizeof *pats);
-    unsigned *flags = malloc(WD_MAX(nw, (size_t)1) * sizeof *flags);
-    unsigned *ids = malloc(WD_MAX(nw, (size_t)1) * sizeof *ids);
-    size_t *lens = malloc(WD_MAX(nw, (size_t)1) * sizeof *lens);
-    int rc = WD_OK;
-    if (!pats || !flags || !ids || !lens) {
-        rc = wd_errf(err, errlen, WD_ENOMEM, "out of memory");
-        goto done;
-    }
     for (size_t w = w0; w < db->nwords; w++) {
         ctxword_t *cw = &db->words[w];
         cw->first = (uint32_t)nslots;
@@ -1767,24 +1793,8 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
                     break;
                 }
         }
-        pats[w - w0] = cw->s;
-        flags[w - w0] = HS_FLAG_CASELESS;
-        ids[w - w0] = (unsigned)w;
-        lens[w - w0] = cw->len;
     }
-    hs_compile_error_t *herr = NULL;
-    if (hs_compile_lit_multi(pats, flags, ids, lens, (unsigned)nw, HS_MODE_BLOCK, NULL, &pt->ctx, &herr) !=
-        HS_SUCCESS) {
-        rc = wd_errf(err, errlen, WD_EINVAL, "rules: Hyperscan cannot compile the context words: %s",
-                     herr ? herr->message : "unknown error");
-        hs_free_compile_error(herr);
-    }
-done:
-    free(pats);
-    free(flags);
-    free(ids);
-    free(lens);
-    return rc;
+    return WD_OK;
 }
 
 int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
@@ -1803,11 +1813,13 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
     for (unsigned uses = 1; uses <= WD_GUARD_ANY; uses++) {
         part_t pt = {.uses = uses};
         unsigned mode = STREAMED(uses) ? HS_MODE_STREAM : HS_MODE_BLOCK;
-        int rc = compile_rules(db, uses, false, SIZE_MAX, mode, &pt.hs, &pt.win, err, errlen);
+        size_t w0 = db->nwords;
+        int rc = compile_gated(db, uses, err, errlen);
+        if (!rc)
+            rc = compile_rules(db, uses, false, SIZE_MAX, w0, db->nwords, mode, &pt.hs, &pt.win, err, errlen);
         if (!rc && STREAMED(uses))
-            rc = compile_rules(db, uses, true, SIZE_MAX, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
-        if (!rc) rc = compile_gated(db, &pt, err, errlen);
-        if (pt.hs || pt.ghs || pt.ctx) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
+            rc = compile_rules(db, uses, true, SIZE_MAX, 0, 0, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
+        if (pt.hs || pt.ghs) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
         if (rc) return rc;
     }
     db->compiled = true;
