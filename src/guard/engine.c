@@ -96,6 +96,7 @@ typedef struct {
     uint8_t bytes[32]; /* ... which are all a match can contain (wd_pattern_bytes) */
     wd_validator_fn validate;
     uint8_t ctxlen[MAX_WORDS]; /* strlen of each context word */
+    uint64_t ctxpair[8]; /* bit pair_bit(w[0], w[1]) of each context word w (all set if one is 1 byte) */
     uint8_t uses;              /* WD_GUARD_* purposes the rule serves; 0 = never scanned */
     bool longspan;             /* win > SHORT_WIN: streams track its match in progress (track_pending) */
     unsigned pline, pcol;      /* where its pattern is, for compile errors */
@@ -162,6 +163,8 @@ typedef struct {
     cand_t *v;
     size_t n, cap;
     int32_t *last; /* per rule: index in v of its latest candidate, or -1 */
+    cand_t *tmp;   /* sort_dedup's merge buffer */
+    size_t tcap;
 } candset_t;
 
 /* A stretch of text a gated rule is run on in a block scan. */
@@ -255,6 +258,7 @@ static void cands_free(candset_t *cs)
 {
     free(cs->v);
     free(cs->last);
+    free(cs->tmp);
     memset(cs, 0, sizeof *cs);
 }
 
@@ -374,9 +378,9 @@ static int cmp_priority(const void *a, const void *b)
 
 typedef int (*cand_cmp_t)(const void *, const void *);
 
-/* In place and allocation-free (glibc's qsort may malloc a merge buffer). Candidates arrive nearly
- * sorted by start (Hyperscan reports by end), so insertion sort is linear in practice; if it has to
- * move too much the rest is heap-sorted, which bounds the worst case at O(n log n). */
+/* In place and allocation-free (glibc's qsort may malloc a merge buffer), for the small overlap
+ * components and for sort_dedup when its buffer cannot grow: insertion sort, and if it has to move
+ * too much the rest is heap-sorted, which bounds the worst case at O(n log n). */
 static void sift_down(cand_t *v, size_t root, size_t n, cand_cmp_t cmp)
 {
     for (;;) {
@@ -417,6 +421,36 @@ static void cand_sort(cand_t *v, size_t n, cand_cmp_t cmp)
     }
 }
 
+/* Bottom-up merge sort by cmp_start through tmp (room for n): runs of 16 by insertion, then
+ * merges; a merge whose halves are already in order is skipped, so input that arrives in sorted
+ * stretches (one per database scan) costs little. */
+static void merge_sort_start(cand_t *v, cand_t *tmp, size_t n)
+{
+    enum { RUN = 16 };
+    for (size_t lo = 0; lo < n; lo += RUN) {
+        size_t hi = WD_MIN(lo + RUN, n);
+        for (size_t i = lo + 1; i < hi; i++) {
+            cand_t x = v[i];
+            size_t j = i;
+            for (; j > lo && cmp_start(&v[j - 1], &x) > 0; j--)
+                v[j] = v[j - 1];
+            v[j] = x;
+        }
+    }
+    for (size_t w = RUN; w < n; w *= 2)
+        for (size_t lo = 0; lo + w < n; lo += 2 * w) {
+            size_t mid = lo + w, hi = WD_MIN(lo + 2 * w, n);
+            if (cmp_start(&v[mid - 1], &v[mid]) <= 0) continue;
+            /* the left half goes to tmp; the output never overtakes the right half's next entry */
+            size_t nl = mid - lo, i = 0, j = mid, k = lo;
+            memcpy(tmp, v + lo, nl * sizeof *v);
+            while (i < nl && j < hi)
+                v[k++] = cmp_start(&v[j], &tmp[i]) < 0 ? v[j++] : tmp[i++];
+            while (i < nl)
+                v[k++] = tmp[i++];
+        }
+}
+
 /* Sorts by start and drops repeats of (rule, start), keeping the longest: Hyperscan may report the
  * ends of one rule so that the same start comes back after another one. */
 static void sort_dedup(candset_t *cs)
@@ -426,7 +460,17 @@ static void sort_dedup(candset_t *cs)
         sorted = cmp_start(&cs->v[i - 1], &cs->v[i]) < 0 &&
                  (cs->v[i - 1].start != cs->v[i].start || cs->v[i - 1].rule != cs->v[i].rule);
     if (sorted) return;
-    cand_sort(cs->v, cs->n, cmp_start);
+    if (cs->tcap < cs->n) {
+        cand_t *t = realloc(cs->tmp, cs->cap * sizeof *t);
+        if (t) {
+            cs->tmp = t;
+            cs->tcap = cs->cap;
+        }
+    }
+    if (cs->tcap >= cs->n)
+        merge_sort_start(cs->v, cs->tmp, cs->n);
+    else
+        cand_sort(cs->v, cs->n, cmp_start); /* no memory for the buffer: in place, slower */
     size_t w = 0;
     for (size_t i = 0; i < cs->n; i++) {
         if (w && cs->v[w - 1].start == cs->v[i].start && cs->v[w - 1].rule == cs->v[i].rule) continue;
@@ -447,39 +491,48 @@ static inline int byte_at(const view_t *t, uint64_t off)
     return (unsigned char)t->buf[off - t->base];
 }
 
-/* Is a context word present as a whole word, case-insensitively, inside [lo, hi)? The window is
- * lower-cased once (it is at most CTX_BEFORE bytes) and searched with memmem per word. */
-static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t *r, const uint8_t *wlen)
+/* The bit of rule_rt_t.ctxpair for a word starting with bytes a, b. */
+static inline unsigned pair_bit(unsigned char a, unsigned char b)
 {
-    unsigned char win[WD_MAX(CTX_BEFORE, CTX_AFTER)];
+    return ((a & 15u) << 5 | (b & 31u));
+}
+
+/* Is a context word present as a whole word, case-insensitively, inside [lo, hi)? The window is
+ * lower-cased once (it is at most CTX_BEFORE bytes); a position is compared with the words only if
+ * its first two bytes have their bit in ctxpair. */
+static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t *r, const rule_rt_t *rt)
+{
+    unsigned char win[WD_MAX(CTX_BEFORE, CTX_AFTER) + 1];
     size_t n = (size_t)(hi - lo);
     if (hi <= lo) return false;
     const unsigned char *p = (const unsigned char *)t->buf + (lo - t->base);
     for (size_t i = 0; i < n; i++)
         win[i] = lower(p[i]);
-    for (size_t k = 0; k < r->ncontext; k++) {
-        const char *w = r->context[k];
-        size_t wl = wlen[k], from = 0;
-        const unsigned char *hit;
-        while (from + wl <= n && (hit = memmem(win + from, n - from, w, wl))) {
-            size_t at = (size_t)(hit - win);
+    win[n] = 0;
+    for (size_t at = 0; at < n; at++) {
+        unsigned bit = pair_bit(win[at], win[at + 1]);
+        if (!(rt->ctxpair[bit >> 6] >> (bit & 63) & 1)) continue;
+        for (size_t k = 0; k < r->ncontext; k++) {
+            const char *w = r->context[k];
+            size_t wl = rt->ctxlen[k];
+            if (wl > n - at || win[at] != (unsigned char)w[0] || memcmp(win + at, w, wl) != 0) continue;
             uint64_t abs_at = lo + at;
             int before = abs_at ? byte_at(t, abs_at - 1) : -1, after = byte_at(t, abs_at + wl);
             bool bad =
                 (before >= 0 && wd_is_alnum((unsigned char)before) && wd_is_alnum((unsigned char)w[0])) ||
                 (after >= 0 && wd_is_alnum((unsigned char)after) && wd_is_alnum((unsigned char)w[wl - 1]));
             if (!bad) return true;
-            from = at + 1;
         }
     }
     return false;
 }
 
-static bool has_context(const view_t *t, const wd_rule_t *r, const uint8_t *wlen, uint64_t start, uint64_t end)
+static bool has_context(const view_t *t, const wd_rule_t *r, const rule_rt_t *rt, uint64_t start,
+                        uint64_t end)
 {
     uint64_t blo = start > CTX_BEFORE ? start - CTX_BEFORE : 0, ahi = WD_MIN(end + CTX_AFTER, t->avail);
     if (blo < t->base) blo = t->base;
-    return words_in(t, blo, start, r, wlen) || words_in(t, end, ahi, r, wlen);
+    return words_in(t, blo, start, r, rt) || words_in(t, end, ahi, r, rt);
 }
 
 /* Boundary check, validator, context and min_score, in place on v[0..n). Returns the kept count. */
@@ -502,7 +555,7 @@ static size_t filter(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t
         float score = r->score;
         if (rt->validate && !rt->validate(p, len, &score)) continue;
         if (r->ncontext) {
-            if (has_context(t, r, rt->ctxlen, c.start, c.end))
+            if (has_context(t, r, rt, c.start, c.end))
                 score = fminf(1.0f, score + CTX_BOOST);
             else if (r->context_required)
                 continue;
@@ -1596,8 +1649,15 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         pcre2_jit_compile(rt->code, PCRE2_JIT_COMPLETE); /* falls back to the interpreter on failure */
     }
     rt->validate = r->validator >= 0 ? wd_validator_get(r->validator) : NULL;
-    for (size_t i = 0; i < r->ncontext; i++)
-        rt->ctxlen[i] = (uint8_t)strlen(r->context[i]);
+    for (size_t i = 0; i < r->ncontext; i++) {
+        const char *w = r->context[i];
+        rt->ctxlen[i] = (uint8_t)strlen(w);
+        if (rt->ctxlen[i] < 2)
+            memset(rt->ctxpair, 0xff, sizeof rt->ctxpair);
+        else
+            rt->ctxpair[pair_bit((unsigned char)w[0], (unsigned char)w[1]) >> 6] |=
+                1ull << (pair_bit((unsigned char)w[0], (unsigned char)w[1]) & 63);
+    }
     return WD_OK;
 }
 
