@@ -96,7 +96,8 @@ typedef struct {
     uint8_t bytes[32]; /* ... which are all a match can contain (wd_pattern_bytes) */
     wd_validator_fn validate;
     uint8_t ctxlen[MAX_WORDS]; /* strlen of each context word */
-    uint64_t ctxpair[8]; /* bit pair_bit(w[0], w[1]) of each context word w (all set if one is 1 byte) */
+    uint64_t *ctxwords; /* rules with context: per pair_bit value, the context words (bit k: word k) that
+                           start with such two bytes; a word of one byte is in every entry */
     uint8_t uses;              /* WD_GUARD_* purposes the rule serves; 0 = never scanned */
     bool longspan;             /* win > SHORT_WIN: streams track its match in progress (track_pending) */
     unsigned pline, pcol;      /* where its pattern is, for compile errors */
@@ -491,15 +492,16 @@ static inline int byte_at(const view_t *t, uint64_t off)
     return (unsigned char)t->buf[off - t->base];
 }
 
-/* The bit of rule_rt_t.ctxpair for a word starting with bytes a, b. */
+/* The index in rule_rt_t.ctxwords of a word starting with bytes a, b. */
+#define PAIR_SLOTS 512
 static inline unsigned pair_bit(unsigned char a, unsigned char b)
 {
     return ((a & 15u) << 5 | (b & 31u));
 }
 
 /* Is a context word present as a whole word, case-insensitively, inside [lo, hi)? The window is
- * lower-cased once (it is at most CTX_BEFORE bytes); a position is compared with the words only if
- * its first two bytes have their bit in ctxpair. */
+ * lower-cased once (it is at most CTX_BEFORE bytes); at each position only the words that start
+ * with its two bytes' pair_bit value are compared. */
 static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t *r, const rule_rt_t *rt)
 {
     unsigned char win[WD_MAX(CTX_BEFORE, CTX_AFTER) + 1];
@@ -510,12 +512,11 @@ static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t 
         win[i] = lower(p[i]);
     win[n] = 0;
     for (size_t at = 0; at < n; at++) {
-        unsigned bit = pair_bit(win[at], win[at + 1]);
-        if (!(rt->ctxpair[bit >> 6] >> (bit & 63) & 1)) continue;
-        for (size_t k = 0; k < r->ncontext; k++) {
+        for (uint64_t ws = rt->ctxwords[pair_bit(win[at], win[at + 1])]; ws; ws &= ws - 1) {
+            size_t k = (size_t)__builtin_ctzll(ws);
             const char *w = r->context[k];
             size_t wl = rt->ctxlen[k];
-            if (wl > n - at || win[at] != (unsigned char)w[0] || memcmp(win + at, w, wl) != 0) continue;
+            if (wl > n - at || memcmp(win + at, w, wl) != 0) continue;
             uint64_t abs_at = lo + at;
             int before = abs_at ? byte_at(t, abs_at - 1) : -1, after = byte_at(t, abs_at + wl);
             bool bad =
@@ -1182,6 +1183,7 @@ static void db_free(wd_guard_db_t *db)
         if (db->rt) {
             pcre2_code_free(db->rt[i].code);
             pcre2_code_free(db->rt[i].pcode);
+            free(db->rt[i].ctxwords);
         }
     }
     free(db->rules);
@@ -1649,14 +1651,14 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         pcre2_jit_compile(rt->code, PCRE2_JIT_COMPLETE); /* falls back to the interpreter on failure */
     }
     rt->validate = r->validator >= 0 ? wd_validator_get(r->validator) : NULL;
+    if (r->ncontext && !(rt->ctxwords = calloc(PAIR_SLOTS, sizeof *rt->ctxwords)))
+        return fail_at(L, line, col, "out of memory");
     for (size_t i = 0; i < r->ncontext; i++) {
         const char *w = r->context[i];
         rt->ctxlen[i] = (uint8_t)strlen(w);
-        if (rt->ctxlen[i] < 2)
-            memset(rt->ctxpair, 0xff, sizeof rt->ctxpair);
-        else
-            rt->ctxpair[pair_bit((unsigned char)w[0], (unsigned char)w[1]) >> 6] |=
-                1ull << (pair_bit((unsigned char)w[0], (unsigned char)w[1]) & 63);
+        for (unsigned b = 0; b < PAIR_SLOTS; b++)
+            if (rt->ctxlen[i] < 2 || b == pair_bit((unsigned char)w[0], (unsigned char)w[1]))
+                rt->ctxwords[b] |= 1ull << i;
     }
     return WD_OK;
 }

@@ -399,6 +399,22 @@ static void test_scan_context_and_scores(void **state)
     assert_int_equal(x.f.n, 1);
     assert_true(x.f.v[0].score == 1.0f);
     fx_close(&x);
+    /* a one-byte word, and words whose first two bytes share a filter slot ("ca", "sa") */
+    x = fx_open(HEAD R("t", "T", "    score: 0.5\n    context: ['#', sa, ca]\n", "t_[0-9]{4}"));
+    static const char *const boosted[] = {"#: t_1234", "# t_1234",  "t_1234 #",
+                                          "CA t_1234", "t_1234 sa", "x sa: t_1234"};
+    static const char *const plain[] = {"t_1234", "xa t_1234", "casa t_1234", "t_1234 s", "t_1234 c"};
+    for (size_t i = 0; i < sizeof boosted / sizeof *boosted; i++) {
+        assert_int_equal(scan(&x, boosted[i], 0), WD_OK);
+        assert_int_equal(x.f.n, 1);
+        assert_true(x.f.v[0].score > 0.74f);
+    }
+    for (size_t i = 0; i < sizeof plain / sizeof *plain; i++) {
+        assert_int_equal(scan(&x, plain[i], 0), WD_OK);
+        assert_int_equal(x.f.n, 1);
+        assert_true(x.f.v[0].score < 0.51f);
+    }
+    fx_close(&x);
 }
 
 static void test_scan_limit(void **state)
