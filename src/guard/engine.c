@@ -1654,10 +1654,12 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
     if (r->ncontext && !(rt->ctxwords = calloc(PAIR_SLOTS, sizeof *rt->ctxwords)))
         return fail_at(L, line, col, "out of memory");
     for (size_t i = 0; i < r->ncontext; i++) {
-        const char *w = r->context[i];
-        rt->ctxlen[i] = (uint8_t)strlen(w);
-        for (unsigned b = 0; b < PAIR_SLOTS; b++)
-            if (rt->ctxlen[i] < 2 || b == pair_bit((unsigned char)w[0], (unsigned char)w[1]))
+        const unsigned char *w = (const unsigned char *)r->context[i];
+        rt->ctxlen[i] = (uint8_t)strlen(r->context[i]);
+        if (rt->ctxlen[i] >= 2)
+            rt->ctxwords[pair_bit(w[0], w[1])] |= 1ull << i;
+        else
+            for (unsigned b = 0; b < PAIR_SLOTS; b++)
                 rt->ctxwords[b] |= 1ull << i;
     }
     return WD_OK;
