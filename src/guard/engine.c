@@ -428,16 +428,8 @@ static void cand_sort(cand_t *v, size_t n, cand_cmp_t cmp)
 static void merge_sort_start(cand_t *v, cand_t *tmp, size_t n)
 {
     enum { RUN = 16 };
-    for (size_t lo = 0; lo < n; lo += RUN) {
-        size_t hi = WD_MIN(lo + RUN, n);
-        for (size_t i = lo + 1; i < hi; i++) {
-            cand_t x = v[i];
-            size_t j = i;
-            for (; j > lo && cmp_start(&v[j - 1], &x) > 0; j--)
-                v[j] = v[j - 1];
-            v[j] = x;
-        }
-    }
+    for (size_t lo = 0; lo < n; lo += RUN)
+        cand_sort(v + lo, WD_MIN((size_t)RUN, n - lo), cmp_start); /* insertion sort within its budget */
     for (size_t w = RUN; w < n; w *= 2)
         for (size_t lo = 0; lo + w < n; lo += 2 * w) {
             size_t mid = lo + w, hi = WD_MIN(lo + 2 * w, n);
@@ -492,6 +484,15 @@ static inline int byte_at(const view_t *t, uint64_t off)
     return (unsigned char)t->buf[off - t->base];
 }
 
+/* Is a span with these first and last bytes glued to letters or digits around it (before, after: the
+ * bytes next to it, -1 for none)? Such a span is no whole word: the boundary check drops it, and it
+ * is no context word. */
+static inline bool glued(int before, unsigned char first, unsigned char last, int after)
+{
+    return (before >= 0 && wd_is_alnum((unsigned char)before) && wd_is_alnum(first)) ||
+           (after >= 0 && wd_is_alnum((unsigned char)after) && wd_is_alnum(last));
+}
+
 /* The index in rule_rt_t.ctxwords of a word starting with bytes a, b. */
 #define PAIR_SLOTS 512
 static inline unsigned pair_bit(unsigned char a, unsigned char b)
@@ -519,10 +520,7 @@ static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t 
             if (wl > n - at || memcmp(win + at, w, wl) != 0) continue;
             uint64_t abs_at = lo + at;
             int before = abs_at ? byte_at(t, abs_at - 1) : -1, after = byte_at(t, abs_at + wl);
-            bool bad =
-                (before >= 0 && wd_is_alnum((unsigned char)before) && wd_is_alnum((unsigned char)w[0])) ||
-                (after >= 0 && wd_is_alnum((unsigned char)after) && wd_is_alnum((unsigned char)w[wl - 1]));
-            if (!bad) return true;
+            if (!glued(before, (unsigned char)w[0], (unsigned char)w[wl - 1], after)) return true;
         }
     }
     return false;
@@ -548,10 +546,7 @@ static size_t filter(const wd_guard_db_t *db, const view_t *t, cand_t *v, size_t
         size_t len = (size_t)(c.end - c.start);
         if (r->boundary) {
             int before = c.start ? byte_at(t, c.start - 1) : -1, after = byte_at(t, c.end);
-            if (before >= 0 && wd_is_alnum((unsigned char)before) && wd_is_alnum((unsigned char)p[0]))
-                continue;
-            if (after >= 0 && wd_is_alnum((unsigned char)after) && wd_is_alnum((unsigned char)p[len - 1]))
-                continue;
+            if (glued(before, (unsigned char)p[0], (unsigned char)p[len - 1], after)) continue;
         }
         float score = r->score;
         if (rt->validate && !rt->validate(p, len, &score)) continue;
@@ -688,11 +683,9 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
     wd_guard_scratch_t *s = m->s;
     const ctxword_t *cw = &db->words[w];
     uint64_t a = h - cw->len;
-    /* the same test as words_in: an occurrence glued to letters or digits is no context word */
-    unsigned char first = (unsigned char)m->buf[a], last = (unsigned char)m->buf[h - 1];
-    if ((a > 0 && wd_is_alnum((unsigned char)m->buf[a - 1]) && wd_is_alnum(first)) ||
-        (h < m->len && wd_is_alnum((unsigned char)m->buf[h]) && wd_is_alnum(last)))
-        return 0;
+    int before = a > 0 ? (unsigned char)m->buf[a - 1] : -1,
+        after = h < m->len ? (unsigned char)m->buf[h] : -1;
+    if (glued(before, (unsigned char)m->buf[a], (unsigned char)m->buf[h - 1], after)) return 0;
     for (uint32_t k = 0; k < cw->n; k++) {
         uint32_t gi = db->wslots[cw->first + k];
         uint64_t win = db->rt[db->gated[gi].rule].win;
