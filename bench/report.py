@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-TARGETS = ("direct", "nginx", "warden")
+TARGETS = ("direct", "relay", "nginx", "warden")
 NUMERIC = {"conns": int, "delay_ms": float, "proxy_cpu_s": float, "sim_cpu_s": float, "steal_s": float,
            # controls (bench/controls.sh): counters over one run
            "limit_ok": int, "redis_decisions": int, "redis_scripts": int, "redis_cpu_s": float}
@@ -54,7 +54,10 @@ Method, in short:
 - `warden sim` is the upstream. It is measured directly (**direct**), behind **nginx** (reference
   reverse proxy: `upstream {}` with `keepalive 64`, `proxy_http_version 1.1`, `proxy_buffering off`,
   access log off) and behind **warden** (`log_level: warn`, audit off unless `BENCH_AUDIT=1`). nginx and
-  warden run the same number of workers and proxy to the same simulator.
+  warden run the same number of workers and proxy to the same simulator. Since 2026-12-06 also behind
+  a bare TCP **relay** (`bench/relay.c`: one thread, epoll, one read and one write per message each
+  way, no parsing): what it adds is the floor that loopback TCP and the machine's scheduler put under
+  any proxy in the same CPU layout.
 - Load: wrk with a ~1 KB chat completion body (system prompt + 3-turn history, `bench/body.py`);
   non-streamed, and streamed (`"stream": true`; the simulator answers a short SSE stream). Every target
   gets the same wrk threads, connections and fixed duration, after a short warm-up. Any non-2xx answer
@@ -436,23 +439,26 @@ def cmd_report(meta_path, res_path, md_path):
                                   fmt_num(cpu_per_req(r, "sim_cpu_s"), 1), fmt_pct(steal(r, meta["nproc"]))))
 
     # warden against nginx and against direct.
-    cmp_rows = [("metric", "direct", "nginx", "warden", "warden vs nginx", "warden vs direct")]
+    cmp_rows = [("metric", "direct", "relay", "nginx", "warden", "warden vs nginx", "warden vs direct",
+                 "warden vs relay")]
     for m, p, name in phases:
-        d, n, w = (field(t, m, p, "rps") for t in TARGETS)
-        cmp_rows.append(("req/s, " + name, fmt_num(d), fmt_num(n), fmt_num(w), fmt_ratio(w, n), fmt_ratio(w, d)))
+        d, r, n, w = (field(t, m, p, "rps") for t in TARGETS)
+        cmp_rows.append(("req/s, " + name, fmt_num(d), fmt_num(r), fmt_num(n), fmt_num(w), fmt_ratio(w, n),
+                         fmt_ratio(w, d), fmt_ratio(w, r)))
     for m, p, name in phases:
         for q in ("p50_us", "p99_us"):
-            d, n, w = (field(t, m, p, q) for t in TARGETS)
-            cmp_rows.append(("%s, %s" % (q[:3], name), fmt_num(d), fmt_num(n), fmt_num(w),
-                             fmt_delta(w, n), fmt_delta(w, d)))
+            d, r, n, w = (field(t, m, p, q) for t in TARGETS)
+            cmp_rows.append(("%s, %s" % (q[:3], name), fmt_num(d), fmt_num(r), fmt_num(n), fmt_num(w),
+                             fmt_delta(w, n), fmt_delta(w, d), fmt_delta(w, r)))
+    pct = lambda v: "–" if v is None else "%.0f%%" % (100 * v)
     for m, name in (("plain", "non-streamed"), ("stream", "streamed")):
-        n, w = (field(t, m, "sat", "proxy_cpu") for t in ("nginx", "warden"))
-        cmp_rows.append(("proxy CPU µs/req, " + name, "–", fmt_num(n, 1), fmt_num(w, 1), fmt_ratio(w, n), "–"))
+        r, n, w = (field(t, m, "sat", "proxy_cpu") for t in TARGETS[1:])
+        cmp_rows.append(("proxy CPU µs/req, " + name, "–", fmt_num(r, 1), fmt_num(n, 1), fmt_num(w, 1),
+                         fmt_ratio(w, n), "–", fmt_ratio(w, r)))
     for m, name in (("plain", "non-streamed"), ("stream", "streamed")):
-        n, w = (busy(R(t, m, "sat")) for t in ("nginx", "warden"))
+        r, n, w = (busy(R(t, m, "sat")) for t in TARGETS[1:])
         if n is not None and w is not None:
-            cmp_rows.append(("proxy CPU busy, %s, saturation" % name, "–", "%.0f%%" % (100 * n),
-                             "%.0f%%" % (100 * w), "–", "–"))
+            cmp_rows.append(("proxy CPU busy, %s, saturation" % name, "–", pct(r), pct(n), pct(w), "–", "–", "–"))
 
     # The targets.
     checks = []
@@ -461,15 +467,15 @@ def cmd_report(meta_path, res_path, md_path):
         if n and w:
             checks.append(("throughput ≥ %.1f× nginx, %s" % (MIN_THROUGHPUT_VS_NGINX, name),
                            "%.2f×" % (w / n), w / n >= MIN_THROUGHPUT_VS_NGINX))
-    d, n, w = (field(t, "plain", "half", "p99_us") for t in TARGETS)
+    d, r, n, w = (field(t, "plain", "half", "p99_us") for t in TARGETS)
     if d is not None and w is not None:
         # A tail measured while the hypervisor stole CPU time is its tail, not the proxy's: such a
         # result is reported as NOISY rather than as a pass or a failure of warden.
         st = [steal(R(t, "plain", "half"), meta["nproc"]) for t in TARGETS]
         noisy = None not in st and max(st) * 100 > meta["max_steal_pct"]
-        st_note = "" if None in st else "; CPU steal direct/nginx/warden %s" % " / ".join(fmt_pct(x) for x in st)
+        st_note = "" if None in st else "; CPU steal %s %s" % ("/".join(TARGETS), " / ".join(fmt_pct(x) for x in st))
         checks.append(("p99 added over direct at half load ≤ %d µs" % MAX_ADDED_P99_US,
-                       "%+d µs (nginx: %s%s)" % (w - d, fmt_delta(n, d), st_note),
+                       "%+d µs (relay: %s; nginx: %s%s)" % (w - d, fmt_delta(r, d), fmt_delta(n, d), st_note),
                        "NOISY" if noisy else w - d <= MAX_ADDED_P99_US))
     idle = meta.get("warden_idle_rss_kb")
     checks.append(("idle RSS ≤ %d MiB" % (MAX_IDLE_RSS_KB // 1024), "%.1f MiB" % (idle / 1024),
@@ -487,6 +493,11 @@ def cmd_report(meta_path, res_path, md_path):
                      "stole more than %d%% of the CPUs is run again, up to %d runs; the last one counts." %
                      (fmt_num(meta["half_target_rps"]), half["conns"], rates, meta.get("half_rounds", 1),
                       meta["max_steal_pct"], meta["half_tries"]))
+        if d is not None and r is not None:
+            half_note += (" The relay, which copies bytes without parsing them, added %s at p99 and %s at p50 "
+                          "over direct: the floor under any proxy in this CPU layout." %
+                          (fmt_delta(r, d), fmt_delta(field("relay", "plain", "half", "p50_us"),
+                                                      field("direct", "plain", "half", "p50_us"))))
     mem = ("warden RSS: idle %.1f MiB, peak (VmHWM) %.1f MiB; nginx master + workers after the run: "
            "%.1f MiB." % (meta["warden_idle_rss_kb"] / 1024, meta["warden_peak_rss_kb"] / 1024,
                           meta["nginx_rss_kb"] / 1024))

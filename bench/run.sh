@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# warden throughput/latency benchmark: the simulator (`warden sim`) measured directly, behind nginx
-# and behind warden, with the same wrk load for each. Usage:
+# warden throughput/latency benchmark: the simulator (`warden sim`) measured directly, behind a bare
+# TCP relay, behind nginx and behind warden, with the same wrk load for each. Usage:
 #
 #   bash bench/run.sh [path/to/warden]          (make bench)
 #
 # One run (about 3 minutes with the defaults; a run that would pass 330 s stops with an error):
-#   1. starts `warden sim`, nginx and `warden serve` on free loopback ports, nginx and warden with
-#      the same number of workers and both proxying to the same simulator;
-#   2. for each target (direct, nginx, warden): warm-up, then a fixed-duration wrk run with a ~1 KB
+#   1. starts `warden sim`, bench/relay.c (built here with cc), nginx and `warden serve` on free
+#      loopback ports, nginx and warden with the same number of workers, the relay with one thread,
+#      all proxying to the same simulator. The relay copies bytes without parsing them: what it adds
+#      is the floor that the machine's loopback TCP and scheduler put under any proxy;
+#   2. for each target (direct, relay, nginx, warden): warm-up, then a fixed-duration wrk run with a ~1 KB
 #      chat completion body, non-streamed and streamed ("stream": true, a short SSE answer);
 #   3. paced runs at about half of warden's saturation throughput for each target, in interleaved
 #      rounds whose starting target rotates, to measure the latency a proxy adds when it is not
@@ -86,10 +88,10 @@ log() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
 for arg in "$DURATION" "$WARMUP" "$CONNS" "$PACED_CONNS" "$ROUNDS" "$CTL_ROUNDS" "$CTL_RATE_ROUNDS" "$CTL_PAIR_ROUNDS"; do
   [[ $arg =~ ^[1-9][0-9]*$ ]] || die "durations and connection counts must be positive integers, got '$arg'"
 done
-((DURATION <= 15)) || die "BENCH_DURATION is at most 15 s (the whole run must stay under 6 minutes)"
+((DURATION <= 15)) || die "BENCH_DURATION is at most 15 s (the whole run must stay under 8 minutes)"
 [[ -x $WARDEN ]] || die "warden binary '$WARDEN' not found or not executable (build it: ninja -C build)"
 WARDEN=$(cd "$(dirname "$WARDEN")" && pwd)/$(basename "$WARDEN")
-for tool in wrk nginx taskset curl; do
+for tool in wrk nginx taskset curl cc; do
   command -v "$tool" >/dev/null || die "'$tool' is not installed (bash scripts/install-deps.sh installs it)"
 done
 [[ -x $PY ]] || die "$PY is required"
@@ -159,7 +161,7 @@ case $LAYOUT in
     WORKERS=${BENCH_WORKERS:-$nproxy}
     SIM_WORKERS=$(( (ncpu - nproxy + 1) / 2 )); ((SIM_WORKERS >= 1)) || SIM_WORKERS=1
     WRK_THREADS=$(( (ncpu - nproxy + 1) / 2 )); ((WRK_THREADS >= 1)) || WRK_THREADS=1
-    layout_desc="pinned: proxy (nginx or warden, $WORKERS worker(s)) on CPU $PROXY_CPUS; wrk ($WRK_THREADS thread(s)) and sim ($SIM_WORKERS worker(s)) share CPU $GEN_CPUS"
+    layout_desc="pinned: proxy (relay with 1 thread, nginx or warden with $WORKERS worker(s)) on CPU $PROXY_CPUS; wrk ($WRK_THREADS thread(s)) and sim ($SIM_WORKERS worker(s)) share CPU $GEN_CPUS"
     ;;
   shared)
     PROXY_CPUS=$(join "${cpus[@]}"); GEN_CPUS=$PROXY_CPUS
@@ -185,7 +187,7 @@ fi
 DIR=$(mktemp -d /tmp/warden-bench.XXXXXX)
 PIDS=()
 WRK_PID=
-BUDGET=420   # seconds: no wrk run may start that would end after this
+BUDGET=480   # seconds: no wrk run may start that would end after this
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -302,6 +304,15 @@ sleep 0.2   # let every worker finish setting up before sampling
 W_IDLE_KB=$(proc_field "$W_PID" VmRSS)
 log "warden pid $W_PID on :$W_PORT, idle VmRSS ${W_IDLE_KB} kB"
 
+# --- relay: bench/relay.c, the least a proxy can do ------------------------------------------------
+cc -O2 -Wall -Wextra -Werror -o "$DIR/relay" "$here/relay.c" 2>"$DIR/relay.log" \
+  || die "cannot build bench/relay.c: $(head -5 "$DIR/relay.log")"
+R_PORT=$(free_port)
+"${ON_PROXY[@]}" "$DIR/relay" "$R_PORT" "$SIM_PORT" >"$DIR/relay.log" 2>&1 &
+R_PID=$!; PIDS+=("$R_PID")
+wait_port "$R_PORT" "$R_PID" relay
+log "relay pid $R_PID on :$R_PORT"
+
 # --- nginx -----------------------------------------------------------------------------------------
 N_PORT=$(free_port)
 mkdir -p "$DIR/nginx"
@@ -325,10 +336,11 @@ BODY_BYTES=$(wc -c <"$BODY_NS")
 
 declare -A URL=(
   [direct]="http://127.0.0.1:$SIM_PORT/v1/chat/completions"
+  [relay]="http://127.0.0.1:$R_PORT/v1/chat/completions"
   [nginx]="http://127.0.0.1:$N_PORT/v1/chat/completions"
   [warden]="http://127.0.0.1:$W_PORT/v1/chat/completions"
 )
-TARGETS=(direct nginx warden)
+TARGETS=(direct relay nginx warden)
 for t in "${TARGETS[@]}"; do
   out=$(curl -sS -m 5 -o "$DIR/check-$t.json" -w '%{http_code}' -H 'Content-Type: application/json' \
         --data-binary @"$BODY_NS" "${URL[$t]}") || die "$t: request failed"
@@ -350,6 +362,7 @@ declare -A WRK_EXTRA=()  # extra chat.lua arguments per target (auth_file=...)
 proxy_pids() {
   case $1 in
     direct) ;;                      # nothing between wrk and the simulator
+    relay) echo "$R_PID" ;;
     nginx) nginx_pids ;;
     warden) echo "$W_PID" ;;
     *) echo "${PROXY_PID[$1]}" ;;
@@ -409,7 +422,7 @@ for t in "${TARGETS[@]}"; do
   run_wrk "$t" plain warmup "$WARMUP" "$CONNS"
 done
 # On a shared machine the background load drifts within seconds; each target's DURATION is split into
-# ROUNDS interleaved runs (direct, nginx, warden, direct, nginx, warden, ...) so drift hits all alike.
+# ROUNDS interleaved runs (direct, relay, nginx, warden, direct, ...) so drift hits all alike.
 round_secs=$(( (DURATION + ROUNDS - 1) / ROUNDS ))
 for mode in plain stream; do
   for _ in $(seq "$ROUNDS"); do
@@ -434,7 +447,7 @@ if [[ $RT == 1 ]]; then
   # whatever background process holds its CPU (milliseconds): that is this machine's noise, not the
   # proxy's latency. SCHED_RR wakes our processes at once. Not used at saturation, where real-time
   # tasks would starve everything else on the machine (and RT throttling would distort the result).
-  for p in "$SIM_PID" "$W_PID" $(nginx_pids); do chrt -a -r -p 1 "$p" >/dev/null; done
+  for p in "$SIM_PID" "$R_PID" "$W_PID" $(nginx_pids); do chrt -a -r -p 1 "$p" >/dev/null; done
   ON_GEN=(chrt -r 1 "${ON_GEN[@]}")
 fi
 HALF=$("$PY" -c "print(round($(get warden plain sat rps) / 2))")
