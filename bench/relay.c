@@ -174,10 +174,14 @@ int main(int argc, char **argv)
         for (int i = 0; i < n; i++) {
             side_t *s = evs[i].data.ptr;
             if (s->fd < 0) continue;
-            if (s == &listener) on_accept(lfd, &ua);
-            else if (evs[i].events & EPOLLOUT) on_writable(s);
-            else on_readable(s, buf);
+            if (s == &listener)
+                on_accept(lfd, &ua);
+            else if (evs[i].events & EPOLLOUT)
+                on_writable(s);
+            else
+                on_readable(s, buf);
         }
-        while (g_nclosed) free(g_closed[--g_nclosed]);
+        while (g_nclosed)
+            free(g_closed[--g_nclosed]);
     }
 }
