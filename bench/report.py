@@ -438,7 +438,7 @@ def cmd_report(meta_path, res_path, md_path):
                                   fmt_num(cpu_per_req(r, "proxy_cpu_s"), 1),
                                   fmt_num(cpu_per_req(r, "sim_cpu_s"), 1), fmt_pct(steal(r, meta["nproc"]))))
 
-    # warden against nginx and against direct.
+    # warden against nginx, direct and the relay.
     cmp_rows = [("metric", "direct", "relay", "nginx", "warden", "warden vs nginx", "warden vs direct",
                  "warden vs relay")]
     for m, p, name in phases:

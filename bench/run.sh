@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh [path/to/warden]          (make bench)
 #
-# One run (about 3 minutes with the defaults; a run that would pass 330 s stops with an error):
+# One run (about 6-7 minutes with the defaults; a run that would pass 480 s stops with an error):
 #   1. starts `warden sim`, bench/relay.c (built here with cc), nginx and `warden serve` on free
 #      loopback ports, nginx and warden with the same number of workers, the relay with one thread,
 #      all proxying to the same simulator. The relay copies bytes without parsing them: what it adds
