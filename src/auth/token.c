@@ -26,18 +26,36 @@ void wd_time_iso(int64_t t, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Reads n digits at s; -1 if any is not a digit. */
+static int digits(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
 int wd_time_parse_iso(const char *s, size_t len, int64_t *t)
 {
-    /* YYYY-MM-DDTHH:MM:SS then Z or +00:00 (fractions of a second are not used by warden) */
-    char buf[40];
-    if (len < 20 || len >= sizeof buf) return WD_EINVAL;
-    memcpy(buf, s, len);
-    buf[len] = 0;
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(buf, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end || (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0)) return WD_EINVAL;
-    *t = (int64_t)timegm(&tm);
+    /* Exactly YYYY-MM-DDTHH:MM:SS then Z or +00:00, years 1970-9999 (fractions of a second are not
+     * used by warden), so that every time accepted prints back (wd_time_iso) as one that parses to
+     * the same second. A day past the month's end or a leap second rolls over, as timegm does. */
+    if ((len != 20 && len != 25) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
+        s[16] != ':')
+        return WD_EINVAL;
+    if (len == 20 ? s[19] != 'Z' : memcmp(s + 19, "+00:00", 6) != 0) return WD_EINVAL;
+    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2), h = digits(s + 11, 2),
+        mi = digits(s + 14, 2), sec = digits(s + 17, 2);
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
+        sec > 60)
+        return WD_EINVAL;
+    struct tm tm = {
+        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    int64_t v = (int64_t)timegm(&tm);
+    if (v >= 253402300800LL) return WD_EINVAL; /* rolled over into year 10000 */
+    *t = v;
     return WD_OK;
 }
 
@@ -146,6 +164,7 @@ int wd_token_verify(const uint8_t pk[32], const char *kid, const char *tok, size
         wd_time_parse_iso(json_string_value(iat), json_string_length(iat), &out->iat) ||
         wd_time_parse_iso(json_string_value(exp), json_string_length(exp), &out->exp) ||
         json_string_length(sub) >= sizeof out->sub || json_string_length(jti) >= sizeof out->jti ||
+        json_string_length(sub) == 0 || json_string_length(jti) == 0 ||
         take_strs(json_object_get(o, "roles"), &out->roles, &out->nroles) != WD_OK) {
         rc = bad(code, "invalid_token", reason, rlen, "the token's claims are malformed");
         goto out;
