@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +84,14 @@ static int flush(side_t *s)
     return 0;
 }
 
-/* `s` is readable: read once, write to the peer; what the peer cannot take stops reads from `s`. */
+/* What `s` waits for: reads unless it holds bytes its peer has not taken; writes while its peer
+ * holds bytes for it. */
+static void update(side_t *s)
+{
+    watch(s, EPOLL_CTL_MOD, (s->pend ? 0 : EPOLLIN) | (s->peer->pend ? EPOLLOUT : 0));
+}
+
+/* `s` is readable and holds nothing: read once, write to the peer; what the peer cannot take waits. */
 static void on_readable(side_t *s, char *buf)
 {
     ssize_t n = read(s->fd, buf, BUF_SIZE);
@@ -107,21 +115,20 @@ static void on_readable(side_t *s, char *buf)
     memcpy(s->pend, buf + w, (size_t)(n - w));
     s->pend_off = 0;
     s->pend_len = (size_t)(n - w);
-    watch(s, EPOLL_CTL_MOD, 0);
-    watch(s->peer, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT);
+    update(s);
+    update(s->peer);
 }
 
-/* `s` is writable again: write what its peer holds for it, then read from the peer again. */
+/* `s` is writable again: write what its peer holds for it. */
 static void on_writable(side_t *s)
 {
-    int r = flush(s->peer);
+    int r = s->peer->pend ? flush(s->peer) : 0;
     if (r < 0) {
         close_pair(s);
         return;
     }
-    if (r > 0) return;
-    watch(s, EPOLL_CTL_MOD, EPOLLIN);
-    watch(s->peer, EPOLL_CTL_MOD, EPOLLIN);
+    update(s);
+    update(s->peer);
 }
 
 static void on_accept(int lfd, const struct sockaddr_in *up)
@@ -157,6 +164,7 @@ int main(int argc, char **argv)
     struct sockaddr_in la = {.sin_family = AF_INET, .sin_port = htons((uint16_t)lport)};
     struct sockaddr_in ua = {.sin_family = AF_INET, .sin_port = htons((uint16_t)uport)};
     la.sin_addr.s_addr = ua.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an EPIPE for that pair, not the end of the relay */
     int one = 1, lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     if (lfd < 0 || g_ep < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
@@ -174,12 +182,16 @@ int main(int argc, char **argv)
         for (int i = 0; i < n; i++) {
             side_t *s = evs[i].data.ptr;
             if (s->fd < 0) continue;
-            if (s == &listener)
+            if (s == &listener) {
                 on_accept(lfd, &ua);
-            else if (evs[i].events & EPOLLOUT)
-                on_writable(s);
-            else
-                on_readable(s, buf);
+                continue;
+            }
+            if (evs[i].events & EPOLLERR) {
+                close_pair(s);
+                continue;
+            }
+            if (evs[i].events & EPOLLOUT) on_writable(s);
+            if (s->fd >= 0 && !s->pend && (evs[i].events & (EPOLLIN | EPOLLHUP))) on_readable(s, buf);
         }
         while (g_nclosed)
             free(g_closed[--g_nclosed]);

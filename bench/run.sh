@@ -168,7 +168,7 @@ case $LAYOUT in
     WORKERS=${BENCH_WORKERS:-$ncpu}
     SIM_WORKERS=$ncpu
     WRK_THREADS=$(( ncpu > 1 ? ncpu / 2 : 1 ))
-    layout_desc="shared: no pinning; proxy ($WORKERS workers), sim ($SIM_WORKERS workers) and wrk ($WRK_THREADS thread(s)) all compete for CPUs $PROXY_CPUS"
+    layout_desc="shared: no pinning; proxy (relay with 1 thread, nginx or warden with $WORKERS workers), sim ($SIM_WORKERS workers) and wrk ($WRK_THREADS thread(s)) all compete for CPUs $PROXY_CPUS"
     ;;
   *) die "BENCH_LAYOUT must be pinned or shared, got '$LAYOUT'" ;;
 esac
@@ -487,6 +487,7 @@ for p in $(nginx_pids); do N_RSS_KB=$((N_RSS_KB + $(proc_field "$p" VmRSS))); do
 log "warden VmHWM ${W_PEAK_KB} kB; nginx RSS (master + workers) ${N_RSS_KB} kB"
 grep -i -E 'error|crit|alert|emerg' "$DIR/nginx/error.log" >&2 || true
 [[ -s $DIR/warden.log ]] && { log "warden log (warn and above):"; tail -20 "$DIR/warden.log" >&2; }
+[[ -s $DIR/relay.log ]] && { log "relay log:"; tail -20 "$DIR/relay.log" >&2; }
 
 # ---------------------------------------------------------------------------------------------------
 "$PY" "$here/report.py" meta "$DIR/meta.json" \

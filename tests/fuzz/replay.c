@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "core/core.h"
@@ -24,8 +25,17 @@ static int replay(const char *path, size_t *n)
         fprintf(stderr, "replay: %s\n", err);
         return 1;
     }
-    LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
+    /* exactly len bytes, no terminator, as libFuzzer passes them: ASan then catches a one-byte overread */
+    uint8_t *exact = malloc(len ? len : 1);
+    if (!exact) {
+        free(buf);
+        fprintf(stderr, "replay: out of memory\n");
+        return 1;
+    }
+    memcpy(exact, buf, len);
     free(buf);
+    LLVMFuzzerTestOneInput(exact, len);
+    free(exact);
     (*n)++;
     return 0;
 }
