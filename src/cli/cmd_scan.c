@@ -1221,6 +1221,7 @@ static int split_record(scan_t *S, const char *p, size_t len, uint64_t recno, ui
 static int field_value(const char *p, const cfield_t *f, wd_buf_t *out)
 {
     wd_buf_reset(out);
+    if (f->end == f->start) return WD_OK; /* p may be NULL: an empty header record has no buffer yet */
     if (!f->quoted) return wd_buf_append(out, p + f->start, f->end - f->start);
     for (size_t i = f->start + 1; i + 1 < f->end; i++) {
         if (wd_buf_append(out, p + i, 1)) return WD_ENOMEM;
