@@ -112,7 +112,8 @@ int wd_cli_begin(wd_cli_t *c, bool need_store, bool mutating)
     wd_event_writer_init(&c->ev);
     char err[1024];
     if (c->config_path) {
-        c->cfg = wd_config_load(c->config_path, err, sizeof err);
+        /* the commands that come through here never scan: the guard's rules are read, not compiled */
+        c->cfg = wd_config_load_ex(c->config_path, WD_CONFIG_NO_SCAN, err, sizeof err);
         if (!c->cfg) return wd_cli_fail(c, WD_EXIT_USAGE, "%s", err);
     }
     c->state_dir = c->state_dir_opt;

@@ -1493,7 +1493,7 @@ static int load_rules(scan_t *S, const char *rules_opt, const char *config)
 {
     char err[1024], dir[4096];
     if (config) {
-        S->cfg = wd_config_load(config, err, sizeof err);
+        S->cfg = wd_config_load_ex(config, WD_CONFIG_NO_SCAN, err, sizeof err); /* S->db below scans */
         if (!S->cfg) return fail(S, "%s", err);
         if (!S->cfg->guard_db) return fail(S, "%s has no guard section (guard: { rules_dir: ... })", config);
         const char *rd = S->cfg->guard.rules_dir, *slash = strrchr(config, '/');

@@ -32,6 +32,7 @@ typedef struct {
     char *err;
     size_t errlen;
     wd_config_t *cfg;
+    unsigned flags; /* WD_CONFIG_* */
 } ctx_t;
 
 static int failv(ctx_t *c, unsigned line, unsigned col, const char *fmt, va_list ap)
@@ -1404,6 +1405,7 @@ static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
                             r->data_classes[j]);
     }
     set_rule_uses(cfg);
+    if (c->flags & WD_CONFIG_NO_SCAN) return WD_OK;
     if (wd_guard_db_compile(cfg->guard_db, err, sizeof err)) return fail(c, g, "guard.rules_dir: %s", err);
     return WD_OK;
 }
@@ -1582,9 +1584,10 @@ void wd_config_unref(wd_config_t *c)
 /* ---------------------------------------------------------------------------------------------- */
 /* Loading */
 
-wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+static wd_config_t *load_buf(const char *name, const char *yaml, size_t len, unsigned flags, char *err,
+                             size_t errlen)
 {
-    ctx_t c = {.file = name ? name : "<config>", .err = err, .errlen = errlen};
+    ctx_t c = {.file = name ? name : "<config>", .err = err, .errlen = errlen, .flags = flags};
     if (err && errlen) err[0] = '\0';
     if (!yaml && len) {
         fail_at(&c, 1, 1, "no input");
@@ -1651,15 +1654,25 @@ wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, 
     return cfg;
 }
 
-wd_config_t *wd_config_load(const char *path, char *err, size_t errlen)
+wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
+{
+    return load_buf(name, yaml, len, 0, err, errlen);
+}
+
+wd_config_t *wd_config_load_ex(const char *path, unsigned flags, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
     char *buf;
     size_t len;
     if (wd_read_file(path, MAX_CONFIG_BYTES, &buf, &len, err, errlen) != WD_OK) return NULL;
-    wd_config_t *cfg = wd_config_load_buf(path, buf, len, err, errlen);
+    wd_config_t *cfg = load_buf(path, buf, len, flags, err, errlen);
     free(buf);
     return cfg;
+}
+
+wd_config_t *wd_config_load(const char *path, char *err, size_t errlen)
+{
+    return wd_config_load_ex(path, 0, err, errlen);
 }
 
 const wd_model_cfg_t *wd_config_model(const wd_config_t *c, const char *name, size_t len)

@@ -165,6 +165,12 @@ typedef struct wd_config {
 wd_config_t *wd_config_load(const char *path, char *err, size_t errlen);
 /* Same, from a buffer (name is used in messages). */
 wd_config_t *wd_config_load_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen);
+/* Same, with WD_CONFIG_* flags. WD_CONFIG_NO_SCAN: the guard's rule files are read and the profiles and
+ * roles checked against them, but no Hyperscan database is compiled (about 2 s with the shipped rules),
+ * so cfg->guard_db names rules and cannot scan. For commands that never scan (keys, users, tokens);
+ * `warden config check` and `warden serve` load everything. */
+#define WD_CONFIG_NO_SCAN 1u
+wd_config_t *wd_config_load_ex(const char *path, unsigned flags, char *err, size_t errlen);
 
 wd_config_t *wd_config_ref(wd_config_t *c);
 void wd_config_unref(wd_config_t *c); /* frees on last reference, zeroing secrets */
