@@ -38,6 +38,8 @@ run_pytest() {
   # the unit tests, test_guard.py and test_scan.py.
   [[ $b == *asan* ]] && skip=(--ignore=tests/integration/test_safety.py)
   echo "== integration tests ($b)${skip:+ (without test_safety.py)}"
+  # undefined behaviour in any warden process the tests start (CLI runs too) aborts it and fails the test
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
   WARDEN_BIN="$root/$b/warden" /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfE tests/integration \
     "${skip[@]}" >"$out" 2>&1
   local rc=$?

@@ -154,6 +154,7 @@ static size_t json_plain_run(const char *p, size_t i, size_t len)
 int wd_buf_append_json_str(wd_buf_t *b, const char *p, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
+    if (len == 0) return WD_OK; /* p may be NULL (an empty wd_buf_t) */
     size_t start = 0;
     for (size_t i = json_plain_run(p, 0, len); i < len; i = json_plain_run(p, i, len)) {
         unsigned char c = (unsigned char)p[i];

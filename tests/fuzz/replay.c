@@ -1,5 +1,5 @@
 /* main() for the libFuzzer drivers outside libFuzzer. `make test` builds every driver with it (gcc,
- * and the ASan build too), so a driver cannot rot unnoticed while the fuzz build is not part of CI,
+ * and clang with ASan and UBSan), so a driver cannot rot unnoticed while the fuzz build is not part of CI,
  * and replays its seed corpus: each file given, or each file of each directory given (in name order),
  * goes through LLVMFuzzerTestOneInput once; a broken invariant aborts there. Exits 1 when it found
  * nothing to replay (a wrong path) or could not read a file. */

@@ -197,6 +197,9 @@ static void test_json_str(void **state)
     wd_buf_reset(&b);
     assert_int_equal(wd_buf_append_json_str(&b, "", 0), WD_OK);
     assert_int_equal(b.len, 0);
+    /* ... also from an empty buffer's NULL data (clang's UBSan flags NULL + 0) */
+    assert_int_equal(wd_buf_append_json_str(&b, NULL, 0), WD_OK);
+    assert_int_equal(b.len, 0);
     wd_buf_free(&b);
 
     /* Every ASCII byte, and multi-byte UTF-8, survives escape + strict parse + decode unchanged. */
