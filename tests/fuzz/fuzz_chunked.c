@@ -6,11 +6,7 @@
 #include <string.h>
 
 #include "http/http.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) abort();                                                                                   \
-    } while (0)
+#include "fuzz_check.h"
 
 #define OUT_LIMIT (64 * 1024)
 

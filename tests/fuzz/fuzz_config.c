@@ -8,11 +8,7 @@
 #include <string.h>
 
 #include "config/config.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) abort();                                                                                   \
-    } while (0)
+#include "fuzz_check.h"
 
 #define NAME "fuzz.yaml"
 

@@ -19,14 +19,7 @@
 
 #include "core/json.h"
 #include "guard/rewrite.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) {                                                                                          \
-            fprintf(stderr, "check failed: %s (line %d)\n", #x, __LINE__);                                   \
-            abort();                                                                                         \
-        }                                                                                                    \
-    } while (0)
+#include "fuzz_check.h"
 
 static const char rules[] =
     "version: 1\n"
@@ -66,33 +59,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     scratch = wd_guard_scratch_new(db);
     CHECK(scratch);
     return 0;
-}
-
-static bool valid_utf8(const char *p, size_t len)
-{
-    const unsigned char *s = (const unsigned char *)p;
-    for (size_t i = 0; i < len;) {
-        unsigned c = s[i];
-        size_t n;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) n = 1, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF) n = 2, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4) n = 3, cp = c & 0x07;
-        else return false;
-        if (i + n >= len) return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n + 1;
-    }
-    return true;
 }
 
 static wd_action_t mixed(void *ud, const wd_rule_t *r)

@@ -9,11 +9,7 @@
 #include <string.h>
 
 #include "guard/guard.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) abort();                                                                                   \
-    } while (0)
+#include "fuzz_check.h"
 
 static const char rules[] =
     "version: 1\n"

@@ -6,11 +6,7 @@
 #include <string.h>
 
 #include "http/http.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) abort();                                                                                   \
-    } while (0)
+#include "fuzz_check.h"
 
 static bool is_tchar(unsigned char c)
 {

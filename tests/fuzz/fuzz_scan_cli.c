@@ -26,14 +26,7 @@
 #include "cli/cli.h"
 #include "core/core.h"
 #include "core/json.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) {                                                                                          \
-            fprintf(stderr, "check failed: %s (line %d)\n", #x, __LINE__);                                   \
-            abort();                                                                                         \
-        }                                                                                                    \
-    } while (0)
+#include "fuzz_check.h"
 
 /* Small, but with what the scanner treats apart: a validator (luhn), a gated rule (context_required),
  * a rule whose spans are long (streams track its match in progress) and one that can end inside a
@@ -131,37 +124,6 @@ static int run(const char *const *args, size_t nargs, const char *file, const ch
     close(save_out);
     close(save_err);
     return rc;
-}
-
-static bool valid_utf8(const char *p, size_t len)
-{
-    const unsigned char *s = (const unsigned char *)p;
-    for (size_t i = 0; i < len;) {
-        unsigned c = s[i], n;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF)
-            n = 1, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF)
-            n = 2, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4)
-            n = 3, cp = c & 0x07;
-        else
-            return false;
-        if (i + n >= len) return false;
-        for (unsigned k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n + 1;
-    }
-    return true;
 }
 
 static bool json_value(const char *p, size_t len, bool object)

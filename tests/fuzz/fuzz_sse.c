@@ -6,11 +6,7 @@
 #include <string.h>
 
 #include "http/http.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) abort();                                                                                   \
-    } while (0)
+#include "fuzz_check.h"
 
 typedef struct {
     wd_buf_t log; /* serialized events */

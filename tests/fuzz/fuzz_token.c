@@ -19,11 +19,7 @@
 #include "auth/apikey.h"
 #include "auth/paseto.h"
 #include "auth/token.h"
-
-#define CHECK(x)                                                                                             \
-    do {                                                                                                     \
-        if (!(x)) abort();                                                                                   \
-    } while (0)
+#include "fuzz_check.h"
 
 #define KID "k4.pid.fuzz"
 #define NOW 1800000000 /* 2027-01-15 */
