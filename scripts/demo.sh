@@ -175,6 +175,17 @@ call() {
   pretty_json <"$tmp/b" | indent
   record "$label"
 }
+# stream_call LABEL JSON-BODY: a streamed chat completion with $AUTH; shows every event as it came.
+stream_call() {
+  local code
+  printf '   %s▶ POST %s%s\n     Content-Type: application/json\n     %s\n' "$B" "$GW/v1/chat/completions" "$N" "$2"
+  code=$(curl -sS -N -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $AUTH" --data-binary "$2" "$GW/v1/chat/completions")
+  printf '   %s◀ HTTP %s%s\n' "$B$(status_color "$code")" "$code" "$N"
+  grep -iE '^(content-type|transfer-encoding|x-warden-request-id|x-warden-guard):' "$tmp/h" | tr -d '\r' | indent
+  grep -v '^$' "$tmp/b" | indent
+  record "$1"
+}
 record() { # remember the request id of the last response for the access-log section
   local id
   id=$(grep -i '^x-warden-request-id:' "$tmp/h" | tr -d '\r' | awk '{print $2}' | tail -1)
@@ -194,14 +205,8 @@ control "the client asked for 'gpt-4o-mini' with its warden key; warden checked 
 note "         'sim-small' and attached the upstream key itself (the simulator answers 401 without it)."
 
 heading "A streamed chat completion (server-sent events)"
-body='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Stream this answer"}]}'
-printf '   %s▶ POST %s%s\n     Content-Type: application/json\n     %s\n' "$B" "$GW/v1/chat/completions" "$N" "$body"
-code=$(curl -sS -N -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' -H 'Content-Type: application/json' \
-  -H "Authorization: Bearer $KEY" --data-binary "$body" "$GW/v1/chat/completions")
-printf '   %s◀ HTTP %s%s\n' "$B$(status_color "$code")" "$code" "$N"
-grep -iE '^(content-type|transfer-encoding|x-warden-request-id):' "$tmp/h" | tr -d '\r' | indent
-grep -v '^$' "$tmp/b" | indent
-record "streamed chat"
+stream_call "streamed chat" \
+  '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Stream this answer"}]}'
 control "warden relays the stream event by event (each 'data:' line is one SSE event) and checks every"
 note "         event's size and framing; a stream the upstream breaks ends with an error event, not silence."
 
@@ -275,14 +280,8 @@ note "         echoes what it got. On the way back warden put the address in pla
 note "         mapping lived only in memory for this exchange. x-warden-guard names types and actions, never values."
 
 heading "Personal data in a streamed answer: placeholders restored inside the event stream"
-body='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Write to bob.smith@example.com today."}]}'
-printf '   %s▶ POST %s%s\n     Content-Type: application/json\n     %s\n' "$B" "$GW/v1/chat/completions" "$N" "$body"
-code=$(curl -sS -N -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' -H 'Content-Type: application/json' \
-  -H "Authorization: Bearer $GUARD_KEY" --data-binary "$body" "$GW/v1/chat/completions")
-printf '   %s◀ HTTP %s%s\n' "$B$(status_color "$code")" "$code" "$N"
-grep -iE '^(content-type|x-warden-request-id|x-warden-guard):' "$tmp/h" | tr -d '\r' | indent
-grep -v '^$' "$tmp/b" | indent
-record "personal data, streamed"
+stream_call "personal data, streamed" \
+  '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Write to bob.smith@example.com today."}]}'
 control "the model streamed '<EMAIL_1>' (the simulator echoes word by word) and warden rewrote that event"
 note "         with the address. A placeholder cut across events is held back until it is complete"
 note "         (tests/integration/test_guard.py splits one at every position)."
