@@ -1022,7 +1022,7 @@ static int scan_jsonl(scan_t *S, rd_t *r)
             break;
         }
         /* a string selected twice (overlapping --field paths) is scanned once, in document order */
-        qsort(J.v, J.n, sizeof *J.v, cmp_jstr);
+        if (J.n > 1) qsort(J.v, J.n, sizeof *J.v, cmp_jstr); /* J.v is NULL in a record without strings */
         size_t u = 0;
         for (size_t i = 0; i < J.n; i++)
             if (!u || J.v[u - 1].tok != J.v[i].tok) J.v[u++] = J.v[i];
