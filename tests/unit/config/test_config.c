@@ -952,50 +952,54 @@ static void test_role_errors(void **state)
 /* ---------------------------------------------------------------------------------------------- */
 /* TLS: certificates are made at test time (certgen.h) in a private directory */
 
+/* Writes a config whose guard profile acts on `cls` to path. */
+static void write_guard_config(const char *path, const char *cls)
+{
+    char cwd[1024];
+    assert_non_null(getcwd(cwd, sizeof cwd)); /* the tests run from the source root: its rules/ */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            MINIMAL "guard: { rules_dir: %s/rules, default_profile: p }\n"
+                    "guard_profiles:\n  p: { input: { %s: redact } }\n",
+            cwd, cls);
+    fclose(f);
+}
+
 /* WD_CONFIG_NO_SCAN (the CLI's admin commands): the guard's rules are read and the profiles checked
  * against them, but nothing is compiled, so the loaded rules refuse to scan; a full load scans. */
 static void test_guard_no_scan(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/wd-test-noscan-XXXXXX", path[128], cwd[1024], yaml[2048], err[ERRLEN];
+    char dir[] = "/tmp/wd-test-noscan-XXXXXX", path[128], err[ERRLEN];
     assert_non_null(mkdtemp(dir));
-    assert_non_null(getcwd(cwd, sizeof cwd)); /* the tests run from the source root: its rules/ */
     snprintf(path, sizeof path, "%s/c.yaml", dir);
-    const char *const classes[] = {"pii", "no_such_class"};
-    for (size_t k = 0; k < 2; k++) {
-        snprintf(yaml, sizeof yaml,
-                 MINIMAL "guard: { rules_dir: %s/rules, default_profile: p }\n"
-                         "guard_profiles:\n  p: { input: { %s: redact } }\n",
-                 cwd, classes[k]);
-        FILE *f = fopen(path, "w");
-        assert_non_null(f);
-        fputs(yaml, f);
-        fclose(f);
-        wd_config_t *lite = wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err);
-        if (k == 1) { /* the profile is still checked against the rules */
-            assert_null(lite);
-            assert_non_null(strstr(err, "'no_such_class' is neither a data class nor an entity type"));
-            break;
-        }
-        assert_non_null(lite);
-        wd_config_t *full = wd_config_load(path, err, sizeof err);
-        assert_non_null(full);
-        assert_true(wd_guard_db_nrules(lite->guard_db) > 100);
-        static const char text[] = "write to bob@example.com";
-        wd_findings_t out;
-        wd_findings_init(&out);
-        wd_guard_scratch_t *s = wd_guard_scratch_new(lite->guard_db);
-        assert_non_null(s);
-        assert_int_equal(wd_guard_scan(lite->guard_db, s, text, sizeof text - 1, 0.5f, &out), WD_EINVAL);
-        wd_guard_scratch_free(s);
-        s = wd_guard_scratch_new(full->guard_db);
-        assert_int_equal(wd_guard_scan(full->guard_db, s, text, sizeof text - 1, 0.5f, &out), WD_OK);
-        assert_int_equal(out.n, 1);
-        wd_guard_scratch_free(s);
-        wd_findings_free(&out);
-        wd_config_unref(lite);
-        wd_config_unref(full);
-    }
+
+    write_guard_config(path, "pii");
+    wd_config_t *lite = wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err);
+    wd_config_t *full = wd_config_load(path, err, sizeof err);
+    assert_non_null(lite);
+    assert_non_null(full);
+    assert_true(wd_guard_db_nrules(lite->guard_db) > 100);
+    static const char text[] = "write to bob@example.com";
+    wd_findings_t out;
+    wd_findings_init(&out);
+    wd_guard_scratch_t *s = wd_guard_scratch_new(lite->guard_db);
+    assert_non_null(s);
+    assert_int_equal(wd_guard_scan(lite->guard_db, s, text, sizeof text - 1, 0.5f, &out), WD_EINVAL);
+    wd_guard_scratch_free(s);
+    s = wd_guard_scratch_new(full->guard_db);
+    assert_int_equal(wd_guard_scan(full->guard_db, s, text, sizeof text - 1, 0.5f, &out), WD_OK);
+    assert_int_equal(out.n, 1);
+    wd_guard_scratch_free(s);
+    wd_findings_free(&out);
+    wd_config_unref(lite);
+    wd_config_unref(full);
+
+    /* the profile is still checked against the rules */
+    write_guard_config(path, "no_such_class");
+    assert_null(wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err));
+    assert_non_null(strstr(err, "'no_such_class' is neither a data class nor an entity type"));
     unlink(path);
     rmdir(dir);
 }
