@@ -1278,6 +1278,20 @@ static int h_on_error(ctx_t *c, const wd_ynode_t *n, const char *path, void *bas
     return WD_OK;
 }
 
+static int h_unreadable(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_profile_t *p = base;
+    p->unreadable = WD_ACT_BLOCK;
+    if (!n) return WD_OK;
+    int rc = check_string(c, n, path);
+    if (rc) return rc;
+    if (wd_action_parse(n->s, n->len, &p->unreadable) != WD_OK ||
+        (p->unreadable != WD_ACT_BLOCK && p->unreadable != WD_ACT_FLAG))
+        return fail(c, n, "%s: expected block or flag, got '%.*s%s'", path, SHOW(n));
+    return WD_OK;
+}
+
 #define PF(nm) offsetof(wd_guard_profile_t, nm)
 static const wd_cfg_field_t profile_fields[] = {
     {.name = "input", .type = F_FN, .fn = h_profile_input},
@@ -1285,6 +1299,7 @@ static const wd_cfg_field_t profile_fields[] = {
     {.name = "injection", .type = F_FN, .fn = h_profile_injection},
     {.name = "output", .type = F_FN, .fn = h_profile_output},
     {.name = "on_error", .type = F_FN, .fn = h_on_error},
+    {.name = "unreadable_input", .type = F_FN, .fn = h_unreadable},
 };
 static const wd_cfg_map_t profile_map = {"a guard profile", profile_fields, WD_ARRAY_LEN(profile_fields)};
 

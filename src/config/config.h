@@ -121,6 +121,10 @@ typedef struct {
     wd_guard_rule_action_t *output; /* answers: class or type -> allow|flag|mask|redact|hash|block */
     size_t noutput;
     bool fail_open;      /* on_error: open — an output check that cannot run lets the answer pass */
+    /* unreadable_input: what happens to a request carrying what the guard cannot read (token ids, prompt
+     * embeddings, non-text content parts, an audio answer) when the profile checks prompts or answers:
+     * WD_ACT_BLOCK (default) or WD_ACT_FLAG (passes, recorded in the decision) */
+    wd_action_t unreadable;
 } wd_guard_profile_t;
 
 typedef struct {

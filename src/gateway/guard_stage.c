@@ -103,6 +103,7 @@ typedef struct {
     wd_guard_tally_t out_tally;
     bool fail_open;
     char unchecked[96]; /* fail-open: what passed unchecked ("no_choices,bad_field"), for the decision */
+    char unreadable[96]; /* what the guard could not read and how the profile decided: "token_ids(flag)" */
 
     /* streamed answer */
     bool out_on; /* the profile filters answers */
@@ -228,6 +229,8 @@ static void publish(wd_exchange_t *x, guard_state_t *gs)
     l = strlen(ev);
     if (gs->unchecked[0]) snprintf(ev + l, sizeof ev - l, "%sunchecked:%s(on_error:open)", l ? "," : "", gs->unchecked);
     l = strlen(ev);
+    if (gs->unreadable[0]) snprintf(ev + l, sizeof ev - l, "%sunreadable:%s", l ? "," : "", gs->unreadable);
+    l = strlen(ev);
     if (gs->sets[0]) snprintf(ev + l, sizeof ev - l, "%ssets:%s", l ? "," : "", gs->sets);
     wd_event_copy(x->ev.guard, sizeof x->ev.guard, ev, strlen(ev));
 
@@ -238,6 +241,8 @@ static void publish(wd_exchange_t *x, guard_state_t *gs)
     if (out[0] && n > 0 && (size_t)n < sizeof hdr) n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; output=%s", out);
     if (gs->unchecked[0] && n > 0 && (size_t)n < sizeof hdr)
         n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; unchecked=%s(on_error:open)", gs->unchecked);
+    if (gs->unreadable[0] && n > 0 && (size_t)n < sizeof hdr)
+        n += snprintf(hdr + n, sizeof hdr - (size_t)n, "; unreadable=%s", gs->unreadable);
     if (gs->sets[0] && n > 0 && (size_t)n < sizeof hdr) snprintf(hdr + n, sizeof hdr - (size_t)n, "; sets=%s", gs->sets);
 
     /* one x-warden-guard line: drop the one set earlier in this exchange */
@@ -269,8 +274,43 @@ typedef struct {
     size_t *offs; /* replacement start in arena (pointers are fixed up once the arena stops growing) */
     size_t nedits, cap;
     wd_buf_t arena, text, out;
+    char unread[64]; /* what the model gets that the guard cannot read: "token_ids,image_url" */
+    bool audio_out;  /* the request asks for a spoken answer, which the output filter cannot read */
     int rc;
 } walk_t;
+
+/* kind: len bytes, not terminated (it may point into the request) */
+static void note_unread(walk_t *w, const char *kind, size_t len)
+{
+    size_t used = strlen(w->unread);
+    for (const char *p = w->unread; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == len && memcmp(p, kind, len) == 0) return;
+        p += n + (p[n] == ',');
+    }
+    if (used + len + 2 <= sizeof w->unread)
+        snprintf(w->unread + used, sizeof w->unread - used, "%s%.*s", used ? "," : "", (int)len, kind);
+}
+
+/* A content part the model reads as something other than text (an image, audio, a file, a video):
+ * named by its type when that is a plain word. */
+static void content_part(walk_t *w, const wd_json_doc_t *d, int part)
+{
+    static const char *const text_types[] = {"text", "input_text", "output_text", "refusal"};
+    int t = wd_json_obj_get(d, part, "type");
+    if (t < 0 || d->toks[t].type != WD_JSON_STRING) return; /* not a typed part: its strings are scanned */
+    for (size_t i = 0; i < WD_ARRAY_LEN(text_types); i++)
+        if (wd_json_str_eq(d, t, text_types[i])) return;
+    const char *s = d->src + d->toks[t].start;
+    size_t n = d->toks[t].end - d->toks[t].start;
+    bool word = !d->toks[t].escaped && n > 0 && n <= 24;
+    for (size_t i = 0; word && i < n; i++)
+        word = (s[i] >= 'a' && s[i] <= 'z') || s[i] == '_';
+    if (word)
+        note_unread(w, s, n);
+    else
+        note_unread(w, "other_part", 10);
+}
 
 static int add_edit(walk_t *w, const wd_json_tok_t *t, const char *p, size_t len)
 {
@@ -341,12 +381,22 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
         }
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
+            if (wd_json_str_eq(d, k, "prompt_embeds") && d->toks[k + 1].type != WD_JSON_NULL)
+                note_unread(w, "prompt_embeds", 13);
             walk(w, d, k + 1, k, role, rlen);
             k = (int)d->toks[k + 1].next;
         }
     } else if (t->type == WD_JSON_ARRAY) {
+        /* prompts and inputs given as token ids (or lists of them) reach the model as text never scanned */
+        bool ids = key >= 0 && (wd_json_str_eq(d, key, "prompt") || wd_json_str_eq(d, key, "input"));
+        bool parts = key >= 0 && wd_json_str_eq(d, key, "content");
+        bool modalities = key >= 0 && wd_json_str_eq(d, key, "modalities");
         int e = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
+            if (ids && d->toks[e].type == WD_JSON_NUMBER) note_unread(w, "token_ids", 9);
+            if (parts && d->toks[e].type == WD_JSON_OBJECT) content_part(w, d, e);
+            if (modalities && d->toks[e].type == WD_JSON_STRING && wd_json_str_eq(d, e, "audio"))
+                w->audio_out = true;
             walk(w, d, e, key, role, rlen);
             e = (int)d->toks[e].next;
         }
@@ -374,6 +424,17 @@ static const wd_guard_profile_t *pick_profile(wd_exchange_t *x, guard_state_t *g
     }
     return p ? p : wd_config_profile(cfg, cfg->guard.default_profile);
 }
+
+/* The profile acts on what prompts say: some input action or an injection screen. */
+static bool checks_input(const wd_guard_profile_t *p)
+{
+    for (size_t i = 0; i < p->ninput; i++)
+        if (p->input[i].action != WD_ACT_ALLOW) return true;
+    return p->injection.enabled && p->injection.action != WD_ACT_ALLOW;
+}
+
+/* What the event and errors name when unreadable content, not a rule, decided. */
+#define UNREADABLE_RULE "guard.unreadable_input"
 
 /* What the event and errors name when the decode budget, not a rule, decided. */
 #define INJ_BUDGET_RULE "injection.decode_budget"
@@ -446,6 +507,14 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     wd_buf_init(&w.out, 0);
     if (!w.scratch) w.rc = WD_ENOMEM;
     else walk(&w, &x->doc, 0, -1, "user", 4);
+    char unread[96] = "";
+    if (w.unread[0] && checks_input(gs->profile)) snprintf(unread, sizeof unread, "%s", w.unread);
+    if (w.audio_out && gs->out_on)
+        snprintf(unread + strlen(unread), sizeof unread - strlen(unread), "%saudio_output",
+                 unread[0] ? "," : "");
+    if (unread[0])
+        snprintf(gs->unreadable, sizeof gs->unreadable, "%s(%s)", unread,
+                 wd_action_name(gs->profile->unreadable));
     wd_stage_rc_t out = WD_CONTINUE;
     if (w.rc) {
         /* text that cannot be scanned is not forwarded (fail closed) */
@@ -484,6 +553,14 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
                      top, gs->profile->name, (double)wd_inj_score(&w.inj),
                      (double)gs->profile->injection.threshold / 100.0);
             wd_exchange_reject(x, 400, "content_blocked", reason, top);
+            out = WD_REJECT;
+        } else if (unread[0] && gs->profile->unreadable == WD_ACT_BLOCK) {
+            char reason[320];
+            snprintf(reason, sizeof reason,
+                     "blocked by rule %s (profile %s): the request carries what the guard cannot read (%s); "
+                     "send text, or set unreadable_input: flag in the profile to let it pass unchecked",
+                     UNREADABLE_RULE, gs->profile->name, unread);
+            wd_exchange_reject(x, 400, "content_blocked", reason, UNREADABLE_RULE);
             out = WD_REJECT;
         } else if (w.nedits) {
             for (size_t i = 0; i < w.nedits; i++) w.edits[i].with.p = w.arena.data + w.offs[i];

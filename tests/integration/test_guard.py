@@ -51,6 +51,9 @@ GUARD = (
     "  std: { input: { EMAIL: pseudonymize, CREDIT_CARD: pseudonymize, secrets: block, phi: redact } }\n"
 )
 
+GUARD_FLAG = GUARD.replace("phi: redact } }", "phi: redact }, unreadable_input: flag }")
+assert GUARD_FLAG != GUARD
+
 
 # ---- helpers ------------------------------------------------------------------------------------------
 
@@ -255,11 +258,12 @@ def bearer(key):
 
 @pytest.fixture(scope="module")
 def double_gw(tmp_path_factory, patient_start):
-    """The Python upstream double behind a gateway with the std profile (shared by the module)."""
+    """The Python upstream double behind a gateway with the std profile, which lets what it cannot read
+    pass flagged (shared by the module)."""
     tmp = tmp_path_factory.mktemp("doublegw")
     u = Upstream()
-    g = Gateway(tmp, u.port, extra=GUARD, models=[("gpt-4o-mini", "sim-small"), ("ada-emb", "emb-small"),
-                                                  (BOT, "sim-small")])
+    g = Gateway(tmp, u.port, extra=GUARD_FLAG, models=[("gpt-4o-mini", "sim-small"), ("ada-emb", "emb-small"),
+                                                       (BOT, "sim-small")])
     yield u, g
     stop_and_judge(g)
     u.close()
@@ -560,7 +564,8 @@ def test_every_text_field_scanned_everything_else_byte_identical(double_gw):
     assert json.loads(up["messages"][2]["tool_calls"][0]["function"]["arguments"]) == {
         "to": "<EMAIL_3>", "cc": ["<EMAIL_2>"]}
     assert [m["role"] for m in up["messages"]] == ["system", "user", "assistant", "tool", "user"]
-    assert r.headers["x-warden-guard"] == "profile=std; EMAIL:pseudonymize:4,CREDIT_CARD:pseudonymize:1"
+    assert r.headers["x-warden-guard"] == ("profile=std; EMAIL:pseudonymize:4,CREDIT_CARD:pseudonymize:1; "
+                                           "unreadable=image_url(flag)")
 
     # structural fields are never scanned: a model name or a role that looks like an email stays
     body = {"model": BOT, "messages": [{"role": "user", "content": f"hi {EMAIL}"},
@@ -597,6 +602,99 @@ def test_every_text_field_scanned_everything_else_byte_identical(double_gw):
     assert upstream.last() == clean.replace(b'"gpt-4o-mini"', b'"sim-small"')
     assert r.headers["x-warden-guard"] == "profile=std; clean"
 
+
+
+@pytest.fixture(scope="module")
+def unread_gw(tmp_path_factory, patient_start):
+    """The upstream double behind the std profile with the default unreadable_input (block) and an
+    output filter, so that a spoken answer counts as unreadable too."""
+    tmp = tmp_path_factory.mktemp("unreadgw")
+    u = Upstream()
+    g = Gateway(tmp, u.port, extra=GUARD.replace("phi: redact } }", "phi: redact }, output: { secrets: redact } }"),
+                models=[("gpt-4o-mini", "sim-small"), ("ada-emb", "emb-small")])
+    yield u, g
+    stop_and_judge(g)
+    u.close()
+
+
+def test_unreadable_input_blocked_by_default(unread_gw):
+    """What reaches the model as something other than scanned text (token ids, prompt embeddings,
+    image / audio / file parts, a spoken answer) is refused, naming what it was; text passes."""
+    upstream, g = unread_gw
+    img = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    doc = {"type": "file", "file": {"filename": "a.pdf", "file_data": "JVBERi0="}}
+    text = {"type": "text", "text": "describe it"}
+    blocked = [
+        (CHAT, chat([text, img]), "image_url"),
+        (CHAT, chat([audio, text, doc, audio]), "input_audio,file"),
+        (CHAT, chat([{"type": "im\\u0061ge_url", "image_url": {"url": "https://x.example/a.png"}}]), "other_part"),
+        (CHAT, chat([{"type": "Video-URL", "video_url": {"url": "https://x.example/a.mp4"}}]), "other_part"),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": [9906, 1917]}, "token_ids"),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": [[9906], [1917, 0]]}, "token_ids"),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "", "prompt_embeds": "AAAA"}, "prompt_embeds"),
+        ("/v1/embeddings", {"model": "ada-emb", "input": [[1, 2, 3]]}, "token_ids"),
+        (CHAT, chat("hello", modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}),
+         "audio_output"),
+        (CHAT, chat([img], modalities=["audio"]), "image_url,audio_output"),
+    ]
+    before = upstream.count()
+    for path, body, kinds in blocked:
+        raw = json.dumps(body).replace("\\\\u00", "\\u00")  # an escaped part type is not a plain word
+        r = post(g.url, path, raw)
+        assert r.status_code == 400, (body, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "content_blocked"
+        assert err["message"].startswith(
+            f"blocked by rule guard.unreadable_input (profile std): the request carries what the guard cannot "
+            f"read ({kinds}); "), err
+        assert f"unreadable={kinds}(block)" in r.headers["x-warden-guard"]
+        assert upstream.count() == before, body
+    rid = r.headers["x-warden-request-id"]
+
+    # the same shapes without anything unreadable pass
+    fine = [
+        (CHAT, chat([text, {"type": "input_text", "text": "more"}])),
+        (CHAT, chat("hello", modalities=["text"])),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": ["a", "b"]}),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "a", "prompt_embeds": None}),
+        ("/v1/embeddings", {"model": "ada-emb", "input": ["x", "y"], "dimensions": 8}),
+        (CHAT, chat("numbers elsewhere are not text", logit_bias={"1917": -100}, stop=["\n"])),
+    ]
+    fine.append((CHAT, chat([{"type": "t\\u0065xt", "text": "x"}])))  # escaped, still the type text
+    for path, body in fine:
+        r = post(g.url, path, json.dumps(body).replace("\\\\u00", "\\u00"))
+        assert r.status_code == 200, (body, r.text)
+        assert "unreadable" not in r.headers["x-warden-guard"]
+    assert upstream.count() == before + len(fine)
+
+    deadline = time.time() + 5
+    while True:
+        ev = {e.get("request_id"): e for e in g.events(wait=0.3)}.get(rid)
+        if ev or time.time() > deadline:
+            break
+    assert ev and ev["decision"] == "block" and ev["rule"] == "guard.unreadable_input", ev
+    assert "unreadable:image_url,audio_output(block)" in ev["guard"], ev
+
+
+def test_unreadable_input_flagged_passes_unchanged(double_gw):
+    """unreadable_input: flag lets it through byte for byte and records what passed unread."""
+    upstream, g = double_gw
+    raw = b'{"model":"gpt-4o-mini","prompt":[9906,[1917]],"max_tokens":2}'
+    r = post(g.url, "/v1/completions", raw)
+    assert r.status_code == 200, r.text
+    assert upstream.last() == raw.replace(b'"gpt-4o-mini"', b'"sim-small"')
+    assert r.headers["x-warden-guard"] == "profile=std; clean; unreadable=token_ids(flag)"
+    # text in the same request is still scanned and rewritten
+    body = chat([{"type": "text", "text": f"mail {EMAIL}"},
+                 {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}])
+    r = post(g.url, CHAT, body)
+    assert r.status_code == 200, r.text
+    no_values(upstream.last(), EMAIL)
+    assert r.headers["x-warden-guard"] == "profile=std; EMAIL:pseudonymize:1; unreadable=input_audio(flag)"
+    # std filters no answers: a spoken answer is not unreadable to it
+    r = post(g.url, CHAT, chat("hi", modalities=["text", "audio"]))
+    assert r.status_code == 200 and r.headers["x-warden-guard"] == "profile=std; clean", r.headers
 
 # ---- block, header and audit ------------------------------------------------------------------------------
 

@@ -952,8 +952,8 @@ static void test_role_errors(void **state)
 /* ---------------------------------------------------------------------------------------------- */
 /* TLS: certificates are made at test time (certgen.h) in a private directory */
 
-/* Writes a config whose guard profile acts on `cls` to path. */
-static void write_guard_config(const char *path, const char *cls)
+/* Writes a config whose guard profile p is `profile` (a YAML flow mapping) to path. */
+static void write_guard_config(const char *path, const char *profile)
 {
     char cwd[1024];
     assert_non_null(getcwd(cwd, sizeof cwd)); /* the tests run from the source root: its rules/ */
@@ -961,8 +961,8 @@ static void write_guard_config(const char *path, const char *cls)
     assert_non_null(f);
     fprintf(f,
             MINIMAL "guard: { rules_dir: %s/rules, default_profile: p }\n"
-                    "guard_profiles:\n  p: { input: { %s: redact } }\n",
-            cwd, cls);
+                    "guard_profiles:\n  p: %s\n",
+            cwd, profile);
     fclose(f);
 }
 
@@ -975,7 +975,7 @@ static void test_guard_no_scan(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/c.yaml", dir);
 
-    write_guard_config(path, "pii");
+    write_guard_config(path, "{ input: { pii: redact } }");
     wd_config_t *lite = wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err);
     wd_config_t *full = wd_config_load(path, err, sizeof err);
     assert_non_null(lite);
@@ -997,9 +997,45 @@ static void test_guard_no_scan(void **state)
     wd_config_unref(full);
 
     /* the profile is still checked against the rules */
-    write_guard_config(path, "no_such_class");
+    write_guard_config(path, "{ input: { no_such_class: redact } }");
     assert_null(wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err));
     assert_non_null(strstr(err, "'no_such_class' is neither a data class nor an entity type"));
+    unlink(path);
+    rmdir(dir);
+}
+
+/* A profile's unreadable_input: block unless it says flag; nothing else is accepted. */
+static void test_guard_unreadable_input(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wd-test-unread-XXXXXX", path[128], err[ERRLEN];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/c.yaml", dir);
+    static const struct {
+        const char *profile;
+        wd_action_t want;
+        const char *err;
+    } cases[] = {
+        {"{ input: { pii: redact } }", WD_ACT_BLOCK, NULL},
+        {"{ input: { pii: redact }, unreadable_input: block }", WD_ACT_BLOCK, NULL},
+        {"{ input: { pii: redact }, unreadable_input: flag }", WD_ACT_FLAG, NULL},
+        {"{ input: { pii: redact }, unreadable_input: allow }", 0,
+         "guard_profiles.p.unreadable_input: expected block or flag, got 'allow'"},
+        {"{ input: { pii: redact }, unreadable_input: [flag] }", 0,
+         "guard_profiles.p.unreadable_input: expected a string, got a sequence"},
+    };
+    for (size_t i = 0; i < WD_ARRAY_LEN(cases); i++) {
+        write_guard_config(path, cases[i].profile);
+        wd_config_t *c = wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err);
+        if (cases[i].err) {
+            assert_null(c);
+            if (!strstr(err, cases[i].err)) fail_msg("%s: got \"%s\"", cases[i].profile, err);
+            continue;
+        }
+        if (!c) fail_msg("%s: %s", cases[i].profile, err);
+        assert_int_equal(wd_config_profile(c, "p")->unreadable, cases[i].want);
+        wd_config_unref(c);
+    }
     unlink(path);
     rmdir(dir);
 }
@@ -1219,20 +1255,32 @@ static void test_tls_reload(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_file),        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_listen_forms),     cmocka_unit_test(test_audit),
-        cmocka_unit_test(test_unknown_key),      cmocka_unit_test(test_wrong_type),
+        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_listen_forms),
+        cmocka_unit_test(test_audit),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_wrong_type),
         cmocka_unit_test(test_out_of_range),
-        cmocka_unit_test(test_per_ip_limits),     cmocka_unit_test(test_duplicate_key),
-        cmocka_unit_test(test_missing_required), cmocka_unit_test(test_bad_address),
-        cmocka_unit_test(test_bad_url),          cmocka_unit_test(test_api_key_env),
-        cmocka_unit_test(test_models),           cmocka_unit_test(test_yaml_features_rejected),
-        cmocka_unit_test(test_document_shape),   cmocka_unit_test(test_parse_units),
-        cmocka_unit_test(test_load_file),        cmocka_unit_test(test_refcount),
-        cmocka_unit_test(test_reload_check),     cmocka_unit_test(test_roles_full),
-        cmocka_unit_test(test_auth_defaults),    cmocka_unit_test(test_auth_errors),
+        cmocka_unit_test(test_per_ip_limits),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_bad_address),
+        cmocka_unit_test(test_bad_url),
+        cmocka_unit_test(test_api_key_env),
+        cmocka_unit_test(test_models),
+        cmocka_unit_test(test_yaml_features_rejected),
+        cmocka_unit_test(test_document_shape),
+        cmocka_unit_test(test_parse_units),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_reload_check),
+        cmocka_unit_test(test_roles_full),
+        cmocka_unit_test(test_auth_defaults),
+        cmocka_unit_test(test_auth_errors),
         cmocka_unit_test(test_role_errors),
         cmocka_unit_test(test_guard_no_scan),
+        cmocka_unit_test(test_guard_unreadable_input),
         cmocka_unit_test_setup_teardown(test_tls_listener, setup_tls, teardown_tls),
         cmocka_unit_test_setup_teardown(test_tls_listener_errors, setup_tls, teardown_tls),
         cmocka_unit_test_setup_teardown(test_tls_upstream, setup_tls, teardown_tls),
