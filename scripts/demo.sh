@@ -298,6 +298,13 @@ call "prompt injection" POST /v1/chat/completions \
 control "the injection screen scores the prompt against its rules (also after decoding base64, hex, ...)"
 note "         and blocks at the profile's threshold, naming the strongest rule."
 
+heading "An image the guard cannot read"
+call "image part" POST /v1/chat/completions \
+  '{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text","text":"What does this scan say?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}]}'
+control "unreadable_input: block (the default). Token-id prompts, prompt embeddings, image, audio and file"
+note "         parts would reach the model unscanned, so a profile that checks prompts refuses them;"
+note "         unreadable_input: flag lets them pass and records what passed unread."
+
 # ------------------------------------------------------------------------------------------ audit
 
 section "Access log: one event per request (audit: { file: \"-\" } writes JSON lines to stdout)"

@@ -1,6 +1,6 @@
 """`make demo` (scripts/demo.sh): the README's first command runs to the end and shows each control
 doing what its note says. Checked on the demo's own output: the statuses of the requests, the guard's
-rewrites (e-mail pseudonymized and restored, card masked, secret and injection blocked, naming the
+rewrites (e-mail pseudonymized and restored, card masked, secret, injection and image blocked, naming the
 rule), and an access log that holds none of the values the guard acted on.
 
 Release build only: under the sanitizers each start of the gateway compiles the rules for longer than
@@ -74,6 +74,9 @@ def test_secret_and_injection_blocked(demo):
     assert "blocked by rule secrets.github_pat (profile standard)" in s
     s = step(demo, "A prompt-injection attempt")
     assert "◀ HTTP 400" in s and "blocked by rule injection." in s
+    s = step(demo, "An image the guard cannot read")
+    assert "◀ HTTP 400" in s and "blocked by rule guard.unreadable_input (profile standard)" in s
+    assert "(image_url)" in s
 
 
 def test_access_log_holds_no_values(demo):
