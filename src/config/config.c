@@ -1220,8 +1220,7 @@ static int h_inj_action(ctx_t *c, const wd_ynode_t *n, const char *path, void *b
     return WD_OK;
 }
 
-/* The roles a chat message can have; "function" is the legacy name of tool results. */
-static const char *const message_roles[] = {"system", "developer", "user", "assistant", "tool", "function", NULL};
+const char *const wd_message_roles[] = {"system", "developer", "user", "assistant", "tool", "function", NULL};
 
 static int h_inj_roles(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
 {
@@ -1237,7 +1236,8 @@ static int h_inj_roles(ctx_t *c, const wd_ynode_t *n, const char *path, void *ba
         int rc = check_string(c, r, path);
         if (rc) return rc;
         bool known = false;
-        for (const char *const *m = message_roles; *m && !known; m++) known = strlen(*m) == r->len && memcmp(*m, r->s, r->len) == 0;
+        for (const char *const *m = wd_message_roles; *m && !known; m++)
+            known = strlen(*m) == r->len && memcmp(*m, r->s, r->len) == 0;
         if (!known)
             return fail(c, r, "%s: unknown message role '%.*s%s'; roles: system, developer, user, assistant, tool, function",
                         path, SHOW(r));

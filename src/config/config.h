@@ -186,6 +186,8 @@ wd_action_t wd_profile_action(const wd_guard_profile_t *p, const wd_rule_t *r);
 wd_action_t wd_profile_output_action(const wd_guard_profile_t *p, const wd_rule_t *r);
 /* Whether the profile screens text of this message role for injection (role as written, not
  * NUL-terminated). */
+/* The roles a chat message can have ("function" is the legacy name of tool results), NULL-terminated. */
+extern const char *const wd_message_roles[];
 bool wd_profile_injection_role(const wd_guard_profile_t *p, const char *role, size_t len);
 
 /* true when requests must authenticate (auth.mode: required) */

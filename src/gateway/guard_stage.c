@@ -132,6 +132,14 @@ static bool skip_key(const wd_json_doc_t *d, int key)
     return false;
 }
 
+/* The chat message role tok names ("\u0074ool" is still tool), or NULL. */
+static const char *known_role(const wd_json_doc_t *d, int tok)
+{
+    for (const char *const *m = wd_message_roles; d->toks[tok].type == WD_JSON_STRING && *m; m++)
+        if (wd_json_str_eq(d, tok, *m)) return *m;
+    return NULL;
+}
+
 static bool entitled(const guard_state_t *gs, const wd_rule_t *r)
 {
     for (size_t i = 0; i < gs->nentitled; i++)
@@ -368,16 +376,17 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
     const wd_json_tok_t *t = &d->toks[tok];
     if (w->rc) return;
     if (t->type == WD_JSON_STRING) {
-        if (key < 0 || !skip_key(d, key)) scan_string(w, d, tok, role, rlen);
+        /* a role other than the known ones is text: servers that accept custom roles put it in the prompt */
+        if (key < 0 || !skip_key(d, key) || (wd_json_str_eq(d, key, "role") && !known_role(d, tok)))
+            scan_string(w, d, tok, role, rlen);
     } else if (t->type == WD_JSON_OBJECT) {
+        /* a message's role decides its screening; one that is not a known role ("usr", a number) is the
+         * caller's text, screened as "user", so a custom role cannot slip past an injection role list */
         int rt = wd_json_obj_get(d, tok, "role");
-        if (rt >= 0 && d->toks[rt].type == WD_JSON_STRING && !d->toks[rt].escaped) {
-            role = d->src + d->toks[rt].start;
-            rlen = d->toks[rt].end - d->toks[rt].start;
-        } else if (rt >= 0 && d->toks[rt].type == WD_JSON_STRING) { /* "\u0074ool" is still tool */
-            static const char *const known[] = {"system", "developer", "user", "assistant", "tool", "function"};
-            for (size_t i = 0; i < WD_ARRAY_LEN(known); i++)
-                if (wd_json_str_eq(d, rt, known[i])) role = known[i], rlen = strlen(known[i]);
+        if (rt >= 0) {
+            role = known_role(d, rt);
+            if (!role) role = "user";
+            rlen = strlen(role);
         }
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {

@@ -567,15 +567,16 @@ def test_every_text_field_scanned_everything_else_byte_identical(double_gw):
     assert r.headers["x-warden-guard"] == ("profile=std; EMAIL:pseudonymize:4,CREDIT_CARD:pseudonymize:1; "
                                            "unreadable=image_url(flag)")
 
-    # structural fields are never scanned: a model name or a role that looks like an email stays
+    # structural fields are never scanned: a model name that looks like an email stays; a role is
+    # structural only when it is a known one (servers that accept custom roles put them in the prompt)
     body = {"model": BOT, "messages": [{"role": "user", "content": f"hi {EMAIL}"},
-                                       {"role": EMAIL2, "content": "x"}]}
+                                       {"role": EMAIL2, "content": "x"}, {"role": "tool", "content": "y"}]}
     r = post(g.url, CHAT, body)
     assert r.status_code == 200, r.text
     up = json.loads(upstream.last())
     assert up["model"] == "sim-small" and up["messages"][0]["content"] == "hi <EMAIL_1>"
-    assert up["messages"][1]["role"] == EMAIL2
-    assert r.headers["x-warden-guard"] == "profile=std; EMAIL:pseudonymize:1"  # the model was not counted
+    assert [m["role"] for m in up["messages"]] == ["user", "<EMAIL_2>", "tool"]
+    assert r.headers["x-warden-guard"] == "profile=std; EMAIL:pseudonymize:2"  # the model was not counted
 
     # completions: prompt as a string and as a list
     for prompt, want in [(f"x {EMAIL}", "x <EMAIL_1>"),
