@@ -468,7 +468,9 @@ static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok)
     wd_buf_reset(&w->text);
     if (wd_json_str_decode(d, tok, &w->text) != WD_OK || w->text.len < 5) return;
     int rc = w->do_inj ? wd_inj_scan(w->db, w->scratch, w->text.data, w->text.len, NULL, &w->inj) : WD_OK;
-    if (!rc) rc = wd_guard_scan_for(w->db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, 0.5f, &w->findings);
+    if (!rc)
+        rc = wd_guard_scan_folded(w->db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, 0.5f, NULL,
+                                  &w->findings);
     if (rc || !w->findings.n) {
         w->rc = rc;
         return;

@@ -747,7 +747,7 @@ static int scan_value(scan_t *S, const char *p, size_t len, const char *loc, uin
 {
     S->f.limit = len + 16;
     if (inj_add(S, p, len)) return -1;
-    int sr = wd_guard_scan(S->db, S->scr, p, len, S->min_score, &S->f);
+    int sr = wd_guard_scan_folded(S->db, S->scr, WD_GUARD_ANY, p, len, S->min_score, NULL, &S->f);
     if (sr)
         return fail(S, "%s: %s %llu: scanning failed (%s)", S->file, loc, (unsigned long long)locn,
                     sr == WD_E2BIG ? "too many findings or candidates" : "scanner error");

@@ -355,7 +355,7 @@ static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *
     float min = (float)cfg->guard.min_score / 100.0f;
     int rc = inj ? wd_inj_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, NULL, &w->inj) : WD_OK;
     if (!rc && w->text.len >= 5)
-        rc = wd_guard_scan_ranked(cfg->guard_db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, min,
+        rc = wd_guard_scan_folded(cfg->guard_db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, min,
                                   &(wd_guard_rank_t){in_rank, w->gs}, &w->findings);
     if (rc || !w->findings.n) {
         w->rc = rc;
@@ -662,7 +662,7 @@ static int body_token(body_t *b, int tok, bool filter, bool restore)
     const wd_buf_t *cur = &b->text;
     if (!rc && filter) {
         b->f.n = 0;
-        rc = wd_guard_scan_ranked(cfg->guard_db, gw(b->x->w)->guard_scratch, WD_GUARD_OUTPUT, b->text.data,
+        rc = wd_guard_scan_folded(cfg->guard_db, gw(b->x->w)->guard_scratch, WD_GUARD_OUTPUT, b->text.data,
                                   b->text.len, (float)cfg->guard.min_score / 100.0f,
                                   &(wd_guard_rank_t){out_rank, b->gs}, &b->f);
         wd_rewrite_opts_t o = {out_action_for, b->gs, gw(b->x->w)->guard_hash_key, NULL};

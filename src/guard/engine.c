@@ -33,6 +33,7 @@
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
 #include "guard/guard.h"
+#include "guard/fold.h"
 #include "guard/pattern.h"
 
 #include "config/yamltree.h"
@@ -185,6 +186,9 @@ struct wd_guard_scratch {
     pcre2_match_context *mctx;
     pcre2_jit_stack *jit;
     candset_t cs; /* block scans */
+    wd_buf_t fold; /* wd_guard_scan_folded: the folded text and its map back */
+    uint32_t *fmap;
+    size_t fmapcap;
 };
 
 struct wd_guard_stream {
@@ -783,6 +787,24 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
     return finalize(db, &t, cs->v, n, min_score, 0, rank, out);
 }
 
+int wd_guard_scan_folded(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text,
+                         size_t len, float min_score, const wd_guard_rank_t *rank, wd_findings_t *out)
+{
+    if (!s || !text || !wd_guard_fold_needed(text, len, true))
+        return wd_guard_scan_ranked(db, s, uses, text, len, min_score, rank, out);
+    out->n = 0;
+    out->base = 0;
+    int rc = wd_guard_fold(text, len, &s->fold, &s->fmap, &s->fmapcap);
+    if (!rc) rc = wd_guard_scan_ranked(db, s, uses, s->fold.data, s->fold.len, min_score, rank, out);
+    for (size_t i = 0; !rc && i < out->n; i++) {
+        wd_finding_t *f = &out->v[i];
+        f->end = wd_guard_fold_end(text, &s->fold, s->fmap, f->end);
+        f->start = s->fmap[f->start];
+    }
+    if (s->fold.data) memset(s->fold.data, 0, s->fold.len); /* it held the caller's text */
+    return rc;
+}
+
 int wd_guard_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, float min_score,
                   wd_findings_t *out)
 {
@@ -835,6 +857,8 @@ void wd_guard_scratch_free(wd_guard_scratch_t *s)
     pcre2_match_context_free(s->mctx);
     pcre2_jit_stack_free(s->jit);
     cands_free(&s->cs);
+    wd_buf_free(&s->fold);
+    free(s->fmap);
     free(s);
 }
 

@@ -4,6 +4,8 @@
  * scan (valid UTF-8, mostly printable), because every decoded byte costs budget and a scan. */
 #include "guard/injection.h"
 
+#include "guard/fold.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -14,7 +16,8 @@
 #define MIN_TAG_CHARS 4
 #define PRINTABLE_MIN 0.85
 
-static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex", "url", "rot13", "tags", "stripped"};
+static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex",   "url",
+                                                        "rot13", "tags",   "folded"};
 
 const char *wd_inj_layer_name(wd_inj_layer_t l)
 {
@@ -441,47 +444,17 @@ static long decode_tags(const char *p, size_t len, size_t room, wd_buf_t *out)
     return (long)(out->len - start);
 }
 
-/* Length of an invisible or bidi control character at p (0 if none): U+00AD, U+180E, U+200B..U+200F,
- * U+202A..U+202E, U+2060..U+2064, U+2066..U+2069, U+FEFF. */
-static size_t invisible_at(const unsigned char *p, size_t len)
+/* The text as the privacy rules read it (guard/fold.h): invisible characters dropped, look-alike
+ * spaces, fullwidth forms, mathematical digits and tag characters read as ASCII. */
+static long decode_folded(const char *p, size_t len, size_t room, wd_buf_t *out)
 {
-    if (len >= 2 && p[0] == 0xC2 && p[1] == 0xAD) return 2;
-    if (len < 3) return 0;
-    if (p[0] == 0xE1 && p[1] == 0xA0 && p[2] == 0x8E) return 3;
-    if (p[0] == 0xE2 && p[1] == 0x80 && ((p[2] >= 0x8B && p[2] <= 0x8F) || (p[2] >= 0xAA && p[2] <= 0xAE))) return 3;
-    if (p[0] == 0xE2 && p[1] == 0x81 && ((p[2] >= 0xA0 && p[2] <= 0xA4) || (p[2] >= 0xA6 && p[2] <= 0xA9))) return 3;
-    if (p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) return 3;
-    return 0;
-}
-
-/* Offset of the first invisible character at or after i (len if none). Only lead bytes >= 0xC2 can
- * start one, so ASCII is skipped with a single compare per byte. */
-static size_t next_invisible(const unsigned char *u, size_t len, size_t i)
-{
-    for (; i < len; i++)
-        if (u[i] >= 0xC2 && invisible_at(u + i, len - i)) return i;
-    return len;
-}
-
-static long decode_stripped(const char *p, size_t len, size_t room, wd_buf_t *out)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    size_t i = next_invisible(u, len, 0);
-    if (i == len) return 0;
-    size_t start = out->len, copied = 0;
-    while (i < len) {
-        size_t take = WD_MIN(i - copied, room - (out->len - start));
-        int rc = wd_buf_append(out, p + copied, take);
-        if (rc) return rc;
-        copied = i + invisible_at(u + i, len - i);
-        if (out->len - start >= room) break;
-        i = next_invisible(u, len, copied);
-    }
-    if (out->len - start < room) {
-        int rc = wd_buf_append(out, p + copied, WD_MIN(len - copied, room - (out->len - start)));
-        if (rc) return rc;
-    }
-    return (long)(out->len - start);
+    wd_buf_t f;
+    wd_buf_init(&f, 0);
+    int rc = wd_guard_fold(p, len, &f, NULL, NULL);
+    size_t n = WD_MIN(f.len, room);
+    if (!rc) rc = wd_buf_append(out, f.data, n);
+    wd_buf_free(&f);
+    return rc ? rc : (long)n;
 }
 
 long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_out, wd_buf_t *out)
@@ -493,7 +466,7 @@ long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_o
     case WD_INJ_URL: return decode_url(p, len, max_out, out);
     case WD_INJ_ROT13: return decode_rot13(p, len, max_out, out);
     case WD_INJ_TAGS: return decode_tags(p, len, max_out, out);
-    case WD_INJ_STRIPPED: return decode_stripped(p, len, max_out, out);
+    case WD_INJ_FOLDED: return decode_folded(p, len, max_out, out);
     default: return 0;
     }
 }
@@ -517,7 +490,7 @@ static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
     switch (l) {
     case WD_INJ_URL: return url_candidate(p, len);
     case WD_INJ_TAGS: return len >= 4 * MIN_TAG_CHARS && memchr(p, 0xF3, len) != NULL;
-    case WD_INJ_STRIPPED: return next_invisible(u, len, 0) < len;
+    case WD_INJ_FOLDED: return wd_guard_fold_needed(p, len, false); /* a dash hides no word */
     case WD_INJ_BASE64: return len >= MIN_B64_RUN && b64_candidate(u, len);
     case WD_INJ_HEX: return len >= 2 * MIN_HEX_BYTES && hex_candidate(u, len);
     case WD_INJ_ROT13: return len >= MIN_ROT13_LETTERS;
@@ -541,15 +514,19 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
     }
     if (depth >= WD_INJ_MAX_DEPTH) return WD_OK;
     /* order: the cheap, targeted layers first so rot13 (whole texts) cannot starve them of budget */
-    static const wd_inj_layer_t order[] = {WD_INJ_TAGS, WD_INJ_STRIPPED, WD_INJ_BASE64, WD_INJ_HEX, WD_INJ_URL,
-                                           WD_INJ_ROT13};
+    static const wd_inj_layer_t order[] = {WD_INJ_TAGS, WD_INJ_FOLDED, WD_INJ_BASE64,
+                                           WD_INJ_HEX,  WD_INJ_URL,    WD_INJ_ROT13};
     wd_buf_t dec;
     wd_buf_init(&dec, 0);
     for (size_t k = 0; k < WD_ARRAY_LEN(order) && !rc; k++) {
         wd_inj_layer_t l = order[k];
-        if (l == layer && (l == WD_INJ_ROT13 || l == WD_INJ_TAGS || l == WD_INJ_STRIPPED)) continue; /* idempotent */
+        if (l == layer && (l == WD_INJ_ROT13 || l == WD_INJ_TAGS || l == WD_INJ_FOLDED))
+            continue; /* idempotent */
         if (!layer_possible(l, text, len)) continue;
-        size_t room = WD_INJ_DECODE_BUDGET - r->decoded_bytes;
+        /* the folded text is never longer than the text: it costs a scan like the plain one, not budget,
+         * so text with no-break spaces is not refused for its length */
+        bool budgeted = l != WD_INJ_FOLDED;
+        size_t room = budgeted ? WD_INJ_DECODE_BUDGET - r->decoded_bytes : len;
         if (!room) {
             r->budget_exhausted = true;
             break;
@@ -561,7 +538,7 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
             break;
         }
         if (!n) continue;
-        r->decoded_bytes += dec.len > room ? room : dec.len;
+        if (budgeted) r->decoded_bytes += dec.len > room ? room : dec.len;
         if (r->decoded_bytes >= WD_INJ_DECODE_BUDGET) r->budget_exhausted = true;
         r->layers_seen |= 1u << l;
         rc = screen(db, s, dec.data, dec.len, NULL, l, depth + 1, r);

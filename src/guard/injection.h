@@ -5,8 +5,9 @@
  * invisible and bidirectional Unicode. This module adds what a pattern alone cannot do:
  *
  *  - decoding layers: base64 (and base64url), hex, URL-encoding, rot13 and Unicode tag characters
- *    (U+E0020..E007E "ASCII smuggling") are decoded, and text with zero-width characters is also
- *    scanned with them removed; each decoded text is scanned again with the injection rules, to a
+ *    (U+E0020..E007E "ASCII smuggling") are decoded, and text with invisible or look-alike characters
+ *    is also scanned folded (guard/fold.h: zero-width characters dropped, fullwidth forms and Unicode
+ *    spaces read as ASCII); each decoded text is scanned again with the injection rules, to a
  *    depth of 2 (a decoded text may be decoded once more) and at most WD_INJ_DECODE_BUDGET decoded
  *    bytes per request (the budget is shared by all texts of one request through wd_inj_result_t);
  *  - a score per request: 1 - prod(1 - s_r) over the distinct rules r that fired anywhere in the
@@ -31,8 +32,8 @@ typedef enum {
     WD_INJ_HEX,
     WD_INJ_URL,
     WD_INJ_ROT13,
-    WD_INJ_TAGS,      /* Unicode tag characters mapped to ASCII */
-    WD_INJ_STRIPPED,  /* zero-width and bidi controls removed */
+    WD_INJ_TAGS,   /* Unicode tag characters mapped to ASCII */
+    WD_INJ_FOLDED, /* guard/fold.h: invisible characters dropped, look-alikes read as ASCII */
     WD_INJ__LAYERS
 } wd_inj_layer_t;
 
@@ -86,7 +87,7 @@ wd_action_t wd_inj_decide(const wd_inj_result_t *r, float threshold, wd_action_t
 
 /* One decoding step, exposed for tests and `warden scan --explain`: appends the text the layer
  * decodes from p (for base64/hex/url: the decoded blobs found in p, separated by '\n'; for rot13, tags
- * and stripped: the whole transformed text) to out. Returns the number of bytes appended (0 when the
+ * and folded: the whole transformed text) to out. Returns the number of bytes appended (0 when the
  * layer finds nothing to decode), or a negative WD_E* code. At most max_out bytes are appended. */
 long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_out, wd_buf_t *out);
 

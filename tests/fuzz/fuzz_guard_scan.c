@@ -3,11 +3,14 @@
  * once; the input is the text, and its first byte picks where to split it for the stream scan.
  * Block findings must be in bounds, sorted, non-overlapping and no longer than their rule allows;
  * the stream scan of the same text in two pieces must find the same spans (unless it had to resolve
- * an overlap chain early, which the API reports). */
+ * an overlap chain early, which the API reports). The folded scan (guard/fold.h) must map its findings
+ * back into the text in order, and equal the block scan when nothing folds; the fold's map must lead
+ * from each folded byte to the same byte or to the lead byte of the character it came from. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "guard/fold.h"
 #include "guard/guard.h"
 #include "fuzz_check.h"
 
@@ -66,6 +69,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(f->score >= 0.0f && f->score <= 1.0f);
         if (i) CHECK(block.v[i - 1].end <= f->start); /* sorted and disjoint */
     }
+
+    /* the folded scan, and the fold itself */
+    wd_findings_t folded;
+    wd_findings_init(&folded);
+    folded.limit = 1u << 20;
+    CHECK(wd_guard_scan_folded(db, scratch, WD_GUARD_ANY, text, len, 0.0f, NULL, &folded) == WD_OK);
+    bool folds = wd_guard_fold_needed(text, len, true);
+    if (!folds) CHECK(folded.n == block.n);
+    for (size_t i = 0; i < folded.n; i++) {
+        const wd_finding_t *f = &folded.v[i];
+        CHECK(f->start < f->end && f->end <= len);
+        if (i) CHECK(folded.v[i - 1].end <= f->start);
+        if (!folds)
+            CHECK(f->start == block.v[i].start && f->end == block.v[i].end && f->rule == block.v[i].rule);
+    }
+    wd_findings_free(&folded);
+    wd_buf_t fb;
+    wd_buf_init(&fb, 0);
+    uint32_t *map = NULL;
+    size_t mapcap = 0;
+    CHECK(wd_guard_fold(text, len, &fb, &map, &mapcap) == WD_OK);
+    CHECK(fb.len <= len && map[fb.len] == len && (fb.len == len) == !folds);
+    for (size_t j = 0; j < fb.len; j++) {
+        unsigned char src = (unsigned char)text[map[j]];
+        CHECK(map[j] < map[j + 1]);
+        CHECK((unsigned char)fb.data[j] == src || (src >= 0xC2 && (unsigned char)fb.data[j] < 0x80));
+        CHECK(wd_guard_fold_end(text, &fb, map, (uint32_t)j + 1) <= map[j + 1]);
+    }
+    free(map);
+    wd_buf_free(&fb);
 
     /* the same text in two pieces */
     size_t cut = len ? cut_sel * len / 255 : 0;

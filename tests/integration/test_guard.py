@@ -697,6 +697,36 @@ def test_unreadable_input_flagged_passes_unchanged(double_gw):
     r = post(g.url, CHAT, chat("hi", modalities=["text", "audio"]))
     assert r.status_code == 200 and r.headers["x-warden-guard"] == "profile=std; clean", r.headers
 
+
+def test_hidden_and_lookalike_characters_do_not_hide_identifiers(double_gw):
+    """An address with a zero-width space inside, a card in fullwidth digits with ideographic spaces,
+    an address written in invisible tag characters: all reach the model pseudonymized, whole, and come
+    back as they were sent."""
+    upstream, g = double_gw
+    zw = "jane.d\u200boe@example.com"
+    card = "\uff14\uff11\uff11\uff11\u3000\uff11\uff11\uff11\uff11\u3000\uff11\uff11\uff11\uff11\u3000\uff11\uff11\uff11\uff11"
+    tags = "".join(chr(0xE0000 + ord(c)) for c in EMAIL2)
+    upstream.reply = None
+    r = post(g.url, CHAT, chat(f"mail {zw} card {card} and {tags}."))
+    assert r.status_code == 200, r.text
+    got = json.loads(upstream.last())["messages"][0]["content"]
+    assert got == "mail <EMAIL_1> card <CREDIT_CARD_1> and <EMAIL_2>.", got
+    assert r.headers["x-warden-guard"] == "profile=std; EMAIL:pseudonymize:2,CREDIT_CARD:pseudonymize:1"
+    # restored as sent, invisible characters included
+    upstream.reply = {"id": "c", "object": "chat.completion", "created": 1, "model": "sim-small",
+                      "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                          "role": "assistant", "content": "ok <EMAIL_1>, <CREDIT_CARD_1>, <EMAIL_2>"}}]}
+    r = post(g.url, CHAT, chat(f"mail {zw} card {card} and {tags}."))
+    upstream.reply = None
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == f"ok {zw}, {card}, {tags}"
+    # look-alike characters that hide nothing change nothing
+    plain = "caf\u00e9 \u2014 \u201cquoted\u201d \uff08\uff09 \u00a0ok"
+    raw = json.dumps(chat(plain), ensure_ascii=False).encode()
+    r = post(g.url, CHAT, raw)
+    assert r.status_code == 200 and r.headers["x-warden-guard"] == "profile=std; clean"
+    assert upstream.last() == raw.replace(b'"gpt-4o-mini"', b'"sim-small"')
+
 # ---- block, header and audit ------------------------------------------------------------------------------
 
 

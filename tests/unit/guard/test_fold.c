@@ -1,0 +1,181 @@
+/* Unit tests for guard/fold (what the privacy rules read) and wd_guard_scan_folded: each folded
+ * character class, the map back to the text as sent, malformed sequences left alone, and findings
+ * whose spans cover the characters as they were sent. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "guard/fold.h"
+#include "guard/guard.h"
+
+typedef struct {
+    wd_buf_t out;
+    uint32_t *map;
+    size_t cap;
+} folded_t;
+
+static void fold_ok(folded_t *f, const char *text)
+{
+    assert_int_equal(wd_guard_fold(text, strlen(text), &f->out, &f->map, &f->cap), WD_OK);
+}
+
+static void folded_free(folded_t *f)
+{
+    wd_buf_free(&f->out);
+    free(f->map);
+}
+
+static void test_each_class(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"a\xE2\x80\x8B"
+         "b\xC2\xAD"
+         "c\xEF\xBB\xBF"
+         "d\xE2\x80\x8E"
+         "e\xE2\x81\xA0"
+         "f\xE2\x81\xA6"
+         "g\xE1\xA0\x8E"
+         "h",
+         "abcdefgh"},                                                           /* invisible and bidi: dropped */
+        {"1\xC2\xA0"
+         "2\xE2\x80\x80"
+         "3\xE2\x80\x8A"
+         "4\xE2\x80\xAF"
+         "5\xE2\x81\x9F"
+         "6\xE3\x80\x80"
+         "7",
+         "1 2 3 4 5 6 7"},                                                      /* spaces */
+        {"1\xE2\x80\x90"
+         "2\xE2\x80\x93"
+         "3\xE2\x80\x95"
+         "4\xE2\x88\x92"
+         "5",
+         "1-2-3-4-5"},                                                          /* dashes and minus */
+        {"\xEF\xBC\x81\xEF\xBC\x90\xEF\xBC\x99\xEF\xBC\xA0\xEF\xBC\xA1\xEF\xBD\x9A\xEF\xBD\x9E", "!09@Az~"}, /* fullwidth */
+        {"\xF0\x9D\x9F\x8E\xF0\x9D\x9F\x97\xF0\x9D\x9F\x98\xF0\x9D\x9F\xBF", "0909"}, /* mathematical digits */
+        {"x\xF3\xA0\x80\x81\xF3\xA0\x81\x81\xF3\xA0\x80\xB7\xF3\xA0\x81\xBF" "y", "xA7y"}, /* tags */
+        /* kept as they are: other non-ASCII, lone or malformed sequences, the neighbours of each range */
+        {"caf\xC3\xA9 \xE2\x80\x98x\xE2\x80\x99", "caf\xC3\xA9 \xE2\x80\x98x\xE2\x80\x99"},
+        {"\xE2\x80\x41\xE2\x80", "\xE2\x80\x41\xE2\x80"},
+        {"\xE2\x80\x96\xE2\x80\xA9\xEF\xBC\x80\xEF\xBD\x9F\xF0\x9D\x9F\x8D\xC2\xA1",
+         "\xE2\x80\x96\xE2\x80\xA9\xEF\xBC\x80\xEF\xBD\x9F\xF0\x9D\x9F\x8D\xC2\xA1"},
+        {"\xF3\xA0\x80\xC1x", "\xF3\xA0\x80\xC1x"},
+    };
+    folded_t f = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        fold_ok(&f, cases[i].in);
+        if (f.out.len != strlen(cases[i].want) || memcmp(f.out.data, cases[i].want, f.out.len) != 0)
+            fail_msg("case %zu: got \"%.*s\"", i, (int)f.out.len, f.out.data);
+        /* the map is increasing and ends at the text's length */
+        for (size_t j = 0; j < f.out.len; j++)
+            assert_true(f.map[j] < f.map[j + 1]);
+        assert_int_equal(f.map[f.out.len], strlen(cases[i].in));
+        bool same = strcmp(cases[i].in, cases[i].want) == 0;
+        assert_int_equal(wd_guard_fold_needed(cases[i].in, strlen(cases[i].in), true), !same);
+    }
+    folded_free(&f);
+}
+
+/* Spans map back to whole characters of the text, dropped characters inside a span included and
+ * those at its edges left out. */
+static void test_map_and_end(void **state)
+{
+    (void)state;
+    /* "a" ZWSP "\uFF11" "b" "é" */
+    const char *in = "a\xE2\x80\x8B\xEF\xBC\x91"
+                     "b\xC3\xA9";
+    folded_t f = {0};
+    fold_ok(&f, in);
+    assert_int_equal(f.out.len, 5);
+    assert_memory_equal(f.out.data, "a1b\xC3\xA9", 5);
+    static const uint32_t map[] = {0, 4, 7, 8, 9, 10};
+    assert_memory_equal(f.map, map, sizeof map);
+    assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 1), 1);  /* "a": the ZWSP after it is left out */
+    assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 2), 7);  /* "１" whole */
+    assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 3), 8);
+    assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 5), 10); /* copied bytes one to one */
+    assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 0), 0);
+    folded_free(&f);
+
+    assert_false(wd_guard_fold_needed("plain ASCII text, long enough for the eight-byte steps", 55, true));
+    assert_false(wd_guard_fold_needed("", 0, true));
+    /* a dash alone matters to identifiers (555\u2013123\u20134567), not to words */
+    assert_true(wd_guard_fold_needed("a \xE2\x80\x94 b", 7, true));
+    assert_false(wd_guard_fold_needed("a \xE2\x80\x94 b \xE2\x88\x92", 11, false));
+    assert_true(wd_guard_fold_needed("a \xE2\x80\x94 b\xC2\xA0", 9, false));
+}
+
+static const char rules[] = "version: 1\nrules:\n"
+                            "  - id: t.email\n    type: EMAIL\n    class: pii\n    score: 0.9\n"
+                            "    pattern: '[a-z0-9._]+@[a-z0-9-]+\\.[a-z]{2,}'\n"
+                            "  - id: t.ssn\n    type: US_SSN\n    class: pii\n    pattern: '\\b\\d{3}-\\d{2}-\\d{4}\\b'\n";
+
+static void expect_one(wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, const char *rule, size_t start,
+                       size_t end)
+{
+    wd_findings_t out;
+    wd_findings_init(&out);
+    assert_int_equal(wd_guard_scan_folded(db, s, WD_GUARD_ANY, text, strlen(text), 0.0f, NULL, &out), WD_OK);
+    if (out.n != 1) fail_msg("%zu findings in \"%s\"", out.n, text);
+    assert_string_equal(wd_guard_db_rule(db, out.v[0].rule)->id, rule);
+    if (out.v[0].start != start || out.v[0].end != end)
+        fail_msg("\"%s\": span %u..%u, wanted %zu..%zu", text, out.v[0].start, out.v[0].end, start, end);
+    wd_findings_free(&out);
+}
+
+static void test_scan_folded(void **state)
+{
+    (void)state;
+    char err[256];
+    wd_guard_db_t *db = wd_guard_db_load_buf("r.yaml", rules, sizeof rules - 1, err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    wd_guard_scratch_t *s = wd_guard_scratch_new(db);
+    assert_non_null(s);
+    wd_findings_t raw;
+    wd_findings_init(&raw);
+
+    /* a zero-width space inside the address: found, the span covers it; the raw scan misses it */
+    const char *zw = "to ja\xE2\x80\x8Bne@example.com now";
+    expect_one(db, s, zw, "t.email", 3, 22);
+    assert_int_equal(wd_guard_scan(db, s, zw, strlen(zw), 0.0f, &raw), WD_OK);
+    assert_int_equal(raw.n, 1); /* only "ne@example.com" */
+    assert_int_equal(raw.v[0].start, 8);
+    /* fullwidth digits and an en dash; the no-break space before it stays outside the span */
+    expect_one(db, s, "ssn\xC2\xA0\xEF\xBC\x95\xEF\xBC\x93\xEF\xBC\x96\xE2\x80\x93" "22-1234.", "t.ssn", 5, 24);
+    /* an address written in tag characters, invisible to a reader */
+    char tagged[128];
+    size_t n = 0;
+    for (const char *p = "bob@corp.io"; *p; p++) {
+        unsigned v = 0xE0000u + (unsigned char)*p;
+        tagged[n++] = (char)0xF3;
+        tagged[n++] = (char)(0x80 | ((v >> 12) & 0x3F));
+        tagged[n++] = (char)(0x80 | ((v >> 6) & 0x3F));
+        tagged[n++] = (char)(0x80 | (v & 0x3F));
+    }
+    memcpy(tagged + n, " hi", 4);
+    expect_one(db, s, tagged, "t.email", 0, 44);
+    /* nothing to fold: the same findings as the raw scan */
+    expect_one(db, s, "mail bob@corp.io", "t.email", 5, 16);
+
+    wd_findings_free(&raw);
+    wd_guard_scratch_free(s);
+    wd_guard_db_unref(db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_class),
+        cmocka_unit_test(test_map_and_end),
+        cmocka_unit_test(test_scan_folded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
