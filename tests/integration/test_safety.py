@@ -396,6 +396,14 @@ def test_non_streamed_block_and_redact(sim, gateway):
     assert GH_PAT not in h and EMAIL not in h
     assert_no_text_leak(g2, GH_PAT, EMAIL)
 
+    # a whole answer is read folded: an address split by a zero-width space is still redacted whole
+    hidden = EMAIL.replace("@", "\u200b@")
+    s3 = sim("--reply", f"mail {hidden} today")
+    g3 = gateway(s3.port, extra=guard_yaml())
+    r = post(g3.url, chat("hi"))
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"] == "mail [EMAIL] today"
+
 
 THREAT = "I'm going to stab him tonight."  # safety.violence.threat
 
