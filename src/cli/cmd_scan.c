@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "core/json.h"
+#include "guard/fold.h"
 #include "guard/injection.h"
 #include "guard/rewrite.h"
 #include "guard/validators.h"
@@ -532,6 +533,7 @@ typedef struct {
 
 typedef struct {
     wd_guard_stream_t *st;
+    wd_fold_stream_t fold; /* st scans the text folded; its offsets map back through this */
     wd_buf_t pend;  /* input bytes [pbase, fed): what is not yet output, plus context */
     uint64_t pbase;
     uint64_t lc_off, lc_line, lc_ls; /* line cursor: offset, its line number, that line's first byte */
@@ -623,9 +625,10 @@ static int grow(void *vp, size_t n, size_t *cap, size_t sz)
 /* Handles the findings one feed (or the finish) made final, then writes and drops what is safe. */
 static int txt_batch(scan_t *S, txt_t *T, const wd_findings_t *f, bool eod)
 {
-    uint64_t fed = wd_guard_stream_offset(T->st);
+    uint64_t fed = wd_fold_stream_raw(&T->fold, wd_guard_stream_offset(T->st));
     for (size_t i = 0; i < f->n; i++) {
-        uint64_t s = f->base + f->v[i].start, e = f->base + f->v[i].end;
+        uint64_t s = wd_fold_stream_raw(&T->fold, f->base + f->v[i].start),
+                 e = wd_fold_stream_raw_end(&T->fold, f->base + f->v[i].end);
         uint16_t rule = f->v[i].rule;
         if (count_finding(S, rule)) return -1;
         lc_advance(T, s);
@@ -644,7 +647,9 @@ static int txt_batch(scan_t *S, txt_t *T, const wd_findings_t *f, bool eod)
             T->rec[T->nrec++] = sp;
         }
     }
-    uint64_t safe = eod ? fed : wd_guard_stream_safe_offset(T->st);
+    uint64_t fsafe = wd_guard_stream_safe_offset(T->st);
+    uint64_t safe = eod ? fed : wd_fold_stream_raw(&T->fold, fsafe);
+    wd_fold_stream_trim(&T->fold, fsafe);
     lc_advance(T, safe);
     if (S->out == OUT_ANON) {
         uint64_t to = eod ? fed : char_floor(T, safe, fed);
@@ -674,6 +679,7 @@ static int scan_text(scan_t *S, rd_t *r)
 {
     txt_t T = {.lc_line = 1};
     wd_buf_init(&T.pend, 0);
+    wd_fold_stream_init(&T.fold);
     wd_buf_t win; /* --explain: the block screened for injection, with the tail of the one before */
     wd_buf_init(&win, 0);
     inj_begin(S);
@@ -705,10 +711,13 @@ static int scan_text(scan_t *S, rd_t *r)
                 }
                 if ((rc = inj_add(S, win.data, win.len))) goto out;
             }
-            int sr = wd_guard_stream_feed(T.st, S->scr, r->buf, r->len, &S->f);
+            const char *fp = NULL;
+            size_t fn = 0;
+            int sr = wd_fold_stream_feed(&T.fold, r->buf, r->len, false, &fp, &fn);
+            if (!sr) sr = wd_guard_stream_feed(T.st, S->scr, fp, fn, &S->f);
             if (sr) {
                 rc = fail(S, "%s: scanning failed near byte %llu (%s)", S->file,
-                          (unsigned long long)wd_guard_stream_offset(T.st),
+                          (unsigned long long)wd_fold_stream_raw(&T.fold, wd_guard_stream_offset(T.st)),
                           sr == WD_E2BIG ? "too many findings or candidates" : "scanner error");
                 goto out;
             }
@@ -719,7 +728,15 @@ static int scan_text(scan_t *S, rd_t *r)
         }
         if (r->eof) break;
     }
-    int sr = wd_guard_stream_finish(T.st, S->scr, &S->f);
+    const char *fp = NULL;
+    size_t fn = 0;
+    int sr = wd_fold_stream_feed(&T.fold, NULL, 0, true, &fp, &fn); /* a character cut at the end */
+    if (!sr && fn && !(sr = wd_guard_stream_feed(T.st, S->scr, fp, fn, &S->f)) &&
+        txt_batch(S, &T, &S->f, false)) {
+        rc = -1;
+        goto out;
+    }
+    if (!sr) sr = wd_guard_stream_finish(T.st, S->scr, &S->f);
     if (sr) {
         rc = fail(S, "%s: scanning failed at the end of the input (%s)", S->file,
                   sr == WD_E2BIG ? "too many findings or candidates" : "scanner error");
@@ -731,6 +748,7 @@ out:
     if (win.data) sodium_memzero(win.data, win.cap);
     wd_buf_free(&win);
     wd_guard_stream_free(T.st);
+    wd_fold_stream_free(&T.fold);
     if (T.pend.data) sodium_memzero(T.pend.data, T.pend.cap);
     wd_buf_free(&T.pend);
     free(T.xq);

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 
 #include "gateway/gateway.h"
+#include "guard/fold.h"
 #include "guard/injection.h"
 #include "guard/rewrite.h"
 
@@ -63,6 +64,7 @@ typedef struct {
 typedef struct {
     bool used, finished;
     wd_guard_stream_t *st; /* NULL when the profile filters no output */
+    wd_fold_stream_t fold; /* st scans the text folded (guard/fold.h); its offsets map back through this */
     uint64_t fed, safe;
     uint64_t tbase; /* text holds stream bytes [tbase, fed) */
     wd_buf_t text;
@@ -760,6 +762,7 @@ static void chan_free(chan_t *c)
 {
     wd_guard_stream_free(c->st);
     c->st = NULL;
+    wd_fold_stream_free(&c->fold);
     scrub(&c->text);
     free(c->f);
     c->f = NULL;
@@ -801,7 +804,8 @@ static int take_findings(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const w
             continue;
         }
         if (a == WD_ACT_FLAG) continue;
-        ofind_t o = {f->base + f->v[i].start, f->base + f->v[i].end, f->v[i].rule, a};
+        ofind_t o = {wd_fold_stream_raw(&c->fold, f->base + f->v[i].start),
+                     wd_fold_stream_raw_end(&c->fold, f->base + f->v[i].end), f->v[i].rule, a};
         /* widen to character boundaries within the text we hold (event boundaries are boundaries) */
         while (o.start > c->tbase && cont((unsigned char)c->text.data[o.start - c->tbase])) o.start--;
         while (o.end < c->fed && cont((unsigned char)c->text.data[o.end - c->tbase])) o.end++;
@@ -816,6 +820,7 @@ static int chan_feed(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const char 
     if (!c->used) {
         c->used = true;
         wd_buf_init(&c->text, 0);
+        wd_fold_stream_init(&c->fold);
         wd_restorer_init(&c->rest, &gs->vault);
         if (gs->out_on && !(c->st = wd_guard_stream_open_for(x->cfg->guard_db, WD_GUARD_OUTPUT,
                                                             (float)x->cfg->guard.min_score / 100.0f)))
@@ -832,10 +837,15 @@ static int chan_feed(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const char 
     }
     wd_findings_t f;
     wd_findings_init(&f);
-    rc = wd_guard_stream_feed(c->st, gw(x->w)->guard_scratch, p, len, &f);
+    const char *fp = NULL;
+    size_t fn = 0;
+    rc = wd_fold_stream_feed(&c->fold, p, len, false, &fp, &fn);
+    if (!rc) rc = wd_guard_stream_feed(c->st, gw(x->w)->guard_scratch, fp, fn, &f);
     if (!rc) rc = take_findings(x, gs, c, &f, blocked);
     wd_findings_free(&f);
-    c->safe = wd_guard_stream_safe_offset(c->st);
+    uint64_t safe = wd_guard_stream_safe_offset(c->st);
+    c->safe = wd_fold_stream_raw(&c->fold, safe);
+    wd_fold_stream_trim(&c->fold, safe);
     return rc;
 }
 
@@ -847,7 +857,13 @@ static int chan_finish(wd_exchange_t *x, guard_state_t *gs, chan_t *c, int *bloc
     if (!c->st) return WD_OK;
     wd_findings_t f;
     wd_findings_init(&f);
-    int rc = wd_guard_stream_finish(c->st, gw(x->w)->guard_scratch, &f);
+    const char *fp = NULL;
+    size_t fn = 0;
+    int rc =
+        wd_fold_stream_feed(&c->fold, NULL, 0, true, &fp, &fn); /* a cut character, never in valid JSON */
+    if (!rc && fn) rc = wd_guard_stream_feed(c->st, gw(x->w)->guard_scratch, fp, fn, &f);
+    if (!rc) rc = take_findings(x, gs, c, &f, blocked);
+    if (!rc) rc = wd_guard_stream_finish(c->st, gw(x->w)->guard_scratch, &f);
     if (!rc) rc = take_findings(x, gs, c, &f, blocked);
     wd_findings_free(&f);
     return rc;

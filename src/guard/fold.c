@@ -140,3 +140,141 @@ uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint3
     if ((unsigned char)folded->data[end - 1] == s) return at + 1; /* copied as it was */
     return at + (s >= 0xF0 ? 4u : s >= 0xE0 ? 3u : 2u);          /* one folded character */
 }
+
+/* ---- streams ------------------------------------------------------------------------------------- */
+
+void wd_fold_stream_init(wd_fold_stream_t *s)
+{
+    memset(s, 0, sizeof *s);
+    wd_buf_init(&s->out, 0);
+    wd_buf_init(&s->in, 0);
+}
+
+static void scrub_buf(wd_buf_t *b)
+{
+    if (b->data) memset(b->data, 0, b->cap);
+    wd_buf_free(b);
+}
+
+void wd_fold_stream_free(wd_fold_stream_t *s)
+{
+    free(s->ev);
+    scrub_buf(&s->out);
+    scrub_buf(&s->in);
+    memset(s, 0, sizeof *s);
+}
+
+/* Bytes at the end of p that start a character p does not complete (0 if its last one is whole). */
+static size_t cut_tail(const unsigned char *p, size_t len)
+{
+    for (size_t k = 1; k <= 3 && k <= len; k++) {
+        unsigned char c = p[len - k];
+        if (cont(c)) continue;
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
+static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
+{
+    if (s->nev == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        wd_fold_ev_t *v = realloc(s->ev, cap * sizeof *v);
+        if (!v) return WD_ENOMEM;
+        s->ev = v;
+        s->cap = cap;
+    }
+    s->ev[s->nev++] = e;
+    return WD_OK;
+}
+
+int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool final, const char **fp,
+                        size_t *fn)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    size_t m = len;
+    if (s->npend) { /* the cut character first */
+        wd_buf_reset(&s->in);
+        if (wd_buf_append(&s->in, s->pend, s->npend) || wd_buf_append(&s->in, p, len)) return WD_ENOMEM;
+        u = (const unsigned char *)s->in.data;
+        m = s->in.len;
+        s->npend = 0;
+    }
+    size_t cut = final ? 0 : cut_tail(u, m);
+    m -= cut;
+    memcpy(s->pend, u + m, cut);
+    s->npend = cut;
+    if ((const char *)u == p && next_fold(u, m, 0, true) == m) { /* nothing folds: the piece itself */
+        s->raw += m;
+        s->folded += m;
+        *fp = p;
+        *fn = m;
+        return WD_OK;
+    }
+    wd_buf_reset(&s->out);
+    if (wd_buf_reserve(&s->out, m + 1)) return WD_ENOMEM;
+    size_t i = 0;
+    while (i < m) {
+        size_t j = next_fold(u, m, i, true);
+        memcpy(s->out.data + s->out.len, u + i, j - i);
+        s->out.len += j - i;
+        if (j == m) break;
+        int c = -1;
+        size_t n = fold_at(u + j, m - j, &c);
+        if (add_ev(s, (wd_fold_ev_t){s->folded + s->out.len, s->raw + j, c >= 0, (uint8_t)n}))
+            return WD_ENOMEM;
+        if (c >= 0) s->out.data[s->out.len++] = (char)c;
+        i = j + n;
+    }
+    s->raw += m;
+    s->folded += s->out.len;
+    *fp = s->out.data;
+    *fn = s->out.len;
+    return WD_OK;
+}
+
+/* The last kept event at or before folded offset x, or NULL. */
+static const wd_fold_ev_t *ev_at(const wd_fold_stream_t *s, uint64_t x)
+{
+    size_t lo = 0, hi = s->nev;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->ev[mid].f <= x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo ? &s->ev[lo - 1] : NULL;
+}
+
+static int64_t delta_after(const wd_fold_ev_t *e)
+{
+    return (int64_t)(e->r + e->rlen) - (int64_t)(e->f + e->flen);
+}
+
+uint64_t wd_fold_stream_raw(const wd_fold_stream_t *s, uint64_t x)
+{
+    const wd_fold_ev_t *e = ev_at(s, x);
+    if (!e) return (uint64_t)((int64_t)x + s->delta0);
+    if (x < e->f + e->flen) return e->r;
+    return (uint64_t)((int64_t)x + delta_after(e));
+}
+
+uint64_t wd_fold_stream_raw_end(const wd_fold_stream_t *s, uint64_t x)
+{
+    const wd_fold_ev_t *e = ev_at(s, x - 1);
+    if (e && x - 1 < e->f + e->flen) return e->r + e->rlen;
+    return (uint64_t)((int64_t)x + (e ? delta_after(e) : s->delta0));
+}
+
+void wd_fold_stream_trim(wd_fold_stream_t *s, uint64_t x)
+{
+    size_t k = 0;
+    while (k < s->nev && s->ev[k].f + s->ev[k].flen <= x)
+        k++;
+    if (!k) return;
+    s->delta0 = delta_after(&s->ev[k - 1]);
+    memmove(s->ev, s->ev + k, (s->nev - k) * sizeof *s->ev);
+    s->nev -= k;
+}

@@ -29,4 +29,37 @@ int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, s
 /* The offset in text where folded bytes [.., end) end: the end of the character byte end-1 came from. */
 uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint32_t *map, uint32_t end);
 
+/* ---- streams ----------------------------------------------------------------------------------------
+ * A stream folded piece by piece: the pieces fed to the guard's stream scanner are the folded text, and
+ * offsets it reports (folded) map back to the stream as sent (raw). A character cut at a piece's end
+ * waits for the next piece. Only the folds are recorded, so memory follows the number of folded
+ * characters in the window the caller keeps (wd_fold_stream_trim). */
+typedef struct {
+    uint64_t f, r;      /* a folded character: its folded and raw offsets ... */
+    uint8_t flen, rlen; /* ... and lengths (flen 0: dropped) */
+} wd_fold_ev_t;
+
+typedef struct {
+    uint64_t raw, folded; /* bytes consumed (without pend) and produced */
+    int64_t delta0;       /* raw - folded before the first kept event */
+    wd_fold_ev_t *ev;
+    size_t nev, cap;
+    unsigned char pend[4]; /* the start of a character cut at the last piece's end */
+    size_t npend;
+    wd_buf_t out, in; /* the folded piece; the piece after a cut character */
+} wd_fold_stream_t;
+
+void wd_fold_stream_init(wd_fold_stream_t *s);
+void wd_fold_stream_free(wd_fold_stream_t *s);
+/* Folds the next piece (final: no more will come, flush a cut character). (*fp, *fn): the folded bytes,
+ * p itself when nothing in it folds and nothing waits. WD_OK or WD_ENOMEM. */
+int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool final, const char **fp,
+                        size_t *fn);
+/* The raw offset of folded byte x (x == folded: the raw bytes consumed). x must not be before the trim. */
+uint64_t wd_fold_stream_raw(const wd_fold_stream_t *s, uint64_t x);
+/* The raw offset where folded bytes [.., x) end (x > 0). */
+uint64_t wd_fold_stream_raw_end(const wd_fold_stream_t *s, uint64_t x);
+/* Forgets what is needed only for folded offsets before x. */
+void wd_fold_stream_trim(wd_fold_stream_t *s, uint64_t x);
+
 #endif

@@ -138,7 +138,8 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
 /* wd_guard_scan_ranked over the text folded as guard/fold.h describes (invisible characters dropped,
  * look-alike spaces, dashes, fullwidth forms and tag characters read as ASCII), with the findings'
  * spans in the text as given: a span covers whole characters of it, the dropped ones inside included.
- * Text with nothing to fold is scanned as it is. Block scans only: streams read the text as it is. */
+ * Text with nothing to fold is scanned as it is. Streams fold their pieces with wd_fold_stream_feed
+ * (guard/fold.h) and map the offsets back with it. */
 int wd_guard_scan_folded(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text,
                          size_t len, float min_score, const wd_guard_rank_t *rank, wd_findings_t *out);
 

@@ -5,7 +5,8 @@
  * the stream scan of the same text in two pieces must find the same spans (unless it had to resolve
  * an overlap chain early, which the API reports). The folded scan (guard/fold.h) must map its findings
  * back into the text in order, and equal the block scan when nothing folds; the fold's map must lead
- * from each folded byte to the same byte or to the lead byte of the character it came from. */
+ * from each folded byte to the same byte or to the lead byte of the character it came from, and a
+ * stream folded in two pieces must give the same bytes and map back the same way. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK((unsigned char)fb.data[j] == src || (src >= 0xC2 && (unsigned char)fb.data[j] < 0x80));
         CHECK(wd_guard_fold_end(text, &fb, map, (uint32_t)j + 1) <= map[j + 1]);
     }
+    /* folded as a stream of two pieces: the same bytes, the same way back */
+    size_t fcut = len ? cut_sel * len / 255 : 0;
+    wd_fold_stream_t fs;
+    wd_fold_stream_init(&fs);
+    wd_buf_t joined;
+    wd_buf_init(&joined, 0);
+    for (int step = 0; step < 3; step++) {
+        const char *fp = NULL;
+        size_t fn = 0;
+        CHECK(wd_fold_stream_feed(&fs,
+                                  step == 2 ? NULL
+                                  : step    ? text + fcut
+                                            : text,
+                                  step == 2 ? 0
+                                  : step    ? len - fcut
+                                            : fcut,
+                                  step == 2, &fp, &fn) == WD_OK);
+        CHECK(wd_buf_append(&joined, fp, fn) == WD_OK);
+    }
+    CHECK(joined.len == fb.len && (!fb.len || memcmp(joined.data, fb.data, fb.len) == 0));
+    for (size_t j = 0; j < fb.len; j++) {
+        CHECK(wd_fold_stream_raw(&fs, j) == map[j]);
+        CHECK(wd_fold_stream_raw_end(&fs, j + 1) == wd_guard_fold_end(text, &fb, map, (uint32_t)j + 1));
+    }
+    CHECK(wd_fold_stream_raw(&fs, fb.len) == len);
+    wd_buf_free(&joined);
+    wd_fold_stream_free(&fs);
     free(map);
     wd_buf_free(&fb);
 

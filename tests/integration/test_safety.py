@@ -227,6 +227,25 @@ def test_redacted_secret_never_reaches_client_whole(double, gateway, cuts):
     assert_no_text_leak(g, GH_PAT)
 
 
+def test_streamed_hidden_characters_do_not_hide_a_secret(double, gateway):
+    """The stream scanner reads the answer folded: a token split by zero-width spaces and written
+    partly in fullwidth forms, cut across events, is redacted whole; text around it is unchanged."""
+    hidden = GH_PAT[:6] + "\u200b" + GH_PAT[6:20] + "\u2060" + "".join(chr(ord(c) + 0xFEE0) for c in GH_PAT[20:])
+    text = f"caf\u00e9 \u2014 token: {hidden} done \u00a0ok"
+    pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
+    double.events = [chunk("")] + [chunk(p) for p in pieces] + [chunk(finish="stop")]
+    g = gateway(double.port, extra=guard_yaml())
+    r, data = stream_raw(g.url, chat("hi", stream=True))
+    pl = payloads(data)
+    assert pl[-1] == "[DONE]", pl
+    received = ""
+    for d in deltas(pl):
+        received += d
+        assert hidden[:10] not in received
+    assert received == "caf\u00e9 \u2014 token: [GITHUB_TOKEN] done \u00a0ok", received
+    assert "secrets.github_pat(secrets,high):redact:1" in last_event(g)["guard"]
+
+
 def test_clean_10000_event_stream_is_byte_identical(double, gateway):
     words = ["alpha ", "beta ", "gamma, ", "delta. ", "épsilon ", "zeta\n", "eta ", "theta "]
     double.events = [chunk("")] + [chunk(words[i % len(words)]) for i in range(10000)] + [chunk(finish="stop")]

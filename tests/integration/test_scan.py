@@ -332,6 +332,31 @@ def test_secret_across_block_boundary(tmp_path, rules):
     assert ("token g" + "•" * 38 + "9 done").encode() in p.stdout
 
 
+
+@pytest.mark.parametrize("split", [1, 2])
+def test_text_folded_across_block_boundary(tmp_path, rules, split):
+    """Plain text is read folded (zero-width characters dropped, fullwidth digits as ASCII) through the
+    stream scanner: a card in fullwidth digits whose character is cut by the 64 KiB block boundary, and
+    an address with a zero-width space inside, are found with their spans as written."""
+    B = 65536
+    wide = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in CARD)  # fullwidth digits
+    hidden = EMAIL.replace("@", "\u200b@")
+    head = filler(random.Random(7), B - 2000)
+    head += "a" * (B - split - len("\ncard ".encode()) - len(head.encode()))
+    text = head + "\ncard " + wide + " paid\nmail " + hidden + " ok\n"
+    data = text.encode()
+    start = data.index(wide.encode())
+    assert start == B - split  # the first fullwidth digit's bytes straddle the boundary
+    f = tmp_path / "t.txt"
+    f.write_bytes(data)
+    p = run([str(f)], rules)
+    assert p.returncode == 1, p.stderr
+    got = [(x["offset"], x["offset"] + x["end"] - x["start"], x["type"]) for x in findings(p)]
+    m = data.index(hidden.encode())
+    assert got == [(start, start + len(wide.encode()), "CREDIT_CARD"), (m, m + len(hidden.encode()), "EMAIL")]
+    p = run(["--output", "anonymized", str(f)], rules)
+    assert p.stdout == (head + "\ncard [CREDIT_CARD] paid\nmail [EMAIL] ok\n").encode()
+
 # ---- JSON lines ----------------------------------------------------------------------------------
 
 JSONL = (

@@ -170,12 +170,85 @@ static void test_scan_folded(void **state)
     wd_guard_db_unref(db);
 }
 
+/* A stream folded in random pieces (characters cut between pieces included) gives the same bytes as
+ * folding it whole, and maps every folded offset back as the whole fold does, trimmed or not. */
+static void test_stream_matches_whole(void **state)
+{
+    (void)state;
+    static const char *const alphabet[] = {"a",
+                                           "7",
+                                           "-",
+                                           " ",
+                                           "@",
+                                           "\xE2\x80\x8B",
+                                           "\xEF\xBC\x97",
+                                           "\xC2\xA0",
+                                           "\xC3\xA9",
+                                           "\xF3\xA0\x81\x81",
+                                           "\xE2\x80\x93",
+                                           "\xF0\x9F\x98\x80",
+                                           "\xF0\x9D\x9F\x8F",
+                                           "\xC2\xAD"};
+    uint32_t seed = 12345;
+    folded_t whole = {0};
+    for (int round = 0; round < 400; round++) {
+        char text[512];
+        size_t len = 0;
+        while (len < 200) {
+            seed = seed * 1103515245u + 12345u;
+            const char *a = alphabet[(seed >> 16) % (sizeof alphabet / sizeof *alphabet)];
+            memcpy(text + len, a, strlen(a));
+            len += strlen(a);
+        }
+        assert_int_equal(wd_guard_fold(text, len, &whole.out, &whole.map, &whole.cap), WD_OK);
+        wd_fold_stream_t fs;
+        wd_fold_stream_init(&fs);
+        wd_buf_t got;
+        wd_buf_init(&got, 0);
+        size_t at = 0;
+        uint64_t trimmed = 0;
+        while (at <= len) {
+            seed = seed * 1103515245u + 12345u;
+            size_t n = WD_MIN((size_t)(seed >> 16) % 9, len - at);
+            bool final = at + n == len && (seed & 1);
+            const char *fp;
+            size_t fn;
+            assert_int_equal(wd_fold_stream_feed(&fs, text + at, n, final, &fp, &fn), WD_OK);
+            assert_int_equal(wd_buf_append(&got, fp, fn), WD_OK);
+            at += n;
+            assert_true(fs.folded == got.len && fs.raw + fs.npend == at);
+            /* every offset not yet trimmed maps as the whole fold does */
+            for (uint64_t x = trimmed; x < fs.folded; x++) {
+                assert_int_equal(wd_fold_stream_raw(&fs, x), whole.map[x]);
+                assert_int_equal(wd_fold_stream_raw_end(&fs, x + 1),
+                                 wd_guard_fold_end(text, &whole.out, whole.map, (uint32_t)x + 1));
+            }
+            if (fs.folded > trimmed && (seed & 2)) {
+                trimmed += (seed >> 8) % (fs.folded - trimmed + 1);
+                wd_fold_stream_trim(&fs, trimmed);
+            }
+            if (final || (at == len && n == 0)) break;
+        }
+        const char *fp;
+        size_t fn;
+        assert_int_equal(wd_fold_stream_feed(&fs, NULL, 0, true, &fp, &fn), WD_OK); /* flush */
+        assert_int_equal(wd_buf_append(&got, fp, fn), WD_OK);
+        if (got.len != whole.out.len || memcmp(got.data, whole.out.data, got.len) != 0)
+            fail_msg("round %d: the pieces fold to something else", round);
+        assert_int_equal(wd_fold_stream_raw(&fs, fs.folded), len);
+        wd_buf_free(&got);
+        wd_fold_stream_free(&fs);
+    }
+    folded_free(&whole);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_class),
         cmocka_unit_test(test_map_and_end),
         cmocka_unit_test(test_scan_folded),
+        cmocka_unit_test(test_stream_matches_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
