@@ -100,9 +100,48 @@ bool wd_guard_fold_needed(const char *text, size_t len, bool dashes)
     return next_fold((const unsigned char *)text, len, 0, dashes) < len;
 }
 
+static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
+{
+    if (s->nev == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        wd_fold_ev_t *v = realloc(s->ev, cap * sizeof *v);
+        if (!v) return WD_ENOMEM;
+        s->ev = v;
+        s->cap = cap;
+    }
+    s->ev[s->nev++] = e;
+    return WD_OK;
+}
+
+/* Appends u[0..m) folded to out, which has room for m more bytes. map (may be NULL) gets, from
+ * map[out->len] on, the offset in u of each folded byte; s (may be NULL) an event per folded
+ * character, at its offsets in the stream. */
+static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *map, wd_fold_stream_t *s)
+{
+    size_t i = 0, base = out->len;
+    while (i < m) {
+        size_t j = next_fold(u, m, i, true);
+        for (size_t k = i; map && k < j; k++)
+            map[out->len + k - i] = (uint32_t)k;
+        memcpy(out->data + out->len, u + i, j - i);
+        out->len += j - i;
+        if (j == m) break;
+        int c = -1;
+        size_t n = fold_at(u + j, m - j, &c);
+        if (s && add_ev(s, (wd_fold_ev_t){s->folded + out->len - base, s->raw + j, c >= 0, (uint8_t)n}))
+            return WD_ENOMEM;
+        if (c >= 0) {
+            if (map) map[out->len] = (uint32_t)j;
+            out->data[out->len++] = (char)c;
+        }
+        i = j + n;
+    }
+    if (map) map[out->len] = (uint32_t)m;
+    return WD_OK;
+}
+
 int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, size_t *mapcap)
 {
-    const unsigned char *u = (const unsigned char *)text;
     wd_buf_reset(out);
     if (len > UINT32_MAX) return WD_E2BIG;
     if (map && *mapcap < len + 1) {
@@ -112,24 +151,7 @@ int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, s
         *mapcap = len + 1;
     }
     if (wd_buf_reserve(out, len + 1)) return WD_ENOMEM; /* folding never lengthens the text */
-    uint32_t *m = map ? *map : NULL;
-    size_t i = 0;
-    while (i < len) {
-        size_t j = next_fold(u, len, i, true);
-        for (size_t k = i; m && k < j; k++) m[out->len + k - i] = (uint32_t)k;
-        memcpy(out->data + out->len, text + i, j - i);
-        out->len += j - i;
-        if (j == len) break;
-        int c = -1;
-        size_t n = fold_at(u + j, len - j, &c);
-        if (c >= 0) {
-            if (m) m[out->len] = (uint32_t)j;
-            out->data[out->len++] = (char)c;
-        }
-        i = j + n;
-    }
-    if (m) m[out->len] = (uint32_t)len;
-    return WD_OK;
+    return fold_run((const unsigned char *)text, len, out, map ? *map : NULL, NULL);
 }
 
 uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint32_t *map, uint32_t end)
@@ -176,19 +198,6 @@ static size_t cut_tail(const unsigned char *p, size_t len)
     return 0;
 }
 
-static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
-{
-    if (s->nev == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        wd_fold_ev_t *v = realloc(s->ev, cap * sizeof *v);
-        if (!v) return WD_ENOMEM;
-        s->ev = v;
-        s->cap = cap;
-    }
-    s->ev[s->nev++] = e;
-    return WD_OK;
-}
-
 int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool final, const char **fp,
                         size_t *fn)
 {
@@ -213,20 +222,7 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         return WD_OK;
     }
     wd_buf_reset(&s->out);
-    if (wd_buf_reserve(&s->out, m + 1)) return WD_ENOMEM;
-    size_t i = 0;
-    while (i < m) {
-        size_t j = next_fold(u, m, i, true);
-        memcpy(s->out.data + s->out.len, u + i, j - i);
-        s->out.len += j - i;
-        if (j == m) break;
-        int c = -1;
-        size_t n = fold_at(u + j, m - j, &c);
-        if (add_ev(s, (wd_fold_ev_t){s->folded + s->out.len, s->raw + j, c >= 0, (uint8_t)n}))
-            return WD_ENOMEM;
-        if (c >= 0) s->out.data[s->out.len++] = (char)c;
-        i = j + n;
-    }
+    if (wd_buf_reserve(&s->out, m + 1) || fold_run(u, m, &s->out, NULL, s)) return WD_ENOMEM;
     s->raw += m;
     s->folded += s->out.len;
     *fp = s->out.data;
