@@ -263,6 +263,32 @@ def synthetic(n, seed=20251125):
     return items
 
 
+def obfuscated(items, seed=20261206):
+    """The synthetic set with each identifier written the way a reader and a model still see it whole
+    but a naive pattern does not: a zero-width space or a soft hyphen inside it, fullwidth digits, or
+    no-break spaces and en dashes for its separators (near-misses get the same treatment)."""
+    rnd = random.Random(seed)
+
+    def hide(v):
+        k = rnd.randrange(4)
+        if k == 1 and any(c.isdigit() for c in v):
+            return "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in v)
+        if k == 2 and (" " in v or "-" in v):
+            return v.replace(" ", "\u00a0").replace("-", "\u2013")
+        i = rnd.randrange(1, len(v))
+        return v[:i] + ("\u00ad" if k == 3 else "\u200b") + v[i:]
+
+    out = []
+    for text, gold in items:
+        if not gold:
+            out.append((hide(text), []))
+            continue
+        (t, s, e, raw), = gold
+        v = hide(text[s:e])
+        out.append((text[:s] + v + text[e:], [(t, s, s + len(v), raw)]))
+    return out
+
+
 def secret_samples(seed=7):
     """One made-up credential per common provider format (random characters in the documented shape),
     each in a sentence; every one must be reported as a secret."""
@@ -346,6 +372,14 @@ def main():
                          sst, TARGETS)
         if args.errors:
             for e in serrs:
+                print("  %s %-28s %-30r in %r" % (e[0], e[1], e[2], e[3][:120]))
+
+        obf = obfuscated(syn)
+        ost, oerrs = score(obf, scan(cmd, [t for t, _ in obf]))
+        failed += report("the synthetic set hidden (zero-width space or soft hyphen inside, fullwidth digits, "
+                         "no-break spaces and en dashes)", ost, TARGETS)
+        if args.errors:
+            for e in oerrs:
                 print("  %s %-28s %-30r in %r" % (e[0], e[1], e[2], e[3][:120]))
 
     samples = secret_samples()
