@@ -518,7 +518,7 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     wd_buf_init(&w.out, 0);
     if (!w.scratch) w.rc = WD_ENOMEM;
     else walk(&w, &x->doc, 0, -1, "user", 4);
-    char unread[96] = "";
+    char unread[80] = "";
     if (w.unread[0] && checks_input(gs->profile)) snprintf(unread, sizeof unread, "%s", w.unread);
     if (w.audio_out && gs->out_on)
         snprintf(unread + strlen(unread), sizeof unread - strlen(unread), "%saudio_output",
