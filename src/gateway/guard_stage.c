@@ -105,7 +105,7 @@ typedef struct {
     wd_guard_tally_t out_tally;
     bool fail_open;
     char unchecked[96]; /* fail-open: what passed unchecked ("no_choices,bad_field"), for the decision */
-    char unreadable[96]; /* what the guard could not read and how the profile decided: "token_ids(flag)" */
+    char unreadable[112]; /* what the guard could not read and how the profile decided: "token_ids(flag)" */
 
     /* streamed answer */
     bool out_on; /* the profile filters answers */
@@ -286,6 +286,7 @@ typedef struct {
     wd_buf_t arena, text, out;
     char unread[64]; /* what the model gets that the guard cannot read: "token_ids,image_url" */
     bool audio_out;  /* the request asks for a spoken answer, which the output filter cannot read */
+    bool logprobs;   /* ... or for log probabilities, whose tokens repeat the answer unfiltered */
     int rc;
 } walk_t;
 
@@ -300,6 +301,19 @@ static void note_unread(walk_t *w, const char *kind, size_t len)
     }
     if (used + len + 2 <= sizeof w->unread)
         snprintf(w->unread + used, sizeof w->unread - used, "%s%.*s", used ? "," : "", (int)len, kind);
+}
+
+/* true, or a number other than 0 ("logprobs": 5 in completions) */
+static bool truthy(const wd_json_doc_t *d, int tok)
+{
+    const wd_json_tok_t *t = &d->toks[tok];
+    if (t->type == WD_JSON_TRUE) return true;
+    if (t->type != WD_JSON_NUMBER) return false;
+    char num[32];
+    size_t n = WD_MIN((size_t)(t->end - t->start), sizeof num - 1);
+    memcpy(num, d->src + t->start, n);
+    num[n] = 0;
+    return strtod(num, NULL) != 0.0;
 }
 
 /* A content part the model reads as something other than text (an image, audio, a file, a video):
@@ -394,6 +408,7 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
             if (wd_json_str_eq(d, k, "prompt_embeds") && d->toks[k + 1].type != WD_JSON_NULL)
                 note_unread(w, "prompt_embeds", 13);
+            if (wd_json_str_eq(d, k, "logprobs") && truthy(d, k + 1)) w->logprobs = true;
             walk(w, d, k + 1, k, role, rlen);
             k = (int)d->toks[k + 1].next;
         }
@@ -518,11 +533,13 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     wd_buf_init(&w.out, 0);
     if (!w.scratch) w.rc = WD_ENOMEM;
     else walk(&w, &x->doc, 0, -1, "user", 4);
-    char unread[80] = "";
+    char unread[96] = "";
     if (w.unread[0] && checks_input(gs->profile)) snprintf(unread, sizeof unread, "%s", w.unread);
     if (w.audio_out && gs->out_on)
         snprintf(unread + strlen(unread), sizeof unread - strlen(unread), "%saudio_output",
                  unread[0] ? "," : "");
+    if (w.logprobs && gs->out_on)
+        snprintf(unread + strlen(unread), sizeof unread - strlen(unread), "%slogprobs", unread[0] ? "," : "");
     if (unread[0])
         snprintf(gs->unreadable, sizeof gs->unreadable, "%s(%s)", unread,
                  wd_action_name(gs->profile->unreadable));

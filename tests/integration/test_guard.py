@@ -638,6 +638,9 @@ def test_unreadable_input_blocked_by_default(unread_gw):
         (CHAT, chat("hello", modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}),
          "audio_output"),
         (CHAT, chat([img], modalities=["audio"]), "image_url,audio_output"),
+        # log probabilities repeat the answer's tokens, which the output filter does not rewrite
+        (CHAT, chat("hello", logprobs=True, top_logprobs=2), "logprobs"),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "a", "logprobs": 3}, "logprobs"),
     ]
     before = upstream.count()
     for path, body, kinds in blocked:
@@ -661,6 +664,8 @@ def test_unreadable_input_blocked_by_default(unread_gw):
         ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "a", "prompt_embeds": None}),
         ("/v1/embeddings", {"model": "ada-emb", "input": ["x", "y"], "dimensions": 8}),
         (CHAT, chat("numbers elsewhere are not text", logit_bias={"1917": -100}, stop=["\n"])),
+        (CHAT, chat("hello", logprobs=False)),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "a", "logprobs": 0}),
     ]
     fine.append((CHAT, chat([{"type": "t\\u0065xt", "text": "x"}])))  # escaped, still the type text
     for path, body in fine:
@@ -675,7 +680,7 @@ def test_unreadable_input_blocked_by_default(unread_gw):
         if ev or time.time() > deadline:
             break
     assert ev and ev["decision"] == "block" and ev["rule"] == "guard.unreadable_input", ev
-    assert "unreadable:image_url,audio_output(block)" in ev["guard"], ev
+    assert "unreadable:logprobs(block)" in ev["guard"], ev
 
 
 def test_unreadable_input_flagged_passes_unchanged(double_gw):
@@ -693,8 +698,8 @@ def test_unreadable_input_flagged_passes_unchanged(double_gw):
     assert r.status_code == 200, r.text
     no_values(upstream.last(), EMAIL)
     assert r.headers["x-warden-guard"] == "profile=std; EMAIL:pseudonymize:1; unreadable=input_audio(flag)"
-    # std filters no answers: a spoken answer is not unreadable to it
-    r = post(g.url, CHAT, chat("hi", modalities=["text", "audio"]))
+    # std filters no answers: a spoken answer or log probabilities are not unreadable to it
+    r = post(g.url, CHAT, chat("hi", modalities=["text", "audio"], logprobs=True))
     assert r.status_code == 200 and r.headers["x-warden-guard"] == "profile=std; clean", r.headers
 
 
