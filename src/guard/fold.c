@@ -212,7 +212,7 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
     }
     size_t cut = final ? 0 : cut_tail(u, m);
     m -= cut;
-    memcpy(s->pend, u + m, cut);
+    if (cut) memcpy(s->pend, u + m, cut);
     s->npend = cut;
     if ((const char *)u == p && next_fold(u, m, 0, true) == m) { /* nothing folds: the piece itself */
         s->raw += m;
