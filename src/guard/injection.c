@@ -453,6 +453,7 @@ static long decode_folded(const char *p, size_t len, size_t room, wd_buf_t *out)
     int rc = wd_guard_fold(p, len, &f, NULL, NULL);
     size_t n = WD_MIN(f.len, room);
     if (!rc) rc = wd_buf_append(out, f.data, n);
+    if (f.data) memset(f.data, 0, f.cap); /* the caller's text */
     wd_buf_free(&f);
     return rc ? rc : (long)n;
 }
@@ -529,7 +530,7 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         size_t room = budgeted ? WD_INJ_DECODE_BUDGET - r->decoded_bytes : len;
         if (!room) {
             r->budget_exhausted = true;
-            break;
+            continue; /* the folded layer may still run */
         }
         wd_buf_reset(&dec);
         long n = wd_inj_decode(l, text, len, room, &dec);
@@ -541,7 +542,17 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         if (budgeted) r->decoded_bytes += dec.len > room ? room : dec.len;
         if (r->decoded_bytes >= WD_INJ_DECODE_BUDGET) r->budget_exhausted = true;
         r->layers_seen |= 1u << l;
+        if (budgeted) {
+            rc = screen(db, s, dec.data, dec.len, NULL, l, depth + 1, r);
+            continue;
+        }
+        /* below the folded text the decoders meet the blobs they already decoded in the text: they
+         * spend a budget of their own, so folding cannot use up the one of the text as sent */
+        size_t text_used = r->decoded_bytes;
+        r->decoded_bytes = r->decoded_folded;
         rc = screen(db, s, dec.data, dec.len, NULL, l, depth + 1, r);
+        r->decoded_folded = r->decoded_bytes;
+        r->decoded_bytes = text_used;
     }
     wd_buf_free(&dec);
     return rc;

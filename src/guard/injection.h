@@ -51,6 +51,7 @@ typedef struct {
     wd_inj_hit_t hits[WD_INJ_MAX_HITS];
     size_t nhits;
     size_t decoded_bytes;  /* budget used */
+    size_t decoded_folded; /* budget used below the folded layer (a budget of its own, the same size) */
     uint32_t layers_seen;  /* bit per wd_inj_layer_t that produced text to scan */
     bool budget_exhausted; /* the decode budget ran out: later candidate blobs were not decoded */
 } wd_inj_result_t;

@@ -394,6 +394,21 @@ static void test_folded_layer_outside_budget(void **state)
     r = screen(t, n);
     assert_false(r.r.budget_exhausted);
     assert_non_null(strstr(r.desc, "injection.ignore_previous[folded]"));
+
+    /* below the folded layer the decoders spend a budget of their own: 40 KiB that rot13 decodes,
+     * with one no-break space, decode twice (as sent and folded) without running out */
+    n = 0;
+    static const char rot[] = "gur dhvpx oebja sbk whzcf bire gur ynml qbt naq gura fbzr. ";
+    while (n + sizeof rot < 40 * 1024) {
+        memcpy(t + n, rot, sizeof rot - 1);
+        n += sizeof rot - 1;
+    }
+    n += (size_t)sprintf(t + n, "\xc2\xa0"
+                                "end");
+    r = screen(t, n);
+    assert_true(r.r.layers_seen & (1u << WD_INJ_ROT13));
+    assert_true(r.r.layers_seen & (1u << WD_INJ_FOLDED));
+    assert_false(r.r.budget_exhausted);
     free(t);
 }
 
