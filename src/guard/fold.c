@@ -102,6 +102,12 @@ bool wd_guard_fold_needed(const char *text, size_t len, bool dashes)
 
 static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
 {
+    wd_fold_ev_t *last = s->nev ? &s->ev[s->nev - 1] : NULL;
+    if (last && !last->flen && !e.flen && last->f == e.f && last->r + last->rlen == e.r &&
+        last->rlen + e.rlen <= UINT16_MAX) { /* a run of dropped characters: one event */
+        last->rlen = (uint16_t)(last->rlen + e.rlen);
+        return WD_OK;
+    }
     if (s->nev == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 16;
         wd_fold_ev_t *v = realloc(s->ev, cap * sizeof *v);
@@ -115,12 +121,16 @@ static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
 
 /* Appends u[0..m) folded to out, which has room for m more bytes. map (may be NULL) gets, from
  * map[out->len] on, the offset in u of each folded byte; s (may be NULL) an event per folded
- * character, at its offsets in the stream. */
-static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *map, wd_fold_stream_t *s)
+ * character, at its offsets in the stream. *run counts the dropped characters in a row: every
+ * WD_FOLD_RUN_BREAK-th of them becomes a NUL byte instead, so a long run of invisible characters
+ * still moves a stream scanner's safe offset on (and separates what stands on either side). */
+static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *map, wd_fold_stream_t *s,
+                    size_t *run)
 {
     size_t i = 0, base = out->len;
     while (i < m) {
         size_t j = next_fold(u, m, i, true);
+        if (j > i) *run = 0;
         for (size_t k = i; map && k < j; k++)
             map[out->len + k - i] = (uint32_t)k;
         memcpy(out->data + out->len, u + i, j - i);
@@ -128,7 +138,11 @@ static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *m
         if (j == m) break;
         int c = -1;
         size_t n = fold_at(u + j, m - j, &c);
-        if (s && add_ev(s, (wd_fold_ev_t){s->folded + out->len - base, s->raw + j, c >= 0, (uint8_t)n}))
+        if (c >= 0)
+            *run = 0;
+        else if (++*run == WD_FOLD_RUN_BREAK)
+            c = 0, *run = 0;
+        if (s && add_ev(s, (wd_fold_ev_t){s->folded + out->len - base, s->raw + j, (uint16_t)n, c >= 0}))
             return WD_ENOMEM;
         if (c >= 0) {
             if (map) map[out->len] = (uint32_t)j;
@@ -151,7 +165,8 @@ int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, s
         *mapcap = len + 1;
     }
     if (wd_buf_reserve(out, len + 1)) return WD_ENOMEM; /* folding never lengthens the text */
-    return fold_run((const unsigned char *)text, len, out, map ? *map : NULL, NULL);
+    size_t run = 0;
+    return fold_run((const unsigned char *)text, len, out, map ? *map : NULL, NULL, &run);
 }
 
 uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint32_t *map, uint32_t end)
@@ -222,7 +237,7 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         return WD_OK;
     }
     wd_buf_reset(&s->out);
-    if (wd_buf_reserve(&s->out, m + 1) || fold_run(u, m, &s->out, NULL, s)) return WD_ENOMEM;
+    if (wd_buf_reserve(&s->out, m + 1) || fold_run(u, m, &s->out, NULL, s, &s->run)) return WD_ENOMEM;
     s->raw += m;
     s->folded += s->out.len;
     *fp = s->out.data;

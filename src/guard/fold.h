@@ -8,11 +8,15 @@
  *  - to '-': U+2010..U+2015, U+2212;
  *  - to ASCII: fullwidth U+FF01..U+FF5E, mathematical digits U+1D7CE..U+1D7FF, tags U+E0020..U+E007E.
  * Everything else is copied byte for byte. A map leads back from each folded byte to the text, so
- * findings are acted on in the text as it was sent. */
+ * findings are acted on in the text as it was sent. Every WD_FOLD_RUN_BREAK-th dropped character in a
+ * row becomes a NUL byte: an identifier cut by that many invisible characters is two, and a stream
+ * of nothing but invisible characters still moves the stream scanner's safe offset on. */
 #ifndef WD_GUARD_FOLD_H
 #define WD_GUARD_FOLD_H
 
 #include "core/core.h"
+
+#define WD_FOLD_RUN_BREAK 64
 
 /* Length of the invisible or bidi control character at p (0 if none). */
 size_t wd_guard_invisible_len(const unsigned char *p, size_t len);
@@ -35,8 +39,9 @@ uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint3
  * waits for the next piece. Only the folds are recorded, so memory follows the number of folded
  * characters in the window the caller keeps (wd_fold_stream_trim). */
 typedef struct {
-    uint64_t f, r;      /* a folded character: its folded and raw offsets ... */
-    uint8_t flen, rlen; /* ... and lengths (flen 0: dropped) */
+    uint64_t f, r; /* a folded character (or a run of dropped ones): its folded and raw offsets ... */
+    uint16_t rlen; /* ... and lengths (flen 0: dropped) */
+    uint8_t flen;
 } wd_fold_ev_t;
 
 typedef struct {
@@ -44,6 +49,7 @@ typedef struct {
     int64_t delta0;       /* raw - folded before the first kept event */
     wd_fold_ev_t *ev;
     size_t nev, cap;
+    size_t run;            /* dropped characters in a row (see WD_FOLD_RUN_BREAK) */
     unsigned char pend[4]; /* the start of a character cut at the last piece's end */
     size_t npend;
     wd_buf_t out, in; /* the folded piece; the piece after a cut character */

@@ -242,13 +242,61 @@ static void test_stream_matches_whole(void **state)
     folded_free(&whole);
 }
 
+/* Every WD_FOLD_RUN_BREAK-th invisible character in a row becomes a NUL byte, in the whole fold and in
+ * a stream alike; a stream remembers a run of them as one event, however long. */
+static void test_long_invisible_runs(void **state)
+{
+    (void)state;
+    static char text[4096];
+    size_t len = 0;
+    text[len++] = 'a';
+    for (int i = 0; i < 130; i++)
+        len += (size_t)sprintf(text + len, "\xE2\x80\x8B");
+    text[len++] = 'b';
+    for (int i = 0; i < 63; i++)
+        len += (size_t)sprintf(text + len, "\xC2\xAD");
+    text[len++] = 'c';
+    folded_t f = {0};
+    assert_int_equal(wd_guard_fold(text, len, &f.out, &f.map, &f.cap), WD_OK);
+    assert_int_equal(f.out.len, 5); /* a NUL NUL b c: 130 -> two breaks, 63 -> none */
+    assert_memory_equal(f.out.data, "a\0\0bc", 5);
+    assert_int_equal(f.map[1], 1 + 63 * 3);  /* the 64th zero-width space */
+    assert_int_equal(f.map[2], 1 + 127 * 3); /* the 128th */
+
+    uint32_t seed = 99;
+    for (int round = 0; round < 50; round++) {
+        wd_fold_stream_t fs;
+        wd_fold_stream_init(&fs);
+        wd_buf_t got;
+        wd_buf_init(&got, 0);
+        size_t maxev = 0;
+        for (size_t at = 0; at < len;) {
+            seed = seed * 1103515245u + 12345u;
+            size_t n = WD_MIN((size_t)(seed >> 16) % 40, len - at);
+            const char *fp;
+            size_t fn;
+            assert_int_equal(wd_fold_stream_feed(&fs, text + at, n, at + n == len, &fp, &fn), WD_OK);
+            assert_int_equal(wd_buf_append(&got, fp, fn), WD_OK);
+            at += n;
+            maxev = WD_MAX(maxev, fs.nev);
+        }
+        assert_int_equal(got.len, f.out.len);
+        assert_memory_equal(got.data, f.out.data, got.len);
+        for (uint64_t x = 0; x < got.len; x++)
+            assert_int_equal(wd_fold_stream_raw(&fs, x), f.map[x]);
+        assert_true(maxev <= 6); /* runs and breaks, not one event per character */
+        wd_buf_free(&got);
+        wd_fold_stream_free(&fs);
+    }
+    folded_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_each_class),
-        cmocka_unit_test(test_map_and_end),
-        cmocka_unit_test(test_scan_folded),
-        cmocka_unit_test(test_stream_matches_whole),
+        cmocka_unit_test(test_each_class),          cmocka_unit_test(test_map_and_end),
+        cmocka_unit_test(test_scan_folded),         cmocka_unit_test(test_stream_matches_whole),
+        cmocka_unit_test(test_long_invisible_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
