@@ -404,29 +404,51 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
             if (!role) role = "user";
             rlen = strlen(role);
         }
+        /* a message's content parts: each one the model reads as something other than text is noted */
+        int ct = rt >= 0 ? wd_json_obj_get(d, tok, "content") : -1;
+        if (ct >= 0 && d->toks[ct].type == WD_JSON_ARRAY)
+            for (int e = ct + 1, m = 0; (uint32_t)m < d->toks[ct].size; m++, e = (int)d->toks[e].next)
+                if (d->toks[e].type == WD_JSON_OBJECT) content_part(w, d, e);
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
-            if (wd_json_str_eq(d, k, "prompt_embeds") && d->toks[k + 1].type != WD_JSON_NULL)
-                note_unread(w, "prompt_embeds", 13);
-            if (wd_json_str_eq(d, k, "logprobs") && truthy(d, k + 1)) w->logprobs = true;
             walk(w, d, k + 1, k, role, rlen);
             k = (int)d->toks[k + 1].next;
         }
     } else if (t->type == WD_JSON_ARRAY) {
-        /* prompts and inputs given as token ids (or lists of them) reach the model as text never scanned */
-        bool ids = key >= 0 && (wd_json_str_eq(d, key, "prompt") || wd_json_str_eq(d, key, "input"));
-        bool parts = key >= 0 && wd_json_str_eq(d, key, "content");
-        bool modalities = key >= 0 && wd_json_str_eq(d, key, "modalities");
         int e = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
-            if (ids && d->toks[e].type == WD_JSON_NUMBER) note_unread(w, "token_ids", 9);
-            if (parts && d->toks[e].type == WD_JSON_OBJECT) content_part(w, d, e);
-            if (modalities && d->toks[e].type == WD_JSON_STRING && wd_json_str_eq(d, e, "audio"))
-                w->audio_out = true;
             walk(w, d, e, key, role, rlen);
             e = (int)d->toks[e].next;
         }
     }
+}
+
+/* Token ids: a list of numbers, or a list holding lists of numbers. */
+static bool token_ids(const wd_json_doc_t *d, int tok)
+{
+    if (tok < 0 || d->toks[tok].type != WD_JSON_ARRAY) return false;
+    for (int e = tok + 1, m = 0; (uint32_t)m < d->toks[tok].size; m++, e = (int)d->toks[e].next) {
+        if (d->toks[e].type == WD_JSON_NUMBER) return true;
+        if (d->toks[e].type == WD_JSON_ARRAY && token_ids(d, e)) return true;
+    }
+    return false;
+}
+
+/* The request's own members that carry what the rules cannot read, or ask for an answer the output
+ * filter cannot read: prompts or inputs as token ids, prompt embeddings, a spoken answer, log
+ * probabilities (their tokens would repeat a redacted or blocked answer). */
+static void unread_members(walk_t *w, const wd_json_doc_t *d)
+{
+    if (token_ids(d, wd_json_obj_get(d, 0, "prompt")) || token_ids(d, wd_json_obj_get(d, 0, "input")))
+        note_unread(w, "token_ids", 9);
+    int pe = wd_json_obj_get(d, 0, "prompt_embeds");
+    if (pe >= 0 && d->toks[pe].type != WD_JSON_NULL) note_unread(w, "prompt_embeds", 13);
+    int mo = wd_json_obj_get(d, 0, "modalities");
+    if (mo >= 0 && d->toks[mo].type == WD_JSON_ARRAY)
+        for (int e = mo + 1, m = 0; (uint32_t)m < d->toks[mo].size; m++, e = (int)d->toks[e].next)
+            if (wd_json_str_eq(d, e, "audio")) w->audio_out = true;
+    int lp = wd_json_obj_get(d, 0, "logprobs");
+    w->logprobs = lp >= 0 && truthy(d, lp);
 }
 
 /* The caller's profile (the first of its roles that names one, else guard.default_profile) and the
@@ -532,7 +554,10 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     wd_buf_init(&w.text, 0);
     wd_buf_init(&w.out, 0);
     if (!w.scratch) w.rc = WD_ENOMEM;
-    else walk(&w, &x->doc, 0, -1, "user", 4);
+    else {
+        unread_members(&w, &x->doc);
+        walk(&w, &x->doc, 0, -1, "user", 4);
+    }
     char unread[96] = "";
     if (w.unread[0] && checks_input(gs->profile)) snprintf(unread, sizeof unread, "%s", w.unread);
     if (w.audio_out && gs->out_on)

@@ -666,6 +666,13 @@ def test_unreadable_input_blocked_by_default(unread_gw):
         (CHAT, chat("numbers elsewhere are not text", logit_bias={"1917": -100}, stop=["\n"])),
         (CHAT, chat("hello", logprobs=False)),
         ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "a", "logprobs": 0}),
+        # the same names inside a schema or a tool definition are not the request's own members
+        (CHAT, chat("fill the form", response_format={"type": "json_schema", "json_schema": {"name": "f", "schema": {
+            "type": "object", "properties": {"logprobs": True, "prompt": {"default": [1, 2]},
+                                             "modalities": {"const": ["audio"]},
+                                             "content": {"examples": [[{"type": "image_url"}]]}}}}})),
+        (CHAT, chat("use the tool", tools=[{"type": "function", "function": {
+            "name": "f", "parameters": {"type": "object", "properties": {"input": {"enum": [[1, 2]]}}}}}])),
     ]
     fine.append((CHAT, chat([{"type": "t\\u0065xt", "text": "x"}])))  # escaped, still the type text
     for path, body in fine:
