@@ -230,6 +230,7 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
     if (cut) memcpy(s->pend, u + m, cut);
     s->npend = cut;
     if ((const char *)u == p && next_fold(u, m, 0, true) == m) { /* nothing folds: the piece itself */
+        if (m) s->run = 0;
         s->raw += m;
         s->folded += m;
         *fp = p;

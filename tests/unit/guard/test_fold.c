@@ -288,6 +288,29 @@ static void test_long_invisible_runs(void **state)
         wd_buf_free(&got);
         wd_fold_stream_free(&fs);
     }
+
+    /* a piece with nothing to fold ends a run too: 40 + 30 invisible characters around "b" are two
+     * runs, no break, whether "b" comes alone or not */
+    len = 0;
+    for (int i = 0; i < 40; i++)
+        len += (size_t)sprintf(text + len, "\xE2\x80\x8B");
+    size_t mid = len;
+    text[len++] = 'b';
+    for (int i = 0; i < 30; i++)
+        len += (size_t)sprintf(text + len, "\xE2\x80\x8B");
+    wd_fold_stream_t fs;
+    wd_fold_stream_init(&fs);
+    const char *fp;
+    size_t fn, total = 0;
+    assert_int_equal(wd_fold_stream_feed(&fs, text, mid, false, &fp, &fn), WD_OK);
+    total += fn;
+    assert_int_equal(wd_fold_stream_feed(&fs, text + mid, 1, false, &fp, &fn), WD_OK);
+    assert_true(fn == 1 && fp == text + mid); /* the piece itself */
+    total += fn;
+    assert_int_equal(wd_fold_stream_feed(&fs, text + mid + 1, len - mid - 1, true, &fp, &fn), WD_OK);
+    total += fn;
+    assert_int_equal(total, 1); /* just "b" */
+    wd_fold_stream_free(&fs);
     folded_free(&f);
 }
 
