@@ -6,7 +6,7 @@
  * an overlap chain early, which the API reports). The folded scan (guard/fold.h) must map its findings
  * back into the text in order, and equal the block scan when nothing folds; the fold's map must lead
  * from each folded byte to the same byte or to the lead byte of the character it came from, and a
- * stream folded in two pieces must give the same bytes and map back the same way. */
+ * stream folded in three pieces must give the same bytes and map back the same way. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,23 +98,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK((unsigned char)fb.data[j] == src || (src >= 0xC2 && (unsigned char)fb.data[j] < 0x80));
         CHECK(wd_guard_fold_end(text, &fb, map, (uint32_t)j + 1) <= map[j + 1]);
     }
-    /* folded as a stream of two pieces: the same bytes, the same way back */
-    size_t fcut = len ? cut_sel * len / 255 : 0;
+    /* folded as a stream of three pieces: the same bytes, the same way back */
+    size_t fcut[4] = {0, len ? cut_sel * len / 255 : 0, 0, len};
+    fcut[2] = fcut[1] + (len - fcut[1]) * ((cut_sel * 7u) % 256u) / 255u;
     wd_fold_stream_t fs;
     wd_fold_stream_init(&fs);
     wd_buf_t joined;
     wd_buf_init(&joined, 0);
-    for (int step = 0; step < 3; step++) {
+    for (int step = 0; step < 4; step++) {
         const char *fp = NULL;
         size_t fn = 0;
-        CHECK(wd_fold_stream_feed(&fs,
-                                  step == 2 ? NULL
-                                  : step    ? text + fcut
-                                            : text,
-                                  step == 2 ? 0
-                                  : step    ? len - fcut
-                                            : fcut,
-                                  step == 2, &fp, &fn) == WD_OK);
+        bool last = step == 3;
+        CHECK(wd_fold_stream_feed(&fs, last ? NULL : text + fcut[step],
+                                  last ? 0 : fcut[step + 1] - fcut[step], last, &fp, &fn) == WD_OK);
         CHECK(wd_buf_append(&joined, fp, fn) == WD_OK);
     }
     CHECK(joined.len == fb.len && (!fb.len || memcmp(joined.data, fb.data, fb.len) == 0));
