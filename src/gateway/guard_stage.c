@@ -284,9 +284,9 @@ typedef struct {
     size_t *offs; /* replacement start in arena (pointers are fixed up once the arena stops growing) */
     size_t nedits, cap;
     wd_buf_t arena, text, out;
-    char unread[64]; /* what the model gets that the guard cannot read: "token_ids,image_url" */
-    bool audio_out;  /* the request asks for a spoken answer, which the output filter cannot read */
-    bool logprobs;   /* ... or for log probabilities, whose tokens repeat the answer unfiltered */
+    char unread[96]; /* what the profile's checks cannot read: "image_url,token_ids,audio_output" */
+    bool unread_in;  /* the profile checks prompts: note what they cannot read */
+    bool unread_out; /* the profile filters answers: note answers it cannot read */
     int rc;
 } walk_t;
 
@@ -321,6 +321,7 @@ static bool truthy(const wd_json_doc_t *d, int tok)
 static void content_part(walk_t *w, const wd_json_doc_t *d, int part)
 {
     static const char *const text_types[] = {"text", "input_text", "output_text", "refusal"};
+    if (!w->unread_in) return;
     int t = wd_json_obj_get(d, part, "type");
     if (t < 0 || d->toks[t].type != WD_JSON_STRING) return; /* not a typed part: its strings are scanned */
     for (size_t i = 0; i < WD_ARRAY_LEN(text_types); i++)
@@ -439,16 +440,20 @@ static bool token_ids(const wd_json_doc_t *d, int tok)
  * probabilities (their tokens would repeat a redacted or blocked answer). */
 static void unread_members(walk_t *w, const wd_json_doc_t *d)
 {
-    if (token_ids(d, wd_json_obj_get(d, 0, "prompt")) || token_ids(d, wd_json_obj_get(d, 0, "input")))
-        note_unread(w, "token_ids", 9);
-    int pe = wd_json_obj_get(d, 0, "prompt_embeds");
-    if (pe >= 0 && d->toks[pe].type != WD_JSON_NULL) note_unread(w, "prompt_embeds", 13);
+    if (w->unread_in) {
+        if (token_ids(d, wd_json_obj_get(d, 0, "prompt")) || token_ids(d, wd_json_obj_get(d, 0, "input")))
+            note_unread(w, "token_ids", 9);
+        int pe = wd_json_obj_get(d, 0, "prompt_embeds");
+        if (pe >= 0 && d->toks[pe].type != WD_JSON_NULL) note_unread(w, "prompt_embeds", 13);
+    }
+    if (!w->unread_out) return;
     int mo = wd_json_obj_get(d, 0, "modalities");
-    if (mo >= 0 && d->toks[mo].type == WD_JSON_ARRAY)
-        for (int e = mo + 1, m = 0; (uint32_t)m < d->toks[mo].size; m++, e = (int)d->toks[e].next)
-            if (wd_json_str_eq(d, e, "audio")) w->audio_out = true;
+    for (int e = mo + 1, m = 0;
+         mo >= 0 && d->toks[mo].type == WD_JSON_ARRAY && (uint32_t)m < d->toks[mo].size;
+         m++, e = (int)d->toks[e].next)
+        if (wd_json_str_eq(d, e, "audio")) note_unread(w, "audio_output", 12);
     int lp = wd_json_obj_get(d, 0, "logprobs");
-    w->logprobs = lp >= 0 && truthy(d, lp);
+    if (lp >= 0 && truthy(d, lp)) note_unread(w, "logprobs", 8);
 }
 
 /* The caller's profile (the first of its roles that names one, else guard.default_profile) and the
@@ -555,18 +560,13 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
     wd_buf_init(&w.out, 0);
     if (!w.scratch) w.rc = WD_ENOMEM;
     else {
-        unread_members(&w, &x->doc);
+        w.unread_in = checks_input(gs->profile);
+        w.unread_out = gs->out_on;
         walk(&w, &x->doc, 0, -1, "user", 4);
+        unread_members(&w, &x->doc);
     }
-    char unread[96] = "";
-    if (w.unread[0] && checks_input(gs->profile)) snprintf(unread, sizeof unread, "%s", w.unread);
-    if (w.audio_out && gs->out_on)
-        snprintf(unread + strlen(unread), sizeof unread - strlen(unread), "%saudio_output",
-                 unread[0] ? "," : "");
-    if (w.logprobs && gs->out_on)
-        snprintf(unread + strlen(unread), sizeof unread - strlen(unread), "%slogprobs", unread[0] ? "," : "");
-    if (unread[0])
-        snprintf(gs->unreadable, sizeof gs->unreadable, "%s(%s)", unread,
+    if (w.unread[0])
+        snprintf(gs->unreadable, sizeof gs->unreadable, "%s(%s)", w.unread,
                  wd_action_name(gs->profile->unreadable));
     wd_stage_rc_t out = WD_CONTINUE;
     if (w.rc) {
@@ -607,12 +607,12 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
                      (double)gs->profile->injection.threshold / 100.0);
             wd_exchange_reject(x, 400, "content_blocked", reason, top);
             out = WD_REJECT;
-        } else if (unread[0] && gs->profile->unreadable == WD_ACT_BLOCK) {
+        } else if (w.unread[0] && gs->profile->unreadable == WD_ACT_BLOCK) {
             char reason[320];
             snprintf(reason, sizeof reason,
                      "blocked by rule %s (profile %s): the request carries what the guard cannot read (%s); "
                      "send text, or set unreadable_input: flag in the profile to let it pass unchecked",
-                     UNREADABLE_RULE, gs->profile->name, unread);
+                     UNREADABLE_RULE, gs->profile->name, w.unread);
             wd_exchange_reject(x, 400, "content_blocked", reason, UNREADABLE_RULE);
             out = WD_REJECT;
         } else if (w.nedits) {
