@@ -77,6 +77,7 @@
 /* Streams hold back the last SHORT_WIN bytes for the rules with shorter spans; a rule whose spans can
  * be longer makes them hold back only from where a match of it may be in progress. */
 #define SHORT_WIN 128
+#define MAX_GROUP 9 /* the highest capture group a rule may report (`group:`) */
 #define NO_PENDING UINT64_MAX
 #define PCRE_MATCH_LIMIT 200000
 #define PCRE_DEPTH_LIMIT 10000
@@ -93,6 +94,7 @@ typedef struct {
     uint8_t ls_bit;    /* longspan rules, when the db has at most 64: its bit in ls_first */
     uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
+    uint8_t group; /* the rule's group (wd_rule_t): the finding is ovector pair `group` of the confirmation */
     bool narrow;      /* confirmations start after the last byte before the end not in bytes ... */
     uint8_t bytes[32]; /* ... which are all a match can contain (wd_pattern_bytes) */
     wd_validator_fn validate;
@@ -302,7 +304,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     if (id >= m->db->nrules)
         return m->gate ? add_regions(m, id - (unsigned)m->db->nrules, m->scan_base + to) : 0;
     const rule_rt_t *rt = &m->db->rt[id];
-    uint64_t end = m->scan_base + to, start;
+    uint64_t end = m->scan_base + to, start, fs = 0, fe = 0;
 
     if (rt->fixed) {
         if (end < rt->fixed) return 0;
@@ -329,13 +331,22 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m->s->md);
         start = m->base + ov[0];
         if (start >= end) return 0;
+        if (rt->group) { /* the finding is the group; the match's start still decides its region below */
+            PCRE2_SIZE g0 = ov[2 * rt->group], g1 = ov[2 * rt->group + 1];
+            if (g0 == PCRE2_UNSET || g0 >= g1) return 0;
+            fs = m->base + g0;
+            fe = m->base + g1;
+        }
     }
     if (start < m->zlo || start > m->zhi) return 0;
-
+    if (!rt->group) {
+        fs = start;
+        fe = end;
+    }
     candset_t *cs = m->cs;
     int32_t li = cs->last[id];
-    if (li >= 0 && cs->v[li].start == start) {
-        if (end > cs->v[li].end) cs->v[li].end = end;
+    if (li >= 0 && cs->v[li].start == fs) {
+        if (fe > cs->v[li].end) cs->v[li].end = fe;
         return 0;
     }
     if (cs->n >= m->max_cands) {
@@ -352,7 +363,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
         cs->v = v;
         cs->cap = cap;
     }
-    cs->v[cs->n] = (cand_t){.start = start, .end = end, .rule = id, .score = 0};
+    cs->v[cs->n] = (cand_t){.start = fs, .end = fe, .rule = id, .score = 0};
     cs->last[id] = (int32_t)cs->n++;
     return 0;
 }
@@ -832,7 +843,9 @@ wd_guard_scratch_t *wd_guard_scratch_new(const wd_guard_db_t *db)
     if (!(s->glast = malloc(WD_MAX(db->ngated, (size_t)1) * sizeof *s->glast))) goto fail;
     for (size_t i = 0; i < db->ngated; i++)
         s->glast[i] = -1;
-    if (!(s->md = pcre2_match_data_create(1, NULL)) || !(s->mctx = pcre2_match_context_create(NULL))) goto fail;
+    if (!(s->md = pcre2_match_data_create(MAX_GROUP + 1, NULL)) ||
+        !(s->mctx = pcre2_match_context_create(NULL)))
+        goto fail;
     pcre2_set_match_limit(s->mctx, PCRE_MATCH_LIMIT);
     pcre2_set_depth_limit(s->mctx, PCRE_DEPTH_LIMIT);
     /* the default 32 KiB JIT stack is too small for some bounded repeats over 4 KiB windows */
@@ -1352,7 +1365,7 @@ static int want_context(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
 
 static const char *const rule_keys[] = {
     "id",    "type",    "class",    "pattern",  "caseless",    "validator", "context", "context_required",
-    "score", "max_len", "severity", "boundary", "description", "examples"};
+    "score", "max_len", "severity", "boundary", "description", "examples",  "group"};
 
 static int key_index(const wd_ynode_t *k, const char *const *keys, size_t nkeys)
 {
@@ -1479,6 +1492,7 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
         K_BOUNDARY,
         K_DESC,
         K_EXAMPLES,
+        K_GROUP,
         K_N
     };
     _Static_assert(K_N == WD_ARRAY_LEN(rule_keys), "rule key table");
@@ -1536,6 +1550,10 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
     if (v[K_MAXLEN]) {
         if ((rc = want_number(L, v[K_MAXLEN], "max_len", 1, MAX_SPAN, true, &d))) return rc;
         r->max_len = (uint32_t)d;
+    }
+    if (v[K_GROUP]) {
+        if ((rc = want_number(L, v[K_GROUP], "group", 1, MAX_GROUP, true, &d))) return rc;
+        r->group = (uint8_t)d;
     }
     if (v[K_SEVERITY]) {
         const wd_ynode_t *sv = v[K_SEVERITY];
@@ -1616,7 +1634,8 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         return fail_at(L, line, col, "rule '%s': the shortest match (%u bytes) is longer than max_len (%u)", r->id, minw,
                        r->max_len);
     rt->win = maxw < r->max_len ? maxw : r->max_len;
-    rt->fixed = (minw == maxw) ? maxw : 0;
+    rt->fixed = (minw == maxw && !r->group) ? maxw : 0; /* a group's span needs the confirmation */
+    rt->group = r->group;
     if (!rt->fixed && wd_pattern_bytes(r->pattern, r->caseless, rt->bytes))
         for (size_t k = 0; k < sizeof rt->bytes && !rt->narrow; k++)
             rt->narrow = rt->bytes[k] != 0xff; /* with every byte possible, there is nothing to skip */
@@ -1636,6 +1655,11 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         return fail_at(L, line, col, "rule '%s': pattern rejected by PCRE2 at offset %zu: %s", r->id, (size_t)eoff,
                        msg);
     }
+    uint32_t ngroups = 0;
+    pcre2_pattern_info(rt->code, PCRE2_INFO_CAPTURECOUNT, &ngroups);
+    if (r->group > ngroups)
+        return fail_at(L, line, col, "rule '%s': group %u, but the pattern has %u capture group%s", r->id,
+                       (unsigned)r->group, ngroups, ngroups == 1 ? "" : "s");
     rt->longspan = rt->win > SHORT_WIN;
     if (rt->longspan) {
         pcre2_compile_context *pc = pcre2_compile_context_create(NULL);

@@ -48,6 +48,7 @@ typedef struct {
     char *set_version; /* the file's set_version ("1.1.0"), NULL when the file has none */
     unsigned line;
     bool boundary;     /* drop spans that start or end inside a run of ASCII letters/digits (default true) */
+    uint8_t group; /* 1..9: the finding is this capture group of the match, the rest is a cue; 0: the match */
     char *description; /* optional, for --explain (may be NULL) */
     /* `examples:` strings the rule must find (match) and must not find (no_match); only the rule-example
      * test reads them (tests/unit/guard/test_rule_examples.c). */

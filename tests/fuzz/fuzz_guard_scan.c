@@ -1,5 +1,6 @@
 /* libFuzzer driver for the guard engine's scan. A fixed small rule set (fixed-width and confirmed
- * patterns, a validator, context words, caseless, boundary: false, overlapping rules) is compiled
+ * patterns, a validator, context words, caseless, boundary: false, overlapping rules, rules reporting a
+ * capture group) is compiled
  * once; the input is the text, and its first byte picks where to split it for the stream scan.
  * Block findings must be in bounds, sorted, non-overlapping and no longer than their rule allows;
  * the stream scan of the same text in two pieces must find the same spans (unless it had to resolve
@@ -22,14 +23,21 @@ static const char rules[] =
     "    pattern: '[a-z0-9._%+-]+@[a-z0-9-]+(?:\\.[a-z0-9-]+)*\\.[a-z]{2,}'\n    max_len: 64\n"
     "  - id: t.card\n    type: CREDIT_CARD\n    class: financial\n    validator: luhn\n    score: 0.7\n"
     "    pattern: '\\b\\d{4}[ -]?\\d{4}[ -]?\\d{4}[ -]?\\d{4}\\b'\n    context: [card, visa]\n"
-    "  - id: t.num\n    type: NUMBER\n    class: test\n    score: 0.5\n    pattern: '\\d{4,}'\n    max_len: 40\n"
+    "  - id: t.num\n    type: NUMBER\n    class: test\n    score: 0.5\n    pattern: '\\d{4,}'\n    max_len: "
+    "40\n"
     "  - id: t.ssn\n    type: US_SSN\n    class: pii\n    pattern: '\\b\\d{3}-\\d{2}-\\d{4}\\b'\n"
     "    context: [ssn, social security]\n    context_required: true\n"
     "  - id: t.key\n    type: API_KEY\n    class: secrets\n    pattern: 'sk-[A-Za-z0-9]{8}'\n"
     "  - id: t.word\n    type: TERM\n    class: violence\n    caseless: true\n    boundary: false\n"
     "    pattern: 'b[o0]+mb'\n    max_len: 16\n    severity: high\n"
-    "  - id: t.ab\n    type: AB\n    class: test\n    boundary: false\n    score: 0.5\n    pattern: 'a[ab]*b'\n"
-    "    max_len: 24\n";
+    "  - id: t.ab\n    type: AB\n    class: test\n    boundary: false\n    score: 0.5\n    pattern: "
+    "'a[ab]*b'\n"
+    "    max_len: 24\n"
+    /* findings that are a capture group: after a cue, and before the end of a long-span match */
+    "  - id: t.named\n    type: PERSON\n    class: pii\n    group: 1\n    score: 0.6\n"
+    "    pattern: '\\b(?i:name is|said)[ ]{1,3}([A-Z][a-z]+)'\n    max_len: 40\n"
+    "  - id: t.tail\n    type: ID\n    class: test\n    group: 2\n    boundary: false\n    score: 0.6\n"
+    "    pattern: '(id)=([0-9]+)[a-z ]{0,150};'\n    max_len: 200\n";
 
 static wd_guard_db_t *db;
 static wd_guard_scratch_t *scratch;

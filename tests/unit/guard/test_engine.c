@@ -155,6 +155,13 @@ static void test_load_errors(void **state)
     expect_err(HEAD RULE_A "    context: card\n", "7:14", "context: expected a list of words");
     expect_err(HEAD RULE_A "    context: [Card]\n", "7:15", "must be lower-case");
     expect_err(HEAD RULE_A "    context_required: true\n", "7:23", "the rule has no context words");
+    expect_err(HEAD RULE_A "    group: 0\n", "7:12", "group: 0 is out of range (1..9)");
+    expect_err(HEAD RULE_A "    group: 10\n", "7:12", "out of range");
+    expect_err(HEAD RULE_A "    group: first\n", "7:12", "group: expected an integer");
+    expect_err(HEAD RULE_A "    group: 1\n", "6:14",
+               "rule 't.a': group 1, but the pattern has 0 capture groups");
+    expect_err(HEAD "  - id: t.a\n    type: A\n    class: test\n    pattern: '(?:a)(b)'\n    group: 2\n",
+               "6:14", "group 2, but the pattern has 1 capture group");
     expect_err(HEAD "  - id: T.A\n    type: A\n    class: test\n    pattern: 'abc'\n", "3:9",
                "id 'T.A' must match [a-z0-9._-]");
     expect_err(HEAD "  - id: t.a\n    type: a b\n    class: test\n    pattern: 'abc'\n", "4:11",
@@ -552,6 +559,36 @@ static void test_stream_split(void **state)
     fx_close(&x);
 }
 
+/* `group`: the finding is a capture group; the rest of the match is a cue that is not reported. */
+static void test_scan_group(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(HEAD R("who", "PERSON", "    group: 1\n", "\\b(?:name is|said)[ ]([A-Z][a-z]+)")
+                     /* the group before the end, in a long-span rule */
+                     R("tail", "ID", "    group: 2\n    max_len: 300\n    boundary: false\n",
+                       "(id)=([0-9]+)[a-z ]{0,200};")
+                     /* fixed width: the group still needs the confirmation */
+                     R("fixed", "CODE", "    group: 1\n", "code:([A-Z]{3})")
+                         R("gated", "MRN", "    group: 1\n    context: [chart]\n    context_required: true\n",
+                           "mrn ([0-9]{6})"));
+    expect_findings(&x, "my name is Alice.", "who:11-16");
+    expect_findings(&x, "he said Bob and said Carol", "who:8-11 who:21-26");
+    expect_findings(&x, "name is alice, resaid Bob", "");
+    expect_findings(&x, "code:ABC", "fixed:5-8");
+    expect_findings(&x, "id=42 abc;", "tail:3-5");
+    expect_findings(&x, "id=42 abc", "");
+    expect_findings(&x, "chart: mrn 123456", "gated:11-17");
+    expect_findings(&x, "mrn 123456 and more words to move the context word away, chart", "");
+    expect_findings(&x, "mrn 123456", "");
+    const char *t = "chart mrn 123456; he said Bob; id=7 ab; code:XYZ and name is Eve";
+    size_t len = strlen(t);
+    for (size_t c = 0; c <= len; c++) {
+        size_t cc[] = {c};
+        expect_stream_equals_block(&x, t, len, cc, 1);
+    }
+    fx_close(&x);
+}
+
 /* Hyperscan 5.4.9's own stream mode misses this match (found by fuzzing); ours must not. */
 static void test_stream_vectorscan_regression(void **state)
 {
@@ -870,6 +907,7 @@ int main(void)
         cmocka_unit_test(test_scan_context_and_scores),
         cmocka_unit_test(test_scan_limit),
         cmocka_unit_test(test_stream_split),
+        cmocka_unit_test(test_scan_group),
         cmocka_unit_test(test_stream_vectorscan_regression),
         cmocka_unit_test(test_scan_nested_reverse),
         cmocka_unit_test(test_stream_property),
