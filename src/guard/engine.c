@@ -191,6 +191,8 @@ struct wd_guard_scratch {
     wd_buf_t fold; /* wd_guard_scan_folded: the folded text and its map back */
     uint32_t *fmap;
     size_t fmapcap;
+    char *pad; /* a text that ends too close to a page boundary, copied with room after it (hs_block) */
+    size_t padcap;
 };
 
 struct wd_guard_stream {
@@ -651,11 +653,51 @@ static int scan_result(int err, hs_error_t hr)
     return WD_OK;
 }
 
+/* Hyperscan 5.4 (Debian's libhs) may load up to 63 bytes past the end of what it is given in its
+ * AVX-512 code (the fat Teddy literal matcher; Vectorscan fixed such reads in 5.4.12 and later). Given a
+ * text that ends just before an unmapped page, the process would crash, which fuzzing found with text
+ * placed at a page end. So no scan ends within HS_OVERREAD bytes of a 4 KiB page boundary: a stream write
+ * sends such a tail from a copy on the stack, a block scan scans a copy of the whole text. */
+#define HS_OVERREAD 64
+
+static bool tail_at_risk(const char *p, size_t len)
+{
+    uintptr_t last = (uintptr_t)p + len - 1;
+    return len && ((last ^ (last + HS_OVERREAD - 1)) & ~(uintptr_t)4095) != 0;
+}
+
+static hs_error_t hs_block(const hs_database_t *hs, wd_guard_scratch_t *s, match_ctx_t *m, const char *p,
+                           size_t len)
+{
+    if (tail_at_risk(p, len)) {
+        if (s->padcap < len + HS_OVERREAD) {
+            char *np = realloc(s->pad, len + HS_OVERREAD);
+            if (!np) return HS_NOMEM;
+            s->pad = np;
+            s->padcap = len + HS_OVERREAD;
+        }
+        p = memcpy(s->pad, p, len);
+    }
+    return hs_scan(hs, p, (unsigned int)len, 0, s->hs, on_match, m);
+}
+
+static hs_error_t hs_write(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const char *p, size_t len)
+{
+    size_t head = tail_at_risk(p, len) ? (len > HS_OVERREAD ? len - HS_OVERREAD : 0) : len;
+    hs_error_t hr = head ? hs_scan_stream(hst, p, (unsigned int)head, 0, s->hs, on_match, m) : HS_SUCCESS;
+    if (hr == HS_SUCCESS && head < len) {
+        char tail[2 * HS_OVERREAD];
+        memcpy(tail, p + head, len - head);
+        hr = hs_scan_stream(hst, tail, (unsigned int)(len - head), 0, s->hs, on_match, m);
+    }
+    return hr;
+}
+
 static int run_block(const hs_database_t *hs, wd_guard_scratch_t *s, match_ctx_t *m, const char *text,
                      size_t len)
 {
     m->scan_base = 0;
-    return scan_result(m->err, hs_scan(hs, text, (unsigned int)len, 0, s->hs, on_match, m));
+    return scan_result(m->err, hs_block(hs, s, m, text, len));
 }
 
 static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const char *buf, uint64_t babs,
@@ -664,7 +706,7 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
     if (to <= from) return WD_OK;
     if (to - from > UINT32_MAX) return WD_E2BIG;
     m->scan_base = babs + from;
-    hs_error_t hr = hs_scan_stream(hst, buf + from, (unsigned int)(to - from), 0, s->hs, on_match, m);
+    hs_error_t hr = hs_write(hst, s, m, buf + from, to - from);
     if (hr == HS_SUCCESS) hr = hs_reset_stream(hst, 0, s->hs, on_match, m);
     else hs_reset_stream(hst, 0, s->hs, NULL, NULL); /* stopped mid-write: discard the rest */
     return scan_result(m->err, hr);
@@ -746,7 +788,7 @@ static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, match_ctx_
         m->scan_base = r->r0;
         m->zlo = r->r0 ? r->r0 + 1 : 0;
         m->zhi = r->r1 == len ? UINT64_MAX : r->r1 - win - 1;
-        hr = hs_scan(db->gated[r->g].hs, text + r->r0, (unsigned int)(r->r1 - r->r0), 0, s->hs, on_match, m);
+        hr = hs_block(db->gated[r->g].hs, s, m, text + r->r0, r->r1 - r->r0);
     }
     m->zlo = 0;
     m->zhi = UINT64_MAX;
@@ -872,6 +914,7 @@ void wd_guard_scratch_free(wd_guard_scratch_t *s)
     cands_free(&s->cs);
     wd_buf_free(&s->fold);
     free(s->fmap);
+    free(s->pad);
     free(s);
 }
 
@@ -965,8 +1008,7 @@ static int stream_scan(wd_guard_stream_t *st, wd_guard_scratch_t *s, size_t len,
             hr = hs_close_stream(*hst, s->hs, on_match, &m);
             *hst = NULL;
         } else {
-            hr = hs_scan_stream(*hst, st->hist + (st->fed - len - st->hbase), (unsigned int)len, 0, s->hs, on_match,
-                                &m);
+            hr = hs_write(*hst, s, &m, st->hist + (st->fed - len - st->hbase), len);
         }
         int rc = scan_result(m.err, hr);
         if (rc) return rc;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -683,6 +684,67 @@ static void test_stream_property(void **state)
     fx_close(&x);
 }
 
+/* Texts that end where the next page is not mapped. Hyperscan 5.4's AVX-512 literal matcher loads past
+ * the end of what it scans, which crashed the process (found by fuzz_guard_scan); on a CPU with AVX-512
+ * VBMI this test crashed without the engine's copy of such tails. Findings must equal those of the same
+ * text scanned from an ordinary buffer. */
+static void test_scan_at_page_end(void **state)
+{
+    (void)state;
+    static const char *const parts[] = {"a@b.co",
+                                        "john.doe@example.com",
+                                        "4111 1111 1111 1111",
+                                        "ssn",
+                                        "123-45-6789",
+                                        "card",
+                                        "visa",
+                                        "social security",
+                                        "Card",
+                                        "SSN",
+                                        " ",
+                                        ".",
+                                        "\xe2\x80\x8b",
+                                        "\xef\xbc\x94",
+                                        "tok_abcdefgh",
+                                        "secret42",
+                                        "kzab",
+                                        "xx",
+                                        "1111",
+                                        "$"};
+    static const char crash[] = "mc\xffil ja\xe2\x80\x8bneT@example.com card \xef\xbc\x94"
+                                "111\xc2\xa0"
+                                "1111$1111 1111 "
+                                "ssn 12\xa0"
+                                "1111 sn 123\xe2SSSSS";
+    fx_t x = fx_open(basic_rules);
+    long pg = sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, 2 * (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(m != MAP_FAILED);
+    assert_int_equal(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
+    static char text[512];
+    wd_findings_t ref;
+    wd_findings_init(&ref);
+    for (int iter = 0; iter < 200; iter++) {
+        size_t len = iter == 0 ? sizeof crash - 1
+                               : random_text(text, sizeof text, 1 + rnd(400), parts, WD_ARRAY_LEN(parts));
+        if (iter == 0) memcpy(text, crash, len);
+        for (size_t off = 0; off < len; off += 1 + (iter ? rnd(16) : 0)) {
+            size_t n = len - off;
+            char *at = m + pg - n;
+            memcpy(at, text + off, n);
+            assert_int_equal(wd_guard_scan(x.db, x.s, at, n, 0.0f, &x.f), WD_OK);
+            assert_int_equal(wd_guard_scan(x.db, x.s, text + off, n, 0.0f, &ref), WD_OK);
+            assert_int_equal(x.f.n, ref.n);
+            for (size_t i = 0; i < ref.n; i++)
+                assert_true(x.f.v[i].start == ref.v[i].start && x.f.v[i].end == ref.v[i].end &&
+                            x.f.v[i].rule == ref.v[i].rule);
+        }
+    }
+    wd_findings_free(&ref);
+    munmap(m, 2 * (size_t)pg);
+    fx_close(&x);
+}
+
 /* A long-span match in progress whose start differs in case from the rule's literal prefix: the stream
  * must keep holding it back (the safe offset stays before its start) however it is cut. */
 static void test_stream_long_span_caseless(void **state)
@@ -908,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_scan_limit),
         cmocka_unit_test(test_stream_split),
         cmocka_unit_test(test_scan_group),
+        cmocka_unit_test(test_scan_at_page_end),
         cmocka_unit_test(test_stream_vectorscan_regression),
         cmocka_unit_test(test_scan_nested_reverse),
         cmocka_unit_test(test_stream_property),
