@@ -199,7 +199,14 @@ static void tally_sets(const wd_guard_db_t *db, guard_state_t *gs, const wd_guar
         if (t->v[i].action != WD_ACT_ALLOW) note_set(gs, wd_guard_db_rule(db, t->v[i].rule));
 }
 
-/* Output items name the rule, its class and its severity when it has one:
+static bool same_type(const wd_guard_db_t *db, const wd_guard_tally_t *t, size_t i, size_t j)
+{
+    return t->v[i].action == t->v[j].action &&
+           strcmp(wd_guard_db_rule(db, t->v[i].rule)->type, wd_guard_db_rule(db, t->v[j].rule)->type) == 0;
+}
+
+/* Input items name the type, one item per type and action ("PERSON:pseudonymize:2" for a titled name
+ * and a name after a cue); output items name the rule, its class and its severity when it has one:
  * "safety.violence.threat(violence,high):block:1". */
 static void tally_text(const wd_guard_db_t *db, const wd_guard_tally_t *t, bool ids, char *buf, size_t cap)
 {
@@ -207,11 +214,20 @@ static void tally_text(const wd_guard_db_t *db, const wd_guard_tally_t *t, bool 
     buf[0] = 0;
     for (size_t i = 0; i < t->n && used < cap; i++) {
         const wd_rule_t *r = wd_guard_db_rule(db, t->v[i].rule);
-        int n = ids ? snprintf(buf + used, cap - used, "%s%s(%s%s%s):%s:%u", i ? "," : "", r->id, r->cls,
-                               r->severity ? "," : "", r->severity ? r->severity : "", wd_action_name(t->v[i].action),
-                               t->v[i].count)
-                    : snprintf(buf + used, cap - used, "%s%s:%s:%u", i ? "," : "", r->type,
-                               wd_action_name(t->v[i].action), t->v[i].count);
+        uint32_t count = t->v[i].count;
+        if (!ids) {
+            size_t j = 0;
+            while (j < i && !same_type(db, t, i, j))
+                j++;
+            if (j < i) continue; /* counted with an earlier item */
+            for (j = i + 1; j < t->n; j++)
+                if (same_type(db, t, i, j)) count += t->v[j].count;
+        }
+        int n = ids ? snprintf(buf + used, cap - used, "%s%s(%s%s%s):%s:%u", used ? "," : "", r->id, r->cls,
+                               r->severity ? "," : "", r->severity ? r->severity : "",
+                               wd_action_name(t->v[i].action), count)
+                    : snprintf(buf + used, cap - used, "%s%s:%s:%u", used ? "," : "", r->type,
+                               wd_action_name(t->v[i].action), count);
         if (n < 0 || (size_t)n >= cap - used) {
             buf[used] = 0; /* whole items only */
             break;

@@ -820,6 +820,19 @@ def test_role_entitled_to_phi_sends_health_identifiers(auth_gw):
     no_values(g.audit_path.read_text(), NHS, "00123456", EMAIL)
 
 
+def test_decision_one_item_per_type(auth_gw):
+    """Two rules of one type (a titled name, a full name) make one item in x-warden-guard and the
+    event, with the count of both."""
+    s, g, keys, _ = auth_gw
+    r = post(g.url, CHAT, chat("Dr. Okonkwo will see Megan Payne today."), bearer(keys["front-desk"]))
+    assert r.status_code == 200, r.text
+    up = json.loads(r.json()["sim_request"]["body"])["messages"][0]["content"]
+    assert up == "<PERSON_1> will see <PERSON_2> today.", up
+    assert r.headers["x-warden-guard"] == "profile=strict; PERSON:pseudonymize:2", r.headers["x-warden-guard"]
+    ev = [e for e in g.events() if e.get("guard_profile") == "strict"][-1]
+    assert ev["guard"] == "PERSON:pseudonymize:2", ev
+
+
 # ---- mask, redact, keyed hash -----------------------------------------------------------------------------
 
 
