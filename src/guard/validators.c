@@ -1341,6 +1341,21 @@ bool wd_person_name_ok(const char *p, size_t len, float *score)
     return false;
 }
 
+/* One capitalised word beside a cue that names a person. After a cue that may also come before other words
+ * ("says Eklund", "patient Foley"): a given name or surname by the gazetteer and never an English word or
+ * a place. After a cue that says outright that a name follows ("my name is Grace", "call me Duqyaha"):
+ * any word that is not only an English word. */
+bool wd_person_word_ok(const char *p, size_t len, bool named)
+{
+    gazetteer_t *g = gz_get();
+    if (!g) return false;
+    unsigned f = gz_lookup(g, p, len), name = f & (NAME_GIVEN | NAME_SURNAME);
+    if (named && name) return true; /* "my name is Will" */
+    if (stop_word(p, len)) return false;
+    if (named) return !(f & NAME_COMMON_WORD);
+    return name && !(f & (NAME_COMMON_WORD | NAME_PLACE));
+}
+
 /* ---- the table ------------------------------------------------------------------------------------------- */
 
 static bool v_email(const char *p, size_t len, float *s) { WD_UNUSED(s); return wd_email_ok(p, len); }
@@ -1365,6 +1380,16 @@ static bool v_jwt(const char *p, size_t len, float *s) { WD_UNUSED(s); return wd
 static bool v_urlcred(const char *p, size_t len, float *s) { WD_UNUSED(s); return wd_url_credentials_ok(p, len); }
 static bool v_phone(const char *p, size_t len, float *s) { WD_UNUSED(s); return wd_phone_ok(p, len); }
 static bool v_person(const char *p, size_t len, float *s) { return wd_person_name_ok(p, len, s); }
+static bool v_person_word(const char *p, size_t len, float *s)
+{
+    WD_UNUSED(s);
+    return wd_person_word_ok(p, len, false);
+}
+static bool v_person_named(const char *p, size_t len, float *s)
+{
+    WD_UNUSED(s);
+    return wd_person_word_ok(p, len, true);
+}
 
 static bool v_eth(const char *p, size_t len, float *s)
 {
@@ -1401,6 +1426,8 @@ static const struct {
     {"url_credentials", v_urlcred},
     {"phone", v_phone},
     {"person_name", v_person},
+    {"person_word", v_person_word},
+    {"person_named", v_person_named},
 };
 
 size_t wd_validator_count(void) { return WD_ARRAY_LEN(validators); }

@@ -49,6 +49,7 @@ bool wd_jwt_ok(const char *p, size_t len);
 bool wd_url_credentials_ok(const char *p, size_t len);
 bool wd_phone_ok(const char *p, size_t len);
 bool wd_person_name_ok(const char *p, size_t len, float *score);
+bool wd_person_word_ok(const char *p, size_t len, bool named);
 /* Keccak-256 (the pre-standard padding Ethereum uses; OpenSSL 3.0 has only SHA3). */
 void wd_keccak256(const void *data, size_t len, unsigned char out[32]);
 

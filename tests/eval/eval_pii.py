@@ -405,6 +405,8 @@ def main():
     print("prompts with any finding:    %4d  (%.2f%%)" % (any_f, 100.0 * any_f / len(texts)))
     non_person = sum(1 for fs in bpreds if any(f["type"] != "PERSON" for f in fs))
     print("prompts with a non-PERSON finding: %4d  (%.2f%%)" % (non_person, 100.0 * non_person / len(texts)))
+    person = sum(1 for fs in bpreds if any(f["type"] == "PERSON" for f in fs))
+    print("prompts with a PERSON finding: %4d  (%.2f%%)" % (person, 100.0 * person / len(texts)))
     print("prompts with secret finding: %4d  (%.2f%%)  target 0" % (sec_prompts, 100.0 * sec_prompts / len(texts)))
     print("findings by type: %s" % (", ".join("%s %d" % kv for kv in sorted(bytype.items())) or "none"))
     if sec_prompts:

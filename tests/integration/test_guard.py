@@ -833,6 +833,20 @@ def test_decision_one_item_per_type(auth_gw):
     assert ev["guard"] == "PERSON:pseudonymize:2", ev
 
 
+def test_single_names_after_cues_pseudonymized(auth_gw):
+    """A name standing alone is found after a cue ("my name is", "patient"), and only the name is
+    replaced: the cue reaches the model as written, the answer comes back with the names."""
+    s, g, keys, _ = auth_gw
+    prompt = "My name is Duqyaha. Patient Vestergaard was admitted; the patient Will not be seen by Paris."
+    r = post(g.url, CHAT, chat(prompt), bearer(keys["front-desk"]))
+    assert r.status_code == 200, r.text
+    up = json.loads(r.json()["sim_request"]["body"])["messages"][0]["content"]
+    assert up == ("My name is <PERSON_1>. Patient <PERSON_2> was admitted; "
+                  "the patient Will not be seen by Paris."), up
+    assert r.headers["x-warden-guard"] == "profile=strict; PERSON:pseudonymize:2", r.headers["x-warden-guard"]
+    assert r.json()["choices"][0]["message"]["content"].endswith(prompt)
+
+
 # ---- mask, redact, keyed hash -----------------------------------------------------------------------------
 
 

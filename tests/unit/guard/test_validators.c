@@ -30,10 +30,11 @@ static bool run(const char *name, const char *s, float *score)
 static void test_table(void **st)
 {
     (void)st;
-    const char *names[] = {"email", "luhn", "credit_card", "iban", "us_ssn", "us_itin", "uk_nino",
-                           "nhs_number", "aba_routing", "npi", "dea_number", "ipv4", "ipv6", "mac", "date_of_birth",
-                           "btc_base58check", "bech32", "eth_address", "entropy", "jwt", "url_credentials",
-                           "phone", "person_name"};
+    const char *names[] = {"email",           "luhn",    "credit_card", "iban",        "us_ssn",
+                           "us_itin",         "uk_nino", "nhs_number",  "aba_routing", "npi",
+                           "dea_number",      "ipv4",    "ipv6",        "mac",         "date_of_birth",
+                           "btc_base58check", "bech32",  "eth_address", "entropy",     "jwt",
+                           "url_credentials", "phone",   "person_name", "person_word", "person_named"};
     assert_int_equal(wd_validator_count(), sizeof names / sizeof names[0]);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int k = wd_validator_find(names[i]);
@@ -386,7 +387,7 @@ static int gz_setup(void **st)
     FILE *f = fopen(path, "w");
     if (!f) return -1;
     fputs("# test\nmegan\tg\npayne\ts\nwill\tgw\nsmith\tgsw\njohn\tgsw\nbrki\xc4\x87\ts\n\xc3\xa5sa\tg\n"
-          "sydney\tgp\nopera\tw\nparis\tgsp\n",
+          "sydney\tgp\nopera\tw\nparis\tgsp\neklund\ts\ncrazy\tw\n",
           f);
     fclose(f);
     wd_validators_set_data_dir(tmpdir);
@@ -438,6 +439,22 @@ static void test_person_name(void **st)
     assert_true(sc > 0.6f); /* both parts in the gazetteer */
     /* via the table */
     assert_true(run("person_name", "Megan Payne", NULL));
+
+    /* one word after a cue: a given name or a surname that is no English word and no place ... */
+    assert_true(wd_person_word_ok("Megan", 5, false));
+    assert_true(wd_person_word_ok("Eklund", 6, false)); /* a surname alone */
+    assert_false(wd_person_word_ok("Will", 4, false));
+    assert_false(wd_person_word_ok("Paris", 5, false));
+    assert_false(wd_person_word_ok("Zyxwv", 5, false));
+    assert_false(wd_person_word_ok("The", 3, false));
+    /* ... and after "my name is": also a name that is an English word, or one the gazetteer lacks */
+    assert_true(wd_person_word_ok("Will", 4, true));
+    assert_true(wd_person_word_ok("Zyxwv", 5, true));
+    assert_true(wd_person_word_ok("Paris", 5, true));
+    assert_false(wd_person_word_ok("Crazy", 5, true)); /* only an English word */
+    assert_false(wd_person_word_ok("Monday", 6, true));
+    assert_true(run("person_named", "Duqyaha", NULL));
+    assert_false(run("person_word", "Duqyaha", NULL));
 }
 
 static void test_person_name_missing_data(void **st)
@@ -448,6 +465,7 @@ static void test_person_name_missing_data(void **st)
     assert_int_not_equal(wd_validators_load_data(err, sizeof err), WD_OK);
     assert_non_null(strstr(err, "names.tsv"));
     assert_false(pn("Megan Payne"));
+    assert_false(wd_person_word_ok("Zyxwv", 5, true)); /* no data, no names */
     assert_true(pn("Mr Fukunaga")); /* titles need no data */
     wd_validators_cleanup();
 }
