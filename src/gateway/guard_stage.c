@@ -2,12 +2,12 @@
  * secret/PII redaction and pseudonym restoration in answers, streamed or not.
  *
  * Request: every string the model will see in the JSON body is scanned once (message contents and
- * text parts, prompts, inputs, tool and function arguments — everything but structural fields such
- * as model and role). Privacy findings are acted on per the caller's guard profile, except the data
- * classes its roles are entitled to send; the body is rebuilt by splicing, everything else byte for
- * byte. Injection findings feed the injection screen (guard/injection.h) for the roles the profile
- * screens, including tool results (indirect injection): decoded layers are scanned too and the
- * request's score is compared with the profile's threshold.
+ * text parts, prompts, inputs, tool and function arguments, member names other than plain identifiers
+ * — everything but structural fields such as model and role). Privacy findings are acted on per the caller's
+ * guard profile, except the data classes its roles are entitled to send; the body is rebuilt by splicing,
+ * everything else byte for byte. Injection findings feed the injection screen (guard/injection.h) for the
+ * roles the profile screens, including tool results (indirect injection): decoded layers are scanned too and
+ * the request's score is compared with the profile's threshold.
  *
  * Answer: output filtering runs before pseudonym restoration, so it judges the model's own text and
  * never the caller's restored values. A non-streamed answer is scanned whole (message content, text,
@@ -132,6 +132,21 @@ static bool skip_key(const wd_json_doc_t *d, int key)
     for (size_t i = 0; i < WD_ARRAY_LEN(skip); i++)
         if (wd_json_str_eq(d, key, skip[i])) return true;
     return false;
+}
+
+/* A member name no rule can find anything in: lower-case ASCII letters and underscores ("messages",
+ * "max_tokens"), or a short run of digits (token ids in logit_bias). Any other name is scanned like a
+ * string: property names in tool and response schemas are text the model reads. */
+static bool plain_key(const wd_json_doc_t *d, int key)
+{
+    const wd_json_tok_t *t = &d->toks[key];
+    bool digits = true, lower = true;
+    for (uint32_t i = t->start; i < t->end && (digits || lower); i++) {
+        unsigned char c = (unsigned char)d->src[i];
+        digits = digits && c >= '0' && c <= '9';
+        lower = lower && ((c >= 'a' && c <= 'z') || c == '_');
+    }
+    return lower || (digits && t->end - t->start <= 7);
 }
 
 /* The chat message role tok names ("\u0074ool" is still tool), or NULL. */
@@ -428,6 +443,8 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
                 if (d->toks[e].type == WD_JSON_OBJECT) content_part(w, d, e);
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
+            if (!plain_key(d, k)) scan_string(w, d, k, role, rlen);
+            if (w->rc) break;
             walk(w, d, k + 1, k, role, rlen);
             k = (int)d->toks[k + 1].next;
         }

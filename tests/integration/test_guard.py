@@ -527,6 +527,33 @@ def test_non_streamed_answer_restored_in_content_and_tool_calls(double_gw):
 # ---- JSON awareness ---------------------------------------------------------------------------------------
 
 
+def test_member_names_the_model_reads_are_scanned(double_gw):
+    """Property names of a tool schema are text the model reads: one holding an address or a card is
+    rewritten like any string and restored in the tool call the model makes with it. Plain identifiers
+    and token ids (logit_bias) are left alone; the rest of the body is byte for byte."""
+    upstream, g = double_gw
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "fill the form"}],
+            "tools": [{"type": "function", "function": {"name": "fill", "parameters": {
+                "type": "object", "required": [EMAIL],
+                "properties": {EMAIL: {"type": "string"}, f"Card {CARD}": {"type": "string"},
+                               "max_len": {"type": "integer"}, "Notes": {"type": "string"}}}}}],
+            "logit_bias": {"50256": -100}}
+    raw = json.dumps(body).encode()
+    upstream.reply = {"id": "c", "object": "chat.completion", "created": 1, "model": "sim-small",
+                      "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                          "role": "assistant", "content": None, "tool_calls": [{
+                              "id": "call_1", "type": "function", "function": {
+                                  "name": "fill", "arguments": '{"<EMAIL_1>": "yes"}'}}]}}]}
+    r = post(g.url, CHAT, raw)
+    upstream.reply = None
+    assert r.status_code == 200, r.text
+    assert upstream.last() == (raw.replace(b'"gpt-4o-mini"', b'"sim-small"')
+                               .replace(EMAIL.encode(), b"<EMAIL_1>").replace(CARD.encode(), b"<CREDIT_CARD_1>"))
+    assert r.headers["x-warden-guard"] == "profile=std; EMAIL:pseudonymize:2,CREDIT_CARD:pseudonymize:1"
+    args = r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(args) == {EMAIL: "yes"}
+
+
 def test_every_text_field_scanned_everything_else_byte_identical(double_gw):
     upstream, g = double_gw
     args = json.dumps({"to": EMAIL3, "cc": [EMAIL]})
