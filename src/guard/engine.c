@@ -676,7 +676,9 @@ static hs_error_t hs_block(const hs_database_t *hs, wd_guard_scratch_t *s, match
             s->pad = np;
             s->padcap = len + HS_OVERREAD;
         }
-        p = memcpy(s->pad, p, len);
+        hs_error_t hr = hs_scan(hs, memcpy(s->pad, p, len), (unsigned int)len, 0, s->hs, on_match, m);
+        memset(s->pad, 0, len); /* it held the caller's text */
+        return hr;
     }
     return hs_scan(hs, p, (unsigned int)len, 0, s->hs, on_match, m);
 }
