@@ -1341,19 +1341,40 @@ bool wd_person_name_ok(const char *p, size_t len, float *score)
     return false;
 }
 
+/* One word after a cue: a given name or surname without doubt (weak cue), or anything but an English word
+ * or a place unless it is also a name (strong cue). */
+static bool person_part_ok(const gazetteer_t *g, const char *p, size_t len, bool named)
+{
+    unsigned f = gz_lookup(g, p, len), name = f & (NAME_GIVEN | NAME_SURNAME);
+    if (named && name) return true; /* "my name is Will" */
+    if (stop_word(p, len)) return false;
+    if (named) return !(f & (NAME_COMMON_WORD | NAME_PLACE));
+    return name && !(f & (NAME_COMMON_WORD | NAME_PLACE));
+}
+
 /* One capitalised word beside a cue that names a person. After a cue that may also come before other words
  * ("says Eklund", "patient Foley"): a given name or surname by the gazetteer and never an English word or
  * a place. After a cue that says outright that a name follows ("my name is Grace", "call me Duqyaha"):
- * any word that is not only an English word. */
+ * any word that is neither only an English word nor only a place. A hyphenated or apostrophised word
+ * (Smith-Jones, Anna-Maria) counts when it does as a whole, or when one of its parts does and none is
+ * only an English word or a place ("Coca-Cola" does not). */
 bool wd_person_word_ok(const char *p, size_t len, bool named)
 {
     gazetteer_t *g = gz_get();
     if (!g) return false;
-    unsigned f = gz_lookup(g, p, len), name = f & (NAME_GIVEN | NAME_SURNAME);
-    if (named && name) return true; /* "my name is Will" */
-    if (stop_word(p, len)) return false;
-    if (named) return !(f & NAME_COMMON_WORD);
-    return name && !(f & (NAME_COMMON_WORD | NAME_PLACE));
+    if (person_part_ok(g, p, len, named)) return true;
+    bool any = false;
+    size_t st = 0, nparts = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && p[i] != '-' && p[i] != '\'') continue;
+        if (i == st) return false;
+        unsigned f = gz_lookup(g, p + st, i - st);
+        if ((f & (NAME_COMMON_WORD | NAME_PLACE)) && !(f & (NAME_GIVEN | NAME_SURNAME))) return false;
+        any = any || person_part_ok(g, p + st, i - st, false);
+        st = i + 1;
+        nparts++;
+    }
+    return nparts > 1 && any;
 }
 
 /* ---- the table ------------------------------------------------------------------------------------------- */

@@ -387,7 +387,8 @@ static int gz_setup(void **st)
     FILE *f = fopen(path, "w");
     if (!f) return -1;
     fputs("# test\nmegan\tg\npayne\ts\nwill\tgw\nsmith\tgsw\njohn\tgsw\nbrki\xc4\x87\ts\n\xc3\xa5sa\tg\n"
-          "sydney\tgp\nopera\tw\nparis\tgsp\neklund\ts\ncrazy\tw\n",
+          "sydney\tgp\nopera\tw\nparis\tgsp\neklund\ts\ncrazy\tw\njones\ts\nanna\tg\nmaria\tg\ncola\tw\n"
+          "amsterdam\tp\n",
           f);
     fclose(f);
     wd_validators_set_data_dir(tmpdir);
@@ -453,8 +454,18 @@ static void test_person_name(void **st)
     assert_true(wd_person_word_ok("Paris", 5, true));
     assert_false(wd_person_word_ok("Crazy", 5, true)); /* only an English word */
     assert_false(wd_person_word_ok("Monday", 6, true));
+    assert_false(wd_person_word_ok("Amsterdam", 9, true)); /* only a place */
     assert_true(run("person_named", "Duqyaha", NULL));
     assert_false(run("person_word", "Duqyaha", NULL));
+    /* joined words: one part a name, no part only a word or a place */
+    assert_true(wd_person_word_ok("Smith-Jones", 11, false));
+    assert_true(wd_person_word_ok("Anna-Maria", 10, false));
+    assert_true(wd_person_word_ok("Zyxwv-Jones", 11, false));
+    assert_false(wd_person_word_ok("Zyxwv-Cola", 10, false));
+    assert_false(wd_person_word_ok("Zyxwv-Qwert", 11, false));
+    assert_false(wd_person_word_ok("Amsterdam-Jones", 15, false));
+    assert_false(wd_person_word_ok("Anna-", 5, false));
+    assert_false(wd_person_word_ok("-Anna", 5, false));
 }
 
 static void test_person_name_missing_data(void **st)
