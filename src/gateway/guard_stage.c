@@ -315,6 +315,7 @@ typedef struct {
     size_t *offs; /* replacement start in arena (pointers are fixed up once the arena stops growing) */
     size_t nedits, cap;
     wd_buf_t arena, text, out;
+    bool key_edited; /* a member name was rewritten (two may now be the same) */
     char unread[96]; /* what the profile's checks cannot read: "image_url,token_ids,audio_output" */
     bool unread_in;  /* the profile checks prompts: note what they cannot read */
     bool unread_out; /* the profile filters answers: note answers it cannot read */
@@ -443,7 +444,11 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
                 if (d->toks[e].type == WD_JSON_OBJECT) content_part(w, d, e);
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
-            if (!plain_key(d, k)) scan_string(w, d, k, role, rlen);
+            if (!plain_key(d, k)) {
+                size_t before = w->nedits;
+                scan_string(w, d, k, role, rlen);
+                w->key_edited |= w->nedits > before;
+            }
             if (w->rc) break;
             walk(w, d, k + 1, k, role, rlen);
             k = (int)d->toks[k + 1].next;
@@ -524,6 +529,9 @@ static bool checks_input(const wd_guard_profile_t *p)
 
 /* What the event and errors name when the decode budget, not a rule, decided. */
 #define INJ_BUDGET_RULE "injection.decode_budget"
+
+/* What the event and errors name when rewritten member names collided. */
+#define MEMBER_NAMES_RULE "guard.member_names"
 
 /* The injection decision (guard/injection.h wd_inj_decide): score, threshold, action and the rules
  * that fired (ids and layers), and whether the decode budget ran out ("budget_exhausted": some
@@ -651,8 +659,20 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
         } else if (w.nedits) {
             for (size_t i = 0; i < w.nedits; i++) w.edits[i].with.p = w.arena.data + w.offs[i];
             /* replacing strings by strings keeps the token structure: the same capacity suffices */
-            if (wd_json_apply_edits(x->body->data, x->body->len, w.edits, w.nedits, &gs->body) != WD_OK ||
-                wd_json_parse(&x->doc, gs->body.data, gs->body.len, x->toks, x->toks_cap, 0, NULL, 0) != WD_OK) {
+            int arc = wd_json_apply_edits(x->body->data, x->body->len, w.edits, w.nedits, &gs->body);
+            int prc =
+                arc ? arc
+                    : wd_json_parse(&x->doc, gs->body.data, gs->body.len, x->toks, x->toks_cap, 0, NULL, 0);
+            if (prc && !arc && w.key_edited) {
+                /* with the structure kept, only member names redacted alike fail the parse */
+                char reason[256];
+                snprintf(reason, sizeof reason,
+                         "blocked by rule %s (profile %s): two member names of one object are the same once "
+                         "rewritten (redacted alike); pseudonymize keeps them apart",
+                         MEMBER_NAMES_RULE, gs->profile->name);
+                wd_exchange_reject(x, 400, "content_blocked", reason, MEMBER_NAMES_RULE);
+                out = WD_REJECT;
+            } else if (prc) {
                 wd_exchange_reject(x, 500, "guard_failed", "the guard could not rewrite the request", "guard");
                 out = WD_REJECT;
             } else {

@@ -877,6 +877,31 @@ def test_single_names_after_cues_pseudonymized(auth_gw):
 # ---- mask, redact, keyed hash -----------------------------------------------------------------------------
 
 
+def test_member_names_redacted_alike_are_refused(auth_gw):
+    """Two property names redacted to the same text would make the body invalid JSON (duplicate names):
+    the request is refused with 400 naming why, nothing reaches the model; names that stay distinct
+    (hashed) pass."""
+    s, g, keys, _ = auth_gw
+    auth = bearer(keys["hasher"])
+    before = len([e for e in g.events() if e.get("status") == 200])
+
+    def body(props):
+        return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                    "type": "object", "properties": props}}}]}
+
+    r = post(g.url, CHAT, body({"203.0.113.7": {}, "203.0.113.8": {}}), auth)  # IP_ADDRESS: redact
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "content_blocked" and "guard.member_names" in err["message"], err
+    assert "pseudonymize" in err["message"], err
+    assert len([e for e in g.events() if e.get("status") == 200]) == before
+    r = post(g.url, CHAT, body({EMAIL: {}, EMAIL2: {}}), auth)  # EMAIL: hash, distinct tags
+    assert r.status_code == 200, r.text
+    props = json.loads(r.json()["sim_request"]["body"])["tools"][0]["function"]["parameters"]["properties"]
+    assert len(props) == 2 and all(k.startswith("[EMAIL:") for k in props), props
+
+
 def test_mask_redact_hash_at_upstream(auth_gw, gateway):
     s, g, keys, extra = auth_gw
     auth = bearer(keys["hasher"])
