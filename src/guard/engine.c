@@ -691,6 +691,7 @@ static hs_error_t hs_write(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t 
         char tail[2 * HS_OVERREAD];
         memcpy(tail, p + head, len - head);
         hr = hs_scan_stream(hst, tail, (unsigned int)(len - head), 0, s->hs, on_match, m);
+        memset(tail, 0, sizeof tail);
     }
     return hr;
 }

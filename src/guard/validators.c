@@ -1362,7 +1362,9 @@ bool wd_person_word_ok(const char *p, size_t len, bool named)
 {
     gazetteer_t *g = gz_get();
     if (!g) return false;
-    if (person_part_ok(g, p, len, named)) return true;
+    bool joined = memchr(p, '-', len) || memchr(p, '\'', len);
+    if (!joined || (gz_lookup(g, p, len) & (NAME_GIVEN | NAME_SURNAME)))
+        return person_part_ok(g, p, len, named);
     bool any = false;
     size_t st = 0, nparts = 0;
     for (size_t i = 0; i <= len; i++) {
@@ -1370,7 +1372,7 @@ bool wd_person_word_ok(const char *p, size_t len, bool named)
         if (i == st) return false;
         unsigned f = gz_lookup(g, p + st, i - st);
         if ((f & (NAME_COMMON_WORD | NAME_PLACE)) && !(f & (NAME_GIVEN | NAME_SURNAME))) return false;
-        any = any || person_part_ok(g, p + st, i - st, false);
+        any = any || person_part_ok(g, p + st, i - st, named);
         st = i + 1;
         nparts++;
     }

@@ -466,6 +466,10 @@ static void test_person_name(void **st)
     assert_false(wd_person_word_ok("Amsterdam-Jones", 15, false));
     assert_false(wd_person_word_ok("Anna-", 5, false));
     assert_false(wd_person_word_ok("-Anna", 5, false));
+    /* after a strong cue a joined word unknown as a whole is judged by its parts too */
+    assert_true(wd_person_word_ok("Zyxwv-Qwert", 11, true));
+    assert_false(wd_person_word_ok("Zyxwv-Cola", 10, true));
+    assert_false(wd_person_word_ok("Amsterdam-Qwert", 15, true));
 }
 
 static void test_person_name_missing_data(void **st)
