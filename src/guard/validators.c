@@ -1288,6 +1288,26 @@ static bool title_word(const char *p, size_t len)
     return false;
 }
 
+/* The gazetteer's flags for a word. A word joined by '-' or an apostrophe that the gazetteer lacks as a
+ * whole (Smith-Jones, Anna-Maria) gets the name flags of its parts, unless a part is only an English word
+ * or a place (Coca-Cola: that part's flags) or empty (a word). */
+static unsigned word_flags(const gazetteer_t *g, const char *p, size_t len)
+{
+    unsigned f = gz_lookup(g, p, len);
+    if (f || !(memchr(p, '-', len) || memchr(p, '\'', len))) return f;
+    const unsigned name = NAME_GIVEN | NAME_SURNAME;
+    unsigned all = 0;
+    for (size_t i = 0, st = 0; i <= len; i++) {
+        if (i < len && p[i] != '-' && p[i] != '\'') continue;
+        if (i == st) return NAME_COMMON_WORD;
+        unsigned pf = gz_lookup(g, p + st, i - st);
+        if (pf && !(pf & name)) return pf;
+        all |= pf & name;
+        st = i + 1;
+    }
+    return all;
+}
+
 bool wd_person_name_ok(const char *p, size_t len, float *score)
 {
     /* words separated by spaces; hyphenated parts (Smith-Jones) are checked as a whole and per part */
@@ -1322,8 +1342,8 @@ bool wd_person_name_ok(const char *p, size_t len, float *score)
     }
     gazetteer_t *g = gz_get();
     if (!g) return false;
-    unsigned f0 = gz_lookup(g, w[0].p, w[0].len);
-    unsigned fl = gz_lookup(g, w[nw - 1].p, w[nw - 1].len);
+    unsigned f0 = word_flags(g, w[0].p, w[0].len);
+    unsigned fl = word_flags(g, w[nw - 1].p, w[nw - 1].len);
     const unsigned name = NAME_GIVEN | NAME_SURNAME, doubt = NAME_COMMON_WORD | NAME_PLACE;
     if (nw == 1) {
         /* one word: only an unambiguous given name ("Megan", not "Will", "Grace" or "Paris") */
@@ -1341,42 +1361,20 @@ bool wd_person_name_ok(const char *p, size_t len, float *score)
     return false;
 }
 
-/* One word after a cue: a given name or surname without doubt (weak cue), or anything but an English word
- * or a place unless it is also a name (strong cue). */
-static bool person_part_ok(const gazetteer_t *g, const char *p, size_t len, bool named)
-{
-    unsigned f = gz_lookup(g, p, len), name = f & (NAME_GIVEN | NAME_SURNAME);
-    if (named && name) return true; /* "my name is Will" */
-    if (stop_word(p, len)) return false;
-    if (named) return !(f & (NAME_COMMON_WORD | NAME_PLACE));
-    return name && !(f & (NAME_COMMON_WORD | NAME_PLACE));
-}
-
 /* One capitalised word beside a cue that names a person. After a cue that may also come before other words
  * ("says Eklund", "patient Foley"): a given name or surname by the gazetteer and never an English word or
  * a place. After a cue that says outright that a name follows ("my name is Grace", "call me Duqyaha"):
- * any word that is neither only an English word nor only a place. A hyphenated or apostrophised word
- * (Smith-Jones, Anna-Maria) counts when it does as a whole, or when one of its parts does and none is
- * only an English word or a place ("Coca-Cola" does not). */
+ * any word that is neither only an English word nor only a place. Joined words by their parts
+ * (word_flags). */
 bool wd_person_word_ok(const char *p, size_t len, bool named)
 {
     gazetteer_t *g = gz_get();
     if (!g) return false;
-    bool joined = memchr(p, '-', len) || memchr(p, '\'', len);
-    if (!joined || (gz_lookup(g, p, len) & (NAME_GIVEN | NAME_SURNAME)))
-        return person_part_ok(g, p, len, named);
-    bool any = false;
-    size_t st = 0, nparts = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && p[i] != '-' && p[i] != '\'') continue;
-        if (i == st) return false;
-        unsigned f = gz_lookup(g, p + st, i - st);
-        if ((f & (NAME_COMMON_WORD | NAME_PLACE)) && !(f & (NAME_GIVEN | NAME_SURNAME))) return false;
-        any = any || person_part_ok(g, p + st, i - st, named);
-        st = i + 1;
-        nparts++;
-    }
-    return nparts > 1 && any;
+    unsigned f = word_flags(g, p, len), name = f & (NAME_GIVEN | NAME_SURNAME);
+    if (named && name) return true; /* "my name is Will" */
+    if (stop_word(p, len)) return false;
+    if (named) return !(f & (NAME_COMMON_WORD | NAME_PLACE));
+    return name && !(f & (NAME_COMMON_WORD | NAME_PLACE));
 }
 
 /* ---- the table ------------------------------------------------------------------------------------------- */

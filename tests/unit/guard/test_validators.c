@@ -432,6 +432,9 @@ static void test_person_name(void **st)
     assert_false(pn("Sydney Opera")); /* a place and a plain word */
     assert_false(pn("Paris"));        /* a given name, but alone more often the city */
     assert_true(pn("Sydney Payne"));
+    assert_true(pn("Anna-Maria Zyxwv")); /* joined words by their parts */
+    assert_true(pn("Qwert Smith-Jones"));
+    assert_false(pn("Zyxwv-Cola Payne"));
     assert_false(pn("Mr"));
     assert_false(pn("Mr The"));
     assert_false(pn(""));
