@@ -306,7 +306,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     if (id >= m->db->nrules)
         return m->gate ? add_regions(m, id - (unsigned)m->db->nrules, m->scan_base + to) : 0;
     const rule_rt_t *rt = &m->db->rt[id];
-    uint64_t end = m->scan_base + to, start, fs = 0, fe = 0;
+    uint64_t end = m->scan_base + to, start;
 
     if (rt->fixed) {
         if (end < rt->fixed) return 0;
@@ -333,22 +333,19 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m->s->md);
         start = m->base + ov[0];
         if (start >= end) return 0;
-        if (rt->group) { /* the finding is the group; the match's start still decides its region below */
-            PCRE2_SIZE g0 = ov[2 * rt->group], g1 = ov[2 * rt->group + 1];
-            if (g0 == PCRE2_UNSET || g0 >= g1) return 0;
-            fs = m->base + g0;
-            fe = m->base + g1;
-        }
+        if (rt->group && (ov[2 * rt->group] == PCRE2_UNSET || ov[2 * rt->group] >= ov[2 * rt->group + 1]))
+            return 0;
     }
-    if (start < m->zlo || start > m->zhi) return 0;
-    if (!rt->group) {
-        fs = start;
-        fe = end;
+    if (start < m->zlo || start > m->zhi) return 0; /* the match's start decides which region owns it */
+    if (rt->group) { /* the finding is the group (never a fixed-width rule: the confirmation ran) */
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m->s->md);
+        start = m->base + ov[2 * rt->group];
+        end = m->base + ov[2 * rt->group + 1];
     }
     candset_t *cs = m->cs;
     int32_t li = cs->last[id];
-    if (li >= 0 && cs->v[li].start == fs) {
-        if (fe > cs->v[li].end) cs->v[li].end = fe;
+    if (li >= 0 && cs->v[li].start == start) {
+        if (end > cs->v[li].end) cs->v[li].end = end;
         return 0;
     }
     if (cs->n >= m->max_cands) {
@@ -365,7 +362,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
         cs->v = v;
         cs->cap = cap;
     }
-    cs->v[cs->n] = (cand_t){.start = fs, .end = fe, .rule = id, .score = 0};
+    cs->v[cs->n] = (cand_t){.start = start, .end = end, .rule = id, .score = 0};
     cs->last[id] = (int32_t)cs->n++;
     return 0;
 }
