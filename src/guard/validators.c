@@ -1017,17 +1017,21 @@ static uint64_t fnv1a(const char *p, size_t n)
     return h;
 }
 
-/* Lower-cases ASCII, Latin-1 and Latin Extended-A letters (the scripts the name patterns match);
- * other bytes are copied. Returns the output length or 0 when out is too small. */
+#define RSQUO "\xE2\x80\x99" /* U+2019, the apostrophe word processors type */
+
+/* Lower-cases ASCII, Latin-1 and Latin Extended-A letters (the scripts the name patterns match) and
+ * reads U+2019 as an apostrophe; other bytes are copied. Returns the output length or 0 when out is
+ * too small. */
+
 static size_t fold_name(const char *p, size_t len, char *out, size_t cap)
 {
     size_t n = 0;
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)p[i];
-        if (c < 0x80) {
+        if (c < 0x80 || (c == 0xe2 && i + 2 < len && !memcmp(p + i, RSQUO, 3))) {
             if (n + 1 > cap) return 0;
-            out[n++] = to_lower((char)c);
-            i++;
+            out[n++] = c < 0x80 ? to_lower((char)c) : '\''; /* O’Hara is o'hara */
+            i += c < 0x80 ? 1 : 3;
             continue;
         }
         if ((c & 0xe0) == 0xc0 && i + 1 < len && ((unsigned char)p[i + 1] & 0xc0) == 0x80) {
@@ -1294,15 +1298,19 @@ static bool title_word(const char *p, size_t len)
 static unsigned word_flags(const gazetteer_t *g, const char *p, size_t len)
 {
     unsigned f = gz_lookup(g, p, len);
-    if (f || !(memchr(p, '-', len) || memchr(p, '\'', len))) return f;
+    if (f || !(memchr(p, '-', len) || memchr(p, '\'', len) || memmem(p, len, RSQUO, 3))) return f;
     const unsigned name = NAME_GIVEN | NAME_SURNAME;
     unsigned all = 0;
     for (size_t i = 0, st = 0; i <= len; i++) {
-        if (i < len && p[i] != '-' && p[i] != '\'') continue;
+        size_t sep = i == len || p[i] == '-' || p[i] == '\''    ? 1
+                     : i + 3 <= len && !memcmp(p + i, RSQUO, 3) ? 3
+                                                                : 0;
+        if (!sep) continue;
         if (i == st) return NAME_COMMON_WORD;
         unsigned pf = gz_lookup(g, p + st, i - st);
         if (pf && !(pf & name)) return pf;
         all |= pf & name;
+        i += sep - 1;
         st = i + 1;
     }
     return all;

@@ -388,7 +388,7 @@ static int gz_setup(void **st)
     if (!f) return -1;
     fputs("# test\nmegan\tg\npayne\ts\nwill\tgw\nsmith\tgsw\njohn\tgsw\nbrki\xc4\x87\ts\n\xc3\xa5sa\tg\n"
           "sydney\tgp\nopera\tw\nparis\tgsp\neklund\ts\ncrazy\tw\njones\ts\nanna\tg\nmaria\tg\ncola\tw\n"
-          "amsterdam\tp\n",
+          "amsterdam\tp\no'hara\ts\no'connor\ts\nmcdonald\ts\nsean\tg\nkate\tg\n",
           f);
     fclose(f);
     wd_validators_set_data_dir(tmpdir);
@@ -468,6 +468,22 @@ static void test_person_name(void **st)
     assert_false(wd_person_word_ok("Zyxwv-Qwert", 11, false));
     assert_false(wd_person_word_ok("Amsterdam-Jones", 15, false));
     assert_false(wd_person_word_ok("Anna-", 5, false));
+    /* the typographic apostrophe (U+2019) reads as ' : O’Hara is the gazetteer's o'hara, and it joins */
+    assert_true(wd_person_word_ok("O\xe2\x80\x99"
+                                  "Hara",
+                                  8, false));
+    assert_true(wd_person_word_ok("O'Hara", 6, false));
+    assert_true(wd_person_word_ok("Zyxwv\xe2\x80\x99"
+                                  "Jones",
+                                  13, false));
+    assert_false(wd_person_word_ok("Zyxwv\xe2\x80\x99"
+                                   "Cola",
+                                   12, false));
+    assert_false(wd_person_word_ok("Anna\xe2\x80\x99", 7, false));
+    assert_true(pn("Kate O\xe2\x80\x99"
+                   "Connor"));
+    assert_true(pn("Sean McDonald")); /* a capital inside: the gazetteer has mcdonald */
+    assert_false(pn("JavaScript Developer"));
     assert_false(wd_person_word_ok("-Anna", 5, false));
     /* after a strong cue a joined word unknown as a whole is judged by its parts too */
     assert_true(wd_person_word_ok("Zyxwv-Qwert", 11, true));
