@@ -85,6 +85,7 @@ typedef struct {
     sum_t *sums;
     size_t nsums;
     wd_findings_t f;
+    bool in_name;       /* JSON lines: the string being scanned is a member name */
     wd_buf_t tmp, line; /* scratch: one rewritten value; one output line */
     /* --explain: the injection screen, run as the gateway runs it (one request = one text input, one
      * JSON line or one CSV record) with the profile's threshold, action and on_error */
@@ -112,8 +113,8 @@ static void usage(FILE *f)
           "  --format text|jsonl|csv   input format (default text); --jsonl and --csv are short for it\n"
           "  --field PATH           JSON lines: scan this field (repeatable). Dotted path: messages.0.content,\n"
           "                         '*' for every element or member: messages.*.content. A field that is an\n"
-          "                         array or object has every string inside it scanned. Default: every\n"
-          "                         string value of the record (keys are not scanned)\n"
+          "                         array or object has every string inside it scanned, member names too\n"
+          "                         (all but plain identifiers like max_tokens). Default: the whole record\n"
           "  --column NAME|N        CSV: scan this column (repeatable), by header name or 1-based number;\n"
           "                         default: every column\n"
           "  --no-header            CSV: the first record is data (columns by number only)\n"
@@ -236,7 +237,7 @@ static int out_finding(scan_t *S, const char *loc, uint64_t locn, const char *fi
     if (!rc && field) {
         rc = wd_buf_append_str(b, ",\"field\":\"");
         if (!rc) rc = wd_buf_append_json_str(b, field, fieldlen);
-        if (!rc) rc = wd_buf_append_str(b, "\"");
+        if (!rc) rc = wd_buf_append_str(b, S->in_name ? "\",\"member_name\":true" : "\"");
     }
     if (!rc && colname) {
         rc = wd_buf_append_str(b, ",\"column\":\"");
@@ -789,6 +790,7 @@ static int scan_value(scan_t *S, const char *p, size_t len, const char *loc, uin
             if (field) {
                 wd_buf_append_str(&w, "field ");
                 wd_buf_append(&w, field, fieldlen);
+                if (S->in_name) wd_buf_append_str(&w, " (member name)");
             } else if (colname) {
                 wd_buf_printf(&w, "column %s", colname);
             } else {
@@ -853,6 +855,7 @@ static int read_line(scan_t *S, rd_t *r, wd_buf_t *rec, uint64_t lineno, bool *g
 typedef struct {
     int tok;
     size_t path_off, path_len; /* into the path store */
+    bool name;                 /* tok is a member name, not a value */
 } jstr_t;
 
 typedef struct {
@@ -863,11 +866,12 @@ typedef struct {
     jstr_t *v;
     size_t n, cap;
     bool oom;
+    int err; /* a member name could not be scanned */
 } jsel_t;
 
-static void jsel_add(jsel_t *J, int tok)
+static void jsel_add(jsel_t *J, int tok, bool name)
 {
-    jstr_t x = {tok, J->paths.len, J->path.len};
+    jstr_t x = {tok, J->paths.len, J->path.len, name};
     if (wd_buf_append(&J->paths, J->path.data, J->path.len) || grow(&J->v, J->n, &J->cap, sizeof x)) {
         J->oom = true;
         return;
@@ -875,10 +879,47 @@ static void jsel_add(jsel_t *J, int tok)
     J->v[J->n++] = x;
 }
 
+static bool plain_name(const wd_json_doc_t *d, int tok)
+{
+    return wd_guard_plain_name(d->src + d->toks[tok].start, d->toks[tok].end - d->toks[tok].start);
+}
+
+/* Appends a member name to the path. A name with findings appears redacted ("[EMAIL]"): paths are
+ * printed, and the output never holds a matched value. */
 static void path_push_key(jsel_t *J, int keytok)
 {
     if (J->path.len) wd_buf_append(&J->path, ".", 1);
-    if (wd_json_str_decode(J->doc, keytok, &J->path)) J->oom = true;
+    size_t seg = J->path.len;
+    if (wd_json_str_decode(J->doc, keytok, &J->path)) {
+        J->oom = true;
+        return;
+    }
+    if (plain_name(J->doc, keytok) || J->err || J->oom) return;
+    scan_t *S = J->S;
+    size_t len = J->path.len - seg;
+    S->f.limit = len + 16;
+    if ((J->err = wd_guard_scan_folded(S->db, S->scr, WD_GUARD_ANY, J->path.data + seg, len, S->min_score,
+                                       NULL, &S->f)) ||
+        !S->f.n)
+        return;
+    const char *p = J->path.data + seg;
+    wd_buf_reset(&S->tmp);
+    size_t copied = 0;
+    for (size_t i = 0; i < S->f.n; i++) {
+        size_t s = WD_MAX(S->f.v[i].start, copied), e = S->f.v[i].end;
+        if (e <= copied) continue;
+        while (s > copied && cont((unsigned char)p[s]))
+            s--;
+        while (e < len && cont((unsigned char)p[e]))
+            e++;
+        if (wd_buf_append(&S->tmp, p + copied, s - copied) ||
+            wd_buf_printf(&S->tmp, "[%s]", wd_guard_db_rule(S->db, S->f.v[i].rule)->type))
+            J->oom = true;
+        copied = e;
+    }
+    J->path.len = seg;
+    if (wd_buf_append(&S->tmp, p + copied, len - copied) || wd_buf_append(&J->path, S->tmp.data, S->tmp.len))
+        J->oom = true;
 }
 
 static void path_push_index(jsel_t *J, size_t i)
@@ -886,13 +927,13 @@ static void path_push_index(jsel_t *J, size_t i)
     if (wd_buf_printf(&J->path, "%s%zu", J->path.len ? "." : "", i)) J->oom = true;
 }
 
-/* Every string value in tok's subtree (keys excluded). */
+/* Every string in tok's subtree: values, and member names that are not plain identifiers. */
 static void walk_all(jsel_t *J, int tok)
 {
     const wd_json_tok_t *t = &J->doc->toks[tok];
     size_t saved = J->path.len;
     if (t->type == WD_JSON_STRING) {
-        jsel_add(J, tok);
+        jsel_add(J, tok, false);
     } else if (t->type == WD_JSON_ARRAY) {
         int c = tok + 1;
         for (uint32_t i = 0; i < t->size; i++) {
@@ -905,6 +946,7 @@ static void walk_all(jsel_t *J, int tok)
         int k = tok + 1;
         for (uint32_t i = 0; i < t->size; i++) {
             path_push_key(J, k);
+            if (!plain_name(J->doc, k)) jsel_add(J, k, true);
             walk_all(J, k + 1);
             J->path.len = saved;
             k = (int)J->doc->toks[k + 1].next;
@@ -1035,8 +1077,11 @@ static int scan_jsonl(scan_t *S, rd_t *r)
                 goto done;
             }
         }
-        if (J.oom) {
-            rc = fail(S, "out of memory");
+        if (J.oom || J.err) {
+            rc = J.oom ? fail(S, "out of memory")
+                       : fail(S, "%s: line %llu: scanning a member name failed (%s)", S->file,
+                              (unsigned long long)lineno,
+                              J.err == WD_E2BIG ? "too many findings or candidates" : "scanner error");
             break;
         }
         /* a string selected twice (overlapping --field paths) is scanned once, in document order */
@@ -1046,6 +1091,7 @@ static int scan_jsonl(scan_t *S, rd_t *r)
             if (!u || J.v[u - 1].tok != J.v[i].tok) J.v[u++] = J.v[i];
         J.n = u;
         size_t nedits = 0;
+        bool name_edited = false;
         wd_buf_reset(&rew);
         inj_begin(S);
         if (S->out == OUT_ANON && J.n) {
@@ -1067,9 +1113,12 @@ static int scan_jsonl(scan_t *S, rd_t *r)
             bool changed = false;
             wd_buf_t val;
             wd_buf_init(&val, 0);
+            S->in_name = J.v[i].name;
             rc = scan_value(S, dec.data ? dec.data : "", dec.len, "line", lineno,
                             J.paths.data ? J.paths.data + J.v[i].path_off : "",
                             J.v[i].path_len, NULL, 0, &val, &changed);
+            S->in_name = false;
+            name_edited |= changed && J.v[i].name;
             if (!rc && changed) {
                 /* edits point into rew, which may move while it grows: keep offsets, fix up below */
                 const wd_json_tok_t *t = &doc.toks[J.v[i].tok];
@@ -1091,7 +1140,19 @@ static int scan_jsonl(scan_t *S, rd_t *r)
             for (size_t i = 0; i < nedits; i++)
                 edits[i].with = wd_str(rew.data + eoff[2 * i], eoff[2 * i + 1] - eoff[2 * i]);
             wd_buf_reset(&out);
-            if (wd_json_apply_edits(rec.data, rec.len, edits, nedits, &out) || (nl && wd_buf_append(&out, "\n", 1))) {
+            if (wd_json_apply_edits(rec.data, rec.len, edits, nedits, &out)) {
+                rc = fail(S, "out of memory");
+                break;
+            }
+            /* strings replaced by strings keep the token count; only names anonymized alike fail */
+            if (name_edited && wd_json_parse(&doc, out.data, out.len, toks, ntoks, JSON_DEPTH, NULL, 0)) {
+                rc = fail(S,
+                          "%s: line %llu: two member names of one object are the same once anonymized "
+                          "(redacted alike); pseudonymizing keeps them apart",
+                          S->file, (unsigned long long)lineno);
+                break;
+            }
+            if (nl && wd_buf_append(&out, "\n", 1)) {
                 rc = fail(S, "out of memory");
                 break;
             }

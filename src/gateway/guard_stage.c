@@ -134,21 +134,6 @@ static bool skip_key(const wd_json_doc_t *d, int key)
     return false;
 }
 
-/* A member name no rule can find anything in: lower-case ASCII letters and underscores ("messages",
- * "max_tokens"), or a short run of digits (token ids in logit_bias). Any other name is scanned like a
- * string: property names in tool and response schemas are text the model reads. */
-static bool plain_key(const wd_json_doc_t *d, int key)
-{
-    const wd_json_tok_t *t = &d->toks[key];
-    bool digits = true, lower = true;
-    for (uint32_t i = t->start; i < t->end && (digits || lower); i++) {
-        unsigned char c = (unsigned char)d->src[i];
-        digits = digits && c >= '0' && c <= '9';
-        lower = lower && ((c >= 'a' && c <= 'z') || c == '_');
-    }
-    return lower || (digits && t->end - t->start <= 7);
-}
-
 /* The chat message role tok names ("\u0074ool" is still tool), or NULL. */
 static const char *known_role(const wd_json_doc_t *d, int tok)
 {
@@ -444,7 +429,7 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
                 if (d->toks[e].type == WD_JSON_OBJECT) content_part(w, d, e);
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
-            if (!plain_key(d, k)) {
+            if (!wd_guard_plain_name(d->src + d->toks[k].start, d->toks[k].end - d->toks[k].start)) {
                 size_t before = w->nedits;
                 scan_string(w, d, k, role, rlen);
                 w->key_edited |= w->nedits > before;

@@ -840,6 +840,17 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
     return finalize(db, &t, cs->v, n, min_score, 0, rank, out);
 }
 
+bool wd_guard_plain_name(const char *raw, size_t len)
+{
+    bool digits = true, lower = true;
+    for (size_t i = 0; i < len && (digits || lower); i++) {
+        unsigned char c = (unsigned char)raw[i];
+        digits = digits && c >= '0' && c <= '9';
+        lower = lower && ((c >= 'a' && c <= 'z') || c == '_');
+    }
+    return lower || (digits && len <= 7);
+}
+
 int wd_guard_scan_folded(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text,
                          size_t len, float min_score, const wd_guard_rank_t *rank, wd_findings_t *out)
 {

@@ -144,6 +144,12 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
 int wd_guard_scan_folded(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text,
                          size_t len, float min_score, const wd_guard_rank_t *rank, wd_findings_t *out);
 
+/* A JSON member name (raw, as written between its quotes) that no rule can find anything in:
+ * lower-case ASCII letters and underscores ("messages", "max_tokens"), or up to 7 digits (token ids in
+ * logit_bias). Every other name is text a model reads (property names of tool and response schemas)
+ * and is scanned like a string value. */
+bool wd_guard_plain_name(const char *raw, size_t len);
+
 /* ---- stream mode (SSE answers, large files) ---------------------------------------------------------
  *
  * The text arrives in pieces; findings are reported once they are final, with the same spans, scores

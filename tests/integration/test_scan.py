@@ -9,7 +9,8 @@
 - a secret spanning the 64 KiB block boundary of a 200 KB file is found, and the file's findings equal
   the findings of its pieces scanned one by one (and its anonymized output their concatenation);
 - JSON lines: field selection (top level, dotted path, '*', arrays of strings), output shape, offsets
-  within the decoded value, anonymized records byte-identical outside the rewritten strings;
+  within the decoded value, anonymized records byte-identical outside the rewritten strings; member
+  names scanned, redacted in printed paths, and refused when two would be redacted alike;
 - CSV: quoted fields with commas, newlines and doubled quotes, columns by name and number,
   --no-header, anonymized output re-quoted where needed;
 - pseudonyms consistent across records and files of one run;
@@ -422,6 +423,39 @@ def test_jsonl_anonymized(tmp_path, rules):
     for line in lines_out:
         if line:
             json.loads(line)
+
+
+def test_jsonl_member_names(tmp_path, rules):
+    """Member names are text too (schema property names): scanned unless plain identifiers, reported
+    with member_name, redacted in every printed path, rewritten in anonymized records; names that
+    would be redacted alike stop the run (exit 2) rather than write a record with a duplicate key."""
+    f = tmp_path / "k.jsonl"
+    f.write_text('{"max_tokens":5,"' + EMAIL + '":{"note":"card ' + CARD + '"},"Nr \\u0034' + CARD[1:] + '":1}\n')
+    p = run(["--jsonl", str(f)], rules)
+    assert p.returncode == 1, p.stderr
+    got = [(x["field"], x.get("member_name"), x["start"], x["end"], x["type"]) for x in findings(p)]
+    assert got == [
+        ("[EMAIL]", True, 0, len(EMAIL), "EMAIL"),
+        ("[EMAIL].note", None, 5, 5 + len(CARD), "CREDIT_CARD"),
+        ("Nr [CREDIT_CARD]", True, 3, 3 + len(CARD), "CREDIT_CARD"),  # decoded: \u0034 is the 4
+    ]
+    assert_no_values(p.stdout)
+    # a field selection covers the names inside it, not the names on the way to it
+    p = run(["--jsonl", "--field", "*.note", str(f)], rules)
+    assert [(x["field"], x.get("member_name")) for x in findings(p)] == [("[EMAIL].note", None)]
+    p = run(["--jsonl", "--output", "anonymized", str(f)], rules)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.decode() == '{"max_tokens":5,"[EMAIL]":{"note":"card [CREDIT_CARD]"},"Nr [CREDIT_CARD]":1}\n'
+    # two names redacted alike: refused with the line named; pseudonyms keep them apart
+    two = tmp_path / "two.jsonl"
+    two.write_text('{"ok":"' + EMAIL + '"}\n{"' + EMAIL + '":1,"' + EMAIL2 + '":2}\n')
+    p = run(["--jsonl", "--output", "anonymized", str(two)], rules)
+    assert p.returncode == 2
+    assert b"line 2: two member names of one object are the same once anonymized" in p.stderr, p.stderr
+    assert p.stdout.decode() == '{"ok":"[EMAIL]"}\n'  # the records before it, nothing of line 2
+    p = run(["--jsonl", "--output", "anonymized", "--action", "pseudonymize", str(two)], rules)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.decode() == '{"ok":"<EMAIL_1>"}\n{"<EMAIL_1>":1,"<EMAIL_2>":2}\n'
 
 
 def test_jsonl_errors(tmp_path, rules):

@@ -561,6 +561,19 @@ static void test_stream_split(void **state)
 }
 
 /* `group`: the finding is a capture group; the rest of the match is a cue that is not reported. */
+/* Member names skipped by the JSON walkers: only what no rule can match in. */
+static void test_plain_name(void **state)
+{
+    (void)state;
+    static const char *const plain[] = {"", "messages", "max_tokens", "_x", "0", "1234567"};
+    static const char *const text[] = {"Max",    "max-tokens", "a1",      "12345678",
+                                       "a@b.co", "4111 1111",  "\\u0061", "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof plain / sizeof *plain; i++)
+        assert_true(wd_guard_plain_name(plain[i], strlen(plain[i])));
+    for (size_t i = 0; i < sizeof text / sizeof *text; i++)
+        assert_false(wd_guard_plain_name(text[i], strlen(text[i])));
+}
+
 static void test_scan_group(void **state)
 {
     (void)state;
@@ -970,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_scan_limit),
         cmocka_unit_test(test_stream_split),
         cmocka_unit_test(test_scan_group),
+        cmocka_unit_test(test_plain_name),
         cmocka_unit_test(test_scan_at_page_end),
         cmocka_unit_test(test_stream_vectorscan_regression),
         cmocka_unit_test(test_scan_nested_reverse),
