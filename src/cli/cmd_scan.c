@@ -787,12 +787,16 @@ static int scan_value(scan_t *S, const char *p, size_t len, const char *loc, uin
             wd_buf_t w;
             wd_buf_init(&w, 0);
             wd_buf_printf(&w, "%s %s %llu ", S->file, loc, (unsigned long long)locn);
+            /* names come from the file: shown terminal-safe, like the context */
             if (field) {
                 wd_buf_append_str(&w, "field ");
-                wd_buf_append(&w, field, fieldlen);
+                for (size_t k = 0; k < fieldlen;)
+                    k += ctx_char(&w, field + k, fieldlen - k, false);
                 if (S->in_name) wd_buf_append_str(&w, " (member name)");
             } else if (colname) {
-                wd_buf_printf(&w, "column %s", colname);
+                wd_buf_append_str(&w, "column ");
+                for (size_t k = 0, n = strlen(colname); k < n;)
+                    k += ctx_char(&w, colname + k, n - k, false);
             } else {
                 wd_buf_printf(&w, "column %zu", colnum);
             }
@@ -879,13 +883,8 @@ static void jsel_add(jsel_t *J, int tok, bool name)
     J->v[J->n++] = x;
 }
 
-static bool plain_name(const wd_json_doc_t *d, int tok)
-{
-    return wd_guard_plain_name(d->src + d->toks[tok].start, d->toks[tok].end - d->toks[tok].start);
-}
-
-/* Appends a member name to the path. A name with findings appears redacted ("[EMAIL]"): paths are
- * printed, and the output never holds a matched value. */
+/* Appends a member name to the path. A name with findings at any score appears redacted ("[EMAIL]"):
+ * paths are printed, and the output never holds a matched value. */
 static void path_push_key(jsel_t *J, int keytok)
 {
     if (J->path.len) wd_buf_append(&J->path, ".", 1);
@@ -894,12 +893,12 @@ static void path_push_key(jsel_t *J, int keytok)
         J->oom = true;
         return;
     }
-    if (plain_name(J->doc, keytok) || J->err || J->oom) return;
+    if (J->err || J->oom) return;
     scan_t *S = J->S;
     size_t len = J->path.len - seg;
     S->f.limit = len + 16;
-    if ((J->err = wd_guard_scan_folded(S->db, S->scr, WD_GUARD_ANY, J->path.data + seg, len, S->min_score,
-                                       NULL, &S->f)) ||
+    if ((J->err =
+             wd_guard_scan_folded(S->db, S->scr, WD_GUARD_ANY, J->path.data + seg, len, 0.0f, NULL, &S->f)) ||
         !S->f.n)
         return;
     const char *p = J->path.data + seg;
@@ -927,7 +926,8 @@ static void path_push_index(jsel_t *J, size_t i)
     if (wd_buf_printf(&J->path, "%s%zu", J->path.len ? "." : "", i)) J->oom = true;
 }
 
-/* Every string in tok's subtree: values, and member names that are not plain identifiers. */
+/* Every string in tok's subtree, member names included: offline, plain identifiers are scanned too
+ * (the gateway skips them, see wd_guard_plain_name). */
 static void walk_all(jsel_t *J, int tok)
 {
     const wd_json_tok_t *t = &J->doc->toks[tok];
@@ -946,7 +946,7 @@ static void walk_all(jsel_t *J, int tok)
         int k = tok + 1;
         for (uint32_t i = 0; i < t->size; i++) {
             path_push_key(J, k);
-            if (!plain_name(J->doc, k)) jsel_add(J, k, true);
+            jsel_add(J, k, true);
             walk_all(J, k + 1);
             J->path.len = saved;
             k = (int)J->doc->toks[k + 1].next;
@@ -1148,7 +1148,7 @@ static int scan_jsonl(scan_t *S, rd_t *r)
             if (name_edited && wd_json_parse(&doc, out.data, out.len, toks, ntoks, JSON_DEPTH, NULL, 0)) {
                 rc = fail(S,
                           "%s: line %llu: two member names of one object are the same once anonymized "
-                          "(redacted alike); pseudonymizing keeps them apart",
+                          "(pseudonymize keeps distinct names apart while --max-pseudonyms lasts)",
                           S->file, (unsigned long long)lineno);
                 break;
             }
@@ -1166,6 +1166,9 @@ done:
     wd_buf_free(&dec);
     wd_buf_free(&rew);
     wd_buf_free(&out);
+    /* paths and the path store held raw member names before they were redacted */
+    if (J.path.data) sodium_memzero(J.path.data, J.path.cap);
+    if (J.paths.data) sodium_memzero(J.paths.data, J.paths.cap);
     wd_buf_free(&J.path);
     wd_buf_free(&J.paths);
     free(J.v);

@@ -456,6 +456,24 @@ def test_jsonl_member_names(tmp_path, rules):
     p = run(["--jsonl", "--output", "anonymized", "--action", "pseudonymize", str(two)], rules)
     assert p.returncode == 1, p.stderr
     assert p.stdout.decode() == '{"ok":"<EMAIL_1>"}\n{"<EMAIL_1>":1,"<EMAIL_2>":2}\n'
+    # a name below --min-score is not reported, but never printed in a path either
+    p = run(["--jsonl", "--min-score", "0.95", str(f)], rules)
+    assert [x["field"] for x in findings(p)] == ["[EMAIL].note"]  # the e-mail scores 0.9
+    assert_no_values(p.stdout)
+    # plain identifiers are scanned offline: a custom rule for a code name sees one used as a name
+    cr = tmp_path / "custom"
+    cr.mkdir()
+    (cr / "code.yaml").write_text("version: 1\nrules:\n  - id: org.codename\n    type: CODENAME\n"
+                                  "    class: confidential\n    pattern: '\\bbluebird\\b'\n    score: 0.9\n")
+    bb = tmp_path / "bb.jsonl"
+    bb.write_text('{"bluebird":{"note":"x"}}\n')
+    p = run(["--jsonl", str(bb)], str(cr))
+    assert [(x["field"], x["rule"]) for x in findings(p)] == [("[CODENAME]", "org.codename")]
+    # --explain shows a name from the file terminal-safe
+    esc = tmp_path / "esc.jsonl"
+    esc.write_text('{"\\u001b[31m' + EMAIL + '":1}\n')
+    p = run(["--jsonl", "--explain", str(esc)], rules)
+    assert p.returncode == 1 and b"\x1b" not in p.stdout and b"field ?[[EMAIL] (member name)" in p.stdout  # 31mjohn... is the address
 
 
 def test_jsonl_errors(tmp_path, rules):

@@ -560,8 +560,7 @@ static void test_stream_split(void **state)
     fx_close(&x);
 }
 
-/* `group`: the finding is a capture group; the rest of the match is a cue that is not reported. */
-/* Member names skipped by the JSON walkers: only what no rule can match in. */
+/* Member names the gateway does not scan in prompts: lower-case letters and '_', or up to 7 digits. */
 static void test_plain_name(void **state)
 {
     (void)state;
@@ -574,6 +573,7 @@ static void test_plain_name(void **state)
         assert_false(wd_guard_plain_name(text[i], strlen(text[i])));
 }
 
+/* `group`: the finding is a capture group; the rest of the match is a cue that is not reported. */
 static void test_scan_group(void **state)
 {
     (void)state;

@@ -155,6 +155,48 @@ static size_t check_examples(fx_t *x, size_t *nchecked)
     return failures;
 }
 
+/* The gateway does not scan member names spelt as plain identifiers (wd_guard_plain_name): no shipped
+ * rule that runs on prompts may match one. Tried on every such word of the gazetteer (English words,
+ * places and names), their snake_case joins, and numbers of up to 7 digits. */
+static size_t scan_plain(fx_t *x, const char *t, size_t len)
+{
+    assert_true(wd_guard_plain_name(t, len));
+    assert_int_equal(wd_guard_scan_for(x->db, x->s, WD_GUARD_INPUT | WD_GUARD_INJECTION, t, len, 0.0f, &x->f),
+                     WD_OK);
+    if (x->f.n) {
+        const wd_rule_t *r = wd_guard_db_rule(x->db, x->f.v[0].rule);
+        print_error("plain member name \"%.*s\" gives a finding of %s: the gateway would not see it\n",
+                    (int)len, t, r->id);
+    }
+    return x->f.n ? 1 : 0;
+}
+
+static size_t check_plain_names(fx_t *x, size_t *nchecked)
+{
+    FILE *f = fopen("rules/data/names.tsv", "r");
+    assert_non_null(f);
+    char line[256], prev[2][128] = {"", ""}, joined[400];
+    size_t failures = 0;
+    while (fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\t");
+        if (line[0] == '#' || n == 0 || n >= sizeof prev[0] || !wd_guard_plain_name(line, n)) continue;
+        line[n] = '\0';
+        failures += scan_plain(x, line, n);
+        int j = snprintf(joined, sizeof joined, "%s_%s_%s", prev[0], prev[1], line);
+        if (prev[0][0]) failures += scan_plain(x, joined, (size_t)j);
+        memcpy(prev[0], prev[1], sizeof prev[1]);
+        memcpy(prev[1], line, n + 1);
+        *nchecked += 2;
+    }
+    fclose(f);
+    for (unsigned long v = 0; v < 10000000; v += v < 1000 ? 1 : 997) {
+        int j = snprintf(joined, sizeof joined, "%lu", v);
+        failures += scan_plain(x, joined, (size_t)j);
+        (*nchecked)++;
+    }
+    return failures;
+}
+
 static void test_shipped_rules(void **state)
 {
     (void)state;
@@ -194,6 +236,10 @@ static void test_shipped_rules(void **state)
     assert_true(nchecked >= 2 * privacy + 4 * content);
     assert_int_equal(failures, 0);
     assert_int_equal(missing, 0);
+    size_t nplain = 0, plain_failures = check_plain_names(&x, &nplain);
+    print_message("%zu plain member names scanned, %zu with a finding\n", nplain, plain_failures);
+    assert_true(nplain >= 100000);
+    assert_int_equal(plain_failures, 0);
     fx_close(&x);
     wd_validators_cleanup();
 }
