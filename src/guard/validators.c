@@ -1022,7 +1022,6 @@ static uint64_t fnv1a(const char *p, size_t n)
 /* Lower-cases ASCII, Latin-1 and Latin Extended-A letters (the scripts the name patterns match) and
  * reads U+2019 as an apostrophe; other bytes are copied. Returns the output length or 0 when out is
  * too small. */
-
 static size_t fold_name(const char *p, size_t len, char *out, size_t cap)
 {
     size_t n = 0;
