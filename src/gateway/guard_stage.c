@@ -653,7 +653,7 @@ static wd_stage_rc_t guard_on_request(wd_exchange_t *x)
                 char reason[256];
                 snprintf(reason, sizeof reason,
                          "blocked by rule %s (profile %s): two member names of one object are the same once "
-                         "rewritten (redacted alike); pseudonymize keeps them apart",
+                         "rewritten (redacted or masked alike); pseudonymize keeps distinct names apart",
                          MEMBER_NAMES_RULE, gs->profile->name);
                 wd_exchange_reject(x, 400, "content_blocked", reason, MEMBER_NAMES_RULE);
                 out = WD_REJECT;

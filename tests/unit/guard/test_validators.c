@@ -409,6 +409,11 @@ static int gz_teardown(void **st)
 }
 
 static bool pn(const char *s) { float sc = 0.6f; return wd_person_name_ok(s, strlen(s), &sc); }
+static bool pw(const char *s, bool named)
+{
+    return wd_person_word_ok(s, strlen(s), named);
+}
+#define RSQ "\xe2\x80\x99" /* U+2019 */
 
 static void test_person_name(void **st)
 {
@@ -445,50 +450,43 @@ static void test_person_name(void **st)
     assert_true(run("person_name", "Megan Payne", NULL));
 
     /* one word after a cue: a given name or a surname that is no English word and no place ... */
-    assert_true(wd_person_word_ok("Megan", 5, false));
-    assert_true(wd_person_word_ok("Eklund", 6, false)); /* a surname alone */
-    assert_false(wd_person_word_ok("Will", 4, false));
-    assert_false(wd_person_word_ok("Paris", 5, false));
-    assert_false(wd_person_word_ok("Zyxwv", 5, false));
-    assert_false(wd_person_word_ok("The", 3, false));
+    assert_true(pw("Megan", false));
+    assert_true(pw("Eklund", false)); /* a surname alone */
+    assert_false(pw("Will", false));
+    assert_false(pw("Paris", false));
+    assert_false(pw("Zyxwv", false));
+    assert_false(pw("The", false));
     /* ... and after "my name is": also a name that is an English word, or one the gazetteer lacks */
-    assert_true(wd_person_word_ok("Will", 4, true));
-    assert_true(wd_person_word_ok("Zyxwv", 5, true));
-    assert_true(wd_person_word_ok("Paris", 5, true));
-    assert_false(wd_person_word_ok("Crazy", 5, true)); /* only an English word */
-    assert_false(wd_person_word_ok("Monday", 6, true));
-    assert_false(wd_person_word_ok("Amsterdam", 9, true)); /* only a place */
+    assert_true(pw("Will", true));
+    assert_true(pw("Zyxwv", true));
+    assert_true(pw("Paris", true));
+    assert_false(pw("Crazy", true)); /* only an English word */
+    assert_false(pw("Monday", true));
+    assert_false(pw("Amsterdam", true)); /* only a place */
     assert_true(run("person_named", "Duqyaha", NULL));
     assert_false(run("person_word", "Duqyaha", NULL));
     /* joined words: one part a name, no part only a word or a place */
-    assert_true(wd_person_word_ok("Smith-Jones", 11, false));
-    assert_true(wd_person_word_ok("Anna-Maria", 10, false));
-    assert_true(wd_person_word_ok("Zyxwv-Jones", 11, false));
-    assert_false(wd_person_word_ok("Zyxwv-Cola", 10, false));
-    assert_false(wd_person_word_ok("Zyxwv-Qwert", 11, false));
-    assert_false(wd_person_word_ok("Amsterdam-Jones", 15, false));
-    assert_false(wd_person_word_ok("Anna-", 5, false));
+    assert_true(pw("Smith-Jones", false));
+    assert_true(pw("Anna-Maria", false));
+    assert_true(pw("Zyxwv-Jones", false));
+    assert_false(pw("Zyxwv-Cola", false));
+    assert_false(pw("Zyxwv-Qwert", false));
+    assert_false(pw("Amsterdam-Jones", false));
+    assert_false(pw("Anna-", false));
     /* the typographic apostrophe (U+2019) reads as ' : O’Hara is the gazetteer's o'hara, and it joins */
-    assert_true(wd_person_word_ok("O\xe2\x80\x99"
-                                  "Hara",
-                                  8, false));
-    assert_true(wd_person_word_ok("O'Hara", 6, false));
-    assert_true(wd_person_word_ok("Zyxwv\xe2\x80\x99"
-                                  "Jones",
-                                  13, false));
-    assert_false(wd_person_word_ok("Zyxwv\xe2\x80\x99"
-                                   "Cola",
-                                   12, false));
-    assert_false(wd_person_word_ok("Anna\xe2\x80\x99", 7, false));
-    assert_true(pn("Kate O\xe2\x80\x99"
-                   "Connor"));
+    assert_true(pw("O" RSQ "Hara", false));
+    assert_true(pw("O'Hara", false));
+    assert_true(pw("Zyxwv" RSQ "Jones", false));
+    assert_false(pw("Zyxwv" RSQ "Cola", false));
+    assert_false(pw("Anna" RSQ, false));
+    assert_true(pn("Kate O" RSQ "Connor"));
     assert_true(pn("Sean McDonald")); /* a capital inside: the gazetteer has mcdonald */
     assert_false(pn("JavaScript Developer"));
-    assert_false(wd_person_word_ok("-Anna", 5, false));
+    assert_false(pw("-Anna", false));
     /* after a strong cue a joined word unknown as a whole is judged by its parts too */
-    assert_true(wd_person_word_ok("Zyxwv-Qwert", 11, true));
-    assert_false(wd_person_word_ok("Zyxwv-Cola", 10, true));
-    assert_false(wd_person_word_ok("Amsterdam-Qwert", 15, true));
+    assert_true(pw("Zyxwv-Qwert", true));
+    assert_false(pw("Zyxwv-Cola", true));
+    assert_false(pw("Amsterdam-Qwert", true));
 }
 
 static void test_person_name_missing_data(void **st)
@@ -499,7 +497,7 @@ static void test_person_name_missing_data(void **st)
     assert_int_not_equal(wd_validators_load_data(err, sizeof err), WD_OK);
     assert_non_null(strstr(err, "names.tsv"));
     assert_false(pn("Megan Payne"));
-    assert_false(wd_person_word_ok("Zyxwv", 5, true)); /* no data, no names */
+    assert_false(pw("Zyxwv", true)); /* no data, no names */
     assert_true(pn("Mr Fukunaga")); /* titles need no data */
     wd_validators_cleanup();
 }
