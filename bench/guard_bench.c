@@ -15,7 +15,10 @@
  *                 through the gateway's path: JSON parse, walk of every text field, wd_guard_scan,
  *                 pseudonymization (wd_guard_rewrite with a vault), splice of the rewritten strings;
  *   chat_inj_us   the same with the prompt-injection screen (wd_inj_scan) as the gateway runs it;
- *   sse_us        one 20-byte SSE event of an answer through wd_guard_stream_feed.
+ *   sse_us        one 20-byte SSE event of an answer through wd_guard_stream_feed;
+ *   fold_mbps     the fold check of every text (wd_guard_fold_needed, then wd_guard_fold where it is
+ *                 needed) over ~1 MiB of Russian prose with English words, some of them written with
+ *                 Cyrillic look-alikes, as 4 KiB blocks (ASCII text costs this check next to nothing).
  * --per-file repeats prose/dense for each rule file alone; --per-rule for each rule alone (slowest
  * first); --leave-one-out PREFIX measures the whole set without each rule whose id starts with PREFIX
  * (what the rule costs inside the combined database). That is how the expensive patterns are found.
@@ -29,6 +32,7 @@
 #include <time.h>
 
 #include "core/json.h"
+#include "guard/fold.h"
 #include "guard/guard.h"
 #include "guard/injection.h"
 #include "guard/rewrite.h"
@@ -264,6 +268,35 @@ static void gen_prose(sbuf_t *b, size_t target)
         for (uint32_t i = 0; i < n; i++)
             sentence(b);
         sb_add(b, "\n\n", 2);
+    }
+}
+
+/* ~target bytes of Russian sentences; one in three has an English word, and one English word in ten
+ * is written with a Cyrillic look-alike ("sеrver"). */
+static void gen_cyrillic(sbuf_t *b, size_t target)
+{
+    static const char *const ru[] = {"пациент", "поступил", "в", "отделение", "с", "жалобами", "на", "боль",
+                                     "груди", "и", "одышку", "после", "нагрузки", "врач", "назначил",
+                                     "обследование", "сервер", "журнал", "отчёт", "данные"};
+    static const char *const en[] = {"server", "report", "secret", "user", "token", "delete"}; /* each has an "e" */
+    while (b->len < target) {
+        uint32_t n = 6 + rnd(10);
+        for (uint32_t i = 0; i < n; i++) {
+            const char *w = ru[rnd(sizeof ru / sizeof *ru)];
+            sb_add(b, w, strlen(w));
+            sb_add(b, " ", 1);
+        }
+        if (rnd(3) == 0) {
+            const char *w = en[rnd(sizeof en / sizeof *en)];
+            if (rnd(10) == 0) { /* its first "e" as Cyrillic U+0435 */
+                const char *e = strchr(w, 'e');
+                sb_add(b, w, (size_t)(e - w));
+                sb_add(b, "\xD0\xB5", 2);
+                sb_add(b, e + 1, strlen(e + 1));
+            } else
+                sb_add(b, w, strlen(w));
+        }
+        sb_add(b, ".\n", 2);
     }
 }
 
@@ -677,6 +710,37 @@ static double sse_us(wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text,
     return median(r, reps);
 }
 
+/* The fold check every text goes through before its scan, over 4 KiB blocks. */
+static double fold_rate(const char *text, size_t len)
+{
+    wd_buf_t out;
+    wd_buf_init(&out, 0);
+    uint32_t *map = NULL;
+    size_t mapcap = 0;
+    double r[64];
+    int reps = g_reps > 64 ? 64 : g_reps;
+    for (int k = 0; k < reps; k++) {
+        double t0 = cpu_now(), el;
+        size_t bytes = 0;
+        do {
+            for (size_t off = 0; off < len;) {
+                size_t n = len - off < BLOCK ? len - off : BLOCK;
+                while (off + n < len && text[off + n - 1] != ' ')
+                    n--;
+                if (wd_guard_fold_needed(text + off, n, true) && wd_guard_fold(text + off, n, &out, &map, &mapcap))
+                    exit(2);
+                off += n;
+            }
+            bytes += len;
+            el = cpu_now() - t0;
+        } while (el < g_secs);
+        r[k] = (double)bytes / 1e6 / el;
+    }
+    wd_buf_free(&out);
+    free(map);
+    return median(r, reps);
+}
+
 /* ---- per-file and per-rule runs ---------------------------------------------------------------------- */
 
 static void yaml_quoted(sbuf_t *b, const char *s)
@@ -843,7 +907,7 @@ static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbu
 static void usage(void)
 {
     fprintf(stderr, "usage: guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--leave-one-out ID-PREFIX] [--top K] "
-                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse] [--dump-prose FILE] [--dump-dense FILE]\n");
+                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse|fold] [--dump-prose FILE] [--dump-dense FILE]\n");
     exit(2);
 }
 
@@ -879,8 +943,9 @@ int main(int argc, char **argv)
     }
     if (g_reps < 1 || g_secs <= 0) usage();
 
-    sbuf_t prose = {0}, dense = {0}, chat = {0};
+    sbuf_t prose = {0}, dense = {0}, chat = {0}, cyr = {0};
     gen_prose(&prose, 1 << 20);
+    gen_cyrillic(&cyr, 1 << 20);
     gen_dense(&dense, 1 << 20);
     gen_chat(&chat);
     if (dprose) dump(dprose, &prose);
@@ -926,6 +991,7 @@ int main(int argc, char **argv)
         else if (!strcmp(phase, "chat")) printf("chat_us %.1f\n", chat_us(db, s, &chat, false, &n));
         else if (!strcmp(phase, "chat_inj")) printf("chat_inj_us %.1f\n", chat_us(db, s, &chat, true, &n));
         else if (!strcmp(phase, "sse")) printf("sse_event_us %.2f\n", sse_us(db, s, prose.p, prose.len, &n));
+        else if (!strcmp(phase, "fold")) printf("fold_mbps %.0f\n", fold_rate(cyr.p, cyr.len));
         else usage();
         return 0;
     }
@@ -940,6 +1006,7 @@ int main(int argc, char **argv)
     double c_us = chat_us(db, s, &chat, false, &rep);
     double ci_us = chat_us(db, s, &chat, true, &repi);
     double s_us = sse_us(db, s, prose.p, prose.len, &fs);
+    double f_mbps = fold_rate(cyr.p, cyr.len);
     double mb_p = (double)prose.len / 1e6, mb_d = (double)dense.len / 1e6;
     if (md) {
         printf("| rules | %zu (load %.0f ms) |\n", wd_guard_db_nrules(db), load_ms);
@@ -954,6 +1021,7 @@ int main(int argc, char **argv)
                chat.len, c_us, rep);
         printf("| the same with the prompt-injection screen | %.1f µs |\n", ci_us);
         printf("| one 20-byte SSE event through wd_guard_stream_feed | %.2f µs |\n", s_us);
+        printf("| fold check of Russian prose with English words (look-alikes in some) | %.0f MB/s |\n", f_mbps);
         printf("| LLM Guard (published): anonymize a 317-character prompt on CPU | 177 ms = 177,000 µs |\n");
     } else {
         printf("rules %zu\nload_ms %.0f\n", wd_guard_db_nrules(db), load_ms);
@@ -962,7 +1030,7 @@ int main(int argc, char **argv)
         printf("output_prose_mbps %.0f\noutput_dense_mbps %.0f\n", prose_out, dense_out);
         printf("any_prose_mbps %.0f\nany_dense_mbps %.0f\n", prose_any, dense_any);
         printf("chat_bytes %zu\nchat_replaced %zu\nchat_us %.1f\nchat_inj_us %.1f\n", chat.len, rep, c_us, ci_us);
-        printf("sse_event_us %.2f\nsse_findings %zu\n", s_us, fs);
+        printf("sse_event_us %.2f\nsse_findings %zu\nfold_mbps %.0f\n", s_us, fs, f_mbps);
     }
     wd_guard_scratch_free(s);
     wd_guard_db_unref(db);

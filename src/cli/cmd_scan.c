@@ -731,7 +731,7 @@ static int scan_text(scan_t *S, rd_t *r)
     }
     const char *fp = NULL;
     size_t fn = 0;
-    int sr = wd_fold_stream_feed(&T.fold, NULL, 0, true, &fp, &fn); /* a character cut at the end */
+    int sr = wd_fold_stream_feed(&T.fold, NULL, 0, true, &fp, &fn); /* what waited: a word, a cut character */
     if (!sr && fn && !(sr = wd_guard_stream_feed(T.st, S->scr, fp, fn, &S->f)) &&
         txt_batch(S, &T, &S->f, false)) {
         rc = -1;

@@ -18,64 +18,252 @@ size_t wd_guard_invisible_len(const unsigned char *p, size_t len)
     return 0;
 }
 
-/* The character at p (a lead byte >= 0xC2) folded: returns its length in bytes and sets *c to the ASCII
- * byte it stands for, or to -1 when it is dropped; returns 0 when it stays as it is. */
+/* The code point of the well-formed multi-byte character at p (lead byte >= 0x80): its length, or 0. */
+static size_t decode(const unsigned char *p, size_t len, unsigned *cp)
+{
+    size_t n = p[0] >= 0xC2 && p[0] <= 0xDF   ? 2
+               : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
+               : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4
+                                              : 0;
+    if (!n || len < n) return 0;
+    for (size_t k = 1; k < n; k++)
+        if (!cont(p[k])) return 0;
+    if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0) || (p[0] == 0xF0 && p[1] < 0x90) ||
+        (p[0] == 0xF4 && p[1] >= 0x90))
+        return 0; /* overlong, a surrogate, beyond U+10FFFF */
+    unsigned v = p[0] & (n == 2 ? 0x1Fu : n == 3 ? 0x0Fu : 0x07u);
+    for (size_t k = 1; k < n; k++)
+        v = v << 6 | (p[k] & 0x3Fu);
+    *cp = v;
+    return n;
+}
+
+/* Letterlike symbols U+2100..U+213F that fill the gaps of the mathematical alphabets (italic h is
+ * U+210E, script B U+212C, ...), and the Kelvin sign. */
+static const char letterlike[64] = {
+    [0x02] = 'C', [0x0A] = 'g', [0x0B] = 'H', [0x0C] = 'H', [0x0D] = 'H', [0x0E] = 'h', [0x10] = 'I',
+    [0x11] = 'I', [0x12] = 'L', [0x13] = 'l', [0x15] = 'N', [0x19] = 'P', [0x1A] = 'Q', [0x1B] = 'R',
+    [0x1C] = 'R', [0x1D] = 'R', [0x24] = 'Z', [0x28] = 'Z', [0x2A] = 'K', [0x2C] = 'B', [0x2D] = 'C',
+    [0x2F] = 'e', [0x30] = 'E', [0x31] = 'F', [0x33] = 'M', [0x34] = 'o',
+};
+
+/* A code point folded without context: the ASCII byte it stands for, -1 when it is dropped, -2 when
+ * it stays as it is. Invisible and bidi controls are wd_guard_invisible_len's. */
+static int fold_cp(unsigned cp)
+{
+    if (cp == 0xA0 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F || cp == 0x3000)
+        return ' '; /* no-break, typographic, narrow, mathematical and ideographic spaces */
+    if ((cp >= 0x2010 && cp <= 0x2015) || cp == 0x2212) return '-'; /* hyphens, dashes, minus sign */
+    if (cp >= 0x2100 && cp <= 0x213F) return letterlike[cp - 0x2100] ? letterlike[cp - 0x2100] : -2;
+    if (cp >= 0x2460 && cp <= 0x2468) return (int)('1' + cp - 0x2460); /* circled digits */
+    if (cp == 0x24EA) return '0';
+    if (cp >= 0x249C && cp <= 0x24B5) return (int)('a' + cp - 0x249C); /* parenthesized letters */
+    if (cp >= 0x24B6 && cp <= 0x24CF) return (int)('A' + cp - 0x24B6); /* circled letters */
+    if (cp >= 0x24D0 && cp <= 0x24E9) return (int)('a' + cp - 0x24D0);
+    if (cp >= 0xFF01 && cp <= 0xFF5E) return (int)(cp - 0xFF01 + 0x21); /* fullwidth forms of '!'..'~' */
+    if (cp >= 0x1D400 && cp <= 0x1D6A3) { /* mathematical letters: 13 alphabets of A..Z a..z */
+        unsigned k = (cp - 0x1D400) % 52;
+        return (int)(k < 26 ? 'A' + k : 'a' + k - 26);
+    }
+    if (cp >= 0x1D7CE && cp <= 0x1D7FF) return (int)('0' + (cp - 0x1D7CE) % 10); /* mathematical digits */
+    if ((cp >= 0x1F130 && cp <= 0x1F149) || (cp >= 0x1F150 && cp <= 0x1F169) ||
+        (cp >= 0x1F170 && cp <= 0x1F189))
+        return (int)('A' + (cp - 0x1F130) % 32); /* squared, negative circled and negative squared letters */
+    if (cp >= 0xE0000 && cp <= 0xE007F)          /* a tag character carries its ASCII twin, invisibly */
+        return cp >= 0xE0020 && cp <= 0xE007E ? (int)(cp - 0xE0000) : -1;
+    return -2;
+}
+
+/* The character at p (a lead byte >= 0xC2) folded without context: returns its length in bytes and
+ * sets *c to the ASCII byte it stands for, or to -1 when it is dropped; returns 0 when it stays. */
 static size_t fold_at(const unsigned char *p, size_t len, int *c)
 {
+    if (p[0] != 0xC2 && p[0] != 0xE1 && p[0] != 0xE2 && p[0] != 0xE3 && p[0] != 0xEF && p[0] != 0xF0 &&
+        p[0] != 0xF3)
+        return 0; /* no character with another lead byte folds */
     size_t n = wd_guard_invisible_len(p, len);
     if (n) {
         *c = -1;
         return n;
     }
-    if (len >= 2 && p[0] == 0xC2 && p[1] == 0xA0) { /* no-break space */
-        *c = ' ';
+    unsigned cp;
+    if (!(n = decode(p, len, &cp)) || (*c = fold_cp(cp)) == -2) return 0;
+    return n;
+}
+
+/* ---- look-alike letters of other scripts -----------------------------------------------------------
+ * Greek and Cyrillic letters drawn like Latin ones (U+0370..U+052F), read as their Latin twin only in
+ * a word that has an ASCII letter too, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal" with a
+ * Cyrillic "а" is folded, Greek or Russian text is left as it is (so rules written in those scripts
+ * keep matching). A word is a run of characters between separators: ASCII punctuation and spaces,
+ * what folds to them, Latin-1 and general punctuation and symbols; invisible characters belong to
+ * the word they are in. */
+#define LK(cp) [(cp)-0x370]
+static const char lookalike[0x530 - 0x370] = {
+    LK(0x391) = 'A', LK(0x392) = 'B', LK(0x395) = 'E', LK(0x396) = 'Z', LK(0x397) = 'H', LK(0x399) = 'I',
+    LK(0x39A) = 'K', LK(0x39C) = 'M', LK(0x39D) = 'N', LK(0x39F) = 'O', LK(0x3A1) = 'P', LK(0x3A4) = 'T',
+    LK(0x3A5) = 'Y', LK(0x3A7) = 'X', LK(0x3B1) = 'a', LK(0x3B9) = 'i', LK(0x3BD) = 'v', LK(0x3BF) = 'o',
+    LK(0x3C1) = 'p', LK(0x3F2) = 'c', LK(0x3F3) = 'j', /* Greek */
+    LK(0x405) = 'S', LK(0x406) = 'I', LK(0x408) = 'J', LK(0x410) = 'A', LK(0x412) = 'B', LK(0x415) = 'E',
+    LK(0x41A) = 'K', LK(0x41C) = 'M', LK(0x41D) = 'H', LK(0x41E) = 'O', LK(0x420) = 'P', LK(0x421) = 'C',
+    LK(0x422) = 'T', LK(0x425) = 'X', LK(0x430) = 'a', LK(0x435) = 'e', LK(0x43E) = 'o', LK(0x440) = 'p',
+    LK(0x441) = 'c', LK(0x443) = 'y', LK(0x445) = 'x', LK(0x455) = 's', LK(0x456) = 'i', LK(0x458) = 'j',
+    LK(0x4AE) = 'Y', LK(0x4BB) = 'h', LK(0x4C0) = 'I', LK(0x4CF) = 'l', LK(0x501) = 'd', LK(0x51A) = 'Q',
+    LK(0x51B) = 'q', LK(0x51C) = 'W', LK(0x51D) = 'w', /* Cyrillic */
+};
+#undef LK
+
+/* The Latin twin of the look-alike letter at p (two bytes), or 0. */
+static char lookalike_at(const unsigned char *p, size_t len)
+{
+    if (len < 2 || p[0] < 0xCD || p[0] > 0xD4 || !cont(p[1])) return 0;
+    unsigned cp = (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu);
+    return cp >= 0x370 && cp < 0x370 + sizeof lookalike ? lookalike[cp - 0x370] : 0;
+}
+
+enum { K_SEP, K_WORD, K_LETTER, K_LOOK }; /* a character's part in a word */
+
+static bool ascii_letter(int c)
+{
+    return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+}
+
+static int ascii_kind(int c)
+{
+    return ascii_letter(c) ? K_LETTER : (c >= '0' && c <= '9') || c == '_' ? K_WORD : K_SEP;
+}
+
+/* The character at u[i] (i < len): its length, and *k its part in a word. A malformed byte is one
+ * separator. */
+static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
+{
+    const unsigned char *p = u + i;
+    if (p[0] < 0x80) {
+        *k = ascii_kind(p[0]);
+        return 1;
+    }
+    if (p[0] >= 0xC3 && p[0] <= 0xDF) { /* Latin, Greek, Cyrillic, ...: two bytes that fold alone never */
+        if (len - i < 2 || !cont(p[1])) {
+            *k = K_SEP;
+            return 1;
+        }
+        unsigned cp = (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu);
+        if (lookalike_at(p, 2))
+            *k = K_LOOK;
+        else /* the multiplication and division signs, the Greek question mark and ano teleia */
+            *k = cp == 0xD7 || cp == 0xF7 || cp == 0x37E || cp == 0x387 ? K_SEP : K_WORD;
         return 2;
     }
-    if (len < 3 || !cont(p[1]) || !cont(p[2])) return 0;
-    if (p[0] == 0xE2 && p[1] == 0x80) {
-        if (p[2] <= 0x8A || p[2] == 0xAF) { /* U+2000..U+200A spaces, U+202F narrow no-break space */
-            *c = ' ';
-            return 3;
+    int c;
+    size_t n = fold_at(u + i, len - i, &c);
+    if (n) {
+        *k = c < 0 ? K_WORD : ascii_kind(c); /* dropped characters stay inside the word */
+        return n;
+    }
+    unsigned cp;
+    if (!(n = decode(u + i, len - i, &cp))) {
+        *k = K_SEP;
+        return 1;
+    }
+    if ((cp >= 0x80 && cp <= 0xBF) || (cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x2190 && cp <= 0x2BFF) ||
+        (cp >= 0x2E00 && cp <= 0x2E7F) || (cp >= 0x3000 && cp <= 0x303F) || (cp >= 0xFE30 && cp <= 0xFE6F) ||
+        (cp >= 0xFF00 && cp <= 0xFF65) || (cp >= 0x1F000 && cp <= 0x1FAFF))
+        *k = K_SEP; /* controls, punctuation and symbols (arrows, box drawing, dingbats, emoji) */
+    else
+        *k = K_WORD;
+    return n;
+}
+
+/* Where the character that ends at a (a > 0) starts, if it is whole and part of a word; *k its part.
+ * Returns a when it is a separator (or a malformed byte). */
+static size_t word_char_before(const unsigned char *u, size_t len, size_t a, int *k)
+{
+    size_t s = a - 1;
+    while (s > 0 && a - s < 4 && cont(u[s]))
+        s--;
+    if (s + kind_at(u, len, s, k) != a || *k == K_SEP) return a;
+    return s;
+}
+
+/* Where the word around u[0..e) that ends at e starts (back at most WD_FOLD_WORD_MAX + 1 bytes);
+ * *letter: it has an ASCII letter there, *look: a look-alike. */
+static size_t word_start(const unsigned char *u, size_t e, bool *letter, bool *look)
+{
+    size_t a = e;
+    *letter = *look = false;
+    while (a > 0 && e - a <= WD_FOLD_WORD_MAX) {
+        int k;
+        size_t s = word_char_before(u, e, a, &k);
+        if (s == a) break;
+        *letter |= k == K_LETTER;
+        *look |= k == K_LOOK;
+        a = s;
+    }
+    return a;
+}
+
+/* What the look-alikes of a text are decided by: the word that goes on from before the text (a stream's
+ * earlier pieces), and the last word decided. */
+typedef struct {
+    size_t open;      /* bytes of the word before u[0] (0: none; at most WD_FOLD_WORD_MAX + 1) */
+    bool open_letter; /* it has an ASCII letter */
+    size_t lo, hi;    /* the last word decided (or its part from lo to hi) */
+    bool fold;
+    bool skip; /* !fold, and nothing after the look-alike that decided it folds: skip to hi */
+} words_t;
+
+/* Whether the look-alike at u[j] is folded: its word has an ASCII letter or is longer than
+ * WD_FOLD_WORD_MAX bytes. Each word is read once (a decided word's part is remembered). */
+static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
+{
+    if (j >= w->lo && j < w->hi) return w->fold;
+    size_t a = j;
+    bool letter = false;
+    int k;
+    while (a > 0 && j - a <= WD_FOLD_WORD_MAX) {
+        if (a == w->hi && w->fold) { /* the same word as the last one, which folds */
+            w->hi = j + 2;
+            return true;
         }
-        if (p[2] >= 0x90 && p[2] <= 0x95) { /* U+2010..U+2015 hyphens and dashes */
-            *c = '-';
-            return 3;
+        size_t s = word_char_before(u, len, a, &k);
+        if (s == a) break;
+        letter |= k == K_LETTER;
+        a = s;
+    }
+    size_t before = a == 0 ? w->open : 0, b = j + 2;
+    letter |= a == 0 && w->open_letter;
+    bool plain = true; /* no lead byte of a character that folds alone (fold_at) */
+    while (b < len && !letter && before + b - a <= WD_FOLD_WORD_MAX) {
+        if (b + 1 < len && u[b] >= 0xCF && u[b] <= 0xD4 && cont(u[b + 1])) { /* a Greek or Cyrillic letter */
+            b += 2;
+            continue;
         }
-        return 0;
+        plain &= u[b] != 0xC2 && u[b] < 0xE0;
+        size_t n = kind_at(u, len, b, &k);
+        if (k == K_SEP) break;
+        letter |= k == K_LETTER;
+        b += n;
     }
-    if (p[0] == 0xE2 && p[1] == 0x81 && p[2] == 0x9F) { /* U+205F medium mathematical space */
-        *c = ' ';
-        return 3;
-    }
-    if (p[0] == 0xE2 && p[1] == 0x88 && p[2] == 0x92) { /* U+2212 minus sign */
-        *c = '-';
-        return 3;
-    }
-    if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80) { /* U+3000 ideographic space */
-        *c = ' ';
-        return 3;
-    }
-    if (p[0] == 0xEF && ((p[1] == 0xBC && p[2] >= 0x81) || (p[1] == 0xBD && p[2] <= 0x9E))) {
-        /* U+FF01..U+FF5E fullwidth forms of '!'..'~' */
-        *c = 0x21 + (p[1] - 0xBC) * 64 + (p[2] - 0x81);
-        return 3;
-    }
-    if (len < 4 || !cont(p[3])) return 0;
-    if (p[0] == 0xF0 && p[1] == 0x9D && p[2] == 0x9F && p[3] >= 0x8E) { /* U+1D7CE..U+1D7FF mathematical digits */
-        *c = '0' + (p[3] - 0x8E) % 10;
-        return 4;
-    }
-    if (p[0] == 0xF3 && p[1] == 0xA0 && (p[2] == 0x80 || p[2] == 0x81)) { /* U+E0000..U+E007F tags */
-        unsigned v = (p[2] - 0x80u) * 64u + (p[3] - 0x80u);
-        *c = v >= 0x20 && v <= 0x7E ? (int)v : -1; /* a tag character carries its ASCII twin, invisibly */
-        return 4;
-    }
-    return 0;
+    bool fold = letter || before + b - a > WD_FOLD_WORD_MAX;
+    *w = (words_t){w->open, w->open_letter, a, b, fold, !fold && plain};
+    return fold;
+}
+
+/* The character at u[i] (i < len, u[i] >= 0xC2) if it folds: its length, and *c as fold_at sets it;
+ * 0 if it stays. */
+static size_t folds_at(const unsigned char *u, size_t len, size_t i, words_t *w, int *c)
+{
+    size_t n = fold_at(u + i, len - i, c);
+    if (n) return n;
+    char t = lookalike_at(u + i, len - i);
+    if (!t || !word_folds(u, len, i, w)) return 0;
+    *c = t;
+    return 2;
 }
 
 /* Offset of the first character at or after i that folds (len if none); with !dashes, one that folds
  * to '-' does not count. */
-static size_t next_fold(const unsigned char *u, size_t len, size_t i, bool dashes)
+static size_t next_fold(const unsigned char *u, size_t len, size_t i, bool dashes, words_t *w)
 {
     int c = 0;
     while (i < len) {
@@ -89,15 +277,23 @@ static size_t next_fold(const unsigned char *u, size_t len, size_t i, bool dashe
                 continue;
             }
         }
-        for (; i < end; i++)
-            if (u[i] >= 0xC2 && fold_at(u + i, len - i, &c) && (dashes || c != '-')) return i;
+        for (; i < end; i++) {
+            if (u[i] < 0xC2) continue;
+            if (u[i] <= 0xDF && u[i] != 0xC2) { /* of two-byte characters only look-alikes fold */
+                if (lookalike_at(u + i, len - i) && word_folds(u, len, i, w)) return i;
+                if (w->skip && i >= w->lo && i < w->hi) i = w->hi - 1; /* the rest of a word that stays */
+                continue;
+            }
+            if (folds_at(u, len, i, w, &c) && (dashes || c != '-')) return i;
+        }
     }
     return len;
 }
 
 bool wd_guard_fold_needed(const char *text, size_t len, bool dashes)
 {
-    return next_fold((const unsigned char *)text, len, 0, dashes) < len;
+    words_t w = {0};
+    return next_fold((const unsigned char *)text, len, 0, dashes, &w) < len;
 }
 
 static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
@@ -125,11 +321,11 @@ static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
  * WD_FOLD_RUN_BREAK-th of them becomes a NUL byte instead, so a long run of invisible characters
  * still moves a stream scanner's safe offset on (and separates what stands on either side). */
 static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *map, wd_fold_stream_t *s,
-                    size_t *run)
+                    size_t *run, words_t *w)
 {
     size_t i = 0, base = out->len;
     while (i < m) {
-        size_t j = next_fold(u, m, i, true);
+        size_t j = next_fold(u, m, i, true, w);
         if (j > i) *run = 0;
         for (size_t k = i; map && k < j; k++)
             map[out->len + k - i] = (uint32_t)k;
@@ -137,7 +333,7 @@ static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *m
         out->len += j - i;
         if (j == m) break;
         int c = -1;
-        size_t n = fold_at(u + j, m - j, &c);
+        size_t n = folds_at(u, m, j, w, &c);
         if (c >= 0)
             *run = 0;
         else if (++*run == WD_FOLD_RUN_BREAK)
@@ -166,7 +362,8 @@ int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, s
     }
     if (wd_buf_reserve(out, len + 1)) return WD_ENOMEM; /* folding never lengthens the text */
     size_t run = 0;
-    return fold_run((const unsigned char *)text, len, out, map ? *map : NULL, NULL, &run);
+    words_t w = {0};
+    return fold_run((const unsigned char *)text, len, out, map ? *map : NULL, NULL, &run, &w);
 }
 
 uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint32_t *map, uint32_t end)
@@ -225,11 +422,23 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         m = s->in.len;
         s->npend = 0;
     }
-    size_t cut = final ? 0 : cut_tail(u, m);
-    m -= cut;
-    if (cut) memcpy(s->pend, u + m, cut);
-    s->npend = cut;
-    if ((const char *)u == p && next_fold(u, m, 0, true) == m) { /* nothing folds: the piece itself */
+    size_t hold = final ? 0 : cut_tail(u, m);
+    bool letter, look;
+    if (!final) { /* a word with look-alikes and no ASCII letter yet waits for its end (fold.h) */
+        size_t a = word_start(u, m - hold, &letter, &look);
+        size_t wlen = m - hold - a + (a ? 0 : s->word);
+        if (look && !letter && !(a == 0 && s->word_letter) && wlen <= WD_FOLD_WORD_MAX) hold = m - a;
+    }
+    m -= hold;
+    if (hold) memcpy(s->pend, u + m, hold);
+    s->npend = hold;
+    words_t w = {s->word, s->word_letter, 0, 0, false};
+    if (m) { /* the word the next piece may go on with */
+        size_t a = word_start(u, m, &letter, &look);
+        s->word_letter = letter || (a == 0 && s->word_letter);
+        s->word = WD_MIN(m - a + (a ? 0 : s->word), (size_t)WD_FOLD_WORD_MAX + 1);
+    }
+    if ((const char *)u == p && next_fold(u, m, 0, true, &w) == m) { /* nothing folds: the piece itself */
         if (m) s->run = 0;
         s->raw += m;
         s->folded += m;
@@ -238,7 +447,8 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         return WD_OK;
     }
     wd_buf_reset(&s->out);
-    if (wd_buf_reserve(&s->out, m + 1) || fold_run(u, m, &s->out, NULL, s, &s->run)) return WD_ENOMEM;
+    w = (words_t){w.open, w.open_letter, 0, 0, false};
+    if (wd_buf_reserve(&s->out, m + 1) || fold_run(u, m, &s->out, NULL, s, &s->run, &w)) return WD_ENOMEM;
     s->raw += m;
     s->folded += s->out.len;
     *fp = s->out.data;

@@ -445,7 +445,8 @@ static long decode_tags(const char *p, size_t len, size_t room, wd_buf_t *out)
 }
 
 /* The text as the privacy rules read it (guard/fold.h): invisible characters dropped, look-alike
- * spaces, fullwidth forms, mathematical digits and tag characters read as ASCII. */
+ * spaces, fullwidth forms, mathematical letters and digits, tag characters, and Cyrillic or Greek
+ * look-alikes inside Latin words read as ASCII. */
 static long decode_folded(const char *p, size_t len, size_t room, wd_buf_t *out)
 {
     wd_buf_t f;

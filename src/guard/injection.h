@@ -6,10 +6,11 @@
  *
  *  - decoding layers: base64 (and base64url), hex, URL-encoding, rot13 and Unicode tag characters
  *    (U+E0020..E007E "ASCII smuggling") are decoded, and text with invisible or look-alike characters
- *    is also scanned folded (guard/fold.h: zero-width characters dropped, fullwidth forms and Unicode
- *    spaces read as ASCII); each decoded text is scanned again with the injection rules, to a
- *    depth of 2 (a decoded text may be decoded once more) and at most WD_INJ_DECODE_BUDGET decoded
- *    bytes per request (the budget is shared by all texts of one request through wd_inj_result_t);
+ *    is also scanned folded (guard/fold.h: zero-width characters dropped, fullwidth forms,
+ *    mathematical letters, Unicode spaces and Cyrillic/Greek look-alikes inside Latin words read as
+ *    ASCII); each decoded text is scanned again with the injection rules, to a depth of 2 (a decoded
+ *    text may be decoded once more) and at most WD_INJ_DECODE_BUDGET decoded bytes per request (the
+ *    budget is shared by all texts of one request through wd_inj_result_t);
  *  - a score per request: 1 - prod(1 - s_r) over the distinct rules r that fired anywhere in the
  *    request (in any text and any layer), s_r being the highest score rule r reached. Independent
  *    weak signals add up; one strong signature decides alone.

@@ -246,6 +246,28 @@ def test_streamed_hidden_characters_do_not_hide_a_secret(double, gateway):
     assert "secrets.github_pat(secrets,high):redact:1" in last_event(g)["guard"]
 
 
+def test_streamed_lookalike_letters_do_not_hide_a_secret(double, gateway):
+    """Cyrillic letters drawn like Latin ones inside the token ("ghр_aВc...") are read as their twins,
+    across events cut inside the word; Russian text around it reaches the client unchanged."""
+    twins = str.maketrans("paBeHoK", "\u0440\u0430\u0412\u0435\u041d\u043e\u041a")
+    hidden = GH_PAT.translate(twins)
+    assert hidden != GH_PAT and hidden[4:].isascii() is False
+    text = f"\u041a\u043b\u044e\u0447: {hidden} \u0433\u043e\u0442\u043e\u0432\u043e, \u043e\u043a"
+    for size in (3, 7):
+        pieces = [text[i:i + size] for i in range(0, len(text), size)]
+        double.events = [chunk("")] + [chunk(p) for p in pieces] + [chunk(finish="stop")]
+        g = gateway(double.port, extra=guard_yaml())
+        r, data = stream_raw(g.url, chat("hi", stream=True))
+        pl = payloads(data)
+        assert pl[-1] == "[DONE]", pl
+        received = ""
+        for d in deltas(pl):
+            received += d
+            assert hidden[:12] not in received
+        assert received == text.replace(hidden, "[GITHUB_TOKEN]"), received
+        assert "secrets.github_pat(secrets,high):redact:1" in last_event(g)["guard"]
+
+
 def test_clean_10000_event_stream_is_byte_identical(double, gateway):
     words = ["alpha ", "beta ", "gamma, ", "delta. ", "épsilon ", "zeta\n", "eta ", "theta "]
     double.events = [chunk("")] + [chunk(words[i % len(words)]) for i in range(10000)] + [chunk(finish="stop")]

@@ -358,6 +358,28 @@ def test_text_folded_across_block_boundary(tmp_path, rules, split):
     p = run(["--output", "anonymized", str(f)], rules)
     assert p.stdout == (head + "\ncard [CREDIT_CARD] paid\nmail [EMAIL] ok\n").encode()
 
+def test_text_lookalike_letters(tmp_path, rules):
+    """Cyrillic and Greek letters drawn like Latin ones are read as Latin inside a word with an ASCII
+    letter (an address, a card cue), in text and JSON lines alike; Russian and Greek words are not."""
+    hidden = EMAIL.replace("o", "\u043e").replace("e", "\u0435")  # Cyrillic o and e
+    text = f"\u041f\u0438\u0448\u0438\u0442\u0435 {hidden} \u0391\u03b8\u03ae\u03bd\u03b1 \u043e\u043a\n"
+    data = text.encode()
+    p = run(["--output", "anonymized"], rules, input=data)
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.decode() == text.replace(hidden, "[EMAIL]")
+    p = run([], rules, input=data)
+    (f,) = findings(p)
+    assert (f["type"], f["start"], f["end"]) == ("EMAIL", data.index(hidden.encode()), data.index(hidden.encode()) + len(hidden.encode()))
+    rec = json.dumps({"text": text}, ensure_ascii=False) + "\n"
+    p = run(["--jsonl", "--output", "anonymized"], rules, input=rec.encode())
+    assert p.returncode == 1, p.stderr
+    assert json.loads(p.stdout)["text"] == text.replace(hidden, "[EMAIL]")
+    # the same text without the address: nothing to find, nothing changed
+    clean = text.replace(hidden, "")
+    p = run(["--output", "anonymized"], rules, input=clean.encode())
+    assert p.returncode == 0 and p.stdout == clean.encode()
+
+
 # ---- JSON lines ----------------------------------------------------------------------------------
 
 JSONL = (

@@ -44,7 +44,7 @@ static void test_each_class(void **state)
          "f\xE2\x81\xA6"
          "g\xE1\xA0\x8E"
          "h",
-         "abcdefgh"},                                                           /* invisible and bidi: dropped */
+         "abcdefgh"}, /* invisible and bidi: dropped */
         {"1\xC2\xA0"
          "2\xE2\x80\x80"
          "3\xE2\x80\x8A"
@@ -52,16 +52,41 @@ static void test_each_class(void **state)
          "5\xE2\x81\x9F"
          "6\xE3\x80\x80"
          "7",
-         "1 2 3 4 5 6 7"},                                                      /* spaces */
+         "1 2 3 4 5 6 7"}, /* spaces */
         {"1\xE2\x80\x90"
          "2\xE2\x80\x93"
          "3\xE2\x80\x95"
          "4\xE2\x88\x92"
          "5",
-         "1-2-3-4-5"},                                                          /* dashes and minus */
-        {"\xEF\xBC\x81\xEF\xBC\x90\xEF\xBC\x99\xEF\xBC\xA0\xEF\xBC\xA1\xEF\xBD\x9A\xEF\xBD\x9E", "!09@Az~"}, /* fullwidth */
-        {"\xF0\x9D\x9F\x8E\xF0\x9D\x9F\x97\xF0\x9D\x9F\x98\xF0\x9D\x9F\xBF", "0909"}, /* mathematical digits */
-        {"x\xF3\xA0\x80\x81\xF3\xA0\x81\x81\xF3\xA0\x80\xB7\xF3\xA0\x81\xBF" "y", "xA7y"}, /* tags */
+         "1-2-3-4-5"}, /* dashes and minus */
+        {"\xEF\xBC\x81\xEF\xBC\x90\xEF\xBC\x99\xEF\xBC\xA0\xEF\xBC\xA1\xEF\xBD\x9A\xEF\xBD\x9E",
+         "!09@Az~"}, /* fullwidth */
+        {"\xF0\x9D\x9F\x8E\xF0\x9D\x9F\x97\xF0\x9D\x9F\x98\xF0\x9D\x9F\xBF",
+         "0909"}, /* mathematical digits */
+        {"x\xF3\xA0\x80\x81\xF3\xA0\x81\x81\xF3\xA0\x80\xB7\xF3\xA0\x81\xBF"
+         "y",
+         "xA7y"}, /* tags */
+        /* mathematical bold J, sans-serif o, monospace z, italic h (a letterlike symbol), Kelvin sign */
+        {"\xF0\x9D\x90\x89\xF0\x9D\x97\xBC\xF0\x9D\x9A\xA3\xE2\x84\x8E\xE2\x84\xAA", "JozhK"},
+        /* circled and parenthesized digits and letters, squared and negative circled/squared letters */
+        {"\xE2\x91\xA0\xE2\x91\xA8\xE2\x93\xAA\xE2\x92\x9C\xE2\x92\xB6\xE2\x93\xA9"
+         "\xF0\x9F\x84\xB0\xF0\x9F\x85\x90\xF0\x9F\x85\xB0\xF0\x9F\x86\x89",
+         "190aAzAAAZ"},
+        /* Cyrillic and Greek look-alikes in words with an ASCII letter: "pаypal", "Оbama", "Αlpha" */
+        {"p\xD0\xB0ypal \xD0\x9E"
+         "bama \xCE\x91lpha",
+         "paypal Obama Alpha"},
+        /* ... an invisible character inside the word does not end it; a whole word of look-alikes in an
+         * address is read with the rest of it ("ехес" is four look-alikes) */
+        {"ign\xE2\x80\x8B\xD0\xBEre \xD1\x81\xD0\xBE\xD1\x80y", "ignore copy"},
+        /* kept: Russian and Greek words, a look-alike standing alone or between separators, the
+         * neighbours of each range */
+        {"\xD0\x98\xD0\xB2\xD0\xB0\xD0\xBD \xD0\xBE\xD1\x82\xD0\xB2\xD0\xB5\xD1\x82\xD0\xB8\xD0\xBB "
+         "\xCE\x91\xCE\xB8\xCE\xAE\xCE\xBD\xCE\xB1 12\xD0\xBE a \xD0\xBE \xC2\xAB\xD0\xBE\xC2\xBBx",
+         "\xD0\x98\xD0\xB2\xD0\xB0\xD0\xBD \xD0\xBE\xD1\x82\xD0\xB2\xD0\xB5\xD1\x82\xD0\xB8\xD0\xBB "
+         "\xCE\x91\xCE\xB8\xCE\xAE\xCE\xBD\xCE\xB1 12\xD0\xBE a \xD0\xBE \xC2\xAB\xD0\xBE\xC2\xBBx"},
+        {"\xF0\x9D\x9A\xA4\xE2\x84\x81\xE2\x91\xA9\xF0\x9F\x85\x8A\xCD\xAF\xCE\x90x\xD4\xB0\xD4\xBF",
+         "\xF0\x9D\x9A\xA4\xE2\x84\x81\xE2\x91\xA9\xF0\x9F\x85\x8A\xCD\xAF\xCE\x90x\xD4\xB0\xD4\xBF"},
         /* kept as they are: other non-ASCII, lone or malformed sequences, the neighbours of each range */
         {"caf\xC3\xA9 \xE2\x80\x98x\xE2\x80\x99", "caf\xC3\xA9 \xE2\x80\x98x\xE2\x80\x99"},
         {"\xE2\x80\x41\xE2\x80", "\xE2\x80\x41\xE2\x80"},
@@ -175,28 +200,40 @@ static void test_scan_folded(void **state)
 static void test_stream_matches_whole(void **state)
 {
     (void)state;
-    static const char *const alphabet[] = {"a",
-                                           "7",
-                                           "-",
-                                           " ",
-                                           "@",
-                                           "\xE2\x80\x8B",
-                                           "\xEF\xBC\x97",
-                                           "\xC2\xA0",
-                                           "\xC3\xA9",
-                                           "\xF3\xA0\x81\x81",
-                                           "\xE2\x80\x93",
-                                           "\xF0\x9F\x98\x80",
-                                           "\xF0\x9D\x9F\x8F",
-                                           "\xC2\xAD"};
+    /* the second alphabet makes long words of look-alikes, with and without an ASCII letter */
+    static const char *const alphabets[2][20] = {
+        {"a",
+         "7",
+         "-",
+         " ",
+         "@",
+         "\xE2\x80\x8B",
+         "\xEF\xBC\x97",
+         "\xC2\xA0",
+         "\xC3\xA9",
+         "\xF3\xA0\x81\x81",
+         "\xE2\x80\x93",
+         "\xF0\x9F\x98\x80",
+         "\xF0\x9D\x9F\x8F",
+         "\xC2\xAD",
+         "\xD0\xBE",
+         "\xD0\xB4",
+         "\xCE\x91",
+         "\xF0\x9D\x90\x9A",
+         "\xC2\xAB",
+         "\xE2\x91\xA0"},
+        {"\xD0\xBE",     "\xD0\xB4", "\xD0\xB4", "\xCE\xB8", "\xD1\x81", "\xD0\xBE", "\xD0\xB4",
+         "\xE2\x80\x8B", "7",        "\xD0\xBE", "\xD0\xB4", "\xD1\x80", "\xD0\xBE", "\xD0\xB4",
+         "\xD0\xBE",     "\xD0\xB4", "\xD0\xBE", "\xD0\xB4", " ",        "a"}};
     uint32_t seed = 12345;
     folded_t whole = {0};
-    for (int round = 0; round < 400; round++) {
+    for (int round = 0; round < 800; round++) {
+        const char *const *alphabet = alphabets[round & 1];
         char text[512];
         size_t len = 0;
         while (len < 200) {
             seed = seed * 1103515245u + 12345u;
-            const char *a = alphabet[(seed >> 16) % (sizeof alphabet / sizeof *alphabet)];
+            const char *a = alphabet[(seed >> 16) % 20];
             memcpy(text + len, a, strlen(a));
             len += strlen(a);
         }
@@ -238,6 +275,68 @@ static void test_stream_matches_whole(void **state)
         assert_int_equal(wd_fold_stream_raw(&fs, fs.folded), len);
         wd_buf_free(&got);
         wd_fold_stream_free(&fs);
+    }
+    folded_free(&whole);
+}
+
+/* A word of look-alikes longer than WD_FOLD_WORD_MAX bytes is folded whatever its script; one of that
+ * length is not. */
+static void test_long_words(void **state)
+{
+    (void)state;
+    char text[256];
+    folded_t f = {0};
+    for (size_t n = 94; n <= 98; n += 2) { /* n bytes: Cyrillic "д" (2 bytes) ... then "о" */
+        size_t len = 0;
+        while (len + 2 < n)
+            len += (size_t)sprintf(text + len, "\xD0\xB4");
+        len += (size_t)sprintf(text + len, "\xD0\xBE");
+        fold_ok(&f, text);
+        bool folded = f.out.len == len - 1;
+        assert_int_equal(folded, n > WD_FOLD_WORD_MAX);
+        assert_int_equal(wd_guard_fold_needed(text, len, true), folded);
+        if (folded) assert_int_equal(f.out.data[f.out.len - 1], 'o');
+    }
+    folded_free(&f);
+}
+
+/* Short texts whose look-alikes depend on a letter far from them, cut into three pieces at every
+ * pair of byte offsets: the stream folds them as the whole text folds. */
+static void test_stream_every_cut(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {
+        "ab\xD0\xB4\xD0\xB4\xD0\xBE x", /* letter, other Cyrillic, a look-alike */
+        "\xD0\xBE\xD0\xB4\xE2\x80\x8B"
+        "7ab \xD0\xBE",
+        "\xD0\xBE\xD0\xBE \xD0\xBE\xD0\xBEq",
+        "x\xC2\xAB\xD0\xBE\xC2\xBB\xD0\xBE\xE2\x80\x8B",
+        "\xF0\x9D\x90\x9A\xD1\x80\xD0\xB4-\xD0\xB4\xD1\x80",
+    };
+    folded_t whole = {0};
+    for (size_t t = 0; t < WD_ARRAY_LEN(texts); t++) {
+        const char *text = texts[t];
+        size_t len = strlen(text);
+        fold_ok(&whole, text);
+        for (size_t i = 0; i <= len; i++)
+            for (size_t j = i; j <= len; j++) {
+                wd_fold_stream_t fs;
+                wd_fold_stream_init(&fs);
+                wd_buf_t got;
+                wd_buf_init(&got, 0);
+                const size_t cuts[] = {0, i, j, len};
+                for (size_t k = 0; k < 4; k++) {
+                    const char *fp;
+                    size_t fn;
+                    size_t at = cuts[k], n = k < 3 ? cuts[k + 1] - at : 0;
+                    assert_int_equal(wd_fold_stream_feed(&fs, text + at, n, k == 3, &fp, &fn), WD_OK);
+                    assert_int_equal(wd_buf_append(&got, fp, fn), WD_OK);
+                }
+                if (got.len != whole.out.len || memcmp(got.data, whole.out.data, got.len) != 0)
+                    fail_msg("text %zu cut at %zu and %zu: \"%.*s\"", t, i, j, (int)got.len, got.data);
+                wd_buf_free(&got);
+                wd_fold_stream_free(&fs);
+            }
     }
     folded_free(&whole);
 }
@@ -319,7 +418,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_class),          cmocka_unit_test(test_map_and_end),
         cmocka_unit_test(test_scan_folded),         cmocka_unit_test(test_stream_matches_whole),
-        cmocka_unit_test(test_long_invisible_runs),
+        cmocka_unit_test(test_long_invisible_runs), cmocka_unit_test(test_long_words),
+        cmocka_unit_test(test_stream_every_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
