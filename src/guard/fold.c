@@ -423,21 +423,21 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         s->npend = 0;
     }
     size_t hold = final ? 0 : cut_tail(u, m);
+    words_t w = {s->word, s->word_letter, 0, 0, false, false};
     bool letter, look;
-    if (!final) { /* a word with look-alikes and no ASCII letter yet waits for its end (fold.h) */
-        size_t a = word_start(u, m - hold, &letter, &look);
-        size_t wlen = m - hold - a + (a ? 0 : s->word);
-        if (look && !letter && !(a == 0 && s->word_letter) && wlen <= WD_FOLD_WORD_MAX) hold = m - a;
+    size_t a = word_start(u, m - hold, &letter, &look); /* the word the piece ends in */
+    size_t wlen = m - hold - a + (a ? 0 : s->word);
+    letter |= a == 0 && s->word_letter;
+    if (!final && look && !letter && wlen <= WD_FOLD_WORD_MAX) { /* it waits for its end (fold.h) */
+        hold = m - a;
+        if (a) s->word = 0, s->word_letter = false; /* a separator before it */
+    } else if (m > hold) { /* the word the next piece may go on with */
+        s->word = WD_MIN(wlen, (size_t)WD_FOLD_WORD_MAX + 1);
+        s->word_letter = letter;
     }
     m -= hold;
     if (hold) memcpy(s->pend, u + m, hold);
     s->npend = hold;
-    words_t w = {s->word, s->word_letter, 0, 0, false};
-    if (m) { /* the word the next piece may go on with */
-        size_t a = word_start(u, m, &letter, &look);
-        s->word_letter = letter || (a == 0 && s->word_letter);
-        s->word = WD_MIN(m - a + (a ? 0 : s->word), (size_t)WD_FOLD_WORD_MAX + 1);
-    }
     if ((const char *)u == p && next_fold(u, m, 0, true, &w) == m) { /* nothing folds: the piece itself */
         if (m) s->run = 0;
         s->raw += m;
@@ -447,7 +447,7 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         return WD_OK;
     }
     wd_buf_reset(&s->out);
-    w = (words_t){w.open, w.open_letter, 0, 0, false};
+    w = (words_t){w.open, w.open_letter, 0, 0, false, false};
     if (wd_buf_reserve(&s->out, m + 1) || fold_run(u, m, &s->out, NULL, s, &s->run, &w)) return WD_ENOMEM;
     s->raw += m;
     s->folded += s->out.len;
