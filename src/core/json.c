@@ -296,15 +296,21 @@ static inline bool key_eq(const char *src, const wd_json_tok_t *a, const wd_json
 
 static int fail_dup(parser_t *p, const wd_json_tok_t *k)
 {
-    /* Quote the key as written, shortened at a UTF-8 boundary so the message stays valid text. */
-    size_t n = k->end - k->start, max = 48;
-    bool cut = n > max;
-    if (cut) {
-        n = max;
-        while (n > 0 && (p->s[k->start + n] & 0xc0) == 0x80) n--;
+    /* The message reaches the client and the audit event: the key is quoted only when it is a
+     * lower-case identifier ("model", "max_tokens"), never when it could be data (an address, a
+     * number, a name). */
+    size_t n = k->end - k->start;
+    bool ident = n > 0 && n <= 32 && !(p->s[k->start] >= '0' && p->s[k->start] <= '9');
+    for (size_t i = 0; ident && i < n; i++) {
+        unsigned char c = p->s[k->start + i];
+        ident = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
     }
-    return wd_errf(p->err, p->errlen, WD_EINVAL, "offset %u: duplicate key \"%.*s%s\"", k->start - 1, (int)n,
-                   (const char *)p->s + k->start, cut ? "..." : "");
+    if (!ident)
+        return wd_errf(p->err, p->errlen, WD_EINVAL,
+                       "offset %u: duplicate key of %zu bytes (not shown: not a lower-case identifier)",
+                       k->start - 1, n);
+    return wd_errf(p->err, p->errlen, WD_EINVAL, "offset %u: duplicate key \"%.*s\"", k->start - 1, (int)n,
+                   (const char *)p->s + k->start);
 }
 
 /* Stable merge sort of the list threaded through toks[].size (0 terminates: index 0 is always the root,

@@ -561,6 +561,21 @@ def test_client_errors_are_openai_shaped(error_gateway, case):
     assert ok.status_code == 200
 
 
+def test_duplicate_key_holding_data_is_not_echoed(error_gateway):
+    """A duplicate key is named in the 400 and the audit event only when it is a lower-case identifier;
+    a key that could be personal data (an address here) is given by offset and length only."""
+    up, g = error_gateway
+    body = b'{"model":"gpt-4o-mini","messages":[],"metadata":{"jane.doe@example.com":1,"jane.doe@example.com":2}}'
+    r = post(g.url, "/v1/chat/completions", body)
+    err = assert_openai_error(r, 400, "invalid_json")
+    assert "duplicate key of 20 bytes" in err["message"], err
+    assert b"jane.doe" not in r.content
+    assert all("jane.doe" not in json.dumps(e) for e in g.events())
+    r = post(g.url, "/v1/chat/completions", b'{"model":"gpt-4o-mini","messages":[],"messages":[]}')
+    assert 'duplicate key \"messages\"' in assert_openai_error(r, 400, "invalid_json")["message"]
+    assert up.requests == []
+
+
 # ---- upstream failures ----------------------------------------------------------------------------
 
 
