@@ -14,10 +14,11 @@
 #define MIN_URL_ESCAPES 2
 #define MIN_ROT13_LETTERS 16
 #define MIN_TAG_CHARS 4
+#define MIN_ID_WORDS 3 /* "ignore_previous_instructions" */
 #define PRINTABLE_MIN 0.85
 
-static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex",   "url",
-                                                        "rot13", "tags",   "folded"};
+static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex",    "url",
+                                                        "rot13", "tags",   "folded", "words"};
 
 const char *wd_inj_layer_name(wd_inj_layer_t l)
 {
@@ -459,6 +460,73 @@ static long decode_folded(const char *p, size_t len, size_t room, wd_buf_t *out)
     return rc ? rc : (long)n;
 }
 
+static bool alnum(unsigned char c)
+{
+    return (cls[c] & (C_UPPER | C_LOWER)) || (c >= '0' && c <= '9');
+}
+
+static bool id_joiner(const unsigned char *p, size_t len, size_t i)
+{
+    return (p[i] == '_' || p[i] == '-') && i > 0 && alnum(p[i - 1]) && i + 1 < len && alnum(p[i + 1]);
+}
+
+/* A word starts at p[i] inside an identifier: after a joiner, or a capital after a lower-case letter. */
+static bool camel_break(const unsigned char *p, size_t i)
+{
+    return i > 0 && (cls[p[i]] & C_UPPER) && (cls[p[i - 1]] & C_LOWER);
+}
+
+/* A necessary condition for decode_words, cheap on prose: an underscore, two hyphens joining words in
+ * one run, or a lower-case letter followed by a capital. */
+static bool words_candidate(const unsigned char *p, size_t len)
+{
+    if (memchr(p, '_', len)) return true;
+    for (const unsigned char *q = memchr(p, '-', len); q; q = memchr(q + 1, '-', (size_t)(p + len - q - 1))) {
+        if (!id_joiner(p, len, (size_t)(q - p))) continue;
+        const unsigned char *e = q + 1;
+        while (e < p + len && alnum(*e))
+            e++;
+        if (e < p + len && id_joiner(p, len, (size_t)(e - p))) return true;
+    }
+    unsigned char camel = 0;
+    for (size_t i = 1; i < len; i++) /* branch-free: the compiler vectorises it */
+        camel |= (unsigned char)((unsigned char)(p[i - 1] - 'a') < 26u) &
+                 (unsigned char)((unsigned char)(p[i] - 'A') < 26u);
+    return camel;
+}
+
+/* Identifiers of at least MIN_ID_WORDS words, each written as its words ("ignore_all_previous",
+ * "ignoreAllPrevious" -> "ignore all previous"), one per line ending in ';'. A model reads such a name as the
+ * words; the injection rules want spaces between them. */
+static long decode_words(const char *text, size_t len, size_t room, wd_buf_t *out)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    size_t start = out->len;
+    for (size_t i = 0; i < len;) {
+        if (!alnum(p[i])) {
+            i++;
+            continue;
+        }
+        size_t s = i, words = 1;
+        for (i++; i < len && (alnum(p[i]) || id_joiner(p, len, i)); i++)
+            words += id_joiner(p, len, i) || camel_break(p, i);
+        if (words < MIN_ID_WORDS) continue;
+        int rc = wd_buf_reserve(out, 2 * (i - s) + 2);
+        if (rc) return rc;
+        for (size_t k = s; k < i; k++) {
+            if (k > s && camel_break(p, k)) out->data[out->len++] = ' ';
+            out->data[out->len++] = id_joiner(p, len, k) ? ' ' : (char)p[k];
+        }
+        out->data[out->len++] = ';'; /* no rule's \s+ runs from one name into the next */
+        out->data[out->len++] = '\n';
+        if (out->len - start >= room) {
+            out->len = start + room;
+            break;
+        }
+    }
+    return (long)(out->len - start);
+}
+
 long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_out, wd_buf_t *out)
 {
     if (!p || !len || !max_out) return 0;
@@ -469,6 +537,7 @@ long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_o
     case WD_INJ_ROT13: return decode_rot13(p, len, max_out, out);
     case WD_INJ_TAGS: return decode_tags(p, len, max_out, out);
     case WD_INJ_FOLDED: return decode_folded(p, len, max_out, out);
+    case WD_INJ_WORDS: return decode_words(p, len, max_out, out);
     default: return 0;
     }
 }
@@ -493,6 +562,7 @@ static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
     case WD_INJ_URL: return url_candidate(p, len);
     case WD_INJ_TAGS: return len >= 4 * MIN_TAG_CHARS && memchr(p, 0xF3, len) != NULL;
     case WD_INJ_FOLDED: return wd_guard_fold_needed(p, len, false); /* a dash hides no word */
+    case WD_INJ_WORDS: return len >= 2 * MIN_ID_WORDS - 1 && words_candidate(u, len);
     case WD_INJ_BASE64: return len >= MIN_B64_RUN && b64_candidate(u, len);
     case WD_INJ_HEX: return len >= 2 * MIN_HEX_BYTES && hex_candidate(u, len);
     case WD_INJ_ROT13: return len >= MIN_ROT13_LETTERS;
@@ -514,9 +584,9 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         wd_findings_free(&f);
         if (rc) return rc;
     }
-    if (depth >= WD_INJ_MAX_DEPTH) return WD_OK;
+    if (depth >= WD_INJ_MAX_DEPTH || layer == WD_INJ_WORDS) return WD_OK; /* words: nothing below them */
     /* order: the cheap, targeted layers first so rot13 (whole texts) cannot starve them of budget */
-    static const wd_inj_layer_t order[] = {WD_INJ_TAGS, WD_INJ_FOLDED, WD_INJ_BASE64,
+    static const wd_inj_layer_t order[] = {WD_INJ_TAGS, WD_INJ_FOLDED, WD_INJ_WORDS, WD_INJ_BASE64,
                                            WD_INJ_HEX,  WD_INJ_URL,    WD_INJ_ROT13};
     wd_buf_t dec;
     wd_buf_init(&dec, 0);
@@ -525,10 +595,13 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         if (l == layer && (l == WD_INJ_ROT13 || l == WD_INJ_TAGS || l == WD_INJ_FOLDED))
             continue; /* idempotent */
         if (!layer_possible(l, text, len)) continue;
-        /* the folded text is never longer than the text: it costs a scan like the plain one, not budget,
-         * so text with no-break spaces is not refused for its length */
-        bool budgeted = l != WD_INJ_FOLDED;
-        size_t room = budgeted ? WD_INJ_DECODE_BUDGET - r->decoded_bytes : len;
+        /* the folded text is never longer than the text, the words about as long: each costs a
+         * scan like the plain one, not budget, so text with no-break spaces or code full of snake_case
+         * names is not refused for its length */
+        bool budgeted = l != WD_INJ_FOLDED && l != WD_INJ_WORDS;
+        size_t room = budgeted            ? WD_INJ_DECODE_BUDGET - r->decoded_bytes
+                      : l == WD_INJ_WORDS ? 2 * len + 2
+                                          : len;
         if (!room) {
             r->budget_exhausted = true;
             continue; /* the folded layer may still run */
@@ -543,7 +616,7 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         if (budgeted) r->decoded_bytes += dec.len > room ? room : dec.len;
         if (r->decoded_bytes >= WD_INJ_DECODE_BUDGET) r->budget_exhausted = true;
         r->layers_seen |= 1u << l;
-        if (budgeted) {
+        if (budgeted || l == WD_INJ_WORDS) {
             rc = screen(db, s, dec.data, dec.len, NULL, l, depth + 1, r);
             continue;
         }

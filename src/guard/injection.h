@@ -10,7 +10,9 @@
  *    mathematical letters, Unicode spaces and Cyrillic/Greek look-alikes inside Latin words read as
  *    ASCII); each decoded text is scanned again with the injection rules, to a depth of 2 (a decoded
  *    text may be decoded once more) and at most WD_INJ_DECODE_BUDGET decoded bytes per request (the
- *    budget is shared by all texts of one request through wd_inj_result_t);
+ *    budget is shared by all texts of one request through wd_inj_result_t); identifiers of three or
+ *    more words (ignore_all_previous_instructions, ignoreAllPreviousInstructions) are scanned once
+ *    more as words ("words" layer: like the folded one outside the budget, and never decoded further);
  *  - a score per request: 1 - prod(1 - s_r) over the distinct rules r that fired anywhere in the
  *    request (in any text and any layer), s_r being the highest score rule r reached. Independent
  *    weak signals add up; one strong signature decides alone.
@@ -35,6 +37,7 @@ typedef enum {
     WD_INJ_ROT13,
     WD_INJ_TAGS,   /* Unicode tag characters mapped to ASCII */
     WD_INJ_FOLDED, /* guard/fold.h: invisible characters dropped, look-alikes read as ASCII */
+    WD_INJ_WORDS,  /* identifiers of 3+ words (snake_case, kebab-case, camelCase) as words */
     WD_INJ__LAYERS
 } wd_inj_layer_t;
 
