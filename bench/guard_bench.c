@@ -727,7 +727,7 @@ static double fold_rate(const char *text, size_t len)
                 size_t n = len - off < BLOCK ? len - off : BLOCK;
                 while (off + n < len && text[off + n - 1] != ' ')
                     n--;
-                if (wd_guard_fold_needed(text + off, n, true) && wd_guard_fold(text + off, n, &out, &map, &mapcap))
+                if (wd_guard_fold_needed(text + off, n, WD_FOLD_ALL) && wd_guard_fold(text + off, n, &out, &map, &mapcap))
                     exit(2);
                 off += n;
             }

@@ -854,7 +854,7 @@ bool wd_guard_plain_name(const char *raw, size_t len)
 int wd_guard_scan_folded(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text,
                          size_t len, float min_score, const wd_guard_rank_t *rank, wd_findings_t *out)
 {
-    if (!s || !text || !wd_guard_fold_needed(text, len, true))
+    if (!s || !text || !wd_guard_fold_needed(text, len, WD_FOLD_ALL))
         return wd_guard_scan_ranked(db, s, uses, text, len, min_score, rank, out);
     out->n = 0;
     out->base = 0;

@@ -51,6 +51,10 @@ static const char letterlike[64] = {
  * it stays as it is. Invisible and bidi controls are wd_guard_invisible_len's. */
 static int fold_cp(unsigned cp)
 {
+    if (cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 || cp == 0x17B5 ||
+        (cp >= 0x180B && cp <= 0x180F) || cp == 0x3164 || (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFFA0 ||
+        (cp >= 0xE0100 && cp <= 0xE01EF))
+        return -1; /* combining grapheme joiner, Arabic letter mark, fillers, variation selectors */
     if (cp == 0xA0 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F || cp == 0x3000)
         return ' '; /* no-break, typographic, narrow, mathematical and ideographic spaces */
     if ((cp >= 0x2010 && cp <= 0x2015) || cp == 0x2212) return '-'; /* hyphens, dashes, minus sign */
@@ -78,8 +82,8 @@ static int fold_cp(unsigned cp)
  * sets *c to the ASCII byte it stands for, or to -1 when it is dropped; returns 0 when it stays. */
 static size_t fold_at(const unsigned char *p, size_t len, int *c)
 {
-    if (p[0] != 0xC2 && p[0] != 0xE1 && p[0] != 0xE2 && p[0] != 0xE3 && p[0] != 0xEF && p[0] != 0xF0 &&
-        p[0] != 0xF3)
+    if (p[0] != 0xC2 && p[0] != 0xCD && p[0] != 0xD8 && p[0] != 0xE1 && p[0] != 0xE2 && p[0] != 0xE3 &&
+        p[0] != 0xEF && p[0] != 0xF0 && p[0] != 0xF3)
         return 0; /* no character with another lead byte folds */
     size_t n = wd_guard_invisible_len(p, len);
     if (n) {
@@ -93,11 +97,11 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 
 /* ---- look-alike letters of other scripts -----------------------------------------------------------
  * Greek and Cyrillic letters drawn like Latin ones (U+0370..U+052F), read as their Latin twin only in
- * a word that has an ASCII letter too, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal" with a
- * Cyrillic "а" is folded, Greek or Russian text is left as it is (so rules written in those scripts
- * keep matching). A word is a run of characters between separators: ASCII punctuation and spaces,
- * what folds to them, Latin-1 and general punctuation and symbols; invisible characters belong to
- * the word they are in. */
+ * a word that has a visible ASCII letter and no other Greek or Cyrillic letter, or in one longer than
+ * WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" is folded, Greek or Russian words (which have
+ * letters with no Latin twin) are left as they are. A word is a run of characters between separators:
+ * ASCII punctuation and spaces, what folds to them, Latin-1 and general punctuation and symbols;
+ * invisible characters (tag characters included) belong to the word they are in. */
 #define LK(cp) [(cp)-0x370]
 static const char lookalike[0x530 - 0x370] = {
     LK(0x391) = 'A', LK(0x392) = 'B', LK(0x395) = 'E', LK(0x396) = 'Z', LK(0x397) = 'H', LK(0x399) = 'I',
@@ -121,7 +125,14 @@ static char lookalike_at(const unsigned char *p, size_t len)
     return cp >= 0x370 && cp < 0x370 + sizeof lookalike ? lookalike[cp - 0x370] : 0;
 }
 
-enum { K_SEP, K_WORD, K_LETTER, K_LOOK }; /* a character's part in a word */
+enum {
+    K_SEP,
+    K_WORD,
+    K_LETTER,
+    K_LOOK,
+    K_FOREIGN
+}; /* a character's part in a word; foreign: a Greek
+    * or Cyrillic letter without a Latin twin */
 
 static bool ascii_letter(int c)
 {
@@ -142,7 +153,8 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         *k = ascii_kind(p[0]);
         return 1;
     }
-    if (p[0] >= 0xC3 && p[0] <= 0xDF) { /* Latin, Greek, Cyrillic, ...: two bytes that fold alone never */
+    if (p[0] >= 0xC3 && p[0] <= 0xDF) { /* two bytes: Latin, Greek, Cyrillic, ... (U+034F and U+061C, dropped,
+                                           stay inside words) */
         if (len - i < 2 || !cont(p[1])) {
             *k = K_SEP;
             return 1;
@@ -150,14 +162,17 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         unsigned cp = (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu);
         if (lookalike_at(p, 2))
             *k = K_LOOK;
-        else /* the multiplication and division signs, the Greek question mark and ano teleia */
-            *k = cp == 0xD7 || cp == 0xF7 || cp == 0x37E || cp == 0x387 ? K_SEP : K_WORD;
+        else if (cp == 0xD7 || cp == 0xF7 || cp == 0x37E || cp == 0x387)
+            *k = K_SEP; /* the multiplication and division signs, the Greek question mark and ano teleia */
+        else
+            *k = cp >= 0x370 && cp < 0x530 ? K_FOREIGN : K_WORD;
         return 2;
     }
     int c;
     size_t n = fold_at(u + i, len - i, &c);
     if (n) {
-        *k = c < 0 ? K_WORD : ascii_kind(c); /* dropped characters stay inside the word */
+        /* dropped and tag characters are invisible: they stay inside the word and are no letter */
+        *k = c < 0 || p[0] == 0xF3 ? K_WORD : ascii_kind(c);
         return n;
     }
     unsigned cp;
@@ -185,18 +200,26 @@ static size_t word_char_before(const unsigned char *u, size_t len, size_t a, int
     return s;
 }
 
-/* Where the word around u[0..e) that ends at e starts (back at most WD_FOLD_WORD_MAX + 1 bytes);
- * *letter: it has an ASCII letter there, *look: a look-alike. */
-static size_t word_start(const unsigned char *u, size_t e, bool *letter, bool *look)
+typedef wd_fold_word_t wordkinds_t; /* what a word (or the part of it read so far) holds */
+
+static void note_kind(wordkinds_t *h, int k)
+{
+    h->letter |= k == K_LETTER;
+    h->look |= k == K_LOOK;
+    h->foreign |= k == K_FOREIGN;
+}
+
+/* Where the word around u[0..e) that ends at e starts (back at most WD_FOLD_WORD_MAX + 1 bytes), and
+ * what it holds there. */
+static size_t word_start(const unsigned char *u, size_t e, wordkinds_t *h)
 {
     size_t a = e;
-    *letter = *look = false;
+    *h = (wordkinds_t){false, false, false};
     while (a > 0 && e - a <= WD_FOLD_WORD_MAX) {
         int k;
         size_t s = word_char_before(u, e, a, &k);
         if (s == a) break;
-        *letter |= k == K_LETTER;
-        *look |= k == K_LOOK;
+        note_kind(h, k);
         a = s;
     }
     return a;
@@ -205,47 +228,55 @@ static size_t word_start(const unsigned char *u, size_t e, bool *letter, bool *l
 /* What the look-alikes of a text are decided by: the word that goes on from before the text (a stream's
  * earlier pieces), and the last word decided. */
 typedef struct {
-    size_t open;      /* bytes of the word before u[0] (0: none; at most WD_FOLD_WORD_MAX + 1) */
-    bool open_letter; /* it has an ASCII letter */
-    size_t lo, hi;    /* the last word decided (or its part from lo to hi) */
+    size_t open;        /* bytes of the word before u[0] (0: none; at most WD_FOLD_WORD_MAX + 1) */
+    wordkinds_t open_h; /* what they hold */
+    bool off;           /* look-alikes stay (wd_guard_fold_as without WD_FOLD_LOOKALIKES) */
+    size_t lo, hi;      /* the last word decided (or its part from lo to hi) */
     bool fold;
     bool skip; /* !fold, and nothing after the look-alike that decided it folds: skip to hi */
 } words_t;
 
-/* Whether the look-alike at u[j] is folded: its word has an ASCII letter or is longer than
- * WD_FOLD_WORD_MAX bytes. Each word is read once (a decided word's part is remembered). */
+/* Whether a word with a look-alike folds it (see above). */
+static bool word_decides_fold(const wordkinds_t *h, size_t len)
+{
+    return len > WD_FOLD_WORD_MAX || (h->letter && !h->foreign);
+}
+
+/* Whether the look-alike at u[j] is folded. Each word is read once (a decided word's part is
+ * remembered). */
 static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
 {
     if (j >= w->lo && j < w->hi) return w->fold;
     size_t a = j;
-    bool letter = false;
+    wordkinds_t h = {false, true, false};
     int k;
     while (a > 0 && j - a <= WD_FOLD_WORD_MAX) {
-        if (a == w->hi && w->fold) { /* the same word as the last one, which folds */
+        if (a == w->hi && w->fold) { /* the same word as the last one, long enough to fold */
             w->hi = j + 2;
             return true;
         }
         size_t s = word_char_before(u, len, a, &k);
         if (s == a) break;
-        letter |= k == K_LETTER;
+        note_kind(&h, k);
         a = s;
     }
     size_t before = a == 0 ? w->open : 0, b = j + 2;
-    letter |= a == 0 && w->open_letter;
+    if (a == 0) h.letter |= w->open_h.letter, h.foreign |= w->open_h.foreign;
     bool plain = true; /* no lead byte of a character that folds alone (fold_at) */
-    while (b < len && !letter && before + b - a <= WD_FOLD_WORD_MAX) {
+    while (b < len && before + b - a <= WD_FOLD_WORD_MAX) {
         if (b + 1 < len && u[b] >= 0xCF && u[b] <= 0xD4 && cont(u[b + 1])) { /* a Greek or Cyrillic letter */
+            h.foreign |= !lookalike_at(u + b, 2);
             b += 2;
             continue;
         }
         plain &= u[b] != 0xC2 && u[b] < 0xE0;
         size_t n = kind_at(u, len, b, &k);
         if (k == K_SEP) break;
-        letter |= k == K_LETTER;
+        note_kind(&h, k);
         b += n;
     }
-    bool fold = letter || before + b - a > WD_FOLD_WORD_MAX;
-    *w = (words_t){w->open, w->open_letter, a, b, fold, !fold && plain};
+    bool fold = word_decides_fold(&h, before + b - a);
+    *w = (words_t){w->open, w->open_h, w->off, a, b, fold, !fold && plain};
     return fold;
 }
 
@@ -255,17 +286,18 @@ static size_t folds_at(const unsigned char *u, size_t len, size_t i, words_t *w,
 {
     size_t n = fold_at(u + i, len - i, c);
     if (n) return n;
-    char t = lookalike_at(u + i, len - i);
+    char t = w->off ? 0 : lookalike_at(u + i, len - i);
     if (!t || !word_folds(u, len, i, w)) return 0;
     *c = t;
     return 2;
 }
 
-/* Offset of the first character at or after i that folds (len if none); with !dashes, one that folds
- * to '-' does not count. */
-static size_t next_fold(const unsigned char *u, size_t len, size_t i, bool dashes, words_t *w)
+/* Offset of the first character at or after i that folds and counts for what (fold.h's WD_FOLD_*; a
+ * look-alike folds only if w lets it), len if none. */
+static size_t next_fold(const unsigned char *u, size_t len, size_t i, unsigned what, words_t *w)
 {
     int c = 0;
+    bool others = !(what & WD_FOLD_ONLY_LOOKALIKES);
     while (i < len) {
         size_t end = len - i >= 32 ? i + 32 : len;
         if (end - i == 32) {
@@ -279,21 +311,21 @@ static size_t next_fold(const unsigned char *u, size_t len, size_t i, bool dashe
         }
         for (; i < end; i++) {
             if (u[i] < 0xC2) continue;
-            if (u[i] <= 0xDF && u[i] != 0xC2) { /* of two-byte characters only look-alikes fold */
-                if (lookalike_at(u + i, len - i) && word_folds(u, len, i, w)) return i;
+            if (u[i] <= 0xDF && u[i] != 0xC2 && u[i] != 0xCD && u[i] != 0xD8) { /* two bytes: look-alikes */
+                if (!w->off && lookalike_at(u + i, len - i) && word_folds(u, len, i, w)) return i;
                 if (w->skip && i >= w->lo && i < w->hi) i = w->hi - 1; /* the rest of a word that stays */
                 continue;
             }
-            if (folds_at(u, len, i, w, &c) && (dashes || c != '-')) return i;
+            if (others && fold_at(u + i, len - i, &c) && ((what & WD_FOLD_DASHES) || c != '-')) return i;
         }
     }
     return len;
 }
 
-bool wd_guard_fold_needed(const char *text, size_t len, bool dashes)
+bool wd_guard_fold_needed(const char *text, size_t len, unsigned what)
 {
-    words_t w = {0};
-    return next_fold((const unsigned char *)text, len, 0, dashes, &w) < len;
+    words_t w = {.off = !(what & (WD_FOLD_LOOKALIKES | WD_FOLD_ONLY_LOOKALIKES))};
+    return next_fold((const unsigned char *)text, len, 0, what, &w) < len;
 }
 
 static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
@@ -325,7 +357,7 @@ static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *m
 {
     size_t i = 0, base = out->len;
     while (i < m) {
-        size_t j = next_fold(u, m, i, true, w);
+        size_t j = next_fold(u, m, i, WD_FOLD_DASHES, w);
         if (j > i) *run = 0;
         for (size_t k = i; map && k < j; k++)
             map[out->len + k - i] = (uint32_t)k;
@@ -352,6 +384,12 @@ static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *m
 
 int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, size_t *mapcap)
 {
+    return wd_guard_fold_as(text, len, WD_FOLD_LOOKALIKES, out, map, mapcap);
+}
+
+int wd_guard_fold_as(const char *text, size_t len, unsigned what, wd_buf_t *out, uint32_t **map,
+                     size_t *mapcap)
+{
     wd_buf_reset(out);
     if (len > UINT32_MAX) return WD_E2BIG;
     if (map && *mapcap < len + 1) {
@@ -362,7 +400,7 @@ int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, s
     }
     if (wd_buf_reserve(out, len + 1)) return WD_ENOMEM; /* folding never lengthens the text */
     size_t run = 0;
-    words_t w = {0};
+    words_t w = {.off = !(what & WD_FOLD_LOOKALIKES)};
     return fold_run((const unsigned char *)text, len, out, map ? *map : NULL, NULL, &run, &w);
 }
 
@@ -423,22 +461,23 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         s->npend = 0;
     }
     size_t hold = final ? 0 : cut_tail(u, m);
-    words_t w = {s->word, s->word_letter, 0, 0, false, false};
-    bool letter, look;
-    size_t a = word_start(u, m - hold, &letter, &look); /* the word the piece ends in */
+    words_t w = {.open = s->word, .open_h = s->word_h};
+    wordkinds_t h;
+    size_t a = word_start(u, m - hold, &h); /* the word the piece ends in */
     size_t wlen = m - hold - a + (a ? 0 : s->word);
-    letter |= a == 0 && s->word_letter;
-    if (!final && look && !letter && wlen <= WD_FOLD_WORD_MAX) { /* it waits for its end (fold.h) */
+    if (a == 0) h.letter |= s->word_h.letter, h.foreign |= s->word_h.foreign;
+    if (!final && h.look && wlen <= WD_FOLD_WORD_MAX) { /* its look-alikes wait for its end (fold.h) */
         hold = m - a;
-        if (a) s->word = 0, s->word_letter = false; /* a separator before it */
+        if (a) s->word = 0, s->word_h = (wordkinds_t){false, false, false}; /* a separator before it */
     } else if (m > hold) { /* the word the next piece may go on with */
         s->word = WD_MIN(wlen, (size_t)WD_FOLD_WORD_MAX + 1);
-        s->word_letter = letter;
+        s->word_h = h;
     }
     m -= hold;
     if (hold) memcpy(s->pend, u + m, hold);
     s->npend = hold;
-    if ((const char *)u == p && next_fold(u, m, 0, true, &w) == m) { /* nothing folds: the piece itself */
+    if ((const char *)u == p &&
+        next_fold(u, m, 0, WD_FOLD_DASHES, &w) == m) { /* nothing folds: the piece itself */
         if (m) s->run = 0;
         s->raw += m;
         s->folded += m;
@@ -447,7 +486,7 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
         return WD_OK;
     }
     wd_buf_reset(&s->out);
-    w = (words_t){w.open, w.open_letter, 0, 0, false, false};
+    w = (words_t){.open = w.open, .open_h = w.open_h};
     if (wd_buf_reserve(&s->out, m + 1) || fold_run(u, m, &s->out, NULL, s, &s->run, &w)) return WD_ENOMEM;
     s->raw += m;
     s->folded += s->out.len;

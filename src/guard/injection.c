@@ -17,8 +17,8 @@
 #define MIN_ID_WORDS 3 /* "ignore_previous_instructions" */
 #define PRINTABLE_MIN 0.85
 
-static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex",    "url",
-                                                        "rot13", "tags",   "folded", "words"};
+static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex",       "url",  "rot13",
+                                                        "tags",  "folded", "lookalike", "words"};
 
 const char *wd_inj_layer_name(wd_inj_layer_t l)
 {
@@ -446,13 +446,13 @@ static long decode_tags(const char *p, size_t len, size_t room, wd_buf_t *out)
 }
 
 /* The text as the privacy rules read it (guard/fold.h): invisible characters dropped, look-alike
- * spaces, fullwidth forms, mathematical letters and digits, tag characters, and Cyrillic or Greek
- * look-alikes inside Latin words read as ASCII. */
-static long decode_folded(const char *p, size_t len, size_t room, wd_buf_t *out)
+ * spaces, fullwidth forms, mathematical letters and digits and tag characters read as ASCII; with
+ * what = WD_FOLD_LOOKALIKES, Cyrillic or Greek look-alikes inside Latin words read as Latin too. */
+static long decode_folded(const char *p, size_t len, unsigned what, size_t room, wd_buf_t *out)
 {
     wd_buf_t f;
     wd_buf_init(&f, 0);
-    int rc = wd_guard_fold(p, len, &f, NULL, NULL);
+    int rc = wd_guard_fold_as(p, len, what, &f, NULL, NULL);
     size_t n = WD_MIN(f.len, room);
     if (!rc) rc = wd_buf_append(out, f.data, n);
     if (f.data) memset(f.data, 0, f.cap); /* the caller's text */
@@ -536,7 +536,8 @@ long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_o
     case WD_INJ_URL: return decode_url(p, len, max_out, out);
     case WD_INJ_ROT13: return decode_rot13(p, len, max_out, out);
     case WD_INJ_TAGS: return decode_tags(p, len, max_out, out);
-    case WD_INJ_FOLDED: return decode_folded(p, len, max_out, out);
+    case WD_INJ_FOLDED: return decode_folded(p, len, 0, max_out, out);
+    case WD_INJ_LOOKALIKE: return decode_folded(p, len, WD_FOLD_LOOKALIKES, max_out, out);
     case WD_INJ_WORDS: return decode_words(p, len, max_out, out);
     default: return 0;
     }
@@ -561,7 +562,8 @@ static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
     switch (l) {
     case WD_INJ_URL: return url_candidate(p, len);
     case WD_INJ_TAGS: return len >= 4 * MIN_TAG_CHARS && memchr(p, 0xF3, len) != NULL;
-    case WD_INJ_FOLDED: return wd_guard_fold_needed(p, len, false); /* a dash hides no word */
+    case WD_INJ_FOLDED: return wd_guard_fold_needed(p, len, 0); /* a dash hides no word */
+    case WD_INJ_LOOKALIKE: return wd_guard_fold_needed(p, len, WD_FOLD_ONLY_LOOKALIKES);
     case WD_INJ_WORDS: return len >= 2 * MIN_ID_WORDS - 1 && words_candidate(u, len);
     case WD_INJ_BASE64: return len >= MIN_B64_RUN && b64_candidate(u, len);
     case WD_INJ_HEX: return len >= 2 * MIN_HEX_BYTES && hex_candidate(u, len);
@@ -586,19 +588,20 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
     }
     if (depth >= WD_INJ_MAX_DEPTH || layer == WD_INJ_WORDS) return WD_OK; /* words: nothing below them */
     /* order: the cheap, targeted layers first so rot13 (whole texts) cannot starve them of budget */
-    static const wd_inj_layer_t order[] = {WD_INJ_TAGS, WD_INJ_FOLDED, WD_INJ_WORDS, WD_INJ_BASE64,
-                                           WD_INJ_HEX,  WD_INJ_URL,    WD_INJ_ROT13};
+    static const wd_inj_layer_t order[] = {WD_INJ_TAGS,   WD_INJ_FOLDED, WD_INJ_LOOKALIKE, WD_INJ_WORDS,
+                                           WD_INJ_BASE64, WD_INJ_HEX,    WD_INJ_URL,       WD_INJ_ROT13};
     wd_buf_t dec;
     wd_buf_init(&dec, 0);
     for (size_t k = 0; k < WD_ARRAY_LEN(order) && !rc; k++) {
         wd_inj_layer_t l = order[k];
         if (l == layer && (l == WD_INJ_ROT13 || l == WD_INJ_TAGS || l == WD_INJ_FOLDED))
             continue; /* idempotent */
+        if (layer == WD_INJ_LOOKALIKE && l != WD_INJ_WORDS) continue; /* the folded layer decodes the rest */
         if (!layer_possible(l, text, len)) continue;
         /* the folded text is never longer than the text, the words about as long: each costs a
          * scan like the plain one, not budget, so text with no-break spaces or code full of snake_case
          * names is not refused for its length */
-        bool budgeted = l != WD_INJ_FOLDED && l != WD_INJ_WORDS;
+        bool budgeted = l != WD_INJ_FOLDED && l != WD_INJ_LOOKALIKE && l != WD_INJ_WORDS;
         size_t room = budgeted            ? WD_INJ_DECODE_BUDGET - r->decoded_bytes
                       : l == WD_INJ_WORDS ? 2 * len + 2
                                           : len;
@@ -616,7 +619,7 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         if (budgeted) r->decoded_bytes += dec.len > room ? room : dec.len;
         if (r->decoded_bytes >= WD_INJ_DECODE_BUDGET) r->budget_exhausted = true;
         r->layers_seen |= 1u << l;
-        if (budgeted || l == WD_INJ_WORDS) {
+        if (budgeted || l != WD_INJ_FOLDED) {
             rc = screen(db, s, dec.data, dec.len, NULL, l, depth + 1, r);
             continue;
         }

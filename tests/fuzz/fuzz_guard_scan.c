@@ -84,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     wd_findings_init(&folded);
     folded.limit = 1u << 20;
     CHECK(wd_guard_scan_folded(db, scratch, WD_GUARD_ANY, text, len, 0.0f, NULL, &folded) == WD_OK);
-    bool folds = wd_guard_fold_needed(text, len, true);
+    bool folds = wd_guard_fold_needed(text, len, WD_FOLD_ALL);
     if (!folds) CHECK(folded.n == block.n);
     for (size_t i = 0; i < folded.n; i++) {
         const wd_finding_t *f = &folded.v[i];

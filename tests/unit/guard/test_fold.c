@@ -79,6 +79,22 @@ static void test_each_class(void **state)
         /* ... an invisible character inside the word does not end it; a whole word of look-alikes in an
          * address is read with the rest of it ("ехес" is four look-alikes) */
         {"ign\xE2\x80\x8B\xD0\xBEre \xD1\x81\xD0\xBE\xD1\x80y", "ignore copy"},
+        /* more invisible characters dropped: combining grapheme joiner, variation selector 16, Hangul
+         * filler, Mongolian free variation selector, variation selector 17 */
+        {"a\xCD\x8F"
+         "b\xEF\xB8\x8F"
+         "c\xE3\x85\xA4"
+         "d\xE1\xA0\x8B"
+         "e\xF3\xA0\x84\x80"
+         "f",
+         "abcdef"},
+        /* kept: a word with a Greek or Cyrillic letter that has no Latin twin ("инструкцииa"), one whose
+         * only ASCII letter is an invisible tag character */
+        {"\xD0\xB8\xD0\xBD\xD1\x81\xD1\x82\xD1\x80\xD1\x83\xD0\xBA\xD1\x86\xD0\xB8\xD0\xB8"
+         "a \xD1\x81\xD0\xBE\xD1\x80",
+         "\xD0\xB8\xD0\xBD\xD1\x81\xD1\x82\xD1\x80\xD1\x83\xD0\xBA\xD1\x86\xD0\xB8\xD0\xB8"
+         "a \xD1\x81\xD0\xBE\xD1\x80"},
+        {"\xD1\x81\xD0\xBE\xD1\x80\xF3\xA0\x81\xA1", "\xD1\x81\xD0\xBE\xD1\x80" "a"},
         /* kept: Russian and Greek words, a look-alike standing alone or between separators, the
          * neighbours of each range */
         {"\xD0\x98\xD0\xB2\xD0\xB0\xD0\xBD \xD0\xBE\xD1\x82\xD0\xB2\xD0\xB5\xD1\x82\xD0\xB8\xD0\xBB "
@@ -104,7 +120,7 @@ static void test_each_class(void **state)
             assert_true(f.map[j] < f.map[j + 1]);
         assert_int_equal(f.map[f.out.len], strlen(cases[i].in));
         bool same = strcmp(cases[i].in, cases[i].want) == 0;
-        assert_int_equal(wd_guard_fold_needed(cases[i].in, strlen(cases[i].in), true), !same);
+        assert_int_equal(wd_guard_fold_needed(cases[i].in, strlen(cases[i].in), WD_FOLD_ALL), !same);
     }
     folded_free(&f);
 }
@@ -130,12 +146,13 @@ static void test_map_and_end(void **state)
     assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 0), 0);
     folded_free(&f);
 
-    assert_false(wd_guard_fold_needed("plain ASCII text, long enough for the eight-byte steps", 55, true));
-    assert_false(wd_guard_fold_needed("", 0, true));
+    assert_false(
+        wd_guard_fold_needed("plain ASCII text, long enough for the eight-byte steps", 55, WD_FOLD_ALL));
+    assert_false(wd_guard_fold_needed("", 0, WD_FOLD_ALL));
     /* a dash alone matters to identifiers (555\u2013123\u20134567), not to words */
-    assert_true(wd_guard_fold_needed("a \xE2\x80\x94 b", 7, true));
-    assert_false(wd_guard_fold_needed("a \xE2\x80\x94 b \xE2\x88\x92", 11, false));
-    assert_true(wd_guard_fold_needed("a \xE2\x80\x94 b\xC2\xA0", 9, false));
+    assert_true(wd_guard_fold_needed("a \xE2\x80\x94 b", 7, WD_FOLD_ALL));
+    assert_false(wd_guard_fold_needed("a \xE2\x80\x94 b \xE2\x88\x92", 11, WD_FOLD_LOOKALIKES));
+    assert_true(wd_guard_fold_needed("a \xE2\x80\x94 b\xC2\xA0", 9, WD_FOLD_LOOKALIKES));
 }
 
 static const char rules[] = "version: 1\nrules:\n"
@@ -294,7 +311,7 @@ static void test_long_words(void **state)
         fold_ok(&f, text);
         bool folded = f.out.len == len - 1;
         assert_int_equal(folded, n > WD_FOLD_WORD_MAX);
-        assert_int_equal(wd_guard_fold_needed(text, len, true), folded);
+        assert_int_equal(wd_guard_fold_needed(text, len, WD_FOLD_ALL), folded);
         if (folded) assert_int_equal(f.out.data[f.out.len - 1], 'o');
     }
     folded_free(&f);
