@@ -52,9 +52,10 @@ static const char letterlike[64] = {
 static int fold_cp(unsigned cp)
 {
     if (cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 || cp == 0x17B5 ||
-        (cp >= 0x180B && cp <= 0x180F) || cp == 0x3164 || (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFFA0 ||
-        (cp >= 0xE0100 && cp <= 0xE01EF))
-        return -1; /* combining grapheme joiner, Arabic letter mark, fillers, variation selectors */
+        (cp >= 0x180B && cp <= 0x180F) || (cp >= 0x206A && cp <= 0x206F) || cp == 0x3164 ||
+        (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFFA0 || (cp >= 0xE0100 && cp <= 0xE01EF))
+        return -1; /* combining grapheme joiner, Arabic letter mark, fillers, deprecated format characters,
+                    * variation selectors */
     if (cp == 0xA0 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F || cp == 0x3000)
         return ' '; /* no-break, typographic, narrow, mathematical and ideographic spaces */
     if ((cp >= 0x2010 && cp <= 0x2015) || cp == 0x2212) return '-'; /* hyphens, dashes, minus sign */

@@ -3,7 +3,7 @@
  * digits from an East Asian keyboard, a no-break space or an en dash inside a phone number, digits
  * hidden in Unicode tag characters) are found in a folded copy of the text:
  *  - dropped: invisible and bidi controls (U+00AD, U+034F, U+061C, U+180B..U+180F, U+200B..U+200F,
- *    U+202A..U+202E, U+2060..U+2064, U+2066..U+2069, U+FEFF), fillers (U+115F, U+1160, U+17B4, U+17B5,
+ *    U+202A..U+202E, U+2060..U+2064, U+2066..U+206F, U+FEFF), fillers (U+115F, U+1160, U+17B4, U+17B5,
  *    U+3164, U+FFA0), variation selectors (U+FE00..U+FE0F, U+E0100..U+E01EF) and tag characters without
  *    an ASCII twin;
  *  - to ' ': U+00A0, U+2000..U+200A, U+202F, U+205F, U+3000;

@@ -86,8 +86,9 @@ static void test_each_class(void **state)
          "c\xE3\x85\xA4"
          "d\xE1\xA0\x8B"
          "e\xF3\xA0\x84\x80"
-         "f",
-         "abcdef"},
+         "f\xE2\x81\xAF"
+         "g",
+         "abcdefg"},
         /* kept: a word with a Greek or Cyrillic letter that has no Latin twin ("инструкцииa"), one whose
          * only ASCII letter is an invisible tag character */
         {"\xD0\xB8\xD0\xBD\xD1\x81\xD1\x82\xD1\x80\xD1\x83\xD0\xBA\xD1\x86\xD0\xB8\xD0\xB8"
