@@ -266,7 +266,7 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
     bool plain = true; /* no lead byte of a character that folds alone (fold_at) */
     while (b < len && before + b - a <= WD_FOLD_WORD_MAX) {
         if (b + 1 < len && u[b] >= 0xCF && u[b] <= 0xD4 && cont(u[b + 1])) { /* a Greek or Cyrillic letter */
-            h.foreign |= !lookalike_at(u + b, 2);
+            h.foreign = h.foreign || !lookalike_at(u + b, 2);
             b += 2;
             continue;
         }
