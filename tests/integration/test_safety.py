@@ -227,12 +227,11 @@ def test_redacted_secret_never_reaches_client_whole(double, gateway, cuts):
     assert_no_text_leak(g, GH_PAT)
 
 
-def test_streamed_hidden_characters_do_not_hide_a_secret(double, gateway):
-    """The stream scanner reads the answer folded: a token split by zero-width spaces and written
-    partly in fullwidth forms, cut across events, is redacted whole; text around it is unchanged."""
-    hidden = GH_PAT[:6] + "\u200b" + GH_PAT[6:20] + "\u2060" + "".join(chr(ord(c) + 0xFEE0) for c in GH_PAT[20:])
-    text = f"caf\u00e9 \u2014 token: {hidden} done \u00a0ok"
-    pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
+def stream_pieces(double, gateway, text, size, never):
+    """Streams text as events of size characters through a gateway with the default guard; returns
+    what the client received and the gateway, after checking that no prefix the client held ever
+    contained never."""
+    pieces = [text[i:i + size] for i in range(0, len(text), size)]
     double.events = [chunk("")] + [chunk(p) for p in pieces] + [chunk(finish="stop")]
     g = gateway(double.port, extra=guard_yaml())
     r, data = stream_raw(g.url, chat("hi", stream=True))
@@ -241,7 +240,16 @@ def test_streamed_hidden_characters_do_not_hide_a_secret(double, gateway):
     received = ""
     for d in deltas(pl):
         received += d
-        assert hidden[:10] not in received
+        assert never not in received
+    return received, g
+
+
+def test_streamed_hidden_characters_do_not_hide_a_secret(double, gateway):
+    """The stream scanner reads the answer folded: a token split by zero-width spaces and written
+    partly in fullwidth forms, cut across events, is redacted whole; text around it is unchanged."""
+    hidden = GH_PAT[:6] + "\u200b" + GH_PAT[6:20] + "\u2060" + "".join(chr(ord(c) + 0xFEE0) for c in GH_PAT[20:])
+    text = f"caf\u00e9 \u2014 token: {hidden} done \u00a0ok"
+    received, g = stream_pieces(double, gateway, text, 5, hidden[:10])
     assert received == "caf\u00e9 \u2014 token: [GITHUB_TOKEN] done \u00a0ok", received
     assert "secrets.github_pat(secrets,high):redact:1" in last_event(g)["guard"]
 
@@ -254,16 +262,7 @@ def test_streamed_lookalike_letters_do_not_hide_a_secret(double, gateway):
     assert hidden != GH_PAT and hidden[4:].isascii() is False
     text = f"\u041a\u043b\u044e\u0447: {hidden} \u0433\u043e\u0442\u043e\u0432\u043e, \u043e\u043a"
     for size in (3, 7):
-        pieces = [text[i:i + size] for i in range(0, len(text), size)]
-        double.events = [chunk("")] + [chunk(p) for p in pieces] + [chunk(finish="stop")]
-        g = gateway(double.port, extra=guard_yaml())
-        r, data = stream_raw(g.url, chat("hi", stream=True))
-        pl = payloads(data)
-        assert pl[-1] == "[DONE]", pl
-        received = ""
-        for d in deltas(pl):
-            received += d
-            assert hidden[:12] not in received
+        received, g = stream_pieces(double, gateway, text, size, hidden[:12])
         assert received == text.replace(hidden, "[GITHUB_TOKEN]"), received
         assert "secrets.github_pat(secrets,high):redact:1" in last_event(g)["guard"]
 
