@@ -98,8 +98,8 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 
 /* ---- look-alike letters of other scripts -----------------------------------------------------------
  * Greek and Cyrillic letters drawn like Latin ones (U+0370..U+052F), read as their Latin twin only in
- * a word that has a visible ASCII letter and no other Greek or Cyrillic letter, or in one longer than
- * WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" is folded, Greek or Russian words (which have
+ * a word that has a visible ASCII letter and no Greek or Cyrillic letter without a twin, or in one longer
+ * than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" is folded, Greek or Russian words (which have
  * letters with no Latin twin) are left as they are. A word is a run of characters between separators:
  * ASCII punctuation and spaces, what folds to them, Latin-1 and general punctuation and symbols;
  * invisible characters (tag characters included) belong to the word they are in. */
@@ -126,14 +126,8 @@ static char lookalike_at(const unsigned char *p, size_t len)
     return cp >= 0x370 && cp < 0x370 + sizeof lookalike ? lookalike[cp - 0x370] : 0;
 }
 
-enum {
-    K_SEP,
-    K_WORD,
-    K_LETTER,
-    K_LOOK,
-    K_FOREIGN
-}; /* a character's part in a word; foreign: a Greek
-    * or Cyrillic letter without a Latin twin */
+/* A character's part in a word; foreign: a Greek or Cyrillic letter without a Latin twin. */
+enum { K_SEP, K_WORD, K_LETTER, K_LOOK, K_FOREIGN };
 
 static bool ascii_letter(int c)
 {
@@ -270,7 +264,7 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
             b += 2;
             continue;
         }
-        plain &= u[b] != 0xC2 && u[b] < 0xE0;
+        plain &= u[b] != 0xC2 && u[b] != 0xCD && u[b] != 0xD8 && u[b] < 0xE0;
         size_t n = kind_at(u, len, b, &k);
         if (k == K_SEP) break;
         note_kind(&h, k);
