@@ -101,7 +101,8 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
  * a word that has a visible ASCII letter and no Greek or Cyrillic letter without a twin, or in one longer
  * than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" is folded, Greek or Russian words (which have
  * letters with no Latin twin) are left as they are. A word is a run of characters between separators:
- * ASCII punctuation and spaces, what folds to them, Latin-1 and general punctuation and symbols;
+ * ASCII punctuation but '.', '@', '-' and '_', spaces, what folds to them, Latin-1 and general
+ * punctuation and symbols;
  * invisible characters (tag characters included) belong to the word they are in. */
 #define LK(cp) [(cp)-0x370]
 static const char lookalike[0x530 - 0x370] = {
@@ -134,9 +135,11 @@ static bool ascii_letter(int c)
     return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
 }
 
+/* '.', '@' and '-' join the parts of an address or a host name into one word ("раураӏ.com"). */
 static int ascii_kind(int c)
 {
-    return ascii_letter(c) ? K_LETTER : (c >= '0' && c <= '9') || c == '_' ? K_WORD : K_SEP;
+    if (ascii_letter(c)) return K_LETTER;
+    return (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '@' || c == '-' ? K_WORD : K_SEP;
 }
 
 /* The character at u[i] (i < len): its length, and *k its part in a word. A malformed byte is one

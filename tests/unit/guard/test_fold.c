@@ -89,6 +89,10 @@ static void test_each_class(void **state)
          "f\xE2\x81\xAF"
          "g",
          "abcdefg"},
+        /* an address or host name is one word: "раураӏ.com", "јое@аррӏе.com" */
+        {"\xD1\x80\xD0\xB0\xD1\x83\xD1\x80\xD0\xB0\xD3\x8F.com "
+         "\xD1\x98\xD0\xBE\xD0\xB5@\xD0\xB0\xD1\x80\xD1\x80\xD3\x8F\xD0\xB5.com",
+         "paypal.com joe@apple.com"},
         /* ... also inside a Russian word, after the look-alikes that decided it stays */
         {"\xD1\x81\xD0\xBE\xCD\x8F\xD0\xB4 \xD0\xBE\xD0\xB4\xD8\x9C\xD0\xB4",
          "\xD1\x81\xD0\xBE\xD0\xB4 \xD0\xBE\xD0\xB4\xD0\xB4"},
