@@ -939,7 +939,7 @@ static int chan_finish(wd_exchange_t *x, guard_state_t *gs, chan_t *c, int *bloc
     wd_findings_init(&f);
     const char *fp = NULL;
     size_t fn = 0;
-    int rc = wd_fold_stream_feed(&c->fold, NULL, 0, true, &fp, &fn); /* a word of look-alikes that waited */
+    int rc = wd_fold_stream_feed(&c->fold, NULL, 0, true, &fp, &fn); /* a word or character that waited */
     if (!rc && fn) rc = wd_guard_stream_feed(c->st, gw(x->w)->guard_scratch, fp, fn, &f);
     if (!rc) rc = take_findings(x, gs, c, &f, blocked);
     if (!rc) rc = wd_guard_stream_finish(c->st, gw(x->w)->guard_scratch, &f);

@@ -65,9 +65,9 @@ typedef struct {
     uint8_t flen;
 } wd_fold_ev_t;
 
+/* What a word holds: a visible ASCII letter, a look-alike, a Greek/Cyrillic letter without a twin. */
 typedef struct {
-    bool letter, look,
-        foreign; /* a visible ASCII letter, a look-alike, a Greek/Cyrillic letter without twin */
+    bool letter, look, foreign;
 } wd_fold_word_t;
 
 typedef struct {

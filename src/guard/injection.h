@@ -9,12 +9,12 @@
  *    is also scanned folded (guard/fold.h: zero-width characters dropped, fullwidth forms,
  *    mathematical letters and Unicode spaces read as ASCII), and once more with Cyrillic/Greek
  *    look-alikes inside Latin words read as Latin when it has such (two layers, so a Russian phrase
- *    split by invisible characters is still read in Russian); each decoded text is scanned again with the
- * injection rules, to a depth of 2 (a decoded text may be decoded once more) and at most WD_INJ_DECODE_BUDGET
- * decoded bytes per request (the budget is shared by all texts of one request through wd_inj_result_t);
- * identifiers of three or more words (ignore_all_previous_instructions, ignoreAllPreviousInstructions) are
- * scanned once more as words ("words" layer: like the folded one outside the budget, and never decoded
- * further);
+ *    split by invisible characters is still read in Russian); each decoded text is scanned again
+ *    with the injection rules, to a depth of 2 (a decoded text may be decoded once more) and at most
+ *    WD_INJ_DECODE_BUDGET decoded bytes per request (the budget is shared by all texts of one request
+ *    through wd_inj_result_t); identifiers of three or more words (ignore_all_previous_instructions,
+ *    ignoreAllPreviousInstructions) are scanned once more as words ("words" layer: like the folded
+ *    one outside the budget, and never decoded further);
  *  - a score per request: 1 - prod(1 - s_r) over the distinct rules r that fired anywhere in the
  *    request (in any text and any layer), s_r being the highest score rule r reached. Independent
  *    weak signals add up; one strong signature decides alone.
