@@ -582,20 +582,23 @@ static void test_budgets(void **state)
 typedef struct {
     ctx_t c;
     res_t res[100];
-    int ok;
+    int ok, failed;
+    pthread_barrier_t *round; /* shared by the two replicas */
 } replica_t;
 
 static void *replica_run(void *arg)
 {
     replica_t *rp = arg;
     wd_limit_scope_t s = scope("key:shared", 50, 0, 0, 0, 0);
-    /* batches of 5 with the loop run in between, so the two replicas' scripts interleave */
+    /* batches of 5, sent (the loop run) and then waited for by the other replica, so the two replicas'
+     * scripts interleave however the threads are scheduled (a replica running ahead alone could take
+     * all 50 on a loaded machine); a failed call is counted, not returned on, so both reach every round */
     for (int i = 0; i < 100; i += 5) {
         for (int j = i; j < i + 5; j++)
-            if (wd_limit_redis_admit(rp->c.r, &s, 1, 0, on_count, &rp->res[j]) != 0)
-                return NULL;
+            rp->failed += wd_limit_redis_admit(rp->c.r, &s, 1, 0, on_count, &rp->res[j]) != 0;
         uv_run(&rp->c.loop, UV_RUN_NOWAIT);
         usleep(300);
+        pthread_barrier_wait(rp->round);
     }
     int64_t end = mono_ms() + 5000;
     for (;;) {
@@ -620,11 +623,16 @@ static void test_two_replicas_exact(void **state)
     assert_non_null(rp);
     ctx_open(&rp[0].c, 3000);
     ctx_open(&rp[1].c, 3000);
+    pthread_barrier_t round;
+    assert_int_equal(pthread_barrier_init(&round, NULL, 2), 0);
+    rp[0].round = rp[1].round = &round;
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&th[i], NULL, replica_run, &rp[i]), 0);
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&round);
+    assert_int_equal(rp[0].failed + rp[1].failed, 0);
     int answered = 0;
     for (int k = 0; k < 2; k++)
         for (int i = 0; i < 100; i++)
