@@ -7,17 +7,6 @@
 
 static bool cont(unsigned char c) { return (c & 0xC0) == 0x80; }
 
-size_t wd_guard_invisible_len(const unsigned char *p, size_t len)
-{
-    if (len >= 2 && p[0] == 0xC2 && p[1] == 0xAD) return 2;
-    if (len < 3) return 0;
-    if (p[0] == 0xE1 && p[1] == 0xA0 && p[2] == 0x8E) return 3;
-    if (p[0] == 0xE2 && p[1] == 0x80 && ((p[2] >= 0x8B && p[2] <= 0x8F) || (p[2] >= 0xAA && p[2] <= 0xAE))) return 3;
-    if (p[0] == 0xE2 && p[1] == 0x81 && ((p[2] >= 0xA0 && p[2] <= 0xA4) || (p[2] >= 0xA6 && p[2] <= 0xA9))) return 3;
-    if (p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) return 3;
-    return 0;
-}
-
 /* The code point of the well-formed multi-byte character at p (lead byte >= 0x80): its length, or 0. */
 static size_t decode(const unsigned char *p, size_t len, unsigned *cp)
 {
@@ -48,14 +37,16 @@ static const char letterlike[64] = {
 };
 
 /* A code point folded without context: the ASCII byte it stands for, -1 when it is dropped, -2 when
- * it stays as it is. Invisible and bidi controls are wd_guard_invisible_len's. */
+ * it stays as it is. */
 static int fold_cp(unsigned cp)
 {
-    if (cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 || cp == 0x17B5 ||
-        (cp >= 0x180B && cp <= 0x180F) || (cp >= 0x206A && cp <= 0x206F) || cp == 0x3164 ||
-        (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFFA0 || (cp >= 0xE0100 && cp <= 0xE01EF))
-        return -1; /* combining grapheme joiner, Arabic letter mark, fillers, deprecated format characters,
-                    * variation selectors */
+    if (cp == 0xAD || cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 ||
+        cp == 0x17B5 || (cp >= 0x180B && cp <= 0x180F) || (cp >= 0x200B && cp <= 0x200F) ||
+        (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x206F) ||
+        cp == 0x3164 || (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF || cp == 0xFFA0 ||
+        (cp >= 0xE0100 && cp <= 0xE01EF))
+        return -1; /* invisible and bidi controls, fillers, deprecated format characters, variation
+                    * selectors */
     if (cp == 0xA0 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F || cp == 0x3000)
         return ' '; /* no-break, typographic, narrow, mathematical and ideographic spaces */
     if ((cp >= 0x2010 && cp <= 0x2015) || cp == 0x2212) return '-'; /* hyphens, dashes, minus sign */
@@ -86,13 +77,9 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
     if (p[0] != 0xC2 && p[0] != 0xCD && p[0] != 0xD8 && p[0] != 0xE1 && p[0] != 0xE2 && p[0] != 0xE3 &&
         p[0] != 0xEF && p[0] != 0xF0 && p[0] != 0xF3)
         return 0; /* no character with another lead byte folds */
-    size_t n = wd_guard_invisible_len(p, len);
-    if (n) {
-        *c = -1;
-        return n;
-    }
     unsigned cp;
-    if (!(n = decode(p, len, &cp)) || (*c = fold_cp(cp)) == -2) return 0;
+    size_t n = decode(p, len, &cp);
+    if (!n || (*c = fold_cp(cp)) == -2) return 0;
     return n;
 }
 

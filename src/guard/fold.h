@@ -29,9 +29,6 @@
 #define WD_FOLD_RUN_BREAK 64
 #define WD_FOLD_WORD_MAX 96
 
-/* Length of the invisible or bidi control character at p (0 if none). */
-size_t wd_guard_invisible_len(const unsigned char *p, size_t len);
-
 /* What counts or folds (wd_guard_fold_needed, wd_guard_fold_as). */
 #define WD_FOLD_DASHES 1u          /* a character that only folds to '-' counts (it hides no word) */
 #define WD_FOLD_LOOKALIKES 2u      /* Greek and Cyrillic look-alikes fold in words that let them */
