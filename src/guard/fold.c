@@ -216,6 +216,7 @@ typedef struct {
     size_t open;        /* bytes of the word before u[0] (0: none; at most WD_FOLD_WORD_MAX + 1) */
     wordkinds_t open_h; /* what they hold */
     bool off;           /* look-alikes stay (wd_guard_fold_as without WD_FOLD_LOOKALIKES) */
+    bool any;           /* every look-alike folds (WD_FOLD_LOOKALIKES_ANY) */
     size_t lo, hi;      /* the last word decided (or its part from lo to hi) */
     bool fold;
     bool skip; /* !fold, and nothing after the look-alike that decided it folds: skip to hi */
@@ -231,6 +232,7 @@ static bool word_decides_fold(const wordkinds_t *h, size_t len)
  * remembered). */
 static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
 {
+    if (w->any) return true;
     if (j >= w->lo && j < w->hi) return w->fold;
     size_t a = j;
     wordkinds_t h = {false, true, false};
@@ -261,7 +263,7 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
         b += n;
     }
     bool fold = word_decides_fold(&h, before + b - a);
-    *w = (words_t){w->open, w->open_h, w->off, a, b, fold, !fold && plain};
+    *w = (words_t){w->open, w->open_h, w->off, false, a, b, fold, !fold && plain};
     return fold;
 }
 
@@ -309,7 +311,8 @@ static size_t next_fold(const unsigned char *u, size_t len, size_t i, unsigned w
 
 bool wd_guard_fold_needed(const char *text, size_t len, unsigned what)
 {
-    words_t w = {.off = !(what & (WD_FOLD_LOOKALIKES | WD_FOLD_ONLY_LOOKALIKES))};
+    words_t w = {.off = !(what & (WD_FOLD_LOOKALIKES | WD_FOLD_ONLY_LOOKALIKES | WD_FOLD_LOOKALIKES_ANY)),
+                 .any = what & WD_FOLD_LOOKALIKES_ANY};
     return next_fold((const unsigned char *)text, len, 0, what, &w) < len;
 }
 
@@ -385,7 +388,7 @@ int wd_guard_fold_as(const char *text, size_t len, unsigned what, wd_buf_t *out,
     }
     if (wd_buf_reserve(out, len + 1)) return WD_ENOMEM; /* folding never lengthens the text */
     size_t run = 0;
-    words_t w = {.off = !(what & WD_FOLD_LOOKALIKES)};
+    words_t w = {.off = !(what & (WD_FOLD_LOOKALIKES | WD_FOLD_LOOKALIKES_ANY)), .any = what & WD_FOLD_LOOKALIKES_ANY};
     return fold_run((const unsigned char *)text, len, out, map ? *map : NULL, NULL, &run, &w);
 }
 

@@ -33,6 +33,7 @@
 #define WD_FOLD_DASHES 1u          /* a character that only folds to '-' counts (it hides no word) */
 #define WD_FOLD_LOOKALIKES 2u      /* Greek and Cyrillic look-alikes fold in words that let them */
 #define WD_FOLD_ONLY_LOOKALIKES 4u /* only those count */
+#define WD_FOLD_LOOKALIKES_ANY 8u  /* every look-alike folds, whatever its word (the injection screen) */
 #define WD_FOLD_ALL (WD_FOLD_DASHES | WD_FOLD_LOOKALIKES)
 
 /* Whether text has a character that folds and counts for what (ASCII text is checked 32 bytes at a

@@ -447,7 +447,7 @@ static long decode_tags(const char *p, size_t len, size_t room, wd_buf_t *out)
 
 /* The text as the privacy rules read it (guard/fold.h): invisible characters dropped, look-alike
  * spaces, fullwidth forms, mathematical letters and digits and tag characters read as ASCII; with
- * what = WD_FOLD_LOOKALIKES, Cyrillic or Greek look-alikes inside Latin words read as Latin too. */
+ * what = WD_FOLD_LOOKALIKES_ANY, every Cyrillic or Greek look-alike reads as Latin too. */
 static long decode_folded(const char *p, size_t len, unsigned what, size_t room, wd_buf_t *out)
 {
     wd_buf_t f;
@@ -537,7 +537,7 @@ long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_o
     case WD_INJ_ROT13: return decode_rot13(p, len, max_out, out);
     case WD_INJ_TAGS: return decode_tags(p, len, max_out, out);
     case WD_INJ_FOLDED: return decode_folded(p, len, 0, max_out, out);
-    case WD_INJ_LOOKALIKE: return decode_folded(p, len, WD_FOLD_LOOKALIKES, max_out, out);
+    case WD_INJ_LOOKALIKE: return decode_folded(p, len, WD_FOLD_LOOKALIKES_ANY, max_out, out);
     case WD_INJ_WORDS: return decode_words(p, len, max_out, out);
     default: return 0;
     }
@@ -563,7 +563,7 @@ static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
     case WD_INJ_URL: return url_candidate(p, len);
     case WD_INJ_TAGS: return len >= 4 * MIN_TAG_CHARS && memchr(p, 0xF3, len) != NULL;
     case WD_INJ_FOLDED: return wd_guard_fold_needed(p, len, 0); /* a dash hides no word */
-    case WD_INJ_LOOKALIKE: return wd_guard_fold_needed(p, len, WD_FOLD_ONLY_LOOKALIKES);
+    case WD_INJ_LOOKALIKE: return wd_guard_fold_needed(p, len, WD_FOLD_ONLY_LOOKALIKES | WD_FOLD_LOOKALIKES_ANY);
     case WD_INJ_WORDS: return len >= 2 * MIN_ID_WORDS - 1 && words_candidate(u, len);
     case WD_INJ_BASE64: return len >= MIN_B64_RUN && b64_candidate(u, len);
     case WD_INJ_HEX: return len >= 2 * MIN_HEX_BYTES && hex_candidate(u, len);

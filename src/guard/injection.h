@@ -7,9 +7,9 @@
  *  - decoding layers: base64 (and base64url), hex, URL-encoding, rot13 and Unicode tag characters
  *    (U+E0020..E007E "ASCII smuggling") are decoded, and text with invisible or look-alike characters
  *    is also scanned folded (guard/fold.h: zero-width characters dropped, fullwidth forms,
- *    mathematical letters and Unicode spaces read as ASCII), and once more with Cyrillic/Greek
- *    look-alikes inside Latin words read as Latin when it has such (two layers, so a Russian phrase
- *    split by invisible characters is still read in Russian); each decoded text is scanned again
+ *    mathematical letters and Unicode spaces read as ASCII), and once more with every Cyrillic/Greek
+ *    look-alike read as Latin when it has one (two layers, so a Russian phrase split by invisible
+ *    characters is still read in Russian, and "Ignore аӏӏ ..." in Latin); each decoded text is scanned again
  *    with the injection rules, to a depth of 2 (a decoded text may be decoded once more) and at most
  *    WD_INJ_DECODE_BUDGET decoded bytes per request (the budget is shared by all texts of one request
  *    through wd_inj_result_t); identifiers of three or more words (ignore_all_previous_instructions,
@@ -39,7 +39,7 @@ typedef enum {
     WD_INJ_ROT13,
     WD_INJ_TAGS,   /* Unicode tag characters mapped to ASCII */
     WD_INJ_FOLDED, /* guard/fold.h: invisible characters dropped, fullwidth and other forms read as ASCII */
-    WD_INJ_LOOKALIKE, /* the same with Greek/Cyrillic look-alikes in Latin words read as Latin */
+    WD_INJ_LOOKALIKE, /* the same with every Greek/Cyrillic look-alike read as Latin */
     WD_INJ_WORDS,     /* identifiers of 3+ words (snake_case, kebab-case, camelCase) as words */
     WD_INJ__LAYERS
 } wd_inj_layer_t;

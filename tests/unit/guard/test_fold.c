@@ -131,6 +131,16 @@ static void test_each_class(void **state)
         bool same = strcmp(cases[i].in, cases[i].want) == 0;
         assert_int_equal(wd_guard_fold_needed(cases[i].in, strlen(cases[i].in), WD_FOLD_ALL), !same);
     }
+    /* WD_FOLD_LOOKALIKES_ANY (the injection screen): every look-alike folds, whatever its word, the
+     * letters without a twin stay */
+    const char *ru = "\xD0\xB0\xD3\x8F\xD3\x8F \xD0\x98\xD0\xB2\xD0\xB0\xD0\xBD \xCE\x91\xCE\xB8";
+    assert_false(wd_guard_fold_needed(ru, strlen(ru), WD_FOLD_ONLY_LOOKALIKES));
+    assert_true(wd_guard_fold_needed(ru, strlen(ru), WD_FOLD_ONLY_LOOKALIKES | WD_FOLD_LOOKALIKES_ANY));
+    assert_int_equal(wd_guard_fold_as(ru, strlen(ru), WD_FOLD_LOOKALIKES_ANY, &f.out, &f.map, &f.cap), WD_OK);
+    const char *want = "all \xD0\x98\xD0\xB2" "a\xD0\xBD A\xCE\xB8";
+    assert_int_equal(f.out.len, strlen(want));
+    assert_memory_equal(f.out.data, want, f.out.len);
+    assert_int_equal(f.map[f.out.len], strlen(ru));
     folded_free(&f);
 }
 
