@@ -3,7 +3,8 @@
  *
  * Request: every string the model will see in the JSON body is scanned once (message contents and
  * text parts, prompts, inputs, tool and function arguments, member names other than plain identifiers
- * — everything but structural fields such as model and role). Privacy findings are acted on per the caller's
+ * — everything but structural fields such as model and role; the injection screen also reads plain
+ * identifiers of three or more words). Privacy findings are acted on per the caller's
  * guard profile, except the data classes its roles are entitled to send; the body is rebuilt by splicing,
  * everything else byte for byte. Injection findings feed the injection screen (guard/injection.h) for the
  * roles the profile screens, including tool results (indirect injection): decoded layers are scanned too and
@@ -376,19 +377,19 @@ static int add_edit(walk_t *w, const wd_json_tok_t *t, const char *p, size_t len
 
 /* The privacy rules and the injection signatures are scanned apart (their databases are disjoint, so
  * nothing is scanned twice): a long injection span must never win an overlap against the e-mail
- * address inside it and so let the address through. */
-static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *role, size_t rlen)
+ * address inside it and so let the address through. privacy false: the injection screen only. */
+static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *role, size_t rlen, bool privacy)
 {
     const wd_config_t *cfg = w->x->cfg;
     const wd_guard_profile_t *p = w->gs->profile;
     wd_buf_reset(&w->text);
     if (wd_json_str_decode(d, tok, &w->text) != WD_OK || w->text.len < 2) return;
     bool inj = p->injection.enabled && p->injection.action != WD_ACT_ALLOW && wd_profile_injection_role(p, role, rlen);
-    if (w->text.len < 5 && !inj) return;
+    if ((w->text.len < 5 || !privacy) && !inj) return;
     w->findings.n = 0;
     float min = (float)cfg->guard.min_score / 100.0f;
     int rc = inj ? wd_inj_scan(cfg->guard_db, w->scratch, w->text.data, w->text.len, NULL, &w->inj) : WD_OK;
-    if (!rc && w->text.len >= 5)
+    if (!rc && w->text.len >= 5 && privacy)
         rc = wd_guard_scan_folded(cfg->guard_db, w->scratch, WD_GUARD_INPUT, w->text.data, w->text.len, min,
                                   &(wd_guard_rank_t){in_rank, w->gs}, &w->findings);
     if (rc || !w->findings.n) {
@@ -412,7 +413,7 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
     if (t->type == WD_JSON_STRING) {
         /* a role other than the known ones is text: servers that accept custom roles put it in the prompt */
         if (key < 0 || !skip_key(d, key) || (wd_json_str_eq(d, key, "role") && !known_role(d, tok)))
-            scan_string(w, d, tok, role, rlen);
+            scan_string(w, d, tok, role, rlen, true);
     } else if (t->type == WD_JSON_OBJECT) {
         /* a message's role decides its screening; one that is not a known role ("usr", a number) is the
          * caller's text, screened as "user", so a custom role cannot slip past an injection role list */
@@ -429,10 +430,14 @@ static void walk(walk_t *w, const wd_json_doc_t *d, int tok, int key, const char
                 if (d->toks[e].type == WD_JSON_OBJECT) content_part(w, d, e);
         int k = tok + 1;
         for (uint32_t m = 0; m < t->size && !w->rc; m++) {
-            if (!wd_guard_plain_name(d->src + d->toks[k].start, d->toks[k].end - d->toks[k].start)) {
+            const char *name = d->src + d->toks[k].start;
+            size_t nlen = d->toks[k].end - d->toks[k].start;
+            if (!wd_guard_plain_name(name, nlen)) {
                 size_t before = w->nedits;
-                scan_string(w, d, k, role, rlen);
+                scan_string(w, d, k, role, rlen, true);
                 w->key_edited |= w->nedits > before;
+            } else if (wd_inj_name_screened(name, nlen)) { /* "ignore_all_previous_instructions" */
+                scan_string(w, d, k, role, rlen, false);
             }
             if (w->rc) break;
             walk(w, d, k + 1, k, role, rlen);

@@ -495,6 +495,14 @@ static bool words_candidate(const unsigned char *p, size_t len)
     return camel;
 }
 
+bool wd_inj_name_screened(const char *name, size_t len)
+{
+    size_t joins = 0;
+    for (const char *p = name; (p = memchr(p, '_', (size_t)(name + len - p))) != NULL; p++)
+        joins += p > name && p + 1 < name + len && p[-1] != '_' && p[1] != '_';
+    return joins >= MIN_ID_WORDS - 1;
+}
+
 /* Identifiers of at least MIN_ID_WORDS words, each written as its words ("ignore_all_previous",
  * "ignoreAllPrevious" -> "ignore all previous"), one per line ending in ';'. A model reads such a name as the
  * words; the injection rules want spaces between them. */

@@ -77,6 +77,11 @@ bool wd_inj_rule(const wd_rule_t *r);
 int wd_inj_scan(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len,
                 const wd_findings_t *plain, wd_inj_result_t *r);
 
+/* Whether a member name the privacy rules skip (wd_guard_plain_name) must still be screened: one of
+ * at least three words joined by '_' ("ignore_all_previous_instructions"), which the words layer reads
+ * as a phrase. */
+bool wd_inj_name_screened(const char *name, size_t len);
+
 /* The screen's verdict, the same in the gateway and `warden scan --explain`. */
 typedef enum {
     WD_INJ_CLEAN = 0,  /* nothing fired, everything was screened: allow */

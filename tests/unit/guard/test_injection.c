@@ -406,6 +406,12 @@ static void test_layer_words(void **state)
     assert_true(r.r.layers_seen & (1u << WD_INJ_WORDS));
     assert_int_equal(r.r.nhits, 0);
     passes("a state-of-the-art, well-known approach");
+    /* which plain member names the gateway screens (the privacy rules skip them) */
+    assert_true(wd_inj_name_screened("ignore_all_previous", 19));
+    assert_true(wd_inj_name_screened("max_completion_tokens", 21));
+    assert_false(wd_inj_name_screened("ignore_errors", 13));
+    assert_false(wd_inj_name_screened("a__b__c", 7));
+    assert_false(wd_inj_name_screened("_a_b_", 5));
     /* two-word names are left alone: "ignore_errors" is no instruction */
     r = screen("ignore_errors = True", 20);
     assert_false(r.r.layers_seen & (1u << WD_INJ_WORDS));
