@@ -18,7 +18,12 @@
  *   sse_us        one 20-byte SSE event of an answer through wd_guard_stream_feed;
  *   fold_mbps     the fold check of every text (wd_guard_fold_needed, then wd_guard_fold where it is
  *                 needed) over ~1 MiB of Russian prose with English words, some of them written with
- *                 Cyrillic look-alikes, as 4 KiB blocks (ASCII text costs this check next to nothing).
+ *                 Cyrillic look-alikes, as 4 KiB blocks (ASCII text costs this check next to nothing);
+ *   inj_cyr_mbps  (--phase inj_cyr only) the injection screen (wd_inj_scan) over the Russian prose of
+ *                 fold_mbps, as 4 KiB blocks;
+ *   fold_stream_mbps (--phase fold_stream only) a worst case of the stream fold: 400 KB of mathematical
+ *                 bold letters (every character folds) fed one byte at a time, the offsets of the last
+ *                 4 KiB kept (wd_fold_stream_trim after every piece).
  * --per-file repeats prose/dense for each rule file alone; --per-rule for each rule alone (slowest
  * first); --leave-one-out PREFIX measures the whole set without each rule whose id starts with PREFIX
  * (what the rule costs inside the combined database). That is how the expensive patterns are found.
@@ -741,6 +746,67 @@ static double fold_rate(const char *text, size_t len)
     return median(r, reps);
 }
 
+/* The injection screen over text in 4 KiB blocks (cut at a space). */
+static double inj_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len)
+{
+    double r[64];
+    int reps = g_reps > 64 ? 64 : g_reps;
+    for (int k = 0; k < reps; k++) {
+        double t0 = cpu_now(), el;
+        size_t bytes = 0;
+        do {
+            for (size_t off = 0; off < len;) {
+                size_t n = len - off < BLOCK ? len - off : BLOCK;
+                while (off + n < len && text[off + n - 1] != ' ')
+                    n--;
+                wd_inj_result_t ir;
+                wd_inj_result_init(&ir);
+                if (wd_inj_scan(db, s, text + off, n, NULL, &ir)) exit(2);
+                off += n;
+            }
+            bytes += len;
+            el = cpu_now() - t0;
+        } while (el < g_secs);
+        r[k] = (double)bytes / 1e6 / el;
+    }
+    return median(r, reps);
+}
+
+/* The stream fold's worst case: every character folds, 1-byte pieces, trimmed after each. */
+static double fold_stream_rate(void)
+{
+    size_t len = 400000;
+    char *text = malloc(len);
+    if (!text) exit(2);
+    for (size_t i = 0; i < len; i += 4)
+        memcpy(text + i, "\xf0\x9d\x90\x9a", 4); /* U+1D41A, bold a */
+    double r[64];
+    int reps = g_reps > 64 ? 64 : g_reps;
+    for (int k = 0; k < reps; k++) {
+        double t0 = cpu_now(), el;
+        size_t bytes = 0;
+        do {
+            wd_fold_stream_t fs;
+            wd_fold_stream_init(&fs);
+            uint64_t folded = 0;
+            for (size_t i = 0; i < len; i++) {
+                const char *fp;
+                size_t fn;
+                if (wd_fold_stream_feed(&fs, text + i, 1, i + 1 == len, &fp, &fn)) exit(2);
+                folded += fn;
+                if (folded > BLOCK) wd_fold_stream_trim(&fs, folded - BLOCK);
+            }
+            if (folded != len / 4) exit(3);
+            wd_fold_stream_free(&fs);
+            bytes += len;
+            el = cpu_now() - t0;
+        } while (el < g_secs);
+        r[k] = (double)bytes / 1e6 / el;
+    }
+    free(text);
+    return median(r, reps);
+}
+
 /* ---- per-file and per-rule runs ---------------------------------------------------------------------- */
 
 static void yaml_quoted(sbuf_t *b, const char *s)
@@ -907,7 +973,7 @@ static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbu
 static void usage(void)
 {
     fprintf(stderr, "usage: guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--leave-one-out ID-PREFIX] [--top K] "
-                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse|fold] [--dump-prose FILE] [--dump-dense FILE]\n");
+                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse|fold|fold_stream|inj_cyr] [--dump-prose FILE] [--dump-dense FILE]\n");
     exit(2);
 }
 
@@ -992,6 +1058,8 @@ int main(int argc, char **argv)
         else if (!strcmp(phase, "chat_inj")) printf("chat_inj_us %.1f\n", chat_us(db, s, &chat, true, &n));
         else if (!strcmp(phase, "sse")) printf("sse_event_us %.2f\n", sse_us(db, s, prose.p, prose.len, &n));
         else if (!strcmp(phase, "fold")) printf("fold_mbps %.0f\n", fold_rate(cyr.p, cyr.len));
+        else if (!strcmp(phase, "inj_cyr")) printf("inj_cyr_mbps %.0f\n", inj_rate(db, s, cyr.p, cyr.len));
+        else if (!strcmp(phase, "fold_stream")) printf("fold_stream_mbps %.1f\n", fold_stream_rate());
         else usage();
         return 0;
     }

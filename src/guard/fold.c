@@ -318,11 +318,16 @@ bool wd_guard_fold_needed(const char *text, size_t len, unsigned what)
 
 static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
 {
-    wd_fold_ev_t *last = s->nev ? &s->ev[s->nev - 1] : NULL;
+    wd_fold_ev_t *last = s->nev > s->head ? &s->ev[s->nev - 1] : NULL;
     if (last && !last->flen && !e.flen && last->f == e.f && last->r + last->rlen == e.r &&
         last->rlen + e.rlen <= UINT16_MAX) { /* a run of dropped characters: one event */
         last->rlen = (uint16_t)(last->rlen + e.rlen);
         return WD_OK;
+    }
+    if (s->nev == s->cap && s->head >= s->cap / 2) { /* reuse the trimmed half: amortised O(1) */
+        memmove(s->ev, s->ev + s->head, (s->nev - s->head) * sizeof *s->ev);
+        s->nev -= s->head;
+        s->head = 0;
     }
     if (s->nev == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 16;
@@ -486,7 +491,7 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
 /* The last kept event at or before folded offset x, or NULL. */
 static const wd_fold_ev_t *ev_at(const wd_fold_stream_t *s, uint64_t x)
 {
-    size_t lo = 0, hi = s->nev;
+    size_t lo = s->head, hi = s->nev;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (s->ev[mid].f <= x)
@@ -494,7 +499,7 @@ static const wd_fold_ev_t *ev_at(const wd_fold_stream_t *s, uint64_t x)
         else
             hi = mid;
     }
-    return lo ? &s->ev[lo - 1] : NULL;
+    return lo > s->head ? &s->ev[lo - 1] : NULL;
 }
 
 static int64_t delta_after(const wd_fold_ev_t *e)
@@ -519,11 +524,11 @@ uint64_t wd_fold_stream_raw_end(const wd_fold_stream_t *s, uint64_t x)
 
 void wd_fold_stream_trim(wd_fold_stream_t *s, uint64_t x)
 {
-    size_t k = 0;
+    size_t k = s->head;
     while (k < s->nev && s->ev[k].f + s->ev[k].flen <= x)
         k++;
-    if (!k) return;
+    if (k == s->head) return;
     s->delta0 = delta_after(&s->ev[k - 1]);
-    memmove(s->ev, s->ev + k, (s->nev - k) * sizeof *s->ev);
-    s->nev -= k;
+    s->head = k;
+    if (s->head == s->nev) s->head = s->nev = 0;
 }

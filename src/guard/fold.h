@@ -71,8 +71,8 @@ typedef struct {
 typedef struct {
     uint64_t raw, folded; /* bytes consumed (without pend) and produced */
     int64_t delta0;       /* raw - folded before the first kept event */
-    wd_fold_ev_t *ev;
-    size_t nev, cap;
+    wd_fold_ev_t *ev; /* ev[head..nev): the events kept (those before head are trimmed) */
+    size_t head, nev, cap;
     size_t run;            /* dropped characters in a row (see WD_FOLD_RUN_BREAK) */
     /* what waits for the next piece: a word of look-alikes, a character cut at the last piece's end */
     unsigned char pend[WD_FOLD_WORD_MAX + 4];

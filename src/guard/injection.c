@@ -450,6 +450,12 @@ static long decode_tags(const char *p, size_t len, size_t room, wd_buf_t *out)
  * what = WD_FOLD_LOOKALIKES_ANY, every Cyrillic or Greek look-alike reads as Latin too. */
 static long decode_folded(const char *p, size_t len, unsigned what, size_t room, wd_buf_t *out)
 {
+    if (!out->len) { /* nothing to append to (the screen's case): fold into out itself */
+        int rc = wd_guard_fold_as(p, len, what, out, NULL, NULL);
+        if (rc) return rc;
+        out->len = WD_MIN(out->len, room);
+        return (long)out->len;
+    }
     wd_buf_t f;
     wd_buf_init(&f, 0);
     int rc = wd_guard_fold_as(p, len, what, &f, NULL, NULL);
@@ -562,6 +568,15 @@ static void take(const wd_guard_db_t *db, const wd_findings_t *f, wd_inj_layer_t
     }
 }
 
+/* Whether the text has an ASCII letter (a branch-free loop the compiler vectorises). */
+static bool has_ascii_letter(const unsigned char *p, size_t len)
+{
+    unsigned char any = 0;
+    for (size_t i = 0; i < len; i++)
+        any |= (unsigned char)((unsigned char)((p[i] | 0x20) - 'a') < 26u);
+    return any;
+}
+
 /* Cheap pre-checks so a layer's decoder only runs where it can find something: each is a necessary
  * condition for its decoder to produce output (rot13 has its own word test inside the decoder). */
 static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
@@ -571,7 +586,10 @@ static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
     case WD_INJ_URL: return url_candidate(p, len);
     case WD_INJ_TAGS: return len >= 4 * MIN_TAG_CHARS && memchr(p, 0xF3, len) != NULL;
     case WD_INJ_FOLDED: return wd_guard_fold_needed(p, len, 0); /* a dash hides no word */
-    case WD_INJ_LOOKALIKE: return wd_guard_fold_needed(p, len, WD_FOLD_ONLY_LOOKALIKES | WD_FOLD_LOOKALIKES_ANY);
+    /* look-alikes alone spell no override phrase (lower-case g, n, r, t, u and capital D, G, L, R, U
+     * have no twin), so Greek or Cyrillic text without an ASCII letter is not read a second time */
+    case WD_INJ_LOOKALIKE:
+        return wd_guard_fold_needed(p, len, WD_FOLD_ONLY_LOOKALIKES | WD_FOLD_LOOKALIKES_ANY) && has_ascii_letter(u, len);
     case WD_INJ_WORDS: return len >= 2 * MIN_ID_WORDS - 1 && words_candidate(u, len);
     case WD_INJ_BASE64: return len >= MIN_B64_RUN && b64_candidate(u, len);
     case WD_INJ_HEX: return len >= 2 * MIN_HEX_BYTES && hex_candidate(u, len);
