@@ -36,10 +36,67 @@ static const char letterlike[64] = {
     [0x2F] = 'e', [0x30] = 'E', [0x31] = 'F', [0x33] = 'M', [0x34] = 'o',
 };
 
+/* Letters of "fancy text": Latin small capitals (ɪɢɴᴏʀᴇ) and modifier letters written small and raised
+ * (ᵃˡˡ), with the superscript and subscript digits; 0 for any other code point. */
+static int small_letter(unsigned cp)
+{
+    switch (cp) {
+    case 0x1D00: case 0x1D43: case 0x2090: return 'a';
+    case 0x0299: case 0x1D47: return 'b';
+    case 0x1D04: case 0x1D9C: return 'c';
+    case 0x1D05: case 0x1D48: return 'd';
+    case 0x1D07: case 0x1D49: case 0x2091: return 'e';
+    case 0xA730: case 0x1DA0: return 'f';
+    case 0x0262: case 0x1D4D: return 'g';
+    case 0x029C: case 0x02B0: case 0x2095: return 'h';
+    case 0x026A: case 0x2071: case 0x1D62: return 'i';
+    case 0x1D0A: case 0x02B2: case 0x2C7C: return 'j';
+    case 0x1D0B: case 0x1D4F: case 0x2096: return 'k';
+    case 0x029F: case 0x02E1: case 0x2097: return 'l';
+    case 0x1D0D: case 0x1D50: case 0x2098: return 'm';
+    case 0x0274: case 0x207F: case 0x2099: return 'n';
+    case 0x1D0F: case 0x1D52: case 0x2092: return 'o';
+    case 0x1D18: case 0x1D56: case 0x209A: return 'p';
+    case 0xA7AF: return 'q';
+    case 0x0280: case 0x02B3: case 0x1D63: return 'r';
+    case 0xA731: case 0x02E2: case 0x209B: return 's';
+    case 0x1D1B: case 0x1D57: case 0x209C: return 't';
+    case 0x1D1C: case 0x1D58: case 0x1D64: return 'u';
+    case 0x1D20: case 0x1D5B: case 0x1D65: return 'v';
+    case 0x1D21: case 0x02B7: return 'w';
+    case 0x02E3: case 0x2093: return 'x';
+    case 0x028F: case 0x02B8: return 'y';
+    case 0x1D22: case 0x1DBB: return 'z';
+    case 0x2070: case 0x2080: return '0';
+    case 0xB9: case 0x2081: return '1';
+    case 0xB2: case 0x2082: return '2';
+    case 0xB3: case 0x2083: return '3';
+    default: return cp >= 0x2074 && cp <= 0x2079 ? (int)('4' + cp - 0x2074)
+                  : cp >= 0x2084 && cp <= 0x2089 ? (int)('4' + cp - 0x2084)
+                                                 : 0;
+    }
+}
+
+/* Combining marks: accents written apart, strike-through and underline text, "zalgo". */
+static bool combining(unsigned cp)
+{
+    return (cp >= 0x300 && cp <= 0x36F) || (cp >= 0x1AB0 && cp <= 0x1AFF) || (cp >= 0x1DC0 && cp <= 0x1DFF) ||
+           (cp >= 0x20D0 && cp <= 0x20FF) || (cp >= 0xFE20 && cp <= 0xFE2F);
+}
+
+/* The length of the combining mark at p, 0 if there is none. */
+static size_t mark_at(const unsigned char *p, size_t len)
+{
+    unsigned cp;
+    size_t n = len && p[0] >= 0xCC ? decode(p, len, &cp) : 0;
+    return n && combining(cp) ? n : 0;
+}
+
 /* A code point folded without context: the ASCII byte it stands for, -1 when it is dropped, -2 when
  * it stays as it is. */
 static int fold_cp(unsigned cp)
 {
+    if (combining(cp)) return -1;
     if (cp == 0xAD || cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 ||
         cp == 0x17B5 || (cp >= 0x180B && cp <= 0x180F) || (cp >= 0x200B && cp <= 0x200F) ||
         (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x206F) ||
@@ -67,15 +124,23 @@ static int fold_cp(unsigned cp)
         return (int)('A' + (cp - 0x1F130) % 32); /* squared, negative circled and negative squared letters */
     if (cp >= 0xE0000 && cp <= 0xE007F)          /* a tag character carries its ASCII twin, invisibly */
         return cp >= 0xE0020 && cp <= 0xE007E ? (int)(cp - 0xE0000) : -1;
-    return -2;
+    int c = small_letter(cp);
+    return c ? c : -2;
+}
+
+/* The lead bytes of the two-byte characters that fold without context (U+00A0..U+00BF, small capitals
+ * and modifier letters U+0240..U+02FF, combining marks U+0300..U+036F, U+061C). */
+static bool fold_lead2(unsigned char b)
+{
+    return b == 0xC2 || (b >= 0xC9 && b <= 0xCD) || b == 0xD8;
 }
 
 /* The character at p (a lead byte >= 0xC2) folded without context: returns its length in bytes and
  * sets *c to the ASCII byte it stands for, or to -1 when it is dropped; returns 0 when it stays. */
 static size_t fold_at(const unsigned char *p, size_t len, int *c)
 {
-    if (p[0] != 0xC2 && p[0] != 0xCD && p[0] != 0xD8 && p[0] != 0xE1 && p[0] != 0xE2 && p[0] != 0xE3 &&
-        p[0] != 0xEF && p[0] != 0xF0 && p[0] != 0xF3)
+    if (!(p[0] >= 0xE1 && p[0] <= 0xE3) && !fold_lead2(p[0]) && p[0] != 0xEA && p[0] != 0xEF && p[0] != 0xF0 &&
+        p[0] != 0xF3)
         return 0; /* no character with another lead byte folds */
     unsigned cp;
     size_t n = decode(p, len, &cp);
@@ -138,8 +203,15 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         *k = ascii_kind(p[0]);
         return 1;
     }
-    if (p[0] >= 0xC3 && p[0] <= 0xDF) { /* two bytes: Latin, Greek, Cyrillic, ... (U+034F and U+061C, dropped,
-                                           stay inside words) */
+    int c;
+    size_t n = fold_at(u + i, len - i, &c);
+    if (n) {
+        /* dropped and tag characters are invisible, combining marks belong to their letter: they stay
+         * inside the word and are no letter */
+        *k = c < 0 || p[0] == 0xF3 ? K_WORD : ascii_kind(c);
+        return n;
+    }
+    if (p[0] >= 0xC3 && p[0] <= 0xDF) { /* two bytes: Latin, Greek, Cyrillic, ... */
         if (len - i < 2 || !cont(p[1])) {
             *k = K_SEP;
             return 1;
@@ -152,13 +224,6 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         else
             *k = cp >= 0x370 && cp < 0x530 ? K_FOREIGN : K_WORD;
         return 2;
-    }
-    int c;
-    size_t n = fold_at(u + i, len - i, &c);
-    if (n) {
-        /* dropped and tag characters are invisible: they stay inside the word and are no letter */
-        *k = c < 0 || p[0] == 0xF3 ? K_WORD : ascii_kind(c);
-        return n;
     }
     unsigned cp;
     if (!(n = decode(u + i, len - i, &cp))) {
@@ -256,7 +321,7 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
             b += 2;
             continue;
         }
-        plain &= u[b] != 0xC2 && u[b] != 0xCD && u[b] != 0xD8 && u[b] < 0xE0;
+        plain &= !fold_lead2(u[b]) && u[b] < 0xE0;
         size_t n = kind_at(u, len, b, &k);
         if (k == K_SEP) break;
         note_kind(&h, k);
@@ -298,7 +363,7 @@ static size_t next_fold(const unsigned char *u, size_t len, size_t i, unsigned w
         }
         for (; i < end; i++) {
             if (u[i] < 0xC2) continue;
-            if (u[i] <= 0xDF && u[i] != 0xC2 && u[i] != 0xCD && u[i] != 0xD8) { /* two bytes: look-alikes */
+            if (u[i] <= 0xDF && !fold_lead2(u[i])) { /* two bytes: look-alikes */
                 if (!w->off && lookalike_at(u + i, len - i) && word_folds(u, len, i, w)) return i;
                 if (w->skip && i >= w->lo && i < w->hi) i = w->hi - 1; /* the rest of a word that stays */
                 continue;
@@ -321,10 +386,11 @@ static int add_ev(wd_fold_stream_t *s, wd_fold_ev_t e)
     wd_fold_ev_t *last = s->nev > s->head ? &s->ev[s->nev - 1] : NULL;
     if (last && !last->flen && !e.flen && last->f == e.f && last->r + last->rlen == e.r &&
         last->rlen + e.rlen <= UINT16_MAX) { /* a run of dropped characters: one event */
+        if (last->mlen == last->rlen) last->mlen = (uint16_t)(last->mlen + e.mlen);
         last->rlen = (uint16_t)(last->rlen + e.rlen);
         return WD_OK;
     }
-    if (s->nev == s->cap && s->head >= s->cap / 2) { /* reuse the trimmed half: amortised O(1) */
+    if (s->head && s->nev == s->cap && s->head >= s->cap / 2) { /* reuse the trimmed half: amortised O(1) */
         memmove(s->ev, s->ev + s->head, (s->nev - s->head) * sizeof *s->ev);
         s->nev -= s->head;
         s->head = 0;
@@ -363,7 +429,8 @@ static int fold_run(const unsigned char *u, size_t m, wd_buf_t *out, uint32_t *m
             *run = 0;
         else if (++*run == WD_FOLD_RUN_BREAK)
             c = 0, *run = 0;
-        if (s && add_ev(s, (wd_fold_ev_t){s->folded + out->len - base, s->raw + j, (uint16_t)n, c >= 0}))
+        uint16_t mlen = c < 0 ? (uint16_t)mark_at(u + j, n) : 0;
+        if (s && add_ev(s, (wd_fold_ev_t){s->folded + out->len - base, s->raw + j, (uint16_t)n, c >= 0, mlen}))
             return WD_ENOMEM;
         if (c >= 0) {
             if (map) map[out->len] = (uint32_t)j;
@@ -400,10 +467,16 @@ int wd_guard_fold_as(const char *text, size_t len, unsigned what, wd_buf_t *out,
 uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint32_t *map, uint32_t end)
 {
     if (end == 0) return map[0];
-    uint32_t at = map[end - 1];
+    uint32_t at = map[end - 1], e;
     unsigned char s = (unsigned char)text[at];
-    if ((unsigned char)folded->data[end - 1] == s) return at + 1; /* copied as it was */
-    return at + (s >= 0xF0 ? 4u : s >= 0xE0 ? 3u : 2u);          /* one folded character */
+    if ((unsigned char)folded->data[end - 1] == s)
+        e = at + 1; /* copied as it was */
+    else
+        e = at + (s >= 0xF0 ? 4u : s >= 0xE0 ? 3u : 2u); /* one folded character */
+    /* the combining marks after it (dropped) belong to it */
+    for (size_t n; e < map[end] && (n = mark_at((const unsigned char *)text + e, map[end] - e)) != 0;)
+        e += (uint32_t)n;
+    return e;
 }
 
 /* ---- streams ------------------------------------------------------------------------------------- */
@@ -518,8 +591,11 @@ uint64_t wd_fold_stream_raw(const wd_fold_stream_t *s, uint64_t x)
 uint64_t wd_fold_stream_raw_end(const wd_fold_stream_t *s, uint64_t x)
 {
     const wd_fold_ev_t *e = ev_at(s, x - 1);
-    if (e && x - 1 < e->f + e->flen) return e->r + e->rlen;
-    return (uint64_t)((int64_t)x + (e ? delta_after(e) : s->delta0));
+    uint64_t end = e && x - 1 < e->f + e->flen ? e->r + e->rlen : (uint64_t)((int64_t)x + (e ? delta_after(e) : s->delta0));
+    /* the combining marks after it belong to it */
+    const wd_fold_ev_t *next = e ? e + 1 : s->nev > s->head ? s->ev + s->head : NULL;
+    if (next && next < s->ev + s->nev && next->f == x && !next->flen && next->r == end) end += next->mlen;
+    return end;
 }
 
 void wd_fold_stream_trim(wd_fold_stream_t *s, uint64_t x)

@@ -4,14 +4,16 @@
  * hidden in Unicode tag characters) are found in a folded copy of the text:
  *  - dropped: invisible and bidi controls (U+00AD, U+034F, U+061C, U+180B..U+180F, U+200B..U+200F,
  *    U+202A..U+202E, U+2060..U+2064, U+2066..U+206F, U+FEFF), fillers (U+115F, U+1160, U+17B4, U+17B5,
- *    U+3164, U+FFA0), variation selectors (U+FE00..U+FE0F, U+E0100..U+E01EF) and tag characters without
- *    an ASCII twin;
+ *    U+3164, U+FFA0), variation selectors (U+FE00..U+FE0F, U+E0100..U+E01EF), tag characters without
+ *    an ASCII twin and combining marks (U+0300..U+036F, U+1AB0..U+1AFF, U+1DC0..U+1DFF,
+ *    U+20D0..U+20FF, U+FE20..U+FE2F);
  *  - to ' ': U+00A0, U+2000..U+200A, U+202F, U+205F, U+3000;
  *  - to '-': U+2010..U+2015, U+2212;
  *  - to ASCII: fullwidth U+FF01..U+FF5E, mathematical letters and digits (U+1D400..U+1D6A3,
  *    U+1D7CE..U+1D7FF) and the letterlike symbols among them (italic h U+210E, ...), circled and
  *    parenthesized letters and circled digits (U+2460..U+2468, U+249C..U+24EA), squared and negative
- *    circled/squared letters (U+1F130..U+1F189), tags U+E0020..U+E007E;
+ *    circled/squared letters (U+1F130..U+1F189), Latin small capitals and modifier, superscript and
+ *    subscript letters and digits ("fancy text": ɪɢɴᴏʀᴇ, ᵃˡˡ, ¹²³), tags U+E0020..U+E007E;
  *  - to their Latin twin: Greek and Cyrillic letters drawn alike (Cyrillic "а", "о", "р", "с", Greek
  *    "Α", "ο", ...), but only inside a word that also has a visible ASCII letter and no Greek or
  *    Cyrillic letter without a Latin twin (or that is longer than WD_FOLD_WORD_MAX bytes), so
@@ -48,7 +50,8 @@ int wd_guard_fold(const char *text, size_t len, wd_buf_t *out, uint32_t **map, s
 int wd_guard_fold_as(const char *text, size_t len, unsigned what, wd_buf_t *out, uint32_t **map,
                      size_t *mapcap);
 
-/* The offset in text where folded bytes [.., end) end: the end of the character byte end-1 came from. */
+/* The offset in text where folded bytes [.., end) end: the end of the character byte end-1 came from
+ * and of the combining marks right after it (they belong to it). */
 uint32_t wd_guard_fold_end(const char *text, const wd_buf_t *folded, const uint32_t *map, uint32_t end);
 
 /* ---- streams ----------------------------------------------------------------------------------------
@@ -61,6 +64,7 @@ typedef struct {
     uint64_t f, r; /* a folded character (or a run of dropped ones): its folded and raw offsets ... */
     uint16_t rlen; /* ... and lengths (flen 0: dropped) */
     uint8_t flen;
+    uint16_t mlen; /* a dropped run: the bytes of combining marks it starts with */
 } wd_fold_ev_t;
 
 /* What a word holds: a visible ASCII letter, a look-alike, a Greek/Cyrillic letter without a twin. */
@@ -90,7 +94,8 @@ int wd_fold_stream_feed(wd_fold_stream_t *s, const char *p, size_t len, bool fin
                         size_t *fn);
 /* The raw offset of folded byte x (x == folded: the raw bytes consumed). x must not be before the trim. */
 uint64_t wd_fold_stream_raw(const wd_fold_stream_t *s, uint64_t x);
-/* The raw offset where folded bytes [.., x) end (x > 0). */
+/* The raw offset where folded bytes [.., x) end (x > 0), as wd_guard_fold_end: combining marks after
+ * the last character included, as far as they have been fed. */
 uint64_t wd_fold_stream_raw_end(const wd_fold_stream_t *s, uint64_t x);
 /* Forgets what is needed only for folded offsets before x. */
 void wd_fold_stream_trim(wd_fold_stream_t *s, uint64_t x);

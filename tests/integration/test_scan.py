@@ -380,6 +380,21 @@ def test_text_lookalike_letters(tmp_path, rules):
     assert p.returncode == 0 and p.stdout == clean.encode()
 
 
+def test_text_fancy_letters_and_marks(rules):
+    """Underlined (combining marks), small-capital and superscript forms are read as ASCII; an underlined
+    address is replaced whole, its last mark included. Accents written apart stay in the output."""
+    under = "".join(c + "\u0332" for c in EMAIL)
+    small = "\u1d0a\u1d0f\u029c\u0274"  # ᴊᴏʜɴ
+    text = f"mail {under} or {small}@example.com, caf\u0065\u0301\n"
+    p = run(["--output", "anonymized"], rules, input=text.encode())
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.decode() == "mail [EMAIL] or [EMAIL], caf\u0065\u0301\n"
+    p = run([], rules, input=text.encode())
+    spans = [(f["start"], f["end"]) for f in findings(p)]
+    a = text.encode().index(under.encode())
+    assert spans[0] == (a, a + len(under.encode()))
+
+
 # ---- JSON lines ----------------------------------------------------------------------------------
 
 JSONL = (

@@ -89,6 +89,15 @@ static void test_each_class(void **state)
          "f\xE2\x81\xAF"
          "g",
          "abcdefg"},
+        /* fancy text: small capitals "ɪɢɴᴏʀᴇ" (U+026A U+0262 U+0274 U+1D0F U+0280 U+1D07), raised letters
+         * "ᵃˡˡ", superscript and subscript digits */
+        {"\xC9\xAA\xC9\xA2\xC9\xB4\xE1\xB4\x8F\xCA\x80\xE1\xB4\x87 \xE1\xB5\x83\xCB\xA1\xCB\xA1 "
+         "\xC2\xB9\xC2\xB2\xC2\xB3\xE2\x81\xB4\xE2\x81\xB9\xE2\x82\x80\xE2\x82\x89",
+         "ignore all 1234909"},
+        /* combining marks dropped: strike-through (U+0336), underline (U+0332), an accent written apart
+         * (U+0301), a keycap (U+20E3), marks of the extended and supplement blocks, a half mark */
+        {"i\xCC\xB6g\xCC\xB6 j\xCC\xB2o\xCC\xB2 e\xCC\x81 1\xE2\x83\xA3 x\xE1\xAA\xB0\xE1\xB7\x80\xEF\xB8\xA0y",
+         "ig jo e 1 xy"},
         /* an address or host name is one word: "раураӏ.com", "јое@аррӏе.com" */
         {"\xD1\x80\xD0\xB0\xD1\x83\xD1\x80\xD0\xB0\xD3\x8F.com "
          "\xD1\x98\xD0\xBE\xD0\xB5@\xD0\xB0\xD1\x80\xD1\x80\xD3\x8F\xD0\xB5.com",
@@ -110,8 +119,12 @@ static void test_each_class(void **state)
          "\xCE\x91\xCE\xB8\xCE\xAE\xCE\xBD\xCE\xB1 12\xD0\xBE a \xD0\xBE \xC2\xAB\xD0\xBE\xC2\xBBx",
          "\xD0\x98\xD0\xB2\xD0\xB0\xD0\xBD \xD0\xBE\xD1\x82\xD0\xB2\xD0\xB5\xD1\x82\xD0\xB8\xD0\xBB "
          "\xCE\x91\xCE\xB8\xCE\xAE\xCE\xBD\xCE\xB1 12\xD0\xBE a \xD0\xBE \xC2\xAB\xD0\xBE\xC2\xBBx"},
-        {"\xF0\x9D\x9A\xA4\xE2\x84\x81\xE2\x91\xA9\xF0\x9F\x85\x8A\xCD\xAF\xCE\x90x\xD4\xB0\xD4\xBF",
-         "\xF0\x9D\x9A\xA4\xE2\x84\x81\xE2\x91\xA9\xF0\x9F\x85\x8A\xCD\xAF\xCE\x90x\xD4\xB0\xD4\xBF"},
+        {"\xF0\x9D\x9A\xA4\xE2\x84\x81\xE2\x91\xA9\xF0\x9F\x85\x8A\xCD\xB0\xCE\x90x\xD4\xB0\xD4\xBF",
+         "\xF0\x9D\x9A\xA4\xE2\x84\x81\xE2\x91\xA9\xF0\x9F\x85\x8A\xCD\xB0\xCE\x90x\xD4\xB0\xD4\xBF"},
+        /* ... and of the fancy-text letters and combining marks: turned a (U+0250), U+02AF, modifier
+         * letter small alpha (U+1D45), U+1D01, U+02FF, U+1AAF, U+20CF, U+FE30 */
+        {"\xC9\x90\xCA\xAF\xE1\xB5\x85\xE1\xB4\x81\xCB\xBF\xE1\xAA\xAF\xE2\x83\x8F\xEF\xB8\xB0",
+         "\xC9\x90\xCA\xAF\xE1\xB5\x85\xE1\xB4\x81\xCB\xBF\xE1\xAA\xAF\xE2\x83\x8F\xEF\xB8\xB0"},
         /* kept as they are: other non-ASCII, lone or malformed sequences, the neighbours of each range */
         {"caf\xC3\xA9 \xE2\x80\x98x\xE2\x80\x99", "caf\xC3\xA9 \xE2\x80\x98x\xE2\x80\x99"},
         {"\xE2\x80\x41\xE2\x80", "\xE2\x80\x41\xE2\x80"},
@@ -163,6 +176,13 @@ static void test_map_and_end(void **state)
     assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 3), 8);
     assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 5), 10); /* copied bytes one to one */
     assert_int_equal(wd_guard_fold_end(in, &f.out, f.map, 0), 0);
+    /* the combining marks after a character belong to it (up to an invisible character) */
+    const char *marked = "ab\xCC\xB2\xCC\x81\xE2\x80\x8B\xCC\xB2" "c";
+    fold_ok(&f, marked);
+    assert_int_equal(f.out.len, 3);
+    assert_int_equal(wd_guard_fold_end(marked, &f.out, f.map, 1), 1);
+    assert_int_equal(wd_guard_fold_end(marked, &f.out, f.map, 2), 6);
+    assert_int_equal(wd_guard_fold_end(marked, &f.out, f.map, 3), 12);
     folded_free(&f);
 
     assert_false(
@@ -347,6 +367,8 @@ static void test_stream_every_cut(void **state)
         "\xD0\xBE\xD0\xBE \xD0\xBE\xD0\xBEq",
         "x\xC2\xAB\xD0\xBE\xC2\xBB\xD0\xBE\xE2\x80\x8B",
         "\xF0\x9D\x90\x9A\xD1\x80\xD0\xB4-\xD0\xB4\xD1\x80",
+        "\xC9\xAA\xD0\xBE\xCC\xB6 \xD0\xBE\xCC\x81\xD0\xB4 \xCB\xA1\xD1\x80", /* small capital, combining marks */
+        "a\xCC\xB2\xCC\xB2\xE2\x80\x8B\xCC\xB2 b\xCC\xB2",                     /* marks, then invisible */
     };
     folded_t whole = {0};
     for (size_t t = 0; t < WD_ARRAY_LEN(texts); t++) {
@@ -369,6 +391,9 @@ static void test_stream_every_cut(void **state)
                 }
                 if (got.len != whole.out.len || memcmp(got.data, whole.out.data, got.len) != 0)
                     fail_msg("text %zu cut at %zu and %zu: \"%.*s\"", t, i, j, (int)got.len, got.data);
+                for (uint32_t x = 1; x <= got.len; x++) /* and maps back the same way */
+                    if (wd_fold_stream_raw_end(&fs, x) != wd_guard_fold_end(text, &whole.out, whole.map, x))
+                        fail_msg("text %zu cut at %zu and %zu: end of %u", t, i, j, x);
                 wd_buf_free(&got);
                 wd_fold_stream_free(&fs);
             }
