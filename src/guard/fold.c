@@ -128,20 +128,24 @@ static int fold_cp(unsigned cp)
     return c ? c : -2;
 }
 
-/* The lead bytes of the two-byte characters that fold without context (U+00A0..U+00BF, small capitals
- * and modifier letters U+0240..U+02FF, combining marks U+0300..U+036F, U+061C). */
+/* The lead bytes of the characters that fold without context: two bytes (U+00A0..U+00BF, small
+ * capitals and modifier letters U+0240..U+02FF, combining marks U+0300..U+036F, U+061C), three
+ * (U+1xxx, U+2xxx, U+3xxx, U+Axxx, U+Fxxx) and four (mathematical letters, enclosed letters, tags). */
+static const bool fold_lead[256] = {
+    [0xC2] = true, [0xC9] = true, [0xCA] = true, [0xCB] = true, [0xCC] = true, [0xCD] = true, [0xD8] = true,
+    [0xE1] = true, [0xE2] = true, [0xE3] = true, [0xEA] = true, [0xEF] = true, [0xF0] = true, [0xF3] = true,
+};
+
 static bool fold_lead2(unsigned char b)
 {
-    return b == 0xC2 || (b >= 0xC9 && b <= 0xCD) || b == 0xD8;
+    return b < 0xE0 && fold_lead[b];
 }
 
 /* The character at p (a lead byte >= 0xC2) folded without context: returns its length in bytes and
  * sets *c to the ASCII byte it stands for, or to -1 when it is dropped; returns 0 when it stays. */
 static size_t fold_at(const unsigned char *p, size_t len, int *c)
 {
-    if (!(p[0] >= 0xE1 && p[0] <= 0xE3) && !fold_lead2(p[0]) && p[0] != 0xEA && p[0] != 0xEF && p[0] != 0xF0 &&
-        p[0] != 0xF3)
-        return 0; /* no character with another lead byte folds */
+    if (!fold_lead[p[0]]) return 0; /* no character with another lead byte folds */
     unsigned cp;
     size_t n = decode(p, len, &cp);
     if (!n || (*c = fold_cp(cp)) == -2) return 0;
@@ -204,6 +208,7 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         return 1;
     }
     int c;
+    bool two = p[0] >= 0xC3 && p[0] <= 0xDF; /* two bytes: Latin, Greek, Cyrillic, ... */
     size_t n = fold_at(u + i, len - i, &c);
     if (n) {
         /* dropped and tag characters are invisible, combining marks belong to their letter: they stay
@@ -211,7 +216,7 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         *k = c < 0 || p[0] == 0xF3 ? K_WORD : ascii_kind(c);
         return n;
     }
-    if (p[0] >= 0xC3 && p[0] <= 0xDF) { /* two bytes: Latin, Greek, Cyrillic, ... */
+    if (two) {
         if (len - i < 2 || !cont(p[1])) {
             *k = K_SEP;
             return 1;
