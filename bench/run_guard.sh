@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Guard engine benchmark (make bench-guard): builds guard_bench (meson, tests on) and runs it on one
-# core over the full default rule set (rules/*.yaml); then, in the same run, bench/stream_guard.sh
+# core over the full default rule set (rules/*.yaml) and times `warden scan` starting with the rules
+# compiled and loaded from the compile cache; then, in the same run, bench/stream_guard.sh
 # measures the output filter on streamed answers through the gateway (two `warden serve`, filter on
 # and off, interleaved wrk rounds and a latency client; about 75 s). Appends one dated section with
 # both tables to bench/RESULTS.md. Usage:
@@ -45,6 +46,30 @@ cmd=("${pin[@]}" "$bin" --rules "$RULES" --secs "$SECS" --reps "$REPS" --markdow
 echo "running: ${cmd[*]}" >&2
 table=$("${cmd[@]}")
 load=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Loading the rules: `warden scan` over an empty input, compiling every database (--no-cache) and
+# loading them from a warm cache; the median wall time of REPS runs each, interleaved.
+cache=$(mktemp -d)
+trap 'rm -rf "$cache"' EXIT
+loadrules=$(/usr/bin/python3 - "$cache/c" "$REPS" "${pin[@]}" "$BUILD/warden" scan --rules "$RULES" <<'PY'
+import statistics, subprocess, sys, time
+cache, reps, scan = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def run(*extra):
+    t = time.monotonic()
+    subprocess.run(scan + list(extra) + ["/dev/null"], stdout=subprocess.DEVNULL, check=True)
+    return time.monotonic() - t
+run("--cache-dir", cache)  # fills the cache
+cold, warm = [], []
+for _ in range(reps):
+    cold.append(run("--no-cache"))
+    warm.append(run("--cache-dir", cache))
+cold, warm = statistics.median(cold), statistics.median(warm)
+print("| `warden scan` start, rules compiled (`--no-cache`) | %.3f s |" % cold)
+print("| `warden scan` start, rules loaded from the cache | %.3f s |" % warm)
+print("| ratio | %.1fx faster from the cache |" % (cold / warm))
+PY
+)
+table+=$'\n'"$loadrules"
 
 # The streamed-output part: after the microbenchmark, never at the same time (both use the CPUs).
 stream=

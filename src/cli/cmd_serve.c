@@ -59,6 +59,19 @@ static void warn_insecure(const wd_config_t *c)
     }
 }
 
+/* How the guard's rule databases were had: from the compile cache or compiled (seconds each). */
+static void log_rules(const wd_config_t *c)
+{
+    if (!c->guard_db) return;
+    unsigned compiled;
+    const char *problem;
+    unsigned loaded = wd_guard_db_cache_stats(c->guard_db, &compiled, &problem);
+    if (problem) wd_log(WD_LOG_WARN, "guard: rule cache: %s", problem);
+    wd_log(WD_LOG_INFO, "guard: %zu rules; %u databases compiled, %u loaded from the cache%s%s",
+           wd_guard_db_nrules(c->guard_db), compiled, loaded, c->guard.cache_dir ? " in " : " (off)",
+           c->guard.cache_dir ? c->guard.cache_dir : "");
+}
+
 static void set_cfg(wd_worker_t *w, void *arg)
 {
     wd_worker_set_config(w, arg);
@@ -92,6 +105,7 @@ static void reload(serve_t *s)
     }
     wd_log_set_level(parse_level(nc->log_level));
     warn_insecure(nc);
+    log_rules(nc);
     for (size_t i = 0; i < s->nworkers; i++) wd_worker_call(&s->workers[i], set_cfg, wd_config_ref(nc));
     wd_worker_set_config(&s->admin, nc);
     wd_config_unref(nc);
@@ -334,6 +348,7 @@ static int serve(serve_t *s)
            cfg->listen_tls.ctx ? " (TLS)" : "", s->nworkers, cfg->admin.salen ? ", admin on " : "",
            cfg->admin.salen ? cfg->admin.text : "", cfg->admin_tls.ctx ? " (TLS)" : "");
     warn_insecure(cfg);
+    log_rules(cfg);
     wd_config_unref(cfg);
     uv_run(&s->admin.loop, UV_RUN_DEFAULT);
     for (size_t i = 0; i < s->nworkers; i++) {

@@ -10,6 +10,7 @@
 #include "config/config.h"
 
 #include "config/yamltree.h"
+#include "guard/hscache.h"
 #include "guard/injection.h"
 #include "net/tls.h"
 
@@ -1155,6 +1156,8 @@ static const wd_cfg_field_t guard_fields[] = {
     {.name = "rules_dir", .type = F_STR, .off = GF(rules_dir), .def_str = "rules"},
     {.name = "default_profile", .type = F_STR, .off = GF(default_profile)},
     {.name = "min_score", .type = F_FN, .off = GF(min_score), .def = 50, .fn = h_score},
+    {.name = "cache", .type = F_BOOL, .off = GF(cache), .def = 1},
+    {.name = "cache_dir", .type = F_FN, .off = GF(cache_dir), .fn = h_path},
 };
 static const wd_cfg_map_t guard_map = {"guard", guard_fields, WD_ARRAY_LEN(guard_fields)};
 
@@ -1420,6 +1423,14 @@ static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
                             r->data_classes[j]);
     }
     set_rule_uses(cfg);
+    /* the directory of compiled databases: cache_dir, else the environment's (hscache.h) */
+    char cdir[4096];
+    if (!cfg->guard.cache) {
+        free(cfg->guard.cache_dir);
+        cfg->guard.cache_dir = NULL;
+    } else if (!cfg->guard.cache_dir && wd_hs_cache_default_dir(cdir, sizeof cdir) && !(cfg->guard.cache_dir = strdup(cdir)))
+        return fail(c, g, "out of memory");
+    if (wd_guard_db_set_cache(cfg->guard_db, cfg->guard.cache_dir)) return fail(c, g, "out of memory");
     if (c->flags & WD_CONFIG_NO_SCAN) return WD_OK;
     if (wd_guard_db_compile(cfg->guard_db, err, sizeof err)) return fail(c, g, "guard.rules_dir: %s", err);
     return WD_OK;
@@ -1561,6 +1572,7 @@ static void config_free(wd_config_t *cfg)
     free(cfg->profiles);
     free_str(&cfg->guard.rules_dir);
     free_str(&cfg->guard.default_profile);
+    free_str(&cfg->guard.cache_dir);
     wd_guard_db_unref(cfg->guard_db);
     free_str(&cfg->auth.mode);
     free_str(&cfg->rate.backend);

@@ -131,6 +131,8 @@ typedef struct {
     char *rules_dir;       /* resolved against the config file's directory */
     char *default_profile; /* for requests without a role profile (e.g. auth.mode none); NULL = none */
     uint32_t min_score;    /* percent: findings scoring below are ignored */
+    bool cache;            /* keep compiled rule databases on disk (guard/hscache.h) */
+    char *cache_dir;       /* where: as configured, else the environment's default; NULL = no cache */
 } wd_guard_cfg_t;
 
 typedef struct wd_config {

@@ -34,6 +34,7 @@
  * per-thread scratch or in a stream. */
 #include "guard/guard.h"
 #include "guard/fold.h"
+#include "guard/hscache.h"
 #include "guard/pattern.h"
 
 #include "config/yamltree.h"
@@ -151,6 +152,8 @@ struct wd_guard_db {
     size_t nwords;
     uint32_t *wslots; /* indexes into gated */
     bool compiled;
+    char *cache_dir; /* compiled databases kept here (hscache.h); NULL: none */
+    wd_hs_cache_stats_t cache;
     uint32_t max_win;    /* max over rules of rt.win */
     uint32_t lookbehind; /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
     uint64_t *ls_first; /* per byte: the longspan rules (rt.ls_bit) a match can start with it; NULL if > 64 */
@@ -1281,6 +1284,7 @@ static void db_free(wd_guard_db_t *db)
     free(db->gated);
     free(db->words);
     free(db->wslots);
+    free(db->cache_dir);
     free(db);
 }
 
@@ -1884,7 +1888,7 @@ static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t on
     }
     if (n == 0) goto done;
     hs_compile_error_t *herr = NULL;
-    if (hs_compile_multi(pats, flags, ids, n, mode, NULL, out, &herr) != HS_SUCCESS) {
+    if (wd_hs_cache_compile(db->cache_dir, pats, flags, ids, n, mode, out, &herr, &db->cache) != HS_SUCCESS) {
         if (herr && herr->expression >= 0 && (unsigned)herr->expression < n &&
             ids[herr->expression] < db->nrules) {
             size_t i = ids[herr->expression];
@@ -1911,6 +1915,22 @@ int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses)
     if (!db || db->compiled || rule >= db->nrules || (uses & ~WD_GUARD_ANY)) return WD_EINVAL;
     db->rt[rule].uses = (uint8_t)uses;
     return WD_OK;
+}
+
+int wd_guard_db_set_cache(wd_guard_db_t *db, const char *dir)
+{
+    if (!db || db->compiled) return WD_EINVAL;
+    free(db->cache_dir);
+    db->cache_dir = NULL;
+    if (dir && !(db->cache_dir = strdup(dir))) return WD_ENOMEM;
+    return WD_OK;
+}
+
+unsigned wd_guard_db_cache_stats(const wd_guard_db_t *db, unsigned *compiled, const char **problem)
+{
+    *compiled = db->cache.compiled;
+    *problem = db->cache.problem[0] ? db->cache.problem : NULL;
+    return db->cache.loaded;
 }
 
 /* The gated rules of a part, each in a block-mode database of its own, and their distinct context

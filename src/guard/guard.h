@@ -79,6 +79,11 @@ wd_guard_db_t *wd_guard_db_parse(const char *dir, char *err, size_t errlen);
 wd_guard_db_t *wd_guard_db_parse_buf(const char *name, const char *yaml, size_t len, char *err, size_t errlen);
 int wd_guard_db_set_uses(wd_guard_db_t *db, size_t rule, unsigned uses);
 int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen);
+/* Before compile: keep the compiled databases in dir and reuse them (guard/hscache.h; NULL: compile
+ * every time, the default). After compile: how many databases were loaded from the cache (returned)
+ * and compiled, and the first reason the cache could not be used (NULL if none), for a warning. */
+int wd_guard_db_set_cache(wd_guard_db_t *db, const char *dir);
+unsigned wd_guard_db_cache_stats(const wd_guard_db_t *db, unsigned *compiled, const char **problem);
 wd_guard_db_t *wd_guard_db_ref(wd_guard_db_t *db);
 void wd_guard_db_unref(wd_guard_db_t *db);
 size_t wd_guard_db_nrules(const wd_guard_db_t *db);

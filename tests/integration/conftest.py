@@ -15,6 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WARDEN = os.environ.get("WARDEN_BIN", str(ROOT / "build" / "warden"))
+# Every warden started by the tests (serve, scan, config check) keeps the compiled rules here and
+# reuses them when the rules are the same: seconds per start saved (minutes under sanitizers). Tests
+# of the cache itself pass their own directory.
+os.environ.setdefault("XDG_CACHE_HOME", str(ROOT / "build" / "test-cache"))
 
 
 def sanitized_build():

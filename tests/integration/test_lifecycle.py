@@ -229,6 +229,49 @@ def test_reload_applies_new_models(sim, gateway):
     assert g.alive()
 
 
+CACHE_RULES = """version: 1
+rules:
+  - id: t.code
+    type: PROJECT_CODE
+    class: internal
+    pattern: 'PRJ-[0-9]{%d}'
+"""
+CACHED = re.compile(r"guard: 1 rules; (\d+) databases compiled, (\d+) loaded from the cache in (\S+)")
+
+
+def test_rule_cache_serves_restarts_and_reloads(sim, gateway, tmp_path):
+    """The compiled rules are kept in guard.cache_dir: a restart and a reload with the same rules load
+    them (none compiled), and the rules loaded so work; a changed rule is compiled on reload."""
+    rules, cache = tmp_path / "rules", tmp_path / "rule-cache"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(CACHE_RULES % 5)
+    guard = (f"guard: {{ rules_dir: {rules}, cache_dir: {cache}, default_profile: p }}\n"
+             "guard_profiles:\n  p: { input: { internal: block } }\n")
+    s = sim()
+
+    def logged(g, n):
+        assert wait_for(lambda: len(CACHED.findall(g.stderr())) >= n, timeout=10), g.stderr()
+        compiled, loaded, where = CACHED.findall(g.stderr())[n - 1]
+        assert where == str(cache)
+        return int(compiled), int(loaded)
+
+    g = gateway(s.port, extra=guard)
+    compiled, loaded = logged(g, 1)
+    assert compiled >= 1 and loaded == 0
+    g.stop()
+    g = gateway(s.port, extra=guard)
+    assert logged(g, 1) == (0, compiled)
+    r = post(g.url, "/v1/chat/completions", chat_body("ship PRJ-12345 today"))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_blocked", r.text
+    assert post(g.url, "/v1/chat/completions", chat_body("ship PRJ-1234 today")).status_code == 200
+    g.reload()
+    assert logged(g, 2) == (0, compiled)
+    (rules / "r.yaml").write_text(CACHE_RULES % 4)
+    g.reload()
+    assert logged(g, 3) == (compiled, 0)
+    assert post(g.url, "/v1/chat/completions", chat_body("ship PRJ-1234 today")).status_code == 400
+
+
 def test_invalid_reload_is_refused_and_old_config_serves(sim, gateway):
     s = sim()
     g = gateway(s.port)
