@@ -28,10 +28,20 @@ def sanitized_build():
 UPSTREAM_KEY = "sim-upstream-key-4f8d1c"  # the credential warden injects; tests check it never leaks
 
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one handed out before in this run: the kernel may offer a
+    port again as soon as its probe socket is closed, before the process it was meant for binds it
+    (a gateway once got the same port for listen and admin)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def wait_port(port, proc=None, timeout=10.0):

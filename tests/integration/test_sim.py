@@ -17,14 +17,10 @@ import time
 import httpx
 import pytest
 
+from conftest import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARDEN = os.environ.get("WARDEN_BIN", os.path.join(ROOT, "build", "warden"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sim:
