@@ -57,6 +57,11 @@ int wd_cmd_config(int argc, char **argv)
            c->admin.text ? c->admin.text : "off", atls, c->nupstreams, c->nupstreams == 1 ? "" : "s", utls, c->nmodels,
            c->nmodels == 1 ? "" : "s", c->workers, c->workers == 1 ? "" : "s",
            c->audit_file ? (strcmp(c->audit_file, "-") ? c->audit_file : "stdout") : "off");
+    char rules[4400];
+    const char *problem;
+    wd_config_rules_summary(c, rules, sizeof rules, &problem);
+    if (problem) fprintf(stderr, "%s: warning: rule cache: %s\n", file, problem);
+    if (rules[0]) printf("guard: %s\n", rules);
     wd_config_unref(c);
     return 0;
 }

@@ -62,14 +62,11 @@ static void warn_insecure(const wd_config_t *c)
 /* How the guard's rule databases were had: from the compile cache or compiled (seconds each). */
 static void log_rules(const wd_config_t *c)
 {
-    if (!c->guard_db) return;
-    unsigned compiled;
+    char line[4400];
     const char *problem;
-    unsigned loaded = wd_guard_db_cache_stats(c->guard_db, &compiled, &problem);
+    wd_config_rules_summary(c, line, sizeof line, &problem);
     if (problem) wd_log(WD_LOG_WARN, "guard: rule cache: %s", problem);
-    wd_log(WD_LOG_INFO, "guard: %zu rules; %u databases compiled, %u loaded from the cache%s%s",
-           wd_guard_db_nrules(c->guard_db), compiled, loaded, c->guard.cache_dir ? " in " : " (off)",
-           c->guard.cache_dir ? c->guard.cache_dir : "");
+    if (line[0]) wd_log(WD_LOG_INFO, "guard: %s", line);
 }
 
 static void set_cfg(wd_worker_t *w, void *arg)

@@ -1436,6 +1436,19 @@ static int resolve_guard(ctx_t *c, const wd_ynode_t *root)
     return WD_OK;
 }
 
+void wd_config_rules_summary(const wd_config_t *c, char *buf, size_t len, const char **problem)
+{
+    *problem = NULL;
+    if (!c->guard_db) {
+        snprintf(buf, len, "%s", "");
+        return;
+    }
+    unsigned compiled, loaded = wd_guard_db_cache_stats(c->guard_db, &compiled, problem);
+    snprintf(buf, len, "%zu rules; %u databases compiled, %u loaded from the cache%s%s",
+             wd_guard_db_nrules(c->guard_db), compiled, loaded, c->guard.cache_dir ? " in " : " (off)",
+             c->guard.cache_dir ? c->guard.cache_dir : "");
+}
+
 const wd_guard_profile_t *wd_config_profile(const wd_config_t *c, const char *name)
 {
     for (size_t i = 0; name && i < c->nprofiles; i++)

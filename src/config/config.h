@@ -182,6 +182,10 @@ wd_config_t *wd_config_ref(wd_config_t *c);
 void wd_config_unref(wd_config_t *c); /* frees on last reference, zeroing secrets */
 
 const wd_guard_profile_t *wd_config_profile(const wd_config_t *c, const char *name);
+/* How the guard's rule databases were had, as one line ("231 rules; 18 databases compiled, 0 loaded
+ * from the cache in DIR"; "" without a guard section), and in *problem the first reason the cache
+ * could not be used (NULL if none), for a warning. */
+void wd_config_rules_summary(const wd_config_t *c, char *buf, size_t len, const char **problem);
 /* The action a profile takes for a rule (types before classes; unlisted: allow). */
 wd_action_t wd_profile_action(const wd_guard_profile_t *p, const wd_rule_t *r);
 /* The same for answers (the profile's output map; unlisted: allow). */

@@ -270,6 +270,13 @@ def test_rule_cache_serves_restarts_and_reloads(sim, gateway, tmp_path):
     g.reload()
     assert logged(g, 3) == (compiled, 0)
     assert post(g.url, "/v1/chat/completions", chat_body("ship PRJ-1234 today")).status_code == 400
+    # `warden config check` compiles as serve does, through the same cache (a deploy step can warm it)
+    r = run("config", "check", str(g.config_path))
+    assert r.returncode == 0 and f"guard: 1 rules; 0 databases compiled, {compiled} loaded from the cache in {cache}\n" in r.stdout
+    cache.chmod(0o770)
+    r = run("config", "check", str(g.config_path))
+    assert r.returncode == 0 and f"guard: 1 rules; {compiled} databases compiled, 0 loaded" in r.stdout
+    assert f"warning: rule cache: {cache} is not used: it is writable by group or others" in r.stderr
 
 
 def test_invalid_reload_is_refused_and_old_config_serves(sim, gateway):
