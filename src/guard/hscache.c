@@ -67,7 +67,10 @@ static int make_dirs(const char *path)
 {
     char buf[4096];
     size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf) return -1;
+    if (len == 0 || len >= sizeof buf) {
+        errno = len ? ENAMETOOLONG : ENOENT;
+        return -1;
+    }
     memcpy(buf, path, len + 1);
     for (char *p = buf + 1; *p; p++)
         if (*p == '/') {
