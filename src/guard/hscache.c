@@ -104,24 +104,16 @@ static int open_dir(const char *dir, wd_hs_cache_stats_t *st)
     return fd;
 }
 
-static int read_full(int fd, uint8_t *p, size_t n)
+/* Reads or writes all n bytes (0), or fails (-1, errno set; a short read is EIO). */
+static int io_full(int fd, uint8_t *p, size_t n, bool writing)
 {
     while (n) {
-        ssize_t r = read(fd, p, n);
+        ssize_t r = writing ? write(fd, p, n) : read(fd, p, n);
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t r = write(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
+        if (r <= 0) {
+            if (r == 0) errno = EIO;
+            return -1;
+        }
         p += r;
         n -= (size_t)r;
     }
@@ -149,7 +141,7 @@ static hs_database_t *load(int dfd, const char *name, const uint8_t key[32], wd_
         why = "wrong size";
     else if (!(buf = malloc((size_t)sb.st_size)))
         why = "out of memory";
-    else if (read_full(fd, buf, (size_t)sb.st_size) != 0)
+    else if (io_full(fd, buf, (size_t)sb.st_size, false) != 0)
         why = "cannot be read";
     if (!why) {
         size_t plen = (size_t)sb.st_size - HEAD;
@@ -214,7 +206,7 @@ static void store(int dfd, const char *name, const uint8_t key[32], const hs_dat
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%08x", name, (long)getpid(), randombytes_random());
     int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     bool ok =
-        fd >= 0 && write_full(fd, head, sizeof head) == 0 && write_full(fd, (const uint8_t *)bytes, len) == 0;
+        fd >= 0 && io_full(fd, head, sizeof head, true) == 0 && io_full(fd, (uint8_t *)bytes, len, true) == 0;
     if (fd >= 0 && close(fd) != 0) ok = false;
     if (ok && renameat(dfd, tmp, dfd, name) != 0) ok = false;
     if (!ok) {
