@@ -4,6 +4,7 @@
 #include "core/core.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -19,7 +20,7 @@
  * payload (hs_serialize_database's bytes). */
 #define MAGIC "WDHSDB01"
 #define HEAD (8 + 32 + 32 + 8)
-#define MAX_PAYLOAD ((size_t)1 << 30)
+#define MAX_PAYLOAD ((size_t)256 << 20) /* the full default set's largest database: 2.8 MB */
 #define SUFFIX ".hsdb"
 
 static void note(wd_hs_cache_stats_t *st, const char *fmt, ...)
@@ -48,6 +49,18 @@ static void compile_key(const char *const *pats, const unsigned *flags, const un
     const char *ver = hs_version();
     crypto_generichash_update(&h, (const uint8_t *)tag, sizeof tag);
     crypto_generichash_update(&h, (const uint8_t *)ver, strlen(ver) + 1);
+    /* the compiler's build, not only its version: a patched libhs (or, statically linked, a rebuilt
+     * warden) keeping the version string is a different file */
+    Dl_info di;
+    struct stat sb;
+    if (dladdr((void *)hs_compile_multi, &di) && di.dli_fname && stat(di.dli_fname, &sb) == 0) {
+        crypto_generichash_update(&h, (const uint8_t *)di.dli_fname, strlen(di.dli_fname) + 1);
+        put_u64(&h, (uint64_t)sb.st_dev);
+        put_u64(&h, (uint64_t)sb.st_ino);
+        put_u64(&h, (uint64_t)sb.st_size);
+        put_u64(&h, (uint64_t)sb.st_mtim.tv_sec);
+        put_u64(&h, (uint64_t)sb.st_mtim.tv_nsec);
+    }
     put_u64(&h, plat->tune);
     put_u64(&h, plat->cpu_features);
     put_u64(&h, mode);
@@ -124,7 +137,8 @@ static int io_full(int fd, uint8_t *p, size_t n, bool writing)
  * noted. */
 static hs_database_t *load(int dfd, const char *name, const uint8_t key[32], wd_hs_cache_stats_t *st)
 {
-    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted at the name must not hang the start (a regular file reads as usual) */
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT) note(st, "cache entry %s: %s", name, strerror(errno));
         return NULL;
@@ -165,7 +179,9 @@ static hs_database_t *load(int dfd, const char *name, const uint8_t key[32], wd_
     return db;
 }
 
-/* Removes entries (and temporary files left by a crash) not used for WD_HS_CACHE_MAX_AGE_DAYS. */
+/* Removes entries (and temporary files left by a crash) not used for WD_HS_CACHE_MAX_AGE_DAYS. An
+ * entry another process uses or replaces between the check and the unlink is removed all the same;
+ * that costs the next start one compile, nothing else. */
 static void prune(int dfd)
 {
     int fd = dup(dfd);
@@ -205,15 +221,17 @@ static void store(int dfd, const char *name, const uint8_t key[32], const hs_dat
     char tmp[160];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%08x", name, (long)getpid(), randombytes_random());
     int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    bool ok =
-        fd >= 0 && io_full(fd, head, sizeof head, true) == 0 && io_full(fd, (uint8_t *)bytes, len, true) == 0;
+    /* synced before the rename: after a power loss an entry is whole or absent */
+    bool ok = fd >= 0 && io_full(fd, head, sizeof head, true) == 0 &&
+              io_full(fd, (uint8_t *)bytes, len, true) == 0 && fsync(fd) == 0;
     if (fd >= 0 && close(fd) != 0) ok = false;
     if (ok && renameat(dfd, tmp, dfd, name) != 0) ok = false;
+    free(bytes); /* hs_serialize_database allocates with the misc allocator, malloc by default */
     if (!ok) {
         note(st, "cannot write cache entry %s: %s", name, strerror(errno));
         if (fd >= 0) unlinkat(dfd, tmp, 0);
+        return;
     }
-    free(bytes); /* hs_serialize_database allocates with the misc allocator, malloc by default */
     prune(dfd);
 }
 
@@ -225,7 +243,9 @@ hs_error_t wd_hs_cache_compile(const char *dir, const char *const *pats, const u
     int dfd = -1;
     uint8_t key[32];
     char name[2 * 32 + sizeof SUFFIX];
-    if (dir && hs_populate_platform(&plat) == HS_SUCCESS && (dfd = open_dir(dir, st)) >= 0) {
+    bool plat_ok = dir && hs_populate_platform(&plat) == HS_SUCCESS;
+    if (dir && !plat_ok) note(st, "Hyperscan cannot tell this CPU's features; the cache is not used");
+    if (plat_ok && (dfd = open_dir(dir, st)) >= 0) {
         compile_key(pats, flags, ids, n, mode, &plat, key);
         sodium_bin2hex(name, sizeof name, key, sizeof key);
         strcat(name, SUFFIX);

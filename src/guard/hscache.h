@@ -2,12 +2,13 @@
  * second time (the next `warden scan`, a restart, a reload with the same rules) loads it in
  * milliseconds instead of compiling it for seconds.
  *
- * An entry is named by a BLAKE2b-256 hash of everything the compile depends on: the Hyperscan version,
- * the CPU features it targets, the mode and every pattern with its flags and id. A changed rule is a
- * new name; the old entry ages out (entries not used for WD_HS_CACHE_MAX_AGE_DAYS are removed when a
- * new one is written). An entry is trusted only when the directory and the file belong to this
- * process's user and neither is writable by group or others, and when its content hash checks; any
- * other entry is ignored, compiled afresh and replaced (written to a temporary file, then renamed).
+ * An entry is named by a BLAKE2b-256 hash of everything the compile depends on: the Hyperscan version
+ * and library file, the CPU features it targets, the mode and every pattern with its flags and id. A
+ * changed rule is a new name; the old entry ages out (entries not used for WD_HS_CACHE_MAX_AGE_DAYS
+ * are removed when a new one is written). An entry is trusted only when the directory and the file
+ * belong to this process's user and neither is writable by group or others, the file is a regular
+ * file (not a symlink or FIFO), and its content hash checks; any other entry is ignored, compiled
+ * afresh and replaced (written to a temporary file, fsynced, then renamed).
  * The cache never decides what is found: a miss or a broken entry costs only the compile time. */
 #ifndef WD_GUARD_HSCACHE_H
 #define WD_GUARD_HSCACHE_H

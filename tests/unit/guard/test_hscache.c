@@ -254,6 +254,21 @@ static void test_old_entries_age_out(void **state)
                                 {.tv_sec = time(NULL) - days[i] * 86400L}};
         assert_int_equal(utimensat(AT_FDCWD, p, t, 0), 0);
     }
+    /* the entries in use are just as old, but a load refreshes them */
+    DIR *d = opendir(x->dir);
+    struct dirent *e;
+    unsigned aged = 0;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l != 64 + 5 || strcmp(e->d_name + 64, ".hsdb") != 0) continue;
+        char p[300];
+        snprintf(p, sizeof p, "%s/%s", x->dir, e->d_name);
+        struct timespec t[2] = {{.tv_sec = time(NULL) - 40 * 86400L}, {.tv_sec = time(NULL) - 40 * 86400L}};
+        assert_int_equal(utimensat(AT_FDCWD, p, t, 0), 0);
+        aged++;
+    }
+    closedir(d);
+    assert_int_equal(run(x->dir, RULES).loaded, aged);
     char changed[sizeof RULES];
     strcpy(changed, RULES);
     memcpy(strstr(changed, "[0-9]+"), "[0-8]+", 6);
@@ -264,6 +279,85 @@ static void test_old_entries_age_out(void **state)
         bool gone = access(p, F_OK) != 0;
         if (gone != (i < 2)) fail_msg("%s: %s", names[i], gone ? "removed" : "kept");
     }
+    assert_int_equal(run(x->dir, RULES).loaded, aged); /* still there */
+}
+
+/* Compiles yaml with rule i serving uses[i] through the cache in dir; *loaded and *compiled say how. */
+static void counts(const char *dir, const char *yaml, const unsigned *uses, size_t n, unsigned *loaded,
+                   unsigned *compiled)
+{
+    char err[ERRLEN];
+    wd_guard_db_t *db = wd_guard_db_parse_buf("r.yaml", yaml, strlen(yaml), err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(wd_guard_db_set_uses(db, i, uses[i]), WD_OK);
+    assert_int_equal(wd_guard_db_set_cache(db, dir), WD_OK);
+    assert_int_equal(wd_guard_db_compile(db, err, sizeof err), WD_OK);
+    const char *problem;
+    *loaded = wd_guard_db_cache_stats(db, compiled, &problem);
+    if (problem) fail_msg("unexpected cache problem: %s", problem);
+    wd_guard_db_unref(db);
+}
+
+/* An entry is found again only for the same patterns with the same flags, ids and mode: a rule made
+ * caseless, two rules swapped, or the same rules compiled for streams are each a database of their own
+ * (loading one for the other would match differently). */
+static void test_key_covers_flags_ids_and_mode(void **state)
+{
+    fx_t *x = *state;
+#define TWO(a, b) "version: 1\nrules:\n" a b
+#define ALPHA "  - id: t.alpha\n    type: A\n    class: test\n    pattern: 'alpha[0-9]+'\n"
+#define ALPHA_CI ALPHA "    caseless: true\n"
+#define BETA "  - id: t.beta\n    type: B\n    class: test\n    pattern: 'beta[a-z]+'\n"
+    static const unsigned in[] = {WD_GUARD_INPUT, WD_GUARD_INPUT}, out[] = {WD_GUARD_OUTPUT, WD_GUARD_OUTPUT};
+    static const struct {
+        const char *yaml;
+        const unsigned *uses;
+    } variants[] = {
+        {TWO(ALPHA, BETA), in}, {TWO(ALPHA_CI, BETA), in}, {TWO(BETA, ALPHA), in}, {TWO(ALPHA, BETA), out}};
+    unsigned loaded, compiled;
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
+        counts(x->dir, variants[i].yaml, variants[i].uses, 2, &loaded, &compiled);
+        if (loaded != 0 || compiled != 1)
+            fail_msg("variant %zu: loaded %u, compiled %u", i, loaded, compiled);
+    }
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
+        counts(x->dir, variants[i].yaml, variants[i].uses, 2, &loaded, &compiled);
+        if (loaded != 1 || compiled != 0)
+            fail_msg("variant %zu again: loaded %u, compiled %u", i, loaded, compiled);
+    }
+    assert_int_equal(entries(x->dir, NULL, 0), 4);
+#undef TWO
+#undef ALPHA
+#undef ALPHA_CI
+#undef BETA
+}
+
+/* What sits at an entry's name and is not a private regular file of this user is never read: a FIFO
+ * (opening it must not wait for a writer), and, when the tests run as root, a file or directory of
+ * another user. */
+static void test_not_a_private_file(void **state)
+{
+    fx_t *x = *state;
+    run_t first = run(x->dir, RULES);
+    char path[512];
+    entries(x->dir, path, sizeof path);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    run_t r = run(x->dir, RULES);
+    assert_int_equal(r.compiled, 1);
+    expect_problem(&r, "not a regular file");
+    assert_string_equal(r.found, first.found);
+    if (geteuid() != 0) return; /* chown needs root */
+    assert_int_equal(chown(path, 65534, 65534), 0);
+    r = run(x->dir, RULES);
+    assert_int_equal(r.compiled, 1);
+    expect_problem(&r, "belongs to another user");
+    assert_int_equal(chown(x->dir, 65534, 65534), 0);
+    r = run(x->dir, RULES);
+    assert_int_equal(r.loaded, 0);
+    expect_problem(&r, "is not used: it belongs to another user");
+    assert_string_equal(r.found, first.found);
 }
 
 static void test_default_dir(void **state)
@@ -298,6 +392,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_broken_entries_are_compiled_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_writable_by_others_is_not_used, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_entries_age_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_covers_flags_ids_and_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_private_file, setup, teardown),
         cmocka_unit_test(test_default_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
