@@ -153,7 +153,7 @@ struct wd_guard_db {
     uint32_t *wslots; /* indexes into gated */
     bool compiled;
     char *cache_dir; /* compiled databases kept here (hscache.h); NULL: none */
-    wd_hs_cache_stats_t cache;
+    wd_hs_cache_t cache; /* open while compiling, then what it did */
     uint32_t max_win;    /* max over rules of rt.win */
     uint32_t lookbehind; /* bytes a confirmation may look before its window (PCRE2 lookbehind) */
     uint64_t *ls_first; /* per byte: the longspan rules (rt.ls_bit) a match can start with it; NULL if > 64 */
@@ -1888,7 +1888,7 @@ static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t on
     }
     if (n == 0) goto done;
     hs_compile_error_t *herr = NULL;
-    if (wd_hs_cache_compile(db->cache_dir, pats, flags, ids, n, mode, out, &herr, &db->cache) != HS_SUCCESS) {
+    if (wd_hs_cache_compile(&db->cache, pats, flags, ids, n, mode, out, &herr) != HS_SUCCESS) {
         if (herr && herr->expression >= 0 && (unsigned)herr->expression < n &&
             ids[herr->expression] < db->nrules) {
             size_t i = ids[herr->expression];
@@ -1988,20 +1988,22 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
         !(db->words = calloc(WD_MAX(nwords, (size_t)1), sizeof *db->words)) ||
         !(db->wslots = calloc(WD_MAX(nwords, (size_t)1), sizeof *db->wslots)))
         return wd_errf(err, errlen, WD_ENOMEM, "out of memory");
-    for (unsigned uses = 1; uses <= WD_GUARD_ANY; uses++) {
+    wd_hs_cache_open(&db->cache, db->cache_dir);
+    int rc = WD_OK;
+    for (unsigned uses = 1; uses <= WD_GUARD_ANY && !rc; uses++) {
         part_t pt = {.uses = uses};
         unsigned mode = STREAMED(uses) ? HS_MODE_STREAM : HS_MODE_BLOCK;
         size_t w0 = db->nwords;
-        int rc = compile_gated(db, uses, err, errlen);
+        rc = compile_gated(db, uses, err, errlen);
         if (!rc)
             rc = compile_rules(db, uses, false, SIZE_MAX, w0, db->nwords, mode, &pt.hs, &pt.win, err, errlen);
         if (!rc && STREAMED(uses))
             rc = compile_rules(db, uses, true, SIZE_MAX, 0, 0, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
         if (pt.hs || pt.ghs) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
-        if (rc) return rc;
     }
-    db->compiled = true;
-    return WD_OK;
+    wd_hs_cache_close(&db->cache);
+    db->compiled = !rc;
+    return rc;
 }
 
 /* With at most 64 longspan rules, one table tells for each byte which of them a match can start with,

@@ -23,7 +23,7 @@
 #define MAX_PAYLOAD ((size_t)256 << 20) /* the full default set's largest database: 2.8 MB */
 #define SUFFIX ".hsdb"
 
-static void note(wd_hs_cache_stats_t *st, const char *fmt, ...)
+static void note(wd_hs_cache_t *st, const char *fmt, ...)
 {
     if (st->problem[0]) return; /* the first reason is the one worth reading */
     va_list ap;
@@ -40,8 +40,10 @@ static void put_u64(crypto_generichash_state *h, uint64_t v)
     crypto_generichash_update(h, b, sizeof b);
 }
 
-static void compile_key(const char *const *pats, const unsigned *flags, const unsigned *ids, unsigned n,
-                        unsigned mode, const hs_platform_info_t *plat, uint8_t key[32])
+/* What every key of this process shares: Hyperscan's version and library file (its build, not only
+ * its version: a patched libhs, or, statically linked, a rebuilt warden, keeping the version string is
+ * a different file) and the CPU features it compiles for. */
+static void base_key(const hs_platform_info_t *plat, uint8_t base[32])
 {
     crypto_generichash_state h;
     crypto_generichash_init(&h, NULL, 0, 32);
@@ -49,8 +51,6 @@ static void compile_key(const char *const *pats, const unsigned *flags, const un
     const char *ver = hs_version();
     crypto_generichash_update(&h, (const uint8_t *)tag, sizeof tag);
     crypto_generichash_update(&h, (const uint8_t *)ver, strlen(ver) + 1);
-    /* the compiler's build, not only its version: a patched libhs (or, statically linked, a rebuilt
-     * warden) keeping the version string is a different file */
     Dl_info di;
     struct stat sb;
     if (dladdr((void *)hs_compile_multi, &di) && di.dli_fname && stat(di.dli_fname, &sb) == 0) {
@@ -63,6 +63,15 @@ static void compile_key(const char *const *pats, const unsigned *flags, const un
     }
     put_u64(&h, plat->tune);
     put_u64(&h, plat->cpu_features);
+    crypto_generichash_final(&h, base, 32);
+}
+
+static void compile_key(const uint8_t base[32], const char *const *pats, const unsigned *flags,
+                        const unsigned *ids, unsigned n, unsigned mode, uint8_t key[32])
+{
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, 32);
+    crypto_generichash_update(&h, base, 32);
     put_u64(&h, mode);
     put_u64(&h, n);
     for (unsigned i = 0; i < n; i++) {
@@ -95,7 +104,7 @@ static int make_dirs(const char *path)
 }
 
 /* The directory as an fd, if it belongs to this user and only this user can write to it. */
-static int open_dir(const char *dir, wd_hs_cache_stats_t *st)
+static int open_dir(const char *dir, wd_hs_cache_t *st)
 {
     if (make_dirs(dir) != 0) {
         note(st, "cannot create %s: %s", dir, strerror(errno));
@@ -135,7 +144,7 @@ static int io_full(int fd, uint8_t *p, size_t n, bool writing)
 
 /* The entry `name`, if it is there and sound. An absent entry is a plain miss; any other failure is
  * noted. */
-static hs_database_t *load(int dfd, const char *name, const uint8_t key[32], wd_hs_cache_stats_t *st)
+static hs_database_t *load(int dfd, const char *name, const uint8_t key[32], wd_hs_cache_t *st)
 {
     /* O_NONBLOCK: a FIFO planted at the name must not hang the start (a regular file reads as usual) */
     int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -204,7 +213,7 @@ static void prune(int dfd)
 }
 
 static void store(int dfd, const char *name, const uint8_t key[32], const hs_database_t *db,
-                  wd_hs_cache_stats_t *st)
+                  wd_hs_cache_t *st)
 {
     char *bytes = NULL;
     size_t len = 0;
@@ -235,32 +244,43 @@ static void store(int dfd, const char *name, const uint8_t key[32], const hs_dat
     prune(dfd);
 }
 
-hs_error_t wd_hs_cache_compile(const char *dir, const char *const *pats, const unsigned *flags,
-                               const unsigned *ids, unsigned n, unsigned mode, hs_database_t **out,
-                               hs_compile_error_t **herr, wd_hs_cache_stats_t *st)
+void wd_hs_cache_open(wd_hs_cache_t *c, const char *dir)
 {
-    hs_platform_info_t plat;
-    int dfd = -1;
+    *c = (wd_hs_cache_t){.dfd = -1};
+    if (!dir) return;
+    if (hs_populate_platform(&c->plat) != HS_SUCCESS) {
+        note(c, "Hyperscan cannot tell this CPU's features; the cache is not used");
+        return;
+    }
+    if ((c->dfd = open_dir(dir, c)) >= 0) base_key(&c->plat, c->base);
+}
+
+void wd_hs_cache_close(wd_hs_cache_t *c)
+{
+    if (c->dfd >= 0) close(c->dfd);
+    c->dfd = -1;
+}
+
+hs_error_t wd_hs_cache_compile(wd_hs_cache_t *c, const char *const *pats, const unsigned *flags,
+                               const unsigned *ids, unsigned n, unsigned mode, hs_database_t **out,
+                               hs_compile_error_t **herr)
+{
     uint8_t key[32];
     char name[2 * 32 + sizeof SUFFIX];
-    bool plat_ok = dir && hs_populate_platform(&plat) == HS_SUCCESS;
-    if (dir && !plat_ok) note(st, "Hyperscan cannot tell this CPU's features; the cache is not used");
-    if (plat_ok && (dfd = open_dir(dir, st)) >= 0) {
-        compile_key(pats, flags, ids, n, mode, &plat, key);
+    if (c->dfd >= 0) {
+        compile_key(c->base, pats, flags, ids, n, mode, key);
         sodium_bin2hex(name, sizeof name, key, sizeof key);
         strcat(name, SUFFIX);
-        if ((*out = load(dfd, name, key, st))) {
-            st->loaded++;
-            close(dfd);
+        if ((*out = load(c->dfd, name, key, c))) {
+            c->loaded++;
             return HS_SUCCESS;
         }
     }
-    hs_error_t rc = hs_compile_multi(pats, flags, ids, n, mode, dfd >= 0 ? &plat : NULL, out, herr);
+    hs_error_t rc = hs_compile_multi(pats, flags, ids, n, mode, c->dfd >= 0 ? &c->plat : NULL, out, herr);
     if (rc == HS_SUCCESS) {
-        st->compiled++;
-        if (dfd >= 0) store(dfd, name, key, *out, st);
+        c->compiled++;
+        if (c->dfd >= 0) store(c->dfd, name, key, *out, c);
     }
-    if (dfd >= 0) close(dfd);
     return rc;
 }
 

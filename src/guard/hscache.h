@@ -18,18 +18,27 @@
 
 #define WD_HS_CACHE_MAX_AGE_DAYS 30
 
-/* What the cache did over one or more compiles. problem is the first reason an entry or the
- * directory could not be used ("" if none); it is for a warning, never an error. */
+/* A cache opened for the compiles of one rule set. loaded and compiled count what it did; problem is
+ * the first reason an entry or the directory could not be used ("" if none), for a warning, never an
+ * error. */
 typedef struct {
+    int dfd; /* the directory; -1: no cache (compiles only) */
+    hs_platform_info_t plat;
+    unsigned char base[32]; /* the part of every key that is the same for this process */
     unsigned loaded, compiled;
     char problem[256];
-} wd_hs_cache_stats_t;
+} wd_hs_cache_t;
 
-/* hs_compile_multi through the cache in dir (created with mode 0700 if missing; NULL: no cache). The
- * result and herr are those of hs_compile_multi; a database loaded from the cache is the same one. */
-hs_error_t wd_hs_cache_compile(const char *dir, const char *const *pats, const unsigned *flags,
+/* Opens the cache in dir (created with mode 0700 if missing; NULL: none). Always usable: a cache that
+ * cannot be opened only compiles, and says why in problem. */
+void wd_hs_cache_open(wd_hs_cache_t *c, const char *dir);
+/* hs_compile_multi through the cache. The result and herr are those of hs_compile_multi; a database
+ * loaded from the cache is the same one. */
+hs_error_t wd_hs_cache_compile(wd_hs_cache_t *c, const char *const *pats, const unsigned *flags,
                                const unsigned *ids, unsigned n, unsigned mode, hs_database_t **out,
-                               hs_compile_error_t **herr, wd_hs_cache_stats_t *st);
+                               hs_compile_error_t **herr);
+/* Closes the directory; the counts and problem stay. */
+void wd_hs_cache_close(wd_hs_cache_t *c);
 
 /* The default cache directory: $CACHE_DIRECTORY (systemd's CacheDirectory=, its first entry), else
  * $XDG_CACHE_HOME/warden, else $HOME/.cache/warden. False if none of these is set (no cache). */
