@@ -27,8 +27,9 @@
  *
  * Rules are compiled in parts: by the purposes they serve (prompts, answers, the injection screen;
  * see WD_GUARD_*), so a scan runs only the rules it needs. Inside a part, the rules with
- * context_required are compiled apart: streams scan them like the others, block scans run each of
- * them only around its context words (see "Gated rules"), with the same findings.
+ * context_required, and those whose every match holds a rare trigger (a digit, say), are compiled
+ * apart: streams scan them like the others, block scans run them only around their context words or
+ * their trigger (see "Gated rules" and "Trigger-gated rules"), with the same findings.
  *
  * A database is immutable after load and shared by all threads; everything mutable lives in the
  * per-thread scratch or in a stream. */
@@ -51,6 +52,9 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -86,6 +90,21 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* Model */
 
+/* Two byte ranges: c is in them if (unsigned char)(c - lo[k]) <= w[k] for k = 0 or 1. */
+typedef struct {
+    unsigned char lo[2], w[2];
+} ranges2_t;
+
+/* A trigger (see "Trigger-gated rules"): every match of the rules it gates holds a byte in [lo, hi],
+ * right after a byte of `before` and right before one of `after` when need_before / need_after.
+ * vb and va hold those sets, or more (everything when not needed), for the vector loop. */
+typedef struct {
+    unsigned char lo, hi;
+    bool need_before, need_after;
+    uint8_t before[32], after[32];
+    ranges2_t vb, va;
+} trigger_t;
+
 typedef struct {
     pcre2_code *code;  /* end-anchored, for confirmations; NULL when fixed != 0 */
     pcre2_code *pcode; /* longspan rules: not end-anchored, for partial matching (PCRE2 refuses both) */
@@ -104,6 +123,9 @@ typedef struct {
                            start with such two bytes; a word of one byte is in every entry */
     uint8_t uses;              /* WD_GUARD_* purposes the rule serves; 0 = never scanned */
     bool longspan;             /* win > SHORT_WIN: streams track its match in progress (track_pending) */
+    bool tgate;                /* block scans run it only around its trigger (choose_trigger) ... */
+    trigger_t trig;            /* ... which is this ... */
+    uint8_t span[32];          /* ... and its matches hold only these bytes besides the trigger's */
     unsigned pline, pcol;      /* where its pattern is, for compile errors */
 } rule_rt_t;
 
@@ -121,14 +143,20 @@ typedef struct {
                            the context words of its gated rules (match id nrules + index in db->words) */
     hs_database_t *ghs; /* HS_MODE_STREAM: its gated rules, for streams (NULL if none or not STREAMED) */
     uint32_t win;       /* the longest win among its rules */
+    uint32_t tg0, ntg;  /* its trigger groups: db->gated[tg0, tg0 + ntg) */
 } part_t;
 
-/* A gated rule (context_required) in block scans: its own block-mode database, run only on the
- * regions around an occurrence of one of its context words (see scan_gated). */
+/* Gated rules in block scans, run only on regions of the text (see scan_gated): a rule with
+ * context_required, in a block-mode database of its own, around its context words; or the rules of a
+ * part with the same trigger, in one block-mode database, around the trigger's occurrences. */
 typedef struct {
-    uint32_t rule;
+    uint32_t rule; /* the rule with context_required, or NO_RULE: a trigger group */
     hs_database_t *hs; /* HS_MODE_BLOCK */
+    uint32_t win;      /* the longest win of its rules */
+    trigger_t trig;    /* trigger group: the trigger ... */
+    uint8_t span[32];  /* ... and the union of its rules' span */
 } gated_t;
+#define NO_RULE UINT32_MAX
 
 /* A context word of some part's gated rules (match id nrules + its index in that part's hs database):
  * the gated rules it serves are wslots[first .. first + n). */
@@ -734,13 +762,39 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
  * incomplete (or made up by the region's edges) and are not kept. Regions of one rule that overlap,
  * or nearly touch, are merged; the zone of the union covers those of its parts. */
 #define GATE_GAP 64 /* regions of a rule closer than this are scanned as one */
+#define MAX_TRIGGERS 8 /* trigger groups per part; the rules of any more are not gated */
+
+/* Adds [r0, r1) to the regions of gated entry gi: merged with its latest one when they overlap or
+ * nearly touch. */
+static int add_region(match_ctx_t *m, uint32_t gi, uint64_t r0, uint64_t r1)
+{
+    wd_guard_scratch_t *s = m->s;
+    int32_t li = s->glast[gi];
+    if (li >= 0 && r0 <= s->reg[li].r1 + GATE_GAP && r1 + GATE_GAP >= s->reg[li].r0) {
+        s->reg[li].r0 = WD_MIN(s->reg[li].r0, r0);
+        s->reg[li].r1 = WD_MAX(s->reg[li].r1, r1);
+        return 0;
+    }
+    if (s->nreg == s->capreg) {
+        size_t cap = s->capreg ? s->capreg * 2 : 64;
+        region_t *v = realloc(s->reg, cap * sizeof *v);
+        if (!v) {
+            m->err = WD_ENOMEM;
+            return 1;
+        }
+        s->reg = v;
+        s->capreg = cap;
+    }
+    s->reg[s->nreg] = (region_t){.r0 = r0, .r1 = r1, .g = gi};
+    s->glast[gi] = (int32_t)s->nreg++;
+    return 0;
+}
 
 /* An occurrence of context word w ending at h, reported by the part's database: the regions of the
  * gated rules that list it. */
 static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
 {
     const wd_guard_db_t *db = m->db;
-    wd_guard_scratch_t *s = m->s;
     const ctxword_t *cw = &db->words[w];
     uint64_t a = h - cw->len;
     int before = a > 0 ? (unsigned char)m->buf[a - 1] : -1,
@@ -748,27 +802,155 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
     if (glued(before, (unsigned char)m->buf[a], (unsigned char)m->buf[h - 1], after)) return 0;
     for (uint32_t k = 0; k < cw->n; k++) {
         uint32_t gi = db->wslots[cw->first + k];
-        uint64_t win = db->rt[db->gated[gi].rule].win;
+        uint64_t win = db->gated[gi].win;
         uint64_t r0 = h > CTX_AFTER + 1 + win ? h - CTX_AFTER - 1 - win : 0;
         uint64_t r1 = WD_MIN(a + CTX_BEFORE + 1 + win, (uint64_t)m->len);
-        int32_t li = s->glast[gi];
-        if (li >= 0 && r0 <= s->reg[li].r1 + GATE_GAP && r1 + GATE_GAP >= s->reg[li].r0) {
-            s->reg[li].r0 = WD_MIN(s->reg[li].r0, r0);
-            s->reg[li].r1 = WD_MAX(s->reg[li].r1, r1);
-            continue;
+        if (add_region(m, gi, r0, r1)) return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Trigger-gated rules in block scans
+ *
+ * Most of what a privacy scan looks for is digits (phone, card, account and record numbers), and a
+ * Hyperscan database holding such rules, which have no literal to look for first, runs its automata
+ * over every byte of the text. A rule whose every match holds a byte of a rare kind (its trigger,
+ * proved from the pattern by guard/pattern.h: a digit; or one byte, such as the space between two
+ * capitalised words, between bytes of given kinds) is compiled apart, with the part's other rules of
+ * the same trigger, and a block scan runs that database only on the regions around the trigger's
+ * occurrences, found by a vector loop. Streams scan these rules like any other.
+ *
+ * A match holds only bytes of its rule's span (wd_pattern_bytes, less the trigger byte when it occurs
+ * once), so the match around an occurrence at i lies in the run of span bytes around i, and, being
+ * at most win bytes long, in [i - win + 1, i + win). The region is that run with the byte on each side
+ * (for \b), within [i - win, i + win + 1). Every candidate a scan of the whole text gives (confirmed
+ * by PCRE2, at most win bytes) holds an occurrence, so it lies in one region with the bytes around it,
+ * and the scan of that region reports it with the same start (PCRE2 confirms on the whole text) and
+ * the same longest end (a longer match from the same start would hold an occurrence too, whose region
+ * overlaps, so the regions were merged). Conversely, whatever Hyperscan reports in a region is a match
+ * of the pattern, so it holds an occurrence whose region, merged into this one, holds it and the bytes
+ * around it: the region's edges cannot make up a match, and no zone is needed. */
+
+/* Whether position i holds an occurrence of the trigger. */
+static bool occurs(const trigger_t *tr, const unsigned char *t, size_t i, size_t len)
+{
+    return (unsigned char)(t[i] - tr->lo) <= (unsigned char)(tr->hi - tr->lo) &&
+           (!tr->need_before || (i > 0 && wd_byte_in(tr->before, t[i - 1]))) &&
+           (!tr->need_after || (i + 1 < len && wd_byte_in(tr->after, t[i + 1])));
+}
+
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+typedef unsigned char v16_t __attribute__((vector_size(16)));
+
+/* A trigger's ranges in vector lanes, made once per scan. */
+typedef struct {
+    v16_t lo, w, blo[2], bw[2], alo[2], aw[2];
+    bool nb, na;
+} vtrig_t;
+
+static v16_t splat(unsigned char c) { return (v16_t){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c}; }
+
+static void vtrig_make(const trigger_t *tr, vtrig_t *v)
+{
+    v->lo = splat(tr->lo);
+    v->w = splat((unsigned char)(tr->hi - tr->lo));
+    for (unsigned k = 0; k < 2; k++) {
+        v->blo[k] = splat(tr->vb.lo[k]);
+        v->bw[k] = splat(tr->vb.w[k]);
+        v->alo[k] = splat(tr->va.lo[k]);
+        v->aw[k] = splat(tr->va.w[k]);
+    }
+    v->nb = tr->need_before;
+    v->na = tr->need_after;
+}
+
+#define VIN(x, lo, w) ((v16_t)((v16_t)((x) - (lo)) <= (w)))
+
+/* Bit k set: position i + k may hold an occurrence of one of the n triggers (t[i - 1] and t[i + 16]
+ * exist). The neighbours are checked against vb and va, which may hold more. */
+static unsigned maybe16(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i)
+{
+    v16_t x, xb, xa, any = {0};
+    memcpy(&x, t + i, 16);
+    memcpy(&xb, t + i - 1, 16);
+    memcpy(&xa, t + i + 1, 16);
+    for (uint32_t k = 0; k < n; k++) {
+        v16_t m = VIN(x, v[k].lo, v[k].w);
+        if (v[k].nb) m &= VIN(xb, v[k].blo[0], v[k].bw[0]) | VIN(xb, v[k].blo[1], v[k].bw[1]);
+        if (v[k].na) m &= VIN(xa, v[k].alo[0], v[k].aw[0]) | VIN(xa, v[k].alo[1], v[k].aw[1]);
+        any |= m;
+    }
+#ifdef __SSE2__
+    return (unsigned)_mm_movemask_epi8((__m128i)any);
+#else
+    uint64_t h[2];
+    memcpy(h, &any, sizeof h);
+    unsigned bits = 0;
+    for (unsigned k = 0; k < 16; k++) /* one bit per lane */
+        bits |= (unsigned)((h[k / 8] >> (8 * (k % 8))) & 1) << k;
+    return bits;
+#endif
+}
+#define HAVE_V16 1
+#endif
+
+typedef struct {
+    size_t from;   /* its next occurrence is at or after this */
+    size_t ka, kb; /* [ka, kb): span bytes already walked */
+} walk_t;
+
+/* The region of trigger group gi around its occurrence at i. */
+static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
+{
+    const gated_t *g = &m->db->gated[gi];
+    const unsigned char *t = (const unsigned char *)m->buf;
+    size_t len = m->len, lo = i > g->win ? i - g->win : 0, hi = WD_MIN(i + g->win + 1, len), a = i, b = i + 1;
+    if (i >= w->ka && i < w->kb) { /* inside the last run: walk on from its ends */
+        a = WD_MAX(w->ka, lo);
+        b = WD_MAX(w->kb, b);
+    }
+    while (a > lo && wd_byte_in(g->span, t[a - 1]))
+        a--;
+    while (b < hi && wd_byte_in(g->span, t[b]))
+        b++;
+    if (add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
+    if (wd_byte_in(g->span, t[i])) {
+        w->ka = a;
+        w->kb = b;
+    }
+    /* an occurrence before b in the same run, which ended there, has a region inside this one */
+    w->from = b < hi && b > i + 1 ? b : i + 1;
+    return 0;
+}
+
+/* The regions of the part's trigger groups in the text, in one pass. */
+static int trigger_regions(match_ctx_t *m, const part_t *pt)
+{
+    const gated_t *g = &m->db->gated[pt->tg0];
+    const unsigned char *t = (const unsigned char *)m->buf;
+    size_t len = m->len, i = 0;
+    walk_t w[MAX_TRIGGERS] = {0};
+    uint32_t n = WD_MIN(pt->ntg, (uint32_t)MAX_TRIGGERS);
+#ifdef HAVE_V16
+    vtrig_t v[MAX_TRIGGERS];
+    for (uint32_t k = 0; k < n; k++)
+        vtrig_make(&g[k].trig, &v[k]);
+#endif
+    while (i < len) {
+        unsigned bits = 0xffff; /* the next 16 positions, or those that may hold an occurrence */
+#ifdef HAVE_V16
+        if (i > 0 && i + 17 <= len) bits = maybe16(v, n, t, i);
+#endif
+        for (; bits; bits &= bits - 1) {
+            size_t at = i + (size_t)__builtin_ctz(bits);
+            if (at >= len) break;
+            for (uint32_t k = 0; k < n; k++)
+                if (at >= w[k].from && occurs(&g[k].trig, t, at, len) &&
+                    trigger_region(m, pt->tg0 + k, &w[k], at))
+                    return 1;
         }
-        if (s->nreg == s->capreg) {
-            size_t cap = s->capreg ? s->capreg * 2 : 64;
-            region_t *v = realloc(s->reg, cap * sizeof *v);
-            if (!v) {
-                m->err = WD_ENOMEM;
-                return 1;
-            }
-            s->reg = v;
-            s->capreg = cap;
-        }
-        s->reg[s->nreg] = (region_t){.r0 = r0, .r1 = r1, .g = gi};
-        s->glast[gi] = (int32_t)s->nreg++;
+        i += 16;
     }
     return 0;
 }
@@ -780,21 +962,24 @@ static void forget_regions(wd_guard_scratch_t *s)
     s->nreg = 0;
 }
 
-/* Runs each gated rule on its regions, which the part's scan collected. */
+/* Runs each gated entry on its regions, which the part's scan (context words) and trigger_regions
+ * collected. */
 static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, match_ctx_t *m, const char *text,
                       size_t len)
 {
     hs_error_t hr = HS_SUCCESS;
     for (size_t i = 0; i < s->nreg && hr == HS_SUCCESS; i++) {
         const region_t *r = &s->reg[i];
-        uint32_t win = db->rt[db->gated[r->g].rule].win;
+        const gated_t *g = &db->gated[r->g];
         m->scan_base = r->r0;
-        m->zlo = r->r0 ? r->r0 + 1 : 0;
-        m->zhi = r->r1 == len ? UINT64_MAX : r->r1 - win - 1;
-        hr = hs_block(db->gated[r->g].hs, s, m, text + r->r0, r->r1 - r->r0);
+        if (g->rule != NO_RULE) { /* a trigger group's regions need no zone (see "Trigger-gated rules") */
+            m->zlo = r->r0 ? r->r0 + 1 : 0;
+            m->zhi = r->r1 == len ? UINT64_MAX : r->r1 - g->win - 1;
+        }
+        hr = hs_block(g->hs, s, m, text + r->r0, r->r1 - r->r0);
+        m->zlo = 0;
+        m->zhi = UINT64_MAX;
     }
-    m->zlo = 0;
-    m->zhi = UINT64_MAX;
     return scan_result(m->err, hr);
 }
 
@@ -832,6 +1017,7 @@ int wd_guard_scan_ranked(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigne
         int rc = !pt->hs              ? WD_OK
                  : STREAMED(pt->uses) ? run_db(s->bst[i], s, &m, text, 0, 0, len)
                                       : run_block(pt->hs, s, &m, text, len);
+        if (pt->ntg && trigger_regions(&m, pt)) rc = m.err;
         if (!rc) rc = scan_gated(db, s, &m, text, len);
         forget_regions(s);
         if (rc) return rc;
@@ -1672,6 +1858,78 @@ static size_t literal_prefix(const char *p, char *out, size_t cap)
     return n;
 }
 
+static unsigned count_bytes(const uint8_t set[32])
+{
+    unsigned n = 0;
+    for (unsigned k = 0; k < 32; k++)
+        n += (unsigned)__builtin_popcount(set[k]);
+    return n;
+}
+
+/* Two ranges that hold every byte of the set (and maybe more): its runs, the closest merged. */
+static void cover2(const uint8_t set[32], ranges2_t *r)
+{
+    unsigned lo[256], hi[256], n = 0;
+    for (unsigned c = 0; c < 256; c++)
+        if (wd_byte_in(set, (unsigned char)c)) {
+            if (n && hi[n - 1] + 1 == c)
+                hi[n - 1] = c;
+            else
+                lo[n] = hi[n] = c, n++;
+        }
+    while (n > 2) { /* merge the two runs with the smallest gap between them */
+        unsigned k = 0;
+        for (unsigned j = 1; j + 1 < n; j++)
+            if (lo[j + 1] - hi[j] < lo[k + 1] - hi[k]) k = j;
+        hi[k] = hi[k + 1];
+        memmove(lo + k + 1, lo + k + 2, (n - k - 2) * sizeof *lo);
+        memmove(hi + k + 1, hi + k + 2, (n - k - 2) * sizeof *hi);
+        n--;
+    }
+    for (unsigned k = 0; k < 2; k++) {
+        unsigned j = k < n ? k : 0; /* one run (or none: an empty set, never asked) twice */
+        r->lo[k] = (unsigned char)(n ? lo[j] : 0);
+        r->w[k] = (unsigned char)(n ? hi[j] - lo[j] : 0);
+    }
+}
+
+/* Whether block scans run the rule only around a trigger (see "Trigger-gated rules"), and which: a
+ * rule with a literal of three bytes or more is left to Hyperscan, which looks for that first. A digit,
+ * when the rule's matches hold few lower-case letters (so the run of its bytes around a digit ends
+ * at the first ordinary word); else a byte that is no letter or digit, held exactly once between
+ * bytes of given kinds (the space between two capitalised words, an e-mail address's @). */
+static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
+{
+    uint8_t digits[32] = {0}, bytes[32], first[32];
+    for (unsigned c = '0'; c <= '9'; c++)
+        digits[c >> 3] |= (uint8_t)(1u << (c & 7));
+    if (r->context_required || !wd_pattern_bytes(r->pattern, r->caseless, bytes) ||
+        wd_pattern_literal(r->pattern, r->caseless) >= 3)
+        return;
+    unsigned lower = 0;
+    for (unsigned c = 'a'; c <= 'z'; c++)
+        lower += wd_byte_in(bytes, (unsigned char)c);
+    unsigned char pivot;
+    rt->trig.vb = rt->trig.va = (ranges2_t){.w = {255, 255}};
+    if (lower <= 3 && wd_pattern_requires(r->pattern, r->caseless, digits)) {
+        rt->trig.lo = '0';
+        rt->trig.hi = '9';
+        memcpy(rt->span, bytes, 32);
+    } else if (wd_pattern_pivot(r->pattern, r->caseless, &pivot, rt->trig.before, rt->trig.after) &&
+               !wd_is_alnum(pivot) && wd_pattern_first(r->pattern, r->caseless, first) &&
+               count_bytes(first) >= 16) {
+        rt->trig.lo = rt->trig.hi = pivot;
+        rt->trig.need_before = rt->trig.need_after = true;
+        cover2(rt->trig.before, &rt->trig.vb);
+        cover2(rt->trig.after, &rt->trig.va);
+        memcpy(rt->span, bytes, 32);
+        rt->span[pivot >> 3] &= (uint8_t)~(1u << (pivot & 7)); /* it is in a match once: there */
+    } else {
+        return;
+    }
+    rt->tgate = true;
+}
+
 /* Per-rule compile checks (each error names the rule's pattern), then the widths that decide how a
  * match is confirmed. */
 static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, unsigned col)
@@ -1718,6 +1976,7 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         return fail_at(L, line, col, "rule '%s': group %u, but the pattern has %u capture group%s", r->id,
                        (unsigned)r->group, ngroups, ngroups == 1 ? "" : "s");
     rt->longspan = rt->win > SHORT_WIN;
+    choose_trigger(r, rt);
     if (rt->longspan) {
         pcre2_compile_context *pc = pcre2_compile_context_create(NULL);
         if (pc) pcre2_set_newline(pc, PCRE2_NEWLINE_LF);
@@ -1833,8 +2092,9 @@ static int load_file(load_t *L, const char *name, const char *buf, size_t len)
     return rc;
 }
 
-/* Block scans run a rule with context_required only around its context words (see scan_gated). */
-static bool is_gated(const wd_rule_t *r) { return r->context_required; }
+/* Block scans run a rule with context_required only around its context words, and a trigger-gated
+ * one around its trigger (see scan_gated). */
+static bool is_gated(const wd_guard_db_t *db, size_t i) { return db->rules[i].context_required || db->rt[i].tgate; }
 
 /* A context word as a Hyperscan pattern: every byte that is not a letter or digit as \xHH. */
 static char *word_pattern(const ctxword_t *cw)
@@ -1852,11 +2112,32 @@ static char *word_pattern(const ctxword_t *cw)
     return p;
 }
 
-/* Compiles the rules of one part (those whose uses are exactly `uses`) that are gated or not, or
- * the single rule `only` if it is not SIZE_MAX, with the context words db->words[w0, w1). Match ids
- * are rule indexes, and nrules + the index of a word. Nothing to compile: *out stays NULL. */
-static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t only, size_t w0, size_t w1,
-                         unsigned mode, hs_database_t **out, uint32_t *win, char *err, size_t errlen)
+/* Which rules compile_rules takes: those of one part (whose uses are exactly `uses`), gated or not;
+ * or one rule; or the rules of a trigger group. */
+typedef struct {
+    unsigned uses;
+    enum { PICK_PLAIN, PICK_GATED, PICK_ONE, PICK_TRIGGER } kind;
+    size_t one;              /* PICK_ONE */
+    const trigger_t *trig;   /* PICK_TRIGGER: with uses */
+} pick_t;
+
+static bool same_trigger(const trigger_t *a, const trigger_t *b) { return memcmp(a, b, sizeof *a) == 0; }
+
+static bool picked(const wd_guard_db_t *db, const pick_t *p, size_t i)
+{
+    switch (p->kind) {
+    case PICK_ONE: return i == p->one;
+    case PICK_PLAIN: return db->rt[i].uses == p->uses && !is_gated(db, i);
+    case PICK_GATED: return db->rt[i].uses == p->uses && is_gated(db, i);
+    case PICK_TRIGGER: return db->rt[i].uses == p->uses && db->rt[i].tgate && same_trigger(&db->rt[i].trig, p->trig);
+    }
+    return false;
+}
+
+/* Compiles the rules `p` picks, with the context words db->words[w0, w1). Match ids are rule
+ * indexes, and nrules + the index of a word. Nothing to compile: *out stays NULL. */
+static int compile_rules(wd_guard_db_t *db, const pick_t *p, size_t w0, size_t w1, unsigned mode,
+                         hs_database_t **out, uint32_t *win, char *err, size_t errlen)
 {
     size_t cap = WD_MAX(db->nrules + (w1 - w0), (size_t)1);
     const char **pats = malloc(cap * sizeof *pats);
@@ -1870,8 +2151,7 @@ static int compile_rules(wd_guard_db_t *db, unsigned uses, bool gated, size_t on
     }
     unsigned n = 0;
     for (size_t i = 0; i < db->nrules; i++) {
-        if (db->rt[i].uses != uses || is_gated(&db->rules[i]) != gated || (only != SIZE_MAX && i != only))
-            continue;
+        if (!picked(db, p, i)) continue;
         pats[n] = db->rules[i].pattern;
         flags[n] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
         ids[n++] = (unsigned)i;
@@ -1933,19 +2213,19 @@ unsigned wd_guard_db_cache_stats(const wd_guard_db_t *db, unsigned *compiled, co
     return db->cache.loaded;
 }
 
-/* The gated rules of a part, each in a block-mode database of its own, and their distinct context
- * words (appended to db->words), each pointing at the rules that list it. db->gated, words and wslots
- * have room for every gated rule and context word. */
-static int compile_gated(wd_guard_db_t *db, unsigned uses, char *err, size_t errlen)
+/* The rules of a part with context_required, each in a block-mode database of its own, and their
+ * distinct context words (appended to db->words), each pointing at the rules that list it; then the
+ * part's trigger groups. db->gated, words and wslots have room for every gated rule and context word. */
+static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen)
 {
     size_t g0 = db->ngated, w0 = db->nwords;
     for (size_t i = 0; i < db->nrules; i++) {
         const wd_rule_t *r = &db->rules[i];
-        if (db->rt[i].uses != uses || !is_gated(r)) continue;
+        if (db->rt[i].uses != pt->uses || !r->context_required) continue;
         gated_t *g = &db->gated[db->ngated];
         *g = (gated_t){.rule = (uint32_t)i};
-        uint32_t win = 0;
-        int rc = compile_rules(db, uses, true, i, 0, 0, HS_MODE_BLOCK, &g->hs, &win, err, errlen);
+        pick_t one = {.kind = PICK_ONE, .one = i};
+        int rc = compile_rules(db, &one, 0, 0, HS_MODE_BLOCK, &g->hs, &g->win, err, errlen);
         if (g->hs) db->ngated++;
         if (rc) return rc;
         for (size_t k = 0; k < r->ncontext; k++) {
@@ -1972,6 +2252,31 @@ static int compile_gated(wd_guard_db_t *db, unsigned uses, char *err, size_t err
                 }
         }
     }
+
+    pt->tg0 = (uint32_t)db->ngated;
+    for (size_t i = 0; i < db->nrules; i++) {
+        const rule_rt_t *rt = &db->rt[i];
+        if (rt->uses != pt->uses || !rt->tgate) continue;
+        size_t gi = pt->tg0;
+        while (gi < db->ngated && !same_trigger(&db->gated[gi].trig, &rt->trig))
+            gi++;
+        if (gi < db->ngated) continue; /* its group is compiled */
+        if (gi - pt->tg0 == MAX_TRIGGERS) { /* scanned with the part's other rules */
+            db->rt[i].tgate = false;
+            continue;
+        }
+        gated_t *g = &db->gated[gi];
+        *g = (gated_t){.rule = NO_RULE, .trig = rt->trig};
+        for (size_t j = i; j < db->nrules; j++)
+            if (db->rt[j].uses == pt->uses && db->rt[j].tgate && same_trigger(&db->rt[j].trig, &rt->trig))
+                for (unsigned k = 0; k < 32; k++)
+                    g->span[k] |= db->rt[j].span[k];
+        pick_t grp = {.uses = pt->uses, .kind = PICK_TRIGGER, .trig = &rt->trig};
+        int rc = compile_rules(db, &grp, 0, 0, HS_MODE_BLOCK, &g->hs, &g->win, err, errlen);
+        if (g->hs) db->ngated++;
+        if (rc) return rc;
+    }
+    pt->ntg = (uint32_t)(db->ngated - pt->tg0);
     return WD_OK;
 }
 
@@ -1980,8 +2285,8 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
     if (!db || db->compiled) return wd_errf(err, errlen, WD_EINVAL, "rules: already compiled");
     size_t ngated = 0, nwords = 0;
     for (size_t i = 0; i < db->nrules; i++)
-        if (db->rt[i].uses && is_gated(&db->rules[i])) {
-            ngated++;
+        if (db->rt[i].uses && is_gated(db, i)) {
+            ngated++; /* at most one entry (its own, or its trigger group's) per gated rule */
             nwords += db->rules[i].ncontext;
         }
     if (!(db->gated = calloc(WD_MAX(ngated, (size_t)1), sizeof *db->gated)) ||
@@ -1994,12 +2299,12 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen)
         part_t pt = {.uses = uses};
         unsigned mode = STREAMED(uses) ? HS_MODE_STREAM : HS_MODE_BLOCK;
         size_t w0 = db->nwords;
-        rc = compile_gated(db, uses, err, errlen);
-        if (!rc)
-            rc = compile_rules(db, uses, false, SIZE_MAX, w0, db->nwords, mode, &pt.hs, &pt.win, err, errlen);
+        rc = compile_gated(db, &pt, err, errlen);
+        pick_t plain = {.uses = uses, .kind = PICK_PLAIN}, gated = {.uses = uses, .kind = PICK_GATED};
+        if (!rc) rc = compile_rules(db, &plain, w0, db->nwords, mode, &pt.hs, &pt.win, err, errlen);
         if (!rc && STREAMED(uses))
-            rc = compile_rules(db, uses, true, SIZE_MAX, 0, 0, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
-        if (pt.hs || pt.ghs) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
+            rc = compile_rules(db, &gated, 0, 0, HS_MODE_STREAM, &pt.ghs, &pt.win, err, errlen);
+        if (pt.hs || pt.ghs || pt.ntg) db->parts[db->nparts++] = pt; /* freed with the db, also on error */
     }
     wd_hs_cache_close(&db->cache);
     db->compiled = !rc;

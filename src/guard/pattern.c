@@ -3,6 +3,7 @@
 
 #include "core/core.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static void add(uint8_t b[32], unsigned c)
@@ -218,4 +219,296 @@ bool wd_pattern_bytes(const char *pat, bool caseless, uint8_t bytes[32])
                 add(bytes, c - 32);
             }
     return true;
+}
+
+/* ---- the shape of a pattern's matches ----------------------------------------------------------- */
+
+/* What a (sub)pattern's matches are made of: whether one can be empty, how long one can be, the bytes
+ * one can start or end with, the bytes it can hold, and whether each holds a byte of the set asked
+ * about (req). */
+typedef struct {
+    bool nullable, req;
+    unsigned long lo, hi; /* the least and greatest length of a match (INF: unbounded) */
+    uint8_t first[32], last[32], bytes[32];
+} shape_t;
+
+typedef struct {
+    const char *p;
+    const uint8_t *set; /* for shape_t.req */
+    bool ci, ok;
+    unsigned depth;
+} reader_t;
+
+static void set_or(uint8_t d[32], const uint8_t s[32])
+{
+    for (unsigned i = 0; i < 32; i++)
+        d[i] |= s[i];
+}
+
+static bool subset(const uint8_t a[32], const uint8_t b[32])
+{
+    for (unsigned i = 0; i < 32; i++)
+        if (a[i] & ~b[i]) return false;
+    return true;
+}
+
+/* One byte class consumed once: both ASCII cases when caseless. */
+static void one_byte(const reader_t *q, uint8_t t[32], shape_t *sh)
+{
+    if (q->ci)
+        for (unsigned c = 'a'; c <= 'z'; c++)
+            if (wd_byte_in(t, (unsigned char)c) || wd_byte_in(t, (unsigned char)(c - 32))) {
+                add(t, c);
+                add(t, c - 32);
+            }
+    memset(sh, 0, sizeof *sh);
+    memcpy(sh->first, t, 32);
+    memcpy(sh->last, t, 32);
+    memcpy(sh->bytes, t, 32);
+    sh->lo = sh->hi = 1;
+    sh->req = q->set && subset(t, q->set);
+}
+
+static void read_alt(reader_t *q, shape_t *sh);
+
+/* One atom at q->p, advanced past it. Zero-width atoms are nullable with no bytes. */
+static void read_atom(reader_t *q, shape_t *sh)
+{
+    uint8_t t[32] = {0};
+    memset(sh, 0, sizeof *sh);
+    sh->nullable = true;
+    char c = *q->p;
+    if (c == '\\') {
+        q->p++;
+        if (*q->p && strchr("bBAzZG", *q->p)) {
+            q->p++;
+            return;
+        }
+        if (shorthand(*q->p, t)) {
+            q->p++;
+        } else {
+            int x = escaped_byte(&q->p);
+            if (x < 0) {
+                q->ok = false;
+                return;
+            }
+            add(t, (unsigned)x);
+        }
+        one_byte(q, t, sh);
+        return;
+    }
+    if (c == '[') {
+        if (!read_class(&q->p, t)) q->ok = false;
+        else one_byte(q, t, sh);
+        return;
+    }
+    if (c == '(') {
+        if (q->p[1] == '*' || ++q->depth > 64) {
+            q->ok = false;
+            return;
+        }
+        q->p++;
+        bool zero = false, scoped = false, ci = q->ci;
+        if (*q->p == '?') {
+            q->p++;
+            zero = *q->p == '=' || *q->p == '!' || *q->p == '#' ||
+                   (q->p[0] == '<' && (q->p[1] == '=' || q->p[1] == '!'));
+            const char *f = q->p;
+            if (!read_group(&q->p, &q->ci)) {
+                q->ok = false;
+                return;
+            }
+            if (*q->p == ')' && q->p > f && q->p[-1] != ':' && !zero) { /* (?i): to the group's end */
+                q->p++;
+                q->depth--;
+                return;
+            }
+            scoped = q->p[-1] == ':' && !memchr("=!", *f, 2); /* (?i:...) */
+        }
+        shape_t in;
+        read_alt(q, &in);
+        if (*q->p != ')') {
+            q->ok = false;
+            return;
+        }
+        q->p++;
+        q->depth--;
+        if (scoped) q->ci = ci;
+        if (!zero) *sh = in;
+        return;
+    }
+    if (!c || strchr(")|*+?", c) || (c == '{' && quantifier(q->p))) {
+        q->ok = false;
+        return;
+    }
+    q->p++;
+    if (c == '^' || c == '$') return;
+    if (c == '.')
+        memset(t, 0xff, 32);
+    else
+        add(t, (unsigned char)c);
+    one_byte(q, t, sh);
+}
+
+/* The quantifier after an atom, if any: its least and greatest count (1, 1 without one; INF). */
+#define INF (1ul << 20)
+static void read_quantifier(reader_t *q, unsigned long *lo, unsigned long *hi)
+{
+    *lo = *hi = 1;
+    if (*q->p == '?' || *q->p == '*' || *q->p == '+') {
+        *lo = *q->p == '+';
+        *hi = *q->p == '?' ? 1 : INF;
+        q->p++;
+    } else if (*q->p == '{' && quantifier(q->p)) {
+        char *e;
+        *lo = *hi = strtoul(q->p + 1, &e, 10);
+        if (*e == ',') *hi = e[1] == '}' ? INF : strtoul(e + 1, NULL, 10);
+        q->p += quantifier(q->p);
+    } else {
+        return;
+    }
+    if (*q->p == '?' || *q->p == '+') q->p++; /* lazy, possessive */
+}
+
+static unsigned long sat(unsigned long x) { return x > INF ? INF : x; }
+
+/* Appends b to the sequence a (a = a b). */
+static void seq_join(shape_t *a, const shape_t *b)
+{
+    if (a->nullable) set_or(a->first, b->first);
+    uint8_t last[32];
+    memcpy(last, b->last, 32);
+    if (b->nullable) set_or(last, a->last);
+    memcpy(a->last, last, 32);
+    set_or(a->bytes, b->bytes);
+    a->nullable = a->nullable && b->nullable;
+    a->req = a->req || b->req;
+    a->lo = sat(a->lo + b->lo);
+    a->hi = sat(a->hi + b->hi);
+}
+
+/* One quantified atom. */
+static void read_piece(reader_t *q, shape_t *sh)
+{
+    read_atom(q, sh);
+    if (!q->ok) return;
+    unsigned long lo, hi;
+    read_quantifier(q, &lo, &hi);
+    if (lo == 0) {
+        sh->nullable = true;
+        sh->req = false;
+    }
+    sh->lo = sat(sh->lo * lo);
+    sh->hi = sh->hi && hi ? sat(sh->hi * hi) : 0;
+}
+
+static void read_seq(reader_t *q, shape_t *sh)
+{
+    memset(sh, 0, sizeof *sh);
+    sh->nullable = true;
+    while (q->ok && *q->p && *q->p != '|' && *q->p != ')') {
+        shape_t a;
+        read_piece(q, &a);
+        seq_join(sh, &a);
+    }
+}
+
+static void read_alt(reader_t *q, shape_t *sh)
+{
+    read_seq(q, sh);
+    while (q->ok && *q->p == '|') {
+        q->p++;
+        shape_t b;
+        read_seq(q, &b);
+        set_or(sh->first, b.first);
+        set_or(sh->last, b.last);
+        set_or(sh->bytes, b.bytes);
+        sh->nullable = sh->nullable || b.nullable;
+        sh->req = sh->req && b.req;
+        sh->lo = WD_MIN(sh->lo, b.lo);
+        sh->hi = WD_MAX(sh->hi, b.hi);
+    }
+}
+
+bool wd_pattern_requires(const char *pat, bool caseless, const uint8_t set[32])
+{
+    if (!pat) return false;
+    reader_t q = {.p = pat, .set = set, .ci = caseless, .ok = true};
+    shape_t sh;
+    read_alt(&q, &sh);
+    return q.ok && !*q.p && sh.req;
+}
+
+bool wd_pattern_first(const char *pat, bool caseless, uint8_t first[32])
+{
+    reader_t q = {.p = pat, .ci = caseless, .ok = pat != NULL};
+    shape_t sh;
+    if (q.ok) read_alt(&q, &sh);
+    if (!q.ok || *q.p || sh.nullable) {
+        memset(first, 0xff, 32);
+        return false;
+    }
+    memcpy(first, sh.first, 32);
+    return true;
+}
+
+#define MAX_PIECES 64
+
+/* The pieces of a top-level sequence (n = 0: not one, or not read). */
+static size_t read_pieces(const char *pat, bool caseless, shape_t *pc)
+{
+    reader_t q = {.p = pat, .ci = caseless, .ok = pat != NULL};
+    size_t n = 0;
+    while (q.ok && *q.p && *q.p != '|' && *q.p != ')' && n < MAX_PIECES)
+        read_piece(&q, &pc[n++]);
+    return q.ok && !*q.p ? n : 0;
+}
+
+/* The number of bytes in a set, and the last of them. */
+static unsigned count(const uint8_t b[32], unsigned *last)
+{
+    unsigned n = 0;
+    for (unsigned c = 0; c < 256; c++)
+        if (wd_byte_in(b, (unsigned char)c)) n++, *last = c;
+    return n;
+}
+
+size_t wd_pattern_literal(const char *pat, bool caseless)
+{
+    shape_t pc[MAX_PIECES];
+    size_t n = read_pieces(pat, caseless, pc), run = 0, best = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = 0, k = count(pc[i].bytes, &c);
+        bool lit = pc[i].lo == 1 && pc[i].hi == 1 && (k == 1 || (k == 2 && wd_is_alnum((unsigned char)c) &&
+                                                                 wd_byte_in(pc[i].bytes, (unsigned char)(c ^ 0x20))));
+        if (pc[i].hi == 0) continue; /* an assertion between two bytes keeps them together */
+        run = lit ? run + 1 : 0;
+        best = WD_MAX(best, run);
+    }
+    return best;
+}
+
+bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint8_t before[32], uint8_t after[32])
+{
+    shape_t pc[MAX_PIECES];
+    size_t n = read_pieces(pat, caseless, pc); /* 0: an alternation at the top, or too long */
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = 0;
+        if (pc[i].lo != 1 || pc[i].hi != 1 || count(pc[i].bytes, &c) != 1) continue; /* one byte, always */
+        bool alone = true; /* no other piece can consume it: a match holds it exactly once */
+        for (size_t j = 0; j < n && alone; j++)
+            alone = j == i || !wd_byte_in(pc[j].bytes, (unsigned char)c);
+        if (!alone) continue;
+        shape_t pre = {.nullable = true}, post = {.nullable = true};
+        for (size_t j = 0; j < i; j++)
+            seq_join(&pre, &pc[j]);
+        for (size_t j = i + 1; j < n; j++)
+            seq_join(&post, &pc[j]);
+        if (pre.nullable || post.nullable) continue;
+        *pivot = (unsigned char)c;
+        memcpy(before, pre.last, 32);
+        memcpy(after, post.first, 32);
+        return true;
+    }
+    return false;
 }

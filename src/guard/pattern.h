@@ -9,6 +9,7 @@
 #define WD_GUARD_PATTERN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Sets bit c of `bytes` (bytes[c >> 3] & 1 << (c & 7)) for every byte c a match of the pattern
@@ -18,6 +19,28 @@
  * syntax this reader does not know for certain (POSIX classes, \p, \Q...\E, \x{...}, extended mode,
  * conditionals, ...): then nothing may be assumed. */
 bool wd_pattern_bytes(const char *pat, bool caseless, uint8_t bytes[32]);
+
+/* Whether every match of the pattern certainly holds at least one byte of `set` (caseless as in
+ * wd_pattern_bytes): some atom that must occur consumes only such bytes, in every alternative. False
+ * when that is not certain, also for syntax this reader does not know. The engine scans such a rule
+ * only around the bytes of the set (engine.c, trigger-gated rules). */
+bool wd_pattern_requires(const char *pat, bool caseless, const uint8_t set[32]);
+
+/* Whether every match of the pattern (a sequence at the top, no alternation there) holds the byte
+ * *pivot exactly once, right after a byte of `before` and right before a byte of `after`: some piece
+ * of the sequence is that one byte, always once; no other piece can consume it; what comes before
+ * and after it cannot be empty. Two capitalised words with a space between them: the space, after a
+ * lower-case letter, before a capital. False when not certain, as for wd_pattern_requires. */
+bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint8_t before[32],
+                      uint8_t after[32]);
+
+/* The bytes a match can start with (every byte, and false, when not certain or a match can be empty). */
+bool wd_pattern_first(const char *pat, bool caseless, uint8_t first[32]);
+
+/* The longest run of bytes every match holds one after the other at the top of the pattern (a
+ * literal, each byte in one ASCII case or both): what Hyperscan looks for first. 0 if none or not
+ * certain. */
+size_t wd_pattern_literal(const char *pat, bool caseless);
 
 static inline bool wd_byte_in(const uint8_t bytes[32], unsigned char c)
 {

@@ -889,7 +889,15 @@ static void test_stream_property_rules(void **state)
         "phone ", "call ", "+44 20 7946 0958", "(212) 555-1234", "020 7946 0958", "itin ", "912-70-1234",
         "4111 1111 1111 1111", "card ", "a@b.co", "Dr. Ana Lopez", "Megan Payne", "twilio ",
         "SK0123456789abcdef0123456789abcdef",
-        "each", "reach", "_ach", "ach ", "x", "9", " ", " ", " ", ", ", ". ", "-", "\n", "\xc3\xa9", "Ssn", "ssn#"};
+        "each", "reach", "_ach", "ach ", "x", "9", " ", " ", " ", ", ", ". ", "-", "\n", "\xc3\xa9", "Ssn", "ssn#",
+        /* around the triggers of trigger-gated rules (digits; the space between two capitalised words;
+         * an e-mail address's @): runs longer than a rule's span, values glued to words, names in
+         * a row, addresses with long local parts */
+        "Megan", "Payne", "megan Payne", "Ann-Marie O'Neil", "Jos\xc3\xa9 \xc3\x81lvarez", "\xc5\x81ukasz ", "Mr ",
+        "Dear ", "a", "B", "12345678901234567890123456789012345678901234567890123456789", "4111-1111-1111-1111",
+        "ABCD1234EFGH5678IJKL9012MNOP3456QRST", "192.168.0.1", "10.0.0.256", "john.doe+tag@example.co.uk", "@",
+        "x@", "@y.io", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "+1 ", "(", ")", "\t", "GB82 WEST 1234 5698 7654 32", "QQ 12 34 56 C"};
     char err[ERRLEN];
     wd_guard_db_t *db = wd_guard_db_parse("rules", err, sizeof err);
     if (!db) fail_msg("%s", err);
@@ -904,8 +912,8 @@ static void test_stream_property_rules(void **state)
     assert_non_null(x.s);
     wd_findings_init(&x.f);
     static char text[4096];
-    for (int iter = 0; iter < 300; iter++) {
-        size_t len = random_text(text, sizeof text, 1 + rnd(iter < 200 ? 300 : 1500), parts, WD_ARRAY_LEN(parts));
+    for (int iter = 0; iter < 400; iter++) {
+        size_t len = random_text(text, sizeof text, 1 + rnd(iter < 250 ? 300 : 2500), parts, WD_ARRAY_LEN(parts));
         size_t cuts[8], ncuts = rnd(7);
         for (size_t i = 0; i < ncuts; i++)
             cuts[i] = rnd((uint32_t)len + 1);
@@ -916,6 +924,32 @@ static void test_stream_property_rules(void **state)
                 cuts[j - 1] = t;
             }
         expect_stream_equals_block(&x, text, len, cuts, ncuts);
+    }
+    fx_close(&x);
+}
+
+/* Trigger-gated rules (engine.c): block scans run them only around their trigger's occurrences; streams
+ * scan them everywhere, so the two must agree. A digit run longer than a rule's span, a match that
+ * reaches past the region of the run's first digit, the space between two words as a pivot. */
+static void test_trigger_gating(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(HEAD R("wide", "WIDE", "    boundary: false\n", "[0-9][A-Z]{60}") R("pair", "PAIR", "", "[a-z]+ [A-Z][a-z]+")
+                         R("dash", "DASH", "", "\\b[0-9]{3}-[0-9]{4}\\b"));
+    char text[200];
+    snprintf(text, sizeof text, "1A2%s", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
+    expect_findings(&x, text, "wide:2-63");
+    expect_findings(&x, "see john Smith and mary Jones", "pair:4-14 pair:19-29");
+    expect_findings(&x, "a B", "");
+    expect_findings(&x, "ab Cd", "pair:0-5");
+    expect_findings(&x, "call 555-1234 or 5551-234 now, or 555-12345 or x555-1234", "dash:5-13");
+    static const char *const parts[] = {"1", "A", "2", "BBBBBBBBBBBBBBBBBBBB", "555-1234", "-", "john", "Smith", " ",
+                                        "  ", "Cd", "x", "\n", "9", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"};
+    static char buf[4096];
+    for (int iter = 0; iter < 300; iter++) {
+        size_t len = random_text(buf, sizeof buf, 1 + rnd(iter < 200 ? 200 : 2000), parts, WD_ARRAY_LEN(parts));
+        size_t cut = rnd((uint32_t)len + 1);
+        expect_stream_equals_block(&x, buf, len, &cut, 1);
     }
     fx_close(&x);
 }
@@ -993,6 +1027,7 @@ int main(void)
         cmocka_unit_test(test_uses),
         cmocka_unit_test(test_stream_holdback_dynamic),
         cmocka_unit_test(test_stream_property_rules),
+        cmocka_unit_test(test_trigger_gating),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

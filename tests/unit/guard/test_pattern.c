@@ -118,6 +118,91 @@ static void test_syntax(void **state)
     assert_false(wd_pattern_bytes(NULL, false, b));
 }
 
+/* ---- the shape of matches: required bytes, a pivot, the first bytes, a literal ------------------- */
+
+static void set_of(const char *bytes, uint8_t b[32])
+{
+    memset(b, 0, 32);
+    for (const char *p = bytes; *p; p++)
+        b[(unsigned char)*p >> 3] |= (uint8_t)(1u << ((unsigned char)*p & 7));
+}
+
+static void expect_pivot(const char *pat, bool ci, int want, const char *before, const char *after)
+{
+    unsigned char c = 0;
+    uint8_t b[32], a[32], wb[32], wa[32];
+    bool got = wd_pattern_pivot(pat, ci, &c, b, a);
+    if (want < 0) {
+        if (got) fail_msg("pattern '%s': pivot 0x%02x, want none", pat, c);
+        return;
+    }
+    set_of(before, wb);
+    set_of(after, wa);
+    if (!got || c != want || memcmp(b, wb, 32) || memcmp(a, wa, 32)) {
+        char gb[1200], ga[1200];
+        show(b, gb, sizeof gb);
+        show(a, ga, sizeof ga);
+        fail_msg("pattern '%s': got %s 0x%02x {%s} {%s}, want 0x%02x {%s} {%s}", pat, got ? "pivot" : "none", c,
+                 gb, ga, want, before, after);
+    }
+}
+
+static void test_shapes(void **state)
+{
+    (void)state;
+    uint8_t digits[32], b[32];
+    set_of("0123456789", digits);
+    /* every match holds a digit: some piece that must occur consumes only digits, in every branch */
+    assert_true(wd_pattern_requires("\\b[0-9]{3}-[0-9]{2}\\b", false, digits));
+    assert_true(wd_pattern_requires("x+\\d", false, digits));
+    assert_true(wd_pattern_requires("(?:a1|2b)c", false, digits));
+    assert_true(wd_pattern_requires("(?:a|b)[0-9]{1,4}", false, digits));
+    assert_true(wd_pattern_requires("(?i:ab)7", false, digits));
+    assert_false(wd_pattern_requires("(?:a1|bb)c", false, digits)); /* one branch has none */
+    assert_false(wd_pattern_requires("[0-9]?x", false, digits));
+    assert_false(wd_pattern_requires("[0-9]*x", false, digits));
+    assert_false(wd_pattern_requires("[0-9]{0,3}x", false, digits));
+    assert_false(wd_pattern_requires("[0-9a]x", false, digits));
+    assert_false(wd_pattern_requires("(?=[0-9])\\w+", false, digits)); /* lookahead consumes nothing */
+    assert_false(wd_pattern_requires("a.b", false, digits));
+    assert_false(wd_pattern_requires("\\p{N}", false, digits)); /* unknown: never assumed */
+    assert_false(wd_pattern_requires("(a1", false, digits));
+    assert_false(wd_pattern_requires(NULL, false, digits));
+    set_of("aA", b);
+    assert_true(wd_pattern_requires("1a", true, b));
+    assert_true(wd_pattern_requires("1a", true, digits));
+    set_of("a", b);
+    assert_false(wd_pattern_requires("1a", true, b)); /* caseless: A is a match too */
+    assert_false(wd_pattern_requires("(?i)a", false, b));
+
+    /* a pivot: one byte, exactly once, between what comes before and after */
+    expect_pivot("[a-c]+ [A-C]", false, ' ', "abc", "ABC");
+    expect_pivot("\\b[a-c]+(?:x)? (?:y)?[A-C]\\b", false, ' ', "abcx", "ABCy");
+    expect_pivot("a+@b", false, '@', "a", "b");
+    expect_pivot("a+@b", true, '@', "aA", "bB");
+    expect_pivot("a @ b", false, '@', " ", " "); /* the space occurs twice, the @ once */
+    expect_pivot("a+ +b", false, -1, "", "");  /* repeated */
+    expect_pivot("a+ ?b", false, -1, "", "");  /* optional */
+    expect_pivot("(?: )b", false, -1, "", ""); /* nothing before */
+    expect_pivot("a+[ ]b|c", false, -1, "", ""); /* an alternation at the top */
+    expect_pivot("[a ]+ b", false, -1, "", ""); /* the pivot inside another piece */
+    expect_pivot("a+(?: )b", false, ' ', "a", "b");
+    expect_pivot("a+(?:  )b", false, -1, "", ""); /* two bytes */
+
+    uint8_t f[32];
+    assert_true(wd_pattern_first("\\b(?:x)?[a-c]+d", false, f));
+    set_of("xabc", b);
+    assert_memory_equal(f, b, 32);
+    assert_false(wd_pattern_first("a?", false, f)); /* can be empty */
+    assert_false(wd_pattern_first("\\p{L}", false, f));
+
+    assert_int_equal(wd_pattern_literal("\\bghp_[A-Za-z0-9]{36}", false), 4);
+    assert_int_equal(wd_pattern_literal("(?:ab)cd", false), 2);
+    assert_int_equal(wd_pattern_literal("[Aa][Bb][Cc]x", false), 4);
+    assert_int_equal(wd_pattern_literal("[ab]cd", false), 2);
+    assert_int_equal(wd_pattern_literal("a|bcd", false), 0);
+}
+
 /* ---- against PCRE2 ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -137,9 +222,18 @@ static void strs_add(strs_t *s, const char *t)
     s->n++;
 }
 
-/* Every match PCRE2 finds from every start position of text, anchored there, holds only bytes of b. */
-static size_t check_text(const wd_rule_t *r, const pcre2_code *code, pcre2_match_data *md,
-                         const uint8_t b[32], const char *text)
+/* What the reader says of a rule's matches. */
+typedef struct {
+    uint8_t bytes[32], first[32], before[32], after[32];
+    bool digit, has_first, has_pivot;
+    unsigned char pivot;
+} said_t;
+
+/* Every match PCRE2 finds from every start position of text, anchored there, holds only bytes of the
+ * set, starts with a byte of the first set, holds a digit if the reader says so, and holds the pivot
+ * once, between bytes of its sets. */
+static size_t check_text(const wd_rule_t *r, const pcre2_code *code, pcre2_match_data *md, const said_t *w,
+                         const char *text)
 {
     size_t len = strlen(text), matches = 0;
     for (size_t s = 0; s < len; s++) {
@@ -147,10 +241,23 @@ static size_t check_text(const wd_rule_t *r, const pcre2_code *code, pcre2_match
         if (rc < 0) continue;
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         matches++;
-        for (size_t i = ov[0]; i < ov[1]; i++)
-            if (!wd_byte_in(b, (unsigned char)text[i]))
-                fail_msg("rule %s: PCRE2 matched byte 0x%02x at %zu of \"%.*s\", which its set lacks", r->id,
-                         (unsigned char)text[i], i - ov[0], (int)(ov[1] - ov[0]), text + ov[0]);
+        const unsigned char *m = (const unsigned char *)text + ov[0];
+        size_t n = ov[1] - ov[0], digits = 0, pivots = 0, at = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!wd_byte_in(w->bytes, m[i]))
+                fail_msg("rule %s: PCRE2 matched byte 0x%02x at %zu of \"%.*s\", which its set lacks", r->id, m[i],
+                         i, (int)n, (const char *)m);
+            digits += m[i] >= '0' && m[i] <= '9';
+            if (w->has_pivot && m[i] == w->pivot) pivots++, at = i;
+        }
+        if (n && w->has_first && !wd_byte_in(w->first, m[0]))
+            fail_msg("rule %s: \"%.*s\" starts with a byte its first set lacks", r->id, (int)n, (const char *)m);
+        if (w->digit && !digits) fail_msg("rule %s: \"%.*s\" holds no digit", r->id, (int)n, (const char *)m);
+        if (w->has_pivot &&
+            (pivots != 1 || at == 0 || at + 1 == n || !wd_byte_in(w->before, m[at - 1]) ||
+             !wd_byte_in(w->after, m[at + 1])))
+            fail_msg("rule %s: \"%.*s\" does not hold its pivot 0x%02x once between its sets", r->id, (int)n,
+                     (const char *)m, w->pivot);
     }
     return matches;
 }
@@ -206,12 +313,19 @@ static void test_shipped_rules_against_pcre2(void **state)
     assert_true(c.n > 1000);
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     assert_non_null(md);
-    size_t read = 0, matched = 0, with_examples = 0;
+    size_t read = 0, matched = 0, with_examples = 0, digit_rules = 0, pivot_rules = 0;
     for (size_t i = 0; i < wd_guard_db_nrules(db); i++) {
         const wd_rule_t *r = wd_guard_db_rule(db, i);
-        uint8_t b[32];
-        if (!wd_pattern_bytes(r->pattern, r->caseless, b)) continue; /* refused: the engine assumes nothing */
+        said_t w;
+        if (!wd_pattern_bytes(r->pattern, r->caseless, w.bytes)) continue; /* refused: nothing is assumed */
         read++;
+        uint8_t digits[32];
+        set_of("0123456789", digits);
+        w.digit = wd_pattern_requires(r->pattern, r->caseless, digits);
+        w.has_first = wd_pattern_first(r->pattern, r->caseless, w.first);
+        w.has_pivot = wd_pattern_pivot(r->pattern, r->caseless, &w.pivot, w.before, w.after);
+        digit_rules += w.digit;
+        pivot_rules += w.has_pivot;
         int ecode;
         PCRE2_SIZE eoff;
         pcre2_code *code = pcre2_compile((PCRE2_SPTR)r->pattern, PCRE2_ZERO_TERMINATED,
@@ -220,14 +334,16 @@ static void test_shipped_rules_against_pcre2(void **state)
         pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
         size_t n = 0;
         for (size_t k = 0; k < c.n; k++)
-            n += check_text(r, code, md, b, c.v[k]);
+            n += check_text(r, code, md, &w, c.v[k]);
         if (r->nex_match && !n) fail_msg("rule %s: PCRE2 matched nothing in the corpus", r->id);
         with_examples += r->nex_match > 0;
         matched += n > 0;
         pcre2_code_free(code);
     }
-    print_message("%zu rules, %zu read, %zu matched in the corpus (%zu with examples)\n",
-                  wd_guard_db_nrules(db), read, matched, with_examples);
+    print_message("%zu rules, %zu read, %zu matched in the corpus (%zu with examples); %zu hold a digit, %zu a "
+                  "pivot\n",
+                  wd_guard_db_nrules(db), read, matched, with_examples, digit_rules, pivot_rules);
+    assert_true(digit_rules >= 40 && pivot_rules >= 40); /* the checks above covered many of each */
     /* the reader understands (nearly) every shipped pattern, and every one with examples was exercised */
     assert_true(read + 5 >= wd_guard_db_nrules(db));
     assert_true(with_examples >= 140 && matched >= with_examples);
@@ -242,6 +358,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_syntax),
+        cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_shipped_rules_against_pcre2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
