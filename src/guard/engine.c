@@ -113,6 +113,7 @@ typedef struct {
     uint8_t npre;      /* ... and its length; compared ASCII-caselessly when the rule is caseless */
     uint8_t ls_bit;    /* longspan rules, when the db has at most 64: its bit in ls_first */
     uint32_t win;     /* confirmation window: min(max_len, the pattern's longest match) */
+    uint32_t minw;    /* the pattern's shortest match */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
     uint8_t group; /* the rule's group (wd_rule_t): the finding is ovector pair `group` of the confirmation */
     bool narrow;      /* confirmations start after the last byte before the end not in bytes ... */
@@ -153,6 +154,7 @@ typedef struct {
     uint32_t rule; /* the rule with context_required, or NO_RULE: a trigger group */
     hs_database_t *hs; /* HS_MODE_BLOCK */
     uint32_t win;      /* the longest win of its rules */
+    uint32_t minw;     /* trigger group: the shortest match of its rules */
     trigger_t trig;    /* trigger group: the trigger ... */
     uint8_t span[32];  /* ... and the union of its rules' span */
 } gated_t;
@@ -824,7 +826,8 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
  * A match holds only bytes of its rule's span (wd_pattern_bytes, less the trigger byte when it occurs
  * once), so the match around an occurrence at i lies in the run of span bytes around i, and, being
  * at most win bytes long, in [i - win + 1, i + win). The region is that run with the byte on each side
- * (for \b), within [i - win, i + win + 1). Every candidate a scan of the whole text gives (confirmed
+ * (for \b), within [i - win, i + win + 1); none when the run is shorter than the group's shortest
+ * match (a year in prose, for the digit rules). Every candidate a scan of the whole text gives (confirmed
  * by PCRE2, at most win bytes) holds an occurrence, so it lies in one region with the bytes around it,
  * and the scan of that region reports it with the same start (PCRE2 confirms on the whole text) and
  * the same longest end (a longer match from the same start would hold an occurrence too, whose region
@@ -914,7 +917,8 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
         a--;
     while (b < hi && wd_byte_in(g->span, t[b]))
         b++;
-    if (add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
+    /* a match around i lies in [a, b): none fits when that is shorter than the shortest (" 2014 ") */
+    if (b - a >= g->minw && add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
     if (wd_byte_in(g->span, t[i])) {
         w->ka = a;
         w->kb = b;
@@ -1949,6 +1953,7 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
         return fail_at(L, line, col, "rule '%s': the shortest match (%u bytes) is longer than max_len (%u)", r->id, minw,
                        r->max_len);
     rt->win = maxw < r->max_len ? maxw : r->max_len;
+    rt->minw = minw;
     rt->fixed = (minw == maxw && !r->group) ? maxw : 0; /* a group's span needs the confirmation */
     rt->group = r->group;
     if (!rt->fixed && wd_pattern_bytes(r->pattern, r->caseless, rt->bytes))
@@ -2266,11 +2271,13 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
             continue;
         }
         gated_t *g = &db->gated[gi];
-        *g = (gated_t){.rule = NO_RULE, .trig = rt->trig};
+        *g = (gated_t){.rule = NO_RULE, .trig = rt->trig, .minw = UINT32_MAX};
         for (size_t j = i; j < db->nrules; j++)
-            if (db->rt[j].uses == pt->uses && db->rt[j].tgate && same_trigger(&db->rt[j].trig, &rt->trig))
+            if (db->rt[j].uses == pt->uses && db->rt[j].tgate && same_trigger(&db->rt[j].trig, &rt->trig)) {
                 for (unsigned k = 0; k < 32; k++)
                     g->span[k] |= db->rt[j].span[k];
+                g->minw = WD_MIN(g->minw, db->rt[j].minw);
+            }
         pick_t grp = {.uses = pt->uses, .kind = PICK_TRIGGER, .trig = &rt->trig};
         int rc = compile_rules(db, &grp, 0, 0, HS_MODE_BLOCK, &g->hs, &g->win, err, errlen);
         if (g->hs) db->ngated++;
