@@ -97,10 +97,11 @@ typedef struct {
 
 /* A trigger (see "Trigger-gated rules"): every match of the rules it gates holds a byte in [lo, hi],
  * right after a byte of `before` and right before one of `after` when need_before / need_after.
- * vb and va hold those sets, or more (everything when not needed), for the vector loop. */
+ * vb and va hold those sets, or more (everything when not needed), for the vector loop; exactly when
+ * `exact`. */
 typedef struct {
     unsigned char lo, hi;
-    bool need_before, need_after;
+    bool need_before, need_after, exact;
     uint8_t before[32], after[32];
     ranges2_t vb, va;
 } trigger_t;
@@ -126,7 +127,8 @@ typedef struct {
     bool longspan;             /* win > SHORT_WIN: streams track its match in progress (track_pending) */
     bool tgate;                /* block scans run it only around its trigger (choose_trigger) ... */
     trigger_t trig;            /* ... which is this ... */
-    uint8_t span[32];          /* ... and its matches hold only these bytes besides the trigger's */
+    uint8_t span[32];          /* ... and its matches hold only these bytes besides the trigger's ... */
+    uint8_t lead[32];          /* ... and start with one of these */
     unsigned pline, pcol;      /* where its pattern is, for compile errors */
 } rule_rt_t;
 
@@ -156,7 +158,8 @@ typedef struct {
     uint32_t win;      /* the longest win of its rules */
     uint32_t minw;     /* trigger group: the shortest match of its rules */
     trigger_t trig;    /* trigger group: the trigger ... */
-    uint8_t span[32];  /* ... and the union of its rules' span */
+    uint8_t span[32];  /* ... and the unions of its rules' span ... */
+    uint8_t lead[32];  /* ... and lead */
 } gated_t;
 #define NO_RULE UINT32_MAX
 
@@ -827,7 +830,8 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
  * once), so the match around an occurrence at i lies in the run of span bytes around i, and, being
  * at most win bytes long, in [i - win + 1, i + win). The region is that run with the byte on each side
  * (for \b), within [i - win, i + win + 1); none when the run is shorter than the group's shortest
- * match (a year in prose, for the digit rules). Every candidate a scan of the whole text gives (confirmed
+ * match, or when no byte of it up to i can start one (guard/pattern.h, wd_pattern_first). Every
+ * candidate a scan of the whole text gives (confirmed
  * by PCRE2, at most win bytes) holds an occurrence, so it lies in one region with the bytes around it,
  * and the scan of that region reports it with the same start (PCRE2 confirms on the whole text) and
  * the same longest end (a longer match from the same start would hold an occurrence too, whose region
@@ -870,30 +874,36 @@ static void vtrig_make(const trigger_t *tr, vtrig_t *v)
 
 #define VIN(x, lo, w) ((v16_t)((v16_t)((x) - (lo)) <= (w)))
 
-/* Bit k set: position i + k may hold an occurrence of one of the n triggers (t[i - 1] and t[i + 16]
- * exist). The neighbours are checked against vb and va, which may hold more. */
-static unsigned maybe16(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i)
+static unsigned movemask(v16_t m)
 {
-    v16_t x, xb, xa, any = {0};
-    memcpy(&x, t + i, 16);
-    memcpy(&xb, t + i - 1, 16);
-    memcpy(&xa, t + i + 1, 16);
-    for (uint32_t k = 0; k < n; k++) {
-        v16_t m = VIN(x, v[k].lo, v[k].w);
-        if (v[k].nb) m &= VIN(xb, v[k].blo[0], v[k].bw[0]) | VIN(xb, v[k].blo[1], v[k].bw[1]);
-        if (v[k].na) m &= VIN(xa, v[k].alo[0], v[k].aw[0]) | VIN(xa, v[k].alo[1], v[k].aw[1]);
-        any |= m;
-    }
 #ifdef __SSE2__
-    return (unsigned)_mm_movemask_epi8((__m128i)any);
+    return (unsigned)_mm_movemask_epi8((__m128i)m);
 #else
     uint64_t h[2];
-    memcpy(h, &any, sizeof h);
+    memcpy(h, &m, sizeof h);
     unsigned bits = 0;
     for (unsigned k = 0; k < 16; k++) /* one bit per lane */
         bits |= (unsigned)((h[k / 8] >> (8 * (k % 8))) & 1) << k;
     return bits;
 #endif
+}
+
+/* Per trigger k, bit j of bits[k]: position i + j may hold an occurrence (t[i - 1] and t[i + 16]
+ * exist; the neighbours are checked against vb and va). Whether any bit is set. */
+static bool maybe16(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, unsigned *bits)
+{
+    v16_t x, xb, xa;
+    memcpy(&x, t + i, 16);
+    memcpy(&xb, t + i - 1, 16);
+    memcpy(&xa, t + i + 1, 16);
+    unsigned any = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        v16_t m = VIN(x, v[k].lo, v[k].w);
+        if (v[k].nb) m &= VIN(xb, v[k].blo[0], v[k].bw[0]) | VIN(xb, v[k].blo[1], v[k].bw[1]);
+        if (v[k].na) m &= VIN(xa, v[k].alo[0], v[k].aw[0]) | VIN(xa, v[k].alo[1], v[k].aw[1]);
+        any |= bits[k] = movemask(m);
+    }
+    return any != 0;
 }
 #define HAVE_V16 1
 #endif
@@ -909,16 +919,20 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     const gated_t *g = &m->db->gated[gi];
     const unsigned char *t = (const unsigned char *)m->buf;
     size_t len = m->len, lo = i > g->win ? i - g->win : 0, hi = WD_MIN(i + g->win + 1, len), a = i, b = i + 1;
+    bool lead = wd_byte_in(g->lead, t[i]); /* a byte in [a, i] a match can start with */
     if (i >= w->ka && i < w->kb) { /* inside the last run: walk on from its ends */
         a = WD_MAX(w->ka, lo);
         b = WD_MAX(w->kb, b);
+        lead = true; /* not known: assumed */
     }
-    while (a > lo && wd_byte_in(g->span, t[a - 1]))
-        a--;
+    for (; a > lo && wd_byte_in(g->span, t[a - 1]); a--)
+        lead = lead || wd_byte_in(g->lead, t[a - 1]);
     while (b < hi && wd_byte_in(g->span, t[b]))
         b++;
-    /* a match around i lies in [a, b): none fits when that is shorter than the shortest (" 2014 ") */
-    if (b - a >= g->minw && add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
+    /* A match around i lies in [a, b) and starts in [a, i]: none when that is shorter than the
+     * shortest match (a year in prose, " 2014 ", for the digit rules), or when nothing there can
+     * start one ("in Paris" for two capitalised words). */
+    if (lead && b - a >= g->minw && add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
     if (wd_byte_in(g->span, t[i])) {
         w->ka = a;
         w->kb = b;
@@ -933,28 +947,32 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
 {
     const gated_t *g = &m->db->gated[pt->tg0];
     const unsigned char *t = (const unsigned char *)m->buf;
-    size_t len = m->len, i = 0;
+    size_t len = m->len;
     walk_t w[MAX_TRIGGERS] = {0};
     uint32_t n = WD_MIN(pt->ntg, (uint32_t)MAX_TRIGGERS);
+    unsigned bits[MAX_TRIGGERS];
 #ifdef HAVE_V16
     vtrig_t v[MAX_TRIGGERS];
     for (uint32_t k = 0; k < n; k++)
         vtrig_make(&g[k].trig, &v[k]);
 #endif
-    while (i < len) {
-        unsigned bits = 0xffff; /* the next 16 positions, or those that may hold an occurrence */
+    for (size_t i = 0; i < len; i += 16) {
+        bool exact = false; /* bits are the occurrences, not candidates to check */
 #ifdef HAVE_V16
-        if (i > 0 && i + 17 <= len) bits = maybe16(v, n, t, i);
-#endif
-        for (; bits; bits &= bits - 1) {
-            size_t at = i + (size_t)__builtin_ctz(bits);
-            if (at >= len) break;
-            for (uint32_t k = 0; k < n; k++)
-                if (at >= w[k].from && occurs(&g[k].trig, t, at, len) &&
-                    trigger_region(m, pt->tg0 + k, &w[k], at))
-                    return 1;
+        if (i > 0 && i + 17 <= len) {
+            if (!maybe16(v, n, t, i, bits)) continue;
+            exact = true;
         }
-        i += 16;
+#endif
+        if (!exact)
+            for (uint32_t k = 0; k < n; k++)
+                bits[k] = len - i < 16 ? (1u << (len - i)) - 1 : 0xffff;
+        for (uint32_t k = 0; k < n; k++)
+            for (unsigned b = bits[k]; b; b &= b - 1) {
+                size_t at = i + (size_t)__builtin_ctz(b);
+                if (at < w[k].from || (!(exact && g[k].trig.exact) && !occurs(&g[k].trig, t, at, len))) continue;
+                if (trigger_region(m, pt->tg0 + k, &w[k], at)) return 1;
+            }
     }
     return 0;
 }
@@ -1871,7 +1889,7 @@ static unsigned count_bytes(const uint8_t set[32])
 }
 
 /* Two ranges that hold every byte of the set (and maybe more): its runs, the closest merged. */
-static void cover2(const uint8_t set[32], ranges2_t *r)
+static bool cover2(const uint8_t set[32], ranges2_t *r)
 {
     unsigned lo[256], hi[256], n = 0;
     for (unsigned c = 0; c < 256; c++)
@@ -1881,6 +1899,7 @@ static void cover2(const uint8_t set[32], ranges2_t *r)
             else
                 lo[n] = hi[n] = c, n++;
         }
+    bool exact = n <= 2;
     while (n > 2) { /* merge the two runs with the smallest gap between them */
         unsigned k = 0;
         for (unsigned j = 1; j + 1 < n; j++)
@@ -1895,6 +1914,7 @@ static void cover2(const uint8_t set[32], ranges2_t *r)
         r->lo[k] = (unsigned char)(n ? lo[j] : 0);
         r->w[k] = (unsigned char)(n ? hi[j] - lo[j] : 0);
     }
+    return exact;
 }
 
 /* Whether block scans run the rule only around a trigger (see "Trigger-gated rules"), and which: a
@@ -1910,27 +1930,28 @@ static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
     if (r->context_required || !wd_pattern_bytes(r->pattern, r->caseless, bytes) ||
         wd_pattern_literal(r->pattern, r->caseless) >= 3)
         return;
+    bool led = wd_pattern_first(r->pattern, r->caseless, first); /* else every byte */
     unsigned lower = 0;
     for (unsigned c = 'a'; c <= 'z'; c++)
         lower += wd_byte_in(bytes, (unsigned char)c);
     unsigned char pivot;
     rt->trig.vb = rt->trig.va = (ranges2_t){.w = {255, 255}};
+    rt->trig.exact = true;
     if (lower <= 3 && wd_pattern_requires(r->pattern, r->caseless, digits)) {
         rt->trig.lo = '0';
         rt->trig.hi = '9';
         memcpy(rt->span, bytes, 32);
     } else if (wd_pattern_pivot(r->pattern, r->caseless, &pivot, rt->trig.before, rt->trig.after) &&
-               !wd_is_alnum(pivot) && wd_pattern_first(r->pattern, r->caseless, first) &&
-               count_bytes(first) >= 16) {
+               !wd_is_alnum(pivot) && led && count_bytes(first) >= 16) {
         rt->trig.lo = rt->trig.hi = pivot;
         rt->trig.need_before = rt->trig.need_after = true;
-        cover2(rt->trig.before, &rt->trig.vb);
-        cover2(rt->trig.after, &rt->trig.va);
+        rt->trig.exact = cover2(rt->trig.before, &rt->trig.vb) & cover2(rt->trig.after, &rt->trig.va);
         memcpy(rt->span, bytes, 32);
         rt->span[pivot >> 3] &= (uint8_t)~(1u << (pivot & 7)); /* it is in a match once: there */
     } else {
         return;
     }
+    memcpy(rt->lead, first, 32);
     rt->tgate = true;
 }
 
@@ -2274,8 +2295,10 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
         *g = (gated_t){.rule = NO_RULE, .trig = rt->trig, .minw = UINT32_MAX};
         for (size_t j = i; j < db->nrules; j++)
             if (db->rt[j].uses == pt->uses && db->rt[j].tgate && same_trigger(&db->rt[j].trig, &rt->trig)) {
-                for (unsigned k = 0; k < 32; k++)
+                for (unsigned k = 0; k < 32; k++) {
                     g->span[k] |= db->rt[j].span[k];
+                    g->lead[k] |= db->rt[j].lead[k];
+                }
                 g->minw = WD_MIN(g->minw, db->rt[j].minw);
             }
         pick_t grp = {.uses = pt->uses, .kind = PICK_TRIGGER, .trig = &rt->trig};
