@@ -1945,7 +1945,8 @@ static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
                !wd_is_alnum(pivot) && led && count_bytes(first) >= 16) {
         rt->trig.lo = rt->trig.hi = pivot;
         rt->trig.need_before = rt->trig.need_after = true;
-        rt->trig.exact = cover2(rt->trig.before, &rt->trig.vb) & cover2(rt->trig.after, &rt->trig.va);
+        bool eb = cover2(rt->trig.before, &rt->trig.vb), ea = cover2(rt->trig.after, &rt->trig.va);
+        rt->trig.exact = eb && ea;
         memcpy(rt->span, bytes, 32);
         rt->span[pivot >> 3] &= (uint8_t)~(1u << (pivot & 7)); /* it is in a match once: there */
     } else {
