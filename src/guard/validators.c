@@ -1373,15 +1373,14 @@ bool wd_person_name_ok(const char *p, size_t len, float *score)
  * a place. After a cue that says outright that a name follows ("my name is Grace", "call me Duqyaha"):
  * any word that is neither only an English word nor only a place. Joined words by their parts
  * (word_flags). */
-bool wd_person_word_ok(const char *p, size_t len, bool named)
+bool wd_person_word_ok(const char *p, size_t len, wd_person_word_t how)
 {
     gazetteer_t *g = gz_get();
     if (!g) return false;
     unsigned f = word_flags(g, p, len), name = f & (NAME_GIVEN | NAME_SURNAME);
-    if (named && name) return true; /* "my name is Will" */
-    if (stop_word(p, len)) return false;
-    if (named) return !(f & (NAME_COMMON_WORD | NAME_PLACE));
-    return name && !(f & (NAME_COMMON_WORD | NAME_PLACE));
+    if (how == WD_PERSON_NAMED && name) return true; /* "my name is Will" */
+    if (stop_word(p, len) || (f & (NAME_COMMON_WORD | NAME_PLACE))) return false;
+    return how != WD_PERSON_KNOWN || name;
 }
 
 /* ---- the table ------------------------------------------------------------------------------------------- */
@@ -1411,12 +1410,17 @@ static bool v_person(const char *p, size_t len, float *s) { return wd_person_nam
 static bool v_person_word(const char *p, size_t len, float *s)
 {
     WD_UNUSED(s);
-    return wd_person_word_ok(p, len, false);
+    return wd_person_word_ok(p, len, WD_PERSON_KNOWN);
 }
 static bool v_person_named(const char *p, size_t len, float *s)
 {
     WD_UNUSED(s);
-    return wd_person_word_ok(p, len, true);
+    return wd_person_word_ok(p, len, WD_PERSON_NAMED);
+}
+static bool v_person_like(const char *p, size_t len, float *s)
+{
+    WD_UNUSED(s);
+    return wd_person_word_ok(p, len, WD_PERSON_LIKE);
 }
 
 static bool v_eth(const char *p, size_t len, float *s)
@@ -1456,6 +1460,7 @@ static const struct {
     {"person_name", v_person},
     {"person_word", v_person_word},
     {"person_named", v_person_named},
+    {"person_like", v_person_like},
 };
 
 size_t wd_validator_count(void) { return WD_ARRAY_LEN(validators); }

@@ -49,7 +49,12 @@ bool wd_jwt_ok(const char *p, size_t len);
 bool wd_url_credentials_ok(const char *p, size_t len);
 bool wd_phone_ok(const char *p, size_t len);
 bool wd_person_name_ok(const char *p, size_t len, float *score);
-bool wd_person_word_ok(const char *p, size_t len, bool named);
+/* One capitalised word as a person's name. KNOWN: a given name or surname of the gazetteer that is no
+ * English word, no place and no stop word (person_word). NAMED: after "my name is": any gazetteer name,
+ * or else a word that is none of those (person_named). LIKE: a word that is none of those, in the
+ * gazetteer or not (person_like). */
+typedef enum { WD_PERSON_KNOWN, WD_PERSON_NAMED, WD_PERSON_LIKE } wd_person_word_t;
+bool wd_person_word_ok(const char *p, size_t len, wd_person_word_t how);
 /* Keccak-256 (the pre-standard padding Ethereum uses; OpenSSL 3.0 has only SHA3). */
 void wd_keccak256(const void *data, size_t len, unsigned char out[32]);
 

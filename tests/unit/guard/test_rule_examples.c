@@ -8,6 +8,7 @@
  * Scans use the gateway's default min_score (0.5). Failures name the rule, its file:line and the
  * example. Also: the loader's errors for a malformed `examples` key, and that the checker itself
  * fails on a wrong example. */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -197,6 +198,47 @@ static size_t check_plain_names(fx_t *x, size_t *nchecked)
     return failures;
 }
 
+/* The opt-in files of rules/optional/ (not loaded by default): each alone, its examples checked the
+ * same way. */
+static void test_optional_rules(void **state)
+{
+    (void)state;
+    char err[ERRLEN];
+    wd_validators_set_data_dir("rules");
+    if (wd_validators_load_data(err, sizeof err) != WD_OK) fail_msg("%s", err);
+    DIR *d = opendir("rules/optional");
+    assert_non_null(d);
+    size_t files = 0, nchecked = 0, failures = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t nl = strlen(e->d_name);
+        if (nl < 6 || strcmp(e->d_name + nl - 5, ".yaml") != 0) continue;
+        char path[512];
+        snprintf(path, sizeof path, "rules/optional/%s", e->d_name);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        static char yaml[1 << 16];
+        size_t len = fread(yaml, 1, sizeof yaml, f);
+        fclose(f);
+        assert_true(len < sizeof yaml);
+        wd_guard_db_t *db = wd_guard_db_load_buf(path, yaml, len, err, sizeof err);
+        if (!db) fail_msg("%s", err);
+        for (size_t r = 0; r < wd_guard_db_nrules(db); r++)
+            assert_true(wd_guard_db_rule(db, r)->nex_match > 0 && wd_guard_db_rule(db, r)->nex_no_match > 0);
+        fx_t x;
+        fx_open(&x, db);
+        size_t n = 0;
+        failures += check_examples(&x, &n);
+        nchecked += n;
+        fx_close(&x);
+        files++;
+    }
+    closedir(d);
+    print_message("%zu optional files, %zu examples checked, %zu failed\n", files, nchecked, failures);
+    assert_true(files >= 2 && nchecked >= 10);
+    assert_int_equal(failures, 0);
+    wd_validators_cleanup();
+}
+
 static void test_shipped_rules(void **state)
 {
     (void)state;
@@ -320,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_loader_errors),
         cmocka_unit_test(test_checker_fails_on_wrong_examples),
         cmocka_unit_test(test_shipped_rules),
+        cmocka_unit_test(test_optional_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

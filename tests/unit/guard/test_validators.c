@@ -34,7 +34,7 @@ static void test_table(void **st)
                            "us_itin",         "uk_nino", "nhs_number",  "aba_routing", "npi",
                            "dea_number",      "ipv4",    "ipv6",        "mac",         "date_of_birth",
                            "btc_base58check", "bech32",  "eth_address", "entropy",     "jwt",
-                           "url_credentials", "phone",   "person_name", "person_word", "person_named"};
+                           "url_credentials", "phone",   "person_name", "person_word", "person_named", "person_like"};
     assert_int_equal(wd_validator_count(), sizeof names / sizeof names[0]);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int k = wd_validator_find(names[i]);
@@ -409,9 +409,9 @@ static int gz_teardown(void **st)
 }
 
 static bool pn(const char *s) { float sc = 0.6f; return wd_person_name_ok(s, strlen(s), &sc); }
-static bool pw(const char *s, bool named)
+static bool pw(const char *s, wd_person_word_t how)
 {
-    return wd_person_word_ok(s, strlen(s), named);
+    return wd_person_word_ok(s, strlen(s), how);
 }
 #define RSQ "\xe2\x80\x99" /* U+2019 */
 
@@ -450,43 +450,52 @@ static void test_person_name(void **st)
     assert_true(run("person_name", "Megan Payne", NULL));
 
     /* one word after a cue: a given name or a surname that is no English word and no place ... */
-    assert_true(pw("Megan", false));
-    assert_true(pw("Eklund", false)); /* a surname alone */
-    assert_false(pw("Will", false));
-    assert_false(pw("Paris", false));
-    assert_false(pw("Zyxwv", false));
-    assert_false(pw("The", false));
+    assert_true(pw("Megan", WD_PERSON_KNOWN));
+    assert_true(pw("Eklund", WD_PERSON_KNOWN)); /* a surname alone */
+    assert_false(pw("Will", WD_PERSON_KNOWN));
+    assert_false(pw("Paris", WD_PERSON_KNOWN));
+    assert_false(pw("Zyxwv", WD_PERSON_KNOWN));
+    assert_false(pw("The", WD_PERSON_KNOWN));
     /* ... and after "my name is": also a name that is an English word, or one the gazetteer lacks */
-    assert_true(pw("Will", true));
-    assert_true(pw("Zyxwv", true));
-    assert_true(pw("Paris", true));
-    assert_false(pw("Crazy", true)); /* only an English word */
-    assert_false(pw("Monday", true));
-    assert_false(pw("Amsterdam", true)); /* only a place */
+    assert_true(pw("Will", WD_PERSON_NAMED));
+    assert_true(pw("Zyxwv", WD_PERSON_NAMED));
+    assert_true(pw("Paris", WD_PERSON_NAMED));
+    assert_false(pw("Crazy", WD_PERSON_NAMED)); /* only an English word */
+    assert_false(pw("Monday", WD_PERSON_NAMED));
+    assert_false(pw("Amsterdam", WD_PERSON_NAMED)); /* only a place */
     assert_true(run("person_named", "Duqyaha", NULL));
     assert_false(run("person_word", "Duqyaha", NULL));
+    /* ... and before a verb: a word that is no English word, no place and no stop word, known or not */
+    assert_true(pw("Duqyaha", WD_PERSON_LIKE));
+    assert_true(pw("Megan", WD_PERSON_LIKE));
+    assert_false(pw("Paris", WD_PERSON_LIKE)); /* a given name, and a place */
+    assert_false(pw("Will", WD_PERSON_LIKE));
+    assert_false(pw("He", WD_PERSON_LIKE));    /* a surname, and a stop word */
+    assert_false(pw("Monday", WD_PERSON_LIKE));
+    assert_true(run("person_like", "Duqyaha", NULL));
+    assert_false(run("person_like", "Paris", NULL));
     /* joined words: one part a name, no part only a word or a place */
-    assert_true(pw("Smith-Jones", false));
-    assert_true(pw("Anna-Maria", false));
-    assert_true(pw("Zyxwv-Jones", false));
-    assert_false(pw("Zyxwv-Cola", false));
-    assert_false(pw("Zyxwv-Qwert", false));
-    assert_false(pw("Amsterdam-Jones", false));
-    assert_false(pw("Anna-", false));
+    assert_true(pw("Smith-Jones", WD_PERSON_KNOWN));
+    assert_true(pw("Anna-Maria", WD_PERSON_KNOWN));
+    assert_true(pw("Zyxwv-Jones", WD_PERSON_KNOWN));
+    assert_false(pw("Zyxwv-Cola", WD_PERSON_KNOWN));
+    assert_false(pw("Zyxwv-Qwert", WD_PERSON_KNOWN));
+    assert_false(pw("Amsterdam-Jones", WD_PERSON_KNOWN));
+    assert_false(pw("Anna-", WD_PERSON_KNOWN));
     /* the typographic apostrophe (U+2019) reads as ' : O’Hara is the gazetteer's o'hara, and it joins */
     assert_true(pw("O" RSQ "Hara", false));
-    assert_true(pw("O'Hara", false));
+    assert_true(pw("O'Hara", WD_PERSON_KNOWN));
     assert_true(pw("Zyxwv" RSQ "Jones", false));
     assert_false(pw("Zyxwv" RSQ "Cola", false));
     assert_false(pw("Anna" RSQ, false));
     assert_true(pn("Kate O" RSQ "Connor"));
     assert_true(pn("Sean McDonald")); /* a capital inside: the gazetteer has mcdonald */
     assert_false(pn("JavaScript Developer"));
-    assert_false(pw("-Anna", false));
+    assert_false(pw("-Anna", WD_PERSON_KNOWN));
     /* after a strong cue a joined word unknown as a whole is judged by its parts too */
-    assert_true(pw("Zyxwv-Qwert", true));
-    assert_false(pw("Zyxwv-Cola", true));
-    assert_false(pw("Amsterdam-Qwert", true));
+    assert_true(pw("Zyxwv-Qwert", WD_PERSON_NAMED));
+    assert_false(pw("Zyxwv-Cola", WD_PERSON_NAMED));
+    assert_false(pw("Amsterdam-Qwert", WD_PERSON_NAMED));
 }
 
 static void test_person_name_missing_data(void **st)
@@ -497,7 +506,7 @@ static void test_person_name_missing_data(void **st)
     assert_int_not_equal(wd_validators_load_data(err, sizeof err), WD_OK);
     assert_non_null(strstr(err, "names.tsv"));
     assert_false(pn("Megan Payne"));
-    assert_false(pw("Zyxwv", true)); /* no data, no names */
+    assert_false(pw("Zyxwv", WD_PERSON_NAMED)); /* no data, no names */
     assert_true(pn("Mr Fukunaga")); /* titles need no data */
     wd_validators_cleanup();
 }
