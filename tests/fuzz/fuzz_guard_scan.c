@@ -1,6 +1,7 @@
 /* libFuzzer driver for the guard engine's scan. A fixed small rule set (fixed-width and confirmed
  * patterns, a validator, context words, caseless, boundary: false, overlapping rules, rules reporting a
- * capture group) is compiled
+ * capture group, rules block scans run only around a trigger: digits, an @, a space between words) is
+ * compiled
  * once; the input is the text, and its first byte picks where to split it for the stream scan.
  * Block findings must be in bounds, sorted, non-overlapping and no longer than their rule allows;
  * the stream scan of the same text in two pieces must find the same spans (unless it had to resolve
@@ -37,7 +38,10 @@ static const char rules[] =
     "  - id: t.named\n    type: PERSON\n    class: pii\n    group: 1\n    score: 0.6\n"
     "    pattern: '\\b(?i:name is|said)[ ]{1,3}([A-Z][a-z]+)'\n    max_len: 40\n"
     "  - id: t.tail\n    type: ID\n    class: test\n    group: 2\n    boundary: false\n    score: 0.6\n"
-    "    pattern: '(id)=([0-9]+)[a-z ]{0,150};'\n    max_len: 200\n";
+    "    pattern: '(id)=([0-9]+)[a-z ]{0,150};'\n    max_len: 200\n"
+    /* trigger-gated in block scans (engine.c): a space between a lower-case letter and a capital */
+    "  - id: t.pair\n    type: PERSON\n    class: pii\n    score: 0.6\n"
+    "    pattern: '\\b[A-Z][a-z]+ [A-Z][a-z]{1,20}'\n    max_len: 48\n";
 
 static wd_guard_db_t *db;
 static wd_guard_scratch_t *scratch;
