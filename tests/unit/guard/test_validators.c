@@ -483,11 +483,11 @@ static void test_person_name(void **st)
     assert_false(pw("Amsterdam-Jones", WD_PERSON_KNOWN));
     assert_false(pw("Anna-", WD_PERSON_KNOWN));
     /* the typographic apostrophe (U+2019) reads as ' : O’Hara is the gazetteer's o'hara, and it joins */
-    assert_true(pw("O" RSQ "Hara", false));
+    assert_true(pw("O" RSQ "Hara", WD_PERSON_KNOWN));
     assert_true(pw("O'Hara", WD_PERSON_KNOWN));
-    assert_true(pw("Zyxwv" RSQ "Jones", false));
-    assert_false(pw("Zyxwv" RSQ "Cola", false));
-    assert_false(pw("Anna" RSQ, false));
+    assert_true(pw("Zyxwv" RSQ "Jones", WD_PERSON_KNOWN));
+    assert_false(pw("Zyxwv" RSQ "Cola", WD_PERSON_KNOWN));
+    assert_false(pw("Anna" RSQ, WD_PERSON_KNOWN));
     assert_true(pn("Kate O" RSQ "Connor"));
     assert_true(pn("Sean McDonald")); /* a capital inside: the gazetteer has mcdonald */
     assert_false(pn("JavaScript Developer"));
