@@ -831,11 +831,11 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
  * at most win bytes long, in [i - win + 1, i + win). The region is that run with the byte on each side
  * (for \b), within [i - win, i + win + 1); none when the run is shorter than the group's shortest
  * match, or when no byte of it up to i can start one (guard/pattern.h, wd_pattern_first). Every
- * candidate a scan of the whole text gives (confirmed
- * by PCRE2, at most win bytes) holds an occurrence, so it lies in one region with the bytes around it,
- * and the scan of that region reports it with the same start (PCRE2 confirms on the whole text) and
- * the same longest end (a longer match from the same start would hold an occurrence too, whose region
- * overlaps, so the regions were merged). Conversely, whatever Hyperscan reports in a region is a match
+ * candidate a scan of the whole text gives (confirmed by PCRE2, at most win bytes) holds an
+ * occurrence, so it lies in one region with the bytes around it, and the scan of that region reports
+ * it with the same start (PCRE2 confirms on the whole text) and the same longest end (a longer match
+ * from the same start would hold an occurrence too, whose region overlaps, so the regions were
+ * merged). Conversely, whatever Hyperscan reports in a region is a match
  * of the pattern, so it holds an occurrence whose region, merged into this one, holds it and the bytes
  * around it: the region's edges cannot make up a match, and no zone is needed. */
 
