@@ -949,7 +949,7 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     const unsigned char *t = (const unsigned char *)m->buf;
     size_t len = m->len;
     walk_t w[MAX_TRIGGERS] = {0};
-    uint32_t n = WD_MIN(pt->ntg, (uint32_t)MAX_TRIGGERS);
+    uint32_t n = pt->ntg; /* at most MAX_TRIGGERS (compile_gated) */
     unsigned bits[MAX_TRIGGERS];
 #ifdef HAVE_V16
     vtrig_t v[MAX_TRIGGERS];
@@ -1880,14 +1880,6 @@ static size_t literal_prefix(const char *p, char *out, size_t cap)
     return n;
 }
 
-static unsigned count_bytes(const uint8_t set[32])
-{
-    unsigned n = 0;
-    for (unsigned k = 0; k < 32; k++)
-        n += (unsigned)__builtin_popcount(set[k]);
-    return n;
-}
-
 /* Two ranges that hold every byte of the set (and maybe more): its runs, the closest merged. */
 static bool cover2(const uint8_t set[32], ranges2_t *r)
 {
@@ -1942,7 +1934,7 @@ static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
         rt->trig.hi = '9';
         memcpy(rt->span, bytes, 32);
     } else if (wd_pattern_pivot(r->pattern, r->caseless, &pivot, rt->trig.before, rt->trig.after) &&
-               !wd_is_alnum(pivot) && led && count_bytes(first) >= 16) {
+               !wd_is_alnum(pivot) && led && wd_byte_count(first) >= 16) {
         rt->trig.lo = rt->trig.hi = pivot;
         rt->trig.need_before = rt->trig.need_after = true;
         bool eb = cover2(rt->trig.before, &rt->trig.vb), ea = cover2(rt->trig.after, &rt->trig.va);

@@ -467,10 +467,12 @@ static size_t read_pieces(const char *pat, bool caseless, shape_t *pc)
 /* The number of bytes in a set, and the last of them. */
 static unsigned count(const uint8_t b[32], unsigned *last)
 {
-    unsigned n = 0;
-    for (unsigned c = 0; c < 256; c++)
-        if (wd_byte_in(b, (unsigned char)c)) n++, *last = c;
-    return n;
+    for (unsigned c = 256; c-- > 0;)
+        if (wd_byte_in(b, (unsigned char)c)) {
+            *last = c;
+            break;
+        }
+    return wd_byte_count(b);
 }
 
 size_t wd_pattern_literal(const char *pat, bool caseless)

@@ -47,4 +47,13 @@ static inline bool wd_byte_in(const uint8_t bytes[32], unsigned char c)
     return bytes[c >> 3] & (1u << (c & 7));
 }
 
+/* The number of bytes in a set. */
+static inline unsigned wd_byte_count(const uint8_t bytes[32])
+{
+    unsigned n = 0;
+    for (unsigned k = 0; k < 32; k++)
+        n += (unsigned)__builtin_popcount(bytes[k]);
+    return n;
+}
+
 #endif
