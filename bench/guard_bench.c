@@ -1,6 +1,7 @@
 /* Privacy-guard microbenchmark (make bench-guard): what one core does with a rule set.
  *
  *   guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--top K] [--markdown]
+ *               [--prose-file FILE]
  *
  * Figures (each the median of --reps runs of at least --secs CPU seconds; rates are per CPU second
  * of the measuring thread, so other load on the machine does not lower them much):
@@ -973,7 +974,7 @@ static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbu
 static void usage(void)
 {
     fprintf(stderr, "usage: guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--leave-one-out ID-PREFIX] [--top K] "
-                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse|fold|fold_stream|inj_cyr] [--dump-prose FILE] [--dump-dense FILE]\n");
+                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse|fold|fold_stream|inj_cyr] [--dump-prose FILE] [--dump-dense FILE] [--prose-file FILE]\n");
     exit(2);
 }
 
@@ -986,9 +987,29 @@ static void dump(const char *path, const sbuf_t *b)
     }
 }
 
+/* A file's bytes in place of the generated prose (--prose-file: your own text). */
+static void load(const char *path, sbuf_t *b)
+{
+    FILE *f = fopen(path, "rb");
+    char buf[65536];
+    size_t n;
+    if (!f) {
+        fprintf(stderr, "guard_bench: cannot read %s\n", path);
+        exit(2);
+    }
+    b->len = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        sb_add(b, buf, n);
+    if (ferror(f) || b->len == 0) {
+        fprintf(stderr, "guard_bench: cannot read %s (or it is empty)\n", path);
+        exit(2);
+    }
+    fclose(f);
+}
+
 int main(int argc, char **argv)
 {
-    const char *dir = "rules", *dprose = NULL, *ddense = NULL, *phase = NULL, *loo = NULL;
+    const char *dir = "rules", *dprose = NULL, *ddense = NULL, *phase = NULL, *loo = NULL, *fprose = NULL;
     bool pfile = false, prule = false, md = false;
     size_t top = 40;
     for (int i = 1; i < argc; i++) {
@@ -1000,6 +1021,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--top") && more) top = (size_t)atol(argv[++i]);
         else if (!strcmp(a, "--dump-prose") && more) dprose = argv[++i];
         else if (!strcmp(a, "--dump-dense") && more) ddense = argv[++i];
+        else if (!strcmp(a, "--prose-file") && more) fprose = argv[++i];
         else if (!strcmp(a, "--phase") && more) phase = argv[++i];
         else if (!strcmp(a, "--leave-one-out") && more) loo = argv[++i];
         else if (!strcmp(a, "--per-file")) pfile = true;
@@ -1010,7 +1032,8 @@ int main(int argc, char **argv)
     if (g_reps < 1 || g_secs <= 0) usage();
 
     sbuf_t prose = {0}, dense = {0}, chat = {0}, cyr = {0};
-    gen_prose(&prose, 1 << 20);
+    if (fprose) load(fprose, &prose);
+    else gen_prose(&prose, 1 << 20);
     gen_cyrillic(&cyr, 1 << 20);
     gen_dense(&dense, 1 << 20);
     gen_chat(&chat);

@@ -117,6 +117,8 @@ typedef struct {
     uint32_t minw;    /* the pattern's shortest match */
     uint32_t fixed;   /* every match has exactly this many bytes: start = end - fixed */
     uint8_t group; /* the rule's group (wd_rule_t): the finding is ovector pair `group` of the confirmation */
+    bool som;      /* pivot-gated, not fixed, no group: its trigger group's database reports
+                      the start (HS_FLAG_SOM_LEFTMOST), the confirmation's (see "Starts") */
     bool narrow;      /* confirmations start after the last byte before the end not in bytes ... */
     uint8_t bytes[32]; /* ... which are all a match can contain (wd_pattern_bytes) */
     wd_validator_fn validate;
@@ -157,6 +159,7 @@ typedef struct {
     hs_database_t *hs; /* HS_MODE_BLOCK */
     uint32_t win;      /* the longest win of its rules */
     uint32_t minw;     /* trigger group: the shortest match of its rules */
+    bool som;          /* trigger group: compiled with HS_FLAG_SOM_LEFTMOST for its rules with rt.som */
     trigger_t trig;    /* trigger group: the trigger ... */
     uint8_t span[32];  /* ... and the unions of its rules' span ... */
     uint8_t lead[32];  /* ... and lead */
@@ -328,6 +331,7 @@ typedef struct {
     uint64_t zlo, zhi;  /* only candidates starting in [zlo, zhi] are kept (see scan_gated) */
     size_t len;         /* block scans: the text's length */
     bool gate;          /* block scans: context words add regions (add_regions); streams ignore them */
+    bool som;           /* the database reports starts of the rules with rt.som */
     size_t max_cands;
     int err;
 } match_ctx_t;
@@ -336,7 +340,6 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h);
 
 static int on_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *ud)
 {
-    WD_UNUSED(from);
     WD_UNUSED(flags);
     match_ctx_t *m = ud;
     if (id >= m->db->nrules)
@@ -347,6 +350,8 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
     if (rt->fixed) {
         if (end < rt->fixed) return 0;
         start = end - rt->fixed;
+    } else if (m->som && rt->som && to - from <= rt->win) {
+        start = m->scan_base + from;
     } else {
         uint64_t wstart = end > rt->win ? end - rt->win : 0;
         if (wstart < m->base) wstart = m->base; /* cannot happen: the history keeps every window */
@@ -837,7 +842,16 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
  * from the same start would hold an occurrence too, whose region overlaps, so the regions were
  * merged). Conversely, whatever Hyperscan reports in a region is a match
  * of the pattern, so it holds an occurrence whose region, merged into this one, holds it and the bytes
- * around it: the region's edges cannot make up a match, and no zone is needed. */
+ * around it: the region's edges cannot make up a match, and no zone is needed.
+ *
+ * Starts. A rule of a pivot trigger (a name: "Ada Lovelace") is reported at every letter of its last
+ * word, each report a PCRE2 confirmation; its group's database reports the leftmost start instead
+ * (HS_FLAG_SOM_LEFTMOST, rt.som), which is the confirmation's whenever the match is at most win bytes
+ * long: every start the confirmation could find (a match ending there, within win bytes) lies, with
+ * the bytes around it, in the region, so Hyperscan sees it; and the leftmost start Hyperscan reports,
+ * for a match within win bytes, is a match of the whole text (as above) that starts after the run's
+ * first byte, where the confirmation begins. A longer match is confirmed as before. Digit rules are not
+ * given starts: on PII-dense text Hyperscan's start tracking costs more than the confirmations. */
 
 /* Whether position i holds an occurrence of the trigger. */
 static bool occurs(const trigger_t *tr, const unsigned char *t, size_t i, size_t len)
@@ -998,9 +1012,11 @@ static int scan_gated(const wd_guard_db_t *db, wd_guard_scratch_t *s, match_ctx_
             m->zlo = r->r0 ? r->r0 + 1 : 0;
             m->zhi = r->r1 == len ? UINT64_MAX : r->r1 - g->win - 1;
         }
+        m->som = g->som;
         hr = hs_block(g->hs, s, m, text + r->r0, r->r1 - r->r0);
         m->zlo = 0;
         m->zhi = UINT64_MAX;
+        m->som = false;
     }
     return scan_result(m->err, hr);
 }
@@ -1996,6 +2012,7 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
                        (unsigned)r->group, ngroups, ngroups == 1 ? "" : "s");
     rt->longspan = rt->win > SHORT_WIN;
     choose_trigger(r, rt);
+    rt->som = rt->tgate && !rt->fixed && !rt->group && rt->trig.need_before;
     if (rt->longspan) {
         pcre2_compile_context *pc = pcre2_compile_context_create(NULL);
         if (pc) pcre2_set_newline(pc, PCRE2_NEWLINE_LF);
@@ -2138,6 +2155,7 @@ typedef struct {
     enum { PICK_PLAIN, PICK_GATED, PICK_ONE, PICK_TRIGGER } kind;
     size_t one;              /* PICK_ONE */
     const trigger_t *trig;   /* PICK_TRIGGER: with uses */
+    bool som;                /* PICK_TRIGGER: HS_FLAG_SOM_LEFTMOST for the rules with rt.som */
 } pick_t;
 
 static bool same_trigger(const trigger_t *a, const trigger_t *b) { return memcmp(a, b, sizeof *a) == 0; }
@@ -2172,7 +2190,8 @@ static int compile_rules(wd_guard_db_t *db, const pick_t *p, size_t w0, size_t w
     for (size_t i = 0; i < db->nrules; i++) {
         if (!picked(db, p, i)) continue;
         pats[n] = db->rules[i].pattern;
-        flags[n] = db->rules[i].caseless ? HS_FLAG_CASELESS : 0;
+        flags[n] = (db->rules[i].caseless ? HS_FLAG_CASELESS : 0) |
+                   (p->som && db->rt[i].som ? HS_FLAG_SOM_LEFTMOST : 0);
         ids[n++] = (unsigned)i;
         if (db->rt[i].win > *win) *win = db->rt[i].win;
     }
@@ -2294,8 +2313,13 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
                 }
                 g->minw = WD_MIN(g->minw, db->rt[j].minw);
             }
-        pick_t grp = {.uses = pt->uses, .kind = PICK_TRIGGER, .trig = &rt->trig};
+        pick_t grp = {.uses = pt->uses, .kind = PICK_TRIGGER, .trig = &rt->trig, .som = true};
         int rc = compile_rules(db, &grp, 0, 0, HS_MODE_BLOCK, &g->hs, &g->win, err, errlen);
+        g->som = rc == WD_OK;
+        if (rc) { /* Hyperscan may refuse starts for a pattern: confirmed by PCRE2 then */
+            grp.som = false;
+            rc = compile_rules(db, &grp, 0, 0, HS_MODE_BLOCK, &g->hs, &g->win, err, errlen);
+        }
         if (g->hs) db->ngated++;
         if (rc) return rc;
     }
