@@ -1,7 +1,7 @@
 /* Privacy-guard microbenchmark (make bench-guard): what one core does with a rule set.
  *
  *   guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--top K] [--markdown]
- *               [--prose-file FILE]
+ *               [--prose-file FILE] [--floor]
  *
  * Figures (each the median of --reps runs of at least --secs CPU seconds; rates are per CPU second
  * of the measuring thread, so other load on the machine does not lower them much):
@@ -28,6 +28,9 @@
  * --per-file repeats prose/dense for each rule file alone; --per-rule for each rule alone (slowest
  * first); --leave-one-out PREFIX measures the whole set without each rule whose id starts with PREFIX
  * (what the rule costs inside the combined database). That is how the expensive patterns are found.
+ * --floor prints what Hyperscan alone does with the privacy rules in one database and nothing done per
+ * match (floor_rate), on the same prose and dense texts. --prose-file FILE scans FILE in place of the
+ * generated prose (in every figure that uses it).
  *
  * The walk is a copy of src/gateway/guard_stage.c's (scan_string/walk), without its profile lookups. */
 #include <dirent.h>
@@ -42,6 +45,8 @@
 #include "guard/guard.h"
 #include "guard/injection.h"
 #include "guard/rewrite.h"
+
+#include <hs/hs.h>
 
 #define BLOCK 4096
 
@@ -465,6 +470,63 @@ static double scan_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned
         r[k] = (double)bytes / el / 1e6;
     }
     wd_findings_free(&f);
+    return median(r, reps);
+}
+
+/* ---- the floor: Hyperscan alone ------------------------------------------------------------------ */
+
+static int count_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *ud)
+{
+    (void)id, (void)from, (void)to, (void)flags;
+    ++*(size_t *)ud;
+    return 0;
+}
+
+/* Hyperscan alone over the text as BLOCK-sized pieces: one block-mode database of every rule that
+ * scans prompts (what one database per rule set would be), a callback that only counts. What no
+ * engine built on that database can beat, whatever it does per match. MB/s per CPU second. */
+static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, size_t *nreports)
+{
+    size_t n = wd_guard_db_nrules(db), k = 0;
+    const char **pats = calloc(n, sizeof *pats);
+    unsigned *flags = calloc(n, sizeof *flags), *ids = calloc(n, sizeof *ids);
+    if (!pats || !flags || !ids) exit(2);
+    for (size_t i = 0; i < n; i++) {
+        const wd_rule_t *r = wd_guard_db_rule(db, i);
+        if (wd_inj_rule(r) || !privacy_class(r->cls)) continue;
+        pats[k] = r->pattern;
+        flags[k] = r->caseless ? HS_FLAG_CASELESS : 0;
+        ids[k] = (unsigned)i;
+        k++;
+    }
+    hs_database_t *hs = NULL;
+    hs_compile_error_t *herr = NULL;
+    hs_scratch_t *scratch = NULL;
+    if (hs_compile_multi(pats, flags, ids, (unsigned)k, HS_MODE_BLOCK, NULL, &hs, &herr) != HS_SUCCESS ||
+        hs_alloc_scratch(hs, &scratch) != HS_SUCCESS) {
+        fprintf(stderr, "guard_bench: %s\n", herr ? herr->message : "cannot compile the floor database");
+        exit(2);
+    }
+    double r[64];
+    int reps = g_reps > 64 ? 64 : g_reps;
+    for (int j = 0; j < reps; j++) {
+        double t0 = cpu_now(), el;
+        size_t bytes = 0;
+        do {
+            *nreports = 0;
+            for (size_t off = 0; off < len; off += BLOCK)
+                hs_scan(hs, text + off, (unsigned)(len - off < BLOCK ? len - off : BLOCK), 0, scratch, count_match,
+                        nreports);
+            bytes += len;
+            el = cpu_now() - t0;
+        } while (el < g_secs);
+        r[j] = (double)bytes / el / 1e6;
+    }
+    hs_free_scratch(scratch);
+    hs_free_database(hs);
+    free(pats);
+    free(flags);
+    free(ids);
     return median(r, reps);
 }
 
@@ -974,7 +1036,7 @@ static void leave_one_out(const wd_guard_db_t *db, const char *prefix, const sbu
 static void usage(void)
 {
     fprintf(stderr, "usage: guard_bench [--rules DIR] [--secs S] [--reps N] [--per-file] [--per-rule] [--leave-one-out ID-PREFIX] [--top K] "
-                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse|fold|fold_stream|inj_cyr] [--dump-prose FILE] [--dump-dense FILE] [--prose-file FILE]\n");
+                    "[--markdown] [--phase prose|dense|chat|chat_inj|sse|fold|fold_stream|inj_cyr] [--dump-prose FILE] [--dump-dense FILE] [--prose-file FILE] [--floor]\n");
     exit(2);
 }
 
@@ -1010,7 +1072,7 @@ static void load(const char *path, sbuf_t *b)
 int main(int argc, char **argv)
 {
     const char *dir = "rules", *dprose = NULL, *ddense = NULL, *phase = NULL, *loo = NULL, *fprose = NULL;
-    bool pfile = false, prule = false, md = false;
+    bool pfile = false, prule = false, md = false, hsfloor = false;
     size_t top = 40;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1026,6 +1088,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--leave-one-out") && more) loo = argv[++i];
         else if (!strcmp(a, "--per-file")) pfile = true;
         else if (!strcmp(a, "--per-rule")) prule = true;
+        else if (!strcmp(a, "--floor")) hsfloor = true;
         else if (!strcmp(a, "--markdown")) md = true;
         else usage();
     }
@@ -1072,6 +1135,12 @@ int main(int argc, char **argv)
         per_rule(db, &prose, &dense, top);
         return 0;
     }
+    if (hsfloor) {
+        size_t rp = 0, rd = 0;
+        double fp = floor_rate(db, prose.p, prose.len, &rp), fd = floor_rate(db, dense.p, dense.len, &rd);
+        printf("floor_prose_mbps %.0f (%zu reports)\nfloor_dense_mbps %.0f (%zu reports)\n", fp, rp, fd, rd);
+        return 0;
+    }
 
     if (phase) { /* one figure alone, for perf record */
         size_t n = 0;
@@ -1098,6 +1167,8 @@ int main(int argc, char **argv)
     double ci_us = chat_us(db, s, &chat, true, &repi);
     double s_us = sse_us(db, s, prose.p, prose.len, &fs);
     double f_mbps = fold_rate(cyr.p, cyr.len);
+    size_t rfp = 0, rfd = 0;
+    double floor_p = floor_rate(db, prose.p, prose.len, &rfp), floor_d = floor_rate(db, dense.p, dense.len, &rfd);
     double mb_p = (double)prose.len / 1e6, mb_d = (double)dense.len / 1e6;
     if (md) {
         printf("| rules | %zu (load %.0f ms) |\n", wd_guard_db_nrules(db), load_ms);
@@ -1106,6 +1177,9 @@ int main(int argc, char **argv)
         printf("| privacy rules (prompts): PII-dense text, %.2f MB in 4 KiB blocks | **%.0f MB/s** (%.0f findings/MB, one "
                "per %.0f bytes) |\n",
                mb_d, dense_mbps, (double)fd / mb_d, fd ? (double)dense.len / (double)fd : 0.0);
+        printf("| Hyperscan alone, the privacy rules in one database, nothing done per match: prose / dense | %.0f / "
+               "%.0f MB/s |\n",
+               floor_p, floor_d);
         printf("| privacy + content rules (answers): prose / dense | %.0f / %.0f MB/s |\n", prose_out, dense_out);
         printf("| every rule, injection included: prose / dense | %.0f / %.0f MB/s |\n", prose_any, dense_any);
         printf("| %zu-byte chat request: parse, scan, pseudonymize, splice | **%.1f µs** (%zu values replaced) |\n",
@@ -1118,6 +1192,7 @@ int main(int argc, char **argv)
         printf("rules %zu\nload_ms %.0f\n", wd_guard_db_nrules(db), load_ms);
         printf("prose_mbps %.0f\nprose_findings_per_mb %.0f\n", prose_mbps, (double)fp / mb_p);
         printf("dense_mbps %.0f\ndense_findings_per_mb %.0f\n", dense_mbps, (double)fd / mb_d);
+        printf("floor_prose_mbps %.0f\nfloor_dense_mbps %.0f\n", floor_p, floor_d);
         printf("output_prose_mbps %.0f\noutput_dense_mbps %.0f\n", prose_out, dense_out);
         printf("any_prose_mbps %.0f\nany_dense_mbps %.0f\n", prose_any, dense_any);
         printf("chat_bytes %zu\nchat_replaced %zu\nchat_us %.1f\nchat_inj_us %.1f\n", chat.len, rep, c_us, ci_us);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Guard engine benchmark (make bench-guard): builds guard_bench (meson, tests on) and runs it on one
-# core over the full default rule set (rules/*.yaml) and times `warden scan` starting with the rules
+# core over the full default rule set (rules/*.yaml), also over real prompts (the WildGuard benign set
+# in ../shared/data, when present), and times `warden scan` starting with the rules
 # compiled and loaded from the compile cache; then, in the same run, bench/stream_guard.sh
 # measures the output filter on streamed answers through the gateway (two `warden serve`, filter on
 # and off, interleaved wrk rounds and a latency client; about 75 s). Appends one dated section with
@@ -46,6 +47,17 @@ cmd=("${pin[@]}" "$bin" --rules "$RULES" --secs "$SECS" --reps "$REPS" --markdow
 echo "running: ${cmd[*]}" >&2
 table=$("${cmd[@]}")
 load=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Real prompts: the WildGuard benign set (../shared/data), its prompts one after another, as prose.
+benign=$root/../shared/data/dev/benign_prompts_wildguard.json
+if [ -r "$benign" ]; then
+    ptext=$(mktemp)
+    nprompts=$(/usr/bin/python3 -c 'import json,sys; d=[p["prompt"] for p in json.load(open(sys.argv[1]))]
+open(sys.argv[2],"w").write("\n\n".join(d)); print(len(d))' "$benign" "$ptext")
+    real=$("${pin[@]}" "$bin" --rules "$RULES" --secs "$SECS" --reps "$REPS" --phase prose --prose-file "$ptext")
+    table+=$'\n'"| privacy rules (prompts): real prompts, the WildGuard benign set ($nprompts prompts, $(wc -c <"$ptext" | tr -d ' ') bytes) | **${real#prose_mbps } MB/s** |"
+    rm -f "$ptext"
+fi
 
 # Loading the rules: `warden scan` over an empty input, compiling every database (--no-cache) and
 # loading them from a warm cache; the median wall time of REPS runs each, interleaved.
