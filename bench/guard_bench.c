@@ -485,7 +485,7 @@ static int count_match(unsigned int id, unsigned long long from, unsigned long l
 /* Hyperscan alone over the text as BLOCK-sized pieces: one block-mode database of every rule that
  * scans prompts (what one database per rule set would be), a callback that only counts. What no
  * engine built on that database can beat, whatever it does per match. MB/s per CPU second. */
-static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, size_t *nreports)
+static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, size_t *nreports, size_t *nrules)
 {
     size_t n = wd_guard_db_nrules(db), k = 0;
     const char **pats = calloc(n, sizeof *pats);
@@ -499,6 +499,7 @@ static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, 
         ids[k] = (unsigned)i;
         k++;
     }
+    *nrules = k;
     hs_database_t *hs = NULL;
     hs_compile_error_t *herr = NULL;
     hs_scratch_t *scratch = NULL;
@@ -1136,9 +1137,10 @@ int main(int argc, char **argv)
         return 0;
     }
     if (hsfloor) {
-        size_t rp = 0, rd = 0;
-        double fp = floor_rate(db, prose.p, prose.len, &rp), fd = floor_rate(db, dense.p, dense.len, &rd);
-        printf("floor_prose_mbps %.0f (%zu reports)\nfloor_dense_mbps %.0f (%zu reports)\n", fp, rp, fd, rd);
+        size_t rp = 0, rd = 0, nr = 0;
+        double fp = floor_rate(db, prose.p, prose.len, &rp, &nr), fd = floor_rate(db, dense.p, dense.len, &rd, &nr);
+        printf("floor_rules %zu\nfloor_prose_mbps %.0f (%zu reports)\nfloor_dense_mbps %.0f (%zu reports)\n", nr, fp, rp,
+               fd, rd);
         return 0;
     }
 
@@ -1167,8 +1169,9 @@ int main(int argc, char **argv)
     double ci_us = chat_us(db, s, &chat, true, &repi);
     double s_us = sse_us(db, s, prose.p, prose.len, &fs);
     double f_mbps = fold_rate(cyr.p, cyr.len);
-    size_t rfp = 0, rfd = 0;
-    double floor_p = floor_rate(db, prose.p, prose.len, &rfp), floor_d = floor_rate(db, dense.p, dense.len, &rfd);
+    size_t rfp = 0, rfd = 0, nfloor = 0;
+    double floor_p = floor_rate(db, prose.p, prose.len, &rfp, &nfloor),
+           floor_d = floor_rate(db, dense.p, dense.len, &rfd, &nfloor);
     double mb_p = (double)prose.len / 1e6, mb_d = (double)dense.len / 1e6;
     if (md) {
         printf("| rules | %zu (load %.0f ms) |\n", wd_guard_db_nrules(db), load_ms);
@@ -1177,9 +1180,9 @@ int main(int argc, char **argv)
         printf("| privacy rules (prompts): PII-dense text, %.2f MB in 4 KiB blocks | **%.0f MB/s** (%.0f findings/MB, one "
                "per %.0f bytes) |\n",
                mb_d, dense_mbps, (double)fd / mb_d, fd ? (double)dense.len / (double)fd : 0.0);
-        printf("| Hyperscan alone, the privacy rules in one database, nothing done per match: prose / dense | %.0f / "
+        printf("| Hyperscan alone, the %zu privacy rules in one database, nothing done per match: prose / dense | %.0f / "
                "%.0f MB/s |\n",
-               floor_p, floor_d);
+               nfloor, floor_p, floor_d);
         printf("| privacy + content rules (answers): prose / dense | %.0f / %.0f MB/s |\n", prose_out, dense_out);
         printf("| every rule, injection included: prose / dense | %.0f / %.0f MB/s |\n", prose_any, dense_any);
         printf("| %zu-byte chat request: parse, scan, pseudonymize, splice | **%.1f µs** (%zu values replaced) |\n",
