@@ -153,15 +153,16 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 }
 
 /* ---- look-alike letters of other scripts -----------------------------------------------------------
- * Greek and Cyrillic letters drawn like Latin ones (U+0370..U+052F), read as their Latin twin only in
- * a word that has a visible ASCII letter and no Greek or Cyrillic letter without a twin, or in one longer
- * than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" is folded, Greek or Russian words (which have
- * letters with no Latin twin) are left as they are. A word is a run of characters between separators:
+ * Greek, Cyrillic and Armenian letters drawn like Latin ones (U+0370..U+058F; Armenian's from Unicode's
+ * confusables), read as their Latin twin only in a word that has a visible ASCII letter and no Greek,
+ * Cyrillic or Armenian letter without a twin, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal"
+ * with a Cyrillic "а" or "gօօgle" with Armenian "օ" is folded, Greek, Russian or Armenian words (which
+ * have letters with no Latin twin) are left as they are. A word is a run of characters between separators:
  * ASCII punctuation but '.', '@', '-' and '_', spaces, what folds to them, Latin-1 and general
  * punctuation and symbols;
  * invisible characters (tag characters included) belong to the word they are in. */
 #define LK(cp) [(cp)-0x370]
-static const char lookalike[0x530 - 0x370] = {
+static const char lookalike[0x590 - 0x370] = {
     LK(0x391) = 'A', LK(0x392) = 'B', LK(0x395) = 'E', LK(0x396) = 'Z', LK(0x397) = 'H', LK(0x399) = 'I',
     LK(0x39A) = 'K', LK(0x39C) = 'M', LK(0x39D) = 'N', LK(0x39F) = 'O', LK(0x3A1) = 'P', LK(0x3A4) = 'T',
     LK(0x3A5) = 'Y', LK(0x3A7) = 'X', LK(0x3B1) = 'a', LK(0x3B9) = 'i', LK(0x3BD) = 'v', LK(0x3BF) = 'o',
@@ -172,18 +173,21 @@ static const char lookalike[0x530 - 0x370] = {
     LK(0x441) = 'c', LK(0x443) = 'y', LK(0x445) = 'x', LK(0x455) = 's', LK(0x456) = 'i', LK(0x458) = 'j',
     LK(0x4AE) = 'Y', LK(0x4BB) = 'h', LK(0x4C0) = 'I', LK(0x4CF) = 'l', LK(0x501) = 'd', LK(0x51A) = 'Q',
     LK(0x51B) = 'q', LK(0x51C) = 'W', LK(0x51D) = 'w', /* Cyrillic */
+    LK(0x54D) = 'U', LK(0x54F) = 'S', LK(0x555) = 'O', LK(0x561) = 'w', LK(0x563) = 'q', LK(0x566) = 'q',
+    LK(0x570) = 'h', LK(0x578) = 'n', LK(0x57C) = 'n', LK(0x57D) = 'u', LK(0x581) = 'g', LK(0x584) = 'f',
+    LK(0x585) = 'o', /* Armenian */
 };
 #undef LK
 
 /* The Latin twin of the look-alike letter at p (two bytes), or 0. */
 static char lookalike_at(const unsigned char *p, size_t len)
 {
-    if (len < 2 || p[0] < 0xCD || p[0] > 0xD4 || !cont(p[1])) return 0;
+    if (len < 2 || p[0] < 0xCD || p[0] > 0xD6 || !cont(p[1])) return 0;
     unsigned cp = (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu);
     return cp >= 0x370 && cp < 0x370 + sizeof lookalike ? lookalike[cp - 0x370] : 0;
 }
 
-/* A character's part in a word; foreign: a Greek or Cyrillic letter without a Latin twin. */
+/* A character's part in a word; foreign: a Greek, Cyrillic or Armenian letter without a Latin twin. */
 enum { K_SEP, K_WORD, K_LETTER, K_LOOK, K_FOREIGN };
 
 static bool ascii_letter(int c)
@@ -224,10 +228,13 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         unsigned cp = (p[0] & 0x1Fu) << 6 | (p[1] & 0x3Fu);
         if (lookalike_at(p, 2))
             *k = K_LOOK;
-        else if (cp == 0xD7 || cp == 0xF7 || cp == 0x37E || cp == 0x387)
-            *k = K_SEP; /* the multiplication and division signs, the Greek question mark and ano teleia */
+        else if (cp == 0xD7 || cp == 0xF7 || cp == 0x37E || cp == 0x387 || (cp >= 0x55A && cp <= 0x55F) ||
+                 cp == 0x589 || cp == 0x58A)
+            *k = K_SEP; /* the multiplication and division signs, Greek and Armenian punctuation */
         else
-            *k = cp >= 0x370 && cp < 0x530 ? K_FOREIGN : K_WORD;
+            *k = (cp >= 0x370 && cp < 0x530) || (cp >= 0x531 && cp <= 0x556) || (cp >= 0x560 && cp <= 0x588)
+                     ? K_FOREIGN
+                     : K_WORD;
         return 2;
     }
     unsigned cp;
@@ -322,6 +329,7 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
     bool plain = true; /* no lead byte of a character that folds alone (fold_at) */
     while (b < len && before + b - a <= WD_FOLD_WORD_MAX) {
         if (b + 1 < len && u[b] >= 0xCF && u[b] <= 0xD4 && cont(u[b + 1])) { /* a Greek or Cyrillic letter */
+            /* (Armenian, whose block also holds punctuation, takes the general way below) */
             h.foreign = h.foreign || !lookalike_at(u + b, 2);
             b += 2;
             continue;

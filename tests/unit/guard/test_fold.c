@@ -76,6 +76,20 @@ static void test_each_class(void **state)
         {"p\xD0\xB0ypal \xD0\x9E"
          "bama \xCE\x91lpha",
          "paypal Obama Alpha"},
+        /* Armenian look-alikes likewise: "gօօgle", "jօhn@example.com", "Օbama", "ցet" */
+        {"g\xD6\x85\xD6\x85gle j\xD6\x85hn@example.com \xD5\x95"
+         "bama \xD6\x81"
+         "et",
+         "google john@example.com Obama get"},
+        /* ... but not in Armenian words ("Բարեւ", "ողջույն", "բարa" with an ASCII letter), nor in a word
+         * that Armenian punctuation (the comma U+055D) separates from the ASCII letter; the neighbours of
+         * the range stay */
+        {"\xD4\xB2\xD5\xA1\xD6\x80\xD5\xA5\xD6\x82 \xD5\xB8\xD5\xB2\xD5\xBB\xD5\xB8\xD6\x82\xD5\xB5\xD5\xB6 "
+         "\xD5\xA2\xD5\xA1\xD6\x80"
+         "a a\xD5\x9D\xD6\x85 x\xD6\x86\xD6\x90",
+         "\xD4\xB2\xD5\xA1\xD6\x80\xD5\xA5\xD6\x82 \xD5\xB8\xD5\xB2\xD5\xBB\xD5\xB8\xD6\x82\xD5\xB5\xD5\xB6 "
+         "\xD5\xA2\xD5\xA1\xD6\x80"
+         "a a\xD5\x9D\xD6\x85 x\xD6\x86\xD6\x90"},
         /* ... an invisible character inside the word does not end it; a whole word of look-alikes in an
          * address is read with the rest of it ("ехес" is four look-alikes) */
         {"ign\xE2\x80\x8B\xD0\xBEre \xD1\x81\xD0\xBE\xD1\x80y", "ignore copy"},
