@@ -154,8 +154,8 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 
 /* ---- look-alike letters of other scripts -----------------------------------------------------------
  * Greek, Cyrillic and Armenian letters drawn like Latin ones (U+0370..U+058F; Armenian's from Unicode's
- * confusables), read as their Latin twin only in a word that has a visible ASCII letter and no Greek,
- * Cyrillic or Armenian letter without a twin, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal"
+ * confusables), and Cherokee ones (below), read as their Latin twin only in a word that has a visible
+ * ASCII letter and no Greek, Cyrillic, Armenian or Cherokee letter without a twin, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal"
  * with a Cyrillic "а" or "gօօgle" with Armenian "օ" is folded, Greek, Russian or Armenian words (which
  * have letters with no Latin twin) are left as they are. A word is a run of characters between separators:
  * ASCII punctuation but '.', '@', '-' and '_', spaces, what folds to them, Latin-1 and general
@@ -187,7 +187,62 @@ static char lookalike_at(const unsigned char *p, size_t len)
     return cp >= 0x370 && cp < 0x370 + sizeof lookalike ? lookalike[cp - 0x370] : 0;
 }
 
-/* A character's part in a word; foreign: a Greek, Cyrillic or Armenian letter without a Latin twin. */
+/* Cherokee letters (U+13A0..U+13FD, small U+AB70..U+ABBF; three bytes each) are read like the others:
+ * the look-alikes among them (Unicode's confusables) by their twin, the rest as foreign letters. */
+static bool cherokee(unsigned cp)
+{
+    return (cp >= 0x13A0 && cp <= 0x13F5) || (cp >= 0x13F8 && cp <= 0x13FD) || (cp >= 0xAB70 && cp <= 0xABBF);
+}
+
+static char cherokee_twin(unsigned cp)
+{
+    switch (cp) {
+    case 0x13AA: return 'A';
+    case 0x13F4: return 'B';
+    case 0x13DF: return 'C';
+    case 0x13A0: return 'D';
+    case 0x13AC: return 'E';
+    case 0x13C0: case 0x13F3: return 'G';
+    case 0x13BB: return 'H';
+    case 0x13AB: return 'J';
+    case 0x13E6: return 'K';
+    case 0x13DE: return 'L';
+    case 0x13B7: return 'M';
+    case 0x13E2: return 'P';
+    case 0x13A1: case 0x13D2: return 'R';
+    case 0x13D5: case 0x13DA: return 'S';
+    case 0x13A2: return 'T';
+    case 0x13D9: return 'V';
+    case 0x13B3: case 0x13D4: return 'W';
+    case 0x13A9: case 0x13BD: return 'Y';
+    case 0x13C3: return 'Z';
+    case 0x13CF: return 'b';
+    case 0xABAF: return 'c';
+    case 0x13E7: return 'd';
+    case 0x13C2: return 'h';
+    case 0x13A5: case 0xAB75: return 'i';
+    case 0xAB81: return 'r';
+    case 0xABAA: return 's';
+    case 0xABA9: return 'v';
+    case 0xAB83: return 'w';
+    case 0xAB93: return 'z';
+    default: return 0;
+    }
+}
+
+/* The Latin twin of the look-alike letter at p (two or three bytes: *n), or 0. */
+static char twin_at(const unsigned char *p, size_t len, size_t *n)
+{
+    unsigned cp;
+    char t = lookalike_at(p, len);
+    *n = 2;
+    if (t || len < 3 || (p[0] != 0xE1 && p[0] != 0xEA)) return t;
+    *n = 3;
+    return decode(p, len, &cp) == 3 ? cherokee_twin(cp) : 0;
+}
+
+/* A character's part in a word; foreign: a Greek, Cyrillic, Armenian or Cherokee letter without a Latin
+ * twin. */
 enum { K_SEP, K_WORD, K_LETTER, K_LOOK, K_FOREIGN };
 
 static bool ascii_letter(int c)
@@ -242,7 +297,9 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         *k = K_SEP;
         return 1;
     }
-    if ((cp >= 0x80 && cp <= 0xBF) || (cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x2190 && cp <= 0x2BFF) ||
+    if (cherokee(cp))
+        *k = cherokee_twin(cp) ? K_LOOK : K_FOREIGN;
+    else if ((cp >= 0x80 && cp <= 0xBF) || (cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x2190 && cp <= 0x2BFF) ||
         (cp >= 0x2E00 && cp <= 0x2E7F) || (cp >= 0x3000 && cp <= 0x303F) || (cp >= 0xFE30 && cp <= 0xFE6F) ||
         (cp >= 0xFF00 && cp <= 0xFF65) || (cp >= 0x1F000 && cp <= 0x1FAFF))
         *k = K_SEP; /* controls, punctuation and symbols (arrows, box drawing, dingbats, emoji) */
@@ -305,9 +362,9 @@ static bool word_decides_fold(const wordkinds_t *h, size_t len)
     return len > WD_FOLD_WORD_MAX || (h->letter && !h->foreign);
 }
 
-/* Whether the look-alike at u[j] is folded. Each word is read once (a decided word's part is
+/* Whether the look-alike at u[j] (n bytes) is folded. Each word is read once (a decided word's part is
  * remembered). */
-static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
+static bool word_folds(const unsigned char *u, size_t len, size_t j, size_t n, words_t *w)
 {
     if (w->any) return true;
     if (j >= w->lo && j < w->hi) return w->fold;
@@ -316,7 +373,7 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
     int k;
     while (a > 0 && j - a <= WD_FOLD_WORD_MAX) {
         if (a == w->hi && w->fold) { /* the same word as the last one, long enough to fold */
-            w->hi = j + 2;
+            w->hi = j + n;
             return true;
         }
         size_t s = word_char_before(u, len, a, &k);
@@ -324,7 +381,7 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
         note_kind(&h, k);
         a = s;
     }
-    size_t before = a == 0 ? w->open : 0, b = j + 2;
+    size_t before = a == 0 ? w->open : 0, b = j + n;
     if (a == 0) h.letter |= w->open_h.letter, h.foreign |= w->open_h.foreign;
     bool plain = true; /* no lead byte of a character that folds alone (fold_at) */
     while (b < len && before + b - a <= WD_FOLD_WORD_MAX) {
@@ -335,10 +392,10 @@ static bool word_folds(const unsigned char *u, size_t len, size_t j, words_t *w)
             continue;
         }
         plain &= !fold_lead2(u[b]) && u[b] < 0xE0;
-        size_t n = kind_at(u, len, b, &k);
+        size_t cn = kind_at(u, len, b, &k);
         if (k == K_SEP) break;
         note_kind(&h, k);
-        b += n;
+        b += cn;
     }
     bool fold = word_decides_fold(&h, before + b - a);
     *w = (words_t){w->open, w->open_h, w->off, false, a, b, fold, !fold && plain};
@@ -351,10 +408,10 @@ static size_t folds_at(const unsigned char *u, size_t len, size_t i, words_t *w,
 {
     size_t n = fold_at(u + i, len - i, c);
     if (n) return n;
-    char t = w->off ? 0 : lookalike_at(u + i, len - i);
-    if (!t || !word_folds(u, len, i, w)) return 0;
+    char t = w->off ? 0 : twin_at(u + i, len - i, &n);
+    if (!t || !word_folds(u, len, i, n, w)) return 0;
     *c = t;
-    return 2;
+    return n;
 }
 
 /* Offset of the first character at or after i that folds and counts for what (fold.h's WD_FOLD_*; a
@@ -362,6 +419,7 @@ static size_t folds_at(const unsigned char *u, size_t len, size_t i, words_t *w,
 static size_t next_fold(const unsigned char *u, size_t len, size_t i, unsigned what, words_t *w)
 {
     int c = 0;
+    size_t n;
     bool others = !(what & WD_FOLD_ONLY_LOOKALIKES);
     while (i < len) {
         size_t end = len - i >= 32 ? i + 32 : len;
@@ -377,10 +435,11 @@ static size_t next_fold(const unsigned char *u, size_t len, size_t i, unsigned w
         for (; i < end; i++) {
             if (u[i] < 0xC2) continue;
             if (u[i] <= 0xDF && !fold_lead2(u[i])) { /* two bytes: look-alikes */
-                if (!w->off && lookalike_at(u + i, len - i) && word_folds(u, len, i, w)) return i;
+                if (!w->off && lookalike_at(u + i, len - i) && word_folds(u, len, i, 2, w)) return i;
                 if (w->skip && i >= w->lo && i < w->hi) i = w->hi - 1; /* the rest of a word that stays */
                 continue;
             }
+            if (!w->off && u[i] >= 0xE0 && twin_at(u + i, len - i, &n) && word_folds(u, len, i, n, w)) return i;
             if (others && fold_at(u + i, len - i, &c) && ((what & WD_FOLD_DASHES) || c != '-')) return i;
         }
     }

@@ -14,12 +14,12 @@
  *    parenthesized letters and circled digits (U+2460..U+2468, U+249C..U+24EA), squared and negative
  *    circled/squared letters (U+1F130..U+1F189), Latin small capitals and modifier, superscript and
  *    subscript letters and digits ("fancy text": ɪɢɴᴏʀᴇ, ᵃˡˡ, ¹²³), tags U+E0020..U+E007E;
- *  - to their Latin twin: Greek, Cyrillic and Armenian letters drawn alike (Cyrillic "а", "о", "р",
- *    "с", Greek "Α", "ο", Armenian "օ", "ս", ...), but only inside a word that also has a visible ASCII
- *    letter and no Greek, Cyrillic or Armenian letter without a Latin twin (or that is longer than
- *    WD_FOLD_WORD_MAX bytes), so "pаypal" is read as "paypal" and Russian, Greek or Armenian words stay
- *    as they are. A stream holds a word with look-alikes back until its end (or its WD_FOLD_WORD_MAX +
- *    1st byte) decides.
+ *  - to their Latin twin: Greek, Cyrillic, Armenian and Cherokee letters drawn alike (Cyrillic "а", "о",
+ *    "р", "с", Greek "Α", "ο", Armenian "օ", "ս", Cherokee "Ꭺ", "ꭵ", ...), but only inside a word that
+ *    also has a visible ASCII letter and no such letter without a Latin twin (or that is longer than
+ *    WD_FOLD_WORD_MAX bytes), so "pаypal" is read as "paypal" and Russian, Greek, Armenian or
+ *    Cherokee words stay as they are. A stream holds a word with look-alikes back until its end (or
+ *    its WD_FOLD_WORD_MAX + 1st byte) decides.
  * Everything else is copied byte for byte. A map leads back from each folded byte to the text, so
  * findings are acted on in the text as it was sent. Every WD_FOLD_RUN_BREAK-th dropped character in a
  * row becomes a NUL byte: an identifier cut by that many invisible characters is two, and a stream
@@ -34,7 +34,7 @@
 
 /* What counts or folds (wd_guard_fold_needed, wd_guard_fold_as). */
 #define WD_FOLD_DASHES 1u          /* a character that only folds to '-' counts (it hides no word) */
-#define WD_FOLD_LOOKALIKES 2u      /* Greek, Cyrillic and Armenian look-alikes fold in words that let them */
+#define WD_FOLD_LOOKALIKES 2u      /* look-alikes of other scripts fold in words that let them */
 #define WD_FOLD_ONLY_LOOKALIKES 4u /* only those count */
 #define WD_FOLD_LOOKALIKES_ANY 8u  /* every look-alike folds, whatever its word (the injection screen) */
 #define WD_FOLD_ALL (WD_FOLD_DASHES | WD_FOLD_LOOKALIKES)
@@ -68,8 +68,8 @@ typedef struct {
     uint16_t mlen; /* a dropped run: the bytes of combining marks it starts with */
 } wd_fold_ev_t;
 
-/* What a word holds: a visible ASCII letter, a look-alike, a Greek/Cyrillic/Armenian letter without a
- * twin. */
+/* What a word holds: a visible ASCII letter, a look-alike, a Greek/Cyrillic/Armenian/Cherokee letter
+ * without a twin. */
 typedef struct {
     bool letter, look, foreign;
 } wd_fold_word_t;

@@ -90,6 +90,15 @@ static void test_each_class(void **state)
          "\xD4\xB2\xD5\xA1\xD6\x80\xD5\xA5\xD6\x82 \xD5\xB8\xD5\xB2\xD5\xBB\xD5\xB8\xD6\x82\xD5\xB5\xD5\xB6 "
          "\xD5\xA2\xD5\xA1\xD6\x80"
          "a a\xD5\x9D\xD6\x85 x\xD6\x86\xD6\x90"},
+        /* Cherokee ones (three bytes): "ꮪecret", "ꭵgnore", "Ꭼxample" */
+        {"\xEA\xAE\xAA"
+         "ecret \xEA\xAD\xB5gnore \xE1\x8E\xACxample",
+         "secret ignore Example"},
+        /* ... but not in a Cherokee word ("ᏣᎳᎩ" with an ASCII letter), nor standing alone */
+        {"\xE1\x8F\xA3\xE1\x8E\xB3\xE1\x8E\xA9"
+         "a \xE1\x8E\xAA x",
+         "\xE1\x8F\xA3\xE1\x8E\xB3\xE1\x8E\xA9"
+         "a \xE1\x8E\xAA x"},
         /* ... an invisible character inside the word does not end it; a whole word of look-alikes in an
          * address is read with the rest of it ("ехес" is four look-alikes) */
         {"ign\xE2\x80\x8B\xD0\xBEre \xD1\x81\xD0\xBE\xD1\x80y", "ignore copy"},
@@ -383,6 +392,8 @@ static void test_stream_every_cut(void **state)
         "\xF0\x9D\x90\x9A\xD1\x80\xD0\xB4-\xD0\xB4\xD1\x80",
         "\xC9\xAA\xD0\xBE\xCC\xB6 \xD0\xBE\xCC\x81\xD0\xB4 \xCB\xA1\xD1\x80", /* small capital, combining marks */
         "a\xCC\xB2\xCC\xB2\xE2\x80\x8B\xCC\xB2 b\xCC\xB2",                     /* marks, then invisible */
+        "\xEA\xAE\xAA\xD6\x85x \xE1\x8F\xA3\xE1\x8E\xAA"
+        "a \xD5\xA2\xD6\x85q",                                                /* Cherokee, Armenian */
     };
     folded_t whole = {0};
     for (size_t t = 0; t < WD_ARRAY_LEN(texts); t++) {
