@@ -7,8 +7,7 @@
 
 static bool cont(unsigned char c) { return (c & 0xC0) == 0x80; }
 
-/* The code point of the well-formed multi-byte character at p (lead byte >= 0x80): its length, or 0. */
-static size_t decode(const unsigned char *p, size_t len, unsigned *cp)
+size_t wd_utf8_decode(const unsigned char *p, size_t len, unsigned *cp)
 {
     size_t n = p[0] >= 0xC2 && p[0] <= 0xDF   ? 2
                : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
@@ -88,7 +87,7 @@ static bool combining(unsigned cp)
 static size_t mark_at(const unsigned char *p, size_t len)
 {
     unsigned cp;
-    size_t n = len && p[0] >= 0xCC ? decode(p, len, &cp) : 0;
+    size_t n = len && p[0] >= 0xCC ? wd_utf8_decode(p, len, &cp) : 0;
     return n && combining(cp) ? n : 0;
 }
 
@@ -147,7 +146,7 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 {
     if (!fold_lead[p[0]]) return 0; /* no character with another lead byte folds */
     unsigned cp;
-    size_t n = decode(p, len, &cp);
+    size_t n = wd_utf8_decode(p, len, &cp);
     if (!n || (*c = fold_cp(cp)) == -2) return 0;
     return n;
 }
@@ -238,7 +237,7 @@ static char twin_at(const unsigned char *p, size_t len, size_t *n)
     *n = 2;
     if (t || len < 3 || (p[0] != 0xE1 && p[0] != 0xEA)) return t;
     *n = 3;
-    return decode(p, len, &cp) == 3 ? cherokee_twin(cp) : 0;
+    return wd_utf8_decode(p, len, &cp) == 3 ? cherokee_twin(cp) : 0;
 }
 
 /* A character's part in a word; foreign: a Greek, Cyrillic, Armenian or Cherokee letter without a Latin
@@ -293,7 +292,7 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         return 2;
     }
     unsigned cp;
-    if (!(n = decode(u + i, len - i, &cp))) {
+    if (!(n = wd_utf8_decode(u + i, len - i, &cp))) {
         *k = K_SEP;
         return 1;
     }

@@ -68,6 +68,10 @@ typedef struct {
     uint16_t mlen; /* a dropped run: the bytes of combining marks it starts with */
 } wd_fold_ev_t;
 
+/* The code point of the well-formed multi-byte character at p (lead byte >= 0x80): its length, or 0
+ * (malformed, overlong, a surrogate, beyond U+10FFFF, or cut by len). */
+size_t wd_utf8_decode(const unsigned char *p, size_t len, unsigned *cp);
+
 /* What a word holds: a visible ASCII letter, a look-alike, a Greek/Cyrillic/Armenian/Cherokee letter
  * without a twin. */
 typedef struct {

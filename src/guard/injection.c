@@ -15,10 +15,11 @@
 #define MIN_ROT13_LETTERS 16
 #define MIN_TAG_CHARS 4
 #define MIN_ID_WORDS 3 /* "ignore_previous_instructions" */
+#define MIN_FLIPPED 4  /* upside-down letters ("ǝɹouƃᴉ" has five) */
 #define PRINTABLE_MIN 0.85
 
-static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex",       "url",  "rot13",
-                                                        "tags",  "folded", "lookalike", "words"};
+static const char *const layer_names[WD_INJ__LAYERS] = {"plain",  "base64", "hex",       "url",   "rot13",
+                                                        "tags",   "folded", "lookalike", "words", "flipped"};
 
 const char *wd_inj_layer_name(wd_inj_layer_t l)
 {
@@ -179,15 +180,16 @@ static bool looks_text(const unsigned char *p, size_t len)
  * up to its last whole character. Returns bytes appended or a negative code. */
 static long emit_blob(const unsigned char *p, size_t len, size_t *room, wd_buf_t *out)
 {
-    if (len > *room) {
-        len = *room;
+    if (*room < 2) return 0; /* a byte and the newline */
+    if (len + 1 > *room) {
+        len = *room - 1;
         while (len && (p[len] & 0xC0) == 0x80) len--; /* whole characters only */
     }
     if (!len || !looks_text(p, len)) return 0;
     int rc = wd_buf_append(out, p, len);
     if (!rc) rc = wd_buf_append(out, "\n", 1);
     if (rc) return rc;
-    *room -= len;
+    *room -= len + 1;
     return (long)len + 1;
 }
 
@@ -541,6 +543,104 @@ static long decode_words(const char *text, size_t len, size_t room, wd_buf_t *ou
     return (long)(out->len - start);
 }
 
+/* Upside-down text: the characters generators turn letters into ("ɐ" for a, "ǝ" for e, "∀" for A, ...),
+ * sorted by code point, and the letter each stands for. `mark`: seldom seen otherwise, so it counts as
+ * evidence that a text is upside down (the dotless i, Greek capitals, turned digits do not). */
+typedef struct {
+    uint16_t cp;
+    char c;
+    bool mark;
+} flip_t;
+
+static const flip_t flips[] = {
+    {0x00A1, '!', false}, {0x00BF, '?', false}, {0x0131, 'i', false}, {0x017F, 'J', false}, {0x0183, 'g', true},
+    {0x0186, 'C', true}, {0x018E, 'E', true}, {0x0190, '3', false}, {0x0196, '1', false}, {0x01DD, 'e', true},
+    {0x0250, 'a', true}, {0x0254, 'c', true}, {0x025F, 'f', true}, {0x0265, 'h', true}, {0x026F, 'm', true},
+    {0x0279, 'r', true}, {0x027E, 'j', true}, {0x0287, 't', true}, {0x028C, 'v', true}, {0x028D, 'w', true},
+    {0x028E, 'y', true}, {0x029E, 'k', true}, {0x02D9, '.', false}, {0x02E5, 'L', true}, {0x039B, 'V', false},
+    {0x03DB, '5', false}, {0x0500, 'P', true}, {0x05DF, 'l', false}, {0x1D09, 'i', true}, {0x2132, 'F', true},
+    {0x2141, 'G', true}, {0x2142, 'L', true}, {0x2144, 'Y', true}, {0x2200, 'A', true}, {0x2229, 'U', true},
+    {0x22A5, 'T', true}, {0x3123, '4', false}, {0x3125, '7', false}, {0x3145, '2', false}, {0xA4D8, 'K', true},
+    {0xA4E4, 'R', true}, {0xA4ED, 'B', true}, {0xA4F7, 'D', true},
+};
+
+static const flip_t *flip_of(unsigned cp)
+{
+    size_t lo = 0, hi = WD_ARRAY_LEN(flips);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (flips[mid].cp < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < WD_ARRAY_LEN(flips) && flips[lo].cp == cp ? &flips[lo] : NULL;
+}
+
+/* ASCII characters that stand for another when turned ("q" for b, "u" for n, ...). */
+static char flip_ascii(unsigned char c)
+{
+    static const char pairs[] = "bqdpnuMW69',()[]{}<>";
+    for (size_t i = 0; i + 1 < sizeof pairs; i++)
+        if (pairs[i] == (char)c) return pairs[i ^ 1];
+    return (char)c;
+}
+
+/* Whether the text holds MIN_FLIPPED characters that mark upside-down text. */
+static bool flipped_candidate(const unsigned char *u, size_t len)
+{
+    unsigned char any = 0;
+    for (size_t i = 0; i < len; i++) /* an OR the compiler vectorises: ASCII text stops here */
+        any |= u[i];
+    if (!(any & 0x80)) return false;
+    /* the lead bytes of the marks: Latin Extended-B, IPA, spacing modifiers, U+0500, U+1Dxx, U+2xxx,
+     * U+Axxx (Cyrillic or Greek text is passed over a byte at a time) */
+    static const bool lead[256] = {[0xC6] = true, [0xC7] = true, [0xC9] = true, [0xCA] = true, [0xCB] = true,
+                                   [0xD4] = true, [0xE1] = true, [0xE2] = true, [0xEA] = true};
+    size_t marks = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned cp;
+        size_t n = lead[u[i]] ? wd_utf8_decode(u + i, len - i, &cp) : 0;
+        if (!n) continue;
+        const flip_t *f = flip_of(cp);
+        if (f && f->mark && ++marks >= MIN_FLIPPED) return true;
+        i += n - 1;
+    }
+    return false;
+}
+
+/* The text read backwards, character by character, each turned back (flips, flip_ascii); other
+ * characters (and malformed bytes) as they are. Never longer than the text. */
+static long decode_flipped(const char *text, size_t len, size_t room, wd_buf_t *out)
+{
+    const unsigned char *u = (const unsigned char *)text;
+    if (!flipped_candidate(u, len)) return 0;
+    int rc = wd_buf_reserve(out, len);
+    if (rc) return rc;
+    size_t start = out->len, e = len;
+    while (e > 0 && out->len - start < room) {
+        size_t s = e - 1;
+        while (s > 0 && e - s < 4 && (u[s] & 0xC0) == 0x80) /* back to the character's lead byte */
+            s--;
+        unsigned cp;
+        const flip_t *f = NULL;
+        if (u[s] < 0x80) {
+            out->data[out->len++] = flip_ascii(u[s]);
+        } else if (wd_utf8_decode(u + s, e - s, &cp) != e - s) {
+            s = e - 1; /* malformed: its last byte alone */
+            out->data[out->len++] = (char)u[s];
+        } else if ((f = flip_of(cp))) {
+            out->data[out->len++] = f->c;
+        } else {
+            memcpy(out->data + out->len, u + s, e - s);
+            out->len += e - s;
+        }
+        e = s;
+    }
+    if (out->len - start > room) out->len = start + room;
+    return (long)(out->len - start);
+}
+
 long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_out, wd_buf_t *out)
 {
     if (!p || !len || !max_out) return 0;
@@ -553,6 +653,7 @@ long wd_inj_decode(wd_inj_layer_t layer, const char *p, size_t len, size_t max_o
     case WD_INJ_FOLDED: return decode_folded(p, len, 0, max_out, out);
     case WD_INJ_LOOKALIKE: return decode_folded(p, len, WD_FOLD_LOOKALIKES_ANY, max_out, out);
     case WD_INJ_WORDS: return decode_words(p, len, max_out, out);
+    case WD_INJ_FLIPPED: return decode_flipped(p, len, max_out, out);
     default: return 0;
     }
 }
@@ -591,6 +692,7 @@ static bool layer_possible(wd_inj_layer_t l, const char *p, size_t len)
     case WD_INJ_LOOKALIKE:
         return wd_guard_fold_needed(p, len, WD_FOLD_ONLY_LOOKALIKES | WD_FOLD_LOOKALIKES_ANY) && has_ascii_letter(u, len);
     case WD_INJ_WORDS: return len >= 2 * MIN_ID_WORDS - 1 && words_candidate(u, len);
+    case WD_INJ_FLIPPED: return len >= 2 * MIN_FLIPPED && flipped_candidate(u, len);
     case WD_INJ_BASE64: return len >= MIN_B64_RUN && b64_candidate(u, len);
     case WD_INJ_HEX: return len >= 2 * MIN_HEX_BYTES && hex_candidate(u, len);
     case WD_INJ_ROT13: return len >= MIN_ROT13_LETTERS;
@@ -614,7 +716,7 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
     }
     if (depth >= WD_INJ_MAX_DEPTH || layer == WD_INJ_WORDS) return WD_OK; /* words: nothing below them */
     /* order: the cheap, targeted layers first so rot13 (whole texts) cannot starve them of budget */
-    static const wd_inj_layer_t order[] = {WD_INJ_TAGS,   WD_INJ_FOLDED, WD_INJ_LOOKALIKE, WD_INJ_WORDS,
+    static const wd_inj_layer_t order[] = {WD_INJ_TAGS,   WD_INJ_FOLDED, WD_INJ_LOOKALIKE, WD_INJ_WORDS, WD_INJ_FLIPPED,
                                            WD_INJ_BASE64, WD_INJ_HEX,    WD_INJ_URL,       WD_INJ_ROT13};
     wd_buf_t dec;
     wd_buf_init(&dec, 0);
@@ -622,16 +724,17 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         wd_inj_layer_t l = order[k];
         if (l == layer && (l == WD_INJ_ROT13 || l == WD_INJ_TAGS || l == WD_INJ_FOLDED))
             continue; /* idempotent */
-        if (layer == WD_INJ_LOOKALIKE && l != WD_INJ_WORDS) continue; /* the folded layer decodes the rest */
+        if ((layer == WD_INJ_LOOKALIKE || layer == WD_INJ_FLIPPED) && l != WD_INJ_WORDS)
+            continue; /* the folded layer (or the text as sent) decodes the rest */
         if (!layer_possible(l, text, len)) continue;
-        /* the folded text is never longer than the text, the words about as long: each costs a
+        /* the folded and flipped texts are never longer than the text, the words about as long: each costs a
          * scan like the plain one, not budget, so text with no-break spaces or code full of snake_case
          * names is not refused for its length */
-        bool budgeted = l != WD_INJ_FOLDED && l != WD_INJ_LOOKALIKE && l != WD_INJ_WORDS;
+        bool budgeted = l != WD_INJ_FOLDED && l != WD_INJ_LOOKALIKE && l != WD_INJ_WORDS && l != WD_INJ_FLIPPED;
         size_t room = budgeted            ? WD_INJ_DECODE_BUDGET - r->decoded_bytes
                       : l == WD_INJ_WORDS ? 2 * len + 2
                                           : len;
-        if (!room) {
+        if (budgeted ? room < 2 : !room) { /* not even a decoded byte and its newline (emit_blob) */
             r->budget_exhausted = true;
             continue; /* the folded layer may still run */
         }
