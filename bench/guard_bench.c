@@ -475,7 +475,8 @@ static double scan_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned
 
 /* ---- the floor: Hyperscan alone ------------------------------------------------------------------ */
 
-static int count_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *ud)
+static int count_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+                       void *ud)
 {
     (void)id, (void)from, (void)to, (void)flags;
     ++*(size_t *)ud;
@@ -485,7 +486,8 @@ static int count_match(unsigned int id, unsigned long long from, unsigned long l
 /* Hyperscan alone over the text as BLOCK-sized pieces: one block-mode database of every rule that
  * scans prompts (what one database per rule set would be), a callback that only counts. What no
  * engine built on that database can beat, whatever it does per match. MB/s per CPU second. */
-static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, size_t *nreports, size_t *nrules)
+static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, size_t *nreports,
+                         size_t *nrules)
 {
     size_t n = wd_guard_db_nrules(db), k = 0;
     const char **pats = calloc(n, sizeof *pats);
@@ -516,8 +518,8 @@ static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, 
         do {
             *nreports = 0;
             for (size_t off = 0; off < len; off += BLOCK)
-                hs_scan(hs, text + off, (unsigned)(len - off < BLOCK ? len - off : BLOCK), 0, scratch, count_match,
-                        nreports);
+                hs_scan(hs, text + off, (unsigned)(len - off < BLOCK ? len - off : BLOCK), 0, scratch,
+                        count_match, nreports);
             bytes += len;
             el = cpu_now() - t0;
         } while (el < g_secs);
@@ -1138,9 +1140,10 @@ int main(int argc, char **argv)
     }
     if (hsfloor) {
         size_t rp = 0, rd = 0, nr = 0;
-        double fp = floor_rate(db, prose.p, prose.len, &rp, &nr), fd = floor_rate(db, dense.p, dense.len, &rd, &nr);
-        printf("floor_rules %zu\nfloor_prose_mbps %.0f (%zu reports)\nfloor_dense_mbps %.0f (%zu reports)\n", nr, fp, rp,
-               fd, rd);
+        double fp = floor_rate(db, prose.p, prose.len, &rp, &nr),
+               fd = floor_rate(db, dense.p, dense.len, &rd, &nr);
+        printf("floor_rules %zu\nfloor_prose_mbps %.0f (%zu reports)\nfloor_dense_mbps %.0f (%zu reports)\n",
+               nr, fp, rp, fd, rd);
         return 0;
     }
 
@@ -1180,8 +1183,8 @@ int main(int argc, char **argv)
         printf("| privacy rules (prompts): PII-dense text, %.2f MB in 4 KiB blocks | **%.0f MB/s** (%.0f findings/MB, one "
                "per %.0f bytes) |\n",
                mb_d, dense_mbps, (double)fd / mb_d, fd ? (double)dense.len / (double)fd : 0.0);
-        printf("| Hyperscan alone, the %zu privacy rules in one database, nothing done per match: prose / dense | %.0f / "
-               "%.0f MB/s |\n",
+        printf("| Hyperscan alone, the %zu privacy rules in one database, nothing done per match: "
+               "prose / dense | %.0f / %.0f MB/s |\n",
                nfloor, floor_p, floor_d);
         printf("| privacy + content rules (answers): prose / dense | %.0f / %.0f MB/s |\n", prose_out, dense_out);
         printf("| every rule, injection included: prose / dense | %.0f / %.0f MB/s |\n", prose_any, dense_any);

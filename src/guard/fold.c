@@ -154,12 +154,12 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 /* ---- look-alike letters of other scripts -----------------------------------------------------------
  * Greek, Cyrillic and Armenian letters drawn like Latin ones (U+0370..U+058F; Armenian's from Unicode's
  * confusables), and Cherokee ones (below), read as their Latin twin only in a word that has a visible
- * ASCII letter and no Greek, Cyrillic, Armenian or Cherokee letter without a twin, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal"
- * with a Cyrillic "а" or "gօօgle" with Armenian "օ" is folded, Greek, Russian or Armenian words (which
- * have letters with no Latin twin) are left as they are. A word is a run of characters between separators:
- * ASCII punctuation but '.', '@', '-' and '_', spaces, what folds to them, Latin-1 and general
- * punctuation and symbols;
- * invisible characters (tag characters included) belong to the word they are in. */
+ * ASCII letter and no Greek, Cyrillic, Armenian or Cherokee letter without a twin, or in one longer
+ * than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" or "gօօgle" with Armenian "օ" is folded,
+ * Greek, Russian or Armenian words (which have letters with no Latin twin) are left as they are. A word
+ * is a run of characters between separators: ASCII punctuation but '.', '@', '-' and '_', spaces, what
+ * folds to them, Latin-1 and general punctuation and symbols; invisible characters (tag characters
+ * included) belong to the word they are in. */
 #define LK(cp) [(cp)-0x370]
 static const char lookalike[0x590 - 0x370] = {
     LK(0x391) = 'A', LK(0x392) = 'B', LK(0x395) = 'E', LK(0x396) = 'Z', LK(0x397) = 'H', LK(0x399) = 'I',
@@ -299,8 +299,8 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
     if (cherokee(cp))
         *k = cherokee_twin(cp) ? K_LOOK : K_FOREIGN;
     else if ((cp >= 0x80 && cp <= 0xBF) || (cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x2190 && cp <= 0x2BFF) ||
-        (cp >= 0x2E00 && cp <= 0x2E7F) || (cp >= 0x3000 && cp <= 0x303F) || (cp >= 0xFE30 && cp <= 0xFE6F) ||
-        (cp >= 0xFF00 && cp <= 0xFF65) || (cp >= 0x1F000 && cp <= 0x1FAFF))
+             (cp >= 0x2E00 && cp <= 0x2E7F) || (cp >= 0x3000 && cp <= 0x303F) || (cp >= 0xFE30 && cp <= 0xFE6F) ||
+             (cp >= 0xFF00 && cp <= 0xFF65) || (cp >= 0x1F000 && cp <= 0x1FAFF))
         *k = K_SEP; /* controls, punctuation and symbols (arrows, box drawing, dingbats, emoji) */
     else
         *k = K_WORD;
@@ -438,7 +438,8 @@ static size_t next_fold(const unsigned char *u, size_t len, size_t i, unsigned w
                 if (w->skip && i >= w->lo && i < w->hi) i = w->hi - 1; /* the rest of a word that stays */
                 continue;
             }
-            if (!w->off && u[i] >= 0xE0 && twin_at(u + i, len - i, &n) && word_folds(u, len, i, n, w)) return i;
+            if (!w->off && u[i] >= 0xE0 && twin_at(u + i, len - i, &n) && word_folds(u, len, i, n, w))
+                return i;
             if (others && fold_at(u + i, len - i, &c) && ((what & WD_FOLD_DASHES) || c != '-')) return i;
         }
     }

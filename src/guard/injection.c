@@ -18,8 +18,8 @@
 #define MIN_FLIPPED 4  /* upside-down letters ("ǝɹouƃᴉ" has five) */
 #define PRINTABLE_MIN 0.85
 
-static const char *const layer_names[WD_INJ__LAYERS] = {"plain",  "base64", "hex",       "url",   "rot13",
-                                                        "tags",   "folded", "lookalike", "words", "flipped"};
+static const char *const layer_names[WD_INJ__LAYERS] = {"plain", "base64", "hex",       "url",   "rot13",
+                                                        "tags",  "folded", "lookalike", "words", "flipped"};
 
 const char *wd_inj_layer_name(wd_inj_layer_t l)
 {
@@ -553,15 +553,17 @@ typedef struct {
 } flip_t;
 
 static const flip_t flips[] = {
-    {0x00A1, '!', false}, {0x00BF, '?', false}, {0x0131, 'i', false}, {0x017F, 'J', false}, {0x0183, 'g', true},
-    {0x0186, 'C', true}, {0x018E, 'E', true}, {0x0190, '3', false}, {0x0196, '1', false}, {0x01DD, 'e', true},
-    {0x0250, 'a', true}, {0x0254, 'c', true}, {0x025F, 'f', true}, {0x0265, 'h', true}, {0x026F, 'm', true},
-    {0x0279, 'r', true}, {0x027E, 'j', true}, {0x0287, 't', true}, {0x028C, 'v', true}, {0x028D, 'w', true},
-    {0x028E, 'y', true}, {0x029E, 'k', true}, {0x02D9, '.', false}, {0x02E5, 'L', true}, {0x039B, 'V', false},
-    {0x03DB, '5', false}, {0x0500, 'P', true}, {0x05DF, 'l', false}, {0x1D09, 'i', true}, {0x2132, 'F', true},
-    {0x2141, 'G', true}, {0x2142, 'L', true}, {0x2144, 'Y', true}, {0x2200, 'A', true}, {0x2229, 'U', true},
-    {0x22A5, 'T', true}, {0x3123, '4', false}, {0x3125, '7', false}, {0x3145, '2', false}, {0xA4D8, 'K', true},
-    {0xA4E4, 'R', true}, {0xA4ED, 'B', true}, {0xA4F7, 'D', true},
+    {0x00A1, '!', false},  {0x00BF, '?', false},  {0x0131, 'i', false},  {0x017F, 'J', false},
+    {0x0183, 'g', true},   {0x0186, 'C', true},   {0x018E, 'E', true},   {0x0190, '3', false},
+    {0x0196, '1', false},  {0x01DD, 'e', true},   {0x0250, 'a', true},   {0x0254, 'c', true},
+    {0x025F, 'f', true},   {0x0265, 'h', true},   {0x026F, 'm', true},   {0x0279, 'r', true},
+    {0x027E, 'j', true},   {0x0287, 't', true},   {0x028C, 'v', true},   {0x028D, 'w', true},
+    {0x028E, 'y', true},   {0x029E, 'k', true},   {0x02D9, '.', false},  {0x02E5, 'L', true},
+    {0x039B, 'V', false},  {0x03DB, '5', false},  {0x0500, 'P', true},   {0x05DF, 'l', false},
+    {0x1D09, 'i', true},   {0x2132, 'F', true},   {0x2141, 'G', true},   {0x2142, 'L', true},
+    {0x2144, 'Y', true},   {0x2200, 'A', true},   {0x2229, 'U', true},   {0x22A5, 'T', true},
+    {0x3123, '4', false},  {0x3125, '7', false},  {0x3145, '2', false},  {0xA4D8, 'K', true},
+    {0xA4E4, 'R', true},   {0xA4ED, 'B', true},   {0xA4F7, 'D', true},
 };
 
 static const flip_t *flip_of(unsigned cp)
@@ -716,8 +718,9 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
     }
     if (depth >= WD_INJ_MAX_DEPTH || layer == WD_INJ_WORDS) return WD_OK; /* words: nothing below them */
     /* order: the cheap, targeted layers first so rot13 (whole texts) cannot starve them of budget */
-    static const wd_inj_layer_t order[] = {WD_INJ_TAGS,   WD_INJ_FOLDED, WD_INJ_LOOKALIKE, WD_INJ_WORDS, WD_INJ_FLIPPED,
-                                           WD_INJ_BASE64, WD_INJ_HEX,    WD_INJ_URL,       WD_INJ_ROT13};
+    static const wd_inj_layer_t order[] = {WD_INJ_TAGS,  WD_INJ_FOLDED,  WD_INJ_LOOKALIKE,
+                                           WD_INJ_WORDS, WD_INJ_FLIPPED, WD_INJ_BASE64,
+                                           WD_INJ_HEX,   WD_INJ_URL,     WD_INJ_ROT13};
     wd_buf_t dec;
     wd_buf_init(&dec, 0);
     for (size_t k = 0; k < WD_ARRAY_LEN(order) && !rc; k++) {
@@ -727,10 +730,11 @@ static int screen(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *te
         if ((layer == WD_INJ_LOOKALIKE || layer == WD_INJ_FLIPPED) && l != WD_INJ_WORDS)
             continue; /* the folded layer (or the text as sent) decodes the rest */
         if (!layer_possible(l, text, len)) continue;
-        /* the folded and flipped texts are never longer than the text, the words about as long: each costs a
-         * scan like the plain one, not budget, so text with no-break spaces or code full of snake_case
-         * names is not refused for its length */
-        bool budgeted = l != WD_INJ_FOLDED && l != WD_INJ_LOOKALIKE && l != WD_INJ_WORDS && l != WD_INJ_FLIPPED;
+        /* the folded and flipped texts are never longer than the text, the words about as long: each
+         * costs a scan like the plain one, not budget, so text with no-break spaces or code full of
+         * snake_case names is not refused for its length */
+        bool budgeted =
+            l != WD_INJ_FOLDED && l != WD_INJ_LOOKALIKE && l != WD_INJ_WORDS && l != WD_INJ_FLIPPED;
         size_t room = budgeted            ? WD_INJ_DECODE_BUDGET - r->decoded_bytes
                       : l == WD_INJ_WORDS ? 2 * len + 2
                                           : len;

@@ -39,7 +39,7 @@ typedef enum {
     WD_INJ_ROT13,
     WD_INJ_TAGS,   /* Unicode tag characters mapped to ASCII */
     WD_INJ_FOLDED, /* guard/fold.h: invisible characters dropped, fullwidth and other forms read as ASCII */
-    WD_INJ_LOOKALIKE, /* the same with every Greek/Cyrillic look-alike read as Latin */
+    WD_INJ_LOOKALIKE, /* the same with every look-alike of another script read as Latin */
     WD_INJ_WORDS,     /* identifiers of 3+ words (snake_case, kebab-case, camelCase) as words */
     WD_INJ_FLIPPED,   /* upside-down text ("suoᴉʇɔnɹʇsuᴉ ǝɹouƃᴉ") read backwards, each letter turned back */
     WD_INJ__LAYERS
