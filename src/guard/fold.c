@@ -153,13 +153,13 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 
 /* ---- look-alike letters of other scripts -----------------------------------------------------------
  * Greek, Cyrillic and Armenian letters drawn like Latin ones (U+0370..U+058F; Armenian's from Unicode's
- * confusables), and Cherokee ones (below), read as their Latin twin only in a word that has a visible
- * ASCII letter and no Greek, Cyrillic, Armenian or Cherokee letter without a twin, or in one longer
- * than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" or "gօօgle" with Armenian "օ" is folded,
- * Greek, Russian or Armenian words (which have letters with no Latin twin) are left as they are. A word
- * is a run of characters between separators: ASCII punctuation but '.', '@', '-' and '_', spaces, what
- * folds to them, Latin-1 and general punctuation and symbols; invisible characters (tag characters
- * included) belong to the word they are in. */
+ * confusables), and Georgian, Cherokee, Coptic and Lisu ones (twins3, below), read as their Latin twin
+ * only in a word that has a visible ASCII letter and no letter of those scripts without a twin, or in
+ * one longer than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" or "gօօgle" with Armenian "օ" is
+ * folded, Greek, Russian or Armenian words (which have letters with no Latin twin) are left as they
+ * are. A word is a run of characters between separators: ASCII punctuation but '.', '@', '-' and '_',
+ * spaces, what folds to them, Latin-1 and general punctuation and symbols; invisible characters (tag
+ * characters included) belong to the word they are in. */
 #define LK(cp) [(cp)-0x370]
 static const char lookalike[0x590 - 0x370] = {
     LK(0x391) = 'A', LK(0x392) = 'B', LK(0x395) = 'E', LK(0x396) = 'Z', LK(0x397) = 'H', LK(0x399) = 'I',
@@ -186,47 +186,48 @@ static char lookalike_at(const unsigned char *p, size_t len)
     return cp >= 0x370 && cp < 0x370 + sizeof lookalike ? lookalike[cp - 0x370] : 0;
 }
 
-/* Cherokee letters (U+13A0..U+13FD, small U+AB70..U+ABBF; three bytes each) are read like the others:
- * the look-alikes among them (Unicode's confusables) by their twin, the rest as foreign letters. */
-static bool cherokee(unsigned cp)
+/* Letters of three bytes drawn like Latin ones (Unicode's confusables), sorted: Georgian, Cherokee,
+ * Coptic, Lisu. They are read like the two-byte ones: by their twin inside a word that lets them, and
+ * the other letters of those scripts (letter3) make a word foreign. */
+typedef struct {
+    uint16_t cp;
+    char c;
+} twin3_t;
+
+static const twin3_t twins3[] = {
+    {0x10E7, 'y'}, {0x10FF, 'o'}, {0x13A0, 'D'}, {0x13A1, 'R'}, {0x13A2, 'T'}, {0x13A5, 'i'}, {0x13A9, 'Y'},
+    {0x13AA, 'A'}, {0x13AB, 'J'}, {0x13AC, 'E'}, {0x13B3, 'W'}, {0x13B7, 'M'}, {0x13BB, 'H'}, {0x13BD, 'Y'},
+    {0x13C0, 'G'}, {0x13C2, 'h'}, {0x13C3, 'Z'}, {0x13CF, 'b'}, {0x13D2, 'R'}, {0x13D4, 'W'}, {0x13D5, 'S'},
+    {0x13D9, 'V'}, {0x13DA, 'S'}, {0x13DE, 'L'}, {0x13DF, 'C'}, {0x13E2, 'P'}, {0x13E6, 'K'}, {0x13E7, 'd'},
+    {0x13F3, 'G'}, {0x13F4, 'B'}, {0x2C85, 'r'}, {0x2C8E, 'H'}, {0x2C92, 'l'}, {0x2C94, 'K'}, {0x2C98, 'M'},
+    {0x2C9A, 'N'}, {0x2C9E, 'O'}, {0x2C9F, 'o'}, {0x2CA2, 'P'}, {0x2CA3, 'p'}, {0x2CA4, 'C'}, {0x2CA5, 'c'},
+    {0x2CA6, 'T'}, {0x2CA8, 'Y'}, {0x2CAC, 'X'}, {0x2CD0, 'L'}, {0xA4D0, 'B'}, {0xA4D1, 'P'}, {0xA4D2, 'd'},
+    {0xA4D3, 'D'}, {0xA4D4, 'T'}, {0xA4D6, 'G'}, {0xA4D7, 'K'}, {0xA4D9, 'J'}, {0xA4DA, 'C'}, {0xA4DC, 'Z'},
+    {0xA4DD, 'F'}, {0xA4DF, 'M'}, {0xA4E0, 'N'}, {0xA4E1, 'L'}, {0xA4E2, 'S'}, {0xA4E3, 'R'}, {0xA4E6, 'V'},
+    {0xA4E7, 'H'}, {0xA4EA, 'W'}, {0xA4EB, 'X'}, {0xA4EC, 'Y'}, {0xA4EE, 'A'}, {0xA4F0, 'E'}, {0xA4F2, 'l'},
+    {0xA4F3, 'O'}, {0xA4F4, 'U'}, {0xAB75, 'i'}, {0xAB81, 'r'}, {0xAB83, 'w'}, {0xAB93, 'z'}, {0xABA9, 'v'},
+    {0xABAA, 's'}, {0xABAF, 'c'},
+};
+
+static char twin3(unsigned cp)
 {
-    return (cp >= 0x13A0 && cp <= 0x13F5) || (cp >= 0x13F8 && cp <= 0x13FD) || (cp >= 0xAB70 && cp <= 0xABBF);
+    size_t lo = 0, hi = WD_ARRAY_LEN(twins3);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (twins3[mid].cp < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < WD_ARRAY_LEN(twins3) && twins3[lo].cp == cp ? twins3[lo].c : 0;
 }
 
-static char cherokee_twin(unsigned cp)
+/* A letter of Georgian, Cherokee, Coptic or Lisu (their punctuation, tone letters and symbols are not). */
+static bool letter3(unsigned cp)
 {
-    switch (cp) {
-    case 0x13AA: return 'A';
-    case 0x13F4: return 'B';
-    case 0x13DF: return 'C';
-    case 0x13A0: return 'D';
-    case 0x13AC: return 'E';
-    case 0x13C0: case 0x13F3: return 'G';
-    case 0x13BB: return 'H';
-    case 0x13AB: return 'J';
-    case 0x13E6: return 'K';
-    case 0x13DE: return 'L';
-    case 0x13B7: return 'M';
-    case 0x13E2: return 'P';
-    case 0x13A1: case 0x13D2: return 'R';
-    case 0x13D5: case 0x13DA: return 'S';
-    case 0x13A2: return 'T';
-    case 0x13D9: return 'V';
-    case 0x13B3: case 0x13D4: return 'W';
-    case 0x13A9: case 0x13BD: return 'Y';
-    case 0x13C3: return 'Z';
-    case 0x13CF: return 'b';
-    case 0xABAF: return 'c';
-    case 0x13E7: return 'd';
-    case 0x13C2: return 'h';
-    case 0x13A5: case 0xAB75: return 'i';
-    case 0xAB81: return 'r';
-    case 0xABAA: return 's';
-    case 0xABA9: return 'v';
-    case 0xAB83: return 'w';
-    case 0xAB93: return 'z';
-    default: return 0;
-    }
+    return (cp >= 0x10A0 && cp <= 0x10FA) || (cp >= 0x10FC && cp <= 0x10FF) || (cp >= 0x13A0 && cp <= 0x13F5) ||
+           (cp >= 0x13F8 && cp <= 0x13FD) || (cp >= 0x2C80 && cp <= 0x2CE4) || (cp >= 0x2CEB && cp <= 0x2CEE) ||
+           (cp >= 0x2D00 && cp <= 0x2D2D) || (cp >= 0xA4D0 && cp <= 0xA4F7) || (cp >= 0xAB70 && cp <= 0xABBF);
 }
 
 /* The Latin twin of the look-alike letter at p (two or three bytes: *n), or 0. */
@@ -235,13 +236,12 @@ static char twin_at(const unsigned char *p, size_t len, size_t *n)
     unsigned cp;
     char t = lookalike_at(p, len);
     *n = 2;
-    if (t || len < 3 || (p[0] != 0xE1 && p[0] != 0xEA)) return t;
+    if (t || len < 3 || (p[0] != 0xE1 && p[0] != 0xE2 && p[0] != 0xEA)) return t;
     *n = 3;
-    return wd_utf8_decode(p, len, &cp) == 3 ? cherokee_twin(cp) : 0;
+    return wd_utf8_decode(p, len, &cp) == 3 ? twin3(cp) : 0;
 }
 
-/* A character's part in a word; foreign: a Greek, Cyrillic, Armenian or Cherokee letter without a Latin
- * twin. */
+/* A character's part in a word; foreign: a letter of one of those scripts without a Latin twin. */
 enum { K_SEP, K_WORD, K_LETTER, K_LOOK, K_FOREIGN };
 
 static bool ascii_letter(int c)
@@ -296,8 +296,8 @@ static size_t kind_at(const unsigned char *u, size_t len, size_t i, int *k)
         *k = K_SEP;
         return 1;
     }
-    if (cherokee(cp))
-        *k = cherokee_twin(cp) ? K_LOOK : K_FOREIGN;
+    if (letter3(cp))
+        *k = twin3(cp) ? K_LOOK : K_FOREIGN;
     else if ((cp >= 0x80 && cp <= 0xBF) || (cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x2190 && cp <= 0x2BFF) ||
              (cp >= 0x2E00 && cp <= 0x2E7F) || (cp >= 0x3000 && cp <= 0x303F) || (cp >= 0xFE30 && cp <= 0xFE6F) ||
              (cp >= 0xFF00 && cp <= 0xFF65) || (cp >= 0x1F000 && cp <= 0x1FAFF))

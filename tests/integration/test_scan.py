@@ -358,20 +358,23 @@ def test_text_folded_across_block_boundary(tmp_path, rules, split):
     p = run(["--output", "anonymized", str(f)], rules)
     assert p.stdout == (head + "\ncard [CREDIT_CARD] paid\nmail [EMAIL] ok\n").encode()
 
-@pytest.mark.parametrize("script", ["cyrillic", "armenian", "cherokee"])
+@pytest.mark.parametrize("script", ["cyrillic", "armenian", "cherokee", "coptic"])
 def test_text_lookalike_letters(tmp_path, rules, script):
-    """Cyrillic, Greek, Armenian and Cherokee letters drawn like Latin ones are read as Latin inside a word
-    with an ASCII letter (an address, a card cue), in text and JSON lines alike; Russian, Greek,
-    Armenian and Cherokee words are not."""
+    """Letters of other scripts drawn like Latin ones (Cyrillic, Greek, Armenian, Cherokee, Coptic) are
+    read as Latin inside a word with an ASCII letter (an address, a card cue), in text and JSON lines
+    alike; Russian, Greek, Armenian, Cherokee and Georgian words are not."""
     if script == "cyrillic":
         hidden = EMAIL.replace("o", "\u043e").replace("e", "\u0435")  # Cyrillic o and e
         text = f"\u041f\u0438\u0448\u0438\u0442\u0435 {hidden} \u0391\u03b8\u03ae\u03bd\u03b1 \u043e\u043a\n"
     elif script == "armenian":
         hidden = EMAIL.replace("o", "\u0585").replace("u", "\u057d")  # Armenian oh and seh
         text = f"\u0532\u0561\u0580\u0565\u0582 {hidden} \u0578\u0572\u057b\u0578\u0582\u0575\u0576\n"
-    else:
+    elif script == "cherokee":
         hidden = EMAIL.replace("h", "\u13c2").replace("c", "\uabaf")  # Cherokee ni and small tli
         text = f"\u13e3\u13b3\u13a9 {hidden} \u13aa\n"
+    else:
+        hidden = EMAIL.replace("o", "\u2c9f").replace("p", "\u2ca3")  # Coptic o and ro
+        text = f"\u10e7\u10d5\u10d4\u10da\u10d0 {hidden} \u2c9f\n"  # a Georgian word
     data = text.encode()
     p = run(["--output", "anonymized"], rules, input=data)
     assert p.returncode == 1, p.stderr

@@ -94,6 +94,15 @@ static void test_each_class(void **state)
         {"\xEA\xAE\xAA"
          "ecret \xEA\xAD\xB5gnore \xE1\x8E\xACxample",
          "secret ignore Example"},
+        /* Lisu, Coptic and Georgian ones: "ꓮꓟꓮꓜꓳꓠ.com", "ⲣaypal", "ყou" */
+        {"\xEA\x93\xAE\xEA\x93\x9F\xEA\x93\xAE\xEA\x93\x9C\xEA\x93\xB3\xEA\x93\xA0.com \xE2\xB2\xA3"
+         "aypal \xE1\x83\xA7ou",
+         "AMAZON.com paypal you"},
+        /* ... but not in a Georgian word ("ყველა" with an ASCII letter) */
+        {"\xE1\x83\xA7\xE1\x83\x95\xE1\x83\x94\xE1\x83\x9A\xE1\x83\x90"
+         "a",
+         "\xE1\x83\xA7\xE1\x83\x95\xE1\x83\x94\xE1\x83\x9A\xE1\x83\x90"
+         "a"},
         /* ... but not in a Cherokee word ("ᏣᎳᎩ" with an ASCII letter), nor standing alone */
         {"\xE1\x8F\xA3\xE1\x8E\xB3\xE1\x8E\xA9"
          "a \xE1\x8E\xAA x",
