@@ -209,17 +209,17 @@ static const twin3_t twins3[] = {
     {0xABAA, 's'}, {0xABAF, 'c'},
 };
 
+static int cmp_twin3(const void *a, const void *b)
+{
+    return (int)((const twin3_t *)a)->cp - (int)((const twin3_t *)b)->cp;
+}
+
 static char twin3(unsigned cp)
 {
-    size_t lo = 0, hi = WD_ARRAY_LEN(twins3);
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (twins3[mid].cp < cp)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < WD_ARRAY_LEN(twins3) && twins3[lo].cp == cp ? twins3[lo].c : 0;
+    if (cp > UINT16_MAX) return 0;
+    const twin3_t key = {.cp = (uint16_t)cp};
+    const twin3_t *t = bsearch(&key, twins3, WD_ARRAY_LEN(twins3), sizeof key, cmp_twin3);
+    return t ? t->c : 0;
 }
 
 /* A letter of Georgian, Cherokee, Coptic or Lisu (their punctuation, tone letters and symbols are not). */

@@ -566,17 +566,16 @@ static const flip_t flips[] = {
     {0xA4E4, 'R', true},   {0xA4ED, 'B', true},   {0xA4F7, 'D', true},
 };
 
+static int cmp_flip(const void *a, const void *b)
+{
+    return (int)((const flip_t *)a)->cp - (int)((const flip_t *)b)->cp;
+}
+
 static const flip_t *flip_of(unsigned cp)
 {
-    size_t lo = 0, hi = WD_ARRAY_LEN(flips);
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (flips[mid].cp < cp)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < WD_ARRAY_LEN(flips) && flips[lo].cp == cp ? &flips[lo] : NULL;
+    if (cp > UINT16_MAX) return NULL;
+    const flip_t key = {.cp = (uint16_t)cp};
+    return bsearch(&key, flips, WD_ARRAY_LEN(flips), sizeof key, cmp_flip);
 }
 
 /* ASCII characters that stand for another when turned ("q" for b, "u" for n, ...). */
