@@ -428,49 +428,82 @@ static double median(double *v, int n)
 }
 
 static double g_secs = 0.3;
+static int g_reps = 5;
+
+/* One pass of a measurement over its context. */
+typedef void pass_fn(void *ctx);
+
+/* Runs pass again and again for at least g_secs of CPU time, g_reps times (at most 64): the median
+ * number of passes per CPU second. */
+static double passes_per_sec(pass_fn *pass, void *ctx)
+{
+    double r[64];
+    int reps = g_reps > 64 ? 64 : g_reps;
+    for (int k = 0; k < reps; k++) {
+        double t0 = cpu_now(), el;
+        size_t n = 0;
+        do {
+            pass(ctx);
+            n++;
+            el = cpu_now() - t0;
+        } while (el < g_secs);
+        r[k] = (double)n / el;
+    }
+    return median(r, reps);
+}
+
+/* The length of the next piece of text[off, len): BLOCK bytes, cut after a space (keeping at least half
+ * a block when `half`) so words stay whole. */
+static size_t piece(const char *text, size_t off, size_t len, bool half)
+{
+    size_t n = len - off < BLOCK ? len - off : BLOCK;
+    while (off + n < len && (!half || n > BLOCK / 2) && text[off + n - 1] != ' ')
+        n--;
+    return n;
+}
 
 /* The data classes of the privacy guard; the other classes are content categories (or injection). */
 static bool privacy_class(const char *c)
 {
     return !strcmp(c, "pii") || !strcmp(c, "phi") || !strcmp(c, "financial") || !strcmp(c, "secrets");
 }
-static int g_reps = 5;
 
-/* Scans text as BLOCK-sized pieces (cut at a space so words stay whole); MB/s per CPU second. */
+typedef struct {
+    const wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    unsigned uses;
+    const char *text;
+    size_t len, found;
+    wd_findings_t f;
+} scan_ctx_t;
+
+static void scan_pass(void *ctx)
+{
+    scan_ctx_t *c = ctx;
+    c->found = 0;
+    for (size_t off = 0, n; off < c->len; off += n) {
+        n = piece(c->text, off, c->len, true);
+        int rc = wd_guard_scan_for(c->db, c->s, c->uses, c->text + off, n, 0.0f, &c->f);
+        if (rc) {
+            fprintf(stderr, "guard_bench: scan failed (%d)\n", rc);
+            exit(2);
+        }
+        c->found += c->f.n;
+    }
+}
+
+/* Scans text as BLOCK-sized pieces (cut at a space so words stay whole); MB/s per CPU second, and the
+ * findings of one pass. */
 static double scan_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, unsigned uses, const char *text, size_t len,
                         size_t *nfindings)
 {
-    wd_findings_t f;
-    wd_findings_init(&f);
-    f.limit = 1u << 20;
-    double r[64];
-    int reps = g_reps > 64 ? 64 : g_reps;
-    for (int k = 0; k < reps; k++) {
-        double t0 = cpu_now(), el;
-        size_t bytes = 0, found = 0;
-        do {
-            size_t off = 0;
-            while (off < len) {
-                size_t n = len - off < BLOCK ? len - off : BLOCK;
-                while (off + n < len && n > BLOCK / 2 && text[off + n - 1] != ' ')
-                    n--;
-                int rc = wd_guard_scan_for(db, s, uses, text + off, n, 0.0f, &f);
-                if (rc) {
-                    fprintf(stderr, "guard_bench: scan failed (%d)\n", rc);
-                    exit(2);
-                }
-                found += f.n;
-                off += n;
-            }
-            bytes += len;
-            if (nfindings) *nfindings = found;
-            nfindings = NULL; /* one pass's count */
-            el = cpu_now() - t0;
-        } while (el < g_secs);
-        r[k] = (double)bytes / el / 1e6;
-    }
-    wd_findings_free(&f);
-    return median(r, reps);
+    scan_ctx_t c = {.db = db, .s = s, .uses = uses, .text = text, .len = len};
+    wd_findings_init(&c.f);
+    c.f.limit = 1u << 20;
+    double rate = passes_per_sec(scan_pass, &c) * (double)len / 1e6;
+    if (nfindings) *nfindings = c.found;
+    wd_findings_free(&c.f);
+    return rate;
 }
 
 /* ---- the floor: Hyperscan alone ------------------------------------------------------------------ */
@@ -481,6 +514,22 @@ static int count_match(unsigned int id, unsigned long long from, unsigned long l
     (void)id, (void)from, (void)to, (void)flags;
     ++*(size_t *)ud;
     return 0;
+}
+
+typedef struct {
+    const hs_database_t *hs;
+    hs_scratch_t *scratch;
+    const char *text;
+    size_t len, reports;
+} floor_ctx_t;
+
+static void floor_pass(void *ctx)
+{
+    floor_ctx_t *c = ctx;
+    c->reports = 0;
+    for (size_t off = 0; off < c->len; off += BLOCK)
+        hs_scan(c->hs, c->text + off, (unsigned)(c->len - off < BLOCK ? c->len - off : BLOCK), 0, c->scratch,
+                count_match, &c->reports);
 }
 
 /* Hyperscan alone over the text as BLOCK-sized pieces: one block-mode database of every rule that
@@ -510,27 +559,15 @@ static double floor_rate(const wd_guard_db_t *db, const char *text, size_t len, 
         fprintf(stderr, "guard_bench: %s\n", herr ? herr->message : "cannot compile the floor database");
         exit(2);
     }
-    double r[64];
-    int reps = g_reps > 64 ? 64 : g_reps;
-    for (int j = 0; j < reps; j++) {
-        double t0 = cpu_now(), el;
-        size_t bytes = 0;
-        do {
-            *nreports = 0;
-            for (size_t off = 0; off < len; off += BLOCK)
-                hs_scan(hs, text + off, (unsigned)(len - off < BLOCK ? len - off : BLOCK), 0, scratch,
-                        count_match, nreports);
-            bytes += len;
-            el = cpu_now() - t0;
-        } while (el < g_secs);
-        r[j] = (double)bytes / el / 1e6;
-    }
+    floor_ctx_t c = {.hs = hs, .scratch = scratch, .text = text, .len = len};
+    double rate = passes_per_sec(floor_pass, &c) * (double)len / 1e6;
+    *nreports = c.reports;
     hs_free_scratch(scratch);
     hs_free_database(hs);
     free(pats);
     free(flags);
     free(ids);
-    return median(r, reps);
+    return rate;
 }
 
 /* ---- the gateway's request path ------------------------------------------------------------------- */
@@ -717,160 +754,166 @@ static void gen_chat(sbuf_t *b)
     free(u2.p);
 }
 
+typedef struct {
+    const wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    const sbuf_t *body;
+    bool inj;
+    wd_json_tok_t *toks;
+    size_t ntoks, replaced;
+    wd_buf_t result;
+} chat_ctx_t;
+
+#define CHAT_BATCH 100 /* requests per pass, so the clock is read seldom */
+
+static void chat_pass(void *ctx)
+{
+    chat_ctx_t *c = ctx;
+    for (int i = 0; i < CHAT_BATCH; i++)
+        c->replaced = chat_once(c->db, c->s, c->body->p, c->body->len, c->toks, c->ntoks, c->inj, &c->result);
+}
+
 static double chat_us(const wd_guard_db_t *db, wd_guard_scratch_t *s, const sbuf_t *body, bool inj,
                       size_t *replaced)
 {
-    size_t ntoks = body->len / 2 + 2;
-    wd_json_tok_t *toks = malloc(ntoks * sizeof *toks);
-    wd_buf_t result;
-    wd_buf_init(&result, 0);
-    double r[64];
-    int reps = g_reps > 64 ? 64 : g_reps;
-    for (int k = 0; k < reps; k++) {
-        double t0 = cpu_now(), el;
-        size_t n = 0;
-        do {
-            for (int i = 0; i < 100; i++)
-                *replaced = chat_once(db, s, body->p, body->len, toks, ntoks, inj, &result);
-            n += 100;
-            el = cpu_now() - t0;
-        } while (el < g_secs);
-        r[k] = el / (double)n * 1e6;
+    chat_ctx_t c = {.db = db, .s = s, .body = body, .inj = inj, .ntoks = body->len / 2 + 2};
+    c.toks = malloc(c.ntoks * sizeof *c.toks);
+    if (!c.toks) exit(2);
+    wd_buf_init(&c.result, 0);
+    double us = 1e6 / (passes_per_sec(chat_pass, &c) * CHAT_BATCH);
+    *replaced = c.replaced;
+    free(c.toks);
+    wd_buf_free(&c.result);
+    return us;
+}
+
+typedef struct {
+    wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    const char *text;
+    size_t len, found;
+    wd_findings_t f;
+} sse_ctx_t;
+
+#define SSE_ANSWER 16384
+#define SSE_EVENT 20
+
+static void sse_pass(void *ctx)
+{
+    sse_ctx_t *c = ctx;
+    c->found = 0;
+    for (size_t a = 0; a + SSE_ANSWER <= c->len; a += SSE_ANSWER) {
+        wd_guard_stream_t *st = wd_guard_stream_open_for(c->db, WD_GUARD_OUTPUT, 0.5f);
+        if (!st) exit(2);
+        for (size_t off = 0; off < SSE_ANSWER; off += SSE_EVENT) {
+            if (wd_guard_stream_feed(st, c->s, c->text + a + off, SSE_EVENT, &c->f)) {
+                fprintf(stderr, "guard_bench: stream feed failed\n");
+                exit(2);
+            }
+            c->found += c->f.n;
+        }
+        if (wd_guard_stream_finish(st, c->s, &c->f)) exit(2);
+        c->found += c->f.n;
+        wd_guard_stream_free(st);
     }
-    free(toks);
-    wd_buf_free(&result);
-    return median(r, reps);
 }
 
 /* An answer streamed as 20-byte events: each goes through wd_guard_stream_feed (a fresh stream per
  * ~16 KiB answer). */
 static double sse_us(wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len, size_t *nfound)
 {
-    wd_findings_t f;
-    wd_findings_init(&f);
-    double r[64];
-    int reps = g_reps > 64 ? 64 : g_reps;
-    const size_t answer = 16384, ev = 20;
-    if (len > answer * 8) len = answer * 8;
-    for (int k = 0; k < reps; k++) {
-        double t0 = cpu_now(), el;
-        size_t events = 0, found = 0;
-        do {
-            for (size_t a = 0; a + answer <= len; a += answer) {
-                wd_guard_stream_t *st = wd_guard_stream_open_for(db, WD_GUARD_OUTPUT, 0.5f);
-                if (!st) exit(2);
-                for (size_t off = 0; off < answer; off += ev) {
-                    if (wd_guard_stream_feed(st, s, text + a + off, ev, &f)) {
-                        fprintf(stderr, "guard_bench: stream feed failed\n");
-                        exit(2);
-                    }
-                    found += f.n;
-                    events++;
-                }
-                if (wd_guard_stream_finish(st, s, &f)) exit(2);
-                found += f.n;
-                wd_guard_stream_free(st);
-            }
-            if (nfound) *nfound = found;
-            nfound = NULL;
-            el = cpu_now() - t0;
-        } while (el < g_secs);
-        r[k] = el / (double)events * 1e6;
+    sse_ctx_t c = {.db = db, .s = s, .text = text, .len = len > SSE_ANSWER * 8 ? SSE_ANSWER * 8 : len};
+    wd_findings_init(&c.f);
+    size_t events = c.len / SSE_ANSWER * (SSE_ANSWER / SSE_EVENT);
+    double us = 1e6 / (passes_per_sec(sse_pass, &c) * (double)events);
+    if (nfound) *nfound = c.found;
+    wd_findings_free(&c.f);
+    return us;
+}
+
+typedef struct {
+    const char *text;
+    size_t len, mapcap;
+    wd_buf_t out;
+    uint32_t *map;
+} fold_ctx_t;
+
+static void fold_pass(void *ctx)
+{
+    fold_ctx_t *c = ctx;
+    for (size_t off = 0, n; off < c->len; off += n) {
+        n = piece(c->text, off, c->len, false);
+        if (wd_guard_fold_needed(c->text + off, n, WD_FOLD_ALL) &&
+            wd_guard_fold(c->text + off, n, &c->out, &c->map, &c->mapcap))
+            exit(2);
     }
-    wd_findings_free(&f);
-    return median(r, reps);
 }
 
 /* The fold check every text goes through before its scan, over 4 KiB blocks. */
 static double fold_rate(const char *text, size_t len)
 {
-    wd_buf_t out;
-    wd_buf_init(&out, 0);
-    uint32_t *map = NULL;
-    size_t mapcap = 0;
-    double r[64];
-    int reps = g_reps > 64 ? 64 : g_reps;
-    for (int k = 0; k < reps; k++) {
-        double t0 = cpu_now(), el;
-        size_t bytes = 0;
-        do {
-            for (size_t off = 0; off < len;) {
-                size_t n = len - off < BLOCK ? len - off : BLOCK;
-                while (off + n < len && text[off + n - 1] != ' ')
-                    n--;
-                if (wd_guard_fold_needed(text + off, n, WD_FOLD_ALL) && wd_guard_fold(text + off, n, &out, &map, &mapcap))
-                    exit(2);
-                off += n;
-            }
-            bytes += len;
-            el = cpu_now() - t0;
-        } while (el < g_secs);
-        r[k] = (double)bytes / 1e6 / el;
+    fold_ctx_t c = {.text = text, .len = len};
+    wd_buf_init(&c.out, 0);
+    double rate = passes_per_sec(fold_pass, &c) * (double)len / 1e6;
+    wd_buf_free(&c.out);
+    free(c.map);
+    return rate;
+}
+
+typedef struct {
+    const wd_guard_db_t *db;
+    wd_guard_scratch_t *s;
+    const char *text;
+    size_t len;
+} inj_ctx_t;
+
+static void inj_pass(void *ctx)
+{
+    inj_ctx_t *c = ctx;
+    for (size_t off = 0, n; off < c->len; off += n) {
+        n = piece(c->text, off, c->len, false);
+        wd_inj_result_t ir;
+        wd_inj_result_init(&ir);
+        if (wd_inj_scan(c->db, c->s, c->text + off, n, NULL, &ir)) exit(2);
     }
-    wd_buf_free(&out);
-    free(map);
-    return median(r, reps);
 }
 
 /* The injection screen over text in 4 KiB blocks (cut at a space). */
 static double inj_rate(const wd_guard_db_t *db, wd_guard_scratch_t *s, const char *text, size_t len)
 {
-    double r[64];
-    int reps = g_reps > 64 ? 64 : g_reps;
-    for (int k = 0; k < reps; k++) {
-        double t0 = cpu_now(), el;
-        size_t bytes = 0;
-        do {
-            for (size_t off = 0; off < len;) {
-                size_t n = len - off < BLOCK ? len - off : BLOCK;
-                while (off + n < len && text[off + n - 1] != ' ')
-                    n--;
-                wd_inj_result_t ir;
-                wd_inj_result_init(&ir);
-                if (wd_inj_scan(db, s, text + off, n, NULL, &ir)) exit(2);
-                off += n;
-            }
-            bytes += len;
-            el = cpu_now() - t0;
-        } while (el < g_secs);
-        r[k] = (double)bytes / 1e6 / el;
+    inj_ctx_t c = {.db = db, .s = s, .text = text, .len = len};
+    return passes_per_sec(inj_pass, &c) * (double)len / 1e6;
+}
+
+#define FOLD_STREAM_LEN 400000
+
+static void fold_stream_pass(void *ctx)
+{
+    const char *text = ctx;
+    wd_fold_stream_t fs;
+    wd_fold_stream_init(&fs);
+    uint64_t folded = 0;
+    for (size_t i = 0; i < FOLD_STREAM_LEN; i++) {
+        const char *fp;
+        size_t fn;
+        if (wd_fold_stream_feed(&fs, text + i, 1, i + 1 == FOLD_STREAM_LEN, &fp, &fn)) exit(2);
+        folded += fn;
+        if (folded > BLOCK) wd_fold_stream_trim(&fs, folded - BLOCK);
     }
-    return median(r, reps);
+    if (folded != FOLD_STREAM_LEN / 4) exit(3);
+    wd_fold_stream_free(&fs);
 }
 
 /* The stream fold's worst case: every character folds, 1-byte pieces, trimmed after each. */
 static double fold_stream_rate(void)
 {
-    size_t len = 400000;
-    char *text = malloc(len);
+    char *text = malloc(FOLD_STREAM_LEN);
     if (!text) exit(2);
-    for (size_t i = 0; i < len; i += 4)
+    for (size_t i = 0; i < FOLD_STREAM_LEN; i += 4)
         memcpy(text + i, "\xf0\x9d\x90\x9a", 4); /* U+1D41A, bold a */
-    double r[64];
-    int reps = g_reps > 64 ? 64 : g_reps;
-    for (int k = 0; k < reps; k++) {
-        double t0 = cpu_now(), el;
-        size_t bytes = 0;
-        do {
-            wd_fold_stream_t fs;
-            wd_fold_stream_init(&fs);
-            uint64_t folded = 0;
-            for (size_t i = 0; i < len; i++) {
-                const char *fp;
-                size_t fn;
-                if (wd_fold_stream_feed(&fs, text + i, 1, i + 1 == len, &fp, &fn)) exit(2);
-                folded += fn;
-                if (folded > BLOCK) wd_fold_stream_trim(&fs, folded - BLOCK);
-            }
-            if (folded != len / 4) exit(3);
-            wd_fold_stream_free(&fs);
-            bytes += len;
-            el = cpu_now() - t0;
-        } while (el < g_secs);
-        r[k] = (double)bytes / 1e6 / el;
-    }
+    double rate = passes_per_sec(fold_stream_pass, text) * FOLD_STREAM_LEN / 1e6;
     free(text);
-    return median(r, reps);
+    return rate;
 }
 
 /* ---- per-file and per-rule runs ---------------------------------------------------------------------- */

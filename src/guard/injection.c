@@ -594,8 +594,8 @@ static bool flipped_candidate(const unsigned char *u, size_t len)
     for (size_t i = 0; i < len; i++) /* an OR the compiler vectorises: ASCII text stops here */
         any |= u[i];
     if (!(any & 0x80)) return false;
-    /* the lead bytes of the marks: Latin Extended-B, IPA, spacing modifiers, U+0500, U+1Dxx, U+2xxx,
-     * U+Axxx (Cyrillic or Greek text is passed over a byte at a time) */
+    /* lead bytes of the marks (Latin Extended-B, IPA, spacing modifiers, U+0500, U+1Dxx, U+2xxx,
+     * U+Axxx): any other character costs one table lookup per byte, Cyrillic or Greek text included */
     static const bool lead[256] = {[0xC6] = true, [0xC7] = true, [0xC9] = true, [0xCA] = true, [0xCB] = true,
                                    [0xD4] = true, [0xE1] = true, [0xE2] = true, [0xEA] = true};
     size_t marks = 0;
