@@ -861,7 +861,6 @@ static bool occurs(const trigger_t *tr, const unsigned char *t, size_t i, size_t
            (!tr->need_after || (i + 1 < len && wd_byte_in(tr->after, t[i + 1])));
 }
 
-#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 typedef unsigned char v16_t __attribute__((vector_size(16)));
 
 /* A trigger's ranges in vector lanes, made once per scan. */
@@ -893,34 +892,86 @@ static unsigned movemask(v16_t m)
 #ifdef __SSE2__
     return (unsigned)_mm_movemask_epi8((__m128i)m);
 #else
-    uint64_t h[2];
-    memcpy(h, &m, sizeof h);
+    unsigned char b[16];
+    memcpy(b, &m, sizeof b);
     unsigned bits = 0;
     for (unsigned k = 0; k < 16; k++) /* one bit per lane */
-        bits |= (unsigned)((h[k / 8] >> (8 * (k % 8))) & 1) << k;
+        bits |= (unsigned)(b[k] & 1) << k;
     return bits;
 #endif
 }
 
-/* Per trigger k, bit j of bits[k]: position i + j may hold an occurrence (t[i - 1] and t[i + 16]
- * exist; the neighbours are checked against vb and va). Whether any bit is set. */
-static bool maybe16(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, unsigned *bits)
+/* The trigger loop looks at the text in blocks of 64 bytes, up to BLOCKS of them at a time: per trigger
+ * k, bit j of mk[k][b]: byte j of block b may hold an occurrence (its neighbours checked against vb and
+ * va). A block is looked at with the byte before and after it, so the text's first and last blocks
+ * are looked at in a copy (edge_bits). The portable loop, and one with AVX-512 (BW) when the CPU has it. */
+#define BLOCKS 64
+
+/* The whole blocks from i on that have a byte after them (t[i - 1] exists), at most BLOCKS; how many. */
+static size_t nblocks(size_t i, size_t len) { return i + 65 > len ? 0 : WD_MIN((len - i - 1) / 64, (size_t)BLOCKS); }
+
+static size_t scan_blocks(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len,
+                          uint64_t mk[][BLOCKS])
 {
-    v16_t x, xb, xa;
-    memcpy(&x, t + i, 16);
-    memcpy(&xb, t + i - 1, 16);
-    memcpy(&xa, t + i + 1, 16);
-    unsigned any = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        v16_t m = VIN(x, v[k].lo, v[k].w);
-        if (v[k].nb) m &= VIN(xb, v[k].blo[0], v[k].bw[0]) | VIN(xb, v[k].blo[1], v[k].bw[1]);
-        if (v[k].na) m &= VIN(xa, v[k].alo[0], v[k].aw[0]) | VIN(xa, v[k].alo[1], v[k].aw[1]);
-        any |= bits[k] = movemask(m);
-    }
-    return any != 0;
+    size_t nb = nblocks(i, len);
+    for (uint32_t k = 0; k < n; k++)
+        for (size_t b = 0; b < nb; b++) {
+            uint64_t bits = 0;
+            for (unsigned q = 0; q < 64; q += 16) {
+                const unsigned char *p = t + i + 64 * b + q;
+                v16_t x, m;
+                memcpy(&x, p, 16);
+                m = VIN(x, v[k].lo, v[k].w);
+                if (v[k].nb) {
+                    memcpy(&x, p - 1, 16);
+                    m &= VIN(x, v[k].blo[0], v[k].bw[0]) | VIN(x, v[k].blo[1], v[k].bw[1]);
+                }
+                if (v[k].na) {
+                    memcpy(&x, p + 1, 16);
+                    m &= VIN(x, v[k].alo[0], v[k].aw[0]) | VIN(x, v[k].alo[1], v[k].aw[1]);
+                }
+                bits |= (uint64_t)movemask(m) << q;
+            }
+            mk[k][b] = bits;
+        }
+    return nb;
 }
-#define HAVE_V16 1
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX512 1
+static atomic_bool guard_avx512 = true;
+#define VIN64(p, lo, w) _mm512_cmple_epu8_mask(_mm512_sub_epi8(_mm512_loadu_si512(p), (lo)), (w))
+#define SPLAT64(x) _mm512_broadcast_i32x4((__m128i)(x))
+__attribute__((target("avx512bw"))) static size_t scan_blocks_avx512(const vtrig_t *v, uint32_t n,
+                                                                      const unsigned char *t, size_t i,
+                                                                      size_t len, uint64_t mk[][BLOCKS])
+{
+    size_t nb = nblocks(i, len);
+    for (uint32_t k = 0; k < n; k++) {
+        __m512i lo = SPLAT64(v[k].lo), w = SPLAT64(v[k].w), bl0 = SPLAT64(v[k].blo[0]), bw0 = SPLAT64(v[k].bw[0]),
+                bl1 = SPLAT64(v[k].blo[1]), bw1 = SPLAT64(v[k].bw[1]), al0 = SPLAT64(v[k].alo[0]),
+                aw0 = SPLAT64(v[k].aw[0]), al1 = SPLAT64(v[k].alo[1]), aw1 = SPLAT64(v[k].aw[1]);
+        for (size_t b = 0; b < nb; b++) {
+            const unsigned char *p = t + i + 64 * b;
+            uint64_t m = VIN64(p, lo, w);
+            if (v[k].nb) m &= VIN64(p - 1, bl0, bw0) | VIN64(p - 1, bl1, bw1);
+            if (v[k].na) m &= VIN64(p + 1, al0, aw0) | VIN64(p + 1, al1, aw1);
+            mk[k][b] = m;
+        }
+    }
+    return nb;
+}
 #endif
+
+void wd_guard_use_avx512(bool on)
+{
+#ifdef HAVE_AVX512
+    atomic_store_explicit(&guard_avx512, on, memory_order_relaxed);
+#else
+    WD_UNUSED(on);
+#endif
+}
 
 typedef struct {
     size_t from;   /* its next occurrence is at or after this */
@@ -956,37 +1007,73 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     return 0;
 }
 
-/* The regions of the part's trigger groups in the text, in one pass. */
-static int trigger_regions(match_ctx_t *m, const part_t *pt)
+/* The occurrences in the block at i (bits: candidates, exact or to check), as regions. */
+static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, const uint64_t *bits, bool exact)
 {
     const gated_t *g = &m->db->gated[pt->tg0];
     const unsigned char *t = (const unsigned char *)m->buf;
-    size_t len = m->len;
-    walk_t w[MAX_TRIGGERS] = {0};
-    uint32_t n = pt->ntg; /* at most MAX_TRIGGERS (compile_gated) */
-    unsigned bits[MAX_TRIGGERS];
-#ifdef HAVE_V16
-    vtrig_t v[MAX_TRIGGERS];
-    for (uint32_t k = 0; k < n; k++)
-        vtrig_make(&g[k].trig, &v[k]);
-#endif
-    for (size_t i = 0; i < len; i += 16) {
-        bool exact = false; /* bits are the occurrences, not candidates to check */
-#ifdef HAVE_V16
-        if (i > 0 && i + 17 <= len) {
-            if (!maybe16(v, n, t, i, bits)) continue;
-            exact = true;
+    for (uint32_t k = 0; k < pt->ntg; k++)
+        for (uint64_t b = bits[k]; b; b &= b - 1) {
+            size_t at = i + (size_t)__builtin_ctzll(b);
+            if (at < w[k].from || (!(exact && g[k].trig.exact) && !occurs(&g[k].trig, t, at, m->len))) continue;
+            if (trigger_region(m, pt->tg0 + k, &w[k], at)) return 1;
         }
+    return 0;
+}
+
+/* The text's first block or its last (no byte before it; or not whole, or no byte after it), looked at
+ * in a copy with the bytes around it (zeros where there are none), into mk[k][0]; bits to check. */
+static void edge_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len,
+                      uint64_t mk[][BLOCKS])
+{
+    size_t nb = WD_MIN(len - i, (size_t)64);
+    unsigned char pad[66] = {0};
+    if (i) pad[0] = t[i - 1];
+    memcpy(pad + 1, t + i, nb);
+    if (i + nb < len) pad[nb + 1] = t[i + nb];
+    scan_blocks(v, n, pad, 1, sizeof pad, mk);
+    for (uint32_t k = 0; k < n; k++)
+        mk[k][0] &= nb < 64 ? (UINT64_C(1) << nb) - 1 : UINT64_MAX;
+}
+
+/* The regions of the part's trigger groups in the text, in one pass. */
+static int trigger_regions(match_ctx_t *m, const part_t *pt)
+{
+    const unsigned char *t = (const unsigned char *)m->buf;
+    size_t len = m->len, i = 64;
+    uint32_t n = pt->ntg; /* at most MAX_TRIGGERS (compile_gated) */
+    if (len == 0) return 0;
+    walk_t w[MAX_TRIGGERS] = {0};
+    uint64_t bits[MAX_TRIGGERS], mk[MAX_TRIGGERS][BLOCKS];
+    vtrig_t v[MAX_TRIGGERS] = {0};
+    for (uint32_t k = 0; k < n; k++)
+        vtrig_make(&m->db->gated[pt->tg0 + k].trig, &v[k]);
+#ifdef HAVE_AVX512
+    bool wide = atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
 #endif
-        if (!exact)
+    edge_bits(v, n, t, 0, len, mk);
+    for (uint32_t k = 0; k < n; k++)
+        bits[k] = mk[k][0];
+    if (block_regions(m, pt, w, 0, bits, false)) return 1;
+    for (size_t nb; (nb = nblocks(i, len)) > 0; i += 64 * nb) {
+#ifdef HAVE_AVX512
+        if (wide)
+            scan_blocks_avx512(v, n, t, i, len, mk);
+        else
+#endif
+            scan_blocks(v, n, t, i, len, mk);
+        for (size_t b = 0; b < nb; b++) {
+            uint64_t any = 0;
             for (uint32_t k = 0; k < n; k++)
-                bits[k] = len - i < 16 ? (1u << (len - i)) - 1 : 0xffff;
+                any |= bits[k] = mk[k][b];
+            if (any && block_regions(m, pt, w, i + 64 * b, bits, true)) return 1;
+        }
+    }
+    for (; i < len; i += 64) {
+        edge_bits(v, n, t, i, len, mk);
         for (uint32_t k = 0; k < n; k++)
-            for (unsigned b = bits[k]; b; b &= b - 1) {
-                size_t at = i + (size_t)__builtin_ctz(b);
-                if (at < w[k].from || (!(exact && g[k].trig.exact) && !occurs(&g[k].trig, t, at, len))) continue;
-                if (trigger_region(m, pt->tg0 + k, &w[k], at)) return 1;
-            }
+            bits[k] = mk[k][0];
+        if (block_regions(m, pt, w, i, bits, false)) return 1;
     }
     return 0;
 }

@@ -692,8 +692,10 @@ static void test_stream_property(void **state)
                 cuts[j] = cuts[j - 1];
                 cuts[j - 1] = t;
             }
+        wd_guard_use_avx512(iter % 2);
         expect_stream_equals_block(&x, text, len, cuts, ncuts);
     }
+    wd_guard_use_avx512(true);
     fx_close(&x);
 }
 
@@ -923,8 +925,10 @@ static void test_stream_property_rules(void **state)
                 cuts[j] = cuts[j - 1];
                 cuts[j - 1] = t;
             }
+        wd_guard_use_avx512(iter % 2);
         expect_stream_equals_block(&x, text, len, cuts, ncuts);
     }
+    wd_guard_use_avx512(true);
     fx_close(&x);
 }
 
@@ -947,10 +951,30 @@ static void test_trigger_gating(void **state)
                                         "  ", "Cd", "x", "\n", "9", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"};
     static char buf[4096];
     for (int iter = 0; iter < 300; iter++) {
+        wd_guard_use_avx512(iter % 2); /* the trigger loop with AVX-512 (if the CPU has it) and without */
         size_t len = random_text(buf, sizeof buf, 1 + rnd(iter < 200 ? 200 : 2000), parts, WD_ARRAY_LEN(parts));
         size_t cut = rnd((uint32_t)len + 1);
         expect_stream_equals_block(&x, buf, len, &cut, 1);
     }
+    /* the trigger loop looks at 64-byte blocks, the first and last in a copy: a value at every offset of
+     * texts around one, two and three blocks long, with and without AVX-512 */
+    for (int wide = 0; wide < 2; wide++) {
+        wd_guard_use_avx512(wide);
+        for (size_t len = 8; len <= 200; len += len < 50 || (len > 120 && len < 136) || len > 185 ? 1 : 9)
+            for (size_t off = 0; off + 5 <= len; off++)
+                for (int k = 0; k < 2; k++) {
+                    const char *v = k ? "ab Cd" : "555-1234";
+                    size_t vl = strlen(v);
+                    if (off + vl > len) continue;
+                    char want[32];
+                    memset(buf, '.', len);
+                    buf[len] = 0;
+                    memcpy(buf + off, v, vl);
+                    snprintf(want, sizeof want, "%s:%zu-%zu", k ? "pair" : "dash", off, off + vl);
+                    expect_findings(&x, buf, want);
+                }
+    }
+    wd_guard_use_avx512(true);
     fx_close(&x);
 }
 
