@@ -943,6 +943,7 @@ static void rule_yaml(sbuf_t *b, const wd_rule_t *r)
             yaml_quoted(b, r->context[i]);
         }
         sb_fmt(b, "]\n    context_required: %s\n", r->context_required ? "true" : "false");
+        if (r->gate_trigger) sb_str(b, "    gate: trigger\n");
     }
 }
 

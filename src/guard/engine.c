@@ -770,7 +770,9 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
  * r1 (the byte after, likewise), so Hyperscan reports each of its ends there, and the confirmation
  * (PCRE2 on the whole text) gives it the same start. Candidates starting outside that zone may be
  * incomplete (or made up by the region's edges) and are not kept. Regions of one rule that overlap,
- * or nearly touch, are merged; the zone of the union covers those of its parts. */
+ * or nearly touch, are merged; the zone of the union covers those of its parts. A rule that says
+ * `gate: trigger` is run around its trigger instead (see "Trigger-gated rules"): its candidates are a
+ * whole-text scan's, and filter() drops those without a word. */
 #define GATE_GAP 64 /* regions of a rule closer than this are scanned as one */
 #define MAX_TRIGGERS 8 /* trigger groups per part; the rules of any more are not gated */
 
@@ -1733,7 +1735,7 @@ static int want_context(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
 
 static const char *const rule_keys[] = {
     "id",    "type",    "class",    "pattern",  "caseless",    "validator", "context", "context_required",
-    "score", "max_len", "severity", "boundary", "description", "examples",  "group"};
+    "score", "max_len", "severity", "boundary", "description", "examples",  "group",     "gate"};
 
 static int key_index(const wd_ynode_t *k, const char *const *keys, size_t nkeys)
 {
@@ -1746,7 +1748,7 @@ static int key_index(const wd_ynode_t *k, const char *const *keys, size_t nkeys)
 static int map_keys(load_t *L, const wd_ynode_t *map, const char *what, const char *const *keys, size_t nkeys,
                     const wd_ynode_t **vals)
 {
-    const wd_ynode_t *kn[16] = {0};
+    const wd_ynode_t *kn[32] = {0};
     for (size_t i = 0; i < nkeys; i++)
         vals[i] = NULL;
     for (size_t i = 0; i + 1 < map->n; i += 2) {
@@ -1861,6 +1863,7 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
         K_DESC,
         K_EXAMPLES,
         K_GROUP,
+        K_GATE,
         K_N
     };
     _Static_assert(K_N == WD_ARRAY_LEN(rule_keys), "rule key table");
@@ -1910,6 +1913,16 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
     if (v[K_CONTEXT] && (rc = want_context(L, v[K_CONTEXT], r))) return rc;
     if (r->context_required && !r->ncontext)
         return FAIL(L, v[K_CTXREQ], "context_required: the rule has no context words");
+    if (v[K_GATE]) {
+        const wd_ynode_t *gn = v[K_GATE];
+        if ((rc = want_scalar(L, gn, "gate"))) return rc;
+        if (!strcmp(gn->s, "trigger"))
+            r->gate_trigger = true;
+        else if (strcmp(gn->s, "words") != 0)
+            return FAIL(L, gn, "gate: expected 'words' or 'trigger', got '%.*s%s'", SHOW(gn));
+        if (!r->context_required)
+            return FAIL(L, gn, "gate: only for rules with context_required (the others are not run around words)");
+    }
     double d;
     if (v[K_SCORE]) {
         if ((rc = want_number(L, v[K_SCORE], "score", 0, 1, false, &d))) return rc;
@@ -2013,7 +2026,9 @@ static bool cover2(const uint8_t set[32], ranges2_t *r)
 }
 
 /* Whether block scans run the rule only around a trigger (see "Trigger-gated rules"), and which: a
- * rule with a literal of three bytes or more is left to Hyperscan, which looks for that first. A digit,
+ * rule with a literal of three bytes or more is left to Hyperscan, which looks for that first, and one
+ * with context_required is run around its context words unless it says `gate: trigger` (a short word
+ * inside common words, "tel" in "hotel", costs the combined database more than its digits do). A digit,
  * when the rule's matches hold few lower-case letters (so the run of its bytes around a digit ends
  * at the first ordinary word); else a byte that is no letter or digit, held exactly once between
  * bytes of given kinds (the space between two capitalised words, an e-mail address's @). */
@@ -2022,7 +2037,7 @@ static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
     uint8_t digits[32] = {0}, bytes[32], first[32];
     for (unsigned c = '0'; c <= '9'; c++)
         digits[c >> 3] |= (uint8_t)(1u << (c & 7));
-    if (r->context_required || !wd_pattern_bytes(r->pattern, r->caseless, bytes) ||
+    if ((r->context_required && !r->gate_trigger) || !wd_pattern_bytes(r->pattern, r->caseless, bytes) ||
         wd_pattern_literal(r->pattern, r->caseless) >= 3)
         return;
     bool led = wd_pattern_first(r->pattern, r->caseless, first); /* else every byte */
@@ -2099,6 +2114,11 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
                        (unsigned)r->group, ngroups, ngroups == 1 ? "" : "s");
     rt->longspan = rt->win > SHORT_WIN;
     choose_trigger(r, rt);
+    if (r->gate_trigger && !rt->tgate)
+        return fail_at(L, line, col,
+                       "rule '%s': gate: trigger, but the pattern has a literal of three bytes or more, or no "
+                       "trigger can be proved from it (docs/rules.md, Performance)",
+                       r->id);
     rt->som = rt->tgate && !rt->fixed && !rt->group && rt->trig.need_before;
     if (rt->longspan) {
         pcre2_compile_context *pc = pcre2_compile_context_create(NULL);
@@ -2346,7 +2366,7 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
     size_t g0 = db->ngated, w0 = db->nwords;
     for (size_t i = 0; i < db->nrules; i++) {
         const wd_rule_t *r = &db->rules[i];
-        if (db->rt[i].uses != pt->uses || !r->context_required) continue;
+        if (db->rt[i].uses != pt->uses || !r->context_required || db->rt[i].tgate) continue;
         gated_t *g = &db->gated[db->ngated];
         *g = (gated_t){.rule = (uint32_t)i};
         pick_t one = {.kind = PICK_ONE, .one = i};

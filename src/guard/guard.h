@@ -40,6 +40,7 @@ typedef struct {
     char **context;    /* lower-case words; one within 64 bytes before or 32 after the span adds 0.25 */
     size_t ncontext;
     bool context_required; /* without a context word the finding is dropped */
+    bool gate_trigger;     /* context_required: block scans run it around its trigger, not its words */
     float score;       /* base confidence 0..1 */
     uint32_t max_len;  /* longest span the rule can match (bounds confirmation); default 256 */
     char *severity;    /* content categories: low|medium|high (may be NULL) */

@@ -156,6 +156,16 @@ static void test_load_errors(void **state)
     expect_err(HEAD RULE_A "    context: card\n", "7:14", "context: expected a list of words");
     expect_err(HEAD RULE_A "    context: [Card]\n", "7:15", "must be lower-case");
     expect_err(HEAD RULE_A "    context_required: true\n", "7:23", "the rule has no context words");
+    expect_err(HEAD RULE_A "    gate: trigger\n", "7:11", "gate: only for rules with context_required");
+    expect_err(HEAD RULE_A "    context: [x]\n    context_required: true\n    gate: digits\n", "9:11",
+               "gate: expected 'words' or 'trigger', got 'digits'");
+    expect_err(HEAD RULE_A "    context: [x]\n    context_required: true\n    gate: [trigger]\n", "9:11", "gate:");
+    /* RULE_A's pattern has a literal of three bytes: Hyperscan looks for it, no trigger is used */
+    expect_err(HEAD RULE_A "    context: [x]\n    context_required: true\n    gate: trigger\n", "6:14",
+               "rule 't.a': gate: trigger, but the pattern has a literal of three bytes or more");
+    expect_err(HEAD "  - id: t.a\n    type: A\n    class: test\n    pattern: '[a-z]{4,9}'\n"
+                    "    context: [x]\n    context_required: true\n    gate: trigger\n",
+               "6:14", "no trigger can be proved");
     expect_err(HEAD RULE_A "    group: 0\n", "7:12", "group: 0 is out of range (1..9)");
     expect_err(HEAD RULE_A "    group: 10\n", "7:12", "out of range");
     expect_err(HEAD RULE_A "    group: first\n", "7:12", "group: expected an integer");
@@ -978,6 +988,29 @@ static void test_trigger_gating(void **state)
     fx_close(&x);
 }
 
+/* A context_required rule with `gate: trigger` is run around its digits in block scans instead of around
+ * its context words; its findings are the same, and still need a word. */
+static void test_gate_trigger(void **state)
+{
+    (void)state;
+    fx_t x = fx_open(HEAD R("ssn", "US_SSN", "    context: [ssn, irs]\n    context_required: true\n    gate: trigger\n",
+                            "\\b\\d{3}-\\d{2}-\\d{4}\\b"));
+    expect_findings(&x, "irs 123-45-6789", "ssn:4-15");
+    expect_findings(&x, "123-45-6789 (SSN)", "ssn:0-11");
+    expect_findings(&x, "first 123-45-6789", ""); /* 'irs' inside a word is no context word */
+    expect_findings(&x, "123-45-6789", "");
+    static const char *const parts[] = {"ssn", "irs", "first", " ", "  ", "123-45-6789", "1", "-", "x", "\n", ":"};
+    static char buf[4096];
+    for (int iter = 0; iter < 300; iter++) {
+        wd_guard_use_avx512(iter % 2);
+        size_t len = random_text(buf, sizeof buf, 1 + rnd(iter < 200 ? 200 : 2000), parts, WD_ARRAY_LEN(parts));
+        size_t cut = rnd((uint32_t)len + 1);
+        expect_stream_equals_block(&x, buf, len, &cut, 1);
+    }
+    wd_guard_use_avx512(true);
+    fx_close(&x);
+}
+
 static void test_stream_holdback_dynamic(void **state)
 {
     (void)state;
@@ -1052,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_stream_holdback_dynamic),
         cmocka_unit_test(test_stream_property_rules),
         cmocka_unit_test(test_trigger_gating),
+        cmocka_unit_test(test_gate_trigger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
