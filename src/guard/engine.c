@@ -994,12 +994,16 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     }
     for (; a > lo && wd_byte_in(g->span, t[a - 1]); a--)
         lead = lead || wd_byte_in(g->lead, t[a - 1]);
+    if (!lead) { /* no match around i ("in Paris"); the next occurrence is looked at afresh */
+        w->from = i + 1;
+        return 0;
+    }
     while (b < hi && wd_byte_in(g->span, t[b]))
         b++;
     /* A match around i lies in [a, b) and starts in [a, i]: none when that is shorter than the
      * shortest match (a year in prose, " 2014 ", for the digit rules), or when nothing there can
      * start one ("in Paris" for two capitalised words). */
-    if (lead && b - a >= g->minw && add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
+    if (b - a >= g->minw && add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
     if (wd_byte_in(g->span, t[i])) {
         w->ka = a;
         w->kb = b;
@@ -1016,8 +1020,11 @@ static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, 
     const unsigned char *t = (const unsigned char *)m->buf;
     for (uint32_t k = 0; k < pt->ntg; k++)
         for (uint64_t b = bits[k]; b; b &= b - 1) {
+            if (w[k].from > i) /* the occurrences before it are inside the last region */
+                b &= w[k].from - i >= 64 ? 0 : ~((UINT64_C(1) << (w[k].from - i)) - 1);
+            if (!b) break;
             size_t at = i + (size_t)__builtin_ctzll(b);
-            if (at < w[k].from || (!(exact && g[k].trig.exact) && !occurs(&g[k].trig, t, at, m->len))) continue;
+            if (!(exact && g[k].trig.exact) && !occurs(&g[k].trig, t, at, m->len)) continue;
             if (trigger_region(m, pt->tg0 + k, &w[k], at)) return 1;
         }
     return 0;
