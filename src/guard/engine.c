@@ -1756,6 +1756,7 @@ static int map_keys(load_t *L, const wd_ynode_t *map, const char *what, const ch
                     const wd_ynode_t **vals)
 {
     const wd_ynode_t *kn[32] = {0};
+    if (nkeys > WD_ARRAY_LEN(kn)) return FAIL(L, map, "internal error: %zu keys for %s", nkeys, what);
     for (size_t i = 0; i < nkeys; i++)
         vals[i] = NULL;
     for (size_t i = 0; i + 1 < map->n; i += 2) {
@@ -2371,6 +2372,20 @@ unsigned wd_guard_db_cache_stats(const wd_guard_db_t *db, unsigned *compiled, co
 static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen)
 {
     size_t g0 = db->ngated, w0 = db->nwords;
+    const trigger_t *trigs[MAX_TRIGGERS];
+    size_t ntrigs = 0;
+    for (size_t i = 0; i < db->nrules; i++) { /* the rules of a trigger past MAX_TRIGGERS are not gated by it */
+        rule_rt_t *rt = &db->rt[i];
+        if (rt->uses != pt->uses || !rt->tgate) continue;
+        size_t k = 0;
+        while (k < ntrigs && !same_trigger(trigs[k], &rt->trig))
+            k++;
+        if (k < ntrigs) continue;
+        if (ntrigs < MAX_TRIGGERS)
+            trigs[ntrigs++] = &rt->trig;
+        else
+            rt->tgate = rt->som = false; /* scanned with the part's other rules, or around its words */
+    }
     for (size_t i = 0; i < db->nrules; i++) {
         const wd_rule_t *r = &db->rules[i];
         if (db->rt[i].uses != pt->uses || !r->context_required || db->rt[i].tgate) continue;
@@ -2413,10 +2428,6 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
         while (gi < db->ngated && !same_trigger(&db->gated[gi].trig, &rt->trig))
             gi++;
         if (gi < db->ngated) continue; /* its group is compiled */
-        if (gi - pt->tg0 == MAX_TRIGGERS) { /* scanned with the part's other rules */
-            db->rt[i].tgate = false;
-            continue;
-        }
         gated_t *g = &db->gated[gi];
         *g = (gated_t){.rule = NO_RULE, .trig = rt->trig, .minw = UINT32_MAX};
         for (size_t j = i; j < db->nrules; j++)

@@ -1009,6 +1009,17 @@ static void test_gate_trigger(void **state)
     }
     wd_guard_use_avx512(true);
     fx_close(&x);
+    /* a part has at most eight trigger groups: the rule of a ninth trigger is run around its words */
+    x = fx_open(HEAD R("p1", "P", "", "[a-z]{2,}:[a-z]{2,}") R("p2", "P", "", "[a-z]{2,};[a-z]{2,}")
+                    R("p3", "P", "", "[a-z]{2,}=[a-z]{2,}") R("p4", "P", "", "[a-z]{2,}~[a-z]{2,}")
+                        R("p5", "P", "", "[a-z]{2,}[|][a-z]{2,}") R("p6", "P", "", "[a-z]{2,}![a-z]{2,}")
+                            R("p7", "P", "", "[a-z]{2,}%[a-z]{2,}") R("p8", "P", "", "[a-z]{2,}&[a-z]{2,}")
+                                R("ssn", "US_SSN",
+                                  "    context: [ssn]\n    context_required: true\n    gate: trigger\n",
+                                  "\\b\\d{3}-\\d{2}-\\d{4}\\b"));
+    expect_findings(&x, "ab:cd ssn 123-45-6789 ef&gh", "p1:0-5 ssn:10-21 p8:22-27");
+    expect_findings(&x, "123-45-6789", "");
+    fx_close(&x);
 }
 
 static void test_stream_holdback_dynamic(void **state)
