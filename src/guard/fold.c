@@ -153,9 +153,9 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
 
 /* ---- look-alike letters of other scripts -----------------------------------------------------------
  * Greek, Cyrillic and Armenian letters drawn like Latin ones (U+0370..U+058F; Armenian's from Unicode's
- * confusables), and Georgian, Cherokee, Coptic and Lisu ones (twins3, below), read as their Latin twin
- * only in a word that has a visible ASCII letter and no letter of those scripts without a twin, or in
- * one longer than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" or "gօօgle" with Armenian "օ" is
+ * confusables), and Georgian, Cherokee, Canadian syllabics, Coptic, Tifinagh and Lisu ones (twins3,
+ * below), read as their Latin twin only in a word that has a visible ASCII letter and no letter of
+ * those scripts without a twin, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" or "gօօgle" with Armenian "օ" is
  * folded, Greek, Russian or Armenian words (which have letters with no Latin twin) are left as they
  * are. A word is a run of characters between separators: ASCII punctuation but '.', '@', '-' and '_',
  * spaces, what folds to them, Latin-1 and general punctuation and symbols; invisible characters (tag
@@ -187,7 +187,7 @@ static char lookalike_at(const unsigned char *p, size_t len)
 }
 
 /* Letters of three bytes drawn like Latin ones (Unicode's confusables), sorted: Georgian, Cherokee,
- * Coptic, Lisu. They are read like the two-byte ones: by their twin inside a word that lets them, and
+ * Canadian syllabics, Coptic, Tifinagh, Lisu. They are read like the two-byte ones: by their twin inside a word that lets them, and
  * the other letters of those scripts (letter3) make a word foreign. */
 typedef struct {
     uint16_t cp;
@@ -199,14 +199,17 @@ static const twin3_t twins3[] = {
     {0x13AA, 'A'}, {0x13AB, 'J'}, {0x13AC, 'E'}, {0x13B3, 'W'}, {0x13B7, 'M'}, {0x13BB, 'H'}, {0x13BD, 'Y'},
     {0x13C0, 'G'}, {0x13C2, 'h'}, {0x13C3, 'Z'}, {0x13CF, 'b'}, {0x13D2, 'R'}, {0x13D4, 'W'}, {0x13D5, 'S'},
     {0x13D9, 'V'}, {0x13DA, 'S'}, {0x13DE, 'L'}, {0x13DF, 'C'}, {0x13E2, 'P'}, {0x13E6, 'K'}, {0x13E7, 'd'},
-    {0x13F3, 'G'}, {0x13F4, 'B'}, {0x2C85, 'r'}, {0x2C8E, 'H'}, {0x2C92, 'l'}, {0x2C94, 'K'}, {0x2C98, 'M'},
-    {0x2C9A, 'N'}, {0x2C9E, 'O'}, {0x2C9F, 'o'}, {0x2CA2, 'P'}, {0x2CA3, 'p'}, {0x2CA4, 'C'}, {0x2CA5, 'c'},
-    {0x2CA6, 'T'}, {0x2CA8, 'Y'}, {0x2CAC, 'X'}, {0x2CD0, 'L'}, {0xA4D0, 'B'}, {0xA4D1, 'P'}, {0xA4D2, 'd'},
-    {0xA4D3, 'D'}, {0xA4D4, 'T'}, {0xA4D6, 'G'}, {0xA4D7, 'K'}, {0xA4D9, 'J'}, {0xA4DA, 'C'}, {0xA4DC, 'Z'},
-    {0xA4DD, 'F'}, {0xA4DF, 'M'}, {0xA4E0, 'N'}, {0xA4E1, 'L'}, {0xA4E2, 'S'}, {0xA4E3, 'R'}, {0xA4E6, 'V'},
-    {0xA4E7, 'H'}, {0xA4EA, 'W'}, {0xA4EB, 'X'}, {0xA4EC, 'Y'}, {0xA4EE, 'A'}, {0xA4F0, 'E'}, {0xA4F2, 'l'},
-    {0xA4F3, 'O'}, {0xA4F4, 'U'}, {0xAB75, 'i'}, {0xAB81, 'r'}, {0xAB83, 'w'}, {0xAB93, 'z'}, {0xABA9, 'v'},
-    {0xABAA, 's'}, {0xABAF, 'c'},
+    {0x13F3, 'G'}, {0x13F4, 'B'}, {0x142F, 'V'}, {0x144C, 'U'}, {0x146D, 'P'}, {0x146F, 'd'}, {0x1472, 'b'},
+    {0x148D, 'J'}, {0x14AA, 'L'}, {0x1541, 'x'}, {0x157C, 'H'}, {0x157D, 'x'}, {0x1587, 'R'}, {0x15AF, 'b'},
+    {0x15B4, 'F'}, {0x15C5, 'A'}, {0x15DE, 'D'}, {0x15EA, 'D'}, {0x15F0, 'M'}, {0x15F7, 'B'}, {0x2C85, 'r'},
+    {0x2C8E, 'H'}, {0x2C92, 'l'}, {0x2C94, 'K'}, {0x2C98, 'M'}, {0x2C9A, 'N'}, {0x2C9E, 'O'}, {0x2C9F, 'o'},
+    {0x2CA2, 'P'}, {0x2CA3, 'p'}, {0x2CA4, 'C'}, {0x2CA5, 'c'}, {0x2CA6, 'T'}, {0x2CA8, 'Y'}, {0x2CAC, 'X'},
+    {0x2CD0, 'L'}, {0x2D38, 'V'}, {0x2D39, 'E'}, {0x2D4F, 'l'}, {0x2D54, 'O'}, {0x2D55, 'Q'}, {0x2D5D, 'X'},
+    {0xA4D0, 'B'}, {0xA4D1, 'P'}, {0xA4D2, 'd'}, {0xA4D3, 'D'}, {0xA4D4, 'T'}, {0xA4D6, 'G'}, {0xA4D7, 'K'},
+    {0xA4D9, 'J'}, {0xA4DA, 'C'}, {0xA4DC, 'Z'}, {0xA4DD, 'F'}, {0xA4DF, 'M'}, {0xA4E0, 'N'}, {0xA4E1, 'L'},
+    {0xA4E2, 'S'}, {0xA4E3, 'R'}, {0xA4E6, 'V'}, {0xA4E7, 'H'}, {0xA4EA, 'W'}, {0xA4EB, 'X'}, {0xA4EC, 'Y'},
+    {0xA4EE, 'A'}, {0xA4F0, 'E'}, {0xA4F2, 'l'}, {0xA4F3, 'O'}, {0xA4F4, 'U'}, {0xAB75, 'i'}, {0xAB81, 'r'},
+    {0xAB83, 'w'}, {0xAB93, 'z'}, {0xABA9, 'v'}, {0xABAA, 's'}, {0xABAF, 'c'},
 };
 
 static int cmp_twin3(const void *a, const void *b)
@@ -222,12 +225,15 @@ static char twin3(unsigned cp)
     return t ? t->c : 0;
 }
 
-/* A letter of Georgian, Cherokee, Coptic or Lisu (their punctuation, tone letters and symbols are not). */
+/* A letter of Georgian, Cherokee, Canadian syllabics, Coptic, Tifinagh or Lisu (their punctuation, tone
+ * letters and symbols are not). */
 static bool letter3(unsigned cp)
 {
     return (cp >= 0x10A0 && cp <= 0x10FA) || (cp >= 0x10FC && cp <= 0x10FF) || (cp >= 0x13A0 && cp <= 0x13F5) ||
-           (cp >= 0x13F8 && cp <= 0x13FD) || (cp >= 0x2C80 && cp <= 0x2CE4) || (cp >= 0x2CEB && cp <= 0x2CEE) ||
-           (cp >= 0x2D00 && cp <= 0x2D2D) || (cp >= 0xA4D0 && cp <= 0xA4F7) || (cp >= 0xAB70 && cp <= 0xABBF);
+           (cp >= 0x13F8 && cp <= 0x13FD) || (cp >= 0x1401 && cp <= 0x166C) || (cp >= 0x166F && cp <= 0x167F) ||
+           (cp >= 0x2C80 && cp <= 0x2CE4) || (cp >= 0x2CEB && cp <= 0x2CEE) || (cp >= 0x2D00 && cp <= 0x2D2D) ||
+           (cp >= 0x2D30 && cp <= 0x2D67) || cp == 0x2D6F || (cp >= 0xA4D0 && cp <= 0xA4F7) ||
+           (cp >= 0xAB70 && cp <= 0xABBF);
 }
 
 /* The Latin twin of the look-alike letter at p (two or three bytes: *n), or 0. */

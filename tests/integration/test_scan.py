@@ -358,11 +358,12 @@ def test_text_folded_across_block_boundary(tmp_path, rules, split):
     p = run(["--output", "anonymized", str(f)], rules)
     assert p.stdout == (head + "\ncard [CREDIT_CARD] paid\nmail [EMAIL] ok\n").encode()
 
-@pytest.mark.parametrize("script", ["cyrillic", "armenian", "cherokee", "coptic"])
+@pytest.mark.parametrize("script", ["cyrillic", "armenian", "cherokee", "coptic", "canadian", "tifinagh"])
 def test_text_lookalike_letters(tmp_path, rules, script):
-    """Letters of other scripts drawn like Latin ones (Cyrillic, Greek, Armenian, Cherokee, Coptic) are
-    read as Latin inside a word with an ASCII letter (an address, a card cue), in text and JSON lines
-    alike; Russian, Greek, Armenian, Cherokee and Georgian words are not."""
+    """Letters of other scripts drawn like Latin ones (Cyrillic, Greek, Armenian, Cherokee, Coptic,
+    Canadian syllabics, Tifinagh) are read as Latin inside a word with an ASCII letter (an address, a
+    card cue), in text and JSON lines alike; Russian, Greek, Armenian, Cherokee, Georgian, Inuktitut and
+    Tamazight words are not."""
     if script == "cyrillic":
         hidden = EMAIL.replace("o", "\u043e").replace("e", "\u0435")  # Cyrillic o and e
         text = f"\u041f\u0438\u0448\u0438\u0442\u0435 {hidden} \u0391\u03b8\u03ae\u03bd\u03b1 \u043e\u043a\n"
@@ -372,6 +373,12 @@ def test_text_lookalike_letters(tmp_path, rules, script):
     elif script == "cherokee":
         hidden = EMAIL.replace("h", "\u13c2").replace("c", "\uabaf")  # Cherokee ni and small tli
         text = f"\u13e3\u13b3\u13a9 {hidden} \u13aa\n"
+    elif script == "canadian":
+        hidden = EMAIL.replace("d", "\u146f").replace("l", "\u14aa")  # syllabics ko and ma
+        text = f"\u1403\u14c4\u1483\u144e\u1450\u1466 {hidden} \u1472\n"  # an Inuktitut word
+    elif script == "tifinagh":
+        hidden = EMAIL.replace("o", "\u2d54").replace("l", "\u2d4f")  # Tifinagh yar and yan
+        text = f"\u2d30\u2d63\u2d53\u2d4d {hidden} \u2d54\n"  # a Tamazight word
     else:
         hidden = EMAIL.replace("o", "\u2c9f").replace("p", "\u2ca3")  # Coptic o and ro
         text = f"\u10e7\u10d5\u10d4\u10da\u10d0 {hidden} \u2c9f\n"  # a Georgian word

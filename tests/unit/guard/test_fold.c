@@ -98,6 +98,18 @@ static void test_each_class(void **state)
         {"\xEA\x93\xAE\xEA\x93\x9F\xEA\x93\xAE\xEA\x93\x9C\xEA\x93\xB3\xEA\x93\xA0.com \xE2\xB2\xA3"
          "aypal \xE1\x83\xA7ou",
          "AMAZON.com paypal you"},
+        /* Canadian syllabics and Tifinagh ones: "ᑭaypal", "ᑲank", "jⵔhn", "ⴹxample" */
+        {"\xE1\x91\xAD"
+         "aypal \xE1\x91\xB2"
+         "ank j\xE2\xB5\x94hn \xE2\xB4\xB9xample",
+         "Paypal bank jOhn Example"},
+        /* ... but not in an Inuktitut or a Tamazight word ("ᐃᓄᑲ", "ⴰⵔⵉ", each with an ASCII letter) */
+        {"\xE1\x90\x83\xE1\x93\x84\xE1\x91\xB2"
+         "a \xE2\xB4\xB0\xE2\xB5\x94\xE2\xB5\x89"
+         "a",
+         "\xE1\x90\x83\xE1\x93\x84\xE1\x91\xB2"
+         "a \xE2\xB4\xB0\xE2\xB5\x94\xE2\xB5\x89"
+         "a"},
         /* ... but not in a Georgian word ("ყველა" with an ASCII letter) */
         {"\xE1\x83\xA7\xE1\x83\x95\xE1\x83\x94\xE1\x83\x9A\xE1\x83\x90"
          "a",
