@@ -910,7 +910,10 @@ static unsigned movemask(v16_t m)
 #define BLOCKS 64
 
 /* The whole blocks from i on that have a byte after them (t[i - 1] exists), at most BLOCKS; how many. */
-static size_t nblocks(size_t i, size_t len) { return i + 65 > len ? 0 : WD_MIN((len - i - 1) / 64, (size_t)BLOCKS); }
+static size_t nblocks(size_t i, size_t len)
+{
+    return i + 65 > len ? 0 : WD_MIN((len - i - 1) / 64, (size_t)BLOCKS);
+}
 
 static size_t scan_blocks(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len,
                           uint64_t mk[][BLOCKS])
@@ -946,14 +949,15 @@ static atomic_bool guard_avx512 = true;
 #define VIN64(p, lo, w) _mm512_cmple_epu8_mask(_mm512_sub_epi8(_mm512_loadu_si512(p), (lo)), (w))
 #define SPLAT64(x) _mm512_broadcast_i32x4((__m128i)(x))
 __attribute__((target("avx512bw"))) static size_t scan_blocks_avx512(const vtrig_t *v, uint32_t n,
-                                                                      const unsigned char *t, size_t i,
-                                                                      size_t len, uint64_t mk[][BLOCKS])
+                                                                     const unsigned char *t, size_t i,
+                                                                     size_t len, uint64_t mk[][BLOCKS])
 {
     size_t nb = nblocks(i, len);
     for (uint32_t k = 0; k < n; k++) {
-        __m512i lo = SPLAT64(v[k].lo), w = SPLAT64(v[k].w), bl0 = SPLAT64(v[k].blo[0]), bw0 = SPLAT64(v[k].bw[0]),
-                bl1 = SPLAT64(v[k].blo[1]), bw1 = SPLAT64(v[k].bw[1]), al0 = SPLAT64(v[k].alo[0]),
-                aw0 = SPLAT64(v[k].aw[0]), al1 = SPLAT64(v[k].alo[1]), aw1 = SPLAT64(v[k].aw[1]);
+        __m512i lo = SPLAT64(v[k].lo), w = SPLAT64(v[k].w), bl0 = SPLAT64(v[k].blo[0]),
+                bw0 = SPLAT64(v[k].bw[0]), bl1 = SPLAT64(v[k].blo[1]), bw1 = SPLAT64(v[k].bw[1]),
+                al0 = SPLAT64(v[k].alo[0]), aw0 = SPLAT64(v[k].aw[0]), al1 = SPLAT64(v[k].alo[1]),
+                aw1 = SPLAT64(v[k].aw[1]);
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *p = t + i + 64 * b;
             uint64_t m = VIN64(p, lo, w);
@@ -1014,7 +1018,8 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
 }
 
 /* The occurrences in the block at i (bits: candidates, exact or to check), as regions. */
-static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, const uint64_t *bits, bool exact)
+static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, const uint64_t *bits,
+                         bool exact)
 {
     const gated_t *g = &m->db->gated[pt->tg0];
     const unsigned char *t = (const unsigned char *)m->buf;
@@ -1058,7 +1063,8 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     for (uint32_t k = 0; k < n; k++)
         vtrig_make(&m->db->gated[pt->tg0 + k].trig, &v[k]);
 #ifdef HAVE_AVX512
-    bool wide = atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
+    bool wide =
+        atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
 #endif
     edge_bits(v, n, t, 0, len, mk);
     for (uint32_t k = 0; k < n; k++)
@@ -1742,7 +1748,7 @@ static int want_context(load_t *L, const wd_ynode_t *n, wd_rule_t *r)
 
 static const char *const rule_keys[] = {
     "id",    "type",    "class",    "pattern",  "caseless",    "validator", "context", "context_required",
-    "score", "max_len", "severity", "boundary", "description", "examples",  "group",     "gate"};
+    "score", "max_len", "severity", "boundary", "description", "examples",  "group",   "gate"};
 
 static int key_index(const wd_ynode_t *k, const char *const *keys, size_t nkeys)
 {
@@ -1929,7 +1935,8 @@ static int parse_rule(load_t *L, const wd_ynode_t *n, wd_rule_t *r, const wd_yno
         else if (strcmp(gn->s, "words") != 0)
             return FAIL(L, gn, "gate: expected 'words' or 'trigger', got '%.*s%s'", SHOW(gn));
         if (!r->context_required)
-            return FAIL(L, gn, "gate: only for rules with context_required (the others are not run around words)");
+            return FAIL(L, gn,
+                        "gate: only for rules with context_required (the others are not run around words)");
     }
     double d;
     if (v[K_SCORE]) {
@@ -2123,10 +2130,11 @@ static int compile_rule(load_t *L, wd_rule_t *r, rule_rt_t *rt, unsigned line, u
     rt->longspan = rt->win > SHORT_WIN;
     choose_trigger(r, rt);
     if (r->gate_trigger && !rt->tgate)
-        return fail_at(L, line, col,
-                       "rule '%s': gate: trigger, but the pattern has a literal of three bytes or more, or no "
-                       "trigger can be proved from it (docs/rules.md, Performance)",
-                       r->id);
+        return fail_at(
+            L, line, col,
+            "rule '%s': gate: trigger, but the pattern has a literal of three bytes or more, or no "
+            "trigger can be proved from it (docs/rules.md, Performance)",
+            r->id);
     rt->som = rt->tgate && !rt->fixed && !rt->group && rt->trig.need_before;
     if (rt->longspan) {
         pcre2_compile_context *pc = pcre2_compile_context_create(NULL);
@@ -2374,7 +2382,8 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
     size_t g0 = db->ngated, w0 = db->nwords;
     const trigger_t *trigs[MAX_TRIGGERS];
     size_t ntrigs = 0;
-    for (size_t i = 0; i < db->nrules; i++) { /* the rules of a trigger past MAX_TRIGGERS are not gated by it */
+    for (size_t i = 0; i < db->nrules;
+         i++) { /* the rules of a trigger past MAX_TRIGGERS are not gated by it */
         rule_rt_t *rt = &db->rt[i];
         if (rt->uses != pt->uses || !rt->tgate) continue;
         size_t k = 0;

@@ -155,11 +155,12 @@ static size_t fold_at(const unsigned char *p, size_t len, int *c)
  * Greek, Cyrillic and Armenian letters drawn like Latin ones (U+0370..U+058F; Armenian's from Unicode's
  * confusables), and Georgian, Cherokee, Canadian syllabics, Coptic, Tifinagh and Lisu ones (twins3,
  * below), read as their Latin twin only in a word that has a visible ASCII letter and no letter of
- * those scripts without a twin, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal" with a Cyrillic "а" or "gօօgle" with Armenian "օ" is
- * folded, Greek, Russian or Armenian words (which have letters with no Latin twin) are left as they
- * are. A word is a run of characters between separators: ASCII punctuation but '.', '@', '-' and '_',
- * spaces, what folds to them, Latin-1 and general punctuation and symbols; invisible characters (tag
- * characters included) belong to the word they are in. */
+ * those scripts without a twin, or in one longer than WD_FOLD_WORD_MAX bytes: "pаypal" with a
+ * Cyrillic "а" or "gօօgle" with Armenian "օ" is folded, Greek, Russian or Armenian words (which have
+ * letters with no Latin twin) are left as they are. A word is a run of characters between separators:
+ * ASCII punctuation but '.', '@', '-' and '_', spaces, what folds to them, Latin-1 and general
+ * punctuation and symbols; invisible characters (tag characters included) belong to the word they are
+ * in. */
 #define LK(cp) [(cp)-0x370]
 static const char lookalike[0x590 - 0x370] = {
     LK(0x391) = 'A', LK(0x392) = 'B', LK(0x395) = 'E', LK(0x396) = 'Z', LK(0x397) = 'H', LK(0x399) = 'I',
@@ -187,8 +188,8 @@ static char lookalike_at(const unsigned char *p, size_t len)
 }
 
 /* Letters of three bytes drawn like Latin ones (Unicode's confusables), sorted: Georgian, Cherokee,
- * Canadian syllabics, Coptic, Tifinagh, Lisu. They are read like the two-byte ones: by their twin inside a word that lets them, and
- * the other letters of those scripts (letter3) make a word foreign. */
+ * Canadian syllabics, Coptic, Tifinagh, Lisu. They are read like the two-byte ones: by their twin inside a
+ * word that lets them, and the other letters of those scripts (letter3) make a word foreign. */
 typedef struct {
     uint16_t cp;
     char c;
@@ -229,11 +230,12 @@ static char twin3(unsigned cp)
  * letters and symbols are not). */
 static bool letter3(unsigned cp)
 {
-    return (cp >= 0x10A0 && cp <= 0x10FA) || (cp >= 0x10FC && cp <= 0x10FF) || (cp >= 0x13A0 && cp <= 0x13F5) ||
-           (cp >= 0x13F8 && cp <= 0x13FD) || (cp >= 0x1401 && cp <= 0x166C) || (cp >= 0x166F && cp <= 0x167F) ||
-           (cp >= 0x2C80 && cp <= 0x2CE4) || (cp >= 0x2CEB && cp <= 0x2CEE) || (cp >= 0x2D00 && cp <= 0x2D2D) ||
-           (cp >= 0x2D30 && cp <= 0x2D67) || cp == 0x2D6F || (cp >= 0xA4D0 && cp <= 0xA4F7) ||
-           (cp >= 0xAB70 && cp <= 0xABBF);
+    return (cp >= 0x10A0 && cp <= 0x10FA) || (cp >= 0x10FC && cp <= 0x10FF) ||
+           (cp >= 0x13A0 && cp <= 0x13F5) || (cp >= 0x13F8 && cp <= 0x13FD) ||
+           (cp >= 0x1401 && cp <= 0x166C) || (cp >= 0x166F && cp <= 0x167F) ||
+           (cp >= 0x2C80 && cp <= 0x2CE4) || (cp >= 0x2CEB && cp <= 0x2CEE) ||
+           (cp >= 0x2D00 && cp <= 0x2D2D) || (cp >= 0x2D30 && cp <= 0x2D67) || cp == 0x2D6F ||
+           (cp >= 0xA4D0 && cp <= 0xA4F7) || (cp >= 0xAB70 && cp <= 0xABBF);
 }
 
 /* The Latin twin of the look-alike letter at p (two or three bytes: *n), or 0. */

@@ -159,7 +159,8 @@ static void test_load_errors(void **state)
     expect_err(HEAD RULE_A "    gate: trigger\n", "7:11", "gate: only for rules with context_required");
     expect_err(HEAD RULE_A "    context: [x]\n    context_required: true\n    gate: digits\n", "9:11",
                "gate: expected 'words' or 'trigger', got 'digits'");
-    expect_err(HEAD RULE_A "    context: [x]\n    context_required: true\n    gate: [trigger]\n", "9:11", "gate:");
+    expect_err(HEAD RULE_A "    context: [x]\n    context_required: true\n    gate: [trigger]\n", "9:11",
+               "gate:");
     /* RULE_A's pattern has a literal of three bytes: Hyperscan looks for it, no trigger is used */
     expect_err(HEAD RULE_A "    context: [x]\n    context_required: true\n    gate: trigger\n", "6:14",
                "rule 't.a': gate: trigger, but the pattern has a literal of three bytes or more");
@@ -993,17 +994,20 @@ static void test_trigger_gating(void **state)
 static void test_gate_trigger(void **state)
 {
     (void)state;
-    fx_t x = fx_open(HEAD R("ssn", "US_SSN", "    context: [ssn, irs]\n    context_required: true\n    gate: trigger\n",
+    fx_t x = fx_open(HEAD R("ssn", "US_SSN",
+                            "    context: [ssn, irs]\n    context_required: true\n    gate: trigger\n",
                             "\\b\\d{3}-\\d{2}-\\d{4}\\b"));
     expect_findings(&x, "irs 123-45-6789", "ssn:4-15");
     expect_findings(&x, "123-45-6789 (SSN)", "ssn:0-11");
     expect_findings(&x, "first 123-45-6789", ""); /* 'irs' inside a word is no context word */
     expect_findings(&x, "123-45-6789", "");
-    static const char *const parts[] = {"ssn", "irs", "first", " ", "  ", "123-45-6789", "1", "-", "x", "\n", ":"};
+    static const char *const parts[] = {"ssn", "irs", "first", " ",  "  ", "123-45-6789",
+                                        "1",   "-",   "x",     "\n", ":"};
     static char buf[4096];
     for (int iter = 0; iter < 300; iter++) {
         wd_guard_use_avx512(iter % 2);
-        size_t len = random_text(buf, sizeof buf, 1 + rnd(iter < 200 ? 200 : 2000), parts, WD_ARRAY_LEN(parts));
+        size_t len =
+            random_text(buf, sizeof buf, 1 + rnd(iter < 200 ? 200 : 2000), parts, WD_ARRAY_LEN(parts));
         size_t cut = rnd((uint32_t)len + 1);
         expect_stream_equals_block(&x, buf, len, &cut, 1);
     }
