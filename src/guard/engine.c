@@ -1017,14 +1017,14 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     return 0;
 }
 
-/* The occurrences in the block at i (bits: candidates, exact or to check), as regions. */
-static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, const uint64_t *bits,
-                         bool exact)
+/* The occurrences in the block at i (mk[k][col]: candidates, exact or to check), as regions. */
+static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, uint64_t mk[][BLOCKS],
+                         size_t col, bool exact)
 {
     const gated_t *g = &m->db->gated[pt->tg0];
     const unsigned char *t = (const unsigned char *)m->buf;
     for (uint32_t k = 0; k < pt->ntg; k++)
-        for (uint64_t b = bits[k]; b; b &= b - 1) {
+        for (uint64_t b = mk[k][col]; b; b &= b - 1) {
             if (w[k].from > i) /* the occurrences before it are inside the last region */
                 b &= w[k].from - i >= 64 ? 0 : ~((UINT64_C(1) << (w[k].from - i)) - 1);
             if (!b) break;
@@ -1058,7 +1058,7 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     uint32_t n = pt->ntg; /* at most MAX_TRIGGERS (compile_gated) */
     if (len == 0) return 0;
     walk_t w[MAX_TRIGGERS] = {0};
-    uint64_t bits[MAX_TRIGGERS], mk[MAX_TRIGGERS][BLOCKS];
+    uint64_t mk[MAX_TRIGGERS][BLOCKS];
     vtrig_t v[MAX_TRIGGERS] = {0};
     for (uint32_t k = 0; k < n; k++)
         vtrig_make(&m->db->gated[pt->tg0 + k].trig, &v[k]);
@@ -1067,9 +1067,7 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
         atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
 #endif
     edge_bits(v, n, t, 0, len, mk);
-    for (uint32_t k = 0; k < n; k++)
-        bits[k] = mk[k][0];
-    if (block_regions(m, pt, w, 0, bits, false)) return 1;
+    if (block_regions(m, pt, w, 0, mk, 0, false)) return 1;
     for (size_t nb; (nb = nblocks(i, len)) > 0; i += 64 * nb) {
 #ifdef HAVE_AVX512
         if (wide)
@@ -1077,18 +1075,12 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
         else
 #endif
             scan_blocks(v, n, t, i, len, mk);
-        for (size_t b = 0; b < nb; b++) {
-            uint64_t any = 0;
-            for (uint32_t k = 0; k < n; k++)
-                any |= bits[k] = mk[k][b];
-            if (any && block_regions(m, pt, w, i + 64 * b, bits, true)) return 1;
-        }
+        for (size_t b = 0; b < nb; b++)
+            if (block_regions(m, pt, w, i + 64 * b, mk, b, true)) return 1;
     }
     for (; i < len; i += 64) {
         edge_bits(v, n, t, i, len, mk);
-        for (uint32_t k = 0; k < n; k++)
-            bits[k] = mk[k][0];
-        if (block_regions(m, pt, w, i, bits, false)) return 1;
+        if (block_regions(m, pt, w, i, mk, 0, false)) return 1;
     }
     return 0;
 }

@@ -213,16 +213,16 @@ static const twin3_t twins3[] = {
     {0xAB83, 'w'}, {0xAB93, 'z'}, {0xABA9, 'v'}, {0xABAA, 's'}, {0xABAF, 'c'},
 };
 
-static int cmp_twin3(const void *a, const void *b)
+int wd_cmp_cp16(const void *a, const void *b)
 {
-    return (int)((const twin3_t *)a)->cp - (int)((const twin3_t *)b)->cp;
+    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
 }
 
 static char twin3(unsigned cp)
 {
     if (cp > UINT16_MAX) return 0;
     const twin3_t key = {.cp = (uint16_t)cp};
-    const twin3_t *t = bsearch(&key, twins3, WD_ARRAY_LEN(twins3), sizeof key, cmp_twin3);
+    const twin3_t *t = bsearch(&key, twins3, WD_ARRAY_LEN(twins3), sizeof key, wd_cmp_cp16);
     return t ? t->c : 0;
 }
 

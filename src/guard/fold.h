@@ -14,12 +14,13 @@
  *    parenthesized letters and circled digits (U+2460..U+2468, U+249C..U+24EA), squared and negative
  *    circled/squared letters (U+1F130..U+1F189), Latin small capitals and modifier, superscript and
  *    subscript letters and digits ("fancy text": ɪɢɴᴏʀᴇ, ᵃˡˡ, ¹²³), tags U+E0020..U+E007E;
- *  - to their Latin twin: letters of Greek, Cyrillic, Armenian, Georgian, Cherokee, Coptic and Lisu
- *    drawn alike (Cyrillic "а", "о", "р", "с", Greek "Α", "ο", Armenian "օ", Cherokee "ꭵ", Lisu "ꓮ",
- *    ...), but only inside a word that also has a visible ASCII letter and no letter of those scripts
- *    without a Latin twin (or that is longer than WD_FOLD_WORD_MAX bytes), so "pаypal" is read as
- *    "paypal" and Russian, Greek or Armenian words stay as they are. A stream holds a word with look-alikes back until its end (or
- *    its WD_FOLD_WORD_MAX + 1st byte) decides.
+ *  - to their Latin twin: letters of Greek, Cyrillic, Armenian, Georgian, Cherokee, Canadian
+ *    syllabics, Coptic, Tifinagh and Lisu drawn alike (Cyrillic "а", "о", "р", "с", Greek "Α", "ο",
+ *    Armenian "օ", Cherokee "ꭵ", Tifinagh "ⵔ", Lisu "ꓮ", ...), but only inside a word that also has a
+ *    visible ASCII letter and no letter of those scripts without a Latin twin (or that is longer than
+ *    WD_FOLD_WORD_MAX bytes), so "pаypal" is read as "paypal" and Russian, Greek or Armenian words
+ *    stay as they are. A stream holds a word with look-alikes back until its end (or its
+ *    WD_FOLD_WORD_MAX + 1st byte) decides.
  * Everything else is copied byte for byte. A map leads back from each folded byte to the text, so
  * findings are acted on in the text as it was sent. Every WD_FOLD_RUN_BREAK-th dropped character in a
  * row becomes a NUL byte: an identifier cut by that many invisible characters is two, and a stream
@@ -71,6 +72,8 @@ typedef struct {
 /* The code point of the well-formed multi-byte character at p (lead byte >= 0x80): its length, or 0
  * (malformed, overlong, a surrogate, beyond U+10FFFF, or cut by len). */
 size_t wd_utf8_decode(const unsigned char *p, size_t len, unsigned *cp);
+/* bsearch order of tables of structs whose first member is a uint16_t code point, sorted by it. */
+int wd_cmp_cp16(const void *a, const void *b);
 
 /* What a word holds: a visible ASCII letter, a look-alike, a letter of another script without a twin. */
 typedef struct {

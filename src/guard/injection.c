@@ -566,16 +566,11 @@ static const flip_t flips[] = {
     {0xA4E4, 'R', true},   {0xA4ED, 'B', true},   {0xA4F7, 'D', true},
 };
 
-static int cmp_flip(const void *a, const void *b)
-{
-    return (int)((const flip_t *)a)->cp - (int)((const flip_t *)b)->cp;
-}
-
 static const flip_t *flip_of(unsigned cp)
 {
     if (cp > UINT16_MAX) return NULL;
     const flip_t key = {.cp = (uint16_t)cp};
-    return bsearch(&key, flips, WD_ARRAY_LEN(flips), sizeof key, cmp_flip);
+    return bsearch(&key, flips, WD_ARRAY_LEN(flips), sizeof key, wd_cmp_cp16);
 }
 
 /* ASCII characters that stand for another when turned ("q" for b, "u" for n, ...). */
@@ -594,8 +589,9 @@ static bool flipped_candidate(const unsigned char *u, size_t len)
     for (size_t i = 0; i < len; i++) /* an OR the compiler vectorises: ASCII text stops here */
         any |= u[i];
     if (!(any & 0x80)) return false;
-    /* lead bytes of the marks (Latin Extended-B, IPA, spacing modifiers, U+0500, U+1Dxx, U+2xxx,
-     * U+Axxx): any other character costs one table lookup per byte, Cyrillic or Greek text included */
+    /* Only characters with the lead byte of a mark (Latin Extended-B, IPA, spacing modifiers, U+0500,
+     * U+1Dxx, U+2xxx, U+Axxx) are decoded; for the rest, Cyrillic or Greek text included, the check is
+     * one table lookup per byte. */
     static const bool lead[256] = {[0xC6] = true, [0xC7] = true, [0xC9] = true, [0xCA] = true, [0xCB] = true,
                                    [0xD4] = true, [0xE1] = true, [0xE2] = true, [0xEA] = true};
     size_t marks = 0;
