@@ -774,7 +774,6 @@ static int run_db(hs_stream_t *hst, wd_guard_scratch_t *s, match_ctx_t *m, const
  * `gate: trigger` is run around its trigger instead (see "Trigger-gated rules"): its candidates are a
  * whole-text scan's, and filter() drops those without a word. */
 #define GATE_GAP 64 /* regions of a rule closer than this are scanned as one */
-#define MAX_TRIGGERS 8 /* trigger groups per part; the rules of any more are not gated */
 
 /* Adds [r0, r1) to the regions of gated entry gi: merged with its latest one when they overlap or
  * nearly touch. */
@@ -904,10 +903,17 @@ static unsigned movemask(v16_t m)
 }
 
 /* The trigger loop looks at the text in blocks of 64 bytes, up to BLOCKS of them at a time: per trigger
- * k, bit j of mk[k][b]: byte j of block b may hold an occurrence (its neighbours checked against vb and
- * va). A block is looked at with the byte before and after it, so the text's first and last blocks
- * are looked at in a copy (edge_bits). The portable loop, and one with AVX-512 (BW) when the CPU has it. */
+ * k, bit j of bits[k][b]: byte j of block b may hold an occurrence (its neighbours checked against vb
+ * and va); bit b of any[k]: bits[k][b] is not 0. A block is looked at with the byte before and after
+ * it, so the text's first and last blocks are looked at in a copy (edge_bits). The portable loop, and
+ * one with AVX-512 (BW) when the CPU has it. */
 #define BLOCKS 64
+#define MAX_TRIGGERS 8 /* trigger groups per part; the rules of any more are not gated */
+
+typedef struct {
+    uint64_t bits[MAX_TRIGGERS][BLOCKS];
+    uint64_t any[MAX_TRIGGERS];
+} masks_t;
 
 /* The whole blocks from i on that have a byte after them (t[i - 1] exists), at most BLOCKS; how many. */
 static size_t nblocks(size_t i, size_t len)
@@ -916,10 +922,11 @@ static size_t nblocks(size_t i, size_t len)
 }
 
 static size_t scan_blocks(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len,
-                          uint64_t mk[][BLOCKS])
+                          masks_t *mk)
 {
     size_t nb = nblocks(i, len);
-    for (uint32_t k = 0; k < n; k++)
+    for (uint32_t k = 0; k < n; k++) {
+        mk->any[k] = 0;
         for (size_t b = 0; b < nb; b++) {
             uint64_t bits = 0;
             for (unsigned q = 0; q < 64; q += 16) {
@@ -937,8 +944,10 @@ static size_t scan_blocks(const vtrig_t *v, uint32_t n, const unsigned char *t, 
                 }
                 bits |= (uint64_t)movemask(m) << q;
             }
-            mk[k][b] = bits;
+            mk->bits[k][b] = bits;
+            mk->any[k] |= (uint64_t)(bits != 0) << b;
         }
+    }
     return nb;
 }
 
@@ -948,12 +957,12 @@ static size_t scan_blocks(const vtrig_t *v, uint32_t n, const unsigned char *t, 
 static atomic_bool guard_avx512 = true;
 #define VIN64(p, lo, w) _mm512_cmple_epu8_mask(_mm512_sub_epi8(_mm512_loadu_si512(p), (lo)), (w))
 #define SPLAT64(x) _mm512_broadcast_i32x4((__m128i)(x))
-__attribute__((target("avx512bw"))) static size_t scan_blocks_avx512(const vtrig_t *v, uint32_t n,
-                                                                     const unsigned char *t, size_t i,
-                                                                     size_t len, uint64_t mk[][BLOCKS])
+__attribute__((target("avx512bw"))) static size_t
+scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len, masks_t *mk)
 {
     size_t nb = nblocks(i, len);
     for (uint32_t k = 0; k < n; k++) {
+        uint64_t any = 0;
         __m512i lo = SPLAT64(v[k].lo), w = SPLAT64(v[k].w), bl0 = SPLAT64(v[k].blo[0]),
                 bw0 = SPLAT64(v[k].bw[0]), bl1 = SPLAT64(v[k].blo[1]), bw1 = SPLAT64(v[k].bw[1]),
                 al0 = SPLAT64(v[k].alo[0]), aw0 = SPLAT64(v[k].aw[0]), al1 = SPLAT64(v[k].alo[1]),
@@ -963,8 +972,10 @@ __attribute__((target("avx512bw"))) static size_t scan_blocks_avx512(const vtrig
             uint64_t m = VIN64(p, lo, w);
             if (v[k].nb) m &= VIN64(p - 1, bl0, bw0) | VIN64(p - 1, bl1, bw1);
             if (v[k].na) m &= VIN64(p + 1, al0, aw0) | VIN64(p + 1, al1, aw1);
-            mk[k][b] = m;
+            mk->bits[k][b] = m;
+            any |= (uint64_t)(m != 0) << b;
         }
+        mk->any[k] = any;
     }
     return nb;
 }
@@ -1017,28 +1028,29 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     return 0;
 }
 
-/* The occurrences in the block at i (mk[k][col]: candidates, exact or to check), as regions. */
-static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, uint64_t mk[][BLOCKS],
-                         size_t col, bool exact)
+/* The occurrences in the blocks from i on (mk: candidates, exact or to check), as regions. */
+static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, const masks_t *mk, bool exact)
 {
     const gated_t *g = &m->db->gated[pt->tg0];
     const unsigned char *t = (const unsigned char *)m->buf;
     for (uint32_t k = 0; k < pt->ntg; k++)
-        for (uint64_t b = mk[k][col]; b; b &= b - 1) {
-            if (w[k].from > i) /* the occurrences before it are inside the last region */
-                b &= w[k].from - i >= 64 ? 0 : ~((UINT64_C(1) << (w[k].from - i)) - 1);
-            if (!b) break;
-            size_t at = i + (size_t)__builtin_ctzll(b);
-            if (!(exact && g[k].trig.exact) && !occurs(&g[k].trig, t, at, m->len)) continue;
-            if (trigger_region(m, pt->tg0 + k, &w[k], at)) return 1;
+        for (uint64_t z = mk->any[k]; z; z &= z - 1) {
+            size_t col = (size_t)__builtin_ctzll(z), at0 = i + 64 * col;
+            for (uint64_t b = mk->bits[k][col]; b; b &= b - 1) {
+                if (w[k].from > at0) /* the occurrences before it are inside the last region */
+                    b &= w[k].from - at0 >= 64 ? 0 : ~((UINT64_C(1) << (w[k].from - at0)) - 1);
+                if (!b) break;
+                size_t at = at0 + (size_t)__builtin_ctzll(b);
+                if (!(exact && g[k].trig.exact) && !occurs(&g[k].trig, t, at, m->len)) continue;
+                if (trigger_region(m, pt->tg0 + k, &w[k], at)) return 1;
+            }
         }
     return 0;
 }
 
 /* The text's first block or its last (no byte before it; or not whole, or no byte after it), looked at
- * in a copy with the bytes around it (zeros where there are none), into mk[k][0]; bits to check. */
-static void edge_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len,
-                      uint64_t mk[][BLOCKS])
+ * in a copy with the bytes around it (zeros where there are none), as block 0 of mk; bits to check. */
+static void edge_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len, masks_t *mk)
 {
     size_t nb = WD_MIN(len - i, (size_t)64);
     unsigned char pad[66] = {0};
@@ -1046,8 +1058,10 @@ static void edge_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, size
     memcpy(pad + 1, t + i, nb);
     if (i + nb < len) pad[nb + 1] = t[i + nb];
     scan_blocks(v, n, pad, 1, sizeof pad, mk);
-    for (uint32_t k = 0; k < n; k++)
-        mk[k][0] &= nb < 64 ? (UINT64_C(1) << nb) - 1 : UINT64_MAX;
+    for (uint32_t k = 0; k < n; k++) {
+        mk->bits[k][0] &= nb < 64 ? (UINT64_C(1) << nb) - 1 : UINT64_MAX;
+        mk->any[k] = mk->bits[k][0] != 0;
+    }
 }
 
 /* The regions of the part's trigger groups in the text, in one pass. */
@@ -1058,7 +1072,7 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     uint32_t n = pt->ntg; /* at most MAX_TRIGGERS (compile_gated) */
     if (len == 0) return 0;
     walk_t w[MAX_TRIGGERS] = {0};
-    uint64_t mk[MAX_TRIGGERS][BLOCKS];
+    masks_t mk;
     vtrig_t v[MAX_TRIGGERS] = {0};
     for (uint32_t k = 0; k < n; k++)
         vtrig_make(&m->db->gated[pt->tg0 + k].trig, &v[k]);
@@ -1066,21 +1080,20 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     bool wide =
         atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
 #endif
-    edge_bits(v, n, t, 0, len, mk);
-    if (block_regions(m, pt, w, 0, mk, 0, false)) return 1;
+    edge_bits(v, n, t, 0, len, &mk);
+    if (block_regions(m, pt, w, 0, &mk, false)) return 1;
     for (size_t nb; (nb = nblocks(i, len)) > 0; i += 64 * nb) {
 #ifdef HAVE_AVX512
         if (wide)
-            scan_blocks_avx512(v, n, t, i, len, mk);
+            scan_blocks_avx512(v, n, t, i, len, &mk);
         else
 #endif
-            scan_blocks(v, n, t, i, len, mk);
-        for (size_t b = 0; b < nb; b++)
-            if (block_regions(m, pt, w, i + 64 * b, mk, b, true)) return 1;
+            scan_blocks(v, n, t, i, len, &mk);
+        if (block_regions(m, pt, w, i, &mk, true)) return 1;
     }
     for (; i < len; i += 64) {
-        edge_bits(v, n, t, i, len, mk);
-        if (block_regions(m, pt, w, i, mk, 0, false)) return 1;
+        edge_bits(v, n, t, i, len, &mk);
+        if (block_regions(m, pt, w, i, &mk, false)) return 1;
     }
     return 0;
 }
@@ -2035,37 +2048,57 @@ static bool cover2(const uint8_t set[32], ranges2_t *r)
 /* Whether block scans run the rule only around a trigger (see "Trigger-gated rules"), and which: a
  * rule with a literal of three bytes or more is left to Hyperscan, which looks for that first, and one
  * with context_required is run around its context words unless it says `gate: trigger` (a short word
- * inside common words, "tel" in "hotel", costs the combined database more than its digits do). A digit,
- * when the rule's matches hold few lower-case letters (so the run of its bytes around a digit ends
- * at the first ordinary word); else a byte that is no letter or digit, held exactly once between
- * bytes of given kinds (the space between two capitalised words, an e-mail address's @). */
+ * inside common words, "tel" in "hotel", costs the combined database more than its digits do).
+ * - A digit, when the rule's matches hold few lower-case letters (so the run of its bytes around a
+ *   digit ends at the first ordinary word).
+ * - Else, for a rule without a literal of two bytes (which Hyperscan looks for cheaply enough):
+ *   - when every match starts with one of a few digits (a Bitcoin address: 1 or 3), the range of
+ *     those: a trigger of its own, so the letters of its span stay out of the digit rules' runs;
+ *   - else a byte that is no letter or digit, between bytes of given kinds (the space between two
+ *     capitalised words, an e-mail address's @, the first dot of a dotted token). */
 static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
 {
     uint8_t digits[32] = {0}, bytes[32], first[32];
     for (unsigned c = '0'; c <= '9'; c++)
         digits[c >> 3] |= (uint8_t)(1u << (c & 7));
+    size_t lit = wd_pattern_literal(r->pattern, r->caseless);
     if ((r->context_required && !r->gate_trigger) || !wd_pattern_bytes(r->pattern, r->caseless, bytes) ||
-        wd_pattern_literal(r->pattern, r->caseless) >= 3)
+        lit >= 3)
         return;
     bool led = wd_pattern_first(r->pattern, r->caseless, first); /* else every byte */
-    unsigned lower = 0;
+    unsigned lower = 0, d0 = 0, d1 = 0;
     for (unsigned c = 'a'; c <= 'z'; c++)
         lower += wd_byte_in(bytes, (unsigned char)c);
+    bool digit_led = led;
+    for (unsigned c = 0; c < 256 && digit_led; c++) {
+        if (!wd_byte_in(first, (unsigned char)c)) continue;
+        digit_led = c >= '0' && c <= '9';
+        d0 = d0 ? d0 : c;
+        d1 = c;
+    }
     unsigned char pivot;
+    bool once;
     rt->trig.vb = rt->trig.va = (ranges2_t){.w = {255, 255}};
     rt->trig.exact = true;
     if (lower <= 3 && wd_pattern_requires(r->pattern, r->caseless, digits)) {
         rt->trig.lo = '0';
         rt->trig.hi = '9';
         memcpy(rt->span, bytes, 32);
-    } else if (wd_pattern_pivot(r->pattern, r->caseless, &pivot, rt->trig.before, rt->trig.after) &&
-               !wd_is_alnum(pivot) && led && wd_byte_count(first) >= 16) {
+    } else if (lit >= 2) { /* "0x", "hv": Hyperscan looks for the pair first, cheaply enough */
+        return;
+    } else if (digit_led && d1 - d0 < 9) {
+        rt->trig.lo = (unsigned char)d0;
+        rt->trig.hi = (unsigned char)d1;
+        memcpy(rt->span, bytes, 32);
+    } else if (led &&
+               wd_pattern_pivot(r->pattern, r->caseless, &pivot, rt->trig.before, rt->trig.after, &once) &&
+               !wd_is_alnum(pivot)) {
         rt->trig.lo = rt->trig.hi = pivot;
         rt->trig.need_before = rt->trig.need_after = true;
         bool eb = cover2(rt->trig.before, &rt->trig.vb), ea = cover2(rt->trig.after, &rt->trig.va);
         rt->trig.exact = eb && ea;
         memcpy(rt->span, bytes, 32);
-        rt->span[pivot >> 3] &= (uint8_t)~(1u << (pivot & 7)); /* it is in a match once: there */
+        if (once) rt->span[pivot >> 3] &= (uint8_t) ~(1u << (pivot & 7)); /* it is in a match once: there */
     } else {
         return;
     }

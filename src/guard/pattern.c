@@ -490,17 +490,19 @@ size_t wd_pattern_literal(const char *pat, bool caseless)
     return best;
 }
 
-bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint8_t before[32], uint8_t after[32])
+bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint8_t before[32],
+                      uint8_t after[32], bool *once)
 {
     shape_t pc[MAX_PIECES];
     size_t n = read_pieces(pat, caseless, pc); /* 0: an alternation at the top, or too long */
+    bool found = false;
     for (size_t i = 0; i < n; i++) {
         unsigned c = 0;
         if (pc[i].lo != 1 || pc[i].hi != 1 || count(pc[i].bytes, &c) != 1) continue; /* one byte, always */
         bool alone = true; /* no other piece can consume it: a match holds it exactly once */
         for (size_t j = 0; j < n && alone; j++)
             alone = j == i || !wd_byte_in(pc[j].bytes, (unsigned char)c);
-        if (!alone) continue;
+        if (found && !alone) continue; /* a byte held once is preferred */
         shape_t pre = {.nullable = true}, post = {.nullable = true};
         for (size_t j = 0; j < i; j++)
             seq_join(&pre, &pc[j]);
@@ -510,7 +512,9 @@ bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint
         *pivot = (unsigned char)c;
         memcpy(before, pre.last, 32);
         memcpy(after, post.first, 32);
-        return true;
+        *once = alone;
+        found = true;
+        if (alone) return true;
     }
-    return false;
+    return found;
 }

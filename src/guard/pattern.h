@@ -27,12 +27,14 @@ bool wd_pattern_bytes(const char *pat, bool caseless, uint8_t bytes[32]);
 bool wd_pattern_requires(const char *pat, bool caseless, const uint8_t set[32]);
 
 /* Whether every match of the pattern (a sequence at the top, no alternation there) holds the byte
- * *pivot exactly once, right after a byte of `before` and right before a byte of `after`: some piece
- * of the sequence is that one byte, always once; no other piece can consume it; what comes before
- * and after it cannot be empty. Two capitalised words with a space between them: the space, after a
- * lower-case letter, before a capital. False when not certain, as for wd_pattern_requires. */
+ * *pivot right after a byte of `before` and right before a byte of `after`: some piece of the
+ * sequence is that one byte, always once; what comes before and after it cannot be empty. *once: no
+ * other piece can consume the byte, so a match holds it exactly once (such a pivot is preferred). Two
+ * capitalised words with a space between them: the space, once, after a lower-case letter, before a
+ * capital; a token of dotted parts ("\w+\.\w+\.\w+"): the first dot, not once. False when not
+ * certain, as for wd_pattern_requires. */
 bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint8_t before[32],
-                      uint8_t after[32]);
+                      uint8_t after[32], bool *once);
 
 /* The bytes a match can start with (every byte, and false, when not certain or a match can be empty). */
 bool wd_pattern_first(const char *pat, bool caseless, uint8_t first[32]);

@@ -895,22 +895,28 @@ static void test_stream_property_rules(void **state)
 {
     (void)state;
     static const char *const parts[] = {
-        "ssn ", "SSN: ", "social security ", "123-45-6789", "078-05-1120", "123456789", "021000021", "routing ",
-        "passport ", "driver's license ", "D1234567", "dob ", "born ", "12/03/1985", "March 3rd, 1985", "nhs ",
-        "943 476 5919", "9434765919", "patient ", "MRN 00123456", "medical record ", "member id ", "npi ",
-        "1234567893", "dea ", "AB1234563", "iban ", "de89370400440532013000", "DE89 3704 0044 0532 0130 00",
-        "phone ", "call ", "+44 20 7946 0958", "(212) 555-1234", "020 7946 0958", "itin ", "912-70-1234",
-        "4111 1111 1111 1111", "card ", "a@b.co", "Dr. Ana Lopez", "Megan Payne", "twilio ",
-        "SK0123456789abcdef0123456789abcdef",
-        "each", "reach", "_ach", "ach ", "x", "9", " ", " ", " ", ", ", ". ", "-", "\n", "\xc3\xa9", "Ssn", "ssn#",
+        "ssn ", "SSN: ", "social security ", "123-45-6789", "078-05-1120", "123456789", "021000021",
+        "routing ", "passport ", "driver's license ", "D1234567", "dob ", "born ", "12/03/1985",
+        "March 3rd, 1985", "nhs ", "943 476 5919", "9434765919", "patient ", "MRN 00123456",
+        "medical record ", "member id ", "npi ", "1234567893", "dea ", "AB1234563", "iban ",
+        "de89370400440532013000", "DE89 3704 0044 0532 0130 00", "phone ", "call ", "+44 20 7946 0958",
+        "(212) 555-1234", "020 7946 0958", "itin ", "912-70-1234", "4111 1111 1111 1111", "card ", "a@b.co",
+        "Dr. Ana Lopez", "Megan Payne", "twilio ", "SK0123456789abcdef0123456789abcdef", "each", "reach",
+        "_ach", "ach ", "x", "9", " ", " ", " ", ", ", ". ", "-", "\n", "\xc3\xa9", "Ssn", "ssn#",
         /* around the triggers of trigger-gated rules (digits; the space between two capitalised words;
          * an e-mail address's @): runs longer than a rule's span, values glued to words, names in
          * a row, addresses with long local parts */
-        "Megan", "Payne", "megan Payne", "Ann-Marie O'Neil", "Jos\xc3\xa9 \xc3\x81lvarez", "\xc5\x81ukasz ", "Mr ",
-        "Dear ", "a", "B", "12345678901234567890123456789012345678901234567890123456789", "4111-1111-1111-1111",
-        "ABCD1234EFGH5678IJKL9012MNOP3456QRST", "192.168.0.1", "10.0.0.256", "john.doe+tag@example.co.uk", "@",
-        "x@", "@y.io", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        "+1 ", "(", ")", "\t", "GB82 WEST 1234 5698 7654 32", "QQ 12 34 56 C"};
+        "Megan", "Payne", "megan Payne", "Ann-Marie O'Neil", "Jos\xc3\xa9 \xc3\x81lvarez", "\xc5\x81ukasz ",
+        "Mr ", "Dear ", "a", "B", "12345678901234567890123456789012345678901234567890123456789",
+        "4111-1111-1111-1111", "ABCD1234EFGH5678IJKL9012MNOP3456QRST", "192.168.0.1", "10.0.0.256",
+        "john.doe+tag@example.co.uk", "@", "x@", "@y.io",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "+1 ",
+        "(", ")", "\t", "GB82 WEST 1234 5698 7654 32", "QQ 12 34 56 C",
+        /* a dotted token (pivot: its first dot), a Bitcoin address (a range of leading digits), a
+         * connection string (pivot: an =) */
+        "MRo8ADQvj07uvnYkPYfYtrQyCe.BQvpHm.5MHXtiWJG0ueLwcEXJ3PBMFBqrN", "MRo8ADQvj07uvnYkPYfYtrQyCe",
+        ".BQvpHm", "19yTc1xUZKqRiQzwspZRyMiFdaVUwceyGC", "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",
+        "Host=10.0.4.12;", "Database=crm;", "Password=Qx7rT2mVb9Lk4Wz8", "="};
     char err[ERRLEN];
     wd_guard_db_t *db = wd_guard_db_parse("rules", err, sizeof err);
     if (!db) fail_msg("%s", err);
@@ -945,12 +951,16 @@ static void test_stream_property_rules(void **state)
 
 /* Trigger-gated rules (engine.c): block scans run them only around their trigger's occurrences; streams
  * scan them everywhere, so the two must agree. A digit run longer than a rule's span, a match that
- * reaches past the region of the run's first digit, the space between two words as a pivot. */
+ * reaches past the region of the run's first digit, the space between two words as a pivot, a pivot a
+ * match can hold more than once (the first dot of a dotted token), a range of leading digits. */
 static void test_trigger_gating(void **state)
 {
     (void)state;
-    fx_t x = fx_open(HEAD R("wide", "WIDE", "    boundary: false\n", "[0-9][A-Z]{60}") R("pair", "PAIR", "", "[a-z]+ [A-Z][a-z]+")
-                         R("dash", "DASH", "", "\\b[0-9]{3}-[0-9]{4}\\b"));
+    fx_t x = fx_open(HEAD R("wide", "WIDE", "    boundary: false\n", "[0-9][A-Z]{60}")
+                         R("pair", "PAIR", "", "[a-z]+ [A-Z][a-z]+")
+                             R("dash", "DASH", "", "\\b[0-9]{3}-[0-9]{4}\\b")
+                                 R("dots", "DOTS", "", "\\b[MN][a-z0-9]{2,4}\\.[a-z0-9.]{2,3}\\.[a-z]{4}")
+                                     R("lead", "LEAD", "", "\\b[13][a-km-z1-9]{6,9}\\b"));
     char text[200];
     snprintf(text, sizeof text, "1A2%s", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
     expect_findings(&x, text, "wide:2-63");
@@ -958,8 +968,11 @@ static void test_trigger_gating(void **state)
     expect_findings(&x, "a B", "");
     expect_findings(&x, "ab Cd", "pair:0-5");
     expect_findings(&x, "call 555-1234 or 5551-234 now, or 555-12345 or x555-1234", "dash:5-13");
-    static const char *const parts[] = {"1", "A", "2", "BBBBBBBBBBBBBBBBBBBB", "555-1234", "-", "john", "Smith", " ",
-                                        "  ", "Cd", "x", "\n", "9", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"};
+    expect_findings(&x, "see: Mab.c.d.abcd, Na1.b2.wxyz, Mx.yz.abcd", "dots:5-17 dots:19-30");
+    expect_findings(&x, "1abcdefg 3abcdefghkm 2abcdefg 1abcdefghk", "lead:0-8 lead:30-40");
+    static const char *const parts[] = {
+        "1", "A", "2", "BBBBBBBBBBBBBBBBBBBB", "555-1234", "-", "john", "Smith", " ", "  ", "Cd", "x", "\n", "9",
+        "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", "Mab.c.d.abcd", "N12.", ".", "ab.", "wxyz", "3", "abcdefg", "Mab"};
     static char buf[4096];
     for (int iter = 0; iter < 300; iter++) {
         wd_guard_use_avx512(iter % 2); /* the trigger loop with AVX-512 (if the CPU has it) and without */
@@ -973,15 +986,16 @@ static void test_trigger_gating(void **state)
         wd_guard_use_avx512(wide);
         for (size_t len = 8; len <= 200; len += len < 50 || (len > 120 && len < 136) || len > 185 ? 1 : 9)
             for (size_t off = 0; off + 5 <= len; off++)
-                for (int k = 0; k < 2; k++) {
-                    const char *v = k ? "ab Cd" : "555-1234";
-                    size_t vl = strlen(v);
+                for (int k = 0; k < 4; k++) {
+                    static const char *const val[] = {"555-1234", "ab Cd", "Mab.c.d.abcd", "1abcdefg"};
+                    static const char *const id[] = {"dash", "pair", "dots", "lead"};
+                    size_t vl = strlen(val[k]);
                     if (off + vl > len) continue;
                     char want[32];
-                    memset(buf, '.', len);
+                    memset(buf, k == 2 ? ' ' : '.', len);
                     buf[len] = 0;
-                    memcpy(buf + off, v, vl);
-                    snprintf(want, sizeof want, "%s:%zu-%zu", k ? "pair" : "dash", off, off + vl);
+                    memcpy(buf + off, val[k], vl);
+                    snprintf(want, sizeof want, "%s:%zu-%zu", id[k], off, off + vl);
                     expect_findings(&x, buf, want);
                 }
     }
