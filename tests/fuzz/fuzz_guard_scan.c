@@ -1,8 +1,8 @@
 /* libFuzzer driver for the guard engine's scan. A fixed small rule set (fixed-width and confirmed
  * patterns, a validator, context words, caseless, boundary: false, overlapping rules, rules reporting a
- * capture group, rules block scans run only around a trigger: digits, an @, a space between words) is
- * compiled
- * once; the input is the text, and its first byte picks where to split it for the stream scan.
+ * capture group, rules block scans run only around a trigger: digits, an @, a space between words, a
+ * dot a match may hold twice, a range of leading digits) is compiled once; the input is the text, and
+ * its first byte picks where to split it for the stream scan.
  * Block findings must be in bounds, sorted, non-overlapping and no longer than their rule allows;
  * the stream scan of the same text in two pieces must find the same spans (unless it had to resolve
  * an overlap chain early, which the API reports). The folded scan (guard/fold.h) must map its findings
@@ -39,9 +39,13 @@ static const char rules[] =
     "    pattern: '\\b(?i:name is|said)[ ]{1,3}([A-Z][a-z]+)'\n    max_len: 40\n"
     "  - id: t.tail\n    type: ID\n    class: test\n    group: 2\n    boundary: false\n    score: 0.6\n"
     "    pattern: '(id)=([0-9]+)[a-z ]{0,150};'\n    max_len: 200\n"
-    /* trigger-gated in block scans (engine.c): a space between a lower-case letter and a capital */
+    /* trigger-gated in block scans (engine.c): a space between a lower-case letter and a capital; the
+     * first of two dots; a 1, 2 or 3 */
     "  - id: t.pair\n    type: PERSON\n    class: pii\n    score: 0.6\n"
-    "    pattern: '\\b[A-Z][a-z]+ [A-Z][a-z]{1,20}'\n    max_len: 48\n";
+    "    pattern: '\\b[A-Z][a-z]+ [A-Z][a-z]{1,20}'\n    max_len: 48\n"
+    "  - id: t.dots\n    type: TOKEN\n    class: secrets\n"
+    "    pattern: '\\b[MN][a-z0-9]{2,4}\\.[a-z0-9.]{2,3}\\.[a-z]{4}'\n"
+    "  - id: t.lead\n    type: WALLET\n    class: financial\n    pattern: '\\b[13][a-km-z1-9]{6,9}\\b'\n";
 
 static wd_guard_db_t *db;
 static wd_guard_scratch_t *scratch;
