@@ -981,6 +981,17 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
 }
 #endif
 
+/* The blocks from i on, as scan_blocks; with AVX-512 when wide. */
+static size_t block_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len,
+                         masks_t *mk, bool wide)
+{
+#ifdef HAVE_AVX512
+    if (wide) return scan_blocks_avx512(v, n, t, i, len, mk);
+#endif
+    WD_UNUSED(wide);
+    return scan_blocks(v, n, t, i, len, mk);
+}
+
 void wd_guard_use_avx512(bool on)
 {
 #ifdef HAVE_AVX512
@@ -1050,14 +1061,15 @@ static int block_regions(match_ctx_t *m, const part_t *pt, walk_t *w, size_t i, 
 
 /* The text's first block or its last (no byte before it; or not whole, or no byte after it), looked at
  * in a copy with the bytes around it (zeros where there are none), as block 0 of mk; bits to check. */
-static void edge_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len, masks_t *mk)
+static void edge_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len, masks_t *mk,
+                      bool wide)
 {
     size_t nb = WD_MIN(len - i, (size_t)64);
     unsigned char pad[66] = {0};
     if (i) pad[0] = t[i - 1];
     memcpy(pad + 1, t + i, nb);
     if (i + nb < len) pad[nb + 1] = t[i + nb];
-    scan_blocks(v, n, pad, 1, sizeof pad, mk);
+    block_bits(v, n, pad, 1, sizeof pad, mk, wide);
     for (uint32_t k = 0; k < n; k++) {
         mk->bits[k][0] &= nb < 64 ? (UINT64_C(1) << nb) - 1 : UINT64_MAX;
         mk->any[k] = mk->bits[k][0] != 0;
@@ -1076,23 +1088,16 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     vtrig_t v[MAX_TRIGGERS] = {0};
     for (uint32_t k = 0; k < n; k++)
         vtrig_make(&m->db->gated[pt->tg0 + k].trig, &v[k]);
+    bool wide = false;
 #ifdef HAVE_AVX512
-    bool wide =
-        atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
+    wide = atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
 #endif
-    edge_bits(v, n, t, 0, len, &mk);
+    edge_bits(v, n, t, 0, len, &mk, wide);
     if (block_regions(m, pt, w, 0, &mk, false)) return 1;
-    for (size_t nb; (nb = nblocks(i, len)) > 0; i += 64 * nb) {
-#ifdef HAVE_AVX512
-        if (wide)
-            scan_blocks_avx512(v, n, t, i, len, &mk);
-        else
-#endif
-            scan_blocks(v, n, t, i, len, &mk);
+    for (size_t nb; (nb = block_bits(v, n, t, i, len, &mk, wide)) > 0; i += 64 * nb)
         if (block_regions(m, pt, w, i, &mk, true)) return 1;
-    }
     for (; i < len; i += 64) {
-        edge_bits(v, n, t, i, len, &mk);
+        edge_bits(v, n, t, i, len, &mk, wide);
         if (block_regions(m, pt, w, i, &mk, false)) return 1;
     }
     return 0;
