@@ -106,6 +106,35 @@ typedef struct {
     ranges2_t vb, va;
 } trigger_t;
 
+typedef unsigned char v16_t __attribute__((vector_size(16)));
+
+/* A trigger's ranges in vector lanes, made once per scan. */
+typedef struct {
+    v16_t lo, w, blo[2], bw[2], alo[2], aw[2];
+    bool nb, na;
+} vtrig_t;
+
+static v16_t splat(unsigned char c)
+{
+    return (v16_t){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c};
+}
+
+static void vtrig_make(const trigger_t *tr, vtrig_t *v)
+{
+    v->lo = splat(tr->lo);
+    v->w = splat((unsigned char)(tr->hi - tr->lo));
+    for (unsigned k = 0; k < 2; k++) {
+        v->blo[k] = splat(tr->vb.lo[k]);
+        v->bw[k] = splat(tr->vb.w[k]);
+        v->alo[k] = splat(tr->va.lo[k]);
+        v->aw[k] = splat(tr->va.w[k]);
+    }
+    v->nb = tr->need_before;
+    v->na = tr->need_after;
+}
+
+#define MAX_TRIGGERS 8 /* trigger groups per part; the rules of any more are not gated */
+
 typedef struct {
     pcre2_code *code;  /* end-anchored, for confirmations; NULL when fixed != 0 */
     pcre2_code *pcode; /* longspan rules: not end-anchored, for partial matching (PCRE2 refuses both) */
@@ -148,7 +177,8 @@ typedef struct {
                            the context words of its gated rules (match id nrules + index in db->words) */
     hs_database_t *ghs; /* HS_MODE_STREAM: its gated rules, for streams (NULL if none or not STREAMED) */
     uint32_t win;       /* the longest win among its rules */
-    uint32_t tg0, ntg;  /* its trigger groups: db->gated[tg0, tg0 + ntg) */
+    uint32_t tg0, ntg;  /* its trigger groups: db->gated[tg0, tg0 + ntg) ... */
+    vtrig_t vt[MAX_TRIGGERS]; /* ... and their triggers in vector lanes */
 } part_t;
 
 /* Gated rules in block scans, run only on regions of the text (see scan_gated): a rule with
@@ -862,30 +892,6 @@ static bool occurs(const trigger_t *tr, const unsigned char *t, size_t i, size_t
            (!tr->need_after || (i + 1 < len && wd_byte_in(tr->after, t[i + 1])));
 }
 
-typedef unsigned char v16_t __attribute__((vector_size(16)));
-
-/* A trigger's ranges in vector lanes, made once per scan. */
-typedef struct {
-    v16_t lo, w, blo[2], bw[2], alo[2], aw[2];
-    bool nb, na;
-} vtrig_t;
-
-static v16_t splat(unsigned char c) { return (v16_t){c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c}; }
-
-static void vtrig_make(const trigger_t *tr, vtrig_t *v)
-{
-    v->lo = splat(tr->lo);
-    v->w = splat((unsigned char)(tr->hi - tr->lo));
-    for (unsigned k = 0; k < 2; k++) {
-        v->blo[k] = splat(tr->vb.lo[k]);
-        v->bw[k] = splat(tr->vb.w[k]);
-        v->alo[k] = splat(tr->va.lo[k]);
-        v->aw[k] = splat(tr->va.w[k]);
-    }
-    v->nb = tr->need_before;
-    v->na = tr->need_after;
-}
-
 #define VIN(x, lo, w) ((v16_t)((v16_t)((x) - (lo)) <= (w)))
 
 static unsigned movemask(v16_t m)
@@ -908,7 +914,6 @@ static unsigned movemask(v16_t m)
  * it, so the text's first and last blocks are looked at in a copy (edge_bits). The portable loop, and
  * one with AVX-512 (BW) when the CPU has it. */
 #define BLOCKS 64
-#define MAX_TRIGGERS 8 /* trigger groups per part; the rules of any more are not gated */
 
 typedef struct {
     uint64_t bits[MAX_TRIGGERS][BLOCKS];
@@ -1085,9 +1090,7 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     if (len == 0) return 0;
     walk_t w[MAX_TRIGGERS] = {0};
     masks_t mk;
-    vtrig_t v[MAX_TRIGGERS] = {0};
-    for (uint32_t k = 0; k < n; k++)
-        vtrig_make(&m->db->gated[pt->tg0 + k].trig, &v[k]);
+    const vtrig_t *v = pt->vt;
     bool wide = false;
 #ifdef HAVE_AVX512
     wide = atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
@@ -2488,6 +2491,8 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
         if (rc) return rc;
     }
     pt->ntg = (uint32_t)(db->ngated - pt->tg0);
+    for (uint32_t k = 0; k < pt->ntg; k++)
+        vtrig_make(&db->gated[pt->tg0 + k].trig, &pt->vt[k]);
     return WD_OK;
 }
 
