@@ -230,6 +230,11 @@ typedef struct {
     bool nullable, req;
     unsigned long lo, hi; /* the least and greatest length of a match (INF: unbounded) */
     uint8_t first[32], last[32], bytes[32];
+    /* Literals (each byte one, or one letter in both cases): every match is one, of at least pre bytes
+     * (full); else every match starts with one of at least pre bytes, ends with one of at least suf,
+     * and holds one of at least lit. */
+    bool full;
+    unsigned long pre, suf, lit;
 } shape_t;
 
 typedef struct {
@@ -253,6 +258,8 @@ static bool subset(const uint8_t a[32], const uint8_t b[32])
 }
 
 /* One byte class consumed once: both ASCII cases when caseless. */
+static unsigned count(const uint8_t b[32], unsigned *last);
+
 static void one_byte(const reader_t *q, uint8_t t[32], shape_t *sh)
 {
     if (q->ci)
@@ -267,6 +274,9 @@ static void one_byte(const reader_t *q, uint8_t t[32], shape_t *sh)
     memcpy(sh->bytes, t, 32);
     sh->lo = sh->hi = 1;
     sh->req = q->set && subset(t, q->set);
+    unsigned c = 0, k = count(t, &c);
+    sh->full = k == 1 || (k == 2 && wd_is_alnum((unsigned char)c) && wd_byte_in(t, (unsigned char)(c ^ 0x20)));
+    sh->pre = sh->suf = sh->lit = sh->full;
 }
 
 static void read_alt(reader_t *q, shape_t *sh);
@@ -276,7 +286,7 @@ static void read_atom(reader_t *q, shape_t *sh)
 {
     uint8_t t[32] = {0};
     memset(sh, 0, sizeof *sh);
-    sh->nullable = true;
+    sh->nullable = sh->full = true; /* zero-width: an empty literal, which keeps its neighbours together */
     char c = *q->p;
     if (c == '\\') {
         q->p++;
@@ -375,6 +385,10 @@ static unsigned long sat(unsigned long x) { return x > INF ? INF : x; }
 /* Appends b to the sequence a (a = a b). */
 static void seq_join(shape_t *a, const shape_t *b)
 {
+    a->lit = WD_MAX(WD_MAX(a->lit, b->lit), a->suf + b->pre);
+    a->pre = a->full ? a->pre + b->pre : a->pre;
+    a->suf = b->full ? a->suf + b->suf : b->suf;
+    a->full = a->full && b->full;
     if (a->nullable) set_or(a->first, b->first);
     uint8_t last[32];
     memcpy(last, b->last, 32);
@@ -397,7 +411,9 @@ static void read_piece(reader_t *q, shape_t *sh)
     if (lo == 0) {
         sh->nullable = true;
         sh->req = false;
+        sh->pre = sh->suf = sh->lit = 0;
     }
+    if (lo != 1 || hi != 1) sh->full = sh->full && sh->hi == 0; /* a repeated literal: one copy is certain */
     sh->lo = sat(sh->lo * lo);
     sh->hi = sh->hi && hi ? sat(sh->hi * hi) : 0;
 }
@@ -405,7 +421,7 @@ static void read_piece(reader_t *q, shape_t *sh)
 static void read_seq(reader_t *q, shape_t *sh)
 {
     memset(sh, 0, sizeof *sh);
-    sh->nullable = true;
+    sh->nullable = sh->full = true;
     while (q->ok && *q->p && *q->p != '|' && *q->p != ')') {
         shape_t a;
         read_piece(q, &a);
@@ -427,6 +443,10 @@ static void read_alt(reader_t *q, shape_t *sh)
         sh->req = sh->req && b.req;
         sh->lo = WD_MIN(sh->lo, b.lo);
         sh->hi = WD_MAX(sh->hi, b.hi);
+        sh->full = sh->full && b.full;
+        sh->pre = WD_MIN(sh->pre, b.pre);
+        sh->suf = WD_MIN(sh->suf, b.suf);
+        sh->lit = WD_MIN(sh->lit, b.lit);
     }
 }
 
@@ -477,17 +497,10 @@ static unsigned count(const uint8_t b[32], unsigned *last)
 
 size_t wd_pattern_literal(const char *pat, bool caseless)
 {
-    shape_t pc[MAX_PIECES];
-    size_t n = read_pieces(pat, caseless, pc), run = 0, best = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned c = 0, k = count(pc[i].bytes, &c);
-        bool lit = pc[i].lo == 1 && pc[i].hi == 1 && (k == 1 || (k == 2 && wd_is_alnum((unsigned char)c) &&
-                                                                 wd_byte_in(pc[i].bytes, (unsigned char)(c ^ 0x20))));
-        if (pc[i].hi == 0) continue; /* an assertion between two bytes keeps them together */
-        run = lit ? run + 1 : 0;
-        best = WD_MAX(best, run);
-    }
-    return best;
+    reader_t q = {.p = pat, .ci = caseless, .ok = pat != NULL};
+    shape_t sh;
+    if (q.ok) read_alt(&q, &sh);
+    return q.ok && !*q.p ? sh.lit : 0;
 }
 
 bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint8_t before[32],

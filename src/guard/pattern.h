@@ -39,9 +39,9 @@ bool wd_pattern_pivot(const char *pat, bool caseless, unsigned char *pivot, uint
 /* The bytes a match can start with (every byte, and false, when not certain or a match can be empty). */
 bool wd_pattern_first(const char *pat, bool caseless, uint8_t first[32]);
 
-/* The longest run of bytes every match holds one after the other at the top of the pattern (a
- * literal, each byte in one ASCII case or both): what Hyperscan looks for first. 0 if none or not
- * certain. */
+/* The length of a literal (bytes one after the other, each in one ASCII case or both) every match
+ * holds, or of the shortest of a set of literals one of which every match holds ("(?:Server|Host)=":
+ * 5): what Hyperscan looks for first. 0 if none or not certain. */
 size_t wd_pattern_literal(const char *pat, bool caseless);
 
 static inline bool wd_byte_in(const uint8_t bytes[32], unsigned char c)

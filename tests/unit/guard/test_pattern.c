@@ -202,10 +202,18 @@ static void test_shapes(void **state)
     assert_false(wd_pattern_first("\\p{L}", false, f));
 
     assert_int_equal(wd_pattern_literal("\\bghp_[A-Za-z0-9]{36}", false), 4);
-    assert_int_equal(wd_pattern_literal("(?:ab)cd", false), 2);
+    assert_int_equal(wd_pattern_literal("(?:ab)cd", false), 4);
     assert_int_equal(wd_pattern_literal("[Aa][Bb][Cc]x", false), 4);
     assert_int_equal(wd_pattern_literal("[ab]cd", false), 2);
-    assert_int_equal(wd_pattern_literal("a|bcd", false), 0);
+    assert_int_equal(wd_pattern_literal("a|bcd", false), 1); /* the shorter of the two */
+    assert_int_equal(wd_pattern_literal("\\b(?:Server|Data Source|Host)\\s?=", false), 4);
+    assert_int_equal(wd_pattern_literal("ab(?:cd|ef)g", false), 5);
+    assert_int_equal(wd_pattern_literal("x(?:ab)?cd", false), 2);
+    assert_int_equal(wd_pattern_literal("ab+c", false), 2);  /* ab and bc: abc only with one b */
+    assert_int_equal(wd_pattern_literal("a\\bcd", false), 3); /* an assertion keeps them together */
+    assert_int_equal(wd_pattern_literal("(?i)ab[0-9]", false), 2);
+    assert_int_equal(wd_pattern_literal("(?:x|ext\\.?|#)[0-9]", false), 1);
+    assert_int_equal(wd_pattern_literal("a{3}b", false), 2);
 }
 
 /* ---- against PCRE2 ---------------------------------------------------------------------------- */
