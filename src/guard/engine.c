@@ -108,7 +108,7 @@ typedef struct {
 
 typedef unsigned char v16_t __attribute__((vector_size(16)));
 
-/* A trigger's ranges in vector lanes, made once per scan. */
+/* A trigger's ranges in vector lanes (part_t.vt, made when the rules are compiled). */
 typedef struct {
     v16_t lo, w, blo[2], bw[2], alo[2], aw[2];
     bool nb, na;

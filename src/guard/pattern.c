@@ -257,9 +257,9 @@ static bool subset(const uint8_t a[32], const uint8_t b[32])
     return true;
 }
 
-/* One byte class consumed once: both ASCII cases when caseless. */
 static unsigned count(const uint8_t b[32], unsigned *last);
 
+/* One byte class consumed once: both ASCII cases when caseless. */
 static void one_byte(const reader_t *q, uint8_t t[32], shape_t *sh)
 {
     if (q->ci)
