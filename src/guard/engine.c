@@ -181,6 +181,13 @@ typedef struct {
     vtrig_t vt[MAX_TRIGGERS]; /* ... and their triggers in vector lanes */
 } part_t;
 
+/* The kinds of bytes the run around a trigger's occurrence is counted in (see "Trigger-gated rules"). */
+enum { CL_OTHER, CL_DIGIT, CL_UPPER, CL_LOWER, CL_DOT, CL_DASH, CL_COLON, CL_SLASH, NCLS };
+#define T_CLS 0x07  /* gated_t.tab: a byte's kind ... */
+#define T_LEAD 0x40 /* ... whether a match of the group may start with it ... */
+#define T_SPAN 0x80 /* ... and whether one may hold it (besides the trigger's once) */
+#define MAX_NEEDS 16
+
 /* Gated rules in block scans, run only on regions of the text (see scan_gated): a rule with
  * context_required, in a block-mode database of its own, around its context words; or the rules of a
  * part with the same trigger, in one block-mode database, around the trigger's occurrences. */
@@ -191,8 +198,9 @@ typedef struct {
     uint32_t minw;     /* trigger group: the shortest match of its rules */
     bool som;          /* trigger group: compiled with HS_FLAG_SOM_LEFTMOST for its rules with rt.som */
     trigger_t trig;    /* trigger group: the trigger ... */
-    uint8_t span[32];  /* ... and the unions of its rules' span ... */
-    uint8_t lead[32];  /* ... and lead */
+    uint8_t tab[256];  /* ... per byte: its kind, T_LEAD and T_SPAN (the unions of its rules') ... */
+    uint8_t nneed;     /* ... and per rule (alike ones once; 0 when some rule needs none) how many */
+    uint8_t need[MAX_NEEDS][NCLS]; /* bytes of each kind its every match holds (capped at 255) */
 } gated_t;
 #define NO_RULE UINT32_MAX
 
@@ -866,7 +874,9 @@ static int add_regions(match_ctx_t *m, uint32_t w, uint64_t h)
  * once), so the match around an occurrence at i lies in the run of span bytes around i, and, being
  * at most win bytes long, in [i - win + 1, i + win). The region is that run with the byte on each side
  * (for \b), within [i - win, i + win + 1); none when the run is shorter than the group's shortest
- * match, or when no byte of it up to i can start one (guard/pattern.h, wd_pattern_first). Every
+ * match, when no byte of it up to i can start one (guard/pattern.h, wd_pattern_first), or when it
+ * holds fewer digits, capitals, dots (and so on: NCLS kinds) than every match of some rule of the
+ * group does (wd_pattern_count; a year in prose has 4 digits, a phone number at least 6). Every
  * candidate a scan of the whole text gives (confirmed by PCRE2, at most win bytes) holds an
  * occurrence, so it lies in one region with the bytes around it, and the scan of that region reports
  * it with the same start (PCRE2 confirms on the whole text) and the same longest end (a longer match
@@ -1011,31 +1021,54 @@ typedef struct {
     size_t ka, kb; /* [ka, kb): span bytes already walked */
 } walk_t;
 
+/* Whether a run with cnt[k] bytes of kind k may hold a match of some rule of group g. */
+static bool enough(const gated_t *g, const uint16_t cnt[NCLS])
+{
+    if (!g->nneed) return true;
+    for (unsigned r = 0; r < g->nneed; r++) {
+        unsigned k = 0;
+        while (k < NCLS && cnt[k] >= g->need[r][k])
+            k++;
+        if (k == NCLS) return true;
+    }
+    return false;
+}
+
 /* The region of trigger group gi around its occurrence at i. */
 static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
 {
     const gated_t *g = &m->db->gated[gi];
     const unsigned char *t = (const unsigned char *)m->buf;
     size_t len = m->len, lo = i > g->win ? i - g->win : 0, hi = WD_MIN(i + g->win + 1, len), a = i, b = i + 1;
-    bool lead = wd_byte_in(g->lead, t[i]); /* a byte in [a, i] a match can start with */
+    unsigned x = g->tab[t[i]];
+    uint16_t cnt[NCLS] = {0}; /* the bytes of each kind in [a, b) ... */
+    bool whole = true;        /* ... when this is true */
+    bool lead = x & T_LEAD;   /* a byte in [a, i] a match can start with */
+    cnt[x & T_CLS]++;
     if (i >= w->ka && i < w->kb) { /* inside the last run: walk on from its ends */
         a = WD_MAX(w->ka, lo);
         b = WD_MAX(w->kb, b);
         lead = true; /* not known: assumed */
+        whole = false;
     }
-    for (; a > lo && wd_byte_in(g->span, t[a - 1]); a--)
-        lead = lead || wd_byte_in(g->lead, t[a - 1]);
+    for (; a > lo && ((x = g->tab[t[a - 1]]) & T_SPAN); a--) {
+        lead = lead || (x & T_LEAD);
+        cnt[x & T_CLS]++;
+    }
     if (!lead) { /* no match around i ("in Paris"); the next occurrence is looked at afresh */
         w->from = i + 1;
         return 0;
     }
-    while (b < hi && wd_byte_in(g->span, t[b]))
-        b++;
+    for (; b < hi && ((x = g->tab[t[b]]) & T_SPAN); b++)
+        cnt[x & T_CLS]++;
     /* A match around i lies in [a, b) and starts in [a, i]: none when that is shorter than the
-     * shortest match (a year in prose, " 2014 ", for the digit rules), or when nothing there can
-     * start one ("in Paris" for two capitalised words). */
-    if (b - a >= g->minw && add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi)) return 1;
-    if (wd_byte_in(g->span, t[i])) {
+     * shortest match (" 2014 " for the digit rules), when nothing there can start one ("in Paris" for
+     * two capitalised words), or when it holds fewer bytes of some kind than each rule's matches do
+     * ("in 2014-2015" for rules of at least 9 digits, or of 2 capitals and 2 digits, or of 3 dots). */
+    if (b - a >= g->minw && (!whole || enough(g, cnt)) &&
+        add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi))
+        return 1;
+    if (g->tab[t[i]] & T_SPAN) {
         w->ka = a;
         w->kb = b;
     }
@@ -2410,6 +2443,42 @@ unsigned wd_guard_db_cache_stats(const wd_guard_db_t *db, unsigned *compiled, co
 /* The rules of a part with context_required, each in a block-mode database of its own, and their
  * distinct context words (appended to db->words), each pointing at the rules that list it; then the
  * part's trigger groups. db->gated, words and wslots have room for every gated rule and context word. */
+static unsigned byte_kind(unsigned c)
+{
+    if (c >= '0' && c <= '9') return CL_DIGIT;
+    if (c >= 'A' && c <= 'Z') return CL_UPPER;
+    if (c >= 'a' && c <= 'z') return CL_LOWER;
+    const char *p = c ? strchr(".-:/", (int)c) : NULL;
+    return p ? CL_DOT + (unsigned)(p - ".-:/") : CL_OTHER;
+}
+
+/* Adds rule r to trigger group g: its span and lead to g->tab, and how many bytes of each kind its
+ * every match holds to g->need (*counted = false when it needs none: then no run is counted). */
+static void group_add(gated_t *g, const wd_rule_t *r, const rule_rt_t *rt, bool *counted)
+{
+    for (unsigned c = 0; c < 256; c++)
+        g->tab[c] |= (uint8_t)((wd_byte_in(rt->span, (unsigned char)c) ? T_SPAN : 0) |
+                               (wd_byte_in(rt->lead, (unsigned char)c) ? T_LEAD : 0));
+    uint8_t v[NCLS] = {0};
+    bool any = false;
+    for (unsigned k = CL_OTHER + 1; k < NCLS; k++) {
+        uint8_t set[32] = {0};
+        for (unsigned c = 0; c < 256; c++)
+            if (byte_kind(c) == k) set[c >> 3] |= (uint8_t)(1u << (c & 7));
+        v[k] = (uint8_t)WD_MIN(wd_pattern_count(r->pattern, r->caseless, set), 255ul);
+        any = any || v[k];
+    }
+    *counted = *counted && any;
+    for (unsigned n = 0; n < g->nneed; n++)
+        if (!memcmp(g->need[n], v, NCLS)) return;
+    if (g->nneed < MAX_NEEDS) {
+        memcpy(g->need[g->nneed++], v, NCLS);
+        return;
+    }
+    for (unsigned k = 0; k < NCLS; k++) /* no room: the last entry needs what both do (fewer counts) */
+        g->need[MAX_NEEDS - 1][k] = WD_MIN(g->need[MAX_NEEDS - 1][k], v[k]);
+}
+
 static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen)
 {
     size_t g0 = db->ngated, w0 = db->nwords;
@@ -2472,14 +2541,15 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
         if (gi < db->ngated) continue; /* its group is compiled */
         gated_t *g = &db->gated[gi];
         *g = (gated_t){.rule = NO_RULE, .trig = rt->trig, .minw = UINT32_MAX};
+        for (unsigned c = 0; c < 256; c++)
+            g->tab[c] = (uint8_t)byte_kind(c);
+        bool counted = true; /* no rule of the group needs none */
         for (size_t j = i; j < db->nrules; j++)
             if (db->rt[j].uses == pt->uses && db->rt[j].tgate && same_trigger(&db->rt[j].trig, &rt->trig)) {
-                for (unsigned k = 0; k < 32; k++) {
-                    g->span[k] |= db->rt[j].span[k];
-                    g->lead[k] |= db->rt[j].lead[k];
-                }
+                group_add(g, &db->rules[j], &db->rt[j], &counted);
                 g->minw = WD_MIN(g->minw, db->rt[j].minw);
             }
+        if (!counted) g->nneed = 0;
         pick_t grp = {.uses = pt->uses, .kind = PICK_TRIGGER, .trig = &rt->trig, .som = true};
         int rc = compile_rules(db, &grp, 0, 0, HS_MODE_BLOCK, &g->hs, &g->win, err, errlen);
         g->som = rc == WD_OK;

@@ -224,11 +224,12 @@ bool wd_pattern_bytes(const char *pat, bool caseless, uint8_t bytes[32])
 /* ---- the shape of a pattern's matches ----------------------------------------------------------- */
 
 /* What a (sub)pattern's matches are made of: whether one can be empty, how long one can be, the bytes
- * one can start or end with, the bytes it can hold, and whether each holds a byte of the set asked
- * about (req). */
+ * one can start or end with, the bytes it can hold, and how many bytes of the set asked about each
+ * holds at least (need). */
 typedef struct {
-    bool nullable, req;
+    bool nullable;
     unsigned long lo, hi; /* the least and greatest length of a match (INF: unbounded) */
+    unsigned long need;
     uint8_t first[32], last[32], bytes[32];
     /* Literals (each byte one, or one letter in both cases): every match is one, of at least pre bytes
      * (full); else every match starts with one of at least pre bytes, ends with one of at least suf,
@@ -239,7 +240,7 @@ typedef struct {
 
 typedef struct {
     const char *p;
-    const uint8_t *set; /* for shape_t.req */
+    const uint8_t *set; /* for shape_t.need */
     bool ci, ok;
     unsigned depth;
 } reader_t;
@@ -273,7 +274,7 @@ static void one_byte(const reader_t *q, uint8_t t[32], shape_t *sh)
     memcpy(sh->last, t, 32);
     memcpy(sh->bytes, t, 32);
     sh->lo = sh->hi = 1;
-    sh->req = q->set && subset(t, q->set);
+    sh->need = q->set && subset(t, q->set);
     unsigned c = 0, k = count(t, &c);
     sh->full = k == 1 || (k == 2 && wd_is_alnum((unsigned char)c) && wd_byte_in(t, (unsigned char)(c ^ 0x20)));
     sh->pre = sh->suf = sh->lit = sh->full;
@@ -396,7 +397,7 @@ static void seq_join(shape_t *a, const shape_t *b)
     memcpy(a->last, last, 32);
     set_or(a->bytes, b->bytes);
     a->nullable = a->nullable && b->nullable;
-    a->req = a->req || b->req;
+    a->need = sat(a->need + b->need);
     a->lo = sat(a->lo + b->lo);
     a->hi = sat(a->hi + b->hi);
 }
@@ -410,11 +411,11 @@ static void read_piece(reader_t *q, shape_t *sh)
     read_quantifier(q, &lo, &hi);
     if (lo == 0) {
         sh->nullable = true;
-        sh->req = false;
         sh->pre = sh->suf = sh->lit = 0;
     }
     if (lo != 1 || hi != 1) sh->full = sh->full && sh->hi == 0; /* a repeated literal: one copy is certain */
     sh->lo = sat(sh->lo * lo);
+    sh->need = sat(sh->need * lo);
     sh->hi = sh->hi && hi ? sat(sh->hi * hi) : 0;
 }
 
@@ -440,7 +441,7 @@ static void read_alt(reader_t *q, shape_t *sh)
         set_or(sh->last, b.last);
         set_or(sh->bytes, b.bytes);
         sh->nullable = sh->nullable || b.nullable;
-        sh->req = sh->req && b.req;
+        sh->need = WD_MIN(sh->need, b.need);
         sh->lo = WD_MIN(sh->lo, b.lo);
         sh->hi = WD_MAX(sh->hi, b.hi);
         sh->full = sh->full && b.full;
@@ -450,13 +451,13 @@ static void read_alt(reader_t *q, shape_t *sh)
     }
 }
 
-bool wd_pattern_requires(const char *pat, bool caseless, const uint8_t set[32])
+unsigned long wd_pattern_count(const char *pat, bool caseless, const uint8_t set[32])
 {
-    if (!pat) return false;
+    if (!pat) return 0;
     reader_t q = {.p = pat, .set = set, .ci = caseless, .ok = true};
     shape_t sh;
     read_alt(&q, &sh);
-    return q.ok && !*q.p && sh.req;
+    return q.ok && !*q.p ? sh.need : 0;
 }
 
 bool wd_pattern_first(const char *pat, bool caseless, uint8_t first[32])

@@ -20,11 +20,18 @@
  * conditionals, ...): then nothing may be assumed. */
 bool wd_pattern_bytes(const char *pat, bool caseless, uint8_t bytes[32]);
 
-/* Whether every match of the pattern certainly holds at least one byte of `set` (caseless as in
- * wd_pattern_bytes): some atom that must occur consumes only such bytes, in every alternative. False
- * when that is not certain, also for syntax this reader does not know. The engine scans such a rule
- * only around the bytes of the set (engine.c, trigger-gated rules). */
-bool wd_pattern_requires(const char *pat, bool caseless, const uint8_t set[32]);
+/* How many bytes of `set` every match of the pattern certainly holds (caseless as in wd_pattern_bytes):
+ * the atoms that must occur and consume only such bytes, counted with their least repetition, the
+ * fewest over alternatives. A lower bound: 0 when nothing is certain, also for syntax this reader does
+ * not know. "\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b" holds 9 digits; "(?:a1|22)b": 1. */
+unsigned long wd_pattern_count(const char *pat, bool caseless, const uint8_t set[32]);
+
+/* Whether every match holds a byte of `set` at all. The engine scans such a rule only around the
+ * bytes of the set (engine.c, trigger-gated rules). */
+static inline bool wd_pattern_requires(const char *pat, bool caseless, const uint8_t set[32])
+{
+    return wd_pattern_count(pat, caseless, set) > 0;
+}
 
 /* Whether every match of the pattern (a sequence at the top, no alternation there) holds the byte
  * *pivot right after a byte of `before` and right before a byte of `after`: some piece of the

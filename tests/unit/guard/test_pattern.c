@@ -177,6 +177,20 @@ static void test_shapes(void **state)
     assert_false(wd_pattern_requires("1a", true, b)); /* caseless: A is a match too */
     assert_false(wd_pattern_requires("(?i)a", false, b));
 
+    /* how many: least repetitions added along a sequence, the fewest over branches */
+    assert_int_equal(wd_pattern_count("\\b[0-9]{3}-[0-9]{2}-[0-9]{4}\\b", false, digits), 9);
+    assert_int_equal(wd_pattern_count("(?:\\+?1[ .])?[0-9]{3}[ .][0-9]{3}", false, digits), 6);
+    assert_int_equal(wd_pattern_count("(?:a1|22)b", false, digits), 1);
+    assert_int_equal(wd_pattern_count("(?:[0-9]{2}x){2,5}", false, digits), 4);
+    assert_int_equal(wd_pattern_count("[0-9]+", false, digits), 1);
+    assert_int_equal(wd_pattern_count("[0-9]{0,9}x", false, digits), 0);
+    assert_int_equal(wd_pattern_count("[0-9a-f]{32}", false, digits), 0); /* a hex digit may be a letter */
+    assert_int_equal(wd_pattern_count("(?=[0-9]{4})[0-9]{2}", false, digits), 2); /* lookahead: nothing */
+    assert_int_equal(wd_pattern_count("[0-9]{4}\\p{N}", false, digits), 0); /* not read: nothing */
+    set_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ", b);
+    assert_int_equal(wd_pattern_count("\\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}\\b", false, b), 2);
+    assert_int_equal(wd_pattern_count("[A-Z]{2}", true, b), 0); /* caseless: a-z too */
+
     /* a pivot: one byte, always once, between what comes before and after; held once by a match if no
      * other piece can consume it */
     expect_pivot("[a-c]+ [A-C]", false, ' ', "abc", "ABC", true);
