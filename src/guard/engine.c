@@ -2440,9 +2440,7 @@ unsigned wd_guard_db_cache_stats(const wd_guard_db_t *db, unsigned *compiled, co
     return db->cache.loaded;
 }
 
-/* The rules of a part with context_required, each in a block-mode database of its own, and their
- * distinct context words (appended to db->words), each pointing at the rules that list it; then the
- * part's trigger groups. db->gated, words and wslots have room for every gated rule and context word. */
+/* A byte's kind (CL_*), in which trigger runs are counted. */
 static unsigned byte_kind(unsigned c)
 {
     if (c >= '0' && c <= '9') return CL_DIGIT;
@@ -2479,6 +2477,9 @@ static void group_add(gated_t *g, const wd_rule_t *r, const rule_rt_t *rt, bool 
         g->need[MAX_NEEDS - 1][k] = WD_MIN(g->need[MAX_NEEDS - 1][k], v[k]);
 }
 
+/* The rules of a part with context_required, each in a block-mode database of its own, and their
+ * distinct context words (appended to db->words), each pointing at the rules that list it; then the
+ * part's trigger groups. db->gated, words and wslots have room for every gated rule and context word. */
 static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen)
 {
     size_t g0 = db->ngated, w0 = db->nwords;
