@@ -1194,7 +1194,7 @@ int main(int argc, char **argv)
     if (phase) { /* one figure alone, for perf record */
         size_t n = 0;
         if (!strcmp(phase, "prose")) printf("prose_mbps %.0f\n", scan_rate(db, s, WD_GUARD_INPUT, prose.p, prose.len, &n));
-        else if (!strcmp(phase, "dense")) printf("dense_mbps %.0f\n", scan_rate(db, s, WD_GUARD_INPUT, dense.p, dense.len, &n));
+        else if (!strcmp(phase, "dense")) printf("dense_mbps %.1f\n", scan_rate(db, s, WD_GUARD_INPUT, dense.p, dense.len, &n));
         else if (!strcmp(phase, "chat")) printf("chat_us %.1f\n", chat_us(db, s, &chat, false, &n));
         else if (!strcmp(phase, "chat_inj")) printf("chat_inj_us %.1f\n", chat_us(db, s, &chat, true, &n));
         else if (!strcmp(phase, "sse")) printf("sse_event_us %.2f\n", sse_us(db, s, prose.p, prose.len, &n));
