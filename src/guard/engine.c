@@ -595,8 +595,10 @@ static inline unsigned pair_bit(unsigned char a, unsigned char b)
 
 /* Is a context word present as a whole word, case-insensitively, inside [lo, hi)? The window is
  * lower-cased once (it is at most CTX_BEFORE bytes); at each position only the words that start
- * with its two bytes' pair_bit value are compared. */
-static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t *r, const rule_rt_t *rt)
+ * with its two bytes' pair_bit value are compared. The positions are tried from hi down when
+ * `nearest_last` (a window before a span: its word is most often right before it). */
+static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t *r, const rule_rt_t *rt,
+                     bool nearest_last)
 {
     unsigned char win[WD_MAX(CTX_BEFORE, CTX_AFTER) + 1];
     size_t n = (size_t)(hi - lo);
@@ -605,7 +607,8 @@ static bool words_in(const view_t *t, uint64_t lo, uint64_t hi, const wd_rule_t 
     for (size_t i = 0; i < n; i++)
         win[i] = lower(p[i]);
     win[n] = 0;
-    for (size_t at = 0; at < n; at++) {
+    for (size_t j = 0; j < n; j++) {
+        size_t at = nearest_last ? n - 1 - j : j;
         for (uint64_t ws = rt->ctxwords[pair_bit(win[at], win[at + 1])]; ws; ws &= ws - 1) {
             size_t k = (size_t)__builtin_ctzll(ws);
             const char *w = r->context[k];
@@ -624,7 +627,7 @@ static bool has_context(const view_t *t, const wd_rule_t *r, const rule_rt_t *rt
 {
     uint64_t blo = start > CTX_BEFORE ? start - CTX_BEFORE : 0, ahi = WD_MIN(end + CTX_AFTER, t->avail);
     if (blo < t->base) blo = t->base;
-    return words_in(t, blo, start, r, rt) || words_in(t, end, ahi, r, rt);
+    return words_in(t, blo, start, r, rt, true) || words_in(t, end, ahi, r, rt, false);
 }
 
 /* Boundary check, validator, context and min_score, in place on v[0..n). Returns the kept count. */
@@ -1021,13 +1024,13 @@ typedef struct {
     size_t ka, kb; /* [ka, kb): span bytes already walked */
 } walk_t;
 
-/* Whether a run with cnt[k] bytes of kind k may hold a match of some rule of group g. */
-static bool enough(const gated_t *g, const uint16_t cnt[NCLS])
+/* Whether a run with (cnt >> 8 * k) & 0xff bytes of kind k may hold a match of some rule of group g. */
+static bool enough(const gated_t *g, uint64_t cnt)
 {
     if (!g->nneed) return true;
     for (unsigned r = 0; r < g->nneed; r++) {
         unsigned k = 0;
-        while (k < NCLS && cnt[k] >= g->need[r][k])
+        while (k < NCLS && ((cnt >> 8 * k) & 0xff) >= g->need[r][k])
             k++;
         if (k == NCLS) return true;
     }
@@ -1041,10 +1044,12 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     const unsigned char *t = (const unsigned char *)m->buf;
     size_t len = m->len, lo = i > g->win ? i - g->win : 0, hi = WD_MIN(i + g->win + 1, len), a = i, b = i + 1;
     unsigned x = g->tab[t[i]];
-    uint16_t cnt[NCLS] = {0}; /* the bytes of each kind in [a, b) ... */
-    bool whole = true;        /* ... when this is true */
-    bool lead = x & T_LEAD;   /* a byte in [a, i] a match can start with */
-    cnt[x & T_CLS]++;
+    /* byte k of cnt: the bytes of kind k in [a, b), when whole and b - a < 256 (no byte overflows;
+     * in a register, not an array, which would make each count wait for the last) */
+#define ONE(x) (UINT64_C(1) << 8 * ((x)&T_CLS))
+    uint64_t cnt = ONE(x);
+    bool whole = true;
+    bool lead = x & T_LEAD;        /* a byte in [a, i] a match can start with */
     if (i >= w->ka && i < w->kb) { /* inside the last run: walk on from its ends */
         a = WD_MAX(w->ka, lo);
         b = WD_MAX(w->kb, b);
@@ -1053,19 +1058,20 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     }
     for (; a > lo && ((x = g->tab[t[a - 1]]) & T_SPAN); a--) {
         lead = lead || (x & T_LEAD);
-        cnt[x & T_CLS]++;
+        cnt += ONE(x);
     }
     if (!lead) { /* no match around i ("in Paris"); the next occurrence is looked at afresh */
         w->from = i + 1;
         return 0;
     }
     for (; b < hi && ((x = g->tab[t[b]]) & T_SPAN); b++)
-        cnt[x & T_CLS]++;
+        cnt += ONE(x);
+#undef ONE
     /* A match around i lies in [a, b) and starts in [a, i]: none when that is shorter than the
      * shortest match (" 2014 " for the digit rules), when nothing there can start one ("in Paris" for
      * two capitalised words), or when it holds fewer bytes of some kind than each rule's matches do
      * ("in 2014-2015" for rules of at least 9 digits, or of 2 capitals and 2 digits, or of 3 dots). */
-    if (b - a >= g->minw && (!whole || enough(g, cnt)) &&
+    if (b - a >= g->minw && (!whole || b - a > 255 || enough(g, cnt)) &&
         add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi))
         return 1;
     if (g->tab[t[i]] & T_SPAN) {
