@@ -1007,6 +1007,34 @@ static void test_trigger_gating(void **state)
     fx_close(&x);
 }
 
+/* A trigger group keeps at most 16 rules' counts; the rules past them share the last entry, which then
+ * asks for what each of them needs at least: sixteen rules of a digit and 1 to 16 capitals, then two of
+ * 5 and 6 digits and no capital, each value found. */
+static void test_trigger_counts(void **state)
+{
+    (void)state;
+    char yaml[8192], text[512], want[1024];
+    size_t y = (size_t)snprintf(yaml, sizeof yaml, HEAD), t = 0, w = 0;
+    for (int k = 1; k <= 18; k++) {
+        char pat[64], val[32];
+        if (k <= 16) {
+            snprintf(pat, sizeof pat, "\\b[0-9][A-Z]{%d}x\\b", k);
+            snprintf(val, sizeof val, "7%.*sx", k, "QQQQQQQQQQQQQQQQ");
+        } else {
+            snprintf(pat, sizeof pat, "\\b[0-9]{%d}%c\\b", k - 12, k == 17 ? 'y' : 'z');
+            snprintf(val, sizeof val, "%.*s%c", k - 12, "123456", k == 17 ? 'y' : 'z');
+        }
+        y += (size_t)snprintf(yaml + y, sizeof yaml - y,
+                              "  - id: n%d\n    type: N\n    class: test\n    pattern: '%s'\n", k, pat);
+        w += (size_t)snprintf(want + w, sizeof want - w, "%sn%d:%zu-%zu", k > 1 ? " " : "", k, t,
+                              t + strlen(val));
+        t += (size_t)snprintf(text + t, sizeof text - t, "%s and ", val);
+    }
+    fx_t x = fx_open(yaml);
+    expect_findings(&x, text, want);
+    fx_close(&x);
+}
+
 /* A context_required rule with `gate: trigger` is run around its digits in block scans instead of around
  * its context words; its findings are the same, and still need a word. */
 static void test_gate_trigger(void **state)
@@ -1118,6 +1146,7 @@ int main(void)
         cmocka_unit_test(test_stream_holdback_dynamic),
         cmocka_unit_test(test_stream_property_rules),
         cmocka_unit_test(test_trigger_gating),
+        cmocka_unit_test(test_trigger_counts),
         cmocka_unit_test(test_gate_trigger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
