@@ -1,6 +1,6 @@
 /* libFuzzer driver for wd_pattern_bytes, wd_pattern_pivot and wd_pattern_count (src/guard/pattern.c)
  * against PCRE2. Input: one flags byte (bit 0: caseless; bits 1-3: the set counted, one of the kinds
- * of bytes the engine counts), a pattern up to the first NUL, then a subject. When PCRE2
+ * of bytes the engine counts or the hex digits), a pattern up to the first NUL, then a subject. When PCRE2
  * compiles the pattern (byte semantics, as the engine does) and the reader accepts it, every match
  * PCRE2 finds from any position of the subject may only hold bytes of the reader's set (a byte outside
  * it would make the engine's confirmation start too late and miss a finding), and, when the reader
