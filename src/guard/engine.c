@@ -1070,7 +1070,7 @@ static int trigger_region(match_ctx_t *m, uint32_t gi, walk_t *w, size_t i)
     /* A match around i lies in [a, b) and starts in [a, i]: none when that is shorter than the
      * shortest match (" 2014 " for the digit rules), when nothing there can start one ("in Paris" for
      * two capitalised words), or when it holds fewer bytes of some kind than each rule's matches do
-     * ("in 2014-2015" for rules of at least 9 digits, or of 2 capitals and 2 digits, or of 3 dots). */
+     * (a year: 4 digits, where the shipped digit rules need 5 or more, or 2 capitals, or 3 dots). */
     if (b - a >= g->minw && (!whole || b - a > 255 || enough(g, cnt)) &&
         add_region(m, gi, a > lo ? a - 1 : lo, b < hi ? b + 1 : hi))
         return 1;
