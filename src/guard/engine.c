@@ -199,7 +199,7 @@ typedef struct {
     bool som;          /* trigger group: compiled with HS_FLAG_SOM_LEFTMOST for its rules with rt.som */
     trigger_t trig;    /* trigger group: the trigger ... */
     uint8_t tab[256];  /* ... per byte: its kind, T_LEAD and T_SPAN (the unions of its rules') ... */
-    uint8_t nneed;     /* ... and per rule (alike ones once; 0 when some rule needs none) how many */
+    uint8_t nneed;     /* ... and per rule (alike ones once) how many */
     uint8_t need[MAX_NEEDS][NCLS]; /* bytes of each kind its every match holds (capped at 255) */
 } gated_t;
 #define NO_RULE UINT32_MAX
@@ -1027,7 +1027,6 @@ typedef struct {
 /* Whether a run with (cnt >> 8 * k) & 0xff bytes of kind k may hold a match of some rule of group g. */
 static bool enough(const gated_t *g, uint64_t cnt)
 {
-    if (!g->nneed) return true;
     for (unsigned r = 0; r < g->nneed; r++) {
         unsigned k = 0;
         while (k < NCLS && ((cnt >> 8 * k) & 0xff) >= g->need[r][k])
@@ -2457,22 +2456,19 @@ static unsigned byte_kind(unsigned c)
 }
 
 /* Adds rule r to trigger group g: its span and lead to g->tab, and how many bytes of each kind its
- * every match holds to g->need (*counted = false when it needs none: then no run is counted). */
-static void group_add(gated_t *g, const wd_rule_t *r, const rule_rt_t *rt, bool *counted)
+ * every match holds to g->need (a rule that needs none lets every run pass). */
+static void group_add(gated_t *g, const wd_rule_t *r, const rule_rt_t *rt)
 {
     for (unsigned c = 0; c < 256; c++)
         g->tab[c] |= (uint8_t)((wd_byte_in(rt->span, (unsigned char)c) ? T_SPAN : 0) |
                                (wd_byte_in(rt->lead, (unsigned char)c) ? T_LEAD : 0));
     uint8_t v[NCLS] = {0};
-    bool any = false;
     for (unsigned k = CL_OTHER + 1; k < NCLS; k++) {
         uint8_t set[32] = {0};
         for (unsigned c = 0; c < 256; c++)
             if (byte_kind(c) == k) set[c >> 3] |= (uint8_t)(1u << (c & 7));
         v[k] = (uint8_t)WD_MIN(wd_pattern_count(r->pattern, r->caseless, set), 255ul);
-        any = any || v[k];
     }
-    *counted = *counted && any;
     for (unsigned n = 0; n < g->nneed; n++)
         if (!memcmp(g->need[n], v, NCLS)) return;
     if (g->nneed < MAX_NEEDS) {
@@ -2550,13 +2546,11 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
         *g = (gated_t){.rule = NO_RULE, .trig = rt->trig, .minw = UINT32_MAX};
         for (unsigned c = 0; c < 256; c++)
             g->tab[c] = (uint8_t)byte_kind(c);
-        bool counted = true; /* no rule of the group needs none */
         for (size_t j = i; j < db->nrules; j++)
             if (db->rt[j].uses == pt->uses && db->rt[j].tgate && same_trigger(&db->rt[j].trig, &rt->trig)) {
-                group_add(g, &db->rules[j], &db->rt[j], &counted);
+                group_add(g, &db->rules[j], &db->rt[j]);
                 g->minw = WD_MIN(g->minw, db->rt[j].minw);
             }
-        if (!counted) g->nneed = 0;
         pick_t grp = {.uses = pt->uses, .kind = PICK_TRIGGER, .trig = &rt->trig, .som = true};
         int rc = compile_rules(db, &grp, 0, 0, HS_MODE_BLOCK, &g->hs, &g->win, err, errlen);
         g->som = rc == WD_OK;
