@@ -179,7 +179,7 @@ typedef struct {
     uint32_t win;       /* the longest win among its rules */
     uint32_t tg0, ntg;  /* its trigger groups: db->gated[tg0, tg0 + ntg) ... */
     vtrig_t vt[MAX_TRIGGERS]; /* ... and their triggers in vector lanes */
-    bool lead_before;         /* some group has lead_before */
+    bool filtered;            /* some group has lead_before or runmin (vbmi_filter) */
 } part_t;
 
 /* The kinds of bytes the run around a trigger's occurrence is counted in (see "Trigger-gated rules"). */
@@ -203,6 +203,7 @@ typedef struct {
     uint8_t nneed;     /* ... and per rule (alike ones once) how many */
     uint8_t need[MAX_NEEDS][NCLS]; /* bytes of each kind its every match holds (capped at 255) */
     bool lead_before; /* trigger group: no trigger byte is T_LEAD, so a match starts before the trigger */
+    uint8_t runmin; /* trigger group: its trigger bytes are T_SPAN, and a match at least this long (<= 64) */
 } gated_t;
 #define NO_RULE UINT32_MAX
 
@@ -1000,32 +1001,71 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
     return nb;
 }
 
-/* Trigger groups with lead_before (a name: its trigger, the space between two words, never starts a
- * match; an e-mail address's @): an occurrence at j needs a byte a match can start with in the run of
- * span bytes that ends at j - 1 ("in Paris" has none: "in" is no capitalised word). trigger_region
- * finds that out one occurrence at a time, at the cost of a walk; this clears, 64 occurrences at a time,
- * the bits of those without one. A run that reaches back to the block's first byte is assumed to have
- * one (trigger_region decides). The group's tab is looked up 64 bytes at a time with VBMI's byte
- * permutes: for the blocks of mk from i on (t[i - 1] exists) whose bits are not 0. */
-__attribute__((target("avx512bw,avx512vbmi"))) static void
-lead_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, masks_t *mk)
+/* What trigger_region would find out one occurrence at a time, with a walk, checked for 64 at a time
+ * where it is cheap to: the bits of occurrences that cannot hold a match are cleared. Runs of span bytes
+ * that reach past the block's first or last byte are assumed to pass (trigger_region decides).
+ * - lead_before (a name: its trigger, the space between two words, never starts a match; an e-mail
+ *   address's @): an occurrence at j needs a byte a match can start with in the run of span bytes that
+ *   ends at j - 1 ("in Paris" has none: "in" is no capitalised word).
+ * - runmin (a Bitcoin address: 26 bytes or more; the digit rules: 7): the run of span bytes around an
+ *   occurrence must be that long (" 1990s " is not).
+ * The group's tab is looked up 64 bytes at a time with VBMI's byte permutes: for the blocks of mk from
+ * i on (t[i - 1] exists) whose bits are not 0. */
+static inline uint64_t first_run(uint64_t sp)
 {
-    const __m512i span = _mm512_set1_epi8((char)T_SPAN), lead = _mm512_set1_epi8((char)T_LEAD);
+    return (sp & 1) ? sp & ((sp + 1) ^ sp) : 0;
+}
+
+static inline uint64_t last_run(uint64_t sp)
+{
+    return (sp >> 63) ? (~sp ? ~UINT64_C(0) << (64 - __builtin_clzll(~sp)) : ~UINT64_C(0)) : 0;
+}
+
+/* The bits of sp in a run of at least l (1..64) set bits, or in its first or last run. */
+static inline uint64_t long_runs(uint64_t sp, unsigned l)
+{
+    uint64_t a = sp, c; /* a: bit p if bits p .. p + l - 1 are set */
+    unsigned s = 1;
+    for (; 2 * s <= l; s *= 2)
+        a &= a >> s;
+    if (s < l) a &= a >> (l - s);
+    c = a; /* bit j if a has a bit in j - l + 1 .. j */
+    for (s = 1; 2 * s <= l; s *= 2)
+        c |= c << s;
+    if (s < l) c |= c << (l - s);
+    return c | first_run(sp) | last_run(sp);
+}
+
+__attribute__((target("avx512bw,avx512vbmi"))) static inline uint64_t
+tab_mask(const __m512i tb[4], const unsigned char *p, uint8_t bit, uint64_t *lead)
+{
+    __m512i x = _mm512_loadu_si512(p);
+    __m512i c = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(tb[0], x, tb[1]),
+                                       _mm512_permutex2var_epi8(tb[2], x, tb[3]));
+    if (lead) *lead = _mm512_test_epi8_mask(c, _mm512_set1_epi8((char)T_LEAD));
+    return _mm512_test_epi8_mask(c, _mm512_set1_epi8((char)bit));
+}
+
+__attribute__((target("avx512bw,avx512vbmi"))) static void
+vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, masks_t *mk)
+{
     for (uint32_t k = 0; k < n; k++) {
         const gated_t *g = &g0[k];
-        if (!g->lead_before) continue;
-        __m512i t0 = _mm512_loadu_si512(g->tab), t1 = _mm512_loadu_si512(g->tab + 64),
-                t2 = _mm512_loadu_si512(g->tab + 128), t3 = _mm512_loadu_si512(g->tab + 192);
+        if (!g->lead_before && !g->runmin) continue;
+        __m512i tb[4];
+        for (unsigned q = 0; q < 4; q++)
+            tb[q] = _mm512_loadu_si512(g->tab + 64 * q);
         for (uint64_t z = mk->any[k]; z; z &= z - 1) {
             size_t b = (size_t)__builtin_ctzll(z);
-            /* bit j of each mask: the byte before position j of the block */
-            __m512i x = _mm512_loadu_si512(t + i + 64 * b - 1);
-            __m512i c = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(t0, x, t1),
-                                               _mm512_permutex2var_epi8(t2, x, t3));
-            uint64_t sp = _mm512_test_epi8_mask(c, span), nl = sp & ~_mm512_test_epi8_mask(c, lead);
-            uint64_t starts = sp & ~(sp << 1) & ~UINT64_C(1) & nl; /* runs that start here with no lead */
-            uint64_t none = nl & ((nl + starts) ^ nl);             /* their bytes before their first lead */
-            mk->bits[k][b] &= sp & ~none;
+            const unsigned char *p = t + i + 64 * b;
+            uint64_t keep = ~UINT64_C(0);
+            if (g->lead_before) { /* bit j: the byte before position j */
+                uint64_t ld, sp = tab_mask(tb, p - 1, T_SPAN, &ld), nl = sp & ~ld;
+                uint64_t starts = sp & ~(sp << 1) & ~UINT64_C(1) & nl; /* runs that start here with no lead */
+                keep = sp & ~(nl & ((nl + starts) ^ nl));              /* less their bytes before a lead */
+            }
+            if (g->runmin) keep &= long_runs(tab_mask(tb, p, T_SPAN, NULL), g->runmin);
+            mk->bits[k][b] &= keep;
             if (!mk->bits[k][b]) mk->any[k] &= ~(UINT64_C(1) << b);
         }
     }
@@ -1165,13 +1205,13 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     bool wide = false;
 #ifdef HAVE_AVX512
     wide = atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
-    bool vbmi = wide && pt->lead_before && __builtin_cpu_supports("avx512vbmi");
+    bool vbmi = wide && pt->filtered && __builtin_cpu_supports("avx512vbmi");
 #endif
     edge_bits(v, n, t, 0, len, &mk, wide);
     if (block_regions(m, pt, w, 0, &mk, false)) return 1;
     for (size_t nb; (nb = block_bits(v, n, t, i, len, &mk, wide)) > 0; i += 64 * nb) {
 #ifdef HAVE_AVX512
-        if (vbmi) lead_filter(&m->db->gated[pt->tg0], n, t, i, &mk);
+        if (vbmi) vbmi_filter(&m->db->gated[pt->tg0], n, t, i, &mk);
 #endif
         if (block_regions(m, pt, w, i, &mk, true)) return 1;
     }
@@ -2598,10 +2638,14 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
         }
         if (g->hs) db->ngated++;
         if (rc) return rc;
+        bool in_span = true; /* see vbmi_filter */
         g->lead_before = true;
-        for (unsigned c = g->trig.lo; c <= g->trig.hi; c++)
+        for (unsigned c = g->trig.lo; c <= g->trig.hi; c++) {
             g->lead_before = g->lead_before && !(g->tab[c] & T_LEAD);
-        pt->lead_before = pt->lead_before || g->lead_before;
+            in_span = in_span && (g->tab[c] & T_SPAN);
+        }
+        g->runmin = in_span && g->minw > 1 ? (uint8_t)WD_MIN(g->minw, 64u) : 0;
+        pt->filtered = pt->filtered || g->lead_before || g->runmin;
     }
     pt->ntg = (uint32_t)(db->ngated - pt->tg0);
     for (uint32_t k = 0; k < pt->ntg; k++)
