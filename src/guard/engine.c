@@ -203,7 +203,9 @@ typedef struct {
     uint8_t nneed;     /* ... and per rule (alike ones once) how many */
     uint8_t need[MAX_NEEDS][NCLS]; /* bytes of each kind its every match holds (capped at 255) */
     bool lead_before; /* trigger group: no trigger byte is T_LEAD, so a match starts before the trigger */
-    uint8_t runmin; /* trigger group: its trigger bytes are T_SPAN, and a match at least this long (<= 64) */
+    uint8_t
+        runmin; /* trigger group: its trigger bytes are T_SPAN, and a match at least this long (<= 64) ... */
+    uint8_t runsh[6]; /* ... shifts that find such runs (long_runs) */
 } gated_t;
 #define NO_RULE UINT32_MAX
 
@@ -1011,29 +1013,30 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
  *   occurrence must be that long (" 1990s " is not).
  * The group's tab is looked up 64 bytes at a time with VBMI's byte permutes: for the blocks of mk from
  * i on (t[i - 1] exists) whose bits are not 0. */
-static inline uint64_t first_run(uint64_t sp)
+/* The shifts long_runs makes for runs of l (2..64) bits: 1, 2, 4 ... while they double up to l, then
+ * what is left; 0 (no change) after that. */
+static void run_shifts(unsigned l, uint8_t sh[6])
 {
-    return (sp & 1) ? sp & ((sp + 1) ^ sp) : 0;
+    unsigned s = 1, q = 0;
+    for (; 2 * s <= l; s *= 2)
+        sh[q++] = (uint8_t)s;
+    if (s < l) sh[q++] = (uint8_t)(l - s);
+    while (q < 6)
+        sh[q++] = 0;
 }
 
-static inline uint64_t last_run(uint64_t sp)
-{
-    return (sp >> 63) ? (~sp ? ~UINT64_C(0) << (64 - __builtin_clzll(~sp)) : ~UINT64_C(0)) : 0;
-}
-
-/* The bits of sp in a run of at least l (1..64) set bits, or in its first or last run. */
-static inline uint64_t long_runs(uint64_t sp, unsigned l)
+/* The bits of sp in a run of at least l set bits (sh: run_shifts(l)), or in its first or last run. */
+static inline uint64_t long_runs(uint64_t sp, const uint8_t sh[6])
 {
     uint64_t a = sp, c; /* a: bit p if bits p .. p + l - 1 are set */
-    unsigned s = 1;
-    for (; 2 * s <= l; s *= 2)
-        a &= a >> s;
-    if (s < l) a &= a >> (l - s);
+    for (unsigned q = 0; q < 6; q++)
+        a &= a >> sh[q];
     c = a; /* bit j if a has a bit in j - l + 1 .. j */
-    for (s = 1; 2 * s <= l; s *= 2)
-        c |= c << s;
-    if (s < l) c |= c << (l - s);
-    return c | first_run(sp) | last_run(sp);
+    for (unsigned q = 0; q < 6; q++)
+        c |= c << sh[q];
+    uint64_t first = sp & ((sp + 1) ^ sp) & -(sp & 1);
+    uint64_t last = (~UINT64_C(0) << (63 - __builtin_clzll(~sp | 1)) << 1) & -(sp >> 63); /* bit 0: first's */
+    return c | first | last;
 }
 
 __attribute__((target("avx512bw,avx512vbmi"))) static inline uint64_t
@@ -1064,7 +1067,7 @@ vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, mas
                 uint64_t starts = sp & ~(sp << 1) & ~UINT64_C(1) & nl; /* runs that start here with no lead */
                 keep = sp & ~(nl & ((nl + starts) ^ nl));              /* less their bytes before a lead */
             }
-            if (g->runmin) keep &= long_runs(tab_mask(tb, p, T_SPAN, NULL), g->runmin);
+            if (g->runmin) keep &= long_runs(tab_mask(tb, p, T_SPAN, NULL), g->runsh);
             mk->bits[k][b] &= keep;
             if (!mk->bits[k][b]) mk->any[k] &= ~(UINT64_C(1) << b);
         }
@@ -2645,6 +2648,7 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
             in_span = in_span && (g->tab[c] & T_SPAN);
         }
         g->runmin = in_span && g->minw > 1 ? (uint8_t)WD_MIN(g->minw, 64u) : 0;
+        if (g->runmin) run_shifts(g->runmin, g->runsh);
         pt->filtered = pt->filtered || g->lead_before || g->runmin;
     }
     pt->ntg = (uint32_t)(db->ngated - pt->tg0);
