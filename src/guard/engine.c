@@ -203,8 +203,7 @@ typedef struct {
     uint8_t nneed;     /* ... and per rule (alike ones once) how many */
     uint8_t need[MAX_NEEDS][NCLS]; /* bytes of each kind its every match holds (capped at 255) */
     bool lead_before; /* trigger group: no trigger byte is T_LEAD, so a match starts before the trigger */
-    uint8_t
-        runmin; /* trigger group: its trigger bytes are T_SPAN, and a match at least this long (<= 64) ... */
+    uint8_t runmin;   /* trigger group: its trigger bytes are T_SPAN; a match's least length (<= 64) ... */
     uint8_t runsh[6]; /* ... shifts that find such runs (long_runs) */
 } gated_t;
 #define NO_RULE UINT32_MAX
@@ -974,6 +973,32 @@ static size_t scan_blocks(const vtrig_t *v, uint32_t n, const unsigned char *t, 
     return nb;
 }
 
+/* The shifts long_runs makes for runs of l (2..64) bits: 1, 2, 4 ... while they double up to l, then
+ * what is left; 0 (no change) after that. */
+static void run_shifts(unsigned l, uint8_t sh[6])
+{
+    unsigned s = 1, q = 0;
+    for (; 2 * s <= l; s *= 2)
+        sh[q++] = (uint8_t)s;
+    if (s < l) sh[q++] = (uint8_t)(l - s);
+    while (q < 6)
+        sh[q++] = 0;
+}
+
+/* The bits of sp in a run of at least l set bits (sh: run_shifts(l)), or in its first or last run. */
+static inline uint64_t long_runs(uint64_t sp, const uint8_t sh[6])
+{
+    uint64_t a = sp, c; /* a: bit p if bits p .. p + l - 1 are set */
+    for (unsigned q = 0; q < 6; q++)
+        a &= a >> sh[q];
+    c = a; /* bit j if a has a bit in j - l + 1 .. j */
+    for (unsigned q = 0; q < 6; q++)
+        c |= c << sh[q];
+    uint64_t first = sp & ((sp + 1) ^ sp) & -(sp & 1);
+    uint64_t last = (~UINT64_C(0) << (63 - __builtin_clzll(~sp | 1)) << 1) & -(sp >> 63); /* bit 0: first's */
+    return c | first | last;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_AVX512 1
@@ -1013,32 +1038,6 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
  *   occurrence must be that long (" 1990s " is not).
  * The group's tab is looked up 64 bytes at a time with VBMI's byte permutes: for the blocks of mk from
  * i on (t[i - 1] exists) whose bits are not 0. */
-/* The shifts long_runs makes for runs of l (2..64) bits: 1, 2, 4 ... while they double up to l, then
- * what is left; 0 (no change) after that. */
-static void run_shifts(unsigned l, uint8_t sh[6])
-{
-    unsigned s = 1, q = 0;
-    for (; 2 * s <= l; s *= 2)
-        sh[q++] = (uint8_t)s;
-    if (s < l) sh[q++] = (uint8_t)(l - s);
-    while (q < 6)
-        sh[q++] = 0;
-}
-
-/* The bits of sp in a run of at least l set bits (sh: run_shifts(l)), or in its first or last run. */
-static inline uint64_t long_runs(uint64_t sp, const uint8_t sh[6])
-{
-    uint64_t a = sp, c; /* a: bit p if bits p .. p + l - 1 are set */
-    for (unsigned q = 0; q < 6; q++)
-        a &= a >> sh[q];
-    c = a; /* bit j if a has a bit in j - l + 1 .. j */
-    for (unsigned q = 0; q < 6; q++)
-        c |= c << sh[q];
-    uint64_t first = sp & ((sp + 1) ^ sp) & -(sp & 1);
-    uint64_t last = (~UINT64_C(0) << (63 - __builtin_clzll(~sp | 1)) << 1) & -(sp >> 63); /* bit 0: first's */
-    return c | first | last;
-}
-
 __attribute__((target("avx512bw,avx512vbmi"))) static inline uint64_t
 tab_mask(const __m512i tb[4], const unsigned char *p, uint8_t bit, uint64_t *lead)
 {
