@@ -1028,16 +1028,8 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
     return nb;
 }
 
-/* What trigger_region would find out one occurrence at a time, with a walk, checked for 64 at a time
- * where it is cheap to: the bits of occurrences that cannot hold a match are cleared. Runs of span bytes
- * that reach past the block's first or last byte are assumed to pass (trigger_region decides).
- * - lead_before (a name: its trigger, the space between two words, never starts a match; an e-mail
- *   address's @): an occurrence at j needs a byte a match can start with in the run of span bytes that
- *   ends at j - 1 ("in Paris" has none: "in" is no capitalised word).
- * - runmin (a Bitcoin address: 26 bytes or more; the digit rules: 7): the run of span bytes around an
- *   occurrence must be that long (" 1990s " is not).
- * The group's tab is looked up 64 bytes at a time with VBMI's byte permutes: for the blocks of mk from
- * i on (t[i - 1] exists) whose bits are not 0. */
+/* The bits of the 64 bytes at p whose entries in a group's tab (tb: its four quarters) have `bit`, and
+ * with lead, those that have T_LEAD: looked up with VBMI's byte permutes. */
 __attribute__((target("avx512bw,avx512vbmi"))) static inline uint64_t
 tab_mask(const __m512i tb[4], const unsigned char *p, uint8_t bit, uint64_t *lead)
 {
@@ -1048,6 +1040,15 @@ tab_mask(const __m512i tb[4], const unsigned char *p, uint8_t bit, uint64_t *lea
     return _mm512_test_epi8_mask(c, _mm512_set1_epi8((char)bit));
 }
 
+/* What trigger_region would find out one occurrence at a time, with a walk, checked for 64 at a time
+ * where it is cheap to: the bits of occurrences that cannot hold a match are cleared. Runs of span bytes
+ * that reach past the block's first or last byte are assumed to pass (trigger_region decides).
+ * - lead_before (a name: its trigger, the space between two words, never starts a match; an e-mail
+ *   address's @): an occurrence at j needs a byte a match can start with in the run of span bytes that
+ *   ends at j - 1 ("in Paris" has none: "in" is no capitalised word).
+ * - runmin (a Bitcoin address: 26 bytes or more; the digit rules: 7): the run of span bytes around an
+ *   occurrence must be that long (" 1990s " is not).
+ * For the blocks of mk from i on (t[i - 1] exists) whose bits are not 0. */
 __attribute__((target("avx512bw,avx512vbmi"))) static void
 vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, masks_t *mk)
 {
