@@ -1002,7 +1002,7 @@ static inline uint64_t long_runs(uint64_t sp, const uint8_t sh[6])
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_AVX512 1
-static atomic_bool guard_avx512 = true;
+static atomic_uint guard_simd = 2; /* wd_guard_simd */
 #define VIN64(p, lo, w) _mm512_cmple_epu8_mask(_mm512_sub_epi8(_mm512_loadu_si512(p), (lo)), (w))
 #define SPLAT64(x) _mm512_broadcast_i32x4((__m128i)(x))
 __attribute__((target("avx512bw"))) static size_t
@@ -1086,12 +1086,12 @@ static size_t block_bits(const vtrig_t *v, uint32_t n, const unsigned char *t, s
     return scan_blocks(v, n, t, i, len, mk);
 }
 
-void wd_guard_use_avx512(bool on)
+void wd_guard_simd(unsigned level)
 {
 #ifdef HAVE_AVX512
-    atomic_store_explicit(&guard_avx512, on, memory_order_relaxed);
+    atomic_store_explicit(&guard_simd, WD_MIN(level, 2u), memory_order_relaxed);
 #else
-    WD_UNUSED(on);
+    WD_UNUSED(level);
 #endif
 }
 
@@ -1207,8 +1207,9 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
     const vtrig_t *v = pt->vt;
     bool wide = false;
 #ifdef HAVE_AVX512
-    wide = atomic_load_explicit(&guard_avx512, memory_order_relaxed) && __builtin_cpu_supports("avx512bw");
-    bool vbmi = wide && pt->filtered && __builtin_cpu_supports("avx512vbmi");
+    unsigned level = atomic_load_explicit(&guard_simd, memory_order_relaxed);
+    wide = level >= 1 && __builtin_cpu_supports("avx512bw");
+    bool vbmi = level == 2 && wide && pt->filtered && __builtin_cpu_supports("avx512vbmi");
 #endif
     edge_bits(v, n, t, 0, len, &mk, wide);
     if (block_regions(m, pt, w, 0, &mk, false)) return 1;

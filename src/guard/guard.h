@@ -84,9 +84,10 @@ int wd_guard_db_compile(wd_guard_db_t *db, char *err, size_t errlen);
  * every time, the default). After compile: how many databases were loaded from the cache (returned)
  * and compiled, and the first reason the cache could not be used (NULL if none), for a warning. */
 int wd_guard_db_set_cache(wd_guard_db_t *db, const char *dir);
-/* Whether block scans may look for trigger bytes with AVX-512 when the CPU has it (the default), or must
- * use the portable loop, which tests compare it with. Process-wide. */
-void wd_guard_use_avx512(bool on);
+/* How block scans may look for trigger bytes, at most: 2 (the default) with AVX-512 and, with its byte
+ * permutes (VBMI), dropping occurrences that cannot hold a match; 1 with AVX-512 (BW) alone; 0 with the
+ * portable loop. Each as far as the CPU has it; tests compare them. Process-wide. */
+void wd_guard_simd(unsigned level);
 unsigned wd_guard_db_cache_stats(const wd_guard_db_t *db, unsigned *compiled, const char **problem);
 wd_guard_db_t *wd_guard_db_ref(wd_guard_db_t *db);
 void wd_guard_db_unref(wd_guard_db_t *db);

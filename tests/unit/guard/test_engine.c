@@ -703,10 +703,10 @@ static void test_stream_property(void **state)
                 cuts[j] = cuts[j - 1];
                 cuts[j - 1] = t;
             }
-        wd_guard_use_avx512(iter % 2);
+        wd_guard_simd(iter % 3);
         expect_stream_equals_block(&x, text, len, cuts, ncuts);
     }
-    wd_guard_use_avx512(true);
+    wd_guard_simd(2);
     fx_close(&x);
 }
 
@@ -942,10 +942,10 @@ static void test_stream_property_rules(void **state)
                 cuts[j] = cuts[j - 1];
                 cuts[j - 1] = t;
             }
-        wd_guard_use_avx512(iter % 2);
+        wd_guard_simd(iter % 3);
         expect_stream_equals_block(&x, text, len, cuts, ncuts);
     }
-    wd_guard_use_avx512(true);
+    wd_guard_simd(2);
     fx_close(&x);
 }
 
@@ -979,15 +979,15 @@ static void test_trigger_gating(void **state)
         "Mab", "1:2:3", "123456", ":"};
     static char buf[4096];
     for (int iter = 0; iter < 300; iter++) {
-        wd_guard_use_avx512(iter % 2); /* the trigger loop with AVX-512 (if the CPU has it) and without */
+        wd_guard_simd(iter % 3); /* the trigger loop at each level (as far as the CPU has it) */
         size_t len = random_text(buf, sizeof buf, 1 + rnd(iter < 200 ? 200 : 2000), parts, WD_ARRAY_LEN(parts));
         size_t cut = rnd((uint32_t)len + 1);
         expect_stream_equals_block(&x, buf, len, &cut, 1);
     }
     /* the trigger loop looks at 64-byte blocks, the first and last in a copy: a value at every offset of
-     * texts around one, two and three blocks long, with and without AVX-512 */
-    for (int wide = 0; wide < 2; wide++) {
-        wd_guard_use_avx512(wide);
+     * texts around one, two and three blocks long, at each level of wd_guard_simd */
+    for (unsigned wide = 0; wide < 3; wide++) {
+        wd_guard_simd(wide);
         for (size_t len = 8; len <= 200; len += len < 50 || (len > 120 && len < 136) || len > 185 ? 1 : 9)
             for (size_t off = 0; off + 5 <= len; off++)
                 for (int k = 0; k < 5; k++) {
@@ -1003,7 +1003,7 @@ static void test_trigger_gating(void **state)
                     expect_findings(&x, buf, want);
                 }
     }
-    wd_guard_use_avx512(true);
+    wd_guard_simd(2);
     fx_close(&x);
 }
 
@@ -1051,13 +1051,13 @@ static void test_gate_trigger(void **state)
                                         "1",   "-",   "x",     "\n", ":"};
     static char buf[4096];
     for (int iter = 0; iter < 300; iter++) {
-        wd_guard_use_avx512(iter % 2);
+        wd_guard_simd(iter % 3);
         size_t len =
             random_text(buf, sizeof buf, 1 + rnd(iter < 200 ? 200 : 2000), parts, WD_ARRAY_LEN(parts));
         size_t cut = rnd((uint32_t)len + 1);
         expect_stream_equals_block(&x, buf, len, &cut, 1);
     }
-    wd_guard_use_avx512(true);
+    wd_guard_simd(2);
     fx_close(&x);
     /* a part has at most eight trigger groups: the rule of a ninth trigger is run around its words */
     x = fx_open(HEAD R("p1", "P", "", "[a-z]{2,}:[a-z]{2,}") R("p2", "P", "", "[a-z]{2,};[a-z]{2,}")
