@@ -179,7 +179,6 @@ typedef struct {
     uint32_t win;       /* the longest win among its rules */
     uint32_t tg0, ntg;  /* its trigger groups: db->gated[tg0, tg0 + ntg) ... */
     vtrig_t vt[MAX_TRIGGERS]; /* ... and their triggers in vector lanes */
-    bool filtered;            /* some group has lead_before or runmin (vbmi_filter) */
 } part_t;
 
 /* The kinds of bytes the run around a trigger's occurrence is counted in (see "Trigger-gated rules"). */
@@ -1209,7 +1208,7 @@ static int trigger_regions(match_ctx_t *m, const part_t *pt)
 #ifdef HAVE_AVX512
     unsigned level = atomic_load_explicit(&guard_simd, memory_order_relaxed);
     wide = level >= 1 && __builtin_cpu_supports("avx512bw");
-    bool vbmi = level == 2 && wide && pt->filtered && __builtin_cpu_supports("avx512vbmi");
+    bool vbmi = level == 2 && wide && __builtin_cpu_supports("avx512vbmi");
 #endif
     edge_bits(v, n, t, 0, len, &mk, wide);
     if (block_regions(m, pt, w, 0, &mk, false)) return 1;
@@ -2650,7 +2649,6 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
         }
         g->runmin = in_span && g->minw > 1 ? (uint8_t)WD_MIN(g->minw, 64u) : 0;
         if (g->runmin) run_shifts(g->runmin, g->runsh);
-        pt->filtered = pt->filtered || g->lead_before || g->runmin;
     }
     pt->ntg = (uint32_t)(db->ngated - pt->tg0);
     for (uint32_t k = 0; k < pt->ntg; k++)

@@ -986,8 +986,8 @@ static void test_trigger_gating(void **state)
     }
     /* the trigger loop looks at 64-byte blocks, the first and last in a copy: a value at every offset of
      * texts around one, two and three blocks long, at each level of wd_guard_simd */
-    for (unsigned wide = 0; wide < 3; wide++) {
-        wd_guard_simd(wide);
+    for (unsigned level = 0; level < 3; level++) {
+        wd_guard_simd(level);
         for (size_t len = 8; len <= 200; len += len < 50 || (len > 120 && len < 136) || len > 185 ? 1 : 9)
             for (size_t off = 0; off + 5 <= len; off++)
                 for (int k = 0; k < 5; k++) {
