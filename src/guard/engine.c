@@ -2172,6 +2172,18 @@ static bool cover2(const uint8_t set[32], ranges2_t *r)
     return exact;
 }
 
+/* A byte that is no letter, digit or space and that every match of r holds twice or more (an IPv6
+ * address's colon), or 0. Twice: a run around one such byte in prose ("Note: the") holds it once. */
+static unsigned char required_sign(const wd_rule_t *r)
+{
+    for (unsigned c = '!'; c <= '~'; c++) {
+        uint8_t one[32] = {0};
+        one[c >> 3] = (uint8_t)(1u << (c & 7));
+        if (!wd_is_alnum(c) && wd_pattern_count(r->pattern, r->caseless, one) >= 2) return (unsigned char)c;
+    }
+    return 0;
+}
+
 /* Whether block scans run the rule only around a trigger (see "Trigger-gated rules"), and which: a
  * rule with a literal of three bytes or more is left to Hyperscan, which looks for that first, and one
  * with context_required is run around its context words unless it says `gate: trigger` (a short word
@@ -2182,7 +2194,8 @@ static bool cover2(const uint8_t set[32], ranges2_t *r)
  *   - when every match starts with one of a few digits (a Bitcoin address: 1 or 3), the range of
  *     those: a trigger of its own, so the letters of its span stay out of the digit rules' runs;
  *   - else a byte that is no letter or digit, between bytes of given kinds (the space between two
- *     capitalised words, an e-mail address's @, the first dot of a dotted token). */
+ *     capitalised words, an e-mail address's @, the first dot of a dotted token);
+ *   - else a sign that every match holds twice or more (an IPv6 address's colon). */
 static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
 {
     uint8_t digits[32] = {0}, bytes[32], first[32];
@@ -2226,6 +2239,9 @@ static void choose_trigger(const wd_rule_t *r, rule_rt_t *rt)
         rt->trig.exact = eb && ea;
         memcpy(rt->span, bytes, 32);
         if (once) rt->span[pivot >> 3] &= (uint8_t) ~(1u << (pivot & 7)); /* it is in a match once: there */
+    } else if ((pivot = required_sign(r)) != 0) {
+        rt->trig.lo = rt->trig.hi = pivot;
+        memcpy(rt->span, bytes, 32);
     } else {
         return;
     }

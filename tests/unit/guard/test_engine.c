@@ -956,12 +956,13 @@ static void test_stream_property_rules(void **state)
 static void test_trigger_gating(void **state)
 {
     (void)state;
-    fx_t x = fx_open(HEAD R("wide", "WIDE", "    boundary: false\n", "[0-9][A-Z]{60}")
-                         R("pair", "PAIR", "", "[a-z]+ [A-Z][a-z]+")
-                             R("dash", "DASH", "", "\\b[0-9]{3}-[0-9]{4}\\b")
-                                 R("dots", "DOTS", "", "\\b[MN][a-z0-9]{2,4}\\.[a-z0-9.]{2,3}\\.[a-z]{4}")
-                                     R("lead", "LEAD", "", "\\b[13][a-km-z1-9]{6,9}\\b")
-                                         R("alt", "ALT", "", "\\b(?:[0-9]{6}|[0-9]:[0-9]:[0-9])\\b"));
+    fx_t x = fx_open(
+        HEAD R("wide", "WIDE", "    boundary: false\n", "[0-9][A-Z]{60}")
+            R("pair", "PAIR", "", "[a-z]+ [A-Z][a-z]+") R("dash", "DASH", "", "\\b[0-9]{3}-[0-9]{4}\\b")
+                R("dots", "DOTS", "", "\\b[MN][a-z0-9]{2,4}\\.[a-z0-9.]{2,3}\\.[a-z]{4}")
+                    R("lead", "LEAD", "", "\\b[13][a-km-z1-9]{6,9}\\b")
+                        R("alt", "ALT", "", "\\b(?:[0-9]{6}|[0-9]:[0-9]:[0-9])\\b")
+                            R("hex", "HEX", "", "(?:[a-f]{1,4}:|::?)(?:[a-f]{0,4}:){1,3}[a-f]{1,4}\\b"));
     char text[200];
     snprintf(text, sizeof text, "1A2%s", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB");
     expect_findings(&x, text, "wide:2-63");
@@ -973,10 +974,37 @@ static void test_trigger_gating(void **state)
     expect_findings(&x, "1abcdefg 3abcdefghkm 2abcdefg 1abcdefghk", "lead:0-8 lead:30-40");
     /* a run is scanned when it holds as many digits and colons as either branch needs (3 and 0) */
     expect_findings(&x, "at 1:2:3 or 123456 or 12:34, 1:2", "alt:3-8 alt:12-18");
-    static const char *const parts[] = {
-        "1", "A", "2", "BBBBBBBBBBBBBBBBBBBB", "555-1234", "-", "john", "Smith", " ", "  ", "Cd", "x", "\n", "9",
-        "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", "Mab.c.d.abcd", "N12.", ".", "ab.", "wxyz", "3", "abcdefg",
-        "Mab", "1:2:3", "123456", ":"};
+    /* no literal, no digit, no byte held once: run around its colons, which every match holds twice */
+    expect_findings(&x, "at fe::ab or a:b or ::f, ab: c:d:e", "hex:3-9 hex:20-23 hex:29-34");
+    static const char *const parts[] = {"1",
+                                        "A",
+                                        "2",
+                                        "BBBBBBBBBBBBBBBBBBBB",
+                                        "555-1234",
+                                        "-",
+                                        "john",
+                                        "Smith",
+                                        " ",
+                                        "  ",
+                                        "Cd",
+                                        "x",
+                                        "\n",
+                                        "9",
+                                        "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+                                        "Mab.c.d.abcd",
+                                        "N12.",
+                                        ".",
+                                        "ab.",
+                                        "wxyz",
+                                        "3",
+                                        "abcdefg",
+                                        "Mab",
+                                        "1:2:3",
+                                        "123456",
+                                        ":",
+                                        "fe::ab",
+                                        "::",
+                                        "c:d"};
     static char buf[4096];
     for (int iter = 0; iter < 300; iter++) {
         wd_guard_simd(iter % 3); /* the trigger loop at each level (as far as the CPU has it) */
@@ -990,9 +1018,10 @@ static void test_trigger_gating(void **state)
         wd_guard_simd(level);
         for (size_t len = 8; len <= 200; len += len < 50 || (len > 120 && len < 136) || len > 185 ? 1 : 9)
             for (size_t off = 0; off + 5 <= len; off++)
-                for (int k = 0; k < 5; k++) {
-                    static const char *const val[] = {"555-1234", "ab Cd", "Mab.c.d.abcd", "1abcdefg", "1:2:3"};
-                    static const char *const id[] = {"dash", "pair", "dots", "lead", "alt"};
+                for (int k = 0; k < 6; k++) {
+                    static const char *const val[] = {"555-1234", "ab Cd", "Mab.c.d.abcd",
+                                                      "1abcdefg", "1:2:3", "fe::ab"};
+                    static const char *const id[] = {"dash", "pair", "dots", "lead", "alt", "hex"};
                     size_t vl = strlen(val[k]);
                     if (off + vl > len) continue;
                     char want[32];
