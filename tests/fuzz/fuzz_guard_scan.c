@@ -1,14 +1,14 @@
 /* libFuzzer driver for the guard engine's scan. A fixed small rule set (fixed-width and confirmed
  * patterns, a validator, context words, caseless, boundary: false, overlapping rules, rules reporting a
  * capture group, rules block scans run only around a trigger: digits, an @, a space between words, a
- * dot a match may hold twice, a range of leading digits) is compiled once; the input is the text, and
- * its first byte picks where to split it for the stream scan.
- * Block findings must be in bounds, sorted, non-overlapping and no longer than their rule allows;
- * the stream scan of the same text in two pieces must find the same spans (unless it had to resolve
- * an overlap chain early, which the API reports). The folded scan (guard/fold.h) must map its findings
- * back into the text in order, and equal the block scan when nothing folds; the fold's map must lead
- * from each folded byte to the same byte or to the lead byte of the character it came from, and a
- * stream folded in three pieces must give the same bytes and map back the same way. */
+ * dot a match may hold twice, a range of leading digits, a colon every match holds twice) is compiled once;
+ * the input is the text, and its first byte picks where to split it for the stream scan. Block findings must
+ * be in bounds, sorted, non-overlapping and no longer than their rule allows; the stream scan of the same
+ * text in two pieces must find the same spans (unless it had to resolve an overlap chain early, which the API
+ * reports). The folded scan (guard/fold.h) must map its findings back into the text in order, and equal the
+ * block scan when nothing folds; the fold's map must lead from each folded byte to the same byte or to the
+ * lead byte of the character it came from, and a stream folded in three pieces must give the same bytes and
+ * map back the same way. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,12 +40,14 @@ static const char rules[] =
     "  - id: t.tail\n    type: ID\n    class: test\n    group: 2\n    boundary: false\n    score: 0.6\n"
     "    pattern: '(id)=([0-9]+)[a-z ]{0,150};'\n    max_len: 200\n"
     /* trigger-gated in block scans (engine.c): a space between a lower-case letter and a capital; the
-     * first of two dots; a 1, 2 or 3 */
+     * first of two dots; a 1, 2 or 3; a colon */
     "  - id: t.pair\n    type: PERSON\n    class: pii\n    score: 0.6\n"
     "    pattern: '\\b[A-Z][a-z]+ [A-Z][a-z]{1,20}'\n    max_len: 48\n"
     "  - id: t.dots\n    type: TOKEN\n    class: secrets\n"
     "    pattern: '\\b[MN][a-z0-9]{2,4}\\.[a-z0-9.]{2,3}\\.[a-z]{4}'\n"
-    "  - id: t.lead\n    type: WALLET\n    class: financial\n    pattern: '\\b[13][a-km-z1-9]{6,9}\\b'\n";
+    "  - id: t.lead\n    type: WALLET\n    class: financial\n    pattern: '\\b[13][a-km-z1-9]{6,9}\\b'\n"
+    "  - id: t.v6\n    type: IP_ADDRESS\n    class: pii\n    pattern: "
+    "'(?:[0-9a-f]{1,4}:|::?)(?:[0-9a-f]{0,4}:){1,3}[0-9a-f]{1,4}\\b'\n";
 
 static wd_guard_db_t *db;
 static wd_guard_scratch_t *scratch;
