@@ -1014,9 +1014,10 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
                 bw0 = SPLAT64(v[k].bw[0]), bl1 = SPLAT64(v[k].blo[1]), bw1 = SPLAT64(v[k].bw[1]),
                 al0 = SPLAT64(v[k].alo[0]), aw0 = SPLAT64(v[k].aw[0]), al1 = SPLAT64(v[k].alo[1]),
                 aw1 = SPLAT64(v[k].aw[1]);
+        bool one = v[k].w[0] == 0; /* a single byte: compared as such */
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *p = t + i + 64 * b;
-            uint64_t m = VIN64(p, lo, w);
+            uint64_t m = one ? _mm512_cmpeq_epi8_mask(_mm512_loadu_si512(p), lo) : VIN64(p, lo, w);
             if (v[k].nb) m &= VIN64(p - 1, bl0, bw0) | VIN64(p - 1, bl1, bw1);
             if (v[k].na) m &= VIN64(p + 1, al0, aw0) | VIN64(p + 1, al1, aw1);
             mk->bits[k][b] = m;
