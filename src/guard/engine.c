@@ -204,6 +204,7 @@ typedef struct {
     bool lead_before; /* trigger group: no trigger byte is T_LEAD, so a match starts before the trigger */
     uint8_t runmin;   /* trigger group: its trigger bytes are T_SPAN; a match's least length (<= 64) ... */
     uint8_t runsh[6]; /* ... shifts that find such runs (long_runs) */
+    bool ascii;       /* trigger group: no byte >= 0x80 is T_SPAN or T_LEAD */
 } gated_t;
 #define NO_RULE UINT32_MAX
 
@@ -1028,14 +1029,17 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
     return nb;
 }
 
-/* The bits of the 64 bytes at p whose entries in a group's tab (tb: its four quarters) have `bit`, and
- * with lead, those that have T_LEAD: looked up with VBMI's byte permutes. */
+/* The bits of the 64 bytes at p whose entries in a group's tab (tb: its four quarters; ascii: the upper
+ * two hold no T_SPAN or T_LEAD) have `bit`, and with lead, those that have T_LEAD: looked up with
+ * VBMI's byte permutes. */
 __attribute__((target("avx512bw,avx512vbmi"))) static inline uint64_t
-tab_mask(const __m512i tb[4], const unsigned char *p, uint8_t bit, uint64_t *lead)
+tab_mask(const __m512i tb[4], bool ascii, const unsigned char *p, uint8_t bit, uint64_t *lead)
 {
     __m512i x = _mm512_loadu_si512(p);
-    __m512i c = _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), _mm512_permutex2var_epi8(tb[0], x, tb[1]),
-                                       _mm512_permutex2var_epi8(tb[2], x, tb[3]));
+    __mmask64 hi = _mm512_movepi8_mask(x);
+    __m512i c = ascii ? _mm512_maskz_permutex2var_epi8(~hi, tb[0], x, tb[1])
+                      : _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(tb[0], x, tb[1]),
+                                               _mm512_permutex2var_epi8(tb[2], x, tb[3]));
     if (lead) *lead = _mm512_test_epi8_mask(c, _mm512_set1_epi8((char)T_LEAD));
     return _mm512_test_epi8_mask(c, _mm512_set1_epi8((char)bit));
 }
@@ -1058,16 +1062,17 @@ vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, mas
         __m512i tb[4];
         for (unsigned q = 0; q < 4; q++)
             tb[q] = _mm512_loadu_si512(g->tab + 64 * q);
+        bool ascii = g->ascii;
         for (uint64_t z = mk->any[k]; z; z &= z - 1) {
             size_t b = (size_t)__builtin_ctzll(z);
             const unsigned char *p = t + i + 64 * b;
             uint64_t keep = ~UINT64_C(0);
             if (g->lead_before) { /* bit j: the byte before position j */
-                uint64_t ld, sp = tab_mask(tb, p - 1, T_SPAN, &ld), nl = sp & ~ld;
+                uint64_t ld, sp = tab_mask(tb, ascii, p - 1, T_SPAN, &ld), nl = sp & ~ld;
                 uint64_t starts = sp & ~(sp << 1) & ~UINT64_C(1) & nl; /* runs that start here with no lead */
                 keep = sp & ~(nl & ((nl + starts) ^ nl));              /* less their bytes before a lead */
             }
-            if (g->runmin) keep &= long_runs(tab_mask(tb, p, T_SPAN, NULL), g->runsh);
+            if (g->runmin) keep &= long_runs(tab_mask(tb, ascii, p, T_SPAN, NULL), g->runsh);
             mk->bits[k][b] &= keep;
             if (!mk->bits[k][b]) mk->any[k] &= ~(UINT64_C(1) << b);
         }
@@ -2664,6 +2669,9 @@ static int compile_gated(wd_guard_db_t *db, part_t *pt, char *err, size_t errlen
             g->lead_before = g->lead_before && !(g->tab[c] & T_LEAD);
             in_span = in_span && (g->tab[c] & T_SPAN);
         }
+        g->ascii = true;
+        for (unsigned c = 0x80; c < 256; c++)
+            g->ascii = g->ascii && !(g->tab[c] & (T_SPAN | T_LEAD));
         g->runmin = in_span && g->minw > 1 ? (uint8_t)WD_MIN(g->minw, 64u) : 0;
         if (g->runmin) run_shifts(g->runmin, g->runsh);
     }

@@ -1004,7 +1004,10 @@ static void test_trigger_gating(void **state)
                                         ":",
                                         "fe::ab",
                                         "::",
-                                        "c:d"};
+                                        "c:d",
+                                        "\xc3\xa9",
+                                        "\xe2\x80\x99",
+                                        "\xb1"};
     static char buf[4096];
     for (int iter = 0; iter < 300; iter++) {
         wd_guard_simd(iter % 3); /* the trigger loop at each level (as far as the CPU has it) */
