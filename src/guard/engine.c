@@ -1005,7 +1005,7 @@ static inline uint64_t long_runs(uint64_t sp, const uint8_t sh[6])
 static atomic_uint guard_simd = 2; /* wd_guard_simd */
 #define VIN64(p, lo, w) _mm512_cmple_epu8_mask(_mm512_sub_epi8(_mm512_loadu_si512(p), (lo)), (w))
 #define SPLAT64(x) _mm512_broadcast_i32x4((__m128i)(x))
-__attribute__((target("avx512bw"))) static size_t
+__attribute__((target("avx512bw,bmi2"))) static size_t
 scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t i, size_t len, masks_t *mk)
 {
     size_t nb = nblocks(i, len);
@@ -1015,14 +1015,18 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
                 bw0 = SPLAT64(v[k].bw[0]), bl1 = SPLAT64(v[k].blo[1]), bw1 = SPLAT64(v[k].bw[1]),
                 al0 = SPLAT64(v[k].alo[0]), aw0 = SPLAT64(v[k].aw[0]), al1 = SPLAT64(v[k].alo[1]),
                 aw1 = SPLAT64(v[k].aw[1]);
-        bool one = v[k].w[0] == 0; /* a single byte: compared as such */
+        bool one = v[k].w[0] == 0, before = v[k].nb, after = v[k].na; /* one: compared as a byte */
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *p = t + i + 64 * b;
             uint64_t m = one ? _mm512_cmpeq_epi8_mask(_mm512_loadu_si512(p), lo) : VIN64(p, lo, w);
-            if (v[k].nb) m &= VIN64(p - 1, bl0, bw0) | VIN64(p - 1, bl1, bw1);
-            if (v[k].na) m &= VIN64(p + 1, al0, aw0) | VIN64(p + 1, al1, aw1);
+            if (before) m &= VIN64(p - 1, bl0, bw0) | VIN64(p - 1, bl1, bw1);
+            if (after) m &= VIN64(p + 1, al0, aw0) | VIN64(p + 1, al1, aw1);
             mk->bits[k][b] = m;
-            any |= (uint64_t)(m != 0) << b;
+        }
+        for (size_t b = 0; b < nb; b += 8) { /* which blocks have bits, eight at a time */
+            __m512i q = _mm512_maskz_loadu_epi64((__mmask8)(nb - b >= 8 ? 0xff : (1u << (nb - b)) - 1),
+                                                 &mk->bits[k][b]);
+            any |= (uint64_t)_mm512_test_epi64_mask(q, q) << b;
         }
         mk->any[k] = any;
     }
