@@ -1036,7 +1036,7 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
 /* The bits of the 64 bytes at p whose entries in a group's tab (tb: its four quarters; ascii: the upper
  * two hold no T_SPAN or T_LEAD) have `bit`, and with lead, those that have T_LEAD: looked up with
  * VBMI's byte permutes. */
-__attribute__((target("avx512bw,avx512vbmi"))) static inline uint64_t
+__attribute__((target("avx512bw,avx512vbmi,bmi2"))) static inline uint64_t
 tab_mask(const __m512i tb[4], bool ascii, const unsigned char *p, uint8_t bit, uint64_t *lead)
 {
     __m512i x = _mm512_loadu_si512(p);
@@ -1057,7 +1057,7 @@ tab_mask(const __m512i tb[4], bool ascii, const unsigned char *p, uint8_t bit, u
  * - runmin (a Bitcoin address: 26 bytes or more; the digit rules: 7): the run of span bytes around an
  *   occurrence must be that long (" 1990s " is not).
  * For the blocks of mk from i on (t[i - 1] exists) whose bits are not 0. */
-__attribute__((target("avx512bw,avx512vbmi"))) static void
+__attribute__((target("avx512bw,avx512vbmi,bmi2"))) static void
 vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, masks_t *mk)
 {
     for (uint32_t k = 0; k < n; k++) {
@@ -1066,20 +1066,24 @@ vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, mas
         __m512i tb[4];
         for (unsigned q = 0; q < 4; q++)
             tb[q] = _mm512_loadu_si512(g->tab + 64 * q);
-        bool ascii = g->ascii;
-        for (uint64_t z = mk->any[k]; z; z &= z - 1) {
+        bool ascii = g->ascii, lead_before = g->lead_before, runmin = g->runmin;
+        uint8_t sh[6]; /* copied: the stores to mk may alias g */
+        memcpy(sh, g->runsh, sizeof sh);
+        uint64_t any = mk->any[k];
+        for (uint64_t z = any; z; z &= z - 1) {
             size_t b = (size_t)__builtin_ctzll(z);
             const unsigned char *p = t + i + 64 * b;
             uint64_t keep = ~UINT64_C(0);
-            if (g->lead_before) { /* bit j: the byte before position j */
+            if (lead_before) { /* bit j: the byte before position j */
                 uint64_t ld, sp = tab_mask(tb, ascii, p - 1, T_SPAN, &ld), nl = sp & ~ld;
                 uint64_t starts = sp & ~(sp << 1) & ~UINT64_C(1) & nl; /* runs that start here with no lead */
                 keep = sp & ~(nl & ((nl + starts) ^ nl));              /* less their bytes before a lead */
             }
-            if (g->runmin) keep &= long_runs(tab_mask(tb, ascii, p, T_SPAN, NULL), g->runsh);
+            if (runmin) keep &= long_runs(tab_mask(tb, ascii, p, T_SPAN, NULL), sh);
             mk->bits[k][b] &= keep;
-            if (!mk->bits[k][b]) mk->any[k] &= ~(UINT64_C(1) << b);
+            if (!mk->bits[k][b]) any &= ~(UINT64_C(1) << b);
         }
+        mk->any[k] = any;
     }
 }
 #endif
