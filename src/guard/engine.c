@@ -1018,9 +1018,12 @@ scan_blocks_avx512(const vtrig_t *v, uint32_t n, const unsigned char *t, size_t 
         bool one = v[k].w[0] == 0, before = v[k].nb, after = v[k].na; /* one: compared as a byte */
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *p = t + i + 64 * b;
-            uint64_t m = one ? _mm512_cmpeq_epi8_mask(_mm512_loadu_si512(p), lo) : VIN64(p, lo, w);
-            if (before) m &= VIN64(p - 1, bl0, bw0) | VIN64(p - 1, bl1, bw1);
-            if (after) m &= VIN64(p + 1, al0, aw0) | VIN64(p + 1, al1, aw1);
+            __mmask64 m = ~(__mmask64)0; /* the neighbours first, then the byte itself under their mask */
+            if (before) m = _kor_mask64(VIN64(p - 1, bl0, bw0), VIN64(p - 1, bl1, bw1));
+            if (after) m = _kand_mask64(m, _kor_mask64(VIN64(p + 1, al0, aw0), VIN64(p + 1, al1, aw1)));
+            __m512i x = _mm512_loadu_si512(p);
+            m = one ? _mm512_mask_cmpeq_epi8_mask(m, x, lo)
+                    : _mm512_mask_cmple_epu8_mask(m, _mm512_sub_epi8(x, lo), w);
             mk->bits[k][b] = m;
         }
         for (size_t b = 0; b < nb; b += 8) { /* which blocks have bits, eight at a time */
