@@ -1069,7 +1069,7 @@ vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, mas
         __m512i tb[4];
         for (unsigned q = 0; q < 4; q++)
             tb[q] = _mm512_loadu_si512(g->tab + 64 * q);
-        bool ascii = g->ascii, lead_before = g->lead_before, runmin = g->runmin;
+        bool ascii = g->ascii, lead_before = g->lead_before, runs = g->runmin != 0;
         uint8_t sh[6]; /* copied: the stores to mk may alias g */
         memcpy(sh, g->runsh, sizeof sh);
         uint64_t any = mk->any[k];
@@ -1082,7 +1082,7 @@ vbmi_filter(const gated_t *g0, uint32_t n, const unsigned char *t, size_t i, mas
                 uint64_t starts = sp & ~(sp << 1) & ~UINT64_C(1) & nl; /* runs that start here with no lead */
                 keep = sp & ~(nl & ((nl + starts) ^ nl));              /* less their bytes before a lead */
             }
-            if (runmin) keep &= long_runs(tab_mask(tb, ascii, p, T_SPAN, NULL), sh);
+            if (runs) keep &= long_runs(tab_mask(tb, ascii, p, T_SPAN, NULL), sh);
             mk->bits[k][b] &= keep;
             if (!mk->bits[k][b]) any &= ~(UINT64_C(1) << b);
         }
