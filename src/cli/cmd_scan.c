@@ -65,6 +65,9 @@ typedef struct {
     wd_guard_scratch_t *scr;
     const wd_guard_profile_t *profile;
     const char *profile_name;
+    const char *classes[WD_CLI_MAX_VALS * 4]; /* --class: scan only the rules of these classes (none: all) */
+    size_t nclasses;
+    char *classes_store;
     wd_action_t action; /* without a profile: for every finding */
     bool have_key;
     uint8_t key[32];
@@ -115,6 +118,8 @@ static void usage(FILE *f)
           "                         $XDG_CACHE_HOME/warden, else ~/.cache/warden); entries must belong to\n"
           "                         you and be writable by you only\n"
           "  --no-cache             compile the rules every time (about 2-3 s with the shipped rules)\n"
+          "  --class C[,C...]       scan only the rules of these classes (repeatable): pii, phi, financial,\n"
+          "                         secrets, injection or a content category; default: every rule\n"
           "input:\n"
           "  --format text|jsonl|csv   input format (default text); --jsonl and --csv are short for it\n"
           "  --field PATH           JSON lines: scan this field (repeatable). Dotted path: messages.0.content,\n"
@@ -153,6 +158,14 @@ static int fail(scan_t *S, const char *fmt, ...)
 }
 
 static bool cont(unsigned char c) { return (c & 0xC0) == 0x80; }
+
+/* Is rule r scanned (--class)? */
+static bool selected(const scan_t *S, const wd_rule_t *r)
+{
+    for (size_t i = 0; i < S->nclasses; i++)
+        if (!strcmp(S->classes[i], r->cls)) return true;
+    return S->nclasses == 0;
+}
 
 /* ---- actions ----------------------------------------------------------------------------------------- */
 
@@ -485,14 +498,15 @@ static int explain_summary(scan_t *S, size_t nfiles)
                 (unsigned long long)S->inj_flagged, (unsigned long long)S->inj_units, S->inj_units == 1 ? "" : "s");
     else if (S->profile)
         fprintf(S->o, "injection screen: off in profile %s\n", S->profile->name);
-    /* which version of each rule set decided (rules are grouped by file, in load order) */
+    /* which version of each rule set decided (rules are grouped by file, in load order; with --class,
+     * the sets that have a rule scanned) */
     fputs("rule sets:", S->o);
     const char *last = NULL;
     for (size_t i = 0; i < wd_guard_db_nrules(S->db); i++) {
         const wd_rule_t *r = wd_guard_db_rule(S->db, i);
-        if (last && !strcmp(last, r->set)) continue;
+        if (!selected(S, r) || (last && !strcmp(last, r->set))) continue;
+        fprintf(S->o, "%s %s %s", last ? "," : "", r->set, r->set_version ? r->set_version : "(no set_version)");
         last = r->set;
-        fprintf(S->o, "%s %s %s", i ? "," : "", r->set, r->set_version ? r->set_version : "(no set_version)");
     }
     fputs("\n", S->o);
     return ferror(S->o) ? fail(S, "writing the output: %s", strerror(errno)) : 0;
@@ -1575,13 +1589,44 @@ static bool uses_validator(const wd_guard_db_t *db, const char *name)
     return false;
 }
 
-/* Every rule of dir, compiled or loaded from the cache directory (NULL: none); a cache that cannot be
- * used is a warning, never an error. */
+/* --class: every class named must be some rule's; the other rules are never compiled or scanned. */
+static int select_classes(scan_t *S, const char *dir)
+{
+    size_t n = wd_guard_db_nrules(S->db);
+    for (size_t k = 0; k < S->nclasses; k++) {
+        size_t i = 0;
+        while (i < n && strcmp(wd_guard_db_rule(S->db, i)->cls, S->classes[k]) != 0)
+            i++;
+        if (i < n) continue;
+        wd_buf_t names; /* the classes the directory has, each once, in rule order */
+        wd_buf_init(&names, 0);
+        for (i = 0; i < n; i++) {
+            const char *c = wd_guard_db_rule(S->db, i)->cls;
+            size_t j = 0;
+            while (j < i && strcmp(wd_guard_db_rule(S->db, j)->cls, c) != 0)
+                j++;
+            if (j == i) wd_buf_printf(&names, "%s%s", names.len ? ", " : "", c);
+        }
+        wd_buf_append(&names, "", 1);
+        fail(S, "--class '%s': no rule in %s has this class (classes there: %s)", S->classes[k], dir,
+             names.len > 1 ? names.data : "none");
+        wd_buf_free(&names);
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!selected(S, wd_guard_db_rule(S->db, i)) && wd_guard_db_set_uses(S->db, i, 0))
+            return fail(S, "out of memory");
+    return 0;
+}
+
+/* Every rule of dir (--class: of those classes), compiled or loaded from the cache directory (NULL:
+ * none); a cache that cannot be used is a warning, never an error. */
 static int load_db(scan_t *S, const char *dir, const char *cache)
 {
     char err[1024];
     S->db = wd_guard_db_parse(dir, err, sizeof err);
     if (!S->db) return fail(S, "%s", err);
+    if (select_classes(S, dir)) return 1;
     if (wd_guard_db_set_cache(S->db, cache)) return fail(S, "out of memory");
     if (wd_guard_db_compile(S->db, err, sizeof err)) return fail(S, "%s", err);
     unsigned compiled;
@@ -1682,6 +1727,7 @@ int wd_cmd_scan(int argc, char **argv)
         {.name = "max-pseudonyms", .arg = true},
         {.name = "cache-dir", .arg = true},
         {.name = "no-cache"},
+        {.name = "class", .arg = true, .multi = true},
         {.name = "help", .short_name = 'h'},
     };
     const size_t N = WD_ARRAY_LEN(opts);
@@ -1810,6 +1856,12 @@ int wd_cmd_scan(int argc, char **argv)
     if ((v = wd_cli_val(opts, N, "hash-key-file")) && load_key(&S, v)) goto out;
 
     /* ---- rules, profile ---- */
+    const wd_cli_opt_t *clo = wd_cli_opt(opts, N, "class");
+    if (clo->n) {
+        int nc = wd_cli_split(&S.cli, clo, &S.classes_store, S.classes, WD_ARRAY_LEN(S.classes));
+        if (nc < 0) goto out;
+        S.nclasses = (size_t)nc;
+    }
     const char *cache_dir = wd_cli_val(opts, N, "cache-dir");
     if (cache_dir && (wd_cli_flag(opts, N, "no-cache") || !cache_dir[0])) {
         fail(&S, cache_dir[0] ? "--cache-dir and --no-cache are exclusive" : "--cache-dir: empty directory name");
@@ -1839,13 +1891,18 @@ int wd_cmd_scan(int argc, char **argv)
         S.inj_act = ic ? ic->action : WD_ACT_BLOCK;
         S.inj_fail_open = S.profile && S.profile->fail_open;
         bool any = false;
-        for (size_t i = 0; i < wd_guard_db_nrules(S.db) && !any; i++) any = wd_inj_rule(wd_guard_db_rule(S.db, i));
-        if (!any) S.inj_on = false; /* no injection rules in this directory: nothing to screen with */
+        for (size_t i = 0; i < wd_guard_db_nrules(S.db) && !any; i++) {
+            const wd_rule_t *r = wd_guard_db_rule(S.db, i);
+            any = wd_inj_rule(r) && selected(&S, r);
+        }
+        if (!any) S.inj_on = false; /* no injection rules scanned: nothing to screen with */
     }
     if (S.out == OUT_ANON && !S.have_key) {
         const wd_rule_t *hashed = NULL;
-        for (size_t i = 0; i < wd_guard_db_nrules(S.db) && !hashed; i++)
-            if (profile_action(&S, wd_guard_db_rule(S.db, i)) == WD_ACT_HASH) hashed = wd_guard_db_rule(S.db, i);
+        for (size_t i = 0; i < wd_guard_db_nrules(S.db) && !hashed; i++) {
+            const wd_rule_t *r = wd_guard_db_rule(S.db, i);
+            if (selected(&S, r) && profile_action(&S, r) == WD_ACT_HASH) hashed = r;
+        }
         if (hashed && S.cfg && S.cfg->state_dir) {
             if (deployment_key(&S)) goto out;
         } else if (hashed) {
@@ -1891,6 +1948,7 @@ out:
     wd_buf_free(&S.line);
     free(iobuf);
     free(S.sums);
+    free(S.classes_store);
     free_fields(&S);
     wd_guard_scratch_free(S.scr);
     if (S.db) wd_guard_db_unref(S.db);
