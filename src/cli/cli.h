@@ -42,6 +42,10 @@ int wd_cmd_token(int argc, char **argv);
  * 1 findings, 2 error. */
 int wd_cmd_scan(int argc, char **argv);
 
+/* warden rules list|check [--rules DIR]: a rules directory's rules, and each checked against its own
+ * examples (wd_guard_check_examples). Exit 0 ok, 1 an example failed, 2 usage or rules not loading. */
+int wd_cmd_rules(int argc, char **argv);
+
 /* ---- shared by the identity commands (cli_state.c) ---------------------------------------------- */
 
 /* Where the state lives and what the command may check against. The state directory comes from

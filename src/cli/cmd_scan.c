@@ -1581,14 +1581,6 @@ static int deployment_key(scan_t *S)
     return 0;
 }
 
-static bool uses_validator(const wd_guard_db_t *db, const char *name)
-{
-    int v = wd_validator_find(name);
-    for (size_t i = 0; v >= 0 && i < wd_guard_db_nrules(db); i++)
-        if (wd_guard_db_rule(db, i)->validator == v) return true;
-    return false;
-}
-
 /* --class: every class named must be some rule's; the other rules are never compiled or scanned. */
 static int select_classes(scan_t *S, const char *dir)
 {
@@ -1664,7 +1656,7 @@ static int load_rules(scan_t *S, const char *rules_opt, const char *config, cons
     }
     wd_validators_set_data_dir(dir);
     /* a missing gazetteer would silently drop every PERSON finding: refuse instead */
-    if (uses_validator(S->db, "person_name") && wd_validators_load_data(err, sizeof err) != WD_OK)
+    if (wd_guard_db_uses_validator(S->db, "person_name") && wd_validators_load_data(err, sizeof err) != WD_OK)
         return fail(S, "%s", err);
     return 0;
 }

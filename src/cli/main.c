@@ -22,6 +22,8 @@ static const struct {
     {"user", wd_cmd_user, "users: add, passwd, disable, list, mfa enroll (warden user --help)"},
     {"token", wd_cmd_token, "tokens: issue from a key, revoke by jti (warden token --help)"},
     {"scan", wd_cmd_scan, "find or anonymize personal data and secrets in files (warden scan --help)"},
+    {"rules", wd_cmd_rules,
+     "list a rules directory, check its rules against their examples (warden rules --help)"},
 };
 
 static void usage(FILE *f)

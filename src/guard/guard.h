@@ -51,8 +51,8 @@ typedef struct {
     bool boundary;     /* drop spans that start or end inside a run of ASCII letters/digits (default true) */
     uint8_t group; /* 1..9: the finding is this capture group of the match, the rest is a cue; 0: the match */
     char *description; /* optional, for --explain (may be NULL) */
-    /* `examples:` strings the rule must find (match) and must not find (no_match); only the rule-example
-     * test reads them (tests/unit/guard/test_rule_examples.c). */
+    /* `examples:` strings the rule must find (match) and must not find (no_match); scans ignore them,
+     * wd_guard_check_examples (`warden rules check`, the rule-example test) tries them. */
     char **ex_match, **ex_no_match;
     size_t nex_match, nex_no_match;
 } wd_rule_t;
@@ -98,6 +98,19 @@ int wd_guard_db_find(const wd_guard_db_t *db, const char *id);
 /* The longest span any rule can report (max over rules of max_len, narrowed by what each pattern
  * can match at most). */
 size_t wd_guard_db_max_len(const wd_guard_db_t *db);
+/* Whether some rule of db uses the validator of that name (wd_validator_find). */
+bool wd_guard_db_uses_validator(const wd_guard_db_t *db, const char *name);
+
+/* Checks a compiled rule set against its rules' `examples` (docs/rules.md, "Examples") at min_score,
+ * every other rule competing: each `match` string must give a finding of its rule in a block scan
+ * and, for the rule's first one, in a stream fed in two pieces split at every position; each
+ * `no_match` string no finding of its rule, nor of any rule whose class is in strict[0..nstrict) when
+ * its own class is (content categories: a near miss fires none). fail gets each failure as one line,
+ * "FILE:LINE: rule ID: ...". Returns WD_OK (with *nchecked examples tried and *nfailed failed) or a
+ * scanner error. */
+typedef void (*wd_guard_example_fn)(void *ud, const wd_rule_t *rule, const char *msg);
+int wd_guard_check_examples(wd_guard_db_t *db, float min_score, const char *const *strict, size_t nstrict,
+                            wd_guard_example_fn fail, void *ud, size_t *nchecked, size_t *nfailed);
 
 /* ---- scanning -------------------------------------------------------------------------------------- */
 

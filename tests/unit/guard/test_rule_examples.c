@@ -62,97 +62,22 @@ static void fx_close(fx_t *x)
     wd_guard_db_unref(x->db);
 }
 
-/* Does a block scan find `rule` (or, with any_category, any content-category rule)? */
-static bool block_has(fx_t *x, const char *text, size_t rule, bool any_category)
+static void print_failure(void *ud, const wd_rule_t *rule, const char *msg)
 {
-    assert_int_equal(wd_guard_scan(x->db, x->s, text, strlen(text), MIN_SCORE, &x->f), WD_OK);
-    for (size_t i = 0; i < x->f.n; i++)
-        if (x->f.v[i].rule == rule ||
-            (any_category && is_category(wd_guard_db_rule(x->db, x->f.v[i].rule)->cls)))
-            return true;
-    return false;
+    (void)ud;
+    (void)rule;
+    print_error("%s\n", msg);
 }
 
-/* The text fed as text[0..cut) and text[cut..): is a finding of `rule` reported? */
-static bool stream_has(fx_t *x, const char *text, size_t cut, size_t rule)
-{
-    size_t len = strlen(text);
-    bool found = false;
-    wd_guard_stream_t *st = wd_guard_stream_open(x->db, MIN_SCORE);
-    assert_non_null(st);
-    assert_int_equal(wd_guard_stream_feed(st, x->s, text, cut, &x->f), WD_OK);
-    for (size_t i = 0; i < x->f.n; i++)
-        found |= x->f.v[i].rule == rule;
-    assert_int_equal(wd_guard_stream_feed(st, x->s, text + cut, len - cut, &x->f), WD_OK);
-    for (size_t i = 0; i < x->f.n; i++)
-        found |= x->f.v[i].rule == rule;
-    assert_int_equal(wd_guard_stream_finish(st, x->s, &x->f), WD_OK);
-    for (size_t i = 0; i < x->f.n; i++)
-        found |= x->f.v[i].rule == rule;
-    wd_guard_stream_free(st);
-    return found;
-}
-
-/* What the block scan found instead, for the failure message. */
-static void describe(fx_t *x, const char *text, char *buf, size_t cap)
-{
-    size_t used = 0;
-    buf[0] = 0;
-    assert_int_equal(wd_guard_scan(x->db, x->s, text, strlen(text), 0.0f, &x->f), WD_OK);
-    for (size_t i = 0; i < x->f.n && used < cap; i++) {
-        const wd_finding_t *v = &x->f.v[i];
-        int n = snprintf(buf + used, cap - used, "%s%s [%u,%u) %.2f", i ? ", " : "",
-                         wd_guard_db_rule(x->db, v->rule)->id, v->start, v->end, (double)v->score);
-        if (n < 0) break;
-        used += (size_t)n;
-    }
-    if (!x->f.n) snprintf(buf, cap, "nothing, even at score 0");
-}
-
-/* Checks every example of every rule; prints one line per failure. Returns the number of failures;
- * *nchecked counts the examples checked. */
+/* Checks every example of every rule (wd_guard_check_examples, content categories strict); prints one
+ * line per failure. Returns the number of failures; *nchecked counts the examples checked. */
 static size_t check_examples(fx_t *x, size_t *nchecked)
 {
     size_t failures = 0;
-    char seen[1024];
-    *nchecked = 0;
-    for (size_t r = 0; r < wd_guard_db_nrules(x->db); r++) {
-        const wd_rule_t *rule = wd_guard_db_rule(x->db, r);
-        for (size_t k = 0; k < rule->nex_match; k++) {
-            const char *ex = rule->ex_match[k];
-            (*nchecked)++;
-            if (!block_has(x, ex, r, false)) {
-                describe(x, ex, seen, sizeof seen);
-                print_error("%s:%u: rule %s: match example \"%s\" gives no finding of the rule (found: %s)\n",
-                            rule->file, rule->line, rule->id, ex, seen);
-                failures++;
-                continue;
-            }
-            /* streams: the first example of each rule, split at every position */
-            if (k) continue;
-            for (size_t cut = 0; cut <= strlen(ex); cut++)
-                if (!stream_has(x, ex, cut, r)) {
-                    print_error(
-                        "%s:%u: rule %s: match example \"%s\" fed in two pieces split at %zu gives no "
-                        "finding of the rule\n",
-                        rule->file, rule->line, rule->id, ex, cut);
-                    failures++;
-                    break;
-                }
-        }
-        for (size_t k = 0; k < rule->nex_no_match; k++) {
-            const char *ex = rule->ex_no_match[k];
-            (*nchecked)++;
-            if (block_has(x, ex, r, is_category(rule->cls))) {
-                describe(x, ex, seen, sizeof seen);
-                print_error(
-                    "%s:%u: rule %s: no_match example \"%s\" gives a finding of the rule%s (found: %s)\n",
-                    rule->file, rule->line, rule->id, ex,
-                    is_category(rule->cls) ? " or another content category" : "", seen);
-                failures++;
-            }
-        }
-    }
+    assert_int_equal(wd_guard_check_examples(x->db, MIN_SCORE, categories,
+                                             sizeof categories / sizeof *categories, print_failure, NULL,
+                                             nchecked, &failures),
+                     WD_OK);
     return failures;
 }
 
@@ -312,6 +237,24 @@ static void test_checker_fails_on_wrong_examples(void **state)
     /* 'key_0123' is too short, 'xkey_0123abcd' fails the word boundary, 'key_01234567' does match */
     assert_int_equal(check_examples(&x, &nchecked), 3);
     assert_int_equal(nchecked, 5);
+    fx_close(&x);
+
+    /* a content-category near miss that fires another category fails; other classes are not strict */
+    static const char cat[] = "version: 1\n"
+                              "rules:\n"
+                              "  - id: t.a\n    type: A\n    class: violence\n    pattern: 'attack plan'\n"
+                              "    examples: {match: ['an attack plan'], no_match: ['a hate rally']}\n"
+                              "  - id: t.b\n    type: B\n    class: hate\n    pattern: 'hate rally'\n"
+                              "    examples: {match: ['a hate rally']}\n";
+    db = wd_guard_db_load_buf("c.yaml", cat, sizeof cat - 1, err, sizeof err);
+    if (!db) fail_msg("%s", err);
+    fx_open(&x, db);
+    assert_int_equal(check_examples(&x, &nchecked), 1);
+    assert_int_equal(nchecked, 3);
+    size_t failed = 9;
+    assert_int_equal(wd_guard_check_examples(db, MIN_SCORE, NULL, 0, print_failure, NULL, &nchecked, &failed),
+                     WD_OK);
+    assert_int_equal(failed, 0);
     fx_close(&x);
 }
 
