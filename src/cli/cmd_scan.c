@@ -169,6 +169,12 @@ static bool selected(const scan_t *S, const wd_rule_t *r)
 
 /* ---- actions ----------------------------------------------------------------------------------------- */
 
+/* Is the value p[0..len) on the profile's allow list (it passes whatever its type's action)? */
+static bool allowed(const scan_t *S, const char *p, size_t len)
+{
+    return S->profile && wd_guard_allow_has(S->profile->allow, p, len);
+}
+
 /* What the profile (or --action) says for a rule, as reported by --explain. */
 static wd_action_t profile_action(const scan_t *S, const wd_rule_t *r)
 {
@@ -197,7 +203,8 @@ static int replace_one(scan_t *S, uint16_t rule, float score, const char *p, siz
         S->degraded++;
     wd_finding_t one = {.start = 0, .end = (uint32_t)len, .rule = rule, .score = score};
     wd_findings_t fl = {.v = &one, .n = 1, .cap = 1};
-    wd_rewrite_opts_t o = {rewrite_action, S, S->have_key ? S->key : NULL, &S->vault};
+    wd_rewrite_opts_t o = {rewrite_action, S, S->have_key ? S->key : NULL, &S->vault,
+                           S->profile ? S->profile->allow : NULL};
     return wd_guard_rewrite(S->db, p, len, &fl, &o, NULL, out);
 }
 
@@ -213,10 +220,11 @@ static wd_action_t effective_action(const scan_t *S, const wd_rule_t *r)
     return profile_action(S, r);
 }
 
-static int count_finding(scan_t *S, uint16_t rule)
+/* Counts a finding of rule whose text is p[0..len) for the summary and the exit status. */
+static int count_finding(scan_t *S, uint16_t rule, const char *p, size_t len)
 {
     const wd_rule_t *r = wd_guard_db_rule(S->db, rule);
-    wd_action_t a = effective_action(S, r);
+    wd_action_t a = allowed(S, p, len) ? WD_ACT_ALLOW : effective_action(S, r);
     S->total++;
     if (!S->file_hit) S->nfiles_hit++;
     S->file_hit = true;
@@ -372,10 +380,14 @@ static bool listed(const wd_guard_rule_action_t *v, size_t n, const wd_rule_t *r
  * or type only its output map names, such as violence) are acted on in answers, so their action is
  * the output one; a class both maps name shows both; injection signatures are decided by the screen
  * (its section follows the request's findings). */
-static void action_text(const scan_t *S, const wd_rule_t *r, wd_buf_t *b)
+static void action_text(const scan_t *S, const wd_rule_t *r, bool allow, wd_buf_t *b)
 {
     if (wd_inj_rule(r) && S->inj_on) {
         wd_buf_append_str(b, "action: see the injection screen");
+        return;
+    }
+    if (allow) {
+        wd_buf_printf(b, "action allow (on profile %s's allow list)", S->profile->name);
         return;
     }
     wd_action_t a = profile_action(S, r);
@@ -462,7 +474,7 @@ static int explain_one(scan_t *S, const char *where, uint16_t rule, float score,
     if (r->severity) wd_buf_printf(b, ", severity %s", r->severity);
     if (r->set_version) wd_buf_printf(b, ", set %s %s", r->set, r->set_version);
     wd_buf_printf(b, ", score %.2f, ", (double)score);
-    action_text(S, r, b);
+    action_text(S, r, allowed(S, buf + (s - bbase), (size_t)(e - s)), b);
     wd_buf_append_str(b, "\n");
     if (r->description) wd_buf_printf(b, "    %s\n", r->description);
     wd_buf_append_str(b, "    context: ");
@@ -651,7 +663,7 @@ static int txt_batch(scan_t *S, txt_t *T, const wd_findings_t *f, bool eod)
         uint64_t s = wd_fold_stream_raw(&T->fold, f->base + f->v[i].start),
                  e = wd_fold_stream_raw_end(&T->fold, f->base + f->v[i].end);
         uint16_t rule = f->v[i].rule;
-        if (count_finding(S, rule)) return -1;
+        if (count_finding(S, rule, T->pend.data + (s - T->pbase), (size_t)(e - s))) return -1;
         lc_advance(T, s);
         uint64_t col = s >= T->lc_ls ? s - T->lc_ls : 0;
         if (S->out == OUT_FINDINGS) {
@@ -800,7 +812,7 @@ static int scan_value(scan_t *S, const char *p, size_t len, const char *loc, uin
     int rc = 0;
     for (size_t i = 0; i < S->f.n && !rc; i++) {
         const wd_finding_t *x = &S->f.v[i];
-        if ((rc = count_finding(S, x->rule))) break;
+        if ((rc = count_finding(S, x->rule, p + x->start, x->end - x->start))) break;
         if (S->out == OUT_FINDINGS) {
             rc = out_finding(S, loc, locn, field, fieldlen, colname, colnum, x->start, x->end, NULL, x->rule, x->score);
         } else if (S->out == OUT_EXPLAIN) {

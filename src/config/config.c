@@ -12,6 +12,7 @@
 #include "config/yamltree.h"
 #include "guard/hscache.h"
 #include "guard/injection.h"
+#include "guard/rewrite.h"
 #include "net/tls.h"
 
 #include <arpa/inet.h>
@@ -1295,6 +1296,35 @@ static int h_unreadable(ctx_t *c, const wd_ynode_t *n, const char *path, void *b
     return WD_OK;
 }
 
+#define MAX_ALLOW 4096 /* entries of a profile's allow list */
+
+/* allow: [support@example.com, "+1 800 555 0100"]: values that pass whatever their type's action. */
+static int h_allow(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, const wd_cfg_field_t *f)
+{
+    WD_UNUSED(f);
+    wd_guard_profile_t *p = base;
+    if (!n) return WD_OK;
+    if (n->kind != WD_YNODE_SEQ || n->n == 0 || n->n > MAX_ALLOW)
+        return fail(c, n, "%s: expected a list of 1 to %d values", path, MAX_ALLOW);
+    if (!(p->allow = wd_guard_allow_new())) return fail(c, n, "out of memory");
+    for (size_t i = 0; i < n->n; i++) {
+        const wd_ynode_t *v = n->items[i];
+        int rc = check_string(c, v, path);
+        if (rc) return rc;
+        rc = wd_guard_allow_add(p->allow, v->s, v->len);
+        if (rc == WD_EEXIST)
+            return fail(c, v,
+                        "%s: '%.*s%s' is listed twice (numbers are compared by their digits, other values "
+                        "ignoring ASCII case)",
+                        path, SHOW(v));
+        if (rc == WD_EINVAL)
+            return fail(c, v, "%s: '%.*s%s': expected a value of at most %d bytes with a letter or digit",
+                        path, SHOW(v), WD_ALLOW_MAX_LEN);
+        if (rc) return fail(c, v, "out of memory");
+    }
+    return WD_OK;
+}
+
 #define PF(nm) offsetof(wd_guard_profile_t, nm)
 static const wd_cfg_field_t profile_fields[] = {
     {.name = "input", .type = F_FN, .fn = h_profile_input},
@@ -1303,6 +1333,7 @@ static const wd_cfg_field_t profile_fields[] = {
     {.name = "output", .type = F_FN, .fn = h_profile_output},
     {.name = "on_error", .type = F_FN, .fn = h_on_error},
     {.name = "unreadable_input", .type = F_FN, .fn = h_unreadable},
+    {.name = "allow", .type = F_FN, .fn = h_allow},
 };
 static const wd_cfg_map_t profile_map = {"a guard profile", profile_fields, WD_ARRAY_LEN(profile_fields)};
 
@@ -1580,6 +1611,7 @@ static void config_free(wd_config_t *cfg)
         free(cfg->profiles[i].output);
         for (size_t j = 0; j < cfg->profiles[i].injection.nroles; j++) free_str(&cfg->profiles[i].injection.roles[j]);
         free(cfg->profiles[i].injection.roles);
+        wd_guard_allow_free(cfg->profiles[i].allow);
         free_str(&cfg->profiles[i].name);
     }
     free(cfg->profiles);

@@ -125,6 +125,8 @@ typedef struct {
      * embeddings, non-text content parts, an audio answer) when the profile checks prompts or answers:
      * WD_ACT_BLOCK (default) or WD_ACT_FLAG (passes, recorded in the decision) */
     wd_action_t unreadable;
+    struct wd_guard_allow *allow; /* allow: values that pass whatever their type's action (guard/rewrite.h);
+                                     NULL: none */
 } wd_guard_profile_t;
 
 typedef struct {

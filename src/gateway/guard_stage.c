@@ -396,7 +396,7 @@ static void scan_string(walk_t *w, const wd_json_doc_t *d, int tok, const char *
         w->rc = rc;
         return;
     }
-    wd_rewrite_opts_t o = {action_for, w->gs, gw(w->x->w)->guard_hash_key, &w->gs->vault};
+    wd_rewrite_opts_t o = {action_for, w->gs, gw(w->x->w)->guard_hash_key, &w->gs->vault, p->allow};
     wd_buf_reset(&w->out);
     rc = wd_guard_rewrite(cfg->guard_db, w->text.data, w->text.len, &w->findings, &o, &w->tally, &w->out);
     if (!rc && (w->out.len != w->text.len || memcmp(w->out.data, w->text.data, w->out.len) != 0))
@@ -752,7 +752,8 @@ static int body_token(body_t *b, int tok, bool filter, bool restore)
         rc = wd_guard_scan_folded(cfg->guard_db, gw(b->x->w)->guard_scratch, WD_GUARD_OUTPUT, b->text.data,
                                   b->text.len, (float)cfg->guard.min_score / 100.0f,
                                   &(wd_guard_rank_t){out_rank, b->gs}, &b->f);
-        wd_rewrite_opts_t o = {out_action_for, b->gs, gw(b->x->w)->guard_hash_key, NULL};
+        wd_rewrite_opts_t o = {out_action_for, b->gs, gw(b->x->w)->guard_hash_key, NULL,
+                               b->gs->profile->allow};
         if (!rc && b->f.n) {
             wd_guard_tally_t t;
             wd_guard_tally_init(&t);
@@ -883,14 +884,18 @@ static int take_findings(wd_exchange_t *x, guard_state_t *gs, chan_t *c, const w
         wd_action_t a = out_action_for(gs, r);
         if (a == WD_ACT_ALLOW) continue;
         if (a == WD_ACT_PSEUDO) a = WD_ACT_REDACT;
+        ofind_t o = {wd_fold_stream_raw(&c->fold, f->base + f->v[i].start),
+                     wd_fold_stream_raw_end(&c->fold, f->base + f->v[i].end), f->v[i].rule, a};
+        /* the profile's allow list, on the text as the model wrote it (held: the span is final) */
+        if (wd_guard_allow_has(gs->profile->allow, c->text.data + (o.start - c->tbase),
+                               (size_t)(o.end - o.start)))
+            continue;
         wd_guard_tally_add(&gs->out_tally, f->v[i].rule, a);
         if (a == WD_ACT_BLOCK) {
             if (*blocked < 0) *blocked = f->v[i].rule;
             continue;
         }
         if (a == WD_ACT_FLAG) continue;
-        ofind_t o = {wd_fold_stream_raw(&c->fold, f->base + f->v[i].start),
-                     wd_fold_stream_raw_end(&c->fold, f->base + f->v[i].end), f->v[i].rule, a};
         /* widen to character boundaries within the text we hold (event boundaries are boundaries) */
         while (o.start > c->tbase && cont((unsigned char)c->text.data[o.start - c->tbase])) o.start--;
         while (o.end < c->fed && cont((unsigned char)c->text.data[o.end - c->tbase])) o.end++;

@@ -221,6 +221,114 @@ static int replace(const wd_rule_t *r, wd_action_t a, const char *p, size_t len,
     return wd_buf_printf(out, "[%s]", r->type);
 }
 
+/* ---- allow-lists --------------------------------------------------------------------------------- */
+
+struct wd_guard_allow {
+    char **v; /* compared forms, sorted once complete (each add keeps the order) */
+    size_t n, cap;
+};
+
+/* The compared form of p (see rewrite.h) in out (at least len bytes); its length, 0 if empty. */
+static size_t allow_form(const char *p, size_t len, char *out)
+{
+    bool number = false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= '0' && c <= '9')
+            number = true;
+        else if (!strchr(" -./()+", c) || !c) {
+            number = false;
+            break;
+        }
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (number && !(c >= '0' && c <= '9')) continue;
+        out[n++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    return n;
+}
+
+/* The index where form (n bytes, NUL-terminated) is or would go. */
+static size_t allow_find(const wd_guard_allow_t *a, const char *form, bool *found)
+{
+    size_t lo = 0, hi = a->n;
+    *found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(a->v[mid], form);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+wd_guard_allow_t *wd_guard_allow_new(void)
+{
+    return calloc(1, sizeof(wd_guard_allow_t));
+}
+
+int wd_guard_allow_add(wd_guard_allow_t *a, const char *p, size_t len)
+{
+    char form[WD_ALLOW_MAX_LEN + 1];
+    if (len > WD_ALLOW_MAX_LEN) return WD_EINVAL;
+    size_t n = allow_form(p, len, form), k = 0;
+    while (k < n && !wd_is_alnum((unsigned char)form[k]) && (unsigned char)form[k] < 0x80)
+        k++;
+    if (k == n || memchr(form, 0, n)) return WD_EINVAL; /* no letter or digit: it would allow punctuation */
+    form[n] = 0;
+    bool found;
+    size_t at = allow_find(a, form, &found);
+    if (found) return WD_EEXIST;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 8;
+        char **v = realloc(a->v, cap * sizeof *v);
+        if (!v) return WD_ENOMEM;
+        a->v = v;
+        a->cap = cap;
+    }
+    char *copy = strdup(form);
+    if (!copy) return WD_ENOMEM;
+    memmove(a->v + at + 1, a->v + at, (a->n - at) * sizeof *a->v);
+    a->v[at] = copy;
+    a->n++;
+    return WD_OK;
+}
+
+size_t wd_guard_allow_count(const wd_guard_allow_t *a)
+{
+    return a ? a->n : 0;
+}
+
+bool wd_guard_allow_has(const wd_guard_allow_t *a, const char *p, size_t len)
+{
+    char form[WD_ALLOW_MAX_LEN + 1];
+    if (!a || !a->n || len > WD_ALLOW_MAX_LEN) return false;
+    size_t n = allow_form(p, len, form);
+    if (!n || memchr(form, 0, n)) return false;
+    form[n] = 0;
+    bool found;
+    allow_find(a, form, &found);
+    sodium_memzero(form, sizeof form);
+    return found;
+}
+
+void wd_guard_allow_free(wd_guard_allow_t *a)
+{
+    if (!a) return;
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    free(a);
+}
+
 int wd_guard_rewrite(const wd_guard_db_t *db, const char *text, size_t len, const wd_findings_t *f,
                      const wd_rewrite_opts_t *o, wd_guard_tally_t *t, wd_buf_t *out)
 {
@@ -236,6 +344,9 @@ int wd_guard_rewrite(const wd_guard_db_t *db, const char *text, size_t len, cons
         if (s >= e) continue;
         const wd_rule_t *r = wd_guard_db_rule(db, f->v[i].rule);
         wd_action_t a = o->action ? o->action(o->ud, r) : WD_ACT_REDACT;
+        if (a != WD_ACT_ALLOW &&
+            wd_guard_allow_has(o->allow, text + f->v[i].start, f->v[i].end - f->v[i].start))
+            a = WD_ACT_ALLOW;
         wd_guard_tally_add(t, f->v[i].rule, a);
         if (a == WD_ACT_ALLOW || a == WD_ACT_FLAG || a == WD_ACT_BLOCK) continue;
         int rc = wd_buf_append(out, text + copied, s - copied);

@@ -47,6 +47,21 @@ void wd_restorer_free(wd_restorer_t *r);
 int wd_restorer_feed(wd_restorer_t *r, const char *p, size_t len, wd_buf_t *out);
 int wd_restorer_flush(wd_restorer_t *r, wd_buf_t *out);
 
+/* Values a profile lets pass whatever the action for their type (guard_profiles.NAME.allow: a company's
+ * own support address, a published hotline, a documented test card number). A finding is allowed when
+ * its text equals an entry compared this way: a value of digits and the separators numbers are written
+ * with (space, - . / ( ) +) by its digits alone, so "(212) 555-0100" = "212.555.0100"; any other value
+ * with ASCII letters in either case. Built once (config load), then read-only and shared by threads. */
+#define WD_ALLOW_MAX_LEN 256 /* longest entry, and longest finding that can be allowed */
+typedef struct wd_guard_allow wd_guard_allow_t;
+wd_guard_allow_t *wd_guard_allow_new(void);
+/* Adds one entry: WD_OK, WD_EEXIST (an earlier entry compares equal), WD_EINVAL (no letter or digit, or
+ * longer than WD_ALLOW_MAX_LEN) or WD_ENOMEM. */
+int wd_guard_allow_add(wd_guard_allow_t *a, const char *p, size_t len);
+size_t wd_guard_allow_count(const wd_guard_allow_t *a);
+bool wd_guard_allow_has(const wd_guard_allow_t *a, const char *p, size_t len);
+void wd_guard_allow_free(wd_guard_allow_t *a);
+
 /* What to do with each finding: the caller's profile decides by rule (its type and class). */
 typedef wd_action_t (*wd_action_fn)(void *ud, const wd_rule_t *rule);
 
@@ -55,6 +70,7 @@ typedef struct {
     void *ud;
     const uint8_t *hash_key; /* 32 bytes, for WD_ACT_HASH (NULL: hash falls back to redact) */
     wd_vault_t *vault;       /* for WD_ACT_PSEUDO (NULL: pseudonymize falls back to redact) */
+    const wd_guard_allow_t *allow; /* findings whose text is listed pass (WD_ACT_ALLOW); NULL: none */
 } wd_rewrite_opts_t;
 
 /* Per-type counts of what was done, for events and the x-warden-guard header. */

@@ -12,7 +12,9 @@
 - block: 400 content_blocked naming the rule and profile, nothing reaches the upstream;
 - x-warden-guard and the audit event carry types, actions and counts, never values;
 - a role entitled to `phi` sends health identifiers unchanged, another role has them redacted;
-- mask, redact and keyed hash (stable across requests and restarts with a state dir).
+- mask, redact and keyed hash (stable across requests and restarts with a state dir);
+- a profile's allow list: listed values (any case; numbers with any spacing) reach the model and
+  leave in answers (whole and streamed) as written, even where their type blocks; others are acted on.
 
 Run with Debian's interpreter: /usr/bin/python3 -m pytest tests/integration/test_guard.py
 """
@@ -950,3 +952,72 @@ def test_hash_with_state_dir_without_auth(sim, gateway, tmp_path):
     up = json.loads(r.json()["sim_request"]["body"])["messages"][0]["content"]
     assert re.fullmatch(r"for \[EMAIL:[0-9a-f]{16}\]", up), up
     assert "EMAIL:hash:1" in r.headers["x-warden-guard"]
+
+
+# ---- the profile's allow list -------------------------------------------------------------------------
+
+ALLOWED = "Support@Example.com"
+OK_PAT = "ghp_" + "9876543210ZyXwVuTsRqPoNmLkJiHgFeDcBa"  # a token the profile lets through (a test fixture's)
+GUARD_ALLOW = (
+    f"guard: {{ rules_dir: {RULES}, default_profile: std }}\n"
+    "guard_profiles:\n"
+    "  std:\n"
+    "    input: { EMAIL: pseudonymize, CREDIT_CARD: pseudonymize, secrets: block }\n"
+    "    output: { pii: redact, financial: redact }\n"
+    f"    allow: [{ALLOWED}, '4111-1111-1111-1111', {OK_PAT}]\n"
+)
+
+
+@pytest.fixture(scope="module")
+def allow_gw(tmp_path_factory, patient_start):
+    """The Python upstream double behind a gateway whose profile allows one address and one card."""
+    tmp = tmp_path_factory.mktemp("allowgw")
+    u = Upstream()
+    g = Gateway(tmp, u.port, extra=GUARD_ALLOW)
+    yield u, g
+    stop_and_judge(g)
+    u.close()
+
+
+def test_allow_list_passes_listed_values_only(allow_gw):
+    upstream, g = allow_gw
+    other_card = "5555 5555 5555 4444"
+    prompt = f"mail support@example.com and {EMAIL}, cards {CARD} and {other_card}"
+    r = post(g.url, CHAT, chat(prompt))
+    assert r.status_code == 200, r.text
+    sent = json.loads(upstream.last())["messages"][0]["content"]
+    # the listed address (any case) and card (any spacing) reach the model as written, the others do not
+    assert sent == f"mail support@example.com and <EMAIL_1>, cards {CARD} and <CREDIT_CARD_1>"
+    hdr = r.headers["x-warden-guard"]
+    assert "EMAIL:pseudonymize:1" in hdr and "CREDIT_CARD:pseudonymize:1" in hdr, hdr
+    assert "EMAIL:allow:1" in hdr and "CREDIT_CARD:allow:1" in hdr, hdr
+    no_values(hdr, EMAIL, other_card)
+
+    # answers: the output filter redacts what is not listed, whole and streamed
+    answer = f"Reach us at SUPPORT@example.com, not {EMAIL2}; card {CARD}, not {other_card}."
+    want = f"Reach us at SUPPORT@example.com, not [EMAIL]; card {CARD}, not [CREDIT_CARD]."
+    upstream.reply = {"id": "c", "object": "chat.completion", "created": 1, "model": "sim-small",
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                   "finish_reason": "stop"}]}
+    try:
+        r = post(g.url, CHAT, chat("hello"))
+    finally:
+        upstream.reply = None
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == want
+    upstream.events = [chunk(answer[i:i + 7]) for i in range(0, len(answer), 7)] + [chunk(finish="stop")]
+    try:
+        r, payloads = stream_events(g.url, chat("hello", stream=True))
+    finally:
+        upstream.events = []
+    assert r.status_code == 200, payloads
+    assert stream_content(payloads) == want
+
+    # a listed value passes even where its type would block; an unlisted one still blocks
+    r = post(g.url, CHAT, chat(f"deploy with {OK_PAT}"))
+    assert r.status_code == 200, r.text
+    assert json.loads(upstream.last())["messages"][0]["content"] == f"deploy with {OK_PAT}"
+    before = upstream.count()
+    r = post(g.url, CHAT, chat(f"deploy with {GH_PAT}"))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_blocked"
+    assert upstream.count() == before

@@ -18,6 +18,7 @@
   whole rules directory and a profile: the injection screen as the gateway runs it (score, threshold,
   action, rules and decoded layers, decode budget), output categories with severity, rule-set version
   and the profile's output action;
+- a profile's allow list: listed values kept in anonymized output, reported as allowed by --explain;
 - --class: only the rules of the named classes, in every format and output; unknown or empty classes
   refused;
 - exit codes 0/1/2 and the error messages (bad option, unreadable file, invalid JSON on line N, bad
@@ -661,8 +662,24 @@ def write_config(tmp_path, rules):
         f"guard: {{ rules_dir: {rules}, min_score: 0.5 }}\n"
         "guard_profiles:\n"
         "  train: { input: { pii: pseudonymize, financial: mask, secrets: block, IBAN: redact } }\n"
-        "  hashing: { input: { EMAIL: hash } }\n")
+        "  hashing: { input: { EMAIL: hash } }\n"
+        f"  allowing: {{ input: {{ pii: redact, financial: redact }}, allow: ['{EMAIL.upper()}'] }}\n")
     return cfg
+
+
+def test_profile_allow_list(tmp_path, rules):
+    """A profile's allow list: the listed address stays as written, the other findings are acted on, and
+    --explain and its summary say why."""
+    cfg = write_config(tmp_path, rules)
+    p = run(["-c", str(cfg), "--profile", "allowing", "--output", "anonymized"], input=TEXT.encode())
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.decode() == TEXT.replace(CARD, "[CREDIT_CARD]").replace(IBAN, "[IBAN]")
+    p = run(["-c", str(cfg), "--profile", "allowing", "--explain"], input=TEXT.encode())
+    assert p.returncode == 1, p.stderr
+    out = p.stdout.decode()
+    assert "EMAIL (pii) rule pii.email, score 0.90, action allow (on profile allowing's allow list)" in out
+    assert re.search(r"EMAIL +pii +1 +allow", out) and re.search(r"CREDIT_CARD +financial +1 +redact", out), out
+    assert_no_values(p.stdout)
 
 
 def test_profile_from_config(tmp_path, rules):

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "guard/rewrite.h"
 #include "guard/guard.h"
 #include "../certgen.h"
 
@@ -1040,6 +1041,51 @@ static void test_guard_unreadable_input(void **state)
     rmdir(dir);
 }
 
+/* A profile's allow list: values that pass whatever their type's action, numbers compared by their digits
+ * and other values ignoring ASCII case; bad lists are refused with the entry's position. */
+static void test_guard_allow_list(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wd-test-allow-XXXXXX", path[128], err[ERRLEN];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/c.yaml", dir);
+    write_guard_config(path, "{ input: { pii: redact }, allow: [Help@Example.COM, '+1 (212) 736-4821', x] }");
+    wd_config_t *c = wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err);
+    if (!c) fail_msg("%s", err);
+    const wd_guard_allow_t *a = wd_config_profile(c, "p")->allow;
+    assert_int_equal(wd_guard_allow_count(a), 3);
+    static const char *const yes[] = {"help@example.com", "HELP@EXAMPLE.COM", "12127364821",
+                                      "1-212-736-4821",   "+1 212.736.4821",  "X"};
+    static const char *const no[] = {
+        "help@example.org", "help@examplecom", "2127364821", "+1 212 736 482", "1212736482a", "xx", ""};
+    for (size_t i = 0; i < WD_ARRAY_LEN(yes); i++)
+        if (!wd_guard_allow_has(a, yes[i], strlen(yes[i]))) fail_msg("'%s' should be allowed", yes[i]);
+    for (size_t i = 0; i < WD_ARRAY_LEN(no); i++)
+        if (wd_guard_allow_has(a, no[i], strlen(no[i]))) fail_msg("'%s' should not be allowed", no[i]);
+    wd_config_unref(c);
+
+    static const struct {
+        const char *profile, *err;
+    } bad[] = {
+        {"{ allow: [] }", "guard_profiles.p.allow: expected a list of 1 to 4096 values"},
+        {"{ allow: help@example.com }", "guard_profiles.p.allow: expected a list of 1 to 4096 values"},
+        {"{ allow: [a@b.co, A@B.CO] }", "guard_profiles.p.allow: 'A@B.CO' is listed twice"},
+        {"{ allow: ['212-736-4821', '(212) 736 4821'] }",
+         "guard_profiles.p.allow: '(212) 736 4821' is listed twice"},
+        {"{ allow: ['--'] }",
+         "guard_profiles.p.allow: '--': expected a value of at most 256 bytes with a letter or digit"},
+        {"{ allow: [[a]] }", "guard_profiles.p.allow: expected a string, got a sequence"},
+    };
+    for (size_t i = 0; i < WD_ARRAY_LEN(bad); i++) {
+        write_guard_config(path, bad[i].profile);
+        wd_config_t *b = wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err);
+        if (b) fail_msg("%s: loaded", bad[i].profile);
+        if (!strstr(err, bad[i].err)) fail_msg("%s: got \"%s\"", bad[i].profile, err);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 static char tls_dir[64];
 static char p_ca[128], p_cert[128], p_key[128], p_other_key[128], p_expired[128], p_expired_key[128], p_junk[128],
     p_cert2[128], p_key2[128];
@@ -1281,6 +1327,7 @@ int main(void)
         cmocka_unit_test(test_role_errors),
         cmocka_unit_test(test_guard_no_scan),
         cmocka_unit_test(test_guard_unreadable_input),
+        cmocka_unit_test(test_guard_allow_list),
         cmocka_unit_test_setup_teardown(test_tls_listener, setup_tls, teardown_tls),
         cmocka_unit_test_setup_teardown(test_tls_listener_errors, setup_tls, teardown_tls),
         cmocka_unit_test_setup_teardown(test_tls_upstream, setup_tls, teardown_tls),

@@ -747,6 +747,44 @@ static void test_rewrite_allow_flag_block(void **state)
     wd_vault_free(&v);
 }
 
+/* The allow list: listed values pass whatever their type's action, even block; others are acted on. */
+static void test_rewrite_allow_list(void **state)
+{
+    (void)state;
+    wd_guard_allow_t *al = wd_guard_allow_new();
+    assert_non_null(al);
+    assert_int_equal(wd_guard_allow_add(al, "Jane@Ex.com", 11), WD_OK);
+    assert_int_equal(wd_guard_allow_add(al, "4111-1111-1111-1111", 19), WD_OK);
+    assert_int_equal(wd_guard_allow_add(al, "sk-abcdefgh", 11), WD_OK);
+    assert_int_equal(wd_guard_allow_add(al, "JANE@ex.COM", 11), WD_EEXIST);
+    assert_int_equal(wd_guard_allow_add(al, "4111 1111 1111 1111", 19), WD_EEXIST);
+    assert_int_equal(wd_guard_allow_add(al, " - ", 3), WD_EINVAL);
+    assert_int_equal(wd_guard_allow_count(al), 3);
+    const char *text =
+        "jane@ex.com and bob@ex.com paid with 4111 1111 1111 1111 using sk-abcdefgh and sk-zzzzzzzz";
+    actions_t a = {{"EMAIL", "CREDIT_CARD", "API_KEY"}, {WD_ACT_REDACT, WD_ACT_MASK, WD_ACT_BLOCK}};
+    wd_rewrite_opts_t o = {by_type, &a, NULL, NULL, al};
+    wd_guard_tally_t t;
+    char *s = scan_rewrite(text, &o, &t);
+    assert_string_equal(
+        s, "jane@ex.com and [EMAIL] paid with 4111 1111 1111 1111 using sk-abcdefgh and sk-zzzzzzzz");
+    free(s);
+    /* the listed key passes; the other one still blocks */
+    assert_int_equal(t.blocked_rule, R_KEY);
+    size_t allowed = 0;
+    for (size_t i = 0; i < t.n; i++)
+        if (t.v[i].action == WD_ACT_ALLOW) allowed += t.v[i].count;
+    assert_int_equal(allowed, 3);
+    /* without the list every finding is acted on */
+    o.allow = NULL;
+    s = scan_rewrite(text, &o, &t);
+    assert_null(strstr(s, "jane@ex.com"));
+    assert_null(strstr(s, "4111 1111 1111 1111"));
+    free(s);
+    assert_false(wd_guard_allow_has(NULL, "jane@ex.com", 11));
+    wd_guard_allow_free(al);
+}
+
 static void test_action_names(void **state)
 {
     (void)state;
@@ -783,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_rewrite_mask_multibyte),
         cmocka_unit_test(test_rewrite_redact_hash),
         cmocka_unit_test(test_rewrite_allow_flag_block),
+        cmocka_unit_test(test_rewrite_allow_list),
         cmocka_unit_test(test_action_names),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
