@@ -3,9 +3,11 @@
  * with a fixed small rule set, rewritten and spliced back re-encoded.
  *
  * The first input byte is the mode (bit 0: pseudonymize everything, else a mix of actions chosen per
- * rule; the rest picks where the answer is cut for the streaming restorer); the remainder is the body.
+ * rule; bit 1: with an allow list; the rest picks where the answer is cut for the streaming restorer);
+ * the remainder is the body.
  * Inputs that wd_json_parse rejects are ignored. Checked, aborting on any violation:
- *  - every finding is acted on (the tally counts each one), so none can pass through unnoticed;
+ *  - every finding is acted on (the tally counts each one), so none can pass through unnoticed, and
+ *    with the allow list each finding whose text is listed is counted as allowed;
  *  - each rewritten text is valid UTF-8 (a span is never split inside a character);
  *  - the rebuilt body parses with wd_json_parse, is valid UTF-8, has the same token structure, and each
  *    of its strings decodes to exactly the rewritten text;
@@ -43,6 +45,7 @@ static const char rules[] =
 
 static wd_guard_db_t *db;
 static wd_guard_scratch_t *scratch;
+static wd_guard_allow_t *allow;
 static const uint8_t hash_key[32] = {42};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -58,6 +61,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     CHECK(db);
     scratch = wd_guard_scratch_new(db);
     CHECK(scratch);
+    static const char *const listed[] = {"a@b.co", "4111 1111 1111 1111", "sk-abcdefgh", "aab",
+                                         "ID:\xc3\xa9x"};
+    allow = wd_guard_allow_new();
+    CHECK(allow);
+    for (size_t i = 0; i < sizeof listed / sizeof *listed; i++)
+        CHECK(wd_guard_allow_add(allow, listed[i], strlen(listed[i])) == WD_OK);
     return 0;
 }
 
@@ -146,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     wd_vault_t vault;
     wd_vault_init(&vault);
-    wd_rewrite_opts_t o = {all_pseudo ? pseudo : mixed, &mode, hash_key, &vault};
+    wd_rewrite_opts_t o = {all_pseudo ? pseudo : mixed, &mode, hash_key, &vault, mode & 2 ? allow : NULL};
     wd_findings_t f;
     wd_findings_init(&f);
     wd_buf_t *orig = calloc(ss->n + 1, sizeof *orig), *rew = calloc(ss->n + 1, sizeof *rew);
@@ -175,9 +184,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         wd_guard_tally_t t;
         wd_guard_tally_init(&t);
         CHECK(wd_guard_rewrite(db, orig[i].data ? orig[i].data : "", orig[i].len, &f, &o, &t, &rew[i]) == WD_OK);
-        uint64_t acted = 0;
-        for (size_t k = 0; k < t.n; k++) acted += t.v[k].count;
+        uint64_t acted = 0, allowed = 0, listed = 0;
+        for (size_t k = 0; k < t.n; k++) {
+            acted += t.v[k].count;
+            if (t.v[k].action == WD_ACT_ALLOW) allowed += t.v[k].count;
+        }
         CHECK(acted == f.n); /* every finding was acted on */
+        for (size_t k = 0; o.allow && k < f.n; k++)
+            listed += wd_guard_allow_has(o.allow, orig[i].data + f.v[k].start, f.v[k].end - f.v[k].start);
+        CHECK(allowed >= listed);
         CHECK(valid_utf8(rew[i].data, rew[i].len));
         if (rew[i].len == orig[i].len && (rew[i].len == 0 || memcmp(rew[i].data, orig[i].data, rew[i].len) == 0))
             continue;
