@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -65,6 +66,8 @@ typedef struct {
     wd_guard_scratch_t *scr;
     const wd_guard_profile_t *profile;
     const char *profile_name;
+    unsigned jobs;  /* --jobs: JSON lines files are split among this many processes */
+    uint64_t line0; /* lines of the file before this process's part (--jobs) */
     const char *classes[WD_CLI_MAX_VALS * 4]; /* --class: scan only the rules of these classes (none: all) */
     size_t nclasses;
     char *classes_store;
@@ -103,47 +106,53 @@ typedef struct {
 
 static void usage(FILE *f)
 {
-    fputs("usage: warden scan [OPTIONS] [FILE...]          (stdin when no FILE, or FILE is -)\n"
-          "\n"
-          "Finds personal data and secrets in files with the guard's rules and prints the findings (one JSON\n"
-          "line each; never the matched value), the anonymized data, or a readable report.\n"
-          "\n"
-          "rules:\n"
-          "  --rules DIR            rule files (default: ./rules)\n"
-          "  -c, --config FILE      use FILE's guard section: its rules_dir, min_score and guard_profiles\n"
-          "                         (the config loads as for serve: its api_key_env variables must be set)\n"
-          "  --min-score F          ignore findings scoring below F, 0..1 (default: the config's, else 0.5)\n"
-          "  --cache-dir DIR        keep the compiled rules in DIR and reuse them while the rules are the same\n"
-          "                         (default: the config's guard.cache_dir, else $CACHE_DIRECTORY, else\n"
-          "                         $XDG_CACHE_HOME/warden, else ~/.cache/warden); entries must belong to\n"
-          "                         you and be writable by you only\n"
-          "  --no-cache             compile the rules every time (about 2-3 s with the shipped rules)\n"
-          "  --class C[,C...]       scan only the rules of these classes (repeatable): pii, phi, financial,\n"
-          "                         secrets, injection or a content category; default: every rule\n"
-          "input:\n"
-          "  --format text|jsonl|csv   input format (default text); --jsonl and --csv are short for it\n"
-          "  --field PATH           JSON lines: scan this field (repeatable). Dotted path: messages.0.content,\n"
-          "                         '*' for every element or member: messages.*.content. A field that is an\n"
-          "                         array or object has every string inside it scanned, member names\n"
-          "                         too. Default: the whole record, member names included\n"
-          "  --column NAME|N        CSV: scan this column (repeatable), by header name or 1-based number;\n"
-          "                         default: every column\n"
-          "  --no-header            CSV: the first record is data (columns by number only)\n"
-          "  --allow-missing        a record without a selected field/column is skipped, not an error\n"
-          "  --max-record-bytes N   longest JSON line or CSV record (default 16MiB; suffixes KiB, MiB, GiB)\n"
-          "output:\n"
-          "  --output findings|anonymized   (default findings)\n"
-          "  --explain              a readable report per finding (masked context) and a summary by type\n"
-          "  --profile NAME         with -c: act on each finding as guard profile NAME says\n"
-          "  --action A             act on every finding with A: redact (default), mask, hash, pseudonymize\n"
-          "  --hash-key-file FILE   key for the hash action: 32 bytes (raw, or 64 hex digits); default with -c\n"
-          "                         and a state_dir: the gateway's own key (derived from the master key)\n"
-          "  --max-pseudonyms N     distinct pseudonymized values kept for the whole run (default 4096, at\n"
-          "                         most 65536); later new values are redacted instead\n"
-          "\n"
-          "Exit status: 0 no findings, 1 findings, 2 error (bad option, unreadable file, invalid record).\n"
-          "See docs/detectors.md (\"warden scan\") for the output formats.\n",
-          f);
+    fputs(
+        "usage: warden scan [OPTIONS] [FILE...]          (stdin when no FILE, or FILE is -)\n"
+        "\n"
+        "Finds personal data and secrets in files with the guard's rules and prints the findings (one JSON\n"
+        "line each; never the matched value), the anonymized data, or a readable report.\n"
+        "\n"
+        "rules:\n"
+        "  --rules DIR            rule files (default: ./rules)\n"
+        "  -c, --config FILE      use FILE's guard section: its rules_dir, min_score and guard_profiles\n"
+        "                         (the config loads as for serve: its api_key_env variables must be set)\n"
+        "  --min-score F          ignore findings scoring below F, 0..1 (default: the config's, else 0.5)\n"
+        "  --cache-dir DIR        keep the compiled rules in DIR and reuse them while the rules are the "
+        "same\n"
+        "                         (default: the config's guard.cache_dir, else $CACHE_DIRECTORY, else\n"
+        "                         $XDG_CACHE_HOME/warden, else ~/.cache/warden); entries must belong to\n"
+        "                         you and be writable by you only\n"
+        "  --no-cache             compile the rules every time (about 2-3 s with the shipped rules)\n"
+        "  --class C[,C...]       scan only the rules of these classes (repeatable): pii, phi, financial,\n"
+        "                         secrets, injection or a content category; default: every rule\n"
+        "  -j, --jobs N           JSON lines: scan each regular file in N parts at once, one process each\n"
+        "                         (same output and order; not with --explain or pseudonymize)\n"
+        "input:\n"
+        "  --format text|jsonl|csv   input format (default text); --jsonl and --csv are short for it\n"
+        "  --field PATH           JSON lines: scan this field (repeatable). Dotted path: "
+        "messages.0.content,\n"
+        "                         '*' for every element or member: messages.*.content. A field that is an\n"
+        "                         array or object has every string inside it scanned, member names\n"
+        "                         too. Default: the whole record, member names included\n"
+        "  --column NAME|N        CSV: scan this column (repeatable), by header name or 1-based number;\n"
+        "                         default: every column\n"
+        "  --no-header            CSV: the first record is data (columns by number only)\n"
+        "  --allow-missing        a record without a selected field/column is skipped, not an error\n"
+        "  --max-record-bytes N   longest JSON line or CSV record (default 16MiB; suffixes KiB, MiB, GiB)\n"
+        "output:\n"
+        "  --output findings|anonymized   (default findings)\n"
+        "  --explain              a readable report per finding (masked context) and a summary by type\n"
+        "  --profile NAME         with -c: act on each finding as guard profile NAME says\n"
+        "  --action A             act on every finding with A: redact (default), mask, hash, pseudonymize\n"
+        "  --hash-key-file FILE   key for the hash action: 32 bytes (raw, or 64 hex digits); default with "
+        "-c\n"
+        "                         and a state_dir: the gateway's own key (derived from the master key)\n"
+        "  --max-pseudonyms N     distinct pseudonymized values kept for the whole run (default 4096, at\n"
+        "                         most 65536); later new values are redacted instead\n"
+        "\n"
+        "Exit status: 0 no findings, 1 findings, 2 error (bad option, unreadable file, invalid record).\n"
+        "See docs/detectors.md (\"warden scan\") for the output formats.\n",
+        f);
 }
 
 static int fail(scan_t *S, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -531,6 +540,8 @@ typedef struct {
     char *buf;
     size_t pos, len;
     bool eof;
+    uint64_t left; /* bytes of the input still to read (a part of a file, --jobs) ... */
+    int64_t at;    /* ... from this offset with pread (the processes share the file's offset); -1: read */
 } rd_t;
 
 static int rd_fill(scan_t *S, rd_t *r)
@@ -538,7 +549,14 @@ static int rd_fill(scan_t *S, rd_t *r)
     if (r->eof) return 0;
     if (r->pos == r->len) r->pos = r->len = 0;
     for (;;) {
-        ssize_t n = read(r->fd, r->buf + r->len, BLOCK - r->len);
+        size_t want = (size_t)WD_MIN((uint64_t)(BLOCK - r->len), r->left);
+        ssize_t n = !want       ? 0
+                    : r->at < 0 ? read(r->fd, r->buf + r->len, want)
+                                : pread(r->fd, r->buf + r->len, want, r->at);
+        if (n > 0) {
+            r->left -= (uint64_t)n;
+            if (r->at >= 0) r->at += n;
+        }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return fail(S, "%s: read error: %s", S->file, strerror(errno));
         if (n == 0) r->eof = true;
@@ -1056,7 +1074,7 @@ static int scan_jsonl(scan_t *S, rd_t *r)
     wd_json_edit_t *edits = NULL;
     size_t *eoff = NULL;
     int rc = 0;
-    for (uint64_t lineno = 1;; lineno++) {
+    for (uint64_t lineno = S->line0 + 1;; lineno++) {
         bool got, nl;
         if ((rc = read_line(S, r, &rec, lineno, &got, &nl))) break;
         if (!got) break;
@@ -1694,13 +1712,143 @@ static int check_input(scan_t *S, const char *path)
     return 0;
 }
 
+/* ---- --jobs: a JSON lines file in parts, one process each ------------------------------------------ */
+
+#define MIN_PART (256 * 1024) /* a file is split only into parts at least this large */
+
+/* Part k of S->jobs of the file on fd (size bytes): [cut[k], cut[k + 1]), each cut just after a newline,
+ * and lines[k], the newlines before cut[k]. Returns the number of parts. */
+static int split_points(scan_t *S, int fd, uint64_t size, char *buf, uint64_t *cut, uint64_t *lines,
+                        unsigned *nparts)
+{
+    unsigned n = (unsigned)WD_MIN((uint64_t)S->jobs, size / MIN_PART);
+    if (n < 2) {
+        *nparts = 1;
+        return 0;
+    }
+    unsigned k = 0;
+    uint64_t off = 0, nl = 0;
+    cut[0] = lines[0] = 0;
+    while (off < size && k + 1 < n) {
+        ssize_t got = pread(fd, buf, (size_t)WD_MIN((uint64_t)BLOCK, size - off), (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0)
+            return fail(S, "%s: read error: %s", S->file, got < 0 ? strerror(errno) : "file shrank");
+        for (const char *p = buf, *e = buf + got; (p = memchr(p, '\n', (size_t)(e - p))); p++) {
+            nl++;
+            uint64_t at = off + (uint64_t)(p - buf) + 1;
+            if (k + 1 < n && at >= size / n * (k + 1) && at < size) {
+                cut[++k] = at;
+                lines[k] = nl;
+            }
+        }
+        off += (uint64_t)got;
+    }
+    *nparts = k + 1;
+    cut[k + 1] = size;
+    return 0;
+}
+
+/* Copies the temporary file fd to out from its start; closes it. */
+static int copy_back(scan_t *S, int fd, FILE *out, char *buf)
+{
+    int rc = lseek(fd, 0, SEEK_SET) < 0 ? -1 : 0;
+    for (ssize_t n; !rc && (n = read(fd, buf, BLOCK)) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || fwrite(buf, 1, (size_t)n, out) != (size_t)n) rc = -1;
+    }
+    close(fd);
+    return rc ? fail(S, "%s: collecting a part's output: %s", S->file, strerror(errno)) : 0;
+}
+
+static int scan_jsonl(scan_t *S, rd_t *r);
+
+/* Scans the parts of a JSON lines file in S->jobs processes at once, each writing to a temporary file,
+ * and writes their outputs in order: the same bytes, findings and exit status as one process, and on an
+ * error in some part, the output before it and its message only. */
+static int scan_parts(scan_t *S, int fd, uint64_t size, char *buf)
+{
+    uint64_t cut[257], lines[257];
+    unsigned n = 1;
+    if (split_points(S, fd, size, buf, cut, lines, &n)) return -1;
+    if (n < 2) {
+        rd_t r = {.fd = fd, .buf = buf, .left = UINT64_MAX, .at = -1};
+        return scan_jsonl(S, &r);
+    }
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp) tmp = "/tmp";
+    pid_t pid[256];
+    int out[256], err[256];
+    unsigned started = 0;
+    int rc = 0;
+    if (fflush(S->o) || fflush(stderr)) return fail(S, "writing the output: %s", strerror(errno));
+    for (unsigned k = 0; k < n && !rc; k++) {
+        out[k] = open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        err[k] = out[k] >= 0 ? open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+        if (err[k] < 0) {
+            rc = fail(S, "%s: a temporary file in %s: %s", S->file, tmp, strerror(errno));
+            if (out[k] >= 0) close(out[k]);
+            break;
+        }
+        pid[k] = fork();
+        if (pid[k] < 0) {
+            rc = fail(S, "fork: %s", strerror(errno));
+            close(out[k]);
+            close(err[k]);
+            break;
+        }
+        if (pid[k] == 0) { /* the part: its own output and messages, its exit status as the command's */
+            FILE *o = fdopen(out[k], "w");
+            if (!o || dup2(err[k], STDERR_FILENO) < 0) _exit(WD_EXIT_USAGE);
+            S->o = o;
+            S->line0 = lines[k];
+            rd_t r = {.fd = fd, .buf = buf, .left = cut[k + 1] - cut[k], .at = (int64_t)cut[k]};
+            int crc = scan_jsonl(S, &r);
+            if (fflush(o) && !crc) crc = fail(S, "writing the output: %s", strerror(errno));
+            _exit(crc ? WD_EXIT_USAGE : S->total ? WD_EXIT_FAIL : WD_EXIT_OK);
+        }
+        started++;
+    }
+    /* every process started is waited for; outputs are written in order up to the first failure */
+    for (unsigned k = 0; k < started; k++) {
+        int st = 0;
+        while (waitpid(pid[k], &st, 0) < 0 && errno == EINTR) {
+        }
+        if (!rc && (rc = copy_back(S, out[k], S->o, buf)) == 0) {
+            int e = err[k];
+            err[k] = -1;
+            rc = copy_back(S, e, stderr, buf);
+        } else {
+            close(out[k]);
+        }
+        if (err[k] >= 0) close(err[k]);
+        if (rc) continue;
+        if (WIFEXITED(st) && WEXITSTATUS(st) == WD_EXIT_FAIL)
+            S->total++;
+        else if (!WIFEXITED(st) || WEXITSTATUS(st) != WD_EXIT_OK)
+            rc = WIFEXITED(st)
+                     ? -1 /* its message is out */
+                     : fail(S, "%s: the process for bytes %llu-%llu ended by signal %d", S->file,
+                            (unsigned long long)cut[k], (unsigned long long)cut[k + 1], WTERMSIG(st));
+    }
+    return rc;
+}
+
 static int scan_input(scan_t *S, const char *path, char *buf)
 {
     bool in = !strcmp(path, "-");
-    rd_t r = {.fd = in ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC), .buf = buf};
+    rd_t r = {
+        .fd = in ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC), .buf = buf, .left = UINT64_MAX, .at = -1};
     if (r.fd < 0) return fail(S, "%s: %s", path, strerror(errno));
     S->file = path;
     S->file_hit = false;
+    struct stat st;
+    if (S->jobs > 1 && S->fmt == FMT_JSONL && fstat(r.fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        int rc = scan_parts(S, r.fd, (uint64_t)st.st_size, buf);
+        if (!in) close(r.fd);
+        if (!rc && fflush(S->o)) rc = fail(S, "writing the output: %s", strerror(errno));
+        return rc;
+    }
     int rc = S->fmt == FMT_TEXT ? scan_text(S, &r) : S->fmt == FMT_JSONL ? scan_jsonl(S, &r) : scan_csv(S, &r);
     if (!in) close(r.fd);
     if (!rc && fflush(S->o)) rc = fail(S, "writing the output: %s", strerror(errno));
@@ -1732,6 +1880,7 @@ int wd_cmd_scan(int argc, char **argv)
         {.name = "cache-dir", .arg = true},
         {.name = "no-cache"},
         {.name = "class", .arg = true, .multi = true},
+        {.name = "jobs", .short_name = 'j', .arg = true},
         {.name = "help", .short_name = 'h'},
     };
     const size_t N = WD_ARRAY_LEN(opts);
@@ -1841,6 +1990,24 @@ int wd_cmd_scan(int argc, char **argv)
         }
     }
     if ((v = wd_cli_val(opts, N, "min-score")) && parse_min_score(&S, v)) goto out;
+    S.jobs = 1;
+    if ((v = wd_cli_val(opts, N, "jobs"))) {
+        char *end = NULL;
+        unsigned long j = strtoul(v, &end, 10);
+        if (!(v[0] >= '0' && v[0] <= '9') || *end || j < 1 || j > 256) {
+            fail(&S, "--jobs '%s': expected a number of processes from 1 to 256", v);
+            goto out;
+        }
+        S.jobs = (unsigned)j;
+    }
+    if (S.jobs > 1 && S.fmt != FMT_JSONL) {
+        fail(&S, "--jobs applies to JSON lines (--jsonl)");
+        goto out;
+    }
+    if (S.jobs > 1 && S.out == OUT_EXPLAIN) {
+        fail(&S, "--jobs cannot be combined with --explain (its summary and screen cover the whole run)");
+        goto out;
+    }
     bool stdin_seen = false;
     for (size_t i = 0; i < nfiles; i++) {
         if (!strcmp(files[i], "-")) {
@@ -1900,6 +2067,18 @@ int wd_cmd_scan(int argc, char **argv)
             any = wd_inj_rule(r) && selected(&S, r);
         }
         if (!any) S.inj_on = false; /* no injection rules scanned: nothing to screen with */
+    }
+    for (size_t i = 0; S.jobs > 1 && S.out == OUT_ANON && i < wd_guard_db_nrules(S.db); i++) {
+        const wd_rule_t *r = wd_guard_db_rule(S.db, i);
+        if (selected(&S, r) && rewrite_action(&S, r) == WD_ACT_PSEUDO) {
+            fail(&S,
+                 "--jobs with pseudonymize%s%s%s: pseudonyms are numbered across the whole run, which "
+                 "separate "
+                 "processes cannot do; use --jobs 1 or another action",
+                 S.profile ? " (the profile's action for " : "", S.profile ? r->type : "",
+                 S.profile ? ")" : "");
+            goto out;
+        }
     }
     if (S.out == OUT_ANON && !S.have_key) {
         const wd_rule_t *hashed = NULL;

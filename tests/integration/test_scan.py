@@ -18,6 +18,8 @@
   whole rules directory and a profile: the injection screen as the gateway runs it (score, threshold,
   action, rules and decoded layers, decode budget), output categories with severity, rule-set version
   and the profile's output action;
+- --jobs: a JSON lines file in parts, one process each: the same output, line numbers, exit status
+  and first error as one process;
 - a profile's allow list: listed values kept in anonymized output, reported as allowed by --explain;
 - --class: only the rules of the named classes, in every format and output; unknown or empty classes
   refused;
@@ -996,6 +998,59 @@ def test_class_selects_rules(tmp_path, rules):
     out = p.stdout.decode()
     assert "EMAIL" in out and "INJECTION" not in out and "injection screen" not in out
     assert out.splitlines()[-1] == "rule sets: names (no set_version), pii (no set_version)"
+
+
+def test_jobs_same_output_as_one_process(tmp_path, rules):
+    """--jobs N: a JSON lines file scanned in N parts at once gives the same bytes, in the same order, with
+    the same line numbers and exit status as one process; an invalid line in a later part gives the
+    output of the lines before it and the same message; what it cannot do is refused."""
+    rng = random.Random(11)
+    words = ["alpha", "Grüße", "日本語", "data", "x", "naïve"]
+    lines = []
+    for i in range(6000):
+        if i % 97 == 0:
+            lines.append("")
+            continue
+        t = " ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))
+        if i % 3 == 0:
+            t += " " + rng.choice(list(VALUES.values()))
+        lines.append(json.dumps({"id": i, "t": t, "m": {"k": EMAIL if i % 5 == 0 else "none"}},
+                                ensure_ascii=i % 2 == 0))
+    f = tmp_path / "in.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    assert f.stat().st_size > 3 * 256 * 1024  # split into 3 parts
+    key = tmp_path / "k"
+    key.write_bytes(bytes(range(32)))
+    for extra in (["--output", "anonymized", "--action", "hash", "--hash-key-file", str(key)], []):
+        one = run(["--jsonl"] + extra + [str(f)], rules)
+        assert one.returncode == 1, one.stderr
+        for j in ("2", "3"):
+            par = run(["--jsonl", "-j", j] + extra + [str(f)], rules)
+            assert (par.returncode, par.stderr) == (1, b""), par.stderr
+            assert par.stdout == one.stdout
+    assert max(x["line"] for x in findings(one)) > 5900  # the findings run: line numbers across the parts
+    # an invalid line in the last part: the lines before it, then the same message
+    bad = lines[:5500] + ["{oops"] + lines[5500:]
+    f.write_text("\n".join(bad) + "\n")
+    one = run(["--jsonl", str(f)], rules)
+    par = run(["--jsonl", "--jobs", "3", str(f)], rules)
+    assert one.returncode == par.returncode == 2
+    assert par.stderr == one.stderr and b"invalid JSON on line 5501" in par.stderr
+    assert par.stdout == one.stdout and max(x["line"] for x in findings(par)) < 5501
+    # a file without findings: exit 0 from every part
+    f.write_text("\n".join(json.dumps({"t": "nothing here " * 30}) for _ in range(9000)) + "\n")
+    p = run(["--jsonl", "-j", "3", str(f)], rules)
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+    for args, msg in [
+        (["-j", "2"], "--jobs applies to JSON lines (--jsonl)"),
+        (["--jsonl", "-j", "0"], "--jobs '0': expected a number of processes from 1 to 256"),
+        (["--jsonl", "-j", "2", "--explain"], "--jobs cannot be combined with --explain"),
+        (["--jsonl", "-j", "2", "--output", "anonymized", "--action", "pseudonymize"],
+         "--jobs with pseudonymize: pseudonyms are numbered across the whole run"),
+    ]:
+        p = run(args + [str(f)], rules)
+        assert p.returncode == 2 and p.stdout == b"", args
+        assert msg in p.stderr.decode(), (args, p.stderr)
 
 
 # ---- bounded memory ----------------------------------------------------------------------------------
