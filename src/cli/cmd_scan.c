@@ -1759,6 +1759,22 @@ static int copy_back(scan_t *S, int fd, FILE *out, char *buf)
 
 static int scan_jsonl(scan_t *S, rd_t *r);
 
+/* An unnamed temporary file in dir: O_TMPFILE, else (a file system without it) a named one unlinked
+ * at once. */
+static int temp_file(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/warden-scan-XXXXXX", dir) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0) unlink(path);
+    return fd;
+}
+
 /* Scans the parts of a JSON lines file in S->jobs processes at once, each writing to a temporary file,
  * and writes their outputs in order: the same bytes, findings and exit status as one process, and on an
  * error in some part, the output before it and its message only. */
@@ -1779,8 +1795,8 @@ static int scan_parts(scan_t *S, int fd, uint64_t size, char *buf)
     int rc = 0;
     if (fflush(S->o) || fflush(stderr)) return fail(S, "writing the output: %s", strerror(errno));
     for (unsigned k = 0; k < n && !rc; k++) {
-        out[k] = open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-        err[k] = out[k] >= 0 ? open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+        out[k] = temp_file(tmp);
+        err[k] = out[k] >= 0 ? temp_file(tmp) : -1;
         if (err[k] < 0) {
             rc = fail(S, "%s: a temporary file in %s: %s", S->file, tmp, strerror(errno));
             if (out[k] >= 0) close(out[k]);

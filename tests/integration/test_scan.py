@@ -1037,6 +1037,10 @@ def test_jobs_same_output_as_one_process(tmp_path, rules):
     assert one.returncode == par.returncode == 2
     assert par.stderr == one.stderr and b"invalid JSON on line 5501" in par.stderr
     assert par.stdout == one.stdout and max(x["line"] for x in findings(par)) < 5501
+    # no temporary directory: an error before any output
+    p = run(["--jsonl", "-j", "2", str(f)], rules, env=dict(os.environ, TMPDIR=str(tmp_path / "none")))
+    assert (p.returncode, p.stdout) == (2, b"")
+    assert p.stderr.decode() == f"warden scan: {f}: a temporary file in {tmp_path / 'none'}: No such file or directory\n"
     # a file without findings: exit 0 from every part
     f.write_text("\n".join(json.dumps({"t": "nothing here " * 30}) for _ in range(9000)) + "\n")
     p = run(["--jsonl", "-j", "3", str(f)], rules)
