@@ -1826,14 +1826,14 @@ static int scan_parts(scan_t *S, int fd, uint64_t size, char *buf)
         int st = 0;
         while (waitpid(pid[k], &st, 0) < 0 && errno == EINTR) {
         }
-        if (!rc && (rc = copy_back(S, out[k], S->o, buf)) == 0) {
-            int e = err[k];
-            err[k] = -1;
-            rc = copy_back(S, e, stderr, buf);
-        } else {
+        if (rc) { /* an earlier part failed: nothing of this one is written */
             close(out[k]);
+            close(err[k]);
+            continue;
         }
-        if (err[k] >= 0) close(err[k]);
+        rc = copy_back(S, out[k], S->o, buf); /* closes out[k] */
+        if (!rc) rc = copy_back(S, err[k], stderr, buf);
+        else close(err[k]);
         if (rc) continue;
         if (WIFEXITED(st) && WEXITSTATUS(st) == WD_EXIT_FAIL)
             S->total++;
