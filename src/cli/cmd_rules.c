@@ -35,8 +35,9 @@ static void print_failure(void *ud, const wd_rule_t *rule, const char *msg)
     puts(msg);
 }
 
-/* The rules of dir, compiled, with the person-name gazetteer of dir/data when a rule needs it. */
-static wd_guard_db_t *load(const wd_cli_t *c, const char *dir)
+/* The rules of dir, each checked; to scan with (`compile`): compiled, with the person-name gazetteer of
+ * dir/data when a rule needs it. */
+static wd_guard_db_t *load(const wd_cli_t *c, const char *dir, bool compile)
 {
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -45,11 +46,13 @@ static wd_guard_db_t *load(const wd_cli_t *c, const char *dir)
         return NULL;
     }
     char err[1024];
-    wd_guard_db_t *db = wd_guard_db_load(dir, err, sizeof err);
+    wd_guard_db_t *db =
+        compile ? wd_guard_db_load(dir, err, sizeof err) : wd_guard_db_parse(dir, err, sizeof err);
     if (!db) {
         wd_cli_fail(c, WD_EXIT_USAGE, "%s", err);
         return NULL;
     }
+    if (!compile) return db;
     wd_validators_set_data_dir(dir);
     /* without it every PERSON example would fail for a reason that is not the rule's */
     if (wd_guard_db_uses_validator(db, "person_name") && wd_validators_load_data(err, sizeof err) != WD_OK) {
@@ -137,7 +140,7 @@ int wd_cmd_rules(int argc, char **argv)
     }
     const char *dir = wd_cli_val(o, no, "rules");
     if (!dir) dir = "rules";
-    wd_guard_db_t *db = load(&c, dir);
+    wd_guard_db_t *db = load(&c, dir, is_check);
     if (!db) return WD_EXIT_USAGE;
     rc = is_check ? check(&c, db, dir, min_score) : list(&c, db);
     wd_guard_db_unref(db);
