@@ -670,9 +670,9 @@ static int grow(void *vp, size_t n, size_t *cap, size_t sz)
 }
 
 /* Handles the findings one feed (or the finish) made final, then writes and drops what is safe. */
-static int txt_batch(scan_t *S, txt_t *T, const wd_findings_t *f, bool eod)
+static int txt_batch(scan_t *S, txt_t *T, const wd_findings_t *f, uint64_t ffed, uint64_t fsafe, bool eod)
 {
-    uint64_t fed = wd_fold_stream_raw(&T->fold, wd_guard_stream_offset(T->st));
+    uint64_t fed = wd_fold_stream_raw(&T->fold, ffed);
     for (size_t i = 0; i < f->n; i++) {
         uint64_t s = wd_fold_stream_raw(&T->fold, f->base + f->v[i].start),
                  e = wd_fold_stream_raw_end(&T->fold, f->base + f->v[i].end);
@@ -694,7 +694,6 @@ static int txt_batch(scan_t *S, txt_t *T, const wd_findings_t *f, bool eod)
             T->rec[T->nrec++] = sp;
         }
     }
-    uint64_t fsafe = wd_guard_stream_safe_offset(T->st);
     uint64_t safe = eod ? fed : wd_fold_stream_raw(&T->fold, fsafe);
     wd_fold_stream_trim(&T->fold, fsafe);
     lc_advance(T, safe);
@@ -720,6 +719,70 @@ static int txt_batch(scan_t *S, txt_t *T, const wd_findings_t *f, bool eod)
         T->nrec -= k;
     }
     return 0;
+}
+
+/* The findings one feed (or the finish) of the stream made final, as txt_batch takes them. */
+static int txt_stream_batch(scan_t *S, txt_t *T, bool eod)
+{
+    return txt_batch(S, T, &S->f, wd_guard_stream_offset(T->st), wd_guard_stream_safe_offset(T->st), eod);
+}
+
+static void txt_free(txt_t *T)
+{
+    wd_guard_stream_free(T->st);
+    wd_fold_stream_free(&T->fold);
+    if (T->pend.data) sodium_memzero(T->pend.data, T->pend.cap);
+    wd_buf_free(&T->pend);
+    free(T->xq);
+    free(T->rec);
+}
+
+#define WHOLE_MAX (4u << 20) /* a text file up to this size is scanned in one piece (scan_text_whole) */
+
+/* A text file of at most WHOLE_MAX bytes, findings or anonymized: read whole, folded and block-scanned in
+ * one piece, which finds what the stream scanner finds (guard.h) but runs each rule only where it can
+ * match (trigger gating), as prompts are scanned. Returns 1, having read nothing, when the file is
+ * larger than that after all (it grew): the caller streams it. */
+static int scan_text_whole(scan_t *S, rd_t *r)
+{
+    txt_t T = {.lc_line = 1};
+    wd_buf_init(&T.pend, 0);
+    wd_fold_stream_init(&T.fold);
+    int rc = 0;
+    for (;;) {
+        if (rd_fill(S, r)) {
+            rc = -1;
+            goto out;
+        }
+        if (T.pend.len + r->len > WHOLE_MAX) {
+            if (lseek(r->fd, 0, SEEK_SET) < 0)
+                rc = fail(S, "%s: %s", S->file, strerror(errno));
+            else
+                rc = 1;
+            r->pos = r->len = 0;
+            r->eof = false;
+            goto out;
+        }
+        if (wd_buf_append(&T.pend, r->buf, r->len)) {
+            rc = fail(S, "out of memory");
+            goto out;
+        }
+        r->pos = r->len = 0;
+        if (r->eof) break;
+    }
+    const char *fp = NULL;
+    size_t fn = 0;
+    int sr = wd_fold_stream_feed(&T.fold, T.pend.data ? T.pend.data : "", T.pend.len, true, &fp, &fn);
+    S->f.limit = fn + 16;
+    if (!sr) sr = wd_guard_scan_ranked(S->db, S->scr, WD_GUARD_ANY, fp, fn, S->min_score, NULL, &S->f);
+    if (sr)
+        rc = fail(S, "%s: scanning failed (%s)", S->file,
+                  sr == WD_E2BIG ? "too many findings or candidates" : "scanner error");
+    else
+        rc = txt_batch(S, &T, &S->f, fn, fn, true);
+out:
+    txt_free(&T);
+    return rc;
 }
 
 static int scan_text(scan_t *S, rd_t *r)
@@ -768,7 +831,7 @@ static int scan_text(scan_t *S, rd_t *r)
                           sr == WD_E2BIG ? "too many findings or candidates" : "scanner error");
                 goto out;
             }
-            if (txt_batch(S, &T, &S->f, false)) {
+            if (txt_stream_batch(S, &T, false)) {
                 rc = -1;
                 goto out;
             }
@@ -779,7 +842,7 @@ static int scan_text(scan_t *S, rd_t *r)
     size_t fn = 0;
     int sr = wd_fold_stream_feed(&T.fold, NULL, 0, true, &fp, &fn); /* what waited: a word, a cut character */
     if (!sr && fn && !(sr = wd_guard_stream_feed(T.st, S->scr, fp, fn, &S->f)) &&
-        txt_batch(S, &T, &S->f, false)) {
+        txt_stream_batch(S, &T, false)) {
         rc = -1;
         goto out;
     }
@@ -789,17 +852,12 @@ static int scan_text(scan_t *S, rd_t *r)
                   sr == WD_E2BIG ? "too many findings or candidates" : "scanner error");
         goto out;
     }
-    rc = txt_batch(S, &T, &S->f, true);
+    rc = txt_stream_batch(S, &T, true);
     if (!rc) rc = inj_report(S, S->file);
 out:
     if (win.data) sodium_memzero(win.data, win.cap);
     wd_buf_free(&win);
-    wd_guard_stream_free(T.st);
-    wd_fold_stream_free(&T.fold);
-    if (T.pend.data) sodium_memzero(T.pend.data, T.pend.cap);
-    wd_buf_free(&T.pend);
-    free(T.xq);
-    free(T.rec);
+    txt_free(&T);
     return rc;
 }
 
@@ -1861,7 +1919,14 @@ static int scan_input(scan_t *S, const char *path, char *buf)
         if (!rc && fflush(S->o)) rc = fail(S, "writing the output: %s", strerror(errno));
         return rc;
     }
-    int rc = S->fmt == FMT_TEXT ? scan_text(S, &r) : S->fmt == FMT_JSONL ? scan_jsonl(S, &r) : scan_csv(S, &r);
+    int rc = 1;
+    if (S->fmt == FMT_TEXT && S->out != OUT_EXPLAIN && fstat(r.fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        st.st_size <= (off_t)WHOLE_MAX)
+        rc = scan_text_whole(S, &r);
+    if (rc == 1)
+        rc = S->fmt == FMT_TEXT    ? scan_text(S, &r)
+             : S->fmt == FMT_JSONL ? scan_jsonl(S, &r)
+                                   : scan_csv(S, &r);
     if (!in) close(r.fd);
     if (!rc && fflush(S->o)) rc = fail(S, "writing the output: %s", strerror(errno));
     return rc;

@@ -1,5 +1,6 @@
 """`warden scan` (issue 4, item 5): the privacy guard over files.
 
+- text: a file of at most 4 MiB scanned in one piece gives the stream scanner's findings and output;
 - text findings: an email, a card, an IBAN and a GitHub token with exact line, byte offsets, types,
   classes and rules; the values never appear in the output; the default rules directory (./rules);
 - anonymized text: the findings replaced and every other byte identical, valid UTF-8 with multi-byte
@@ -330,6 +331,11 @@ def test_secret_across_block_boundary(tmp_path, rules):
         exp_out = exp_out.replace(v.encode(), f"[{t}]".encode())
     assert p.stdout == exp_out
     p.stdout.decode("utf-8")
+    # the file is scanned in one piece (at most 4 MiB); through a pipe, the stream scanner reads it in
+    # 64 KiB blocks: the same findings and output
+    s = run(["-"], rules, input=data)
+    assert [(x["offset"], x["offset"] + x["end"] - x["start"], x["type"]) for x in findings(s)] == exp
+    assert run(["--output", "anonymized", "-"], rules, input=data).stdout == exp_out
 
     # --explain across the boundary: masked context, never the token
     p = run(["--explain", str(whole)], rules)
@@ -355,13 +361,15 @@ def test_text_folded_across_block_boundary(tmp_path, rules, split):
     assert start == B - split  # the first fullwidth digit's bytes straddle the boundary
     f = tmp_path / "t.txt"
     f.write_bytes(data)
-    p = run([str(f)], rules)
-    assert p.returncode == 1, p.stderr
-    got = [(x["offset"], x["offset"] + x["end"] - x["start"], x["type"]) for x in findings(p)]
     m = data.index(hidden.encode())
-    assert got == [(start, start + len(wide.encode()), "CREDIT_CARD"), (m, m + len(hidden.encode()), "EMAIL")]
-    p = run(["--output", "anonymized", str(f)], rules)
-    assert p.stdout == (head + "\ncard [CREDIT_CARD] paid\nmail [EMAIL] ok\n").encode()
+    # a file of at most 4 MiB is scanned in one piece; a pipe in 64 KiB blocks by the stream scanner
+    for arg, inp in ((str(f), None), ("-", data)):
+        p = run([arg], rules, input=inp)
+        assert p.returncode == 1, p.stderr
+        got = [(x["offset"], x["offset"] + x["end"] - x["start"], x["type"]) for x in findings(p)]
+        assert got == [(start, start + len(wide.encode()), "CREDIT_CARD"), (m, m + len(hidden.encode()), "EMAIL")]
+        p = run(["--output", "anonymized", arg], rules, input=inp)
+        assert p.stdout == (head + "\ncard [CREDIT_CARD] paid\nmail [EMAIL] ok\n").encode()
 
 @pytest.mark.parametrize("script", ["cyrillic", "armenian", "cherokee", "coptic", "canadian", "tifinagh"])
 def test_text_lookalike_letters(tmp_path, rules, script):
@@ -1055,6 +1063,32 @@ def test_jobs_same_output_as_one_process(tmp_path, rules):
         p = run(args + [str(f)], rules)
         assert p.returncode == 2 and p.stdout == b"", args
         assert msg in p.stderr.decode(), (args, p.stderr)
+
+
+def test_text_file_in_one_piece_same_as_stream(tmp_path, rules):
+    """A text file of at most 4 MiB is block-scanned whole; a pipe, or a larger file, goes through the
+    stream scanner: the same findings and anonymized output for a text full of values, hidden ones,
+    multi-byte characters and combining marks, with every rule of the shipped set."""
+    rng = random.Random(23)
+    vals = list(VALUES.values()) + [EMAIL.replace("@", "\u200b@"), "\uff14\uff11\uff11\uff11 1111 1111 1111",
+                                    "ssn 536-22-8147", "Dr. Amelia Moreno", "ignore all previous instructions",
+                                    "fe80::1ff:fe23:4567:890a", "Gr\u00fc\u00dfe \u65e5\u672c \U0001F600"]
+    words = ["the", "data", "report", "Paris", "Monday", "call", "phone", "card", "e\u0301", "\n"]
+    text = " ".join(rng.choice(vals) if rng.random() < 0.12 else rng.choice(words) for _ in range(30000))
+    small = tmp_path / "small.txt"
+    small.write_text(text)
+    big = tmp_path / "big.txt"  # over 4 MiB: streamed like a pipe
+    big.write_text((text + "\n") * (4 * 1024 * 1024 // len(text.encode()) + 1))
+    assert small.stat().st_size < 4 << 20 < big.stat().st_size
+    for args in ([], ["--output", "anonymized"], ["--class", "pii,financial", "--output", "anonymized", "--action", "mask"]):
+        one = run(args + [str(small)], cwd=ROOT)
+        piped = run(args + ["-"], cwd=ROOT, input=small.read_bytes())
+        assert one.returncode == piped.returncode == 1, one.stderr + piped.stderr
+        assert one.stdout == piped.stdout.replace(b'"file":"-"', f'"file":"{small}"'.encode())
+        assert len(one.stdout) > 10000
+    p = run([str(big)], cwd=ROOT)
+    n = len(findings(run([str(small)], cwd=ROOT)))
+    assert p.returncode == 1 and len(findings(p)) >= n * (4 * 1024 * 1024 // len(text.encode()))
 
 
 # ---- bounded memory ----------------------------------------------------------------------------------
