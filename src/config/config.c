@@ -1318,8 +1318,10 @@ static int h_allow(ctx_t *c, const wd_ynode_t *n, const char *path, void *base, 
                         "ignoring ASCII case)",
                         path, SHOW(v));
         if (rc == WD_EINVAL)
-            return fail(c, v, "%s: '%.*s%s': expected a value of at most %d bytes with a letter or digit",
-                        path, SHOW(v), WD_ALLOW_MAX_LEN);
+            return fail(
+                c, v,
+                "%s: '%.*s%s': expected a value of at most %d bytes with a letter or digit, or *@DOMAIN",
+                path, SHOW(v), WD_ALLOW_MAX_LEN);
         if (rc) return fail(c, v, "out of memory");
     }
     return WD_OK;

@@ -224,9 +224,22 @@ static int replace(const wd_rule_t *r, wd_action_t a, const char *p, size_t len,
 /* ---- allow-lists --------------------------------------------------------------------------------- */
 
 struct wd_guard_allow {
-    char **v; /* compared forms, sorted once complete (each add keeps the order) */
+    char **v; /* compared forms, kept sorted; a domain entry (*@example.com) as DOMAIN_MARK + "example.com" */
     size_t n, cap;
 };
+
+#define DOMAIN_MARK '\x01' /* configured values hold no control characters */
+
+/* Where the domain of an address starts in p[0..len) (one '@', something on each side, nothing that an
+ * address cannot hold: no space, ':', '/' or '\\'), or 0 when p is no address. */
+static size_t address_domain(const char *p, size_t len)
+{
+    const char *at = memchr(p, '@', len);
+    if (!at || at == p || at + 1 == p + len || memchr(at + 1, '@', (size_t)(p + len - at - 1))) return 0;
+    for (size_t i = 0; i < len; i++)
+        if (strchr(" :/\\", p[i]) || (unsigned char)p[i] < 0x20) return 0;
+    return (size_t)(at + 1 - p);
+}
 
 /* The compared form of p (see rewrite.h) in out (at least len bytes); its length, 0 if empty. */
 static size_t allow_form(const char *p, size_t len, char *out)
@@ -279,7 +292,17 @@ int wd_guard_allow_add(wd_guard_allow_t *a, const char *p, size_t len)
 {
     char form[WD_ALLOW_MAX_LEN + 1];
     if (len > WD_ALLOW_MAX_LEN) return WD_EINVAL;
-    size_t n = allow_form(p, len, form), k = 0;
+    size_t n, k = 0;
+    if (len > 2 && p[0] == '*' && p[1] == '@') { /* every address of a domain: as "x@domain" would be */
+        char probe[WD_ALLOW_MAX_LEN + 1] = "x";
+        memcpy(probe + 1, p + 1, len - 1);
+        if (address_domain(probe, len) != 2) return WD_EINVAL;
+        form[0] = DOMAIN_MARK;
+        n = 1 + allow_form(p + 2, len - 2, form + 1);
+        k = 1;
+    } else {
+        n = allow_form(p, len, form);
+    }
     while (k < n && !wd_is_alnum((unsigned char)form[k]) && (unsigned char)form[k] < 0x80)
         k++;
     if (k == n || memchr(form, 0, n)) return WD_EINVAL; /* no letter or digit: it would allow punctuation */
@@ -316,6 +339,13 @@ bool wd_guard_allow_has(const wd_guard_allow_t *a, const char *p, size_t len)
     form[n] = 0;
     bool found;
     allow_find(a, form, &found);
+    size_t d = found ? 0 : address_domain(p, len);
+    if (d) { /* an address: is its domain listed (*@domain)? */
+        form[0] = DOMAIN_MARK;
+        n = 1 + allow_form(p + d, len - d, form + 1);
+        form[n] = 0;
+        allow_find(a, form, &found);
+    }
     sodium_memzero(form, sizeof form);
     return found;
 }

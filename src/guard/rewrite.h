@@ -51,7 +51,10 @@ int wd_restorer_flush(wd_restorer_t *r, wd_buf_t *out);
  * own support address, a published hotline, a documented test card number). A finding is allowed when
  * its text equals an entry compared this way: a value of digits and the separators numbers are written
  * with (space, - . / ( ) +) by its digits alone, so "(212) 555-0100" = "212.555.0100"; any other value
- * with ASCII letters in either case. Built once (config load), then read-only and shared by threads. */
+ * with ASCII letters in either case. An entry "*@example.com" allows every address of that domain
+ * (exactly: not its subdomains), a finding with one '@' and nothing an address cannot hold (no space,
+ * ':', '/' or '\'), so a URL carrying credentials for that host is not allowed by it. Built once (config
+ * load), then read-only and shared by threads. */
 #define WD_ALLOW_MAX_LEN 256 /* longest entry, and longest finding that can be allowed */
 typedef struct wd_guard_allow wd_guard_allow_t;
 wd_guard_allow_t *wd_guard_allow_new(void);

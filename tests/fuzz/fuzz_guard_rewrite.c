@@ -61,8 +61,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     CHECK(db);
     scratch = wd_guard_scratch_new(db);
     CHECK(scratch);
-    static const char *const listed[] = {"a@b.co", "4111 1111 1111 1111", "sk-abcdefgh", "aab",
-                                         "ID:\xc3\xa9x"};
+    static const char *const listed[] = {"a@b.co", "4111 1111 1111 1111", "sk-abcdefgh",
+                                         "aab",    "ID:\xc3\xa9x",        "*@y.io"};
     allow = wd_guard_allow_new();
     CHECK(allow);
     for (size_t i = 0; i < sizeof listed / sizeof *listed; i++)

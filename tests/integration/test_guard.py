@@ -13,7 +13,8 @@
 - x-warden-guard and the audit event carry types, actions and counts, never values;
 - a role entitled to `phi` sends health identifiers unchanged, another role has them redacted;
 - mask, redact and keyed hash (stable across requests and restarts with a state dir);
-- a profile's allow list: listed values (any case; numbers with any spacing) reach the model and
+- a profile's allow list: listed values (any case; numbers with any spacing; every address of a listed
+  domain) reach the model and
   leave in answers (whole and streamed) as written, even where their type blocks; others are acted on.
 
 Run with Debian's interpreter: /usr/bin/python3 -m pytest tests/integration/test_guard.py
@@ -964,7 +965,7 @@ GUARD_ALLOW = (
     "  std:\n"
     "    input: { EMAIL: pseudonymize, CREDIT_CARD: pseudonymize, secrets: block }\n"
     "    output: { pii: redact, financial: redact }\n"
-    f"    allow: [{ALLOWED}, '4111-1111-1111-1111', {OK_PAT}]\n"
+    f"    allow: [{ALLOWED}, '4111-1111-1111-1111', {OK_PAT}, '*@corp.example']\n"
 )
 
 
@@ -982,15 +983,15 @@ def allow_gw(tmp_path_factory, patient_start):
 def test_allow_list_passes_listed_values_only(allow_gw):
     upstream, g = allow_gw
     other_card = "5555 5555 5555 4444"
-    prompt = f"mail support@example.com and {EMAIL}, cards {CARD} and {other_card}"
+    prompt = f"mail support@example.com, Ops@Corp.Example and {EMAIL}, cards {CARD} and {other_card}"
     r = post(g.url, CHAT, chat(prompt))
     assert r.status_code == 200, r.text
     sent = json.loads(upstream.last())["messages"][0]["content"]
     # the listed address (any case) and card (any spacing) reach the model as written, the others do not
-    assert sent == f"mail support@example.com and <EMAIL_1>, cards {CARD} and <CREDIT_CARD_1>"
+    assert sent == f"mail support@example.com, Ops@Corp.Example and <EMAIL_1>, cards {CARD} and <CREDIT_CARD_1>"
     hdr = r.headers["x-warden-guard"]
     assert "EMAIL:pseudonymize:1" in hdr and "CREDIT_CARD:pseudonymize:1" in hdr, hdr
-    assert "EMAIL:allow:1" in hdr and "CREDIT_CARD:allow:1" in hdr, hdr
+    assert "EMAIL:allow:2" in hdr and "CREDIT_CARD:allow:1" in hdr, hdr
     no_values(hdr, EMAIL, other_card)
 
     # answers: the output filter redacts what is not listed, whole and streamed

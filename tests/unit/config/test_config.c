@@ -1049,15 +1049,18 @@ static void test_guard_allow_list(void **state)
     char dir[] = "/tmp/wd-test-allow-XXXXXX", path[128], err[ERRLEN];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/c.yaml", dir);
-    write_guard_config(path, "{ input: { pii: redact }, allow: [Help@Example.COM, '+1 (212) 736-4821', x] }");
+    write_guard_config(path, "{ input: { pii: redact }, allow: [Help@Example.COM, '+1 (212) 736-4821', x, "
+                             "'*@Corp.example'] }");
     wd_config_t *c = wd_config_load_ex(path, WD_CONFIG_NO_SCAN, err, sizeof err);
     if (!c) fail_msg("%s", err);
     const wd_guard_allow_t *a = wd_config_profile(c, "p")->allow;
-    assert_int_equal(wd_guard_allow_count(a), 3);
-    static const char *const yes[] = {"help@example.com", "HELP@EXAMPLE.COM", "12127364821",
-                                      "1-212-736-4821",   "+1 212.736.4821",  "X"};
+    assert_int_equal(wd_guard_allow_count(a), 4);
+    static const char *const yes[] = {"help@example.com",  "HELP@EXAMPLE.COM", "12127364821",
+                                      "1-212-736-4821",    "+1 212.736.4821",  "X",
+                                      "anna@corp.example", "B@CORP.EXAMPLE"};
     static const char *const no[] = {
-        "help@example.org", "help@examplecom", "2127364821", "+1 212 736 482", "1212736482a", "xx", ""};
+        "help@example.org",    "help@examplecom", "2127364821", "+1 212 736 482", "1212736482a", "xx", "",
+        "anna@x.corp.example", "corp.example"};
     for (size_t i = 0; i < WD_ARRAY_LEN(yes); i++)
         if (!wd_guard_allow_has(a, yes[i], strlen(yes[i]))) fail_msg("'%s' should be allowed", yes[i]);
     for (size_t i = 0; i < WD_ARRAY_LEN(no); i++)
@@ -1074,6 +1077,9 @@ static void test_guard_allow_list(void **state)
          "guard_profiles.p.allow: '(212) 736 4821' is listed twice"},
         {"{ allow: ['--'] }",
          "guard_profiles.p.allow: '--': expected a value of at most 256 bytes with a letter or digit"},
+        {"{ allow: ['*@a b.co'] }",
+         "guard_profiles.p.allow: '*@a b.co': expected a value of at most 256 bytes"},
+        {"{ allow: ['*@Ex.co', '*@ex.CO'] }", "guard_profiles.p.allow: '*@ex.CO' is listed twice"},
         {"{ allow: [[a]] }", "guard_profiles.p.allow: expected a string, got a sequence"},
     };
     for (size_t i = 0; i < WD_ARRAY_LEN(bad); i++) {

@@ -760,6 +760,21 @@ static void test_rewrite_allow_list(void **state)
     assert_int_equal(wd_guard_allow_add(al, "4111 1111 1111 1111", 19), WD_EEXIST);
     assert_int_equal(wd_guard_allow_add(al, " - ", 3), WD_EINVAL);
     assert_int_equal(wd_guard_allow_count(al), 3);
+    /* a domain: every address of it, not of its subdomains, not a URL with credentials for it */
+    assert_int_equal(wd_guard_allow_add(al, "*@Corp.Example", 14), WD_OK);
+    assert_int_equal(wd_guard_allow_add(al, "*@corp.EXAMPLE", 14), WD_EEXIST);
+    static const char *const bad[] = {"*@", "*@a@b.co", "*@ex ample.co", "*@-.-", "*@a/b", "*@a:b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(wd_guard_allow_add(al, bad[i], strlen(bad[i])), WD_EINVAL);
+    static const char *const in[] = {"anna@corp.example", "Bob.X@CORP.Example", "a+tag@corp.example"};
+    static const char *const out[] = {
+        "anna@mail.corp.example", "anna@corp.example.org",    "corp.example",
+        "@corp.example",          "https://u:p@corp.example", "a b@corp.example"};
+    for (size_t i = 0; i < sizeof in / sizeof *in; i++)
+        assert_true(wd_guard_allow_has(al, in[i], strlen(in[i])));
+    for (size_t i = 0; i < sizeof out / sizeof *out; i++)
+        assert_false(wd_guard_allow_has(al, out[i], strlen(out[i])));
+    assert_int_equal(wd_guard_allow_count(al), 4);
     const char *text =
         "jane@ex.com and bob@ex.com paid with 4111 1111 1111 1111 using sk-abcdefgh and sk-zzzzzzzz";
     actions_t a = {{"EMAIL", "CREDIT_CARD", "API_KEY"}, {WD_ACT_REDACT, WD_ACT_MASK, WD_ACT_BLOCK}};
