@@ -113,6 +113,9 @@ int wd_cli_check_model(const wd_cli_t *c, const char *model, const char *roles_j
  * which the caller frees). Rejects empty items. Returns count or -1 after printing. */
 int wd_cli_split(const wd_cli_t *c, const wd_cli_opt_t *o, char **storage, const char **out, size_t max);
 
+/* --min-score V: a number from 0 to 1 into *out; else WD_EXIT_USAGE after printing. */
+int wd_cli_min_score(const wd_cli_t *c, const char *v, float *out);
+
 /* JSON array text (compact) of strings; NULL on allocation failure. */
 char *wd_cli_json_array(const char *const *v, size_t n);
 /* "a,b,c" from a JSON array text ("-" for NULL/empty); caller frees. */

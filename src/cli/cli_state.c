@@ -250,6 +250,17 @@ int wd_cli_check_model(const wd_cli_t *c, const char *model, const char *roles_j
     return WD_EXIT_OK;
 }
 
+int wd_cli_min_score(const wd_cli_t *c, const char *v, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (!*v || errno || !end || *end || !(d >= 0.0 && d <= 1.0))
+        return wd_cli_fail(c, WD_EXIT_USAGE, "--min-score '%s': expected a number from 0 to 1", v);
+    *out = (float)d;
+    return 0;
+}
+
 int wd_cli_split(const wd_cli_t *c, const wd_cli_opt_t *o, char **storage, const char **out, size_t max)
 {
     size_t total = 0;

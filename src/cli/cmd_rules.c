@@ -2,7 +2,6 @@
  * against their own examples before they are deployed. */
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -130,14 +129,7 @@ int wd_cmd_rules(int argc, char **argv)
     float min_score = DEFAULT_MIN_SCORE;
     const char *v = wd_cli_val(o, no, "min-score");
     if (v && !is_check) return wd_cli_fail(&c, WD_EXIT_USAGE, "--min-score applies to check");
-    if (v) {
-        char *end = NULL;
-        errno = 0;
-        double d = strtod(v, &end);
-        if (!*v || errno || *end || !(d >= 0.0 && d <= 1.0))
-            return wd_cli_fail(&c, WD_EXIT_USAGE, "--min-score '%s': expected a number from 0 to 1", v);
-        min_score = (float)d;
-    }
+    if (v && (rc = wd_cli_min_score(&c, v, &min_score))) return rc;
     const char *dir = wd_cli_val(o, no, "rules");
     if (!dir) dir = "rules";
     wd_guard_db_t *db = load(&c, dir, is_check);

@@ -1745,17 +1745,6 @@ static int load_rules(scan_t *S, const char *rules_opt, const char *config, cons
     return 0;
 }
 
-static int parse_min_score(scan_t *S, const char *v)
-{
-    char *end = NULL;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (!*v || errno || !end || *end || !(d >= 0.0 && d <= 1.0))
-        return fail(S, "--min-score '%s': expected a number from 0 to 1", v);
-    S->min_score = (float)d;
-    return 0;
-}
-
 static int check_input(scan_t *S, const char *path)
 {
     if (!strcmp(path, "-")) return 0;
@@ -2066,7 +2055,7 @@ int wd_cmd_scan(int argc, char **argv)
             goto out;
         }
     }
-    if ((v = wd_cli_val(opts, N, "min-score")) && parse_min_score(&S, v)) goto out;
+    if ((v = wd_cli_val(opts, N, "min-score")) && wd_cli_min_score(&S.cli, v, &S.min_score)) goto out;
     S.jobs = 1;
     if ((v = wd_cli_val(opts, N, "jobs"))) {
         char *end = NULL;

@@ -1789,6 +1789,14 @@ int wd_guard_db_find(const wd_guard_db_t *db, const char *id)
     return -1;
 }
 
+bool wd_guard_db_uses_validator(const wd_guard_db_t *db, const char *name)
+{
+    int v = wd_validator_find(name);
+    for (size_t i = 0; db && v >= 0 && i < db->nrules; i++)
+        if (db->rules[i].validator == v) return true;
+    return false;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Loading: YAML -> rules */
 

@@ -129,11 +129,3 @@ int wd_guard_check_examples(wd_guard_db_t *db, float min_score, const char *cons
     wd_guard_scratch_free(x.s);
     return rc;
 }
-
-bool wd_guard_db_uses_validator(const wd_guard_db_t *db, const char *name)
-{
-    int v = wd_validator_find(name);
-    for (size_t i = 0; v >= 0 && i < wd_guard_db_nrules(db); i++)
-        if (wd_guard_db_rule(db, i)->validator == v) return true;
-    return false;
-}
